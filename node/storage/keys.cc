@@ -1,0 +1,104 @@
+#include "node/storage/keys.h"
+
+#include "absl/strings/str_cat.h"
+#include "replication/base/strings.h"
+
+namespace interco::node::keys {
+
+void PutBigEndian64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+void PutBigEndian32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t GetBigEndian64(std::string_view in) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < in.size(); ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+std::string RegistryPrefix(std::string_view registry) {
+  std::string k(registry);
+  k.push_back('\0');
+  return k;
+}
+
+std::string Record(std::string_view registry, std::string_view record) {
+  std::string k = RegistryPrefix(registry);
+  k.append(record);
+  return k;
+}
+
+std::string_view RecordIdOf(std::string_view key, std::string_view registry) {
+  return key.substr(registry.size() + 1);
+}
+
+std::string EncodeIndexString(std::string_view s) {
+  std::string out = "s";
+  PutBigEndian32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+  return out;
+}
+
+std::optional<std::string> EncodeIndexValue(const interco::v1::Value& value) {
+  std::string out;
+  switch (value.kind_case()) {
+    case interco::v1::Value::kStringValue:
+      return EncodeIndexString(value.string_value());
+    case interco::v1::Value::kInt64Value:
+      out = "i";
+      PutBigEndian64(out, static_cast<uint64_t>(value.int64_value()) ^ (uint64_t{1} << 63));
+      return out;
+    case interco::v1::Value::kBoolValue:
+      return std::string(value.bool_value() ? "b1" : "b0");
+    case interco::v1::Value::kTimestampValue:
+      out = "t";
+      PutBigEndian64(out, static_cast<uint64_t>(value.timestamp_value().seconds()) ^
+                              (uint64_t{1} << 63));
+      PutBigEndian32(out, static_cast<uint32_t>(value.timestamp_value().nanos()));
+      return out;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::string IndexValuePrefix(std::string_view registry, std::string_view field,
+                             std::string_view encoded_value) {
+  std::string k = RegistryPrefix(registry);
+  k.append(field);
+  k.push_back('\0');
+  k.append(encoded_value);
+  k.push_back('\0');
+  return k;
+}
+
+std::string IndexEntry(std::string_view registry, std::string_view field,
+                       std::string_view encoded_value, std::string_view record) {
+  std::string k = IndexValuePrefix(registry, field, encoded_value);
+  k.append(record);
+  return k;
+}
+
+std::string Feed(std::string_view registry, uint64_t seq) {
+  std::string k = RegistryPrefix(registry);
+  PutBigEndian64(k, seq);
+  return k;
+}
+
+uint64_t FeedSeqOf(std::string_view key) {
+  return key.size() < 8 ? 0 : GetBigEndian64(key.substr(key.size() - 8));
+}
+
+std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq) {
+  std::string k = RegistryPrefix(registry);
+  PutBigEndian32(k, origin);
+  PutBigEndian32(k, epoch);
+  PutBigEndian64(k, first_seq);
+  return k;
+}
+
+std::string StreamHead(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }
+
+}  // namespace interco::node::keys

@@ -1,0 +1,54 @@
+// Key layout of the RocksDB column families. Every key of a registry starts with
+// "<registry>\0", so a registry is one contiguous range in each family.
+//
+//   registries  <registry>                                  -> internal.v1.RegistryMeta
+//   records     <registry>\0<record>                        -> replication.v1.RecordState
+//   index       <registry>\0<field>\0<value>\0<record>      -> "" (value: EncodeIndexValue)
+//   feed        <registry>\0<seq:be64>                      -> internal.v1.FeedEntry
+//   log         <registry>\0<origin:be32><epoch:be32><first_seq:be64> -> replication.v1.Batch
+//   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamHead
+//
+// Big-endian integers keep numeric order in byte order. Thread-safe (pure functions).
+#ifndef INTERCO_NODE_STORAGE_KEYS_H_
+#define INTERCO_NODE_STORAGE_KEYS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "interco/v1/value.pb.h"
+
+namespace interco::node::keys {
+
+std::string RegistryPrefix(std::string_view registry);
+std::string Record(std::string_view registry, std::string_view record);
+// The record ID of a records-family key of `registry`.
+std::string_view RecordIdOf(std::string_view key, std::string_view registry);
+
+// Prefix of all index entries of one field value.
+std::string IndexValuePrefix(std::string_view registry, std::string_view field,
+                             std::string_view encoded_value);
+std::string IndexEntry(std::string_view registry, std::string_view field,
+                       std::string_view encoded_value, std::string_view record);
+// Encodes a scalar value (or one set element, as a string) for the index: a type tag and
+// a self-delimiting payload, so that no encoded value is a prefix of another.
+// std::nullopt for kinds that are not indexed (double, geo point, empty).
+std::optional<std::string> EncodeIndexValue(const interco::v1::Value& value);
+std::string EncodeIndexString(std::string_view s);
+
+std::string Feed(std::string_view registry, uint64_t seq);
+uint64_t FeedSeqOf(std::string_view key);
+
+std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq);
+
+inline constexpr std::string_view kNodeMeta = "node";
+std::string StreamHead(std::string_view registry);
+
+void PutBigEndian64(std::string& out, uint64_t v);
+void PutBigEndian32(std::string& out, uint32_t v);
+uint64_t GetBigEndian64(std::string_view in);
+
+}  // namespace interco::node::keys
+
+#endif  // INTERCO_NODE_STORAGE_KEYS_H_

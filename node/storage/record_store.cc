@@ -1,0 +1,921 @@
+#include "node/storage/record_store.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "interco/replication/v1/state.pb.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/keys.h"
+#include "node/storage/rocksdb_store.h"
+#include "replication/base/check.h"
+#include "replication/base/limits.h"
+#include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
+
+namespace interco::node {
+namespace {
+
+using interco::internal::v1::FeedEntry;
+using interco::internal::v1::NodeMeta;
+using interco::internal::v1::PageToken;
+using interco::internal::v1::RegistryMeta;
+using interco::internal::v1::StreamHead;
+using interco::internal::v1::WatchCursor;
+using interco::replication::v1::Batch;
+using interco::replication::v1::BatchHeader;
+using interco::replication::v1::Change;
+using interco::v1::FieldFilter;
+using interco::v1::Record;
+using interco::v1::Registry;
+using interco::v1::Value;
+using replication::FieldValues;
+using replication::RecordState;
+
+constexpr uint32_t kFormatVersion = 1;
+// Feed trimming is amortized: it runs once the feed holds this many extra entries.
+constexpr uint64_t kFeedTrimSlack = 1024;
+
+rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+std::string_view ToView(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+
+template <typename Message>
+absl::Status ParseStored(std::string_view bytes, Message& out, std::string_view what) {
+  if (!out.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError(absl::StrCat("stored ", ToAbsl(what), " does not parse"));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t Fnv64(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : s) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+std::string EncodeToken(const google::protobuf::MessageLite& m) {
+  return absl::WebSafeBase64Escape(m.SerializeAsString());
+}
+
+template <typename Message>
+absl::Status DecodeToken(std::string_view token, std::string_view field, Message& out) {
+  std::string raw;
+  if (token.size() > limits::kPageTokenBytesMax ||
+      !absl::WebSafeBase64Unescape(absl::string_view(token.data(), token.size()), &raw) ||
+      !out.ParseFromString(raw)) {
+    return absl::InvalidArgumentError(absl::StrCat(ToAbsl(field), ": malformed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegistryNotFound(std::string_view registry) {
+  return absl::NotFoundError(absl::StrCat("registry \"", ToAbsl(registry), "\" not found"));
+}
+
+// Whether a visible value satisfies an equality filter (set fields: membership).
+bool Matches(const FieldValues& fields, const FieldFilter& filter) {
+  auto it = fields.find(filter.field());
+  if (it == fields.end()) return false;
+  const Value& v = it->second;
+  const Value& want = filter.value();
+  switch (v.kind_case()) {
+    case Value::kStringSetValue: {
+      const auto& vs = v.string_set_value().values();
+      return std::binary_search(vs.begin(), vs.end(), want.string_value());
+    }
+    case Value::kStringValue: return want.has_string_value() && v.string_value() == want.string_value();
+    case Value::kInt64Value: return want.has_int64_value() && v.int64_value() == want.int64_value();
+    case Value::kDoubleValue:
+      return want.has_double_value() && v.double_value() == want.double_value();
+    case Value::kBoolValue: return want.has_bool_value() && v.bool_value() == want.bool_value();
+    case Value::kTimestampValue:
+      return want.has_timestamp_value() &&
+             v.timestamp_value().seconds() == want.timestamp_value().seconds() &&
+             v.timestamp_value().nanos() == want.timestamp_value().nanos();
+    case Value::kGeoPointValue:
+      return want.has_geo_point_value() &&
+             v.geo_point_value().latitude() == want.geo_point_value().latitude() &&
+             v.geo_point_value().longitude() == want.geo_point_value().longitude();
+    default: return false;
+  }
+}
+
+// Encoded index values of one visible field (one per set element).
+std::set<std::string> IndexValues(const FieldValues& fields, const std::string& field) {
+  std::set<std::string> out;
+  auto it = fields.find(field);
+  if (it == fields.end()) return out;
+  if (it->second.has_string_set_value()) {
+    for (const auto& e : it->second.string_set_value().values()) {
+      out.insert(keys::EncodeIndexString(e));
+    }
+  } else if (auto enc = keys::EncodeIndexValue(it->second)) {
+    out.insert(*std::move(enc));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RecordName(std::string_view registry, std::string_view record) {
+  return absl::StrCat("registries/", ToAbsl(registry), "/records/", ToAbsl(record));
+}
+
+// One queued operation of the group-commit queue.
+struct RecordStore::Op {
+  enum class Type { kCreateRegistry, kWrite };
+  Type type = Type::kWrite;
+  std::string registry;
+  std::string key;
+  replication::LocalWrite write;
+  replication::Principal caller;
+  Registry definition;
+
+  absl::Status status;
+  Record record;
+  Registry registry_out;
+  bool done = false;
+  absl::CondVar cv;
+};
+
+// What a commit group has staged so far, on top of the committed state.
+struct RecordStore::GroupState {
+  rocksdb::WriteBatch batch;
+  // Registries touched by the group, with their staged metadata.
+  std::map<std::string, RegistryRuntime> registries;
+  // Record states written earlier in the group, by records-family key.
+  absl::flat_hash_map<std::string, RecordState> records;
+  // Serialized changes per registry, for this group's change-log batches.
+  std::map<std::string, std::vector<std::string>> changes;
+  std::map<std::string, uint64_t> max_hlc;
+  size_t bytes = 0;
+};
+
+RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db)
+    : authority_(options.authority),
+      origin_(replication::SirenToOrigin(options.authority).value()),
+      sync_(options.sync),
+      feed_retention_(std::max<uint64_t>(options.feed_retention_entries, 1)),
+      db_(std::move(db)),
+      hlc_(*options.clock, 0),
+      random_state_(options.random_seed ^ 0x9e3779b97f4a7c15ULL) {}
+
+RecordStore::~RecordStore() {
+  absl::MutexLock l(&mu_);
+  INTERCO_CHECK(queue_.empty());
+}
+
+absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStoreOptions& options) {
+  if (options.clock == nullptr) return absl::InvalidArgumentError("RecordStore needs a clock");
+  if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("authority: ", s.message()));
+  }
+  RocksDbOptions ro;
+  ro.path = options.path;
+  ro.block_cache_bytes = options.block_cache_bytes;
+  INTERCO_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbStore> db, RocksDbStore::Open(ro));
+  auto store = std::unique_ptr<RecordStore>(new RecordStore(options, std::move(db)));
+  INTERCO_RETURN_IF_ERROR(store->Load());
+  return store;
+}
+
+absl::Status RecordStore::Load() {
+  NodeMeta meta;
+  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kMeta, keys::kNodeMeta));
+  if (raw.has_value()) {
+    INTERCO_RETURN_IF_ERROR(ParseStored(*raw, meta, "node metadata"));
+    if (meta.authority() != authority_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
+    }
+    if (meta.format_version() > kFormatVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the store has format version ", meta.format_version(), "; this node reads up to ",
+          kFormatVersion));
+    }
+  } else {
+    meta.set_authority(authority_);
+    meta.set_epoch(1);
+    meta.set_format_version(kFormatVersion);
+    rocksdb::WriteBatch wb;
+    wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+    INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
+  }
+  epoch_ = meta.epoch();
+  // The HLC never issues a value at or below what was persisted before a restart.
+  hlc_.AdvanceTo(meta.hlc_high_water());
+
+  absl::flat_hash_map<std::string, RegistryRuntime> loaded;
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRegistries);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    RegistryRuntime rt;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), rt.meta, "registry"));
+    auto schema = replication::RegistrySchema::Compile(rt.meta.registry().schema());
+    if (!schema.ok()) {
+      return absl::DataLossError(absl::StrCat("stored schema of registry ", it->key().ToString(),
+                                              " is invalid: ", schema.status().message()));
+    }
+    rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
+    INTERCO_ASSIGN_OR_RETURN(auto head, db_->Get(Cf::kMeta, keys::StreamHead(ToView(it->key()))));
+    if (head.has_value()) {
+      INTERCO_RETURN_IF_ERROR(ParseStored(*head, rt.head, "stream head"));
+    } else {
+      rt.head.set_next_seq(1);
+    }
+    loaded.emplace(std::string(ToView(it->key())), std::move(rt));
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "loading registries"));
+  absl::MutexLock l(&mu_);
+  registries_ = std::move(loaded);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Group commit.
+
+void RecordStore::Commit(Op& op) {
+  std::vector<Op*> group;
+  {
+    absl::MutexLock l(&mu_);
+    queue_.push_back(&op);
+    while (!op.done && queue_.front() != &op) op.cv.Wait(&mu_);
+    if (op.done) return;
+    // Leader: take a bounded group from the front of the queue. The ops stay queued
+    // until they are done, so that later arrivals wait behind them.
+    for (Op* o : queue_) {
+      if (group.size() >= limits::kCommitGroupMutationsMax) break;
+      group.push_back(o);
+    }
+  }
+  ApplyGroup(group);
+  absl::MutexLock l(&mu_);
+  for (Op* o : group) {
+    INTERCO_CHECK(queue_.front() == o);
+    queue_.pop_front();
+    o->done = true;
+    if (o != &op) o->cv.Signal();
+  }
+  if (!queue_.empty()) queue_.front()->cv.Signal();
+}
+
+absl::StatusOr<RecordStore::RegistryRuntime> RecordStore::Runtime(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(absl::string_view(registry.data(), registry.size()));
+  if (it == registries_.end()) return RegistryNotFound(registry);
+  return it->second;
+}
+
+void RecordStore::ApplyGroup(const std::vector<Op*>& group) {
+  GroupState g;
+  for (Op* op : group) {
+    if (g.bytes > limits::kCommitGroupBytesMax) {
+      // Too much for one commit: this op fails retryably rather than making the group
+      // unbounded. It is rare (each op is at most ~1 MiB and groups are 512 ops).
+      op->status = absl::UnavailableError("write queue full; retry");
+      continue;
+    }
+    op->status = op->type == Op::Type::kCreateRegistry ? ApplyCreateRegistry(*op, g)
+                                                       : ApplyWrite(*op, g);
+  }
+
+  // One change-log batch per registry: the origin's changes of this group, chained to
+  // its previous batch of the stream.
+  for (auto& [registry, changes] : g.changes) {
+    RegistryRuntime& rt = g.registries.at(registry);
+    BatchHeader header;
+    header.set_origin(origin_);
+    header.set_stream(registry);
+    header.set_epoch(epoch_);
+    header.set_first_seq(rt.head.next_seq());
+    header.set_count(static_cast<uint32_t>(changes.size()));
+    header.set_max_hlc(g.max_hlc[registry]);
+    header.set_prev_hash(rt.head.last_hash());
+    std::string digests;
+    digests.reserve(32 * changes.size());
+    for (const std::string& c : changes) digests += Sha256(c);
+    header.set_body_hash(Sha256(digests));
+    Batch batch;
+    batch.set_header(header.SerializeAsString());
+    for (std::string& c : changes) batch.add_changes(std::move(c));
+    g.batch.Put(db_->handle(Cf::kLog),
+                ToSlice(keys::Log(registry, origin_, epoch_, header.first_seq())),
+                batch.SerializeAsString());
+    rt.head.set_next_seq(header.first_seq() + header.count());
+    rt.head.set_last_hash(Sha256(batch.header()));
+    g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::StreamHead(registry)),
+                rt.head.SerializeAsString());
+  }
+  std::vector<std::string> touched;
+  for (auto& [registry, rt] : g.registries) {
+    RegistryMeta& m = rt.meta;
+    if (m.feed_next_seq() - m.feed_first_seq() > feed_retention_ + kFeedTrimSlack) {
+      const uint64_t new_first = m.feed_next_seq() - feed_retention_;
+      g.batch.DeleteRange(db_->handle(Cf::kFeed), ToSlice(keys::Feed(registry, m.feed_first_seq())),
+                          ToSlice(keys::Feed(registry, new_first)));
+      m.set_feed_first_seq(new_first);
+    }
+    g.batch.Put(db_->handle(Cf::kRegistries), ToSlice(registry), m.SerializeAsString());
+    touched.push_back(registry);
+  }
+  if (touched.empty()) return;  // every op failed or was a no-op: nothing to write
+
+  NodeMeta node_meta;
+  node_meta.set_authority(authority_);
+  node_meta.set_epoch(epoch_);
+  node_meta.set_hlc_high_water(hlc_.last());
+  node_meta.set_format_version(kFormatVersion);
+  g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), node_meta.SerializeAsString());
+
+  absl::Status s = db_->Write(g.batch, sync_);
+  if (!s.ok()) {
+    // Nothing of the group is durable: every op of it fails, none is acknowledged.
+    for (Op* op : group) {
+      if (op->status.ok()) op->status = s;
+    }
+    return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    for (auto& [registry, rt] : g.registries) registries_[registry] = std::move(rt);
+  }
+  Notify(touched);
+}
+
+absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
+  INTERCO_RETURN_IF_ERROR(replication::ValidateRegistryId(op.registry));
+  Registry& def = op.definition;
+  if (def.owner().empty()) def.set_owner(op.caller.siren);
+  if (absl::Status s = replication::ValidateSiren(def.owner()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("registry.owner: ", s.message()));
+  }
+  if (def.owner() != op.caller.siren) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "registry.owner: ", op.caller.siren, " may only create registries it owns"));
+  }
+  if (def.display_name().size() > limits::kDisplayNameBytesMax) {
+    return absl::InvalidArgumentError("registry.display_name: longer than 256 bytes");
+  }
+  auto schema = replication::RegistrySchema::Compile(def.schema());
+  if (!schema.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
+  }
+  if (g.registries.contains(op.registry) || Runtime(op.registry).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("registry \"", op.registry, "\" already exists"));
+  }
+  RegistryRuntime rt;
+  Registry* stored = rt.meta.mutable_registry();
+  stored->set_name(absl::StrCat("registries/", op.registry));
+  stored->set_display_name(def.display_name());
+  stored->set_owner(def.owner());
+  *stored->mutable_schema() = def.schema();
+  rt.meta.set_create_hlc(hlc_.Now());
+  rt.meta.set_feed_next_seq(1);
+  rt.meta.set_feed_first_seq(1);
+  // splitmix64: feed IDs only need to differ between registries and store lives.
+  random_state_ += 0x9e3779b97f4a7c15ULL;
+  uint64_t z = random_state_ ^ rt.meta.create_hlc();
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  rt.meta.set_feed_id(z ^ (z >> 31));
+  rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
+  rt.head.set_next_seq(1);
+  op.registry_out = PublicRegistry(rt);
+  g.bytes += rt.meta.ByteSizeLong();
+  g.registries.emplace(op.registry, std::move(rt));
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
+  auto reg_it = g.registries.find(op.registry);
+  if (reg_it == g.registries.end()) {
+    INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(op.registry));
+    reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
+  }
+  RegistryRuntime& rt = reg_it->second;
+  const std::string key = keys::Record(op.registry, op.key);
+
+  RecordState current;
+  if (auto it = g.records.find(key); it != g.records.end()) {
+    current = it->second;
+  } else {
+    INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key));
+    if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, current, "record"));
+  }
+
+  const replication::Stamp stamp{hlc_.Now(), origin_};
+  INTERCO_ASSIGN_OR_RETURN(auto planned,
+                           replication::PlanLocalWrite(*rt.schema, current, op.write, stamp));
+  const std::string name = RecordName(op.registry, op.key);
+  if (!planned.has_value()) {  // no-op (delete of an absent record with allow_missing)
+    op.record.set_name(name);
+    return absl::OkStatus();
+  }
+  RecordState& merged = planned->merged;
+  const bool was_live = replication::IsLive(current);
+  const bool is_live = replication::IsLive(merged);
+
+  // Secondary indexes: remove entries of values that went away, add the new ones.
+  FieldValues before, after;
+  bool has_index = false;
+  for (const auto& spec : rt.schema->proto().fields()) has_index |= spec.indexed();
+  if (has_index) {
+    replication::VisibleFields(current, before);
+    replication::VisibleFields(merged, after);
+    for (const auto& spec : rt.schema->proto().fields()) {
+      if (!spec.indexed()) continue;
+      const std::set<std::string> old_values = IndexValues(before, spec.name());
+      const std::set<std::string> new_values = IndexValues(after, spec.name());
+      for (const std::string& v : old_values) {
+        if (!new_values.contains(v)) {
+          g.batch.Delete(db_->handle(Cf::kIndex),
+                         ToSlice(keys::IndexEntry(op.registry, spec.name(), v, op.key)));
+        }
+      }
+      for (const std::string& v : new_values) {
+        if (!old_values.contains(v)) {
+          g.batch.Put(db_->handle(Cf::kIndex),
+                      ToSlice(keys::IndexEntry(op.registry, spec.name(), v, op.key)), "");
+        }
+      }
+    }
+  }
+
+  const std::string state_bytes = merged.SerializeAsString();
+  g.batch.Put(db_->handle(Cf::kRecords), ToSlice(key), state_bytes);
+
+  Change change;
+  change.set_key(op.key);
+  *change.mutable_delta() = std::move(planned->delta);
+  change.set_author(op.caller.Author());
+  std::string change_bytes = change.SerializeAsString();
+  g.bytes += state_bytes.size() + change_bytes.size();
+  g.changes[op.registry].push_back(std::move(change_bytes));
+  uint64_t& max_hlc = g.max_hlc[op.registry];
+  max_hlc = std::max(max_hlc, stamp.hlc);
+
+  replication::ToRecord(name, merged, op.record);
+  FeedEntry entry;
+  entry.set_kind(is_live ? interco::v1::CHANGE_KIND_UPSERT : interco::v1::CHANGE_KIND_DELETE);
+  *entry.mutable_record() = op.record;
+  const uint64_t seq = rt.meta.feed_next_seq();
+  rt.meta.set_feed_next_seq(seq + 1);
+  g.batch.Put(db_->handle(Cf::kFeed), ToSlice(keys::Feed(op.registry, seq)),
+              entry.SerializeAsString());
+
+  if (was_live != is_live) rt.meta.set_record_count(rt.meta.record_count() + (is_live ? 1 : -1));
+  g.records[key] = std::move(merged);
+  return absl::OkStatus();
+}
+
+void RecordStore::Notify(const std::vector<std::string>& registries) {
+  absl::MutexLock l(&listeners_mu_);
+  for (auto& [id, listener] : listeners_) {
+    if (std::find(registries.begin(), registries.end(), listener.first) != registries.end()) {
+      listener.second();
+    }
+  }
+}
+
+uint64_t RecordStore::Subscribe(std::string registry, std::function<void()> listener) {
+  absl::MutexLock l(&listeners_mu_);
+  const uint64_t id = next_subscription_++;
+  listeners_.emplace(id, std::make_pair(std::move(registry), std::move(listener)));
+  return id;
+}
+
+void RecordStore::Unsubscribe(uint64_t subscription) {
+  absl::MutexLock l(&listeners_mu_);
+  listeners_.erase(subscription);
+}
+
+// ---------------------------------------------------------------------------------------
+// Public operations.
+
+Registry RecordStore::PublicRegistry(const RegistryRuntime& rt) const {
+  Registry out = rt.meta.registry();
+  replication::HlcToTimestamp(rt.meta.create_hlc(), *out.mutable_create_time());
+  out.set_record_count(rt.meta.record_count());
+  out.set_etag(absl::StrFormat("%016x", rt.meta.create_hlc()));
+  return out;
+}
+
+absl::StatusOr<Registry> RecordStore::CreateRegistry(std::string_view id, Registry definition,
+                                                     const replication::Principal& caller) {
+  Op op;
+  op.type = Op::Type::kCreateRegistry;
+  op.registry = std::string(id);
+  op.definition = std::move(definition);
+  op.caller = caller;
+  Commit(op);
+  if (!op.status.ok()) return op.status;
+  return op.registry_out;
+}
+
+absl::StatusOr<Registry> RecordStore::GetRegistry(std::string_view id) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(id));
+  return PublicRegistry(rt);
+}
+
+std::vector<Registry> RecordStore::Registries() {
+  std::vector<Registry> out;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, rt] : registries_) out.push_back(PublicRegistry(rt));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Registry& a, const Registry& b) { return a.name() < b.name(); });
+  return out;
+}
+
+absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
+                                                         std::string_view page_token) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  if (page_size > limits::kPageSizeMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
+  }
+  if (page_size == 0) page_size = limits::kPageSizeDefault;
+  PageToken token;
+  if (!page_token.empty()) {
+    INTERCO_RETURN_IF_ERROR(DecodeToken(page_token, "page_token", token));
+    if (token.request_fingerprint() != Fnv64("registries")) {
+      return absl::InvalidArgumentError("page_token: not a ListRegistries token");
+    }
+  }
+  RegistryPage page;
+  for (Registry& r : Registries()) {
+    if (!token.after_key().empty() && r.name() <= token.after_key()) continue;
+    if (page.registries.size() == static_cast<size_t>(page_size)) {
+      PageToken next;
+      next.set_after_key(page.registries.back().name());
+      next.set_request_fingerprint(Fnv64("registries"));
+      page.next_page_token = EncodeToken(next);
+      break;
+    }
+    page.registries.push_back(std::move(r));
+  }
+  return page;
+}
+
+absl::StatusOr<Record> RecordStore::GetRecord(std::string_view registry, std::string_view id) {
+  INTERCO_RETURN_IF_ERROR(Runtime(registry).status());
+  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
+  RecordState state;
+  if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, state, "record"));
+  if (!replication::IsLive(state)) {
+    return absl::NotFoundError(absl::StrCat("record \"", ToAbsl(id), "\" not found in registry \"",
+                                            ToAbsl(registry), "\""));
+  }
+  Record out;
+  replication::ToRecord(RecordName(registry, id), state, out);
+  return out;
+}
+
+absl::StatusOr<std::vector<Record>> RecordStore::BatchGetRecords(
+    std::string_view registry, const std::vector<std::string>& ids) {
+  if (ids.size() > limits::kBatchGetMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("names: at most ", limits::kBatchGetMax, " records per call"));
+  }
+  INTERCO_RETURN_IF_ERROR(Runtime(registry).status());
+  // One snapshot, so that the batch is a consistent view.
+  const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
+  std::vector<Record> out;
+  absl::Status status;
+  for (const std::string& id : ids) {
+    auto raw = db_->Get(Cf::kRecords, keys::Record(registry, id), snap);
+    if (!raw.ok()) {
+      status = raw.status();
+      break;
+    }
+    RecordState state;
+    if (raw->has_value()) {
+      status = ParseStored(**raw, state, "record");
+      if (!status.ok()) break;
+    }
+    if (!replication::IsLive(state)) {
+      status = absl::NotFoundError(absl::StrCat("record \"", id, "\" not found"));
+      break;
+    }
+    replication::ToRecord(RecordName(registry, id), state, out.emplace_back());
+  }
+  db_->db().ReleaseSnapshot(snap);
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
+  if (q.page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  if (q.page_size > limits::kPageSizeMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
+  }
+  const size_t page_size =
+      static_cast<size_t>(q.page_size == 0 ? limits::kPageSizeDefault : q.page_size);
+  if (q.filters.size() > limits::kFiltersMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("filters: at most ", limits::kFiltersMax, " filters"));
+  }
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(q.registry));
+  // Validate the filters against the schema; pick an indexed one to drive the scan.
+  const FieldFilter* driver = nullptr;
+  std::string driver_value;
+  std::string fingerprint_input = absl::StrCat(q.registry, "\n", q.id_prefix);
+  for (size_t i = 0; i < q.filters.size(); ++i) {
+    const FieldFilter& f = q.filters[i];
+    const std::string path = absl::StrCat("filters[", i, "]");
+    const interco::v1::FieldSpec* spec = rt.schema->Find(f.field());
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".field: no such field \"", f.field(), "\" in the schema"));
+    }
+    interco::v1::FieldSpec element_spec = *spec;
+    if (spec->type() == interco::v1::FIELD_TYPE_STRING_SET) {
+      element_spec.set_type(interco::v1::FIELD_TYPE_STRING);
+    }
+    element_spec.set_required(true);
+    INTERCO_RETURN_IF_ERROR(rt.schema->ValidateValue(element_spec, f.value(), path + ".value"));
+    if (spec->indexed() && driver == nullptr) {
+      driver = &f;
+      driver_value = f.value().has_string_value() ? keys::EncodeIndexString(f.value().string_value())
+                                                  : keys::EncodeIndexValue(f.value()).value_or("");
+    }
+    absl::StrAppend(&fingerprint_input, "\n", f.SerializeAsString());
+  }
+  const uint64_t fingerprint = Fnv64(fingerprint_input);
+  PageToken token;
+  if (!q.page_token.empty()) {
+    INTERCO_RETURN_IF_ERROR(DecodeToken(q.page_token, "page_token", token));
+    if (token.request_fingerprint() != fingerprint) {
+      return absl::InvalidArgumentError(
+          "page_token: was issued for another registry, prefix or filters");
+    }
+  }
+
+  RecordPage page;
+  const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
+  // Iterate candidate record IDs in order: from the index of the driving filter, or
+  // from the records themselves.
+  const std::string prefix = driver != nullptr
+                                 ? keys::IndexValuePrefix(q.registry, driver->field(), driver_value)
+                                 : keys::RegistryPrefix(q.registry);
+  std::unique_ptr<rocksdb::Iterator> it =
+      db_->NewIterator(driver != nullptr ? Cf::kIndex : Cf::kRecords, snap);
+  std::string start = prefix + q.id_prefix;
+  if (!token.after_key().empty()) {
+    std::string after = prefix + token.after_key();
+    after.push_back('\0');  // strictly after
+    start = std::max(start, after);
+  }
+  size_t examined = 0;
+  std::string last_examined;
+  absl::Status status;
+  bool more = false;
+  for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
+    const std::string_view k = ToView(it->key());
+    if (!absl::StartsWith(absl::string_view(k.data(), k.size()), prefix)) break;
+    const std::string_view id = k.substr(prefix.size());
+    if (!absl::StartsWith(absl::string_view(id.data(), id.size()), q.id_prefix)) break;
+    if (page.records.size() == page_size || examined == limits::kListScanRecordsMax) {
+      more = true;
+      break;
+    }
+    ++examined;
+    last_examined = std::string(id);
+    RecordState state;
+    if (driver != nullptr) {
+      auto raw = db_->Get(Cf::kRecords, keys::Record(q.registry, id), snap);
+      if (!raw.ok()) {
+        status = raw.status();
+        break;
+      }
+      if (!raw->has_value()) {
+        status = absl::DataLossError(absl::StrCat("index entry without record: ", ToAbsl(id)));
+        break;
+      }
+      status = ParseStored(**raw, state, "record");
+    } else {
+      status = ParseStored(ToView(it->value()), state, "record");
+    }
+    if (!status.ok()) break;
+    if (!replication::IsLive(state)) continue;
+    bool match = true;
+    if (!q.filters.empty()) {
+      FieldValues visible;
+      replication::VisibleFields(state, visible);
+      for (const FieldFilter& f : q.filters) match = match && Matches(visible, f);
+    }
+    if (match) replication::ToRecord(RecordName(q.registry, id), state, page.records.emplace_back());
+  }
+  if (status.ok()) status = FromRocksStatus(it->status(), "listing records");
+  it.reset();
+  db_->db().ReleaseSnapshot(snap);
+  if (!status.ok()) return status;
+  if (more) {
+    PageToken next;
+    next.set_after_key(last_examined);
+    next.set_request_fingerprint(fingerprint);
+    page.next_page_token = EncodeToken(next);
+  }
+  return page;
+}
+
+absl::StatusOr<Record> RecordStore::Write(std::string_view registry, std::string_view id,
+                                          replication::LocalWrite write,
+                                          const replication::Principal& author) {
+  INTERCO_RETURN_IF_ERROR(replication::ValidateRecordId(id));
+  Op op;
+  op.type = Op::Type::kWrite;
+  op.registry = std::string(registry);
+  op.key = std::string(id);
+  op.write = std::move(write);
+  op.caller = author;
+  Commit(op);
+  if (!op.status.ok()) return op.status;
+  return std::move(op.record);
+}
+
+// ---------------------------------------------------------------------------------------
+// Change feed.
+
+absl::StatusOr<std::string> RecordStore::CurrentCursor(std::string_view registry, bool oldest) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+  WatchCursor c;
+  c.set_feed_id(rt.meta.feed_id());
+  c.set_seq(oldest ? rt.meta.feed_first_seq() - 1 : rt.meta.feed_next_seq() - 1);
+  return EncodeToken(c);
+}
+
+absl::StatusOr<FeedPage> RecordStore::ReadFeed(std::string_view registry, std::string_view cursor,
+                                               size_t max_changes) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+  WatchCursor c;
+  INTERCO_RETURN_IF_ERROR(DecodeToken(cursor, "cursor", c));
+  if (c.feed_id() != rt.meta.feed_id()) {
+    return absl::InvalidArgumentError(
+        "cursor: belongs to another registry, node or life of this registry");
+  }
+  if (c.seq() >= rt.meta.feed_next_seq()) {
+    return absl::InvalidArgumentError("cursor: is ahead of this node's change feed");
+  }
+  if (c.seq() + 1 < rt.meta.feed_first_seq()) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "cursor: the change feed no longer holds the changes after it (", c.seq(),
+        " < ", rt.meta.feed_first_seq() - 1, "); list the registry again and watch from now"));
+  }
+  FeedPage page;
+  const uint64_t end = rt.meta.feed_next_seq();  // committed end as of this read
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kFeed);
+  uint64_t last = c.seq();
+  for (it->Seek(ToSlice(keys::Feed(registry, c.seq() + 1)));
+       it->Valid() && page.changes.size() < max_changes; it->Next()) {
+    const std::string_view k = ToView(it->key());
+    const uint64_t seq = keys::FeedSeqOf(k);
+    if (k.size() != registry.size() + 9 || k.substr(0, registry.size()) != registry ||
+        seq >= end) {
+      break;
+    }
+    if (seq != last + 1) {
+      return absl::DataLossError(absl::StrCat("change feed gap at ", last + 1));
+    }
+    FeedEntry entry;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), entry, "feed entry"));
+    interco::v1::RecordChange& ch = page.changes.emplace_back();
+    ch.set_kind(entry.kind());
+    *ch.mutable_record() = std::move(*entry.mutable_record());
+    c.set_seq(seq);
+    ch.set_cursor(EncodeToken(c));
+    last = seq;
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change feed"));
+  c.set_seq(last);
+  page.cursor = EncodeToken(c);
+  return page;
+}
+
+int64_t RecordStore::SizeOnDisk() { return db_->SizeOnDisk(); }
+
+// ---------------------------------------------------------------------------------------
+// Consistency check.
+
+absl::StatusOr<std::string> RecordStore::CheckConsistency() {
+  absl::flat_hash_map<std::string, RegistryRuntime> registries;
+  {
+    absl::MutexLock l(&mu_);
+    registries = registries_;
+  }
+  const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
+  auto release = [&] { db_->db().ReleaseSnapshot(snap); };
+  uint64_t records = 0, index_entries = 0, feed_entries = 0, batches = 0;
+  for (const auto& [registry, rt] : registries) {
+    const std::string prefix = keys::RegistryPrefix(registry);
+    // Records: count live ones, and collect the index entries they imply.
+    std::set<std::string> expected_index;
+    int64_t live = 0;
+    auto it = db_->NewIterator(Cf::kRecords, snap);
+    for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+         it->Next()) {
+      RecordState state;
+      if (!state.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        release();
+        return absl::DataLossError(absl::StrCat("record ", it->key().ToString(), " does not parse"));
+      }
+      ++records;
+      if (!replication::IsLive(state)) continue;
+      ++live;
+      FieldValues visible;
+      replication::VisibleFields(state, visible);
+      const std::string_view id = ToView(it->key()).substr(prefix.size());
+      for (const auto& spec : rt.schema->proto().fields()) {
+        if (!spec.indexed()) continue;
+        for (const std::string& v : IndexValues(visible, spec.name())) {
+          expected_index.insert(keys::IndexEntry(registry, spec.name(), v, id));
+        }
+      }
+    }
+    if (live != rt.meta.record_count()) {
+      release();
+      return absl::DataLossError(absl::StrCat("registry ", registry, ": ", live,
+                                              " live records but a count of ",
+                                              rt.meta.record_count()));
+    }
+    std::set<std::string> actual_index;
+    it = db_->NewIterator(Cf::kIndex, snap);
+    for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+         it->Next()) {
+      actual_index.emplace(ToView(it->key()));
+    }
+    if (actual_index != expected_index) {
+      release();
+      return absl::DataLossError(absl::StrCat("registry ", registry, ": index has ",
+                                              actual_index.size(), " entries, records imply ",
+                                              expected_index.size()));
+    }
+    index_entries += actual_index.size();
+    // Feed: exactly the range [first, next).
+    uint64_t expect = rt.meta.feed_first_seq();
+    it = db_->NewIterator(Cf::kFeed, snap);
+    for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+         it->Next()) {
+      if (keys::FeedSeqOf(ToView(it->key())) != expect) {
+        release();
+        return absl::DataLossError(absl::StrCat("registry ", registry, ": feed entry ",
+                                                keys::FeedSeqOf(ToView(it->key())),
+                                                " where ", expect, " was expected"));
+      }
+      ++expect;
+      ++feed_entries;
+    }
+    if (expect != rt.meta.feed_next_seq()) {
+      release();
+      return absl::DataLossError(absl::StrCat("registry ", registry, ": feed ends at ", expect,
+                                              ", metadata says ", rt.meta.feed_next_seq()));
+    }
+    // Change log of this node: sequence numbers without gaps, hashes chained.
+    const std::string own = keys::Log(registry, origin_, epoch_, 0).substr(0, prefix.size() + 8);
+    uint64_t next_seq = 1;
+    std::string prev_hash;
+    it = db_->NewIterator(Cf::kLog, snap);
+    for (it->Seek(ToSlice(own)); it->Valid() && ToView(it->key()).starts_with(own); it->Next()) {
+      Batch batch;
+      BatchHeader header;
+      if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+          !header.ParseFromString(batch.header())) {
+        release();
+        return absl::DataLossError(absl::StrCat("registry ", registry, ": log batch does not parse"));
+      }
+      std::string digests;
+      for (const std::string& c : batch.changes()) digests += Sha256(c);
+      if (header.first_seq() != next_seq || header.prev_hash() != prev_hash ||
+          header.count() != static_cast<uint32_t>(batch.changes_size()) ||
+          header.body_hash() != Sha256(digests)) {
+        release();
+        return absl::DataLossError(absl::StrCat("registry ", registry,
+                                                ": change log chain broken at seq ", next_seq));
+      }
+      next_seq += header.count();
+      prev_hash = Sha256(batch.header());
+      ++batches;
+    }
+    if (next_seq != rt.head.next_seq() || prev_hash != rt.head.last_hash()) {
+      release();
+      return absl::DataLossError(absl::StrCat("registry ", registry, ": change log ends at ",
+                                              next_seq, ", stream head says ",
+                                              rt.head.next_seq()));
+    }
+  }
+  release();
+  return absl::StrCat("ok: ", registries.size(), " registries, ", records, " records, ",
+                      index_entries, " index entries, ", feed_entries, " feed entries, ",
+                      batches, " log batches");
+}
+
+}  // namespace interco::node

@@ -1,0 +1,195 @@
+// The local database of a node: registries, records with their CRDT state, secondary
+// indexes, the per-registry change feed that watch streams read, and the per-origin
+// change log that replication ships.
+//
+// Writes go through a group-commit queue (as in LevelDB's writer queue): concurrent
+// writers line up, the writer at the front becomes the leader, plans every queued write
+// against the latest state, and commits them all in ONE RocksDB WriteBatch (records,
+// indexes, counters, feed entries and one change-log batch per registry), with one WAL
+// fsync in "sync" durability. Every write is acknowledged only after that commit; a
+// write that fails validation is left out of the batch and changes nothing.
+//
+// Thread-safe. Reads never wait for writes.
+#ifndef INTERCO_NODE_STORAGE_RECORD_STORE_H_
+#define INTERCO_NODE_STORAGE_RECORD_STORE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "interco/internal/v1/storage.pb.h"
+#include "interco/v1/record.pb.h"
+#include "interco/v1/registry.pb.h"
+#include "replication/env.h"
+#include "replication/hlc.h"
+#include "replication/ids.h"
+#include "replication/record_crdt.h"
+#include "replication/registry_schema.h"
+
+namespace interco::node {
+
+class RocksDbStore;
+
+struct RecordStoreOptions {
+  // Directory of the RocksDB store. Required.
+  std::string path;
+  // SIREN of the authority that owns the node. Required; a store is never reopened
+  // for another authority.
+  std::string authority;
+  // Acknowledge writes only after the WAL is fsync'd. Default: true.
+  bool sync = true;
+  // Change-feed entries kept per registry. Default: limits::kFeedRetentionEntriesDefault.
+  uint64_t feed_retention_entries = 100000;
+  // RocksDB block cache. Default: 32 MiB.
+  size_t block_cache_bytes = 32 << 20;
+  // Wall clock for the hybrid logical clock. Required; not owned; must outlive the store.
+  replication::Clock* clock = nullptr;
+  // Seeds the random feed IDs of new registries.
+  uint64_t random_seed = 0;
+};
+
+// A ListRecords query.
+struct ListQuery {
+  std::string registry;
+  int32_t page_size = 0;
+  std::string page_token;
+  std::string id_prefix;
+  std::vector<interco::v1::FieldFilter> filters;
+};
+
+struct RecordPage {
+  std::vector<interco::v1::Record> records;
+  std::string next_page_token;
+};
+
+struct RegistryPage {
+  std::vector<interco::v1::Registry> registries;
+  std::string next_page_token;
+};
+
+struct FeedPage {
+  std::vector<interco::v1::RecordChange> changes;
+  // Cursor after the last change (or the given cursor when there is none).
+  std::string cursor;
+};
+
+// The resource name "registries/{registry}/records/{record}".
+std::string RecordName(std::string_view registry, std::string_view record);
+
+class RecordStore {
+ public:
+  // Opens the store. FAILED_PRECONDITION if it belongs to another authority; the
+  // RocksDB error otherwise.
+  static absl::StatusOr<std::unique_ptr<RecordStore>> Open(const RecordStoreOptions& options);
+  ~RecordStore();
+  RecordStore(const RecordStore&) = delete;
+  RecordStore& operator=(const RecordStore&) = delete;
+
+  // Creates a registry owned by `definition.owner` (default: the caller's authority).
+  // INVALID_ARGUMENT (bad ID or schema), ALREADY_EXISTS, PERMISSION_DENIED (owner is
+  // not the caller's authority).
+  absl::StatusOr<interco::v1::Registry> CreateRegistry(std::string_view id,
+                                                       interco::v1::Registry definition,
+                                                       const replication::Principal& caller);
+  // NOT_FOUND if unknown.
+  absl::StatusOr<interco::v1::Registry> GetRegistry(std::string_view id);
+  absl::StatusOr<RegistryPage> ListRegistries(int32_t page_size, std::string_view page_token);
+
+  // NOT_FOUND if the registry or a live record is missing.
+  absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);
+  // All or nothing: NOT_FOUND names the first missing record.
+  absl::StatusOr<std::vector<interco::v1::Record>> BatchGetRecords(
+      std::string_view registry, const std::vector<std::string>& ids);
+  // A page of records in ID order; see interco.v1.ListRecordsRequest.
+  absl::StatusOr<RecordPage> ListRecords(const ListQuery& query);
+
+  // Applies a local write (see replication::PlanLocalWrite for its errors) and returns
+  // the record after it (only its name after a delete). Acknowledged means durable.
+  absl::StatusOr<interco::v1::Record> Write(std::string_view registry, std::string_view id,
+                                            replication::LocalWrite write,
+                                            const replication::Principal& author);
+
+  // The cursor of the newest change (or, with `oldest`, just before the oldest retained
+  // change) of a registry's feed.
+  absl::StatusOr<std::string> CurrentCursor(std::string_view registry, bool oldest);
+  // Up to `max_changes` feed changes after `cursor`. INVALID_ARGUMENT for a malformed
+  // cursor or one of another registry or node; OUT_OF_RANGE when the feed no longer
+  // holds the changes right after it.
+  absl::StatusOr<FeedPage> ReadFeed(std::string_view registry, std::string_view cursor,
+                                    size_t max_changes);
+
+  // Calls `listener` after each commit that appends to the registry's feed. Listeners
+  // run on the committing thread, under an internal lock: they must be quick, must not
+  // block and must not call Subscribe or Unsubscribe. After Unsubscribe returns, the
+  // listener is not running and will not be called.
+  uint64_t Subscribe(std::string registry, std::function<void()> listener);
+  void Unsubscribe(uint64_t subscription);
+
+  // Bytes on disk (SST + WAL).
+  int64_t SizeOnDisk();
+  // Summaries of all registries, sorted by name.
+  std::vector<interco::v1::Registry> Registries();
+
+  // Full consistency check: record counts, indexes both ways, feed ranges, change-log
+  // chains. OK with a summary, or DATA_LOSS describing the first inconsistency.
+  absl::StatusOr<std::string> CheckConsistency();
+
+  const std::string& authority() const { return authority_; }
+  bool sync() const { return sync_; }
+
+ private:
+  struct RegistryRuntime {
+    interco::internal::v1::RegistryMeta meta;
+    std::shared_ptr<const replication::RegistrySchema> schema;
+    interco::internal::v1::StreamHead head;
+  };
+  struct Op;
+  struct GroupState;
+
+  RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db);
+
+  absl::Status Load();
+  // Runs `op` through the group-commit queue; returns when it is committed or failed.
+  void Commit(Op& op);
+  void ApplyGroup(const std::vector<Op*>& group);
+  absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
+  absl::Status ApplyWrite(Op& op, GroupState& g);
+  absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
+  interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
+  void Notify(const std::vector<std::string>& registries);
+
+  const std::string authority_;
+  const uint32_t origin_;
+  const bool sync_;
+  const uint64_t feed_retention_;
+  std::unique_ptr<RocksDbStore> db_;
+  // Owned by the commit leader (one at a time; leadership passes through mu_).
+  replication::HybridLogicalClock hlc_;
+  uint32_t epoch_ = 1;
+  uint64_t random_state_;
+
+  absl::Mutex mu_;
+  std::deque<Op*> queue_ ABSL_GUARDED_BY(mu_);
+  // Committed state of each registry; replaced after each successful commit.
+  absl::flat_hash_map<std::string, RegistryRuntime> registries_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex listeners_mu_;
+  uint64_t next_subscription_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+  std::map<uint64_t, std::pair<std::string, std::function<void()>>> listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
+};
+
+}  // namespace interco::node
+
+#endif  // INTERCO_NODE_STORAGE_RECORD_STORE_H_

@@ -1,0 +1,60 @@
+// Every bound of interco, in one place. Units come last in names.
+//
+// Persisted and wire-visible limits are part of the format: raising one is compatible,
+// lowering one is not (stored data may exceed the new bound).
+#ifndef INTERCO_REPLICATION_BASE_LIMITS_H_
+#define INTERCO_REPLICATION_BASE_LIMITS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace interco::limits {
+
+// Identifiers.
+inline constexpr size_t kRegistryIdBytesMin = 3;
+inline constexpr size_t kRegistryIdBytesMax = 63;
+inline constexpr size_t kRecordIdBytesMax = 128;
+inline constexpr size_t kFieldNameBytesMax = 63;
+inline constexpr size_t kClientNameBytesMax = 64;
+
+// Registry definitions.
+inline constexpr size_t kSchemaFieldsMax = 128;
+inline constexpr size_t kDisplayNameBytesMax = 256;
+inline constexpr size_t kDescriptionBytesMax = 1024;
+
+// Values.
+inline constexpr uint32_t kStringBytesDefault = 4096;
+inline constexpr uint32_t kStringBytesMax = 65536;
+inline constexpr uint32_t kSetElementsDefault = 1024;
+inline constexpr uint32_t kSetElementsMax = 10000;
+// Serialized CRDT state of one record, metadata and tombstones included.
+inline constexpr size_t kRecordStateBytesMax = 1 << 20;
+
+// Reads.
+inline constexpr int32_t kPageSizeDefault = 100;
+inline constexpr int32_t kPageSizeMax = 1000;
+inline constexpr size_t kBatchGetMax = 1000;
+inline constexpr size_t kFiltersMax = 8;
+// Records examined (not returned) by one ListRecords page before it returns early.
+inline constexpr size_t kListScanRecordsMax = 10000;
+inline constexpr size_t kPageTokenBytesMax = 1024;
+
+// Writes.
+// Mutations committed together in one group commit (one WAL write, one fsync).
+inline constexpr size_t kCommitGroupMutationsMax = 512;
+// Payload bytes of one group commit.
+inline constexpr size_t kCommitGroupBytesMax = 16 << 20;
+
+// Watch streams.
+inline constexpr size_t kWatchChangesPerMessageMax = 256;
+inline constexpr uint64_t kFeedRetentionEntriesDefault = 100000;
+
+// gRPC.
+inline constexpr int kGrpcMessageBytesMax = 8 << 20;
+
+// Clocks: a remote HLC further ahead of the local wall clock than this is refused.
+inline constexpr int64_t kClockOffsetMaxMillisDefault = 60 * 1000;
+
+}  // namespace interco::limits
+
+#endif  // INTERCO_REPLICATION_BASE_LIMITS_H_

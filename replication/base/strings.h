@@ -1,0 +1,18 @@
+// Bridges between std::string_view (used in interco's APIs) and absl::string_view
+// (which Debian's Abseil keeps distinct from the std type, so StrCat and friends do not
+// take a std::string_view directly).
+#ifndef INTERCO_REPLICATION_BASE_STRINGS_H_
+#define INTERCO_REPLICATION_BASE_STRINGS_H_
+
+#include <string_view>
+
+#include "absl/strings/string_view.h"
+
+namespace interco {
+
+inline absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+inline std::string_view ToStd(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+
+}  // namespace interco
+
+#endif  // INTERCO_REPLICATION_BASE_STRINGS_H_

@@ -1,0 +1,381 @@
+#include "replication/record_crdt.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "replication/base/limits.h"
+#include "replication/ids.h"
+
+namespace interco::replication {
+namespace {
+
+using interco::replication::v1::SetElement;
+using interco::v1::FieldSpec;
+using interco::v1::Value;
+
+using Elements = google::protobuf::RepeatedPtrField<SetElement>;
+
+auto ElementKey(const SetElement& e) {
+  return std::make_tuple(std::string_view(e.value()), e.hlc(), e.origin());
+}
+bool ElementLess(const SetElement& a, const SetElement& b) { return ElementKey(a) < ElementKey(b); }
+bool ElementEq(const SetElement& a, const SetElement& b) { return ElementKey(a) == ElementKey(b); }
+
+// Sorted union of two sorted, duplicate-free element lists.
+Elements UnionElements(const Elements& a, const Elements& b) {
+  Elements out;
+  out.Reserve(a.size() + b.size());
+  int i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (j == b.size() || (i < a.size() && ElementLess(a[i], b[j]))) {
+      *out.Add() = a[i++];
+    } else if (i == a.size() || ElementLess(b[j], a[i])) {
+      *out.Add() = b[j++];
+    } else {
+      *out.Add() = a[i++];
+      ++j;
+    }
+  }
+  return out;
+}
+
+// `adds` minus `removed` (both sorted).
+Elements Subtract(const Elements& adds, const Elements& removed) {
+  Elements out;
+  int j = 0;
+  for (const SetElement& e : adds) {
+    while (j < removed.size() && ElementLess(removed[j], e)) ++j;
+    if (j < removed.size() && ElementEq(removed[j], e)) continue;
+    *out.Add() = e;
+  }
+  return out;
+}
+
+// Whether a field state of life `incarnation` can still matter to a record with this
+// causal length: it belongs to the current life and that life is not deleted.
+bool FieldAlive(uint32_t incarnation, uint32_t causal_length) {
+  return 2 * static_cast<uint64_t>(incarnation) >= static_cast<uint64_t>(causal_length) + 1;
+}
+
+bool MergeField(FieldState& a, const FieldState& b) {
+  if (b.incarnation() != a.incarnation()) {
+    if (b.incarnation() < a.incarnation()) return false;
+    a = b;
+    return true;
+  }
+  bool changed = false;
+  if (Stamp{b.hlc(), b.origin()} > Stamp{a.hlc(), a.origin()}) {
+    a.set_hlc(b.hlc());
+    a.set_origin(b.origin());
+    if (b.has_value()) {
+      *a.mutable_value() = b.value();
+    } else {
+      a.clear_value();
+    }
+    changed = true;
+  }
+  if (!b.elements().empty() || !b.removed().empty()) {
+    Elements removed = UnionElements(a.removed(), b.removed());
+    Elements elements = Subtract(UnionElements(a.elements(), b.elements()), removed);
+    if (removed.size() != a.removed().size() || elements.size() != a.elements().size()) {
+      changed = true;
+    }
+    a.mutable_removed()->Swap(&removed);
+    a.mutable_elements()->Swap(&elements);
+  }
+  return changed;
+}
+
+// FNV-1a, 64 bits: stable across processes and versions (unlike absl::Hash).
+class Fnv64 {
+ public:
+  void Add(std::string_view s) {
+    AddInt(s.size());
+    for (char c : s) Byte(static_cast<uint8_t>(c));
+  }
+  void AddInt(uint64_t v) {
+    for (int i = 0; i < 8; ++i) Byte(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  void Byte(uint8_t b) {
+    h_ ^= b;
+    h_ *= 0x100000001b3ULL;
+  }
+  uint64_t h_ = 0xcbf29ce484222325ULL;
+};
+
+bool VisibleValue(const FieldState& f, Value& out) {
+  if (!f.elements().empty()) {
+    auto* vs = out.mutable_string_set_value()->mutable_values();
+    for (const SetElement& e : f.elements()) {
+      if (vs->empty() || vs->Get(vs->size() - 1) != e.value()) vs->Add(std::string(e.value()));
+    }
+    return true;
+  }
+  if (f.has_value() && f.value().kind_case() != Value::KIND_NOT_SET) {
+    out = f.value();
+    return true;
+  }
+  return false;
+}
+
+const FieldState* FindField(const RecordState& state, std::string_view name) {
+  auto it = std::lower_bound(
+      state.fields().begin(), state.fields().end(), name,
+      [](const FieldState& f, std::string_view n) { return std::string_view(f.name()) < n; });
+  if (it != state.fields().end() && it->name() == name) return &*it;
+  return nullptr;
+}
+
+// The delta of one field for a local write of `value` (absent: clear).
+FieldState PlanField(const FieldSpec& spec, const FieldState* current, uint32_t incarnation,
+                     const Value* value, Stamp stamp) {
+  FieldState f;
+  f.set_name(spec.name());
+  f.set_incarnation(incarnation);
+  f.set_hlc(stamp.hlc);
+  f.set_origin(stamp.origin);
+  const bool same_life = current != nullptr && current->incarnation() == incarnation;
+  if (spec.type() != interco::v1::FIELD_TYPE_STRING_SET) {
+    if (value != nullptr) *f.mutable_value() = *value;
+    return f;
+  }
+  // Observed-remove set: remove every observed add of an element that is not wanted,
+  // add a tagged element for every wanted element that is not present.
+  absl::flat_hash_set<std::string> wanted;
+  if (value != nullptr) {
+    for (const std::string& v : value->string_set_value().values()) wanted.insert(v);
+  }
+  absl::flat_hash_set<std::string> present;
+  if (same_life) {
+    for (const SetElement& e : current->elements()) {
+      if (wanted.contains(e.value())) {
+        present.insert(e.value());
+      } else {
+        *f.add_removed() = e;  // already sorted: current elements are sorted
+      }
+    }
+  }
+  std::vector<std::string> to_add;
+  for (const std::string& v : wanted) {
+    if (!present.contains(v)) to_add.push_back(v);
+  }
+  std::sort(to_add.begin(), to_add.end());
+  for (std::string& v : to_add) {
+    SetElement* e = f.add_elements();
+    e->set_value(std::move(v));
+    e->set_hlc(stamp.hlc);
+    e->set_origin(stamp.origin);
+  }
+  return f;
+}
+
+}  // namespace
+
+bool IsLive(const RecordState& state) { return state.causal_length() % 2 == 1; }
+
+bool MergeRecordState(RecordState& state, const RecordState& delta) {
+  bool changed = false;
+  if (delta.causal_length() > state.causal_length() ||
+      (delta.causal_length() == state.causal_length() &&
+       Stamp{delta.cl_hlc(), delta.cl_origin()} > Stamp{state.cl_hlc(), state.cl_origin()})) {
+    state.set_causal_length(delta.causal_length());
+    state.set_cl_hlc(delta.cl_hlc());
+    state.set_cl_origin(delta.cl_origin());
+    changed = true;
+  }
+  const uint32_t cl = state.causal_length();
+  google::protobuf::RepeatedPtrField<FieldState> merged;
+  merged.Reserve(state.fields_size() + delta.fields_size());
+  auto* a = state.mutable_fields();
+  const auto& b = delta.fields();
+  int i = 0, j = 0;
+  while (i < a->size() || j < b.size()) {
+    if (j == b.size() || (i < a->size() && a->Get(i).name() < b[j].name())) {
+      if (FieldAlive(a->Get(i).incarnation(), cl)) {
+        merged.Add()->Swap(a->Mutable(i));
+      } else {
+        changed = true;
+      }
+      ++i;
+    } else if (i == a->size() || b[j].name() < a->Get(i).name()) {
+      if (FieldAlive(b[j].incarnation(), cl)) {
+        *merged.Add() = b[j];
+        changed = true;
+      }
+      ++j;
+    } else {
+      FieldState* f = a->Mutable(i);
+      changed |= MergeField(*f, b[j]);
+      if (FieldAlive(f->incarnation(), cl)) {
+        merged.Add()->Swap(f);
+      } else {
+        changed = true;
+      }
+      ++i;
+      ++j;
+    }
+  }
+  a->Swap(&merged);
+  return changed;
+}
+
+std::string ComputeEtag(const RecordState& state) {
+  Fnv64 h;
+  h.AddInt(state.causal_length());
+  h.AddInt(state.cl_hlc());
+  h.AddInt(state.cl_origin());
+  for (const FieldState& f : state.fields()) {
+    h.Add(f.name());
+    h.AddInt(f.incarnation());
+    h.AddInt(f.hlc());
+    h.AddInt(f.origin());
+    h.AddInt(static_cast<uint64_t>(f.elements_size()));
+    h.AddInt(static_cast<uint64_t>(f.removed_size()));
+  }
+  return absl::StrFormat("%016x", h.value());
+}
+
+void VisibleFields(const RecordState& state, FieldValues& out) {
+  out.clear();
+  if (!IsLive(state)) return;
+  const uint32_t life = LifeOf(state.causal_length());
+  for (const FieldState& f : state.fields()) {
+    if (f.incarnation() != life) continue;
+    Value v;
+    if (VisibleValue(f, v)) out[f.name()] = std::move(v);
+  }
+}
+
+void HlcToTimestamp(uint64_t hlc, google::protobuf::Timestamp& out) {
+  const uint64_t ms = HybridLogicalClock::Millis(hlc);
+  out.set_seconds(static_cast<int64_t>(ms / 1000));
+  out.set_nanos(static_cast<int32_t>((ms % 1000) * 1000000 + HybridLogicalClock::Logical(hlc)));
+}
+
+void ToRecord(std::string_view name, const RecordState& state, interco::v1::Record& out) {
+  out.Clear();
+  out.set_name(std::string(name));
+  if (!IsLive(state)) return;
+  VisibleFields(state, *out.mutable_fields());
+  out.set_etag(ComputeEtag(state));
+  HlcToTimestamp(state.cl_hlc(), *out.mutable_create_time());
+  Stamp latest{state.cl_hlc(), state.cl_origin()};
+  const uint32_t life = LifeOf(state.causal_length());
+  for (const FieldState& f : state.fields()) {
+    if (f.incarnation() == life) latest = std::max(latest, Stamp{f.hlc(), f.origin()});
+  }
+  HlcToTimestamp(latest.hlc, *out.mutable_update_time());
+  out.set_update_origin(OriginToSiren(latest.origin));
+}
+
+absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema& schema,
+                                                           const RecordState& current,
+                                                           const LocalWrite& write, Stamp stamp) {
+  using Kind = LocalWrite::Kind;
+  const bool live = IsLive(current);
+  switch (write.kind) {
+    case Kind::kCreate:
+      if (live) return absl::AlreadyExistsError("record already exists");
+      break;
+    case Kind::kUpdate:
+      if (!live && !write.allow_missing) return absl::NotFoundError("record not found");
+      break;
+    case Kind::kDelete:
+      if (!live) {
+        if (write.allow_missing) return std::nullopt;
+        return absl::NotFoundError("record not found");
+      }
+      break;
+  }
+  if (!write.expected_etag.empty() && (!live || ComputeEtag(current) != write.expected_etag)) {
+    return absl::AbortedError(
+        "etag mismatch: the record changed since it was read; read it again and retry");
+  }
+
+  PlannedWrite plan;
+  RecordState& delta = plan.delta;
+  const bool creating = !live && write.kind != Kind::kDelete;
+  if (creating || write.kind == Kind::kDelete) {
+    delta.set_causal_length(current.causal_length() + 1);
+    delta.set_cl_hlc(stamp.hlc);
+    delta.set_cl_origin(stamp.origin);
+  } else {
+    // An update carries the life it edits, so that it is self-contained: a replica
+    // that sees it first knows the record exists.
+    delta.set_causal_length(current.causal_length());
+    delta.set_cl_hlc(current.cl_hlc());
+    delta.set_cl_origin(current.cl_origin());
+  }
+
+  if (write.kind != Kind::kDelete) {
+    // Every supplied value must name a schema field and fit it, even if not in the mask.
+    for (const auto& [name, value] : write.fields) {
+      const FieldSpec* spec = schema.Find(name);
+      const std::string path = absl::StrCat("record.fields[", name, "]");
+      if (spec == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": no such field in the schema"));
+      }
+      if (absl::Status s = schema.ValidateValue(*spec, value, path); !s.ok()) return s;
+    }
+    // The fields this write sets or clears.
+    std::vector<const FieldSpec*> targets;
+    if (write.kind == Kind::kCreate) {
+      for (const auto& [name, value] : write.fields) targets.push_back(schema.Find(name));
+    } else if (write.mask.empty()) {
+      for (const FieldSpec& spec : schema.proto().fields()) targets.push_back(&spec);
+    } else {
+      absl::flat_hash_set<std::string_view> seen;
+      for (size_t i = 0; i < write.mask.size(); ++i) {
+        const FieldSpec* spec = schema.Find(write.mask[i]);
+        if (spec == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "update_mask.paths[", i, "]: no such field \"", write.mask[i], "\" in the schema"));
+        }
+        if (seen.insert(spec->name()).second) targets.push_back(spec);
+      }
+    }
+    std::sort(targets.begin(), targets.end(),
+              [](const FieldSpec* x, const FieldSpec* y) { return x->name() < y->name(); });
+    const uint32_t incarnation = LifeOf(delta.causal_length());
+    for (const FieldSpec* spec : targets) {
+      auto it = write.fields.find(spec->name());
+      const Value* value =
+          (it == write.fields.end() || it->second.kind_case() == Value::KIND_NOT_SET)
+              ? nullptr
+              : &it->second;
+      if (value == nullptr && spec->required()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "record.fields[", spec->name(), "]: required field cannot be cleared"));
+      }
+      *delta.add_fields() =
+          PlanField(*spec, FindField(current, spec->name()), incarnation, value, stamp);
+    }
+  }
+
+  plan.merged = current;
+  MergeRecordState(plan.merged, delta);
+  if (IsLive(plan.merged)) {
+    FieldValues visible;
+    VisibleFields(plan.merged, visible);
+    for (const FieldSpec& spec : schema.proto().fields()) {
+      if (spec.required() && !visible.contains(spec.name())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("record.fields[", spec.name(), "]: required field is missing"));
+      }
+    }
+  }
+  if (plan.merged.ByteSizeLong() > limits::kRecordStateBytesMax) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "record would take ", plan.merged.ByteSizeLong(), " bytes, over the maximum ",
+        limits::kRecordStateBytesMax));
+  }
+  return plan;
+}
+
+}  // namespace interco::replication

@@ -1,0 +1,98 @@
+// The CRDT of a record: merge, local writes, and the public view.
+//
+// A record's state (interco.replication.v1.RecordState) is a join-semilattice:
+//   - each scalar field is a last-writer-wins register ordered by
+//     (incarnation, hlc, origin);
+//   - each string-set field is an add-wins observed-remove set whose adds are tagged
+//     with their (hlc, origin) stamp;
+//   - deletion is a causal length: odd alive, even deleted, merged by maximum; field
+//     states of an earlier life of the record are discarded.
+// MergeRecordState is commutative, associative and idempotent, so replicas that have
+// merged the same set of deltas, in any order and any number of times, are equal.
+// A local write is planned as a delta (PlanLocalWrite) that is merged locally and sent
+// to peers as is. docs/REPLICATION.md gives the semantics per field type.
+//
+// All functions are pure and thread-compatible.
+#ifndef INTERCO_REPLICATION_RECORD_CRDT_H_
+#define INTERCO_REPLICATION_RECORD_CRDT_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/map.h"
+#include "interco/replication/v1/state.pb.h"
+#include "interco/v1/record.pb.h"
+#include "interco/v1/value.pb.h"
+#include "replication/hlc.h"
+#include "replication/registry_schema.h"
+
+namespace interco::replication {
+
+using RecordState = interco::replication::v1::RecordState;
+using FieldState = interco::replication::v1::FieldState;
+using FieldValues = google::protobuf::Map<std::string, interco::v1::Value>;
+
+// Merges `delta` into `state`. Returns whether `state` changed.
+bool MergeRecordState(RecordState& state, const RecordState& delta);
+
+// Whether the record exists (odd causal length).
+bool IsLive(const RecordState& state);
+
+// The life (incarnation) that a causal length belongs to: 1 for 1 and 2, 2 for 3 and 4...
+inline uint32_t LifeOf(uint32_t causal_length) { return (causal_length + 1) / 2; }
+
+// Opaque version string: changes whenever the state changes.
+std::string ComputeEtag(const RecordState& state);
+
+// The visible value of each field of a live record (none for a deleted one).
+void VisibleFields(const RecordState& state, FieldValues& out);
+
+// Fills the public view of a record. `name` is its resource name.
+void ToRecord(std::string_view name, const RecordState& state, interco::v1::Record& out);
+
+// HLC as a Timestamp: milliseconds, with the logical counter in the sub-millisecond
+// nanoseconds, so the mapping is monotonic and loses nothing.
+void HlcToTimestamp(uint64_t hlc, google::protobuf::Timestamp& out);
+
+// A write asked for by a local client.
+struct LocalWrite {
+  enum class Kind { kCreate, kUpdate, kDelete };
+  Kind kind = Kind::kUpdate;
+  // New values (create, update). Keys must be schema fields.
+  FieldValues fields;
+  // Update only: the fields to change; empty means every schema field.
+  std::vector<std::string> mask;
+  // Update, delete: if not empty, the write happens only if the etag still matches.
+  std::string expected_etag;
+  // Update: create if absent. Delete: succeed if absent.
+  bool allow_missing = false;
+};
+
+// The result of planning a local write.
+struct PlannedWrite {
+  // The delta to log, send and merge (already merged into `merged`).
+  RecordState delta;
+  // The record's state after the write.
+  RecordState merged;
+};
+
+// Plans `write` against the current state of the record, with the fresh stamp of this
+// write. Returns std::nullopt for a no-op (deleting an absent record with
+// allow_missing). Errors, with nothing to write:
+//   ALREADY_EXISTS   create of a live record;
+//   NOT_FOUND        update or delete of an absent record without allow_missing;
+//   ABORTED          expected_etag does not match;
+//   INVALID_ARGUMENT unknown field, wrong type, value out of bounds, required field
+//                    missing or cleared ("record.fields[<name>]: ..." or
+//                    "update_mask.paths[<i>]: ...");
+//   RESOURCE_EXHAUSTED the record's state would exceed limits::kRecordStateBytesMax.
+absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema& schema,
+                                                           const RecordState& current,
+                                                           const LocalWrite& write, Stamp stamp);
+
+}  // namespace interco::replication
+
+#endif  // INTERCO_REPLICATION_RECORD_CRDT_H_
