@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -142,8 +143,8 @@ struct RecordStore::Op {
   absl::Status status;
   Record record;
   Registry registry_out;
-  bool done = false;
-  absl::CondVar cv;
+  // Called once by the committer thread with the outcome.
+  std::function<void(Op&)> done;
 };
 
 // What a commit group has staged so far, on top of the committed state.
@@ -169,8 +170,12 @@ RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<Rock
       random_state_(options.random_seed ^ 0x9e3779b97f4a7c15ULL) {}
 
 RecordStore::~RecordStore() {
-  absl::MutexLock l(&mu_);
-  INTERCO_CHECK(queue_.empty());
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  // The committer drains the queue before it exits: nothing queued is dropped.
+  if (committer_.joinable()) committer_.join();
 }
 
 absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStoreOptions& options) {
@@ -184,6 +189,7 @@ absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStore
   INTERCO_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbStore> db, RocksDbStore::Open(ro));
   auto store = std::unique_ptr<RecordStore>(new RecordStore(options, std::move(db)));
   INTERCO_RETURN_IF_ERROR(store->Load());
+  store->committer_ = std::thread([s = store.get()] { s->CommitLoop(); });
   return store;
 }
 
@@ -241,29 +247,32 @@ absl::Status RecordStore::Load() {
 // ---------------------------------------------------------------------------------------
 // Group commit.
 
-void RecordStore::Commit(Op& op) {
-  std::vector<Op*> group;
-  {
-    absl::MutexLock l(&mu_);
-    queue_.push_back(&op);
-    while (!op.done && queue_.front() != &op) op.cv.Wait(&mu_);
-    if (op.done) return;
-    // Leader: take a bounded group from the front of the queue. The ops stay queued
-    // until they are done, so that later arrivals wait behind them.
-    for (Op* o : queue_) {
-      if (group.size() >= limits::kCommitGroupMutationsMax) break;
-      group.push_back(o);
-    }
-  }
-  ApplyGroup(group);
+void RecordStore::Enqueue(std::unique_ptr<Op> op) {
   absl::MutexLock l(&mu_);
-  for (Op* o : group) {
-    INTERCO_CHECK(queue_.front() == o);
-    queue_.pop_front();
-    o->done = true;
-    if (o != &op) o->cv.Signal();
+  queue_.push_back(std::move(op));
+}
+
+void RecordStore::CommitLoop() {
+  std::vector<std::unique_ptr<Op>> group;
+  while (true) {
+    {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(
+          +[](RecordStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+            return s->stopping_ || !s->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, and drained
+      // Everything that queued up while the previous group committed, bounded.
+      while (!queue_.empty() && group.size() < limits::kCommitGroupMutationsMax) {
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    ApplyGroup(group);
+    for (auto& op : group) op->done(*op);
+    group.clear();
   }
-  if (!queue_.empty()) queue_.front()->cv.Signal();
 }
 
 absl::StatusOr<RecordStore::RegistryRuntime> RecordStore::Runtime(std::string_view registry) {
@@ -273,9 +282,9 @@ absl::StatusOr<RecordStore::RegistryRuntime> RecordStore::Runtime(std::string_vi
   return it->second;
 }
 
-void RecordStore::ApplyGroup(const std::vector<Op*>& group) {
+void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   GroupState g;
-  for (Op* op : group) {
+  for (const auto& op : group) {
     if (g.bytes > limits::kCommitGroupBytesMax) {
       // Too much for one commit: this op fails retryably rather than making the group
       // unbounded. It is rare (each op is at most ~1 MiB and groups are 512 ops).
@@ -337,7 +346,7 @@ void RecordStore::ApplyGroup(const std::vector<Op*>& group) {
   absl::Status s = db_->Write(g.batch, sync_);
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
-    for (Op* op : group) {
+    for (const auto& op : group) {
       if (op->status.ok()) op->status = s;
     }
     return;
@@ -509,14 +518,20 @@ Registry RecordStore::PublicRegistry(const RegistryRuntime& rt) const {
 
 absl::StatusOr<Registry> RecordStore::CreateRegistry(std::string_view id, Registry definition,
                                                      const replication::Principal& caller) {
-  Op op;
-  op.type = Op::Type::kCreateRegistry;
-  op.registry = std::string(id);
-  op.definition = std::move(definition);
-  op.caller = caller;
-  Commit(op);
-  if (!op.status.ok()) return op.status;
-  return op.registry_out;
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kCreateRegistry;
+  op->registry = std::string(id);
+  op->definition = std::move(definition);
+  op->caller = caller;
+  absl::StatusOr<Registry> result;
+  absl::Notification committed;
+  op->done = [&](Op& o) {
+    result = o.status.ok() ? absl::StatusOr<Registry>(std::move(o.registry_out)) : o.status;
+    committed.Notify();
+  };
+  Enqueue(std::move(op));
+  committed.WaitForNotification();
+  return result;
 }
 
 absl::StatusOr<Registry> RecordStore::GetRegistry(std::string_view id) {
@@ -728,19 +743,36 @@ absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
   return page;
 }
 
+void RecordStore::WriteAsync(std::string_view registry, std::string_view id,
+                             replication::LocalWrite write, const replication::Principal& author,
+                             WriteCallback done) {
+  if (absl::Status s = replication::ValidateRecordId(id); !s.ok()) {
+    done(s);
+    return;
+  }
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kWrite;
+  op->registry = std::string(registry);
+  op->key = std::string(id);
+  op->write = std::move(write);
+  op->caller = author;
+  op->done = [done = std::move(done)](Op& o) {
+    done(o.status.ok() ? absl::StatusOr<Record>(std::move(o.record)) : o.status);
+  };
+  Enqueue(std::move(op));
+}
+
 absl::StatusOr<Record> RecordStore::Write(std::string_view registry, std::string_view id,
                                           replication::LocalWrite write,
                                           const replication::Principal& author) {
-  INTERCO_RETURN_IF_ERROR(replication::ValidateRecordId(id));
-  Op op;
-  op.type = Op::Type::kWrite;
-  op.registry = std::string(registry);
-  op.key = std::string(id);
-  op.write = std::move(write);
-  op.caller = author;
-  Commit(op);
-  if (!op.status.ok()) return op.status;
-  return std::move(op.record);
+  absl::StatusOr<Record> result;
+  absl::Notification committed;
+  WriteAsync(registry, id, std::move(write), author, [&](absl::StatusOr<Record> r) {
+    result = std::move(r);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------

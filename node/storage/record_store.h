@@ -2,12 +2,14 @@
 // indexes, the per-registry change feed that watch streams read, and the per-origin
 // change log that replication ships.
 //
-// Writes go through a group-commit queue (as in LevelDB's writer queue): concurrent
-// writers line up, the writer at the front becomes the leader, plans every queued write
-// against the latest state, and commits them all in ONE RocksDB WriteBatch (records,
-// indexes, counters, feed entries and one change-log batch per registry), with one WAL
-// fsync in "sync" durability. Every write is acknowledged only after that commit; a
-// write that fails validation is left out of the batch and changes nothing.
+// Writes go through a group-commit queue served by one committer thread: while it
+// commits a group, new writes queue up; it then takes every queued write (up to a
+// bound), plans each against the latest state, and commits them all in ONE RocksDB
+// WriteBatch (records, indexes, counters, feed entries and one change-log batch per
+// registry), with one WAL fsync in "sync" durability. A write is acknowledged (its
+// callback runs) only after that commit; a write that fails validation is left out of
+// the batch and changes nothing. Callers never block a thread on a write unless they
+// use the synchronous wrappers.
 //
 // Thread-safe. Reads never wait for writes.
 #ifndef INTERCO_NODE_STORAGE_RECORD_STORE_H_
@@ -20,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -114,8 +117,13 @@ class RecordStore {
   // A page of records in ID order; see interco.v1.ListRecordsRequest.
   absl::StatusOr<RecordPage> ListRecords(const ListQuery& query);
 
-  // Applies a local write (see replication::PlanLocalWrite for its errors) and returns
-  // the record after it (only its name after a delete). Acknowledged means durable.
+  using WriteCallback = std::function<void(absl::StatusOr<interco::v1::Record>)>;
+  // Applies a local write (see replication::PlanLocalWrite for its errors) and calls
+  // `done` with the record after it (only its name after a delete), once durable, or
+  // with the error. `done` runs on the committer thread: it must not block.
+  void WriteAsync(std::string_view registry, std::string_view id, replication::LocalWrite write,
+                  const replication::Principal& author, WriteCallback done);
+  // Synchronous WriteAsync.
   absl::StatusOr<interco::v1::Record> Write(std::string_view registry, std::string_view id,
                                             replication::LocalWrite write,
                                             const replication::Principal& author);
@@ -160,9 +168,11 @@ class RecordStore {
   RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db);
 
   absl::Status Load();
-  // Runs `op` through the group-commit queue; returns when it is committed or failed.
-  void Commit(Op& op);
-  void ApplyGroup(const std::vector<Op*>& group);
+  // Queues `op` for the committer thread, which calls op->done when it is committed or
+  // failed.
+  void Enqueue(std::unique_ptr<Op> op);
+  void CommitLoop();
+  void ApplyGroup(const std::vector<std::unique_ptr<Op>>& group);
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
   absl::Status ApplyWrite(Op& op, GroupState& g);
   absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
@@ -174,13 +184,15 @@ class RecordStore {
   const bool sync_;
   const uint64_t feed_retention_;
   std::unique_ptr<RocksDbStore> db_;
-  // Owned by the commit leader (one at a time; leadership passes through mu_).
+  // Used only by the committer thread (and by Load, before it starts).
   replication::HybridLogicalClock hlc_;
   uint32_t epoch_ = 1;
   uint64_t random_state_;
 
   absl::Mutex mu_;
-  std::deque<Op*> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread committer_;
   // Committed state of each registry; replaced after each successful commit.
   absl::flat_hash_map<std::string, RegistryRuntime> registries_ ABSL_GUARDED_BY(mu_);
 

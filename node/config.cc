@@ -1,0 +1,113 @@
+#include "node/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "replication/base/limits.h"
+#include "replication/ids.h"
+
+namespace interco::node {
+namespace {
+
+absl::Status CheckAddress(const std::string& address, const char* field) {
+  // host:port, with the host possibly in brackets for IPv6.
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": \"", address, "\" is not host:port (port 0 picks a free one)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<NodeConfig> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read config file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  NodeConfig config;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = google::protobuf::util::JsonStringToMessage(ss.str(), &config, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": ", std::string(status.message())));
+  }
+  return config;
+}
+
+void ApplyDefaults(NodeConfig& c) {
+  if (c.federation().empty()) c.set_federation("interco.local");
+  if (c.listen_address().empty()) c.set_listen_address("127.0.0.1:7443");
+  if (!c.has_health_address()) {
+    c.set_health_address("127.0.0.1:7080");
+  }
+  if (c.durability().empty()) c.set_durability("sync");
+  if (c.feed_retention_entries() == 0) {
+    c.set_feed_retention_entries(limits::kFeedRetentionEntriesDefault);
+  }
+  if (!c.has_reflection()) c.set_reflection(true);
+  if (c.shutdown_grace_seconds() == 0) c.set_shutdown_grace_seconds(10);
+  if (c.block_cache_mib() == 0) c.set_block_cache_mib(32);
+  if (c.tls().refresh_interval_seconds() == 0) c.mutable_tls()->set_refresh_interval_seconds(10);
+}
+
+TlsFiles TlsFilesOf(const NodeConfig& c) {
+  TlsFiles f = TlsFiles::InDirectory(c.tls_dir());
+  if (!c.tls().cert_file().empty()) f.cert_file = c.tls().cert_file();
+  if (!c.tls().key_file().empty()) f.key_file = c.tls().key_file();
+  if (!c.tls().ca_file().empty()) f.ca_file = c.tls().ca_file();
+  f.refresh_seconds = c.tls().refresh_interval_seconds();
+  return f;
+}
+
+absl::Status ValidateConfig(const NodeConfig& c) {
+  if (absl::Status s = replication::ValidateSiren(c.authority()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("authority: ", s.message()));
+  }
+  if (c.display_name().size() > limits::kDisplayNameBytesMax) {
+    return absl::InvalidArgumentError("display_name: longer than 256 bytes");
+  }
+  if (c.federation().empty() || c.federation().find('/') != std::string::npos) {
+    return absl::InvalidArgumentError("federation: must be a non-empty trust domain name");
+  }
+  if (c.data_dir().empty()) return absl::InvalidArgumentError("data_dir: required");
+  if (absl::Status s = CheckAddress(c.listen_address(), "listen_address"); !s.ok()) return s;
+  if (!c.health_address().empty()) {
+    if (absl::Status s = CheckAddress(c.health_address(), "health_address"); !s.ok()) return s;
+  }
+  if (c.durability() != "sync" && c.durability() != "async") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("durability: \"", c.durability(), "\" is neither \"sync\" nor \"async\""));
+  }
+  if (c.tls_dir().empty() &&
+      (c.tls().cert_file().empty() || c.tls().key_file().empty() || c.tls().ca_file().empty())) {
+    return absl::InvalidArgumentError("tls_dir: required unless tls.cert_file, tls.key_file "
+                                      "and tls.ca_file are all set");
+  }
+  const TlsFiles files = TlsFilesOf(c);
+  if (absl::Status s = CheckTlsFiles(files); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tls: ", s.message()));
+  }
+  // The node's own certificate must name the node's authority in the federation.
+  absl::StatusOr<std::string> spiffe = SpiffeIdOfCertificateFile(files.cert_file);
+  if (!spiffe.ok()) return absl::InvalidArgumentError(absl::StrCat("tls: ", spiffe.status().message()));
+  const std::string expected =
+      absl::StrCat("spiffe://", c.federation(), "/collectivite/", c.authority());
+  if (*spiffe != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("tls: the node certificate is for ", *spiffe,
+                                                   ", expected ", expected));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace interco::node

@@ -1,0 +1,40 @@
+#include "node/rpc/node_service.h"
+
+#include "node/rpc/caller.h"
+#include "node/rpc/status.h"
+#include "node/version.h"
+
+namespace interco::node {
+
+NodeService::NodeService(RecordStore& store, const interco::config::v1::NodeConfig& config,
+                         absl::Time start_time)
+    : store_(store), config_(config), start_time_(start_time) {}
+
+grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* ctx,
+                                                   const interco::v1::GetNodeInfoRequest*,
+                                                   interco::v1::NodeInfo* response) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, config_.federation());
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  response->set_authority(config_.authority());
+  response->set_display_name(config_.display_name());
+  response->set_federation(config_.federation());
+  response->set_version(kVersion);
+  response->mutable_start_time()->set_seconds(absl::ToUnixSeconds(start_time_));
+  for (const interco::v1::Registry& r : store_.Registries()) {
+    interco::v1::RegistrySummary* s = response->add_registries();
+    s->set_name(r.name());
+    s->set_owner(r.owner());
+    s->set_record_count(r.record_count());
+  }
+  response->set_store_size_bytes(store_.SizeOnDisk());
+  response->set_durability(store_.sync() ? "sync" : "async");
+  response->set_caller(caller->Author());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace interco::node

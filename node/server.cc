@@ -1,0 +1,126 @@
+#include "node/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "node/log.h"
+#include "replication/base/limits.h"
+
+namespace interco::node {
+namespace {
+
+class SystemClock final : public replication::Clock {
+ public:
+  int64_t NowMillis() override { return absl::ToUnixMillis(absl::Now()); }
+};
+
+// Removes builder plugins (here: server reflection) from one server only. gRPC registers
+// plugins process-wide; the health port must serve grpc.health.v1 and nothing else, and
+// reflection on the API port is optional.
+class DropPluginsOption final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->clear();
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
+  ApplyDefaults(config);
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+
+  auto server = std::unique_ptr<Server>(new Server());
+  server->config_ = config;
+  server->clock_ = std::make_unique<SystemClock>();
+
+  RecordStoreOptions so;
+  so.path = config.data_dir();
+  so.authority = config.authority();
+  so.sync = config.durability() == "sync";
+  so.feed_retention_entries = config.feed_retention_entries();
+  so.block_cache_bytes = size_t{config.block_cache_mib()} << 20;
+  so.clock = server->clock_.get();
+  so.random_seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+  absl::StatusOr<std::unique_ptr<RecordStore>> store = RecordStore::Open(so);
+  if (!store.ok()) return store.status();
+  server->store_ = *std::move(store);
+
+  server->registry_service_ =
+      std::make_unique<RegistryService>(*server->store_, config.federation());
+  server->node_service_ = std::make_unique<NodeService>(*server->store_, config, absl::Now());
+
+  server->health_service_ = std::make_unique<HealthService>();
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder api;
+  api.AddListeningPort(config.listen_address(),
+                       MakeServerCredentials(TlsFilesOf(config), config.federation()),
+                       &server->api_port_);
+  api.RegisterService(server->registry_service_.get());
+  api.RegisterService(server->node_service_.get());
+  api.RegisterService(server->health_service_.get());
+  api.SetMaxReceiveMessageSize(limits::kGrpcMessageBytesMax);
+  api.SetMaxSendMessageSize(limits::kGrpcMessageBytesMax);
+  if (!config.reflection()) api.SetOption(std::make_unique<DropPluginsOption>());
+  server->api_server_ = api.BuildAndStart();
+  if (server->api_server_ == nullptr || server->api_port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.listen_address(), " (address in use?)"));
+  }
+
+  if (!config.health_address().empty()) {
+    grpc::ServerBuilder health;
+    health.AddListeningPort(config.health_address(), grpc::InsecureServerCredentials(),
+                            &server->health_port_);
+    health.RegisterService(server->health_service_.get());
+    health.SetOption(std::make_unique<DropPluginsOption>());
+    server->health_server_ = health.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      server->api_server_->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", config.health_address(), " (address in use?)"));
+    }
+  }
+  server->health_service_->SetServing(true);
+  log::Info(absl::StrCat("interco node ", config.authority(), " (", config.display_name(),
+                         ") serving the API on port ", server->api_port_, ", health on port ",
+                         server->health_port_, ", durability ", config.durability()));
+  return server;
+}
+
+void Server::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock l(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  log::Info("shutting down: draining in-flight calls");
+  health_service_->Shutdown();  // NOT_SERVING, and health watch streams end
+  api_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  if (health_server_ != nullptr) health_server_->Shutdown();
+  api_server_->Wait();
+  // Services go before the store: no call can reach the store any more.
+  api_server_.reset();
+  health_server_.reset();
+  // Closing the store drains its commit queue and closes RocksDB.
+  store_.reset();
+  log::Info("shutdown complete");
+  absl::MutexLock l(&mu_);
+  stopped_ = true;
+}
+
+void Server::Wait() {
+  absl::MutexLock l(&mu_);
+  mu_.Await(absl::Condition(&stopped_));
+}
+
+Server::~Server() { Shutdown(absl::Seconds(config_.shutdown_grace_seconds())); }
+
+}  // namespace interco::node

@@ -1,0 +1,171 @@
+#include "node/tls/credentials.h"
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
+#include "absl/strings/str_cat.h"
+#include "node/log.h"
+#include "replication/ids.h"
+
+namespace interco::node {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct BioDeleter {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Deleter {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct GeneralNamesDeleter {
+  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
+};
+
+absl::StatusOr<std::unique_ptr<X509, X509Deleter>> ParseCert(const std::string& pem,
+                                                             const std::string& path) {
+  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  std::unique_ptr<X509, X509Deleter> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a PEM certificate"));
+  }
+  return cert;
+}
+
+// Accepts a peer whose certificate names a principal of the federation.
+class SpiffeVerifier final : public grpc::experimental::ExternalCertificateVerifier {
+ public:
+  explicit SpiffeVerifier(std::string federation) : federation_(std::move(federation)) {}
+
+  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)> /*callback*/, grpc::Status* sync_status) override {
+    std::string reason = "certificate has no SPIFFE ID";
+    for (const grpc::string_ref& uri : request->uri_names()) {
+      absl::StatusOr<replication::Principal> p =
+          replication::ParseSpiffeId(std::string_view(uri.data(), uri.size()));
+      if (!p.ok()) {
+        reason = std::string(p.status().message());
+        continue;
+      }
+      if (p->federation != federation_) {
+        reason = absl::StrCat("SPIFFE ID of federation \"", p->federation, "\", expected \"",
+                              federation_, "\"");
+        continue;
+      }
+      *sync_status = grpc::Status::OK;
+      return true;
+    }
+    log::Warning(absl::StrCat("refused TLS peer: ", reason));
+    *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, reason);
+    return true;  // verdict given synchronously
+  }
+
+  void Cancel(grpc::experimental::TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  const std::string federation_;
+};
+
+}  // namespace
+
+TlsFiles TlsFiles::InDirectory(const std::string& dir) {
+  TlsFiles f;
+  f.cert_file = dir + "/tls.crt";
+  f.key_file = dir + "/tls.key";
+  f.ca_file = dir + "/ca.crt";
+  return f;
+}
+
+absl::Status CheckTlsFiles(const TlsFiles& files) {
+  absl::StatusOr<std::string> cert_pem = ReadFile(files.cert_file);
+  if (!cert_pem.ok()) return cert_pem.status();
+  absl::StatusOr<std::string> key_pem = ReadFile(files.key_file);
+  if (!key_pem.ok()) return key_pem.status();
+  absl::StatusOr<std::string> ca_pem = ReadFile(files.ca_file);
+  if (!ca_pem.ok()) return ca_pem.status();
+  absl::StatusOr<std::unique_ptr<X509, X509Deleter>> cert = ParseCert(*cert_pem, files.cert_file);
+  if (!cert.ok()) return cert.status();
+  if (absl::StatusOr<std::unique_ptr<X509, X509Deleter>> ca = ParseCert(*ca_pem, files.ca_file);
+      !ca.ok()) {
+    return ca.status();
+  }
+  std::unique_ptr<BIO, BioDeleter> bio(
+      BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
+  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(files.key_file, ": not a PEM private key"));
+  }
+  if (X509_check_private_key(cert->get(), key.get()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(files.key_file, " does not match ",
+                                                   files.cert_file));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SpiffeIdOfCertificateFile(const std::string& cert_file) {
+  absl::StatusOr<std::string> pem = ReadFile(cert_file);
+  if (!pem.ok()) return pem.status();
+  absl::StatusOr<std::unique_ptr<X509, X509Deleter>> cert = ParseCert(*pem, cert_file);
+  if (!cert.ok()) return cert.status();
+  std::unique_ptr<GENERAL_NAMES, GeneralNamesDeleter> names(static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr)));
+  if (names != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names.get(), i);
+      if (n->type != GEN_URI) continue;
+      const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
+      std::string s(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                    static_cast<size_t>(ASN1_STRING_length(uri)));
+      if (s.starts_with("spiffe://")) return s;
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(cert_file, ": no spiffe:// URI SAN"));
+}
+
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& files,
+                                                               const std::string& federation) {
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      files.key_file, files.cert_file, files.ca_file, files.refresh_seconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.set_certificate_verifier(
+      grpc::experimental::ExternalCertificateVerifier::Create<SpiffeVerifier>(federation));
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const TlsFiles& files) {
+  grpc::SslCredentialsOptions options;
+  absl::StatusOr<std::string> ca = ReadFile(files.ca_file);
+  if (!ca.ok()) return ca.status();
+  absl::StatusOr<std::string> key = ReadFile(files.key_file);
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::string> cert = ReadFile(files.cert_file);
+  if (!cert.ok()) return cert.status();
+  options.pem_root_certs = *ca;
+  options.pem_private_key = *key;
+  options.pem_cert_chain = *cert;
+  return grpc::SslCredentials(options);
+}
+
+}  // namespace interco::node

@@ -1,0 +1,216 @@
+#include "tests/testing/test_env.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/tls/credentials.h"
+
+namespace interco::testing {
+namespace {
+
+std::vector<std::string>& DirsToRemove() {
+  static auto* dirs = new std::vector<std::string>();
+  return *dirs;
+}
+
+void RemoveDirs() {
+  for (const std::string& d : DirsToRemove()) {
+    std::error_code ec;
+    std::filesystem::remove_all(d, ec);
+  }
+}
+
+// Certificates live in the build tree and are made once: dev-certs.sh is idempotent, and
+// flock serializes test processes that run in parallel.
+std::string MakeCerts(const std::string& federation, const std::string& tag) {
+  const std::string dir = absl::StrCat(INTERCO_TEST_CERTS_DIR, "/", tag);
+  std::string out;
+  const std::string cmd = absl::StrCat(
+      "mkdir -p ", INTERCO_TEST_CERTS_DIR, " && flock ", INTERCO_TEST_CERTS_DIR, "/.lock bash ",
+      INTERCO_SOURCE_DIR, "/certs/dev-certs.sh ", dir, " ", federation, " ", kLyon, " ", kBourg,
+      " ", kAbergement);
+  if (RunCommand(cmd, &out) != 0) {
+    ADD_FAILURE() << "dev-certs.sh failed: " << out;
+  }
+  return dir;
+}
+
+}  // namespace
+
+std::string MakeTempDir(const std::string& tag) {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(RemoveDirs); });
+  std::string base = ::testing::TempDir();
+  if (base.empty() || base.back() != '/') base += '/';
+  std::string templ = absl::StrCat(base, "interco-", tag, "-XXXXXX");
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  const char* made = mkdtemp(buf.data());
+  if (made == nullptr) {
+    ADD_FAILURE() << "mkdtemp failed for " << templ;
+    return templ;
+  }
+  static std::mutex mu;
+  std::lock_guard<std::mutex> l(mu);
+  DirsToRemove().push_back(made);
+  return made;
+}
+
+const std::string& DevCertsDir() {
+  static const std::string* dir = new std::string(MakeCerts(kFederation, "certs"));
+  return *dir;
+}
+
+const std::string& ForeignCertsDir() {
+  static const std::string* dir = new std::string(MakeCerts("other.test", "foreign-certs"));
+  return *dir;
+}
+
+std::string NodeTlsDir(const std::string& siren) {
+  return absl::StrCat(DevCertsDir(), "/nodes/", siren);
+}
+
+std::string ClientTlsDir(const std::string& siren, const std::string& client) {
+  return absl::StrCat(DevCertsDir(), "/clients/", siren, "/", client);
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+std::shared_ptr<grpc::Channel> MtlsChannel(int port, const std::string& tls_dir) {
+  auto creds = node::MakeChannelCredentials(node::TlsFiles::InDirectory(tls_dir));
+  EXPECT_TRUE(creds.ok()) << creds.status();
+  grpc::ChannelArguments args;
+  // A private subchannel pool: every test channel does its own handshake.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port), *creds, args);
+}
+
+std::string BinaryPath(const std::string& name) {
+  if (name == "interco-node") return INTERCO_NODE_BINARY;
+  if (name == "interco") return INTERCO_CLI_BINARY;
+  return name;
+}
+
+int RunCommand(const std::string& command, std::string* output) {
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) {
+    if (output != nullptr) output->append(buf, n);
+  }
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+NodeProcess::NodeProcess(Options options) : options_(std::move(options)) {}
+
+NodeProcess::~NodeProcess() { Kill(); }
+
+bool NodeProcess::Start(std::string* error) {
+  api_port_ = FreePort();
+  health_port_ = FreePort();
+  log_path_ = absl::StrCat(options_.data_dir, ".log");
+  std::vector<std::string> args = {
+      BinaryPath("interco-node"),
+      absl::StrCat("--authority=", options_.authority),
+      absl::StrCat("--federation=", kFederation),
+      absl::StrCat("--data_dir=", options_.data_dir),
+      absl::StrCat("--tls_dir=", NodeTlsDir(options_.authority)),
+      absl::StrCat("--listen=127.0.0.1:", api_port_),
+      absl::StrCat("--health_listen=127.0.0.1:", health_port_),
+      absl::StrCat("--durability=", options_.durability),
+  };
+  args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    FILE* log = std::fopen(log_path_.c_str(), "a");
+    if (log != nullptr) {
+      dup2(fileno(log), STDERR_FILENO);
+      dup2(fileno(log), STDOUT_FILENO);
+    }
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // Wait until the node logs that it serves (it binds its ports before logging).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      std::ifstream in(log_path_);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      if (error != nullptr) *error = absl::StrCat("node exited early: ", ss.str());
+      return false;
+    }
+    std::ifstream in(log_path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    // Count only the lines of this start (the log file is appended across restarts).
+    if (text.find(absl::StrCat("serving the API on port ", api_port_)) != std::string::npos) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (error != nullptr) *error = "node did not come up within 20 s";
+  Kill();
+  return false;
+}
+
+void NodeProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+int NodeProcess::Terminate() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+}  // namespace interco::testing
