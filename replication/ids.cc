@@ -27,11 +27,9 @@ absl::Status Invalid(std::string_view what, std::string_view value, std::string_
 absl::Status ValidateSiren(std::string_view siren) {
   if (siren.size() != 9) return Invalid("SIREN", siren, "must be 9 digits");
   int sum = 0;
-  int digit_sum = 0;
   for (size_t i = 0; i < 9; ++i) {
     if (!IsDigit(siren[i])) return Invalid("SIREN", siren, "must be 9 digits");
     int d = siren[i] - '0';
-    digit_sum += d;
     // Luhn from the right: the digits at odd positions from the right are doubled.
     if ((8 - i) % 2 == 1) {
       d *= 2;
@@ -40,7 +38,6 @@ absl::Status ValidateSiren(std::string_view siren) {
     sum += d;
   }
   if (sum % 10 == 0) return absl::OkStatus();
-  if (siren.substr(0, 3) == "356" && digit_sum % 5 == 0) return absl::OkStatus();
   return Invalid("SIREN", siren, "checksum (Luhn) does not match");
 }
 

@@ -15,8 +15,8 @@
 
 namespace interco::replication {
 
-// A SIREN: 9 digits with a valid Luhn checksum (La Poste's 356000000 is the one
-// documented exception, whose digit sum is a multiple of 5).
+// A SIREN: 9 digits with a valid Luhn checksum. (La Poste's digit-sum exception applies
+// to its 14-digit SIRETs, not to its SIREN 356000000, which passes Luhn.)
 absl::Status ValidateSiren(std::string_view siren);
 // The SIREN as an integer (it fits 32 bits); the string must be valid.
 absl::StatusOr<uint32_t> SirenToOrigin(std::string_view siren);
