@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "node/config.h"
 #include "node/log.h"
+#include "node/system_clock.h"
 #include "node/server.h"
 #include "node/storage/record_store.h"
 #include "node/version.h"
@@ -60,13 +61,8 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   return config;
 }
 
-class SystemClock final : public interco::replication::Clock {
- public:
-  int64_t NowMillis() override { return absl::ToUnixMillis(absl::Now()); }
-};
-
 int Check(const NodeConfig& config) {
-  SystemClock clock;
+  interco::node::SystemClock clock;
   interco::node::RecordStoreOptions options;
   options.path = config.data_dir();
   options.authority = config.authority();

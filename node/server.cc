@@ -9,15 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "node/log.h"
+#include "node/system_clock.h"
 #include "replication/base/limits.h"
 
 namespace interco::node {
 namespace {
-
-class SystemClock final : public replication::Clock {
- public:
-  int64_t NowMillis() override { return absl::ToUnixMillis(absl::Now()); }
-};
 
 // Removes builder plugins (here: server reflection) from one server only. gRPC registers
 // plugins process-wide; the health port must serve grpc.health.v1 and nothing else, and
@@ -38,7 +34,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
 
   auto server = std::unique_ptr<Server>(new Server());
   server->config_ = config;
-  server->clock_ = std::make_unique<SystemClock>();
+  server->clock_ = std::make_unique<interco::node::SystemClock>();
 
   RecordStoreOptions so;
   so.path = config.data_dir();

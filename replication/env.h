@@ -1,21 +1,78 @@
 // The outside world, as the pure replication core sees it.
 //
-// replication/ never reads a clock, draws random numbers, touches storage or the network
-// by itself: node/ passes real implementations in, and the simulator (tests/sim/) passes
-// deterministic ones. Implementations say their own thread-safety.
+// replication/ never reads a clock, touches storage or the network, or computes a
+// digest by itself: node/ passes real implementations in (system clock, RocksDB, gRPC,
+// OpenSSL), and the simulator (tests/sim/) passes deterministic ones. Implementations
+// say their own thread-safety; the engine calls them from one thread.
 #ifndef INTERCO_REPLICATION_ENV_H_
 #define INTERCO_REPLICATION_ENV_H_
 
 #include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "interco/replication/v1/peer.pb.h"
+#include "interco/replication/v1/state.pb.h"
+#include "replication/version_vector.h"
 
 namespace interco::replication {
 
-// Wall-clock time. May jump; the hybrid logical clock copes.
+// Time. The wall clock may jump (the hybrid logical clock copes); timers use the
+// monotonic clock, which never goes back.
 class Clock {
  public:
   virtual ~Clock() = default;
-  // Milliseconds since the Unix epoch.
+  // Wall clock: milliseconds since the Unix epoch.
   virtual int64_t NowMillis() = 0;
+  // Monotonic clock: milliseconds since an arbitrary origin; never decreases.
+  virtual int64_t MonotonicMillis() = 0;
+};
+
+// SHA-256, for the change log's hash chain.
+class Hasher {
+ public:
+  virtual ~Hasher() = default;
+  // The 32-byte digest of `data`.
+  virtual std::string Sha256(std::string_view data) = 0;
+};
+
+// Sends messages to peers over ordered, reliable-while-connected sessions.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Queues `message` for `peer`. False if the peer is not connected or its queue is full:
+  // the message is dropped, and anti-entropy repairs that later.
+  virtual bool Send(uint32_t peer, const interco::replication::v1::PeerMessage& message) = 0;
+};
+
+// A batch whose header and changes were parsed and whose body hash was checked.
+struct DecodedBatch {
+  interco::replication::v1::BatchHeader header;
+  std::vector<interco::replication::v1::Change> changes;
+  // The batch as received, stored and forwarded unchanged.
+  interco::replication::v1::Batch raw;
+  // SHA-256 of raw.header: the prev_hash of the origin's next batch.
+  std::string header_hash;
+};
+
+// The replicated state of a node, as the engine needs it.
+class ReplicaStore {
+ public:
+  virtual ~ReplicaStore() = default;
+  // The streams (registry IDs) this node replicates, sorted.
+  virtual std::vector<std::string> Streams() = 0;
+  // What the local log holds of a stream (its own changes included).
+  virtual absl::StatusOr<VersionVector> Position(const std::string& stream) = 0;
+  // Batches of one origin epoch of a stream with first_seq > after_seq, in order, up to
+  // max_batches (at least one if any exists).
+  virtual absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
+      const std::string& stream, OriginKey key, uint64_t after_seq, size_t max_batches) = 0;
+  // Applies the next batch of its origin (first_seq = position + 1, prev_hash = last
+  // hash, both checked by the caller): merges every change into the records, appends the
+  // batch to the log, advances the position. All or nothing; durable when OK.
+  virtual absl::Status ApplyBatch(const std::string& stream, const DecodedBatch& batch) = 0;
 };
 
 }  // namespace interco::replication

@@ -1179,6 +1179,7 @@ class FakeClock : public Clock {
  public:
   explicit FakeClock(int64_t now_ms) : now_ms_(now_ms) {}
   int64_t NowMillis() override { return now_ms_; }
+  int64_t MonotonicMillis() override { return now_ms_; }
   void Advance(int64_t delta_ms) { now_ms_ += delta_ms; }
 
  private:

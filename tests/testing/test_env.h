@@ -47,6 +47,7 @@ class FakeClock final : public replication::Clock {
  public:
   explicit FakeClock(int64_t now_ms = 1767225600000) : now_ms_(now_ms) {}
   int64_t NowMillis() override { return now_ms_; }
+  int64_t MonotonicMillis() override { return now_ms_; }
   void Advance(int64_t ms) { now_ms_ += ms; }
   void Set(int64_t ms) { now_ms_ = ms; }
 

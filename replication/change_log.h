@@ -1,0 +1,44 @@
+// The change-log batch format: building an origin's batch, and decoding and checking a
+// received one. See docs/ARCHITECTURE.md, "Change log". Pure functions; thread-safe if
+// the Hasher is.
+#ifndef INTERCO_REPLICATION_CHANGE_LOG_H_
+#define INTERCO_REPLICATION_CHANGE_LOG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "interco/replication/v1/state.pb.h"
+#include "replication/env.h"
+
+namespace interco::replication {
+
+struct BatchParams {
+  uint32_t origin = 0;
+  uint32_t epoch = 0;
+  std::string stream;
+  // Sequence number of the first change.
+  uint64_t first_seq = 1;
+  // Hash of the origin's previous header in this stream and epoch ("" for the first).
+  std::string prev_hash;
+  // Greatest HLC of the changes.
+  uint64_t max_hlc = 0;
+};
+
+// Builds a batch of serialized Change messages (at least one). Also returns the hash of
+// its header, which the next batch chains to.
+interco::replication::v1::Batch BuildBatch(const BatchParams& params,
+                                           std::vector<std::string> changes, Hasher& hasher,
+                                           std::string* header_hash);
+
+// Parses and checks a batch: the header parses, names a valid origin and stream, has a
+// count matching the changes, every change parses, and the body hash matches.
+// DATA_LOSS for a corrupt or forged batch (with what is wrong).
+absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& batch,
+                                         Hasher& hasher);
+
+}  // namespace interco::replication
+
+#endif  // INTERCO_REPLICATION_CHANGE_LOG_H_

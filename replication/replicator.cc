@@ -1,0 +1,357 @@
+#include "replication/replicator.h"
+
+#include <algorithm>
+
+#include "replication/change_log.h"
+#include "replication/hlc.h"
+
+namespace interco::replication {
+namespace {
+
+using interco::replication::v1::Ack;
+using interco::replication::v1::BatchFrame;
+using interco::replication::v1::BatchHeader;
+using interco::replication::v1::Hello;
+using interco::replication::v1::PeerMessage;
+
+constexpr uint32_t kProtocolVersion = 1;
+
+}  // namespace
+
+Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
+                       ReplicaStore& store, Hasher& hasher)
+    : options_(options), clock_(clock), transport_(transport), store_(store), hasher_(hasher) {}
+
+bool Replicator::Replicates(const std::string& stream) {
+  const std::vector<std::string> streams = store_.Streams();
+  return std::binary_search(streams.begin(), streams.end(), stream);
+}
+
+void Replicator::SendHello(uint32_t peer, bool reply_requested) {
+  peers_[peer].last_hello_ms = clock_.MonotonicMillis();
+  PeerMessage m;
+  Hello* hello = m.mutable_hello();
+  hello->set_protocol_version(kProtocolVersion);
+  hello->set_reply_requested(reply_requested);
+  hello->set_node(options_.self);
+  for (const std::string& stream : store_.Streams()) {
+    absl::StatusOr<VersionVector> vv = store_.Position(stream);
+    if (!vv.ok()) continue;  // the peer will hear of this stream in the next Hello
+    ToProto(stream, *vv, *hello->add_streams());
+  }
+  transport_.Send(peer, m);
+}
+
+void Replicator::OnConnected(uint32_t peer_id) {
+  Peer& peer = peers_[peer_id];
+  const PeerStats stats = peer.stats;
+  peer = Peer();
+  peer.stats = stats;
+  peer.connected = true;
+  peer.stats.connected = true;
+  peer.stats.hello_received = false;
+  peer.last_progress_ms = clock_.MonotonicMillis();
+  SendHello(peer_id, /*reply_requested=*/false);
+}
+
+void Replicator::OnDisconnected(uint32_t peer_id) {
+  Peer& peer = peers_[peer_id];
+  peer.connected = false;
+  peer.hello_received = false;
+  peer.stats.connected = false;
+  peer.stats.hello_received = false;
+}
+
+void Replicator::OnMessage(uint32_t peer_id, const PeerMessage& message) {
+  Peer& peer = peers_[peer_id];
+  if (!peer.connected) return;  // a message of a session that is already gone
+  peer.stats.last_contact_ms = clock_.MonotonicMillis();
+  switch (message.kind_case()) {
+    case PeerMessage::kHello:
+      HandleHello(peer_id, peer, message.hello());
+      break;
+    case PeerMessage::kAck:
+      HandleAck(peer, message.ack());
+      Pump(peer_id, peer);
+      break;
+    case PeerMessage::kBatch:
+      HandleBatch(peer_id, peer, message.batch());
+      break;
+    default:
+      peer.stats.rejected++;
+      break;
+  }
+}
+
+void Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
+  if (hello.protocol_version() != kProtocolVersion || hello.node() != peer_id) {
+    peer.stats.rejected++;
+    return;
+  }
+  peer.hello_received = true;
+  peer.stats.hello_received = true;
+  peer.streams.clear();
+  peer.known.clear();
+  for (const auto& sp : hello.streams()) {
+    peer.streams.insert(sp.stream());
+    peer.known[sp.stream()] = FromProto(sp);
+  }
+  // The peer's statement is the truth: resend from there.
+  Rewind(peer);
+  if (hello.reply_requested()) SendHello(peer_id, /*reply_requested=*/false);
+  Pump(peer_id, peer);
+}
+
+void Replicator::HandleAck(Peer& peer, const Ack& ack) {
+  bool progress = false;
+  for (const auto& sp : ack.streams()) {
+    VersionVector& known = peer.known[sp.stream()];
+    for (const auto& [key, pos] : FromProto(sp)) {
+      OriginPos& k = known[key];
+      if (pos.seq > k.seq) {
+        k.seq = pos.seq;
+        k.max_hlc = pos.max_hlc;
+        progress = true;
+      }
+    }
+  }
+  if (progress) peer.last_progress_ms = clock_.MonotonicMillis();
+}
+
+void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
+  peer.stats.batches_received++;
+  const std::string& stream = frame.stream();
+  if (!Replicates(stream)) {
+    peer.stats.rejected++;
+    return;
+  }
+  absl::StatusOr<DecodedBatch> decoded = DecodeBatch(frame.batch(), hasher_);
+  if (!decoded.ok() || decoded->header.stream() != stream) {
+    peer.stats.rejected++;
+    return;
+  }
+  const BatchHeader& h = decoded->header;
+  const OriginKey key{h.origin(), h.epoch()};
+  const uint64_t last = h.first_seq() + h.count() - 1;
+  // Whatever happens next, the sender holds this batch: never send it back.
+  OriginPos& known = peer.known[stream][key];
+  if (last > known.seq) {
+    known.seq = last;
+    known.max_hlc = h.max_hlc();
+  }
+  uint64_t& sent = peer.sent[stream][key];
+  sent = std::max(sent, last);
+
+  absl::StatusOr<VersionVector> vv = store_.Position(stream);
+  if (!vv.ok()) {
+    peer.stats.rejected++;
+    return;
+  }
+  const OriginPos held = (*vv)[key];
+  if (last <= held.seq) {
+    peer.stats.duplicates++;
+    PeerMessage m;
+    auto* sp = m.mutable_ack()->add_streams();
+    sp->set_stream(stream);
+    auto* o = sp->add_origins();
+    o->set_origin(key.origin);
+    o->set_epoch(key.epoch);
+    o->set_seq(held.seq);
+    o->set_max_hlc(held.max_hlc);
+    transport_.Send(peer_id, m);
+    return;
+  }
+  if (h.first_seq() != held.seq + 1) {
+    // Something before it was lost or is late. Keep it for when the gap fills, and
+    // restate our position (at most once per status interval) so that the sender
+    // rewinds if it was lost.
+    peer.stats.gaps++;
+    auto& buffered = reorder_[{stream, key}];
+    if (reorder_size_ < options_.reorder_buffer_batches_max &&
+        !buffered.contains(h.first_seq())) {
+      buffered.emplace(h.first_seq(), *std::move(decoded));
+      reorder_size_++;
+    }
+    const int64_t now = clock_.MonotonicMillis();
+    if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.status_interval_ms) {
+      peer.last_nack_ms = now;
+      SendHello(peer_id, /*reply_requested=*/false);
+    }
+    return;
+  }
+  if (ApplyInOrder(peer_id, peer, stream, *std::move(decoded))) PumpAll();
+}
+
+bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream,
+                              DecodedBatch batch) {
+  bool applied_any = false;
+  while (true) {
+    const BatchHeader& h = batch.header;
+    const OriginKey key{h.origin(), h.epoch()};
+    absl::StatusOr<VersionVector> vv = store_.Position(stream);
+    if (!vv.ok()) break;
+    const OriginPos held = (*vv)[key];
+    if (h.first_seq() != held.seq + 1) break;
+    if (h.prev_hash() != held.last_hash) {
+      // Same position, different history: a fork of the origin's chain.
+      peer.stats.rejected++;
+      break;
+    }
+    const int64_t ahead_ms =
+        static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc())) - clock_.NowMillis();
+    if (ahead_ms > options_.clock_offset_max_ms) {
+      peer.stats.quarantined++;
+      break;
+    }
+    if (absl::Status s = store_.ApplyBatch(stream, batch); !s.ok()) {
+      peer.stats.rejected++;
+      break;
+    }
+    peer.stats.batches_applied++;
+    applied_any = true;
+    const uint64_t last = h.first_seq() + h.count() - 1;
+    PeerMessage m;
+    auto* sp = m.mutable_ack()->add_streams();
+    sp->set_stream(stream);
+    auto* o = sp->add_origins();
+    o->set_origin(key.origin);
+    o->set_epoch(key.epoch);
+    o->set_seq(last);
+    o->set_max_hlc(std::max(held.max_hlc, h.max_hlc()));
+    transport_.Send(peer_id, m);
+    // A buffered batch that continues it?
+    auto rit = reorder_.find({stream, key});
+    if (rit == reorder_.end()) break;
+    // Drop what is now stale, then take the next one if it is there.
+    auto& buffered = rit->second;
+    while (!buffered.empty() && buffered.begin()->first <= last) {
+      buffered.erase(buffered.begin());
+      reorder_size_--;
+    }
+    if (buffered.empty() || buffered.begin()->first != last + 1) {
+      if (buffered.empty()) reorder_.erase(rit);
+      break;
+    }
+    batch = std::move(buffered.begin()->second);
+    buffered.erase(buffered.begin());
+    reorder_size_--;
+    if (buffered.empty()) reorder_.erase(rit);
+  }
+  return applied_any;
+}
+
+uint64_t Replicator::InFlight(const Peer& peer) const {
+  uint64_t n = 0;
+  for (const auto& [stream, by_key] : peer.sent) {
+    auto kit = peer.known.find(stream);
+    for (const auto& [key, seq] : by_key) {
+      uint64_t have = 0;
+      if (kit != peer.known.end()) {
+        auto it = kit->second.find(key);
+        if (it != kit->second.end()) have = it->second.seq;
+      }
+      if (seq > have) n += seq - have;
+    }
+  }
+  return n;
+}
+
+void Replicator::Rewind(Peer& peer) {
+  peer.sent.clear();
+  peer.last_progress_ms = clock_.MonotonicMillis();
+}
+
+void Replicator::Pump(uint32_t peer_id, Peer& peer) {
+  if (!peer.connected || !peer.hello_received) return;
+  uint64_t in_flight = InFlight(peer);
+  for (const std::string& stream : store_.Streams()) {
+    if (!peer.streams.contains(stream)) continue;
+    absl::StatusOr<VersionVector> vv = store_.Position(stream);
+    if (!vv.ok()) continue;
+    VersionVector& known = peer.known[stream];
+    auto& sent_by_key = peer.sent[stream];
+    for (const auto& [key, pos] : *vv) {
+      uint64_t& sent = sent_by_key[key];
+      sent = std::max(sent, known[key].seq);
+      while (pos.seq > sent && in_flight < options_.in_flight_changes_max) {
+        absl::StatusOr<std::vector<interco::replication::v1::Batch>> batches =
+            store_.ReadBatches(stream, key, sent, options_.read_batches_max);
+        if (!batches.ok() || batches->empty()) break;  // the log cannot serve: repair
+        bool progressed = false;
+        for (auto& batch : *batches) {
+          BatchHeader h;
+          if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + 1) break;
+          PeerMessage m;
+          m.mutable_batch()->set_stream(stream);
+          *m.mutable_batch()->mutable_batch() = std::move(batch);
+          if (!transport_.Send(peer_id, m)) return;  // queue full or gone: later
+          peer.stats.batches_sent++;
+          sent += h.count();
+          in_flight += h.count();
+          progressed = true;
+          if (in_flight >= options_.in_flight_changes_max) break;
+        }
+        if (!progressed) break;
+      }
+    }
+  }
+}
+
+void Replicator::PumpAll() {
+  for (auto& [id, peer] : peers_) Pump(id, peer);
+}
+
+void Replicator::OnLocalCommit() { PumpAll(); }
+
+void Replicator::Tick() {
+  const int64_t now = clock_.MonotonicMillis();
+  for (auto& [id, peer] : peers_) {
+    if (!peer.connected) continue;
+    if (!peer.hello_received) {
+      // Our Hello or theirs may have been lost: restate ours and ask for theirs.
+      if (now - peer.last_hello_ms >= options_.status_interval_ms) {
+        SendHello(id, /*reply_requested=*/true);
+      }
+      continue;
+    }
+    if (now - peer.last_status_ms >= options_.status_interval_ms) {
+      peer.last_status_ms = now;
+      PeerMessage m;
+      for (const std::string& stream : store_.Streams()) {
+        if (!peer.streams.contains(stream)) continue;
+        absl::StatusOr<VersionVector> vv = store_.Position(stream);
+        if (vv.ok()) ToProto(stream, *vv, *m.mutable_ack()->add_streams());
+      }
+      transport_.Send(id, m);
+    }
+    if (InFlight(peer) > 0 && now - peer.last_progress_ms >= options_.ack_timeout_ms) {
+      peer.stats.rewinds++;
+      Rewind(peer);
+    }
+    Pump(id, peer);
+  }
+}
+
+std::map<uint32_t, PeerStats> Replicator::Stats() {
+  std::map<uint32_t, PeerStats> out;
+  for (auto& [id, peer] : peers_) {
+    PeerStats s = peer.stats;
+    s.missing_by_origin.clear();
+    s.in_flight = InFlight(peer);
+    for (const std::string& stream : store_.Streams()) {
+      if (peer.hello_received && !peer.streams.contains(stream)) continue;
+      absl::StatusOr<VersionVector> vv = store_.Position(stream);
+      if (!vv.ok()) continue;
+      const VersionVector& known = peer.known[stream];
+      for (const auto& [key, pos] : *vv) {
+        auto it = known.find(key);
+        const uint64_t have = it == known.end() ? 0 : it->second.seq;
+        if (pos.seq > have) s.missing_by_origin[key.origin] += pos.seq - have;
+      }
+    }
+    out[id] = std::move(s);
+  }
+  return out;
+}
+
+}  // namespace interco::replication

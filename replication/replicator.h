@@ -1,0 +1,136 @@
+// The replication engine of one node: a pure, single-threaded state machine.
+//
+// It keeps, per peer, what the peer holds of each stream (version vectors learned from
+// Hello, acks and the batches it sent us) and what was sent to it this session. It sends
+// each peer the log batches the peer lacks for the streams both replicate, in origin
+// order, with a bound on unacknowledged changes; applies received batches that are the
+// next of their origin; acks them; relays them onward (never back to a node that has
+// them); and repairs losses: a gap makes the receiver restate its position (Hello), an
+// ack timeout makes the sender rewind to the last acknowledged position.
+//
+// Inputs are events (OnConnected, OnDisconnected, OnMessage, OnLocalCommit, Tick); the
+// clock, the transport, the store and the hasher come in through replication/env.h, so
+// the same code runs in the node and in the deterministic simulator.
+//
+// Not thread-safe: the owner serializes every call.
+#ifndef INTERCO_REPLICATION_REPLICATOR_H_
+#define INTERCO_REPLICATION_REPLICATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+
+#include "interco/replication/v1/peer.pb.h"
+#include "replication/base/limits.h"
+#include "replication/env.h"
+#include "replication/version_vector.h"
+
+namespace interco::replication {
+
+struct ReplicatorOptions {
+  // SIREN of this node (as an origin number). Required.
+  uint32_t self = 0;
+  // How often each peer is sent our positions (a cumulative ack that also tells it what
+  // we got from elsewhere). Default: 1000 ms.
+  int64_t status_interval_ms = 1000;
+  // Unacknowledged changes older than this are sent again. Default: 5000 ms.
+  int64_t ack_timeout_ms = 5000;
+  // Changes sent to one peer and not yet acknowledged. Default: 8192.
+  uint64_t in_flight_changes_max = 8192;
+  // Batches read from the log per origin and per step. Default: 64.
+  size_t read_batches_max = 64;
+  // Batches received ahead of a gap, kept until the gap fills. Default: 256.
+  size_t reorder_buffer_batches_max = 256;
+  // A batch whose greatest HLC is further ahead of the local wall clock than this is not
+  // applied (quarantined) until the clock catches up. Default: 60 s.
+  int64_t clock_offset_max_ms = limits::kClockOffsetMaxMillisDefault;
+};
+
+// What the engine says about one peer.
+struct PeerStats {
+  bool connected = false;
+  bool hello_received = false;
+  // Monotonic clock of the last message from the peer (0: never).
+  int64_t last_contact_ms = 0;
+  uint64_t batches_sent = 0;
+  uint64_t batches_received = 0;
+  uint64_t batches_applied = 0;
+  uint64_t duplicates = 0;
+  uint64_t gaps = 0;
+  uint64_t rejected = 0;
+  uint64_t quarantined = 0;
+  uint64_t rewinds = 0;
+  // Changes sent and not yet acknowledged.
+  uint64_t in_flight = 0;
+  // Changes this node holds that the peer is not known to hold, per origin SIREN.
+  std::map<uint32_t, uint64_t> missing_by_origin;
+};
+
+class Replicator {
+ public:
+  // Every reference must outlive the engine.
+  Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
+             ReplicaStore& store, Hasher& hasher);
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // A session with `peer` is up: restart its state and send our Hello.
+  void OnConnected(uint32_t peer);
+  // The session with `peer` is down; messages in flight are lost.
+  void OnDisconnected(uint32_t peer);
+  // A message from `peer` on the current session.
+  void OnMessage(uint32_t peer, const interco::replication::v1::PeerMessage& message);
+  // The local log has new batches (local writes committed).
+  void OnLocalCommit();
+  // Periodic work: status to peers, retransmission after ack timeouts.
+  void Tick();
+
+  // Per configured or seen peer.
+  std::map<uint32_t, PeerStats> Stats();
+
+ private:
+  struct Peer {
+    bool connected = false;
+    bool hello_received = false;
+    std::set<std::string> streams;
+    // What the peer holds, as far as we know.
+    std::map<std::string, VersionVector> known;
+    // Highest sequence number sent this session, per stream and origin epoch.
+    std::map<std::string, std::map<OriginKey, uint64_t>> sent;
+    int64_t last_status_ms = 0;
+    int64_t last_hello_ms = 0;
+    int64_t last_progress_ms = 0;
+    int64_t last_nack_ms = -1;
+    PeerStats stats;
+  };
+
+  void SendHello(uint32_t peer, bool reply_requested);
+  void HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
+  void HandleAck(Peer& peer, const interco::replication::v1::Ack& ack);
+  void HandleBatch(uint32_t peer_id, Peer& peer,
+                   const interco::replication::v1::BatchFrame& frame);
+  // Sends `peer` what it lacks, within its in-flight bound.
+  void Pump(uint32_t peer_id, Peer& peer);
+  void PumpAll();
+  uint64_t InFlight(const Peer& peer) const;
+  // Checks and applies a batch that is the next of its origin, then any buffered batches
+  // that follow it. Returns false if it was refused.
+  bool ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream, DecodedBatch batch);
+  void Rewind(Peer& peer);
+  bool Replicates(const std::string& stream);
+
+  const ReplicatorOptions options_;
+  Clock& clock_;
+  Transport& transport_;
+  ReplicaStore& store_;
+  Hasher& hasher_;
+  std::map<uint32_t, Peer> peers_;
+  // Out-of-order batches per (stream, origin epoch), by first sequence number.
+  std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
+  size_t reorder_size_ = 0;
+};
+
+}  // namespace interco::replication
+
+#endif  // INTERCO_REPLICATION_REPLICATOR_H_

@@ -1,0 +1,569 @@
+#include "tests/sim/sim_cluster.h"
+
+#include <algorithm>
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "replication/ids.h"
+
+namespace interco::sim {
+namespace {
+
+using interco::replication::v1::PeerMessage;
+using replication::LocalWrite;
+using replication::OriginKey;
+using replication::RecordState;
+
+constexpr int64_t kTickMs = 100;
+constexpr int kKeysPerStream = 6;
+
+interco::v1::Schema SimSchema() {
+  interco::v1::Schema s;
+  auto* f = s.add_fields();
+  f->set_name("a");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  f->set_required(true);
+  f = s.add_fields();
+  f->set_name("b");
+  f->set_type(interco::v1::FIELD_TYPE_INT64);
+  f = s.add_fields();
+  f->set_name("tags");
+  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+  return s;
+}
+
+std::string Deterministic(const RecordState& s) {
+  std::string out;
+  google::protobuf::io::StringOutputStream raw(&out);
+  google::protobuf::io::CodedOutputStream coded(&raw);
+  coded.SetSerializationDeterministic(true);
+  s.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return out;
+}
+
+class World;
+
+class SimClock final : public replication::Clock {
+ public:
+  SimClock(const int64_t& now, int64_t skew) : now_(now), skew_(skew) {}
+  int64_t NowMillis() override { return now_ + skew_; }
+  int64_t MonotonicMillis() override { return now_; }
+  void set_skew(int64_t skew) { skew_ = skew; }
+
+ private:
+  const int64_t& now_;
+  int64_t skew_;
+};
+
+class SimTransport final : public replication::Transport {
+ public:
+  SimTransport(World& world, int self) : world_(world), self_(self) {}
+  bool Send(uint32_t peer, const PeerMessage& message) override;
+
+ private:
+  World& world_;
+  const int self_;
+};
+
+struct Node {
+  uint32_t siren = 0;
+  std::vector<std::string> streams;
+  std::unique_ptr<SimClock> clock;
+  SimHasher hasher;
+  std::unique_ptr<SimStore> store;
+  std::unique_ptr<SimTransport> transport;
+  std::unique_ptr<replication::Replicator> engine;
+  bool up = true;
+  int64_t restart_at = -1;
+};
+
+struct Link {
+  int a = 0, b = 0;
+  bool up = true;
+  uint64_t session = 1;
+};
+
+struct Event {
+  int64_t time;
+  uint64_t seq;
+  std::function<void()> fn;
+  bool operator>(const Event& o) const { return std::tie(time, seq) > std::tie(o.time, o.seq); }
+};
+
+struct AckedWrite {
+  std::string stream;
+  std::string key;
+  RecordState delta;
+};
+
+class World {
+ public:
+  explicit World(const SimOptions& o) : options_(o), rng_(o.seed), schema_(*replication::RegistrySchema::Compile(SimSchema())) {}
+
+  SimResult Run();
+  bool Send(int from, uint32_t to_siren, const PeerMessage& m);
+
+ private:
+  double Uniform() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
+  int64_t UniformInt(int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng_);
+  }
+  void At(int64_t time, std::function<void()> fn) { queue_.push(Event{time, next_seq_++, std::move(fn)}); }
+  void RunUntil(int64_t end);
+  void BuildTopology();
+  void StartEngine(int n);
+  void Crash(int n);
+  void Restart(int n);
+  void SetLink(Link& l, bool up);
+  void Connect(Link& l);
+  void Disconnect(Link& l);
+  Link* FindLink(int a, int b);
+  void ScheduleTick(int n);
+  void MaybeWrite(int n);
+  LocalWrite RandomWrite();
+  bool Converged();
+  std::string DumpPositions();
+  std::string Check();
+
+  const SimOptions options_;
+  std::mt19937_64 rng_;
+  replication::RegistrySchema schema_;
+  int64_t now_ = 0;
+  uint64_t next_seq_ = 0;
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> queue_;
+  std::vector<Node> nodes_;
+  std::vector<Link> links_;
+  std::map<uint32_t, int> index_of_;
+  std::map<std::string, std::set<int>> subscribers_;
+  double loss_ = 0, dup_ = 0;
+  int64_t delay_max_ = 1;
+  bool faults_ = true;
+  bool writing_ = true;
+  std::vector<AckedWrite> acked_;
+  // Delivery tracking: (stream, origin, seq) -> (commit time, subscribers reached).
+  std::map<std::tuple<std::string, uint32_t, uint64_t>, std::pair<int64_t, int>> pending_;
+  SimResult result_;
+};
+
+bool SimTransport::Send(uint32_t peer, const PeerMessage& message) {
+  return world_.Send(self_, peer, message);
+}
+
+Link* World::FindLink(int a, int b) {
+  for (Link& l : links_) {
+    if ((l.a == a && l.b == b) || (l.a == b && l.b == a)) return &l;
+  }
+  return nullptr;
+}
+
+bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
+  auto it = index_of_.find(to_siren);
+  if (it == index_of_.end()) return false;
+  const int to = it->second;
+  Link* l = FindLink(from, to);
+  if (l == nullptr || !l->up || !nodes_[static_cast<size_t>(from)].up ||
+      !nodes_[static_cast<size_t>(to)].up) {
+    return false;
+  }
+  result_.messages++;
+  const int copies = (faults_ && Uniform() < dup_) ? 2 : 1;
+  for (int c = 0; c < copies; ++c) {
+    if (faults_ && Uniform() < loss_) {
+      result_.messages_dropped++;
+      continue;
+    }
+    const int64_t delay = options_.fixed_delay_ms > 0 ? options_.fixed_delay_ms
+                                                      : UniformInt(1, delay_max_);
+    const uint64_t session = l->session;
+    const uint32_t from_siren = nodes_[static_cast<size_t>(from)].siren;
+    At(now_ + delay, [this, l, session, to, from_siren, m] {
+      Node& dst = nodes_[static_cast<size_t>(to)];
+      if (!l->up || l->session != session || !dst.up) return;
+      dst.engine->OnMessage(from_siren, m);
+    });
+  }
+  return true;
+}
+
+void World::StartEngine(int n) {
+  Node& node = nodes_[static_cast<size_t>(n)];
+  replication::ReplicatorOptions ro;
+  ro.self = node.siren;
+  // Skews reach an hour; the offset bound must exceed them for the run to converge
+  // (quarantine has its own scenario).
+  ro.clock_offset_max_ms = 2 * options_.clock_skew_max_ms + 60000;
+  node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
+                                                          *node.store, node.hasher);
+}
+
+void World::Connect(Link& l) {
+  l.session++;
+  Node& a = nodes_[static_cast<size_t>(l.a)];
+  Node& b = nodes_[static_cast<size_t>(l.b)];
+  if (!l.up || !a.up || !b.up) return;
+  a.engine->OnConnected(b.siren);
+  b.engine->OnConnected(a.siren);
+}
+
+void World::Disconnect(Link& l) {
+  l.session++;
+  Node& a = nodes_[static_cast<size_t>(l.a)];
+  Node& b = nodes_[static_cast<size_t>(l.b)];
+  if (a.up) a.engine->OnDisconnected(b.siren);
+  if (b.up) b.engine->OnDisconnected(a.siren);
+}
+
+void World::SetLink(Link& l, bool up) {
+  if (l.up == up) return;
+  if (!up) {
+    Disconnect(l);
+    l.up = false;
+  } else {
+    l.up = true;
+    Connect(l);
+  }
+}
+
+void World::Crash(int n) {
+  Node& node = nodes_[static_cast<size_t>(n)];
+  if (!node.up) return;
+  for (Link& l : links_) {
+    if (l.a == n || l.b == n) Disconnect(l);
+  }
+  node.up = false;
+  node.engine.reset();  // session state is lost; the store is durable
+  result_.crashes++;
+}
+
+void World::Restart(int n) {
+  Node& node = nodes_[static_cast<size_t>(n)];
+  if (node.up) return;
+  node.up = true;
+  StartEngine(n);
+  for (Link& l : links_) {
+    if (l.a == n || l.b == n) Connect(l);
+  }
+}
+
+void World::BuildTopology() {
+  const int n = options_.fixed_delay_ms > 0
+                    ? options_.nodes_max
+                    : static_cast<int>(UniformInt(3, std::max(3, options_.nodes_max)));
+  const int kind = options_.fixed_delay_ms > 0 ? 0 : static_cast<int>(UniformInt(0, 3));
+  static const char* kKinds[] = {"mesh", "line", "star", "random"};
+  for (int i = 0; i < n; ++i) {
+    Node node;
+    // Distinct numbers with a valid SIREN checksum (batches from others are refused).
+    node.siren = 200000000u + static_cast<uint32_t>(i) * 1013u;
+    while (!replication::ValidateSiren(replication::OriginToSiren(node.siren)).ok()) ++node.siren;
+    nodes_.push_back(std::move(node));
+    index_of_[nodes_.back().siren] = i;
+  }
+  auto add = [&](int a, int b) {
+    if (a != b && FindLink(a, b) == nullptr) links_.push_back(Link{a, b, true, 1});
+  };
+  switch (kind) {
+    case 0:
+      for (int a = 0; a < n; ++a)
+        for (int b = a + 1; b < n; ++b) add(a, b);
+      break;
+    case 1:
+      for (int a = 0; a + 1 < n; ++a) add(a, a + 1);
+      break;
+    case 2:
+      for (int b = 1; b < n; ++b) add(0, b);
+      break;
+    default:
+      for (int b = 1; b < n; ++b) add(static_cast<int>(UniformInt(0, b - 1)), b);
+      for (int e = 0; e < n / 2; ++e) add(static_cast<int>(UniformInt(0, n - 1)), static_cast<int>(UniformInt(0, n - 1)));
+      break;
+  }
+  // Streams: one everybody replicates, one on a connected subset (partial replication).
+  std::vector<int> bfs{static_cast<int>(UniformInt(0, n - 1))};
+  std::set<int> seen{bfs[0]};
+  for (size_t i = 0; i < bfs.size(); ++i) {
+    for (const Link& l : links_) {
+      const int other = l.a == bfs[i] ? l.b : (l.b == bfs[i] ? l.a : -1);
+      if (other >= 0 && seen.insert(other).second) bfs.push_back(other);
+    }
+  }
+  const int group_size = static_cast<int>(UniformInt(2, n));
+  for (int i = 0; i < n; ++i) subscribers_["commun"].insert(i);
+  for (int i = 0; i < group_size; ++i) subscribers_["groupe"].insert(bfs[static_cast<size_t>(i)]);
+
+  for (int i = 0; i < n; ++i) {
+    Node& node = nodes_[static_cast<size_t>(i)];
+    for (auto& [stream, subs] : subscribers_) {
+      if (subs.contains(i)) node.streams.push_back(stream);
+    }
+    const int64_t skew = options_.fixed_delay_ms > 0
+                             ? 0
+                             : UniformInt(-options_.clock_skew_max_ms, options_.clock_skew_max_ms);
+    node.clock = std::make_unique<SimClock>(now_, skew);
+    node.store = std::make_unique<SimStore>(node.siren, node.streams, *node.clock, node.hasher,
+                                            schema_);
+    node.transport = std::make_unique<SimTransport>(*this, i);
+    node.store->on_apply = [this](const std::string& stream, OriginKey key, uint64_t first,
+                                  uint32_t count) {
+      for (uint64_t s = first; s < first + count; ++s) {
+        auto it = pending_.find({stream, key.origin, s});
+        if (it == pending_.end()) continue;
+        if (++it->second.second == static_cast<int>(subscribers_[stream].size())) {
+          result_.delivery_ms.push_back(now_ - it->second.first);
+          pending_.erase(it);
+        }
+      }
+    };
+  }
+  if (options_.fixed_delay_ms > 0) {
+    loss_ = dup_ = 0;
+  } else {
+    loss_ = Uniform() * options_.loss_max;
+    dup_ = Uniform() * options_.duplication_max;
+    delay_max_ = UniformInt(1, std::max<int64_t>(1, options_.delay_max_ms));
+  }
+  result_.description = absl::StrCat(
+      "seed=", options_.seed, " nodes=", n, " topology=", kKinds[kind], " links=", links_.size(),
+      " groupe=", group_size, " loss=", loss_, " dup=", dup_, " delay_max_ms=", delay_max_);
+}
+
+LocalWrite World::RandomWrite() {
+  LocalWrite w;
+  const double r = Uniform();
+  auto fill = [&](bool all) {
+    if (all || Uniform() < 0.7) {
+      w.fields["a"].set_string_value(absl::StrCat("v", UniformInt(0, 9)));
+      w.mask.push_back("a");
+    }
+    if (all || Uniform() < 0.5) {
+      w.fields["b"].set_int64_value(UniformInt(-5, 5));
+      w.mask.push_back("b");
+    }
+    if (all || Uniform() < 0.5) {
+      auto* set = w.fields["tags"].mutable_string_set_value();
+      for (const char* t : {"x", "y", "z", "w"}) {
+        if (Uniform() < 0.5) set->add_values(t);
+      }
+      w.mask.push_back("tags");
+    }
+    if (w.mask.empty()) {
+      w.fields["b"].set_int64_value(1);
+      w.mask.push_back("b");
+    }
+  };
+  if (r < 0.5) {
+    w.kind = LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    fill(false);
+    if (!w.fields.contains("a")) {
+      w.fields["a"].set_string_value("init");
+      w.mask.push_back("a");
+    }
+  } else if (r < 0.7) {
+    w.kind = LocalWrite::Kind::kUpdate;
+    fill(false);
+  } else if (r < 0.85) {
+    w.kind = LocalWrite::Kind::kDelete;
+    w.allow_missing = true;
+  } else {
+    w.kind = LocalWrite::Kind::kCreate;
+    fill(true);
+    w.mask.clear();
+  }
+  return w;
+}
+
+void World::MaybeWrite(int n) {
+  Node& node = nodes_[static_cast<size_t>(n)];
+  if (!writing_ || !node.up) return;
+  if (Uniform() >= options_.write_rate * kTickMs / 1000.0) return;
+  const std::string& stream =
+      node.streams[static_cast<size_t>(UniformInt(0, static_cast<int64_t>(node.streams.size()) - 1))];
+  std::vector<SimStore::Write> writes;
+  const int64_t count = UniformInt(1, 3);
+  for (int64_t i = 0; i < count; ++i) {
+    writes.push_back({absl::StrCat("k", UniformInt(0, kKeysPerStream - 1)), RandomWrite()});
+  }
+  replication::VersionVector vv = node.store->Position(stream).value();
+  const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
+  for (auto& [key, delta] : node.store->Commit(stream, writes)) {
+    acked_.push_back(AckedWrite{stream, key, std::move(delta)});
+  }
+  vv = node.store->Position(stream).value();
+  const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
+  for (uint64_t s = before + 1; s <= after; ++s) {
+    pending_[{stream, node.siren, s}] = {now_, 1};
+    result_.writes++;
+  }
+  node.engine->OnLocalCommit();
+}
+
+void World::ScheduleTick(int n) {
+  At(now_ + kTickMs, [this, n] {
+    Node& node = nodes_[static_cast<size_t>(n)];
+    if (node.up) {
+      MaybeWrite(n);
+      node.engine->Tick();
+    } else if (node.restart_at >= 0 && now_ >= node.restart_at) {
+      node.restart_at = -1;
+      Restart(n);
+    }
+    ScheduleTick(n);
+  });
+}
+
+void World::RunUntil(int64_t end) {
+  while (!queue_.empty() && queue_.top().time <= end) {
+    Event e = queue_.top();
+    queue_.pop();
+    now_ = e.time;
+    e.fn();
+  }
+  now_ = end;
+}
+
+bool World::Converged() {
+  for (const auto& [stream, subs] : subscribers_) {
+    const Node& first = nodes_[static_cast<size_t>(*subs.begin())];
+    const replication::VersionVector pos0 = first.store->Position(stream).value();
+    for (int i : subs) {
+      const replication::VersionVector pos =
+          nodes_[static_cast<size_t>(i)].store->Position(stream).value();
+      if (pos.size() != pos0.size()) return false;
+      for (const auto& [k, p] : pos0) {
+        auto it = pos.find(k);
+        if (it == pos.end() || it->second.seq != p.seq) return false;
+      }
+    }
+  }
+  return true;
+}
+
+std::string World::DumpPositions() {
+  std::string out;
+  for (const auto& [stream, subs] : subscribers_) {
+    for (int i : subs) {
+      Node& node = nodes_[static_cast<size_t>(i)];
+      absl::StrAppend(&out, "\n    ", stream, " node ", i, (node.up ? "" : " (down)"), ":");
+      const replication::VersionVector vv = node.store->Position(stream).value();
+      for (const auto& [k, p] : vv) {
+        absl::StrAppend(&out, " ", k.origin % 100000, "=", p.seq);
+      }
+      for (const auto& [peer, st] : node.engine->Stats()) {
+        absl::StrAppend(&out, " | peer ", peer % 100000, (st.connected ? " up" : " down"),
+                        (st.hello_received ? " hello" : ""), " sent=", st.batches_sent,
+                        " recv=", st.batches_received, " applied=", st.batches_applied,
+                        " dup=", st.duplicates, " gaps=", st.gaps, " rej=", st.rejected,
+                        " quar=", st.quarantined, " rew=", st.rewinds, " inflight=", st.in_flight,
+                        " missing=");
+        for (const auto& [o, m] : st.missing_by_origin) absl::StrAppend(&out, o % 100000, ":", m, ",");
+      }
+    }
+  }
+  return out;
+}
+
+std::string World::Check() {
+  for (const auto& [stream, subs] : subscribers_) {
+    const auto& ref = nodes_[static_cast<size_t>(*subs.begin())].store->Records(stream);
+    for (int i : subs) {
+      const auto& recs = nodes_[static_cast<size_t>(i)].store->Records(stream);
+      if (recs.size() != ref.size()) return absl::StrCat(stream, ": node ", i, " holds ", recs.size(), " records, node ", *subs.begin(), " ", ref.size());
+      for (const auto& [key, state] : ref) {
+        auto it = recs.find(key);
+        if (it == recs.end() || Deterministic(it->second) != Deterministic(state)) {
+          return absl::StrCat(stream, "/", key, ": states differ between nodes ", *subs.begin(), " and ", i);
+        }
+      }
+    }
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (!subs.contains(static_cast<int>(i)) && !nodes_[i].store->Records(stream).empty()) {
+        return absl::StrCat(stream, ": node ", i, " does not replicate it but holds records");
+      }
+    }
+  }
+  // No acknowledged write is lost: merging it into the final state changes nothing
+  // (it is there, or superseded by a causally later or winning write).
+  for (const AckedWrite& w : acked_) {
+    for (int i : subscribers_[w.stream]) {
+      auto& recs = nodes_[static_cast<size_t>(i)].store->Records(w.stream);
+      auto it = recs.find(w.key);
+      RecordState copy = it == recs.end() ? RecordState() : it->second;
+      if (it == recs.end() || replication::MergeRecordState(copy, w.delta)) {
+        return absl::StrCat(w.stream, "/", w.key, ": an acknowledged write is missing on node ", i);
+      }
+    }
+  }
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    if (std::string log = nodes_[i].store->CheckLog(); !log.empty()) {
+      return absl::StrCat("node ", i, ": ", log);
+    }
+    // HLC bound: no stamp ahead of the fastest clock there ever was.
+    const uint64_t bound_ms = static_cast<uint64_t>(now_ + options_.clock_skew_max_ms + 1000);
+    if (replication::HybridLogicalClock::Millis(nodes_[i].store->hlc_last()) > bound_ms) {
+      return absl::StrCat("node ", i, ": HLC beyond any wall clock");
+    }
+  }
+  return "";
+}
+
+SimResult World::Run() {
+  BuildTopology();
+  for (size_t i = 0; i < nodes_.size(); ++i) StartEngine(static_cast<int>(i));
+  for (Link& l : links_) Connect(l);
+  for (size_t i = 0; i < nodes_.size(); ++i) ScheduleTick(static_cast<int>(i));
+
+  // Fault phase: writes everywhere, partitions, crashes.
+  faults_ = options_.fixed_delay_ms == 0;
+  for (int64_t t = 500; t <= options_.fault_phase_ms; t += 500) {
+    RunUntil(t);
+    if (!faults_) continue;
+    if (options_.partitions && !links_.empty() && Uniform() < 0.3) {
+      Link& l = links_[static_cast<size_t>(UniformInt(0, static_cast<int64_t>(links_.size()) - 1))];
+      SetLink(l, !l.up);
+    }
+    if (options_.crashes && Uniform() < 0.05) {
+      const int n = static_cast<int>(UniformInt(0, static_cast<int64_t>(nodes_.size()) - 1));
+      if (nodes_[static_cast<size_t>(n)].up) {
+        Crash(n);
+        nodes_[static_cast<size_t>(n)].restart_at = now_ + UniformInt(200, 5000);
+      }
+    }
+  }
+
+  // Heal: network repaired, clocks corrected, every node up; no more writes.
+  writing_ = false;
+  faults_ = false;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    nodes_[i].clock->set_skew(0);
+    if (!nodes_[i].up) Restart(static_cast<int>(i));
+    nodes_[i].restart_at = -1;
+  }
+  for (Link& l : links_) SetLink(l, true);
+  const int64_t heal_start = now_;
+  while (now_ - heal_start < options_.converge_within_ms) {
+    RunUntil(now_ + 250);
+    if (Converged()) {
+      result_.converged_after_ms = now_ - heal_start;
+      break;
+    }
+  }
+  if (result_.converged_after_ms < 0) {
+    result_.failure = absl::StrCat("no convergence within ", options_.converge_within_ms,
+                                   " ms after healing:", DumpPositions());
+    return result_;
+  }
+  result_.failure = Check();
+  return result_;
+}
+
+}  // namespace
+
+SimResult RunSimulation(const SimOptions& options) {
+  World world(options);
+  return world.Run();
+}
+
+}  // namespace interco::sim

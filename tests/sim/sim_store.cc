@@ -1,0 +1,147 @@
+#include "tests/sim/sim_store.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "replication/change_log.h"
+
+namespace interco::sim {
+
+using interco::replication::v1::Batch;
+using interco::replication::v1::BatchHeader;
+using interco::replication::v1::Change;
+using replication::OriginKey;
+using replication::RecordState;
+
+std::string SimHasher::Sha256(std::string_view data) {
+  // Four FNV-1a lanes with different offsets: 32 bytes, deterministic, fast.
+  std::string out;
+  for (uint64_t lane = 0; lane < 4; ++lane) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (lane * 0x9e3779b97f4a7c15ULL);
+    for (char c : data) {
+      h ^= static_cast<uint8_t>(c);
+      h *= 0x100000001b3ULL;
+    }
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(h >> (8 * i)));
+  }
+  return out;
+}
+
+namespace {
+std::vector<std::string> Sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+}  // namespace
+
+SimStore::SimStore(uint32_t origin, std::vector<std::string> streams, replication::Clock& clock,
+                   replication::Hasher& hasher, const replication::RegistrySchema& schema)
+    : origin_(origin),
+      streams_(Sorted(std::move(streams))),
+      hasher_(hasher),
+      schema_(schema),
+      hlc_(clock, 0) {}
+
+absl::StatusOr<replication::VersionVector> SimStore::Position(const std::string& stream) {
+  return position_[stream];
+}
+
+absl::StatusOr<std::vector<Batch>> SimStore::ReadBatches(const std::string& stream, OriginKey key,
+                                                         uint64_t after_seq, size_t max_batches) {
+  std::vector<Batch> out;
+  const auto& batches = log_[stream][key];
+  // The batch holding after_seq + 1 starts at or before it.
+  auto it = batches.upper_bound(after_seq + 1);
+  if (it != batches.begin()) --it;
+  for (; it != batches.end() && out.size() < max_batches; ++it) {
+    BatchHeader h;
+    h.ParseFromString(it->second.header());
+    if (h.first_seq() + h.count() - 1 <= after_seq) continue;
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+absl::Status SimStore::ApplyBatch(const std::string& stream,
+                                  const replication::DecodedBatch& batch) {
+  const BatchHeader& h = batch.header;
+  const OriginKey key{h.origin(), h.epoch()};
+  replication::OriginPos& pos = position_[stream][key];
+  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
+    return absl::FailedPreconditionError("not the next batch of its origin");
+  }
+  auto& records = records_[stream];
+  for (const Change& c : batch.changes) replication::MergeRecordState(records[c.key()], c.delta());
+  log_[stream][key][h.first_seq()] = batch.raw;
+  pos.seq = h.first_seq() + h.count() - 1;
+  pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
+  pos.last_hash = batch.header_hash;
+  // Later local writes must be stamped after what was just received.
+  hlc_.AdvanceTo(h.max_hlc());
+  if (on_apply) on_apply(stream, key, h.first_seq(), h.count());
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
+    const std::string& stream, const std::vector<Write>& writes) {
+  std::vector<std::pair<std::string, RecordState>> deltas;
+  std::vector<std::string> changes;
+  uint64_t max_hlc = 0;
+  auto& records = records_[stream];
+  for (const Write& w : writes) {
+    const replication::Stamp stamp{hlc_.Now(), origin_};
+    auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
+    if (!plan.ok() || !plan->has_value()) continue;
+    records[w.key] = (*plan)->merged;
+    Change c;
+    c.set_key(w.key);
+    *c.mutable_delta() = (*plan)->delta;
+    c.set_author(absl::StrCat(origin_, "/sim"));
+    changes.push_back(c.SerializeAsString());
+    deltas.emplace_back(w.key, std::move((*plan)->delta));
+    max_hlc = stamp.hlc;
+  }
+  if (changes.empty()) return deltas;
+  const OriginKey key{origin_, 1};
+  replication::OriginPos& pos = position_[stream][key];
+  replication::BatchParams params;
+  params.origin = origin_;
+  params.epoch = 1;
+  params.stream = stream;
+  params.first_seq = pos.seq + 1;
+  params.prev_hash = pos.last_hash;
+  params.max_hlc = max_hlc;
+  const size_t count = changes.size();
+  std::string header_hash;
+  Batch batch = replication::BuildBatch(params, std::move(changes), hasher_, &header_hash);
+  log_[stream][key][params.first_seq] = std::move(batch);
+  pos.seq += count;
+  pos.max_hlc = std::max(pos.max_hlc, max_hlc);
+  pos.last_hash = header_hash;
+  return deltas;
+}
+
+std::string SimStore::CheckLog() {
+  for (auto& [stream, by_key] : log_) {
+    for (auto& [key, batches] : by_key) {
+      uint64_t next = 1;
+      std::string prev;
+      for (auto& [first, batch] : batches) {
+        auto decoded = replication::DecodeBatch(batch, hasher_);
+        if (!decoded.ok()) return absl::StrCat(stream, ": ", decoded.status().ToString());
+        if (first != next || decoded->header.prev_hash() != prev) {
+          return absl::StrCat(stream, " origin ", key.origin, ": log not dense/chained at ", next);
+        }
+        next = first + decoded->header.count();
+        prev = decoded->header_hash;
+      }
+      if (position_[stream][key].seq != next - 1) {
+        return absl::StrCat(stream, " origin ", key.origin, ": position ",
+                            position_[stream][key].seq, " but log ends at ", next - 1);
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace interco::sim

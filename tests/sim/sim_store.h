@@ -1,0 +1,74 @@
+// The simulator's replica store: in memory, with the durability of the node's store
+// (every write and every applied batch is durable once it returns) — a crash loses the
+// engine's session state, never the store.
+#ifndef INTERCO_TESTS_SIM_SIM_STORE_H_
+#define INTERCO_TESTS_SIM_SIM_STORE_H_
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "replication/env.h"
+#include "replication/hlc.h"
+#include "replication/record_crdt.h"
+#include "replication/registry_schema.h"
+
+namespace interco::sim {
+
+// A deterministic stand-in for SHA-256 (the simulator links no crypto library).
+class SimHasher final : public replication::Hasher {
+ public:
+  std::string Sha256(std::string_view data) override;
+};
+
+class SimStore final : public replication::ReplicaStore {
+ public:
+  SimStore(uint32_t origin, std::vector<std::string> streams, replication::Clock& clock,
+           replication::Hasher& hasher, const replication::RegistrySchema& schema);
+
+  std::vector<std::string> Streams() override { return streams_; }
+  absl::StatusOr<replication::VersionVector> Position(const std::string& stream) override;
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
+      const std::string& stream, replication::OriginKey key, uint64_t after_seq,
+      size_t max_batches) override;
+  absl::Status ApplyBatch(const std::string& stream,
+                          const replication::DecodedBatch& batch) override;
+
+  // A local commit of several writes as one batch. Returns (key, delta) of the writes
+  // that were applied (each acknowledged), in order.
+  struct Write {
+    std::string key;
+    replication::LocalWrite write;
+  };
+  std::vector<std::pair<std::string, replication::RecordState>> Commit(
+      const std::string& stream, const std::vector<Write>& writes);
+
+  // Called after each applied remote batch (for delivery measurements).
+  std::function<void(const std::string& stream, replication::OriginKey key, uint64_t first_seq,
+                     uint32_t count)>
+      on_apply;
+
+  const std::map<std::string, replication::RecordState>& Records(const std::string& stream) {
+    return records_[stream];
+  }
+  // Checks that every origin's log is dense from 1 and chained. Empty if fine.
+  std::string CheckLog();
+  uint64_t hlc_last() const { return hlc_.last(); }
+
+ private:
+  const uint32_t origin_;
+  const std::vector<std::string> streams_;
+  replication::Hasher& hasher_;
+  const replication::RegistrySchema& schema_;
+  replication::HybridLogicalClock hlc_;
+  std::map<std::string, std::map<std::string, replication::RecordState>> records_;
+  std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,
+                                  interco::replication::v1::Batch>>> log_;
+  std::map<std::string, replication::VersionVector> position_;
+};
+
+}  // namespace interco::sim
+
+#endif  // INTERCO_TESTS_SIM_SIM_STORE_H_

@@ -1,0 +1,67 @@
+// The replication engine under the deterministic simulator.
+//
+//   INTERCO_SIM_SEEDS=N   number of seeds of SimTest.SeedSweep (default 1000)
+//   INTERCO_SIM_FIRST=S   first seed (default 1)
+//   INTERCO_SIM_SEED=S    run only seed S (replay a failure), with its description
+// A failing seed prints itself and a command that replays it exactly.
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "gtest/gtest.h"
+#include "tests/sim/sim_cluster.h"
+
+namespace interco::sim {
+namespace {
+
+uint64_t EnvInt(const char* name, uint64_t fallback) {
+  uint64_t v = fallback;
+  if (const char* s = std::getenv(name)) {
+    if (!absl::SimpleAtoi(s, &v)) v = fallback;
+  }
+  return v;
+}
+
+TEST(SimTest, SeedSweep) {
+  uint64_t first = EnvInt("INTERCO_SIM_FIRST", 1);
+  uint64_t count = EnvInt("INTERCO_SIM_SEEDS", 1000);
+  if (const char* only = std::getenv("INTERCO_SIM_SEED")) {
+    ASSERT_TRUE(absl::SimpleAtoi(only, &first));
+    count = 1;
+  }
+  int64_t worst_convergence_ms = 0;
+  uint64_t writes = 0, messages = 0, crashes = 0;
+  for (uint64_t seed = first; seed < first + count; ++seed) {
+    SimOptions o;
+    o.seed = seed;
+    const SimResult r = RunSimulation(o);
+    if (count == 1) std::printf("%s\n", r.description.c_str());
+    ASSERT_TRUE(r.failure.empty())
+        << "seed " << seed << " failed: " << r.failure << "\n  " << r.description
+        << "\n  replay: INTERCO_SIM_SEED=" << seed << " " << ::testing::internal::GetArgvs()[0]
+        << " --gtest_filter=SimTest.SeedSweep";
+    worst_convergence_ms = std::max(worst_convergence_ms, r.converged_after_ms);
+    writes += r.writes;
+    messages += r.messages;
+    crashes += r.crashes;
+  }
+  std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes; "
+              "slowest convergence after healing %lld ms\n",
+              static_cast<unsigned long long>(count), static_cast<unsigned long long>(first),
+              static_cast<unsigned long long>(writes), static_cast<unsigned long long>(messages),
+              static_cast<unsigned long long>(crashes), static_cast<long long>(worst_convergence_ms));
+}
+
+TEST(SimTest, SameSeedReplaysExactly) {
+  SimOptions o;
+  o.seed = 42;
+  const SimResult a = RunSimulation(o);
+  const SimResult b = RunSimulation(o);
+  EXPECT_EQ(a.description, b.description);
+  EXPECT_EQ(a.messages, b.messages);
+  EXPECT_EQ(a.writes, b.writes);
+  EXPECT_EQ(a.converged_after_ms, b.converged_after_ms);
+}
+
+}  // namespace
+}  // namespace interco::sim
