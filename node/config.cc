@@ -59,6 +59,9 @@ void ApplyDefaults(NodeConfig& c) {
   if (c.shutdown_grace_seconds() == 0) c.set_shutdown_grace_seconds(10);
   if (c.block_cache_mib() == 0) c.set_block_cache_mib(32);
   if (c.tls().refresh_interval_seconds() == 0) c.mutable_tls()->set_refresh_interval_seconds(10);
+  if (c.clock_offset_max_ms() == 0) {
+    c.set_clock_offset_max_ms(static_cast<uint32_t>(limits::kClockOffsetMaxMillisDefault));
+  }
 }
 
 TlsFiles TlsFilesOf(const NodeConfig& c) {
@@ -84,6 +87,32 @@ absl::Status ValidateConfig(const NodeConfig& c) {
   if (absl::Status s = CheckAddress(c.listen_address(), "listen_address"); !s.ok()) return s;
   if (!c.health_address().empty()) {
     if (absl::Status s = CheckAddress(c.health_address(), "health_address"); !s.ok()) return s;
+  }
+  if (!c.peer_listen_address().empty()) {
+    if (absl::Status s = CheckAddress(c.peer_listen_address(), "peer_listen_address"); !s.ok()) {
+      return s;
+    }
+  }
+  for (int i = 0; i < c.peers_size(); ++i) {
+    const auto& p = c.peers(i);
+    const std::string field = absl::StrCat("peers[", i, "]");
+    if (absl::Status s = replication::ValidateSiren(p.authority()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".authority: ", s.message()));
+    }
+    if (p.authority() == c.authority()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".authority: a node is not its own peer"));
+    }
+    if (absl::Status s = CheckAddress(p.address(), "address"); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".", s.message()));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (c.peers(j).authority() == p.authority()) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".authority: listed twice"));
+      }
+    }
+  }
+  if (c.peers_size() > 0 && c.peer_listen_address().empty()) {
+    return absl::InvalidArgumentError("peer_listen_address: required when peers are configured");
   }
   if (c.durability() != "sync" && c.durability() != "async") {
     return absl::InvalidArgumentError(

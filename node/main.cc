@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -32,6 +33,9 @@ ABSL_FLAG(std::string, health_listen, "",
           "Plaintext health address host:port (default 127.0.0.1:7080; 'off' disables)");
 ABSL_FLAG(std::string, tls_dir, "", "Directory with tls.crt, tls.key, ca.crt");
 ABSL_FLAG(std::string, durability, "", "sync (default) or async");
+ABSL_FLAG(std::string, peer_listen, "", "mTLS peer (replication) address host:port");
+ABSL_FLAG(std::vector<std::string>, peers, {},
+          "Peers to replicate with, as SIREN@host:port, comma-separated");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, verbose, false, "Log debug lines");
 
@@ -58,6 +62,16 @@ absl::StatusOr<NodeConfig> BuildConfig() {
       [&](auto v) { config.set_health_address(v == "off" ? "" : v); });
   set(absl::GetFlag(FLAGS_tls_dir), [&](auto v) { config.set_tls_dir(v); });
   set(absl::GetFlag(FLAGS_durability), [&](auto v) { config.set_durability(v); });
+  set(absl::GetFlag(FLAGS_peer_listen), [&](auto v) { config.set_peer_listen_address(v); });
+  for (const std::string& p : absl::GetFlag(FLAGS_peers)) {
+    const size_t at = p.find('@');
+    if (at == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--peers: \"", p, "\" is not SIREN@host:port"));
+    }
+    auto* peer = config.add_peers();
+    peer->set_authority(p.substr(0, at));
+    peer->set_address(p.substr(at + 1));
+  }
   return config;
 }
 

@@ -48,9 +48,24 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
+  if (!config.peer_listen_address().empty()) {
+    PeerManagerOptions po;
+    po.federation = config.federation();
+    po.authority = config.authority();
+    po.listen_address = config.peer_listen_address();
+    po.peers.assign(config.peers().begin(), config.peers().end());
+    po.tls = TlsFilesOf(config);
+    po.clock_offset_max_ms = config.clock_offset_max_ms();
+    absl::StatusOr<std::unique_ptr<PeerManager>> peers =
+        PeerManager::Start(po, *server->store_, *server->clock_);
+    if (!peers.ok()) return peers.status();
+    server->peers_ = *std::move(peers);
+  }
+
   server->registry_service_ =
       std::make_unique<RegistryService>(*server->store_, config.federation());
-  server->node_service_ = std::make_unique<NodeService>(*server->store_, config, absl::Now());
+  server->node_service_ =
+      std::make_unique<NodeService>(*server->store_, server->peers_.get(), config, absl::Now());
 
   server->health_service_ = std::make_unique<HealthService>();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -87,7 +102,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   server->health_service_->SetServing(true);
   log::Info(absl::StrCat("interco node ", config.authority(), " (", config.display_name(),
                          ") serving the API on port ", server->api_port_, ", health on port ",
-                         server->health_port_, ", durability ", config.durability()));
+                         server->health_port_, ", peers on port ", server->peer_port(),
+                         ", durability ", config.durability()));
   return server;
 }
 
@@ -102,9 +118,11 @@ void Server::Shutdown(absl::Duration grace) {
   api_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
   if (health_server_ != nullptr) health_server_->Shutdown();
   api_server_->Wait();
-  // Services go before the store: no call can reach the store any more.
+  // Services and replication go before the store: nothing can reach it any more.
   api_server_.reset();
   health_server_.reset();
+  if (peers_ != nullptr) peers_->Shutdown();
+  peers_.reset();
   // Closing the store drains its commit queue and closes RocksDB.
   store_.reset();
   log::Info("shutdown complete");

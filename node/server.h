@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "node/config.h"
+#include "node/peer/peer_manager.h"
 #include "node/rpc/health_service.h"
 #include "node/rpc/node_service.h"
 #include "node/rpc/registry_service.h"
@@ -32,6 +33,8 @@ class Server {
   // Ports actually bound (useful with port 0).
   int api_port() const { return api_port_; }
   int health_port() const { return health_port_; }
+  // 0 when replication is off.
+  int peer_port() const { return peers_ == nullptr ? 0 : peers_->port(); }
   RecordStore& store() { return *store_; }
 
   // Graceful stop: health turns NOT_SERVING, no new calls are accepted, in-flight calls
@@ -47,6 +50,7 @@ class Server {
   NodeConfig config_;
   std::unique_ptr<replication::Clock> clock_;
   std::unique_ptr<RecordStore> store_;
+  std::unique_ptr<PeerManager> peers_;
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<NodeService> node_service_;
   std::unique_ptr<HealthService> health_service_;

@@ -360,6 +360,20 @@ absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema&
 
   plan.merged = current;
   MergeRecordState(plan.merged, delta);
+  if (live && write.kind == Kind::kUpdate) {
+    // An update that changes no visible value is a no-op: nothing to log or replicate
+    // (re-importing the same data costs nothing).
+    FieldValues before, after;
+    VisibleFields(current, before);
+    VisibleFields(plan.merged, after);
+    bool same = before.size() == after.size();
+    for (auto it = before.begin(); same && it != before.end(); ++it) {
+      auto jt = after.find(it->first);
+      same = jt != after.end() &&
+             jt->second.SerializeAsString() == it->second.SerializeAsString();
+    }
+    if (same) return std::nullopt;
+  }
   if (IsLive(plan.merged)) {
     FieldValues visible;
     VisibleFields(plan.merged, visible);

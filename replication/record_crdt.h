@@ -80,8 +80,8 @@ struct PlannedWrite {
 };
 
 // Plans `write` against the current state of the record, with the fresh stamp of this
-// write. Returns std::nullopt for a no-op (deleting an absent record with
-// allow_missing). Errors, with nothing to write:
+// write. Returns std::nullopt for a no-op: deleting an absent record with allow_missing,
+// or an update that changes no visible value. Errors, with nothing to write:
 //   ALREADY_EXISTS   create of a live record;
 //   NOT_FOUND        update or delete of an absent record without allow_missing;
 //   ABORTED          expected_etag does not match;

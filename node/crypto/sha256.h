@@ -6,10 +6,18 @@
 #include <string>
 #include <string_view>
 
+#include "replication/env.h"
+
 namespace interco::node {
 
 // The 32-byte digest of `data`.
 std::string Sha256(std::string_view data);
+
+// Sha256 as the replication core's Hasher.
+class Sha256Hasher final : public replication::Hasher {
+ public:
+  std::string Sha256(std::string_view data) override { return node::Sha256(data); }
+};
 
 }  // namespace interco::node
 

@@ -6,9 +6,9 @@
 
 namespace interco::node {
 
-NodeService::NodeService(RecordStore& store, const interco::config::v1::NodeConfig& config,
-                         absl::Time start_time)
-    : store_(store), config_(config), start_time_(start_time) {}
+NodeService::NodeService(RecordStore& store, PeerManager* peers,
+                         const interco::config::v1::NodeConfig& config, absl::Time start_time)
+    : store_(store), peers_(peers), config_(config), start_time_(start_time) {}
 
 grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* ctx,
                                                    const interco::v1::GetNodeInfoRequest*,
@@ -33,6 +33,9 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
   response->set_store_size_bytes(store_.SizeOnDisk());
   response->set_durability(store_.sync() ? "sync" : "async");
   response->set_caller(caller->Author());
+  if (peers_ != nullptr) {
+    for (auto& p : peers_->Status()) *response->add_peers() = std::move(p);
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

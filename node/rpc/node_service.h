@@ -7,6 +7,7 @@
 #include "absl/time/time.h"
 #include "interco/config/v1/node_config.pb.h"
 #include "interco/v1/node_service.grpc.pb.h"
+#include "node/peer/peer_manager.h"
 #include "node/storage/record_store.h"
 
 namespace interco::node {
@@ -14,8 +15,9 @@ namespace interco::node {
 class NodeService final : public interco::v1::NodeService::CallbackService {
  public:
   // `store` must outlive the service.
-  NodeService(RecordStore& store, const interco::config::v1::NodeConfig& config,
-              absl::Time start_time);
+  // `peers` may be null (replication off); both must outlive the service.
+  NodeService(RecordStore& store, PeerManager* peers,
+              const interco::config::v1::NodeConfig& config, absl::Time start_time);
   NodeService(const NodeService&) = delete;
   NodeService& operator=(const NodeService&) = delete;
 
@@ -25,6 +27,7 @@ class NodeService final : public interco::v1::NodeService::CallbackService {
 
  private:
   RecordStore& store_;
+  PeerManager* const peers_;
   const interco::config::v1::NodeConfig config_;
   const absl::Time start_time_;
 };

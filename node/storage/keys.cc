@@ -99,6 +99,6 @@ std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint
   return k;
 }
 
-std::string StreamHead(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }
+std::string StreamState(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }
 
 }  // namespace interco::node::keys

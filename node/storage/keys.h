@@ -6,7 +6,7 @@
 //   index       <registry>\0<field>\0<value>\0<record>      -> "" (value: EncodeIndexValue)
 //   feed        <registry>\0<seq:be64>                      -> internal.v1.FeedEntry
 //   log         <registry>\0<origin:be32><epoch:be32><first_seq:be64> -> replication.v1.Batch
-//   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamHead
+//   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState
 //
 // Big-endian integers keep numeric order in byte order. Thread-safe (pure functions).
 #ifndef INTERCO_NODE_STORAGE_KEYS_H_
@@ -43,7 +43,7 @@ uint64_t FeedSeqOf(std::string_view key);
 std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq);
 
 inline constexpr std::string_view kNodeMeta = "node";
-std::string StreamHead(std::string_view registry);
+std::string StreamState(std::string_view registry);
 
 void PutBigEndian64(std::string& out, uint64_t v);
 void PutBigEndian32(std::string& out, uint32_t v);

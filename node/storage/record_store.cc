@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "interco/replication/v1/state.pb.h"
 #include "node/crypto/sha256.h"
+#include "replication/change_log.h"
 #include "node/storage/keys.h"
 #include "node/storage/rocksdb_store.h"
 #include "replication/base/check.h"
@@ -26,7 +27,7 @@ using interco::internal::v1::FeedEntry;
 using interco::internal::v1::NodeMeta;
 using interco::internal::v1::PageToken;
 using interco::internal::v1::RegistryMeta;
-using interco::internal::v1::StreamHead;
+using interco::internal::v1::StreamState;
 using interco::internal::v1::WatchCursor;
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
@@ -132,13 +133,15 @@ std::string RecordName(std::string_view registry, std::string_view record) {
 
 // One queued operation of the group-commit queue.
 struct RecordStore::Op {
-  enum class Type { kCreateRegistry, kWrite };
+  enum class Type { kCreateRegistry, kWrite, kApplyRemote };
   Type type = Type::kWrite;
   std::string registry;
   std::string key;
   replication::LocalWrite write;
   replication::Principal caller;
   Registry definition;
+  // kApplyRemote: the batch (owned by the caller, who waits for the outcome).
+  const replication::DecodedBatch* remote = nullptr;
 
   absl::Status status;
   Record record;
@@ -159,6 +162,34 @@ struct RecordStore::GroupState {
   std::map<std::string, uint64_t> max_hlc;
   size_t bytes = 0;
 };
+
+namespace {
+
+StreamState ToStreamState(const replication::VersionVector& vv) {
+  StreamState out;
+  for (const auto& [key, pos] : vv) {
+    auto* o = out.add_origins();
+    o->set_origin(key.origin);
+    o->set_epoch(key.epoch);
+    o->set_seq(pos.seq);
+    o->set_max_hlc(pos.max_hlc);
+    o->set_last_hash(pos.last_hash);
+  }
+  return out;
+}
+
+replication::VersionVector FromStreamState(const StreamState& state) {
+  replication::VersionVector vv;
+  for (const auto& o : state.origins()) {
+    replication::OriginPos& p = vv[replication::OriginKey{o.origin(), o.epoch()}];
+    p.seq = o.seq();
+    p.max_hlc = o.max_hlc();
+    p.last_hash = o.last_hash();
+  }
+  return vv;
+}
+
+}  // namespace
 
 RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db)
     : authority_(options.authority),
@@ -230,11 +261,11 @@ absl::Status RecordStore::Load() {
                                               " is invalid: ", schema.status().message()));
     }
     rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
-    INTERCO_ASSIGN_OR_RETURN(auto head, db_->Get(Cf::kMeta, keys::StreamHead(ToView(it->key()))));
-    if (head.has_value()) {
-      INTERCO_RETURN_IF_ERROR(ParseStored(*head, rt.head, "stream head"));
-    } else {
-      rt.head.set_next_seq(1);
+    INTERCO_ASSIGN_OR_RETURN(auto stream, db_->Get(Cf::kMeta, keys::StreamState(ToView(it->key()))));
+    if (stream.has_value()) {
+      StreamState state;
+      INTERCO_RETURN_IF_ERROR(ParseStored(*stream, state, "stream state"));
+      rt.position = FromStreamState(state);
     }
     loaded.emplace(std::string(ToView(it->key())), std::move(rt));
   }
@@ -291,36 +322,35 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       op->status = absl::UnavailableError("write queue full; retry");
       continue;
     }
-    op->status = op->type == Op::Type::kCreateRegistry ? ApplyCreateRegistry(*op, g)
-                                                       : ApplyWrite(*op, g);
+    switch (op->type) {
+      case Op::Type::kCreateRegistry: op->status = ApplyCreateRegistry(*op, g); break;
+      case Op::Type::kWrite: op->status = ApplyWrite(*op, g); break;
+      case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
+    }
   }
 
-  // One change-log batch per registry: the origin's changes of this group, chained to
-  // its previous batch of the stream.
+  // One change-log batch per registry: this node's changes of the group, chained to its
+  // previous batch of the stream.
+  const replication::OriginKey own{origin_, epoch_};
   for (auto& [registry, changes] : g.changes) {
     RegistryRuntime& rt = g.registries.at(registry);
-    BatchHeader header;
-    header.set_origin(origin_);
-    header.set_stream(registry);
-    header.set_epoch(epoch_);
-    header.set_first_seq(rt.head.next_seq());
-    header.set_count(static_cast<uint32_t>(changes.size()));
-    header.set_max_hlc(g.max_hlc[registry]);
-    header.set_prev_hash(rt.head.last_hash());
-    std::string digests;
-    digests.reserve(32 * changes.size());
-    for (const std::string& c : changes) digests += Sha256(c);
-    header.set_body_hash(Sha256(digests));
-    Batch batch;
-    batch.set_header(header.SerializeAsString());
-    for (std::string& c : changes) batch.add_changes(std::move(c));
+    replication::OriginPos& pos = rt.position[own];
+    replication::BatchParams params;
+    params.origin = origin_;
+    params.epoch = epoch_;
+    params.stream = registry;
+    params.first_seq = pos.seq + 1;
+    params.prev_hash = pos.last_hash;
+    params.max_hlc = g.max_hlc[registry];
+    const size_t count = changes.size();
+    std::string header_hash;
+    Batch batch = replication::BuildBatch(params, std::move(changes), hasher_, &header_hash);
     g.batch.Put(db_->handle(Cf::kLog),
-                ToSlice(keys::Log(registry, origin_, epoch_, header.first_seq())),
+                ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
                 batch.SerializeAsString());
-    rt.head.set_next_seq(header.first_seq() + header.count());
-    rt.head.set_last_hash(Sha256(batch.header()));
-    g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::StreamHead(registry)),
-                rt.head.SerializeAsString());
+    pos.seq += count;
+    pos.max_hlc = std::max(pos.max_hlc, params.max_hlc);
+    pos.last_hash = std::move(header_hash);
   }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
@@ -332,6 +362,8 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       m.set_feed_first_seq(new_first);
     }
     g.batch.Put(db_->handle(Cf::kRegistries), ToSlice(registry), m.SerializeAsString());
+    g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::StreamState(registry)),
+                ToStreamState(rt.position).SerializeAsString());
     touched.push_back(registry);
   }
   if (touched.empty()) return;  // every op failed or was a no-op: nothing to write
@@ -356,6 +388,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     for (auto& [registry, rt] : g.registries) registries_[registry] = std::move(rt);
   }
   Notify(touched);
+  if (!g.changes.empty() && local_commit_listener_) local_commit_listener_();
 }
 
 absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
@@ -365,7 +398,9 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (absl::Status s = replication::ValidateSiren(def.owner()); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.owner: ", s.message()));
   }
-  if (def.owner() != op.caller.siren) {
+  // A partner's client may create only registries it owns; the node's own authority may
+  // also declare a replica of a partner's registry (to replicate it).
+  if (def.owner() != op.caller.siren && op.caller.siren != authority_) {
     return absl::PermissionDeniedError(absl::StrCat(
         "registry.owner: ", op.caller.siren, " may only create registries it owns"));
   }
@@ -395,7 +430,6 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   rt.meta.set_feed_id(z ^ (z >> 31));
   rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
-  rt.head.set_next_seq(1);
   op.registry_out = PublicRegistry(rt);
   g.bytes += rt.meta.ByteSizeLong();
   g.registries.emplace(op.registry, std::move(rt));
@@ -423,64 +457,110 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(auto planned,
                            replication::PlanLocalWrite(*rt.schema, current, op.write, stamp));
   const std::string name = RecordName(op.registry, op.key);
-  if (!planned.has_value()) {  // no-op (delete of an absent record with allow_missing)
-    op.record.set_name(name);
+  if (!planned.has_value()) {  // no-op: the record stays as it is
+    replication::ToRecord(name, current, op.record);
     return absl::OkStatus();
   }
-  RecordState& merged = planned->merged;
-  const bool was_live = replication::IsLive(current);
-  const bool is_live = replication::IsLive(merged);
-
-  // Secondary indexes: remove entries of values that went away, add the new ones.
-  FieldValues before, after;
-  bool has_index = false;
-  for (const auto& spec : rt.schema->proto().fields()) has_index |= spec.indexed();
-  if (has_index) {
-    replication::VisibleFields(current, before);
-    replication::VisibleFields(merged, after);
-    for (const auto& spec : rt.schema->proto().fields()) {
-      if (!spec.indexed()) continue;
-      const std::set<std::string> old_values = IndexValues(before, spec.name());
-      const std::set<std::string> new_values = IndexValues(after, spec.name());
-      for (const std::string& v : old_values) {
-        if (!new_values.contains(v)) {
-          g.batch.Delete(db_->handle(Cf::kIndex),
-                         ToSlice(keys::IndexEntry(op.registry, spec.name(), v, op.key)));
-        }
-      }
-      for (const std::string& v : new_values) {
-        if (!old_values.contains(v)) {
-          g.batch.Put(db_->handle(Cf::kIndex),
-                      ToSlice(keys::IndexEntry(op.registry, spec.name(), v, op.key)), "");
-        }
-      }
-    }
-  }
-
-  const std::string state_bytes = merged.SerializeAsString();
-  g.batch.Put(db_->handle(Cf::kRecords), ToSlice(key), state_bytes);
-
   Change change;
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
   change.set_author(op.caller.Author());
   std::string change_bytes = change.SerializeAsString();
-  g.bytes += state_bytes.size() + change_bytes.size();
+  g.bytes += change_bytes.size();
   g.changes[op.registry].push_back(std::move(change_bytes));
   uint64_t& max_hlc = g.max_hlc[op.registry];
   max_hlc = std::max(max_hlc, stamp.hlc);
+  StageRecord(rt, g, op.registry, op.key, current, std::move(planned->merged), &op.record);
+  return absl::OkStatus();
+}
 
-  replication::ToRecord(name, merged, op.record);
+void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
+                              const std::string& id, const RecordState& before, RecordState after,
+                              Record* public_record) {
+  const bool was_live = replication::IsLive(before);
+  const bool is_live = replication::IsLive(after);
+
+  // Secondary indexes: remove entries of values that went away, add the new ones.
+  bool has_index = false;
+  for (const auto& spec : rt.schema->proto().fields()) has_index |= spec.indexed();
+  if (has_index) {
+    FieldValues old_fields, new_fields;
+    replication::VisibleFields(before, old_fields);
+    replication::VisibleFields(after, new_fields);
+    for (const auto& spec : rt.schema->proto().fields()) {
+      if (!spec.indexed()) continue;
+      const std::set<std::string> old_values = IndexValues(old_fields, spec.name());
+      const std::set<std::string> new_values = IndexValues(new_fields, spec.name());
+      for (const std::string& v : old_values) {
+        if (!new_values.contains(v)) {
+          g.batch.Delete(db_->handle(Cf::kIndex),
+                         ToSlice(keys::IndexEntry(registry, spec.name(), v, id)));
+        }
+      }
+      for (const std::string& v : new_values) {
+        if (!old_values.contains(v)) {
+          g.batch.Put(db_->handle(Cf::kIndex),
+                      ToSlice(keys::IndexEntry(registry, spec.name(), v, id)), "");
+        }
+      }
+    }
+  }
+
+  const std::string key = keys::Record(registry, id);
+  const std::string state_bytes = after.SerializeAsString();
+  g.bytes += state_bytes.size();
+  g.batch.Put(db_->handle(Cf::kRecords), ToSlice(key), state_bytes);
+
   FeedEntry entry;
   entry.set_kind(is_live ? interco::v1::CHANGE_KIND_UPSERT : interco::v1::CHANGE_KIND_DELETE);
-  *entry.mutable_record() = op.record;
+  replication::ToRecord(RecordName(registry, id), after, *entry.mutable_record());
   const uint64_t seq = rt.meta.feed_next_seq();
   rt.meta.set_feed_next_seq(seq + 1);
-  g.batch.Put(db_->handle(Cf::kFeed), ToSlice(keys::Feed(op.registry, seq)),
+  g.batch.Put(db_->handle(Cf::kFeed), ToSlice(keys::Feed(registry, seq)),
               entry.SerializeAsString());
+  if (public_record != nullptr) *public_record = entry.record();
 
   if (was_live != is_live) rt.meta.set_record_count(rt.meta.record_count() + (is_live ? 1 : -1));
-  g.records[key] = std::move(merged);
+  g.records[key] = std::move(after);
+}
+
+absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
+  const replication::DecodedBatch& batch = *op.remote;
+  const BatchHeader& h = batch.header;
+  auto reg_it = g.registries.find(op.registry);
+  if (reg_it == g.registries.end()) {
+    INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(op.registry));
+    reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
+  }
+  RegistryRuntime& rt = reg_it->second;
+  const replication::OriginKey key{h.origin(), h.epoch()};
+  replication::OriginPos& pos = rt.position[key];
+  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
+  }
+  for (const Change& c : batch.changes) {
+    const std::string key_bytes = keys::Record(op.registry, c.key());
+    RecordState current;
+    if (auto it = g.records.find(key_bytes); it != g.records.end()) {
+      current = it->second;
+    } else {
+      INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key_bytes));
+      if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, current, "record"));
+    }
+    RecordState merged = current;
+    if (!replication::MergeRecordState(merged, c.delta())) continue;  // already absorbed
+    StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
+  }
+  g.batch.Put(db_->handle(Cf::kLog),
+              ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
+              batch.raw.SerializeAsString());
+  g.bytes += batch.raw.ByteSizeLong();
+  pos.seq = h.first_seq() + h.count() - 1;
+  pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
+  pos.last_hash = batch.header_hash;
+  // Later local writes are stamped after everything received.
+  hlc_.AdvanceTo(h.max_hlc());
   return absl::OkStatus();
 }
 
@@ -833,6 +913,71 @@ absl::StatusOr<FeedPage> RecordStore::ReadFeed(std::string_view registry, std::s
   return page;
 }
 
+// ---------------------------------------------------------------------------------------
+// Replication.
+
+std::vector<std::string> RecordStore::RegistryIds() {
+  std::vector<std::string> out;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, rt] : registries_) out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<replication::VersionVector> RecordStore::Position(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  if (it == registries_.end()) return RegistryNotFound(registry);
+  return it->second.position;
+}
+
+absl::StatusOr<std::vector<Batch>> RecordStore::ReadBatches(std::string_view registry,
+                                                            replication::OriginKey key,
+                                                            uint64_t after_seq, size_t max) {
+  std::vector<Batch> out;
+  const std::string prefix = keys::Log(registry, key.origin, key.epoch, 0).substr(
+      0, registry.size() + 1 + 8);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+  // The batch holding after_seq + 1 starts at or before it: seek just past it and step back.
+  it->SeekForPrev(ToSlice(keys::Log(registry, key.origin, key.epoch, after_seq + 1)));
+  if (!it->Valid() || !ToView(it->key()).starts_with(prefix)) it->Seek(ToSlice(prefix));
+  for (; it->Valid() && ToView(it->key()).starts_with(prefix) && out.size() < max; it->Next()) {
+    Batch batch;
+    BatchHeader header;
+    if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+        !header.ParseFromString(batch.header())) {
+      return absl::DataLossError(absl::StrCat("log batch of ", ToAbsl(registry), " does not parse"));
+    }
+    if (header.first_seq() + header.count() - 1 <= after_seq) continue;
+    out.push_back(std::move(batch));
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
+  return out;
+}
+
+absl::Status RecordStore::ApplyRemoteBatch(std::string_view registry,
+                                           const replication::DecodedBatch& batch) {
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kApplyRemote;
+  op->registry = std::string(registry);
+  op->remote = &batch;
+  absl::Status result;
+  absl::Notification committed;
+  op->done = [&](Op& o) {
+    result = o.status;
+    committed.Notify();
+  };
+  Enqueue(std::move(op));
+  committed.WaitForNotification();
+  return result;
+}
+
+void RecordStore::SetLocalCommitListener(std::function<void()> listener) {
+  local_commit_listener_ = std::move(listener);
+}
+
 int64_t RecordStore::SizeOnDisk() { return db_->SizeOnDisk(); }
 
 // ---------------------------------------------------------------------------------------
@@ -911,12 +1056,12 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
       return absl::DataLossError(absl::StrCat("registry ", registry, ": feed ends at ", expect,
                                               ", metadata says ", rt.meta.feed_next_seq()));
     }
-    // Change log of this node: sequence numbers without gaps, hashes chained.
-    const std::string own = keys::Log(registry, origin_, epoch_, 0).substr(0, prefix.size() + 8);
-    uint64_t next_seq = 1;
-    std::string prev_hash;
+    // Change log, per origin epoch: sequence numbers without gaps, hashes chained, and
+    // ending where the stream's position says.
+    replication::VersionVector seen;
     it = db_->NewIterator(Cf::kLog, snap);
-    for (it->Seek(ToSlice(own)); it->Valid() && ToView(it->key()).starts_with(own); it->Next()) {
+    for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+         it->Next()) {
       Batch batch;
       BatchHeader header;
       if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
@@ -924,24 +1069,26 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
         release();
         return absl::DataLossError(absl::StrCat("registry ", registry, ": log batch does not parse"));
       }
-      std::string digests;
-      for (const std::string& c : batch.changes()) digests += Sha256(c);
-      if (header.first_seq() != next_seq || header.prev_hash() != prev_hash ||
-          header.count() != static_cast<uint32_t>(batch.changes_size()) ||
-          header.body_hash() != Sha256(digests)) {
+      auto decoded = replication::DecodeBatch(batch, hasher_);
+      replication::OriginPos& p = seen[replication::OriginKey{header.origin(), header.epoch()}];
+      if (!decoded.ok() || header.first_seq() != p.seq + 1 || header.prev_hash() != p.last_hash) {
         release();
-        return absl::DataLossError(absl::StrCat("registry ", registry,
-                                                ": change log chain broken at seq ", next_seq));
+        return absl::DataLossError(absl::StrCat("registry ", registry, ": change log of origin ",
+                                                header.origin(), " broken at seq ", p.seq + 1));
       }
-      next_seq += header.count();
-      prev_hash = Sha256(batch.header());
+      p.seq += header.count();
+      p.max_hlc = std::max(p.max_hlc, header.max_hlc());
+      p.last_hash = decoded->header_hash;
       ++batches;
     }
-    if (next_seq != rt.head.next_seq() || prev_hash != rt.head.last_hash()) {
-      release();
-      return absl::DataLossError(absl::StrCat("registry ", registry, ": change log ends at ",
-                                              next_seq, ", stream head says ",
-                                              rt.head.next_seq()));
+    for (const auto& [key, pos] : rt.position) {
+      const replication::OriginPos& p = seen[key];
+      if (p.seq != pos.seq || p.last_hash != pos.last_hash) {
+        release();
+        return absl::DataLossError(absl::StrCat("registry ", registry, ": change log of origin ",
+                                                key.origin, " ends at ", p.seq,
+                                                ", the stream position says ", pos.seq));
+      }
     }
   }
   release();

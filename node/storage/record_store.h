@@ -34,8 +34,11 @@
 #include "interco/internal/v1/storage.pb.h"
 #include "interco/v1/record.pb.h"
 #include "interco/v1/registry.pb.h"
+#include "interco/replication/v1/state.pb.h"
+#include "node/crypto/sha256.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
+#include "replication/version_vector.h"
 #include "replication/ids.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
@@ -100,8 +103,9 @@ class RecordStore {
   RecordStore& operator=(const RecordStore&) = delete;
 
   // Creates a registry owned by `definition.owner` (default: the caller's authority).
-  // INVALID_ARGUMENT (bad ID or schema), ALREADY_EXISTS, PERMISSION_DENIED (owner is
-  // not the caller's authority).
+  // The node's own authority may create a registry owned by a partner (a replica of it);
+  // other callers only registries they own. INVALID_ARGUMENT (bad ID or schema),
+  // ALREADY_EXISTS, PERMISSION_DENIED.
   absl::StatusOr<interco::v1::Registry> CreateRegistry(std::string_view id,
                                                        interco::v1::Registry definition,
                                                        const replication::Principal& caller);
@@ -144,6 +148,23 @@ class RecordStore {
   uint64_t Subscribe(std::string registry, std::function<void()> listener);
   void Unsubscribe(uint64_t subscription);
 
+  // --- Replication (the node's replication::ReplicaStore delegates here).
+  // Registry IDs, sorted.
+  std::vector<std::string> RegistryIds();
+  // The version vector of a registry's change log. NOT_FOUND for an unknown registry.
+  absl::StatusOr<replication::VersionVector> Position(std::string_view registry);
+  // Batches of one origin epoch with first_seq > after_seq, in order, at most `max`.
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
+      std::string_view registry, replication::OriginKey key, uint64_t after_seq, size_t max);
+  // Applies a remote batch that is the next of its origin (FAILED_PRECONDITION if not),
+  // in one commit with the records it changes, their indexes, counters and feed
+  // entries. Blocks until durable.
+  absl::Status ApplyRemoteBatch(std::string_view registry, const replication::DecodedBatch& batch);
+  // Called on the committer thread after each commit that appended batches of this
+  // node's own origin. Must not block. Set once, before writes start.
+  void SetLocalCommitListener(std::function<void()> listener);
+  uint32_t origin() const { return origin_; }
+
   // Bytes on disk (SST + WAL).
   int64_t SizeOnDisk();
   // Summaries of all registries, sorted by name.
@@ -160,7 +181,8 @@ class RecordStore {
   struct RegistryRuntime {
     interco::internal::v1::RegistryMeta meta;
     std::shared_ptr<const replication::RegistrySchema> schema;
-    interco::internal::v1::StreamHead head;
+    // What the change log holds, per origin epoch (this node's own included).
+    replication::VersionVector position;
   };
   struct Op;
   struct GroupState;
@@ -175,6 +197,11 @@ class RecordStore {
   void ApplyGroup(const std::vector<std::unique_ptr<Op>>& group);
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
   absl::Status ApplyWrite(Op& op, GroupState& g);
+  absl::Status ApplyRemote(Op& op, GroupState& g);
+  // Stages a record's new state with its index, counter and feed changes.
+  void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
+                   const std::string& id, const replication::RecordState& before,
+                   replication::RecordState after, interco::v1::Record* public_record);
   absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
   void Notify(const std::vector<std::string>& registries);
@@ -184,6 +211,8 @@ class RecordStore {
   const bool sync_;
   const uint64_t feed_retention_;
   std::unique_ptr<RocksDbStore> db_;
+  Sha256Hasher hasher_;
+  std::function<void()> local_commit_listener_;
   // Used only by the committer thread (and by Load, before it starts).
   replication::HybridLogicalClock hlc_;
   uint32_t epoch_ = 1;

@@ -42,8 +42,8 @@ inline constexpr size_t kPageTokenBytesMax = 1024;
 // Writes.
 // Mutations committed together in one group commit (one WAL write, one fsync).
 inline constexpr size_t kCommitGroupMutationsMax = 512;
-// Payload bytes of one group commit.
-inline constexpr size_t kCommitGroupBytesMax = 16 << 20;
+// Payload bytes of one group commit (so that one change-log batch fits a peer message).
+inline constexpr size_t kCommitGroupBytesMax = 4 << 20;
 
 // Watch streams.
 inline constexpr size_t kWatchChangesPerMessageMax = 256;
@@ -51,6 +51,13 @@ inline constexpr uint64_t kFeedRetentionEntriesDefault = 100000;
 
 // gRPC.
 inline constexpr int kGrpcMessageBytesMax = 8 << 20;
+// Peer messages carry whole batches: a commit group plus one record at most.
+inline constexpr int kPeerMessageBytesMax = 16 << 20;
+// Messages queued for one peer session before Send reports it full.
+inline constexpr size_t kPeerQueueMessagesMax = 4096;
+// Reconnection backoff.
+inline constexpr int64_t kPeerBackoffMinMillis = 100;
+inline constexpr int64_t kPeerBackoffMaxMillis = 5000;
 
 // Clocks: a remote HLC further ahead of the local wall clock than this is refused.
 inline constexpr int64_t kClockOffsetMaxMillisDefault = 60 * 1000;

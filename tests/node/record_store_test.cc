@@ -122,9 +122,13 @@ TEST_F(RecordStoreTest, RefusesDuplicateForeignOwnedOrInvalidRegistries) {
   EXPECT_EQ(store_->CreateRegistry("communes", CommunesDefinition(), caller_).status().code(),
             absl::StatusCode::kAlreadyExists);
   Registry foreign = CommunesDefinition();
-  foreign.set_owner(kBourg);
-  EXPECT_EQ(store_->CreateRegistry("other", foreign, caller_).status().code(),
+  foreign.set_owner(::interco::testing::kAbergement);
+  const Principal partner{"interco.test", kBourg, "app"};
+  EXPECT_EQ(store_->CreateRegistry("other", foreign, partner).status().code(),
             absl::StatusCode::kPermissionDenied);
+  // The node's own authority may declare a replica of a partner's registry.
+  foreign.set_owner(kBourg);
+  EXPECT_TRUE(store_->CreateRegistry("replica", foreign, caller_).ok());
   Registry bad = CommunesDefinition();
   bad.mutable_schema()->mutable_fields(1)->set_name("Population");
   auto s = store_->CreateRegistry("bad", bad, caller_).status();
@@ -132,7 +136,7 @@ TEST_F(RecordStoreTest, RefusesDuplicateForeignOwnedOrInvalidRegistries) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("schema.fields[1].name"));
   EXPECT_EQ(store_->CreateRegistry("Bad_Id", CommunesDefinition(), caller_).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Registries().size(), 1u);
+  EXPECT_EQ(store_->Registries().size(), 2u);
 }
 
 TEST_F(RecordStoreTest, WritesReadsAndDeletes) {

@@ -607,14 +607,27 @@ TEST(PlanLocalWriteTest, StringSetUpdateAddsRemovesAndKeeps) {
   EXPECT_EQ(merged->elements(0).hlc(), created.hlc);  // the original add of "b" survives
 }
 
-TEST(PlanLocalWriteTest, StringSetRewriteOfSameElementsAddsAndRemovesNothing) {
+TEST(PlanLocalWriteTest, StringSetRewriteOfSameElementsIsANoOp) {
   RecordState state = BaseRecord({"a", "b"});
-  const RecordState delta =
-      MustWrite(state, Update(Values({{"tags", Set({"b", "a", "b"})}}), {"tags"}), At(10, kA));
-  ASSERT_EQ(delta.fields_size(), 1);
-  EXPECT_EQ(delta.fields(0).elements_size(), 0);
-  EXPECT_EQ(delta.fields(0).removed_size(), 0);
+  auto planned = PlanLocalWrite(TestSchema(), state,
+                                Update(Values({{"tags", Set({"b", "a", "b"})}}), {"tags"}), At(10, kA));
+  ASSERT_TRUE(planned.ok()) << planned.status();
+  EXPECT_FALSE(planned->has_value());
   EXPECT_THAT(Tags(state), ElementsAre("a", "b"));
+}
+
+TEST(PlanLocalWriteTest, UpdateChangingNothingVisibleIsANoOp) {
+  RecordState state = BaseRecord({"x"});
+  MustWrite(state, Update(Values({{"label", Str("l")}}), {"label"}), At(10, kA));
+  auto planned =
+      PlanLocalWrite(TestSchema(), state, Update(Values({{"label", Str("l")}}), {"label"}), At(11, kA));
+  ASSERT_TRUE(planned.ok());
+  EXPECT_FALSE(planned->has_value());
+  // A real change is not.
+  planned =
+      PlanLocalWrite(TestSchema(), state, Update(Values({{"label", Str("m")}}), {"label"}), At(12, kA));
+  ASSERT_TRUE(planned.ok());
+  EXPECT_TRUE(planned->has_value());
 }
 
 TEST(PlanLocalWriteTest, StringSetClearRemovesEveryObservedAdd) {
@@ -1076,8 +1089,12 @@ TEST(ComputeEtagTest, ChangesOnEveryStateChange) {
   expect_new_etag("delete");
   MustWrite(state, Create(Values({{"code", Str("c")}})), At(21, kA));
   expect_new_etag("re-create");
-  MustWrite(state, Update(Values({{"code", Str("c")}}), {"code"}), At(22, kA));
-  expect_new_etag("rewrite of the same value");
+  // Rewriting the same value is a no-op: no delta, the etag stays.
+  auto rewrite = PlanLocalWrite(TestSchema(), state, Update(Values({{"code", Str("c")}}), {"code"}),
+                                At(22, kA));
+  ASSERT_TRUE(rewrite.ok());
+  EXPECT_FALSE(rewrite->has_value());
+  EXPECT_EQ(ComputeEtag(state), current);
 }
 
 TEST(ComputeEtagTest, EqualForEqualStates) {
@@ -1374,10 +1391,23 @@ History Generate(uint64_t seed) {
       ++h.stats.rejected;
       continue;
     }
-    EXPECT_EQ(!planned->has_value(), noop);
     if (!planned->has_value()) {
+      // A no-op: deleting an absent record, or an update that changes nothing visible.
+      EXPECT_TRUE(noop || (w.kind == Kind::kUpdate && IsLive(replica)));
       ++h.stats.noops;
       continue;
+    }
+    EXPECT_FALSE(noop);
+    if (w.kind == Kind::kUpdate && IsLive(replica)) {
+      FieldValues before, after;
+      VisibleFields(replica, before);
+      VisibleFields((*planned)->merged, after);
+      bool same = before.size() == after.size();
+      for (const auto& [name, value] : before) {
+        same = same && after.contains(name) &&
+               after.at(name).SerializeAsString() == value.SerializeAsString();
+      }
+      EXPECT_FALSE(same) << "an update that changes nothing visible must be a no-op";
     }
     if (w.kind == Kind::kDelete) {
       ++h.stats.deletes;

@@ -1,0 +1,404 @@
+#include "node/peer/peer_manager.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "interco/replication/v1/peer_service.grpc.pb.h"
+#include "node/log.h"
+#include "node/rpc/caller.h"
+#include "replication/base/limits.h"
+#include "replication/ids.h"
+
+namespace interco::node {
+
+using interco::replication::v1::PeerMessage;
+
+// One live stream with a peer: a bounded outbound queue that a writer thread drains.
+class PeerManager::Session {
+ public:
+  Session(uint32_t peer, uint64_t id) : peer_(peer), id_(id) {}
+
+  uint32_t peer() const { return peer_; }
+  uint64_t id() const { return id_; }
+
+  // False if closed or full (the engine repairs drops through anti-entropy).
+  bool Push(const PeerMessage& m) {
+    absl::MutexLock l(&mu_);
+    if (closed_ || queue_.size() >= limits::kPeerQueueMessagesMax) return false;
+    queue_.push_back(m);
+    return true;
+  }
+  // The next message to write, or nothing once closed.
+  std::optional<PeerMessage> Pop() {
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Session* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+          return s->closed_ || !s->queue_.empty();
+        },
+        this));
+    if (closed_) return std::nullopt;
+    PeerMessage m = std::move(queue_.front());
+    queue_.pop_front();
+    return m;
+  }
+  void Close() {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+    queue_.clear();
+  }
+
+ private:
+  const uint32_t peer_;
+  const uint64_t id_;
+  absl::Mutex mu_;
+  std::deque<PeerMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The engine's view of storage.
+class PeerManager::StoreAdapter final : public replication::ReplicaStore {
+ public:
+  explicit StoreAdapter(RecordStore& store) : store_(store) {}
+  std::vector<std::string> Streams() override { return store_.RegistryIds(); }
+  absl::StatusOr<replication::VersionVector> Position(const std::string& stream) override {
+    return store_.Position(stream);
+  }
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
+      const std::string& stream, replication::OriginKey key, uint64_t after_seq,
+      size_t max_batches) override {
+    return store_.ReadBatches(stream, key, after_seq, max_batches);
+  }
+  absl::Status ApplyBatch(const std::string& stream,
+                          const replication::DecodedBatch& batch) override {
+    return store_.ApplyRemoteBatch(stream, batch);
+  }
+
+ private:
+  RecordStore& store_;
+};
+
+// The engine's view of the network: the session queues.
+class PeerManager::EngineTransport final : public replication::Transport {
+ public:
+  explicit EngineTransport(PeerManager& m) : m_(m) {}
+  bool Send(uint32_t peer, const PeerMessage& message) override {
+    std::shared_ptr<Session> s;
+    {
+      absl::MutexLock l(&m_.mu_);
+      auto it = m_.sessions_.find(peer);
+      if (it == m_.sessions_.end()) return false;
+      s = it->second;
+    }
+    return s->Push(message);
+  }
+
+ private:
+  PeerManager& m_;
+};
+
+// The accepting side of sessions.
+class PeerManager::Service final : public interco::replication::v1::PeerService::Service {
+ public:
+  explicit Service(PeerManager& m) : m_(m) {}
+
+  grpc::Status Sync(grpc::ServerContext* ctx,
+                    grpc::ServerReaderWriter<PeerMessage, PeerMessage>* stream) override {
+    absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, m_.options_.federation);
+    if (!caller.ok()) {
+      log::Warning(absl::StrCat("refused peer session: ", caller.status().message()));
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
+    }
+    const uint32_t peer = replication::SirenToOrigin(caller->siren).value();
+    if (!caller->client.empty() || !m_.IsConfiguredPeer(peer)) {
+      log::Warning(absl::StrCat("refused peer session from ", caller->Author(),
+                                ": not a configured peer node"));
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat(caller->Author(), " is not a configured peer of this node"));
+    }
+    std::shared_ptr<Session> session = m_.OpenSession(peer);
+    std::thread writer([&] {
+      WriteLoop(*session, [&](const PeerMessage& msg) { return stream->Write(msg); });
+      ctx->TryCancel();  // unblock Read if the write side failed
+    });
+    PeerMessage msg;
+    while (stream->Read(&msg)) m_.Receive(session, std::move(msg));
+    m_.CloseSession(session);
+    writer.join();
+    return grpc::Status::OK;
+  }
+
+ private:
+  PeerManager& m_;
+};
+
+PeerManager::PeerManager(const PeerManagerOptions& options, RecordStore& store,
+                         replication::Clock& clock)
+    : options_(options),
+      self_(replication::SirenToOrigin(options.authority).value()),
+      store_(store),
+      clock_(clock) {}
+
+absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManagerOptions& options,
+                                                                RecordStore& store,
+                                                                replication::Clock& clock) {
+  if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) return s;
+  auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock));
+  m->store_adapter_ = std::make_unique<StoreAdapter>(store);
+  m->transport_ = std::make_unique<EngineTransport>(*m);
+  replication::ReplicatorOptions ro;
+  ro.self = m->self_;
+  ro.clock_offset_max_ms = options.clock_offset_max_ms;
+  m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
+                                                         *m->store_adapter_, m->hasher_);
+  m->service_ = std::make_unique<Service>(*m);
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address,
+                           MakeServerCredentials(options.tls, options.federation), &m->port_);
+  builder.RegisterService(m->service_.get());
+  builder.SetMaxReceiveMessageSize(limits::kPeerMessageBytesMax);
+  builder.SetMaxSendMessageSize(limits::kPeerMessageBytesMax);
+  m->server_ = builder.BuildAndStart();
+  if (m->server_ == nullptr || m->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen_address, " (address in use?)"));
+  }
+  PeerManager* raw = m.get();
+  store.SetLocalCommitListener([raw] {
+    // Coalesced: one pending pump is enough however many commits happen meanwhile.
+    if (!raw->local_commit_pending_.exchange(true)) {
+      raw->Post([raw] {
+        raw->local_commit_pending_ = false;
+        raw->engine_->OnLocalCommit();
+      });
+    }
+  });
+  m->engine_thread_ = std::thread([raw] { raw->EngineLoop(); });
+  for (const auto& peer : options.peers) {
+    const uint32_t siren = replication::SirenToOrigin(peer.authority()).value();
+    if (siren > m->self_) m->dialers_.emplace_back([raw, peer] { raw->DialLoop(peer); });
+  }
+  return m;
+}
+
+PeerManager::~PeerManager() { Shutdown(); }
+
+void PeerManager::Shutdown() {
+  std::map<uint32_t, std::shared_ptr<Session>> sessions;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    sessions = sessions_;
+    for (auto& ctx : dialing_) ctx->TryCancel();
+  }
+  store_.SetLocalCommitListener(nullptr);
+  for (auto& [peer, s] : sessions) s->Close();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  for (std::thread& t : dialers_) t.join();
+  server_->Wait();
+  engine_thread_.join();
+}
+
+bool PeerManager::IsConfiguredPeer(uint32_t siren) const {
+  return std::any_of(options_.peers.begin(), options_.peers.end(), [&](const auto& p) {
+    return replication::SirenToOrigin(p.authority()).value_or(0) == siren;
+  });
+}
+
+void PeerManager::Post(std::function<void()> fn) {
+  absl::MutexLock l(&mu_);
+  if (stopping_) return;
+  events_.push_back(std::move(fn));
+}
+
+void PeerManager::EngineLoop() {
+  constexpr int64_t kTickMs = 100;
+  int64_t next_tick = clock_.MonotonicMillis() + kTickMs;
+  while (true) {
+    std::deque<std::function<void()>> batch;
+    {
+      absl::MutexLock l(&mu_);
+      const int64_t wait = std::max<int64_t>(0, next_tick - clock_.MonotonicMillis());
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](PeerManager* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(m->mu_) {
+                                 return m->stopping_ || !m->events_.empty();
+                               },
+                               this),
+                           absl::Milliseconds(wait));
+      if (stopping_) return;
+      batch.swap(events_);
+    }
+    for (auto& fn : batch) fn();
+    if (clock_.MonotonicMillis() >= next_tick) {
+      engine_->Tick();
+      next_tick = clock_.MonotonicMillis() + kTickMs;
+    }
+  }
+}
+
+std::shared_ptr<PeerManager::Session> PeerManager::OpenSession(uint32_t peer) {
+  std::shared_ptr<Session> old;
+  std::shared_ptr<Session> s;
+  {
+    absl::MutexLock l(&mu_);
+    s = std::make_shared<Session>(peer, next_session_id_++);
+    auto it = sessions_.find(peer);
+    if (it != sessions_.end()) old = it->second;
+    sessions_[peer] = s;
+  }
+  if (old != nullptr) old->Close();
+  log::Info(absl::StrCat("peer session with ", replication::OriginToSiren(peer), " up"));
+  Post([this, peer, id = s->id()] {
+    engine_sessions_[peer] = id;
+    engine_->OnConnected(peer);
+  });
+  return s;
+}
+
+void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage message) {
+  Post([this, peer = session->peer(), id = session->id(), m = std::move(message)] {
+    auto it = engine_sessions_.find(peer);
+    if (it == engine_sessions_.end() || it->second != id) return;  // an older session
+    engine_->OnMessage(peer, m);
+  });
+}
+
+void PeerManager::CloseSession(const std::shared_ptr<Session>& session) {
+  session->Close();
+  {
+    absl::MutexLock l(&mu_);
+    auto it = sessions_.find(session->peer());
+    if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+  }
+  log::Info(absl::StrCat("peer session with ", replication::OriginToSiren(session->peer()),
+                         " down"));
+  Post([this, peer = session->peer(), id = session->id()] {
+    auto it = engine_sessions_.find(peer);
+    if (it == engine_sessions_.end() || it->second != id) return;
+    engine_sessions_.erase(it);
+    engine_->OnDisconnected(peer);
+  });
+}
+
+void PeerManager::WriteLoop(Session& session,
+                            const std::function<bool(const PeerMessage&)>& write) {
+  while (std::optional<PeerMessage> m = session.Pop()) {
+    if (!write(*m)) break;
+  }
+  session.Close();
+}
+
+bool PeerManager::SleepUnlessStopping(int64_t ms) {
+  absl::MutexLock l(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(ms));
+  return !stopping_;
+}
+
+void PeerManager::DialLoop(interco::config::v1::PeerConfig peer) {
+  const uint32_t siren = replication::SirenToOrigin(peer.authority()).value();
+  const std::string expected =
+      absl::StrCat("spiffe://", options_.federation, "/collectivite/", peer.authority());
+  int64_t backoff = limits::kPeerBackoffMinMillis;
+  while (true) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+        MakeChannelCredentials(options_.tls);
+    if (creds.ok()) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(limits::kPeerMessageBytesMax);
+      args.SetMaxSendMessageSize(limits::kPeerMessageBytesMax);
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      auto stub = interco::replication::v1::PeerService::NewStub(
+          grpc::CreateCustomChannel(peer.address(), *creds, args));
+      auto ctx = std::make_shared<grpc::ClientContext>();
+      {
+        absl::MutexLock l(&mu_);
+        if (stopping_) return;
+        dialing_.push_back(ctx);
+      }
+      auto stream = stub->Sync(ctx.get());
+      PeerMessage first;
+      // The session starts once the peer speaks: its Hello proves the stream is up.
+      if (stream->Read(&first)) {
+        bool identity_ok = false;
+        if (auto auth = ctx->auth_context(); auth != nullptr) {
+          for (const auto& v : auth->FindPropertyValues("peer_spiffe_id")) {
+            identity_ok |= std::string(v.data(), v.size()) == expected;
+          }
+        }
+        if (!identity_ok) {
+          log::Warning(absl::StrCat("peer at ", peer.address(), " is not ", expected,
+                                    "; closing"));
+          ctx->TryCancel();
+        } else {
+          backoff = limits::kPeerBackoffMinMillis;
+          std::shared_ptr<Session> session = OpenSession(siren);
+          Receive(session, std::move(first));
+          std::thread writer([&] {
+            WriteLoop(*session, [&](const PeerMessage& m) { return stream->Write(m); });
+            ctx->TryCancel();
+          });
+          PeerMessage msg;
+          while (stream->Read(&msg)) Receive(session, std::move(msg));
+          CloseSession(session);
+          writer.join();
+        }
+      }
+      stream->Finish().IgnoreError();  // the reason is in the peer's log; we retry anyway
+      absl::MutexLock l(&mu_);
+      dialing_.erase(std::remove(dialing_.begin(), dialing_.end(), ctx), dialing_.end());
+    }
+    if (!SleepUnlessStopping(backoff)) return;
+    backoff = std::min(backoff * 2, limits::kPeerBackoffMaxMillis);
+  }
+}
+
+std::vector<interco::v1::PeerStatus> PeerManager::Status() {
+  std::map<uint32_t, replication::PeerStats> stats;
+  auto shared = std::make_shared<std::pair<std::map<uint32_t, replication::PeerStats>, absl::Notification>>();
+  Post([this, shared] {
+    shared->first = engine_->Stats();
+    shared->second.Notify();
+  });
+  if (shared->second.WaitForNotificationWithTimeout(absl::Seconds(2))) stats = shared->first;
+  const int64_t wall = clock_.NowMillis();
+  const int64_t mono = clock_.MonotonicMillis();
+  std::vector<interco::v1::PeerStatus> out;
+  for (const auto& p : options_.peers) {
+    interco::v1::PeerStatus s;
+    s.set_authority(p.authority());
+    s.set_address(p.address());
+    auto it = stats.find(replication::SirenToOrigin(p.authority()).value_or(0));
+    if (it != stats.end()) {
+      const replication::PeerStats& st = it->second;
+      s.set_connected(st.connected);
+      if (st.last_contact_ms > 0) {
+        const int64_t when = wall - (mono - st.last_contact_ms);
+        s.mutable_last_contact_time()->set_seconds(when / 1000);
+        s.mutable_last_contact_time()->set_nanos(static_cast<int32_t>(when % 1000) * 1000000);
+      }
+      for (const auto& [origin, n] : st.missing_by_origin) {
+        (*s.mutable_missing_changes())[replication::OriginToSiren(origin)] = n;
+      }
+      s.set_batches_sent(st.batches_sent);
+      s.set_batches_received(st.batches_received);
+      s.set_batches_applied(st.batches_applied);
+      s.set_duplicates(st.duplicates);
+      s.set_gaps(st.gaps);
+      s.set_rejected(st.rejected);
+      s.set_quarantined(st.quarantined);
+    }
+    out.push_back(std::move(s));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.authority() < b.authority(); });
+  return out;
+}
+
+}  // namespace interco::node

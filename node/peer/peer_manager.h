@@ -1,0 +1,115 @@
+// Replication between nodes: the peer port, the sessions with configured peers, and the
+// thread that runs the pure replication engine.
+//
+// Every engine call happens on one thread (the "engine thread"), fed by an event queue:
+// session up/down, received messages, local commits, and a 100 ms tick. Each session is
+// one PeerService.Sync stream (the node with the lower SIREN dials, with backoff; the
+// other accepts) with a bounded outbound queue drained by a writer thread. The store is
+// the node's RecordStore. Thread-safe.
+#ifndef INTERCO_NODE_PEER_PEER_MANAGER_H_
+#define INTERCO_NODE_PEER_PEER_MANAGER_H_
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/server.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "interco/config/v1/node_config.pb.h"
+#include "interco/v1/node.pb.h"
+#include "node/storage/record_store.h"
+#include "node/tls/credentials.h"
+#include "replication/replicator.h"
+
+namespace interco::node {
+
+struct PeerManagerOptions {
+  std::string federation;
+  // SIREN of this node.
+  std::string authority;
+  // Address of the peer port.
+  std::string listen_address;
+  std::vector<interco::config::v1::PeerConfig> peers;
+  // The node's certificate: server side of the peer port, client side when dialing.
+  TlsFiles tls;
+  int64_t clock_offset_max_ms = 60000;
+};
+
+class PeerManager {
+ public:
+  // Starts the peer port, the engine thread and the dialers. `store` and `clock` must
+  // outlive the manager.
+  static absl::StatusOr<std::unique_ptr<PeerManager>> Start(const PeerManagerOptions& options,
+                                                            RecordStore& store,
+                                                            replication::Clock& clock);
+  ~PeerManager();
+  PeerManager(const PeerManager&) = delete;
+  PeerManager& operator=(const PeerManager&) = delete;
+
+  // Closes sessions, stops the port and every thread. Idempotent.
+  void Shutdown();
+  int port() const { return port_; }
+  // A snapshot of every configured peer's state.
+  std::vector<interco::v1::PeerStatus> Status();
+
+  class Session;
+
+ private:
+  class Service;
+  class EngineTransport;
+  class StoreAdapter;
+
+  PeerManager(const PeerManagerOptions& options, RecordStore& store, replication::Clock& clock);
+
+  // Runs `fn` on the engine thread.
+  void Post(std::function<void()> fn);
+  void EngineLoop();
+  // Registers a new session with `peer` (replacing any older one) and tells the engine.
+  std::shared_ptr<Session> OpenSession(uint32_t peer);
+  void Receive(const std::shared_ptr<Session>& session,
+               interco::replication::v1::PeerMessage message);
+  void CloseSession(const std::shared_ptr<Session>& session);
+  // Pumps one session's queue into `write` until it closes; runs on its own thread.
+  static void WriteLoop(Session& session,
+                        const std::function<bool(const interco::replication::v1::PeerMessage&)>& write);
+  void DialLoop(interco::config::v1::PeerConfig peer);
+  bool SleepUnlessStopping(int64_t ms);
+  bool IsConfiguredPeer(uint32_t siren) const;
+
+  const PeerManagerOptions options_;
+  const uint32_t self_;
+  RecordStore& store_;
+  replication::Clock& clock_;
+  std::unique_ptr<StoreAdapter> store_adapter_;
+  std::unique_ptr<EngineTransport> transport_;
+  Sha256Hasher hasher_;
+  std::unique_ptr<replication::Replicator> engine_;  // engine thread only
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::function<void()>> events_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_session_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<std::shared_ptr<grpc::ClientContext>> dialing_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> local_commit_pending_{false};
+  // Engine thread only: the session each peer's engine state belongs to.
+  std::map<uint32_t, uint64_t> engine_sessions_;
+
+  std::thread engine_thread_;
+  std::vector<std::thread> dialers_;
+};
+
+}  // namespace interco::node
+
+#endif  // INTERCO_NODE_PEER_PEER_MANAGER_H_
