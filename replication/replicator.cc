@@ -28,6 +28,7 @@ bool Replicator::Replicates(const std::string& stream) {
 }
 
 void Replicator::SendHello(uint32_t peer, bool reply_requested) {
+  if (announced_streams_.empty()) announced_streams_ = store_.Streams();
   peers_[peer].last_hello_ms = clock_.MonotonicMillis();
   PeerMessage m;
   Hello* hello = m.mutable_hello();
@@ -301,9 +302,22 @@ void Replicator::PumpAll() {
   for (auto& [id, peer] : peers_) Pump(id, peer);
 }
 
-void Replicator::OnLocalCommit() { PumpAll(); }
+void Replicator::AnnounceStreamsIfChanged() {
+  std::vector<std::string> streams = store_.Streams();
+  if (streams == announced_streams_) return;
+  announced_streams_ = std::move(streams);
+  for (auto& [id, peer] : peers_) {
+    if (peer.connected) SendHello(id, /*reply_requested=*/false);
+  }
+}
+
+void Replicator::OnLocalCommit() {
+  AnnounceStreamsIfChanged();
+  PumpAll();
+}
 
 void Replicator::Tick() {
+  AnnounceStreamsIfChanged();
   const int64_t now = clock_.MonotonicMillis();
   for (auto& [id, peer] : peers_) {
     if (!peer.connected) continue;

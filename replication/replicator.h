@@ -113,6 +113,9 @@ class Replicator {
   // Sends `peer` what it lacks, within its in-flight bound.
   void Pump(uint32_t peer_id, Peer& peer);
   void PumpAll();
+  // If the set of local streams changed (a registry was added), restates our Hello to
+  // every peer so that they start sending us the new streams.
+  void AnnounceStreamsIfChanged();
   uint64_t InFlight(const Peer& peer) const;
   // Checks and applies a batch that is the next of its origin, then any buffered batches
   // that follow it. Returns false if it was refused.
@@ -126,6 +129,7 @@ class Replicator {
   ReplicaStore& store_;
   Hasher& hasher_;
   std::map<uint32_t, Peer> peers_;
+  std::vector<std::string> announced_streams_;
   // Out-of-order batches per (stream, origin epoch), by first sequence number.
   std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
   size_t reorder_size_ = 0;
