@@ -19,6 +19,10 @@ while (($#)); do
 done
 export CCACHE_DIR=${CCACHE_DIR:-"$HOME/.cache/ccache"}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# Paths under the checkout are hashed relative to it: clones in other folders (CI) hit the
+# same cache entries.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$root}
+export CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
 # Two cores, and each C++ translation unit of gRPC code takes up to ~600 MB: -j$(nproc).
 jobs=$(nproc)
 cmake -S "$root" -B "$build_dir" -G Ninja ${cmake_args[@]+"${cmake_args[@]}"} >/dev/null
