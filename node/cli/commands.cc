@@ -242,6 +242,23 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
        {"caller", info.caller()},
        {"registries", absl::StrCat(info.registries_size(), registries.empty() ? "" : ": ",
                                    absl::StrJoin(registries, ", "))}});
+  if (info.peers_size() > 0) {
+    std::cout << "\n";
+    Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "MISSING", "SENT", "APPLIED",
+                 "REFUSED", "QUARANTINED"});
+    for (int c = 4; c <= 8; ++c) peers.AlignRight(c);
+    for (const auto& p : info.peers()) {
+      uint64_t missing = 0;
+      for (const auto& [origin, n] : p.missing_changes()) missing += n;
+      peers.AddRow({p.authority(), p.address().empty() ? "(dials us)" : p.address(),
+                    p.connected() ? "connected" : "down",
+                    p.has_last_contact_time() ? FormatTimestamp(p.last_contact_time()) : "never",
+                    absl::StrCat(missing), absl::StrCat(p.batches_sent()),
+                    absl::StrCat(p.batches_applied()), absl::StrCat(p.rejected()),
+                    absl::StrCat(p.quarantined())});
+    }
+    peers.Print(std::cout);
+  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // The public API end to end: an in-process node with real RocksDB, real gRPC over
 // loopback and real mutual TLS with certificates from certs/dev-certs.sh.
 #include <grpcpp/create_channel.h>
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 
@@ -254,6 +255,68 @@ TEST_F(ApiTest, HealthPortServesOnlyHealthInPlaintext) {
   std::string ignored;
   EXPECT_EQ(call("/interco.v1.RegistryService/ListRegistries", &ignored).error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// grpc.reflection.v1alpha ServerReflectionInfo with a hand-encoded list_services request
+// (field 7, empty string): returns the raw response bytes, or an error status.
+grpc::Status ReflectionListServices(std::shared_ptr<grpc::Channel> channel, std::string* out) {
+  grpc::CompletionQueue cq;
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto step = [&](int want) {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && tag == reinterpret_cast<void*>(static_cast<intptr_t>(want)) && ok;
+  };
+  auto tag = [](int t) { return reinterpret_cast<void*>(static_cast<intptr_t>(t)); };
+  call->StartCall(tag(1));
+  bool ok = step(1);
+  grpc::Slice request(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request_buffer(&request, 1), response;
+  if (ok) {
+    call->Write(request_buffer, tag(2));
+    ok = step(2);
+  }
+  if (ok) {
+    call->WritesDone(tag(3));
+    ok = step(3);
+  }
+  if (ok) {
+    call->Read(&response, tag(4));
+    if (step(4)) {
+      std::vector<grpc::Slice> slices;
+      if (response.Dump(&slices).ok()) {
+        for (auto& s : slices) out->append(reinterpret_cast<const char*>(s.begin()), s.size());
+      }
+    }
+  }
+  grpc::Status status;
+  call->Finish(&status, tag(5));
+  step(5);
+  cq.Shutdown();
+  void* ignored_tag;
+  bool ignored_ok;
+  while (cq.Next(&ignored_tag, &ignored_ok)) {
+  }
+  return status;
+}
+
+TEST_F(ApiTest, ReflectionListsTheApiOnTheApiPortOnly) {
+  std::string listed;
+  grpc::Status s = ReflectionListServices(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon)), &listed);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(listed, HasSubstr("interco.v1.RegistryService"));
+  EXPECT_THAT(listed, HasSubstr("interco.v1.NodeService"));
+  EXPECT_THAT(listed, HasSubstr("grpc.health.v1.Health"));
+  std::string none;
+  s = ReflectionListServices(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->health_port()),
+                          grpc::InsecureChannelCredentials()),
+      &none);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
 }
 
 TEST_F(ApiTest, BadInputGetsTheRightStatusAndChangesNothing) {
