@@ -207,6 +207,12 @@ RecordStore::~RecordStore() {
   }
   // The committer drains the queue before it exits: nothing queued is dropped.
   if (committer_.joinable()) committer_.join();
+  {
+    absl::MutexLock l(&done_mu_);
+    done_stopping_ = true;
+  }
+  // The completer runs every pending callback before it exits.
+  if (completer_.joinable()) completer_.join();
 }
 
 absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStoreOptions& options) {
@@ -220,6 +226,7 @@ absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStore
   INTERCO_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbStore> db, RocksDbStore::Open(ro));
   auto store = std::unique_ptr<RecordStore>(new RecordStore(options, std::move(db)));
   INTERCO_RETURN_IF_ERROR(store->Load());
+  store->completer_ = std::thread([s = store.get()] { s->CompleteLoop(); });
   store->committer_ = std::thread([s = store.get()] { s->CommitLoop(); });
   return store;
 }
@@ -301,8 +308,27 @@ void RecordStore::CommitLoop() {
       }
     }
     ApplyGroup(group);
-    for (auto& op : group) op->done(*op);
+    absl::MutexLock l(&done_mu_);
+    done_queue_.push_back(std::move(group));
     group.clear();
+  }
+}
+
+void RecordStore::CompleteLoop() {
+  while (true) {
+    std::vector<std::unique_ptr<Op>> group;
+    {
+      absl::MutexLock l(&done_mu_);
+      done_mu_.Await(absl::Condition(
+          +[](RecordStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->done_mu_) {
+            return s->done_stopping_ || !s->done_queue_.empty();
+          },
+          this));
+      if (done_queue_.empty()) return;  // stopping, and drained
+      group = std::move(done_queue_.front());
+      done_queue_.pop_front();
+    }
+    for (auto& op : group) op->done(*op);
   }
 }
 

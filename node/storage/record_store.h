@@ -9,7 +9,8 @@
 // registry), with one WAL fsync in "sync" durability. A write is acknowledged (its
 // callback runs) only after that commit; a write that fails validation is left out of
 // the batch and changes nothing. Callers never block a thread on a write unless they
-// use the synchronous wrappers.
+// use the synchronous wrappers. Completion callbacks run on a completer thread, so that
+// the committer starts the next group while responses go out.
 //
 // Thread-safe. Reads never wait for writes.
 #ifndef INTERCO_NODE_STORAGE_RECORD_STORE_H_
@@ -124,7 +125,7 @@ class RecordStore {
   using WriteCallback = std::function<void(absl::StatusOr<interco::v1::Record>)>;
   // Applies a local write (see replication::PlanLocalWrite for its errors) and calls
   // `done` with the record after it (only its name after a delete), once durable, or
-  // with the error. `done` runs on the committer thread: it must not block.
+  // with the error. `done` runs on the completer thread: it must not block.
   void WriteAsync(std::string_view registry, std::string_view id, replication::LocalWrite write,
                   const replication::Principal& author, WriteCallback done);
   // Synchronous WriteAsync.
@@ -222,6 +223,13 @@ class RecordStore {
   std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread committer_;
+  // Committed groups whose callbacks are still to run. A separate thread runs them (they
+  // serialize and send gRPC responses), so that the committer takes the next group at once.
+  absl::Mutex done_mu_;
+  std::deque<std::vector<std::unique_ptr<Op>>> done_queue_ ABSL_GUARDED_BY(done_mu_);
+  bool done_stopping_ ABSL_GUARDED_BY(done_mu_) = false;
+  std::thread completer_;
+  void CompleteLoop();
   // Committed state of each registry; replaced after each successful commit.
   absl::flat_hash_map<std::string, RegistryRuntime> registries_ ABSL_GUARDED_BY(mu_);
 
