@@ -52,12 +52,17 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-absl::Status CheckString(std::string_view s, uint32_t max, absl::string_view path) {
+absl::Status CheckString(std::string_view s, uint32_t max, absl::string_view path,
+                         interco::v1::StringFormat format = interco::v1::STRING_FORMAT_UNSPECIFIED) {
   if (s.size() > max) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", s.size(), " bytes exceeds the maximum length ", max));
   }
   if (!IsValidUtf8(s)) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid UTF-8"));
+  absl::Status f;
+  if (format == interco::v1::STRING_FORMAT_SIREN) f = ValidateSiren(s);
+  if (format == interco::v1::STRING_FORMAT_INSEE_COMMUNE) f = ValidateInseeCode(s);
+  if (!f.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", f.message()));
   return absl::OkStatus();
 }
 
@@ -135,6 +140,13 @@ absl::StatusOr<RegistrySchema> RegistrySchema::Compile(const interco::v1::Schema
       return absl::InvalidArgumentError(
           absl::StrCat(path, ".indexed: ", TypeName(f.type()), " fields cannot be indexed"));
     }
+    if (!interco::v1::StringFormat_IsValid(f.format()) ||
+        (f.format() != interco::v1::STRING_FORMAT_UNSPECIFIED &&
+         f.type() != interco::v1::FIELD_TYPE_STRING &&
+         f.type() != interco::v1::FIELD_TYPE_STRING_SET)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".format: only for string and string set fields"));
+    }
     if (f.description().size() > limits::kDescriptionBytesMax) {
       return absl::InvalidArgumentError(absl::StrCat(path, ".description: too long"));
     }
@@ -166,7 +178,7 @@ absl::Status RegistrySchema::ValidateValue(const FieldSpec& spec, const Value& v
   }
   switch (spec.type()) {
     case interco::v1::FIELD_TYPE_STRING:
-      return CheckString(value.string_value(), MaxLength(spec), path);
+      return CheckString(value.string_value(), MaxLength(spec), path, spec.format());
     case interco::v1::FIELD_TYPE_DOUBLE:
       if (!std::isfinite(value.double_value())) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": must be a finite number"));
@@ -188,7 +200,8 @@ absl::Status RegistrySchema::ValidateValue(const FieldSpec& spec, const Value& v
             path, ": ", vs.size(), " elements exceeds the maximum ", MaxElements(spec)));
       }
       for (int i = 0; i < vs.size(); ++i) {
-        if (absl::Status s = CheckString(vs[i], MaxLength(spec), absl::StrCat(path, "[", i, "]"));
+        if (absl::Status s = CheckString(vs[i], MaxLength(spec), absl::StrCat(path, "[", i, "]"),
+                                         spec.format());
             !s.ok()) {
           return s;
         }

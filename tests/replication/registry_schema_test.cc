@@ -579,3 +579,50 @@ TEST(ValueMatchesTypeTest, MatchesOnlyItsOwnType) {
 
 }  // namespace
 }  // namespace interco::replication
+
+namespace interco::replication {
+namespace {
+
+TEST(StringFormatTest, SirenAndInseeFormatsAreChecked) {
+  interco::v1::Schema schema;
+  auto* f = schema.add_fields();
+  f->set_name("siren");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  f->set_format(interco::v1::STRING_FORMAT_SIREN);
+  f = schema.add_fields();
+  f->set_name("membres");
+  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+  f->set_format(interco::v1::STRING_FORMAT_INSEE_COMMUNE);
+  absl::StatusOr<RegistrySchema> compiled = RegistrySchema::Compile(schema);
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  interco::v1::Value v;
+  v.set_string_value("200046977");
+  EXPECT_TRUE(compiled->ValidateValue(*compiled->Find("siren"), v, "x").ok());
+  v.set_string_value("200046978");
+  absl::Status s = compiled->ValidateValue(*compiled->Find("siren"), v, "record.fields[siren]");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("record.fields[siren]"), std::string::npos);
+  interco::v1::Value set;
+  set.mutable_string_set_value()->add_values("01053");
+  set.mutable_string_set_value()->add_values("2A004");
+  EXPECT_TRUE(compiled->ValidateValue(*compiled->Find("membres"), set, "x").ok());
+  set.mutable_string_set_value()->add_values("2C004");
+  s = compiled->ValidateValue(*compiled->Find("membres"), set, "m");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("m[2]"), std::string::npos);
+}
+
+TEST(StringFormatTest, FormatOnlyOnStrings) {
+  interco::v1::Schema schema;
+  auto* f = schema.add_fields();
+  f->set_name("n");
+  f->set_type(interco::v1::FIELD_TYPE_INT64);
+  f->set_format(interco::v1::STRING_FORMAT_SIREN);
+  absl::StatusOr<RegistrySchema> compiled = RegistrySchema::Compile(schema);
+  EXPECT_EQ(compiled.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(compiled.status().message()).find("schema.fields[0].format"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace interco::replication

@@ -1,0 +1,176 @@
+// The two binaries as an operator uses them: interco-node's configuration errors, its
+// durability modes, and the interco CLI against a real node.
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "interco/v1/node_service.grpc.pb.h"
+#include "tests/testing/test_env.h"
+
+namespace interco {
+namespace {
+
+using ::interco::testing::BinaryPath;
+using ::interco::testing::ClientTlsDir;
+using ::interco::testing::kBourg;
+using ::interco::testing::kLyon;
+using ::interco::testing::NodeProcess;
+using ::interco::testing::NodeTlsDir;
+using ::interco::testing::RunCommand;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string WriteFile(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ProcessTest, RefusesBadConfigurationBeforeListening) {
+  const std::string dir = testing::MakeTempDir("config");
+  const std::string node = BinaryPath("interco-node");
+  const std::string base = absl::StrCat(node, " --federation=", testing::kFederation,
+                                        " --data_dir=", dir, "/store --listen=127.0.0.1:0",
+                                        " --health_listen=off");
+  struct Case {
+    std::string args;
+    std::string mentions;
+  };
+  const std::string unknown_field =
+      WriteFile(dir, "bad.json", R"({"authority": "200046977", "dataDirectory": "/x"})");
+  const std::vector<Case> cases = {
+      {absl::StrCat(" --authority=200046978 --tls_dir=", NodeTlsDir(kLyon)), "authority"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", dir, "/nowhere"), "cannot read"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", NodeTlsDir(kBourg)),
+       "the node certificate is for"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", NodeTlsDir(kLyon),
+                    " --durability=sometimes"),
+       "durability"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", NodeTlsDir(kLyon), " --listen=nowhere"),
+       "listen_address"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", NodeTlsDir(kLyon),
+                    " --peer_listen=127.0.0.1:0 --peers=", kLyon, "@127.0.0.1:1"),
+       "peers[0].authority"},
+      {absl::StrCat(" --config=", unknown_field), "config file"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.args);
+    std::string out;
+    EXPECT_EQ(RunCommand(base + c.args, &out), 2) << out;
+    EXPECT_THAT(out, HasSubstr(c.mentions));
+    EXPECT_THAT(out, Not(HasSubstr("serving the API")));
+  }
+}
+
+TEST(ProcessTest, AsyncDurabilityIsReportedAndStillPersistsAcrossRestart) {
+  NodeProcess::Options o;
+  o.data_dir = testing::MakeTempDir("async") + "/store";
+  o.durability = "async";
+  NodeProcess node(o);
+  std::string error;
+  ASSERT_TRUE(node.Start(&error)) << error;
+  const std::string cli = absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
+                                       BinaryPath("interco"), " --addr=127.0.0.1:");
+  const std::string def = WriteFile(testing::MakeTempDir("async-def"), "r.json",
+                                    R"({"schema": {"fields": [{"name": "nom", "type": "FIELD_TYPE_STRING"}]}})");
+  std::string out;
+  ASSERT_EQ(RunCommand(absl::StrCat(cli, node.api_port(), " registry create rec ", def), &out), 0) << out;
+  ASSERT_EQ(RunCommand(absl::StrCat(cli, node.api_port(), " put rec a '{\"nom\": \"x\"}'"), &out), 0) << out;
+  out.clear();
+  ASSERT_EQ(RunCommand(absl::StrCat(cli, node.api_port(), " info"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("async"));
+  ASSERT_EQ(node.Terminate() & 0x7f, 0);
+  ASSERT_TRUE(node.Start(&error)) << error;
+  out.clear();
+  ASSERT_EQ(RunCommand(absl::StrCat(cli, node.api_port(), " get rec a"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("x"));
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::MakeTempDir("cli");
+    NodeProcess::Options o;
+    o.data_dir = dir_ + "/store";
+    node_ = std::make_unique<NodeProcess>(o);
+    std::string error;
+    ASSERT_TRUE(node_->Start(&error)) << error;
+  }
+
+  // Runs the CLI; returns its exit code, output in *out.
+  int Cli(const std::string& args, std::string* out) {
+    out->clear();
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
+                                   BinaryPath("interco"), " --addr=127.0.0.1:", node_->api_port(),
+                                   " ", args),
+                      out);
+  }
+
+  std::string dir_;
+  std::unique_ptr<NodeProcess> node_;
+};
+
+TEST_F(CliTest, ManagesRegistriesAndRecordsEndToEnd) {
+  const std::string def = WriteFile(dir_, "services.json", R"({
+    "displayName": "Services",
+    "schema": {"fields": [
+      {"name": "nom", "type": "FIELD_TYPE_STRING", "required": true},
+      {"name": "commune", "type": "FIELD_TYPE_STRING", "indexed": true, "format": "STRING_FORMAT_INSEE_COMMUNE"},
+      {"name": "canaux", "type": "FIELD_TYPE_STRING_SET"},
+      {"name": "ouvert", "type": "FIELD_TYPE_BOOL"}
+    ]}})");
+  const std::string csv = WriteFile(dir_, "services.csv",
+                                    "id,nom,commune,canaux\n"
+                                    "mairie-01053-01,\"Mairie, Bourg-en-Bresse\",01053,guichet telephone\n"
+                                    "mairie-01451-01,Mairie de Viriat,01451,guichet\n"
+                                    "cio-01053-01,\"Centre \"\"CIO\"\"\",01053,\n");
+  std::string out;
+  ASSERT_EQ(Cli(absl::StrCat("registry create services ", def), &out), 0) << out;
+  ASSERT_EQ(Cli(absl::StrCat("import services ", csv, " --key id"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("imported 3 records"));
+  // Importing again changes nothing and succeeds.
+  ASSERT_EQ(Cli(absl::StrCat("import services ", csv, " --key id"), &out), 0) << out;
+
+  ASSERT_EQ(Cli("get services mairie-01053-01", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("Mairie, Bourg-en-Bresse"));
+  EXPECT_THAT(out, HasSubstr("[guichet, telephone]"));
+  ASSERT_EQ(Cli("--output=json get services cio-01053-01", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"string_value\":\"Centre \\\"CIO\\\"\""));
+
+  ASSERT_EQ(Cli("list services --where commune=01053", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("mairie-01053-01"));
+  EXPECT_THAT(out, HasSubstr("cio-01053-01"));
+  EXPECT_THAT(out, Not(HasSubstr("mairie-01451-01")));
+
+  ASSERT_EQ(Cli("put services mairie-01451-01 '{\"ouvert\": true, \"canaux\": [\"web\"]}'", &out), 0)
+      << out;
+  ASSERT_EQ(Cli("get services mairie-01451-01", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("true"));
+  EXPECT_THAT(out, HasSubstr("[web]"));
+
+  // Errors: the server's (exit 1, with the status code) and local ones (exit 2).
+  EXPECT_EQ(Cli("put services mairie-01451-01 '{\"commune\": \"2C001\"}'", &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_EQ(Cli("put services x '{not json'", &out), 2) << out;
+  EXPECT_EQ(Cli("put services x '{\"zzz\": 1}'", &out), 2) << out;
+  EXPECT_EQ(Cli("get nowhere x", &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("NOT_FOUND"));
+
+  ASSERT_EQ(Cli("delete services cio-01053-01", &out), 0) << out;
+  EXPECT_EQ(Cli("get services cio-01053-01", &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("NOT_FOUND"));
+
+  // The change stream from the oldest retained change: 3 imports, 1 update, 1 delete.
+  ASSERT_EQ(Cli("--output=json watch services --from_oldest --count 5", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("CHANGE_KIND_DELETE"));
+
+  ASSERT_EQ(Cli("info", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr(kLyon));
+  EXPECT_THAT(out, HasSubstr("services (2)"));
+  ASSERT_EQ(Cli("registries", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("services"));
+}
+
+}  // namespace
+}  // namespace interco
