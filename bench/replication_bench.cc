@@ -3,7 +3,9 @@
 //   1. Apply throughput: remote batches (decoded and checked as the engine does) applied
 //      to a real RecordStore (RocksDB, fsync'd commits) — field changes per second — while a
 //      local writer measures how much remote applies delay local writes.
-//   2. Simulated propagation: the real engine in the deterministic simulator, a full mesh of
+//   2. Catch-up: a node process with N records and an empty one connected over loopback
+//      mTLS; time until the empty node holds them all, and the bytes sent to it (TCP).
+//   3. Simulated propagation: the real engine in the deterministic simulator, a full mesh of
 //      N nodes with fixed link delay — delivery latency (median, max) and messages per write.
 //
 // Prints a table, then one JSON object per line. See docs/BENCHMARKS.md.
@@ -24,7 +26,9 @@
 #include "replication/change_log.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
+#include "interco/v1/registry_service.grpc.pb.h"
 #include "tests/sim/sim_cluster.h"
+#include "tests/testing/test_env.h"
 
 ABSL_FLAG(int64_t, changes, 200000, "remote record changes to apply");
 ABSL_FLAG(int, batch, 512, "changes per remote batch");
@@ -35,6 +39,7 @@ ABSL_FLAG(int, sim_nodes, 25, "nodes of the simulated full mesh");
 ABSL_FLAG(int64_t, sim_delay_ms, 100, "link delay of the simulated network");
 ABSL_FLAG(double, sim_write_rate, 0.2, "writes per node per simulated second");
 ABSL_FLAG(bool, skip_sim, false, "skip the simulated propagation benchmark");
+ABSL_FLAG(int64_t, catchup_records, 100000, "records of the catch-up benchmark (0 skips it)");
 
 namespace {
 
@@ -84,6 +89,11 @@ void ApplyBench() {
   uint64_t hlc = interco::replication::HybridLogicalClock::Pack(
       static_cast<uint64_t>(clock.NowMillis()) - 60000, 0);
   uint64_t payload_bytes = 0;
+  // Metadata of the stored state, measured on the serialized RecordState of each change
+  // (what the records family stores for a record written once): everything but the
+  // values, and separately everything but values and field names.
+  uint64_t meta_record = 0, meta_fields = 0, meta_record_level = 0, field_count = 0,
+           state_count = 0;
   for (int64_t done = 0; done < total;) {
     std::vector<std::string> changes;
     for (int i = 0; i < batch_size && done < total; ++i, ++done) {
@@ -101,6 +111,22 @@ void ApplyBench() {
         fs->set_hlc(hlc);
         fs->set_origin(kOrigin);
         fs->mutable_value()->set_string_value(absl::StrCat("value ", done, " of field ", f));
+      }
+      {
+        const uint64_t total_size = d->ByteSizeLong();
+        uint64_t values = 0, names = 0;
+        for (const auto& fs : d->fields()) {
+          values += fs.value().ByteSizeLong() + 2;  // + tag and length
+          names += fs.name().size() + 2;
+        }
+        uint64_t field_states = 0;
+        for (const auto& fs : d->fields()) field_states += fs.ByteSizeLong() + 2;  // + framing
+        const uint64_t record_level = total_size - field_states;  // causal length and its stamp
+        meta_record += total_size - values;
+        meta_record_level += record_level;
+        meta_fields += field_states - values - names;
+        field_count += static_cast<uint64_t>(d->fields_size());
+        ++state_count;
       }
       c.set_author("217400423/sync");
       changes.push_back(c.SerializeAsString());
@@ -173,9 +199,142 @@ void ApplyBench() {
               "\"decode_share\":%.3f,\"payload_mb\":%.2f}\n",
               static_cast<long long>(applied), fields, batch_size, secs, changes_per_s,
               changes_per_s * fields, decode_s / secs, static_cast<double>(payload_bytes) / 1e6);
+  const double per_field = static_cast<double>(meta_fields) / static_cast<double>(field_count);
+  const double per_record = static_cast<double>(meta_record_level) / static_cast<double>(state_count);
+  const double all = static_cast<double>(meta_record) / static_cast<double>(state_count);
+  std::printf("metadata on disk (serialized state): %.1f bytes per field (life, HLC, origin, "
+              "framing; field name excluded), %.1f bytes per record (causal length and its "
+              "stamp); a %d-field record carries %.1f bytes besides its values, names included\n",
+              per_field, per_record, fields, all);
+  std::printf("{\"bench\":\"replication\",\"metric\":\"metadata_bytes_per_field\",\"value\":%.1f,"
+              "\"goal_max\":16}\n{\"bench\":\"replication\",\"metric\":\"metadata_bytes_per_record\","
+              "\"value\":%.1f,\"goal_max\":48}\n{\"bench\":\"replication\",\"metric\":"
+              "\"non_value_bytes_per_record\",\"value\":%.1f,\"fields\":%d}\n",
+              per_field, per_record, all, fields);
   std::printf("{\"bench\":\"replication\",\"phase\":\"local_writes_during_apply\",\"count\":%zu,"
               "\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
               local_ms.size(), Percentile(local_ms, 0.5), Percentile(local_ms, 0.99));
+}
+
+// Bytes sent so far on the TCP connections to 127.0.0.1:port (ss's bytes_sent: TLS
+// records, HTTP/2 framing and retransmissions included).
+uint64_t SentTo(int port) {
+  std::string out;
+  interco::testing::RunCommand(absl::StrCat("ss -tinH dst 127.0.0.1:", port), &out);
+  uint64_t total = 0;
+  for (size_t pos = out.find("bytes_sent:"); pos != std::string::npos;
+       pos = out.find("bytes_sent:", pos + 1)) {
+    total += std::strtoull(out.c_str() + pos + 11, nullptr, 10);
+  }
+  return total;
+}
+
+void CatchUpBench() {
+  using interco::testing::kBourg;
+  using interco::testing::kLyon;
+  const int64_t n = absl::GetFlag(FLAGS_catchup_records);
+  if (n <= 0) return;
+  const std::string dir = interco::testing::MakeTempDir("catchup");
+  // 1. Fill the source's store directly (group commit, many writes in flight).
+  uint64_t payload = 0;
+  {
+    interco::node::SystemClock clock;
+    interco::node::RecordStoreOptions o;
+    o.path = dir + "/source";
+    o.authority = kLyon;
+    o.clock = &clock;
+    auto store = interco::node::RecordStore::Open(o);
+    if (!store.ok()) return;
+    interco::v1::Registry def;
+    for (const char* f : {"nom", "commune", "adresse", "telephone"}) {
+      auto* spec = def.mutable_schema()->add_fields();
+      spec->set_name(f);
+      spec->set_type(interco::v1::FIELD_TYPE_STRING);
+    }
+    const interco::replication::Principal admin{interco::testing::kFederation, kLyon, "admin"};
+    if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
+    std::atomic<int64_t> in_flight{0}, failed{0};
+    for (int64_t i = 0; i < n; ++i) {
+      while (in_flight.load() > 4096) std::this_thread::sleep_for(std::chrono::microseconds(200));
+      interco::replication::LocalWrite w;
+      w.kind = interco::replication::LocalWrite::Kind::kCreate;
+      w.fields["nom"].set_string_value(absl::StrCat("Mairie annexe numéro ", i));
+      w.fields["commune"].set_string_value(absl::StrCat("0", 1000 + i % 500));
+      w.fields["adresse"].set_string_value(absl::StrCat(i % 300, " rue de la République"));
+      w.fields["telephone"].set_string_value(absl::StrCat("04 74 ", 10 + i % 89, " 00 00"));
+      for (const auto& [k, v] : w.fields) payload += k.size() + v.string_value().size();
+      in_flight++;
+      (*store)->WriteAsync("bench", absl::StrCat("r", i), std::move(w), admin,
+                           [&](absl::StatusOr<interco::v1::Record> r) {
+                             if (!r.ok()) failed++;
+                             in_flight--;
+                           });
+    }
+    while (in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (failed > 0) std::fprintf(stderr, "catch-up fill: %lld writes failed\n", static_cast<long long>(failed.load()));
+  }
+  // 2. The two nodes.
+  const int source_peer = interco::testing::FreePort(), target_peer = interco::testing::FreePort();
+  interco::testing::NodeProcess::Options so;
+  so.authority = kLyon;
+  so.data_dir = dir + "/source";
+  so.extra_args = {absl::StrCat("--peer_listen=127.0.0.1:", source_peer),
+                   absl::StrCat("--peers=", kBourg, "@127.0.0.1:", target_peer)};
+  interco::testing::NodeProcess::Options to = so;
+  to.authority = kBourg;
+  to.data_dir = dir + "/target";
+  to.extra_args = {absl::StrCat("--peer_listen=127.0.0.1:", target_peer),
+                   absl::StrCat("--peers=", kLyon, "@127.0.0.1:", source_peer)};
+  interco::testing::NodeProcess source(so), target(to);
+  std::string error;
+  if (!source.Start(&error) || !target.Start(&error)) {
+    std::fprintf(stderr, "catch-up: %s\n", error.c_str());
+    return;
+  }
+  auto stub = interco::v1::RegistryService::NewStub(
+      interco::testing::MtlsChannel(target.api_port(), interco::testing::ClientTlsDir(kBourg, "admin")));
+  interco::v1::CreateRegistryRequest req;
+  req.set_registry_id("bench");
+  req.mutable_registry()->set_owner(kLyon);
+  for (const char* f : {"nom", "commune", "adresse", "telephone"}) {
+    auto* spec = req.mutable_registry()->mutable_schema()->add_fields();
+    spec->set_name(f);
+    spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  }
+  const uint64_t written_before = SentTo(target_peer);
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    grpc::ClientContext ctx;
+    interco::v1::Registry out;
+    if (!stub->CreateRegistry(&ctx, req, &out).ok()) return;
+  }
+  int64_t have = 0;
+  const auto deadline = t0 + std::chrono::minutes(10);
+  while (have < n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    grpc::ClientContext ctx;
+    interco::v1::GetRegistryRequest get;
+    get.set_name("registries/bench");
+    interco::v1::Registry r;
+    if (stub->GetRegistry(&ctx, get, &r).ok()) have = r.record_count();
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const uint64_t wire = SentTo(target_peer) - written_before;
+  std::printf("catch-up: %lld of %lld records in %.2f s: %.0f records/s, %.1f MB/s on the wire "
+              "(%.2f x the field payload of %.1f MB)\n",
+              static_cast<long long>(have), static_cast<long long>(n), secs,
+              static_cast<double>(have) / secs, static_cast<double>(wire) / 1e6 / secs,
+              static_cast<double>(wire) / static_cast<double>(payload),
+              static_cast<double>(payload) / 1e6);
+  std::printf("{\"bench\":\"replication\",\"phase\":\"catch_up\",\"records\":%lld,\"caught_up\":%lld,"
+              "\"seconds\":%.3f,\"records_per_s\":%.0f,\"wire_mb\":%.2f,\"mb_per_s\":%.2f,"
+              "\"payload_mb\":%.2f,\"wire_to_payload\":%.2f}\n",
+              static_cast<long long>(n), static_cast<long long>(have), secs,
+              static_cast<double>(have) / secs, static_cast<double>(wire) / 1e6,
+              static_cast<double>(wire) / 1e6 / secs, static_cast<double>(payload) / 1e6,
+              static_cast<double>(wire) / static_cast<double>(payload));
+  source.Terminate();
+  target.Terminate();
 }
 
 void SimBench() {
@@ -207,6 +366,7 @@ void SimBench() {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   ApplyBench();
+  CatchUpBench();
   if (!absl::GetFlag(FLAGS_skip_sim)) SimBench();
   return 0;
 }

@@ -79,6 +79,7 @@ class NodeProcess {
 
   int api_port() const { return api_port_; }
   int health_port() const { return health_port_; }
+  pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
 
  private:
