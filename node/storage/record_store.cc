@@ -160,6 +160,8 @@ struct RecordStore::GroupState {
   // Serialized changes per registry, for this group's change-log batches.
   std::map<std::string, std::vector<std::string>> changes;
   std::map<std::string, uint64_t> max_hlc;
+  // Registries this group really changes (a no-op write stages nothing).
+  std::set<std::string> dirty;
   size_t bytes = 0;
 };
 
@@ -380,6 +382,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
+    if (!g.dirty.contains(registry)) continue;
     RegistryMeta& m = rt.meta;
     if (m.feed_next_seq() - m.feed_first_seq() > feed_retention_ + kFeedTrimSlack) {
       const uint64_t new_first = m.feed_next_seq() - feed_retention_;
@@ -411,7 +414,9 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   }
   {
     absl::MutexLock l(&mu_);
-    for (auto& [registry, rt] : g.registries) registries_[registry] = std::move(rt);
+    for (const std::string& registry : touched) {
+      registries_[registry] = std::move(g.registries.at(registry));
+    }
   }
   Notify(touched);
   if (!g.changes.empty() && local_commit_listener_) local_commit_listener_();
@@ -458,6 +463,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
   op.registry_out = PublicRegistry(rt);
   g.bytes += rt.meta.ByteSizeLong();
+  g.dirty.insert(op.registry);
   g.registries.emplace(op.registry, std::move(rt));
   return absl::OkStatus();
 }
@@ -548,6 +554,7 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
 
   if (was_live != is_live) rt.meta.set_record_count(rt.meta.record_count() + (is_live ? 1 : -1));
   g.records[key] = std::move(after);
+  g.dirty.insert(registry);
 }
 
 absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
@@ -585,6 +592,7 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   pos.seq = h.first_seq() + h.count() - 1;
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
+  g.dirty.insert(op.registry);
   // Later local writes are stamped after everything received.
   hlc_.AdvanceTo(h.max_hlc());
   return absl::OkStatus();

@@ -179,6 +179,24 @@ TEST_F(RecordStoreTest, StaleEtagIsAbortedAndChangesNothing) {
   EXPECT_TRUE(store_->Write("communes", "01001", stale, caller_).ok());
 }
 
+TEST_F(RecordStoreTest, UpdateChangingNothingIsNotLoggedOrFed) {
+  CreateCommunes();
+  auto v1 = store_->Write("communes", "01053", Upsert({{"nom", Str("Bourg")}}), caller_);
+  ASSERT_TRUE(v1.ok());
+  auto cursor = store_->CurrentCursor("communes", false);
+  ASSERT_TRUE(cursor.ok());
+  const auto position = store_->Position("communes");
+  auto again = store_->Write("communes", "01053", Upsert({{"nom", Str("Bourg")}}), caller_);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->etag(), v1->etag());
+  EXPECT_EQ(again->fields().at("nom").string_value(), "Bourg");
+  EXPECT_TRUE(store_->ReadFeed("communes", *cursor, 10)->changes.empty());
+  const auto after = store_->Position("communes");
+  ASSERT_TRUE(position.ok() && after.ok());
+  EXPECT_EQ(after->begin()->second.seq, position->begin()->second.seq);
+  ExpectConsistent();
+}
+
 TEST_F(RecordStoreTest, PersistsAcrossReopenAndClockNeverGoesBack) {
   CreateCommunes();
   auto before = store_->Write("communes", "01001", Upsert({{"nom", Str("A")}}), caller_);
