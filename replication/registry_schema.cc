@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
 #include "replication/base/strings.h"
+#include "replication/base/utf8.h"
 #include "replication/ids.h"
 
 namespace interco::replication {
@@ -14,43 +15,6 @@ namespace {
 using interco::v1::FieldSpec;
 using interco::v1::FieldType;
 using interco::v1::Value;
-
-// Strict UTF-8 check (no overlongs, no surrogates, at most U+10FFFF).
-bool IsValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // truncated sequence
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += n + 1;
-  }
-  return true;
-}
 
 absl::Status CheckString(std::string_view s, uint32_t max, absl::string_view path,
                          interco::v1::StringFormat format = interco::v1::STRING_FORMAT_UNSPECIFIED) {

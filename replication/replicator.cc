@@ -43,6 +43,19 @@ void Replicator::SendHello(uint32_t peer, bool reply_requested) {
   transport_.Send(peer, m);
 }
 
+void Replicator::SendAck(uint32_t peer, const std::string& stream, OriginKey key, uint64_t seq,
+                         uint64_t max_hlc) {
+  PeerMessage m;
+  auto* sp = m.mutable_ack()->add_streams();
+  sp->set_stream(stream);
+  auto* o = sp->add_origins();
+  o->set_origin(key.origin);
+  o->set_epoch(key.epoch);
+  o->set_seq(seq);
+  o->set_max_hlc(max_hlc);
+  transport_.Send(peer, m);
+}
+
 void Replicator::OnConnected(uint32_t peer_id) {
   Peer& peer = peers_[peer_id];
   const PeerStats stats = peer.stats;
@@ -151,15 +164,7 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   const OriginPos held = (*vv)[key];
   if (last <= held.seq) {
     peer.stats.duplicates++;
-    PeerMessage m;
-    auto* sp = m.mutable_ack()->add_streams();
-    sp->set_stream(stream);
-    auto* o = sp->add_origins();
-    o->set_origin(key.origin);
-    o->set_epoch(key.epoch);
-    o->set_seq(held.seq);
-    o->set_max_hlc(held.max_hlc);
-    transport_.Send(peer_id, m);
+    SendAck(peer_id, stream, key, held.seq, held.max_hlc);
     return;
   }
   if (h.first_seq() != held.seq + 1) {
@@ -211,15 +216,7 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     peer.stats.batches_applied++;
     applied_any = true;
     const uint64_t last = h.first_seq() + h.count() - 1;
-    PeerMessage m;
-    auto* sp = m.mutable_ack()->add_streams();
-    sp->set_stream(stream);
-    auto* o = sp->add_origins();
-    o->set_origin(key.origin);
-    o->set_epoch(key.epoch);
-    o->set_seq(last);
-    o->set_max_hlc(std::max(held.max_hlc, h.max_hlc()));
-    transport_.Send(peer_id, m);
+    SendAck(peer_id, stream, key, last, std::max(held.max_hlc, h.max_hlc()));
     // A buffered batch that continues it?
     auto rit = reorder_.find({stream, key});
     if (rit == reorder_.end()) break;

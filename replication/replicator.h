@@ -106,6 +106,9 @@ class Replicator {
   };
 
   void SendHello(uint32_t peer, bool reply_requested);
+  // A cumulative ack of one origin epoch of a stream.
+  void SendAck(uint32_t peer, const std::string& stream, OriginKey key, uint64_t seq,
+               uint64_t max_hlc);
   void HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
   void HandleAck(Peer& peer, const interco::replication::v1::Ack& ack);
   void HandleBatch(uint32_t peer_id, Peer& peer,

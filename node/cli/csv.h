@@ -10,6 +10,8 @@
 #include <istream>
 #include <string>
 #include <string_view>
+
+#include "replication/base/utf8.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -42,8 +44,6 @@ class CsvReader {
   int64_t record_line_ = 0;
 };
 
-// Whether `text` is well-formed UTF-8.
-bool IsValidUtf8(std::string_view text);
 
 }  // namespace interco::cli
 
