@@ -34,6 +34,7 @@ void Replicator::SendHello(uint32_t peer, bool reply_requested) {
   Hello* hello = m.mutable_hello();
   hello->set_protocol_version(kProtocolVersion);
   hello->set_reply_requested(reply_requested);
+  FillSessions(*hello->mutable_sessions());
   hello->set_node(options_.self);
   for (const std::string& stream : store_.Streams()) {
     absl::StatusOr<VersionVector> vv = store_.Position(stream);
@@ -106,6 +107,8 @@ void Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.stats.hello_received = true;
   peer.streams.clear();
   peer.known.clear();
+  peer.sessions = std::set<uint32_t>(hello.sessions().nodes().begin(),
+                                     hello.sessions().nodes().end());
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
@@ -117,6 +120,9 @@ void Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
 }
 
 void Replicator::HandleAck(Peer& peer, const Ack& ack) {
+  if (ack.has_sessions()) {
+    peer.sessions = std::set<uint32_t>(ack.sessions().nodes().begin(), ack.sessions().nodes().end());
+  }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
     VersionVector& known = peer.known[sp.stream()];
@@ -216,6 +222,7 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     peer.stats.batches_applied++;
     applied_any = true;
     const uint64_t last = h.first_seq() + h.count() - 1;
+    applied_at_[{stream, key}].emplace_back(last, clock_.MonotonicMillis());
     SendAck(peer_id, stream, key, last, std::max(held.max_hlc, h.max_hlc()));
     // A buffered batch that continues it?
     auto rit = reorder_.find({stream, key});
@@ -271,7 +278,12 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
     for (const auto& [key, pos] : *vv) {
       uint64_t& sent = sent_by_key[key];
       sent = std::max(sent, known[key].seq);
+      // The origin itself pushes its batches to the peers it has a session with: relay
+      // them only once they are old enough for the peer's status to have said otherwise.
+      const bool defer = key.origin != options_.self && key.origin != peer_id &&
+                         peer.sessions.contains(key.origin);
       while (pos.seq > sent && in_flight < options_.in_flight_changes_max) {
+        if (defer && RecentlyApplied(stream, key, sent + 1)) break;
         absl::StatusOr<std::vector<interco::replication::v1::Batch>> batches =
             store_.ReadBatches(stream, key, sent, options_.read_batches_max);
         if (!batches.ok() || batches->empty()) break;  // the log cannot serve: repair
@@ -292,6 +304,31 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
         if (!progressed) break;
       }
     }
+  }
+}
+
+bool Replicator::RecentlyApplied(const std::string& stream, OriginKey key, uint64_t seq) {
+  auto it = applied_at_.find({stream, key});
+  if (it == applied_at_.end()) return false;
+  const int64_t now = clock_.MonotonicMillis();
+  auto& recent = it->second;
+  while (!recent.empty() && now - recent.front().second >= options_.relay_delay_ms) {
+    recent.pop_front();
+  }
+  if (recent.empty()) {
+    applied_at_.erase(it);
+    return false;
+  }
+  // The first batch ending at or after seq is the one holding it.
+  for (const auto& [last, when] : recent) {
+    if (last >= seq) return true;
+  }
+  return false;
+}
+
+void Replicator::FillSessions(interco::replication::v1::Sessions& out) {
+  for (const auto& [id, peer] : peers_) {
+    if (peer.connected && peer.hello_received) out.add_nodes(id);
   }
 }
 
@@ -333,6 +370,7 @@ void Replicator::Tick() {
         absl::StatusOr<VersionVector> vv = store_.Position(stream);
         if (vv.ok()) ToProto(stream, *vv, *m.mutable_ack()->add_streams());
       }
+      FillSessions(*m.mutable_ack()->mutable_sessions());
       transport_.Send(id, m);
     }
     if (InFlight(peer) > 0 && now - peer.last_progress_ms >= options_.ack_timeout_ms) {

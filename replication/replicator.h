@@ -17,6 +17,7 @@
 #define INTERCO_REPLICATION_REPLICATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -40,6 +41,10 @@ struct ReplicatorOptions {
   uint64_t in_flight_changes_max = 8192;
   // Batches read from the log per origin and per step. Default: 64.
   size_t read_batches_max = 64;
+  // A batch of another origin is relayed at once to a peer without a session with that
+  // origin, and after this delay to a peer that has one (if its status does not say it
+  // got the batch meanwhile). Default: 2000 ms.
+  int64_t relay_delay_ms = 2000;
   // Batches received ahead of a gap, kept until the gap fills. Default: 256.
   size_t reorder_buffer_batches_max = 256;
   // A batch whose greatest HLC is further ahead of the local wall clock than this is not
@@ -94,6 +99,8 @@ class Replicator {
     bool connected = false;
     bool hello_received = false;
     std::set<std::string> streams;
+    // The nodes the peer has a session with (from its Hello and status).
+    std::set<uint32_t> sessions;
     // What the peer holds, as far as we know.
     std::map<std::string, VersionVector> known;
     // Highest sequence number sent this session, per stream and origin epoch.
@@ -133,6 +140,12 @@ class Replicator {
   Hasher& hasher_;
   std::map<uint32_t, Peer> peers_;
   std::vector<std::string> announced_streams_;
+  // When recent batches of each (stream, origin epoch) were applied here: (last seq, time),
+  // oldest first, for relay deferral; entries older than relay_delay_ms are dropped.
+  std::map<std::pair<std::string, OriginKey>, std::deque<std::pair<uint64_t, int64_t>>> applied_at_;
+  // Whether a batch starting at `seq` is recent enough to defer its relay.
+  bool RecentlyApplied(const std::string& stream, OriginKey key, uint64_t seq);
+  void FillSessions(interco::replication::v1::Sessions& out);
   // Out-of-order batches per (stream, origin epoch), by first sequence number.
   std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
   size_t reorder_size_ = 0;
