@@ -70,6 +70,7 @@ TlsFiles TlsFilesOf(const NodeConfig& c) {
   if (!c.tls().key_file().empty()) f.key_file = c.tls().key_file();
   if (!c.tls().ca_file().empty()) f.ca_file = c.tls().ca_file();
   f.refresh_seconds = c.tls().refresh_interval_seconds();
+  f.crl_dir = c.tls().crl_dir();
   return f;
 }
 

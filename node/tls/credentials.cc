@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "node/log.h"
+#include "node/tls/revocation.h"
 #include "replication/ids.h"
 
 namespace interco::node {
@@ -52,10 +53,22 @@ absl::StatusOr<std::unique_ptr<X509, X509Deleter>> ParseCert(const std::string& 
 // Accepts a peer whose certificate names a principal of the federation.
 class SpiffeVerifier final : public grpc::experimental::ExternalCertificateVerifier {
  public:
-  explicit SpiffeVerifier(std::string federation) : federation_(std::move(federation)) {}
+  SpiffeVerifier(std::string federation, std::shared_ptr<RevocationList> revocation)
+      : federation_(std::move(federation)), revocation_(std::move(revocation)) {}
 
   bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)> /*callback*/, grpc::Status* sync_status) override {
+    if (revocation_ != nullptr &&
+        revocation_->IsRevoked(std::string_view(request->peer_cert().data(),
+                                                request->peer_cert().size()))) {
+      const std::string uri = request->uri_names().empty()
+                                  ? std::string("?")
+                                  : std::string(request->uri_names()[0].data(),
+                                                request->uri_names()[0].size());
+      log::Warning(absl::StrCat("refused TLS peer ", uri, ": certificate revoked"));
+      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "certificate revoked");
+      return true;
+    }
     std::string reason = "certificate has no SPIFFE ID";
     for (const grpc::string_ref& uri : request->uri_names()) {
       absl::StatusOr<replication::Principal> p =
@@ -81,6 +94,7 @@ class SpiffeVerifier final : public grpc::experimental::ExternalCertificateVerif
 
  private:
   const std::string federation_;
+  const std::shared_ptr<RevocationList> revocation_;  // null: no revocation check
 };
 
 }  // namespace
@@ -149,7 +163,11 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& f
   options.watch_identity_key_cert_pairs();
   options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.set_certificate_verifier(
-      grpc::experimental::ExternalCertificateVerifier::Create<SpiffeVerifier>(federation));
+      grpc::experimental::ExternalCertificateVerifier::Create<SpiffeVerifier>(
+          federation, files.crl_dir.empty()
+                          ? nullptr
+                          : std::make_shared<RevocationList>(files.crl_dir, files.ca_file)));
+
   return grpc::experimental::TlsServerCredentials(options);
 }
 

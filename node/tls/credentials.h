@@ -27,6 +27,8 @@ struct TlsFiles {
   std::string ca_file;
   // Seconds between checks of the files for rotation. Default: 10.
   unsigned refresh_seconds = 10;
+  // CRL directory (OpenSSL hashed form); empty: no revocation check.
+  std::string crl_dir;
 
   // The cert-manager layout of `dir`: dir/tls.crt, dir/tls.key, dir/ca.crt.
   static TlsFiles InDirectory(const std::string& dir);

@@ -1,6 +1,8 @@
 // The two binaries as an operator uses them: interco-node's configuration errors, its
 // durability modes, and the interco CLI against a real node.
 #include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -85,6 +87,53 @@ TEST(ProcessTest, AsyncDurabilityIsReportedAndStillPersistsAcrossRestart) {
   out.clear();
   ASSERT_EQ(RunCommand(absl::StrCat(cli, node.api_port(), " get rec a"), &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("x"));
+}
+
+// A certificate revoked while the node runs is refused from the next handshake, without a
+// restart; other clients are unaffected. Uses a private PKI, not the shared test one.
+TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
+  const std::string dir = testing::MakeTempDir("crl");
+  const std::string pki = absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/pki.sh --dir ",
+                                       dir, "/pki");
+  std::string out;
+  ASSERT_EQ(RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/dev-certs.sh ", dir,
+                                    "/pki ", testing::kFederation, " ", kLyon),
+                       &out),
+            0)
+      << out;
+  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
+                                    " --name victim --role reader"),
+                       &out),
+            0)
+      << out;
+  NodeProcess::Options o;
+  o.data_dir = dir + "/store";
+  o.tls_dir = absl::StrCat(dir, "/pki/nodes/", kLyon);
+  o.extra_args = {absl::StrCat("--crl_dir=", dir, "/pki/crl")};
+  NodeProcess node(o);
+  std::string error;
+  ASSERT_TRUE(node.Start(&error)) << error;
+  auto cli = [&](const std::string& client) {
+    std::string ignored;
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir, "/pki/clients/", kLyon, "/", client,
+                                   " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
+                                   node.api_port(), " info"),
+                      &ignored);
+  };
+  ASSERT_EQ(cli("victim"), 0);
+  ASSERT_EQ(RunCommand(absl::StrCat(pki, " revoke clients/", kLyon, "/victim"), &out), 0) << out;
+  // The node rereads the CRL directory at most once a second.
+  int rc = 0;
+  for (int i = 0; i < 50 && rc == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rc = cli("victim");
+  }
+  EXPECT_EQ(rc, 1) << "the revoked client still got in";
+  EXPECT_EQ(cli("admin"), 0) << "another client was refused";
+  std::ifstream log(node.log_path());
+  std::stringstream ss;
+  ss << log.rdbuf();
+  EXPECT_THAT(ss.str(), HasSubstr("certificate revoked"));
 }
 
 class CliTest : public ::testing::Test {

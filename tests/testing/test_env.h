@@ -62,6 +62,8 @@ class NodeProcess {
     std::string authority = kLyon;
     std::string data_dir;
     std::string durability = "sync";
+    // Default: NodeTlsDir(authority).
+    std::string tls_dir;
     std::vector<std::string> extra_args;
   };
   explicit NodeProcess(Options options);

@@ -1,0 +1,129 @@
+#include "node/tls/revocation.h"
+
+#include <openssl/bn.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "node/log.h"
+
+namespace interco::node {
+namespace {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+struct CrlFree {
+  void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+struct BnFree {
+  void operator()(BIGNUM* b) const { BN_free(b); }
+};
+
+std::string NameDer(const X509_NAME* name) {
+  unsigned char* der = nullptr;
+  const int n = i2d_X509_NAME(name, &der);
+  if (n <= 0) return "";
+  std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(n));
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string SerialHex(const ASN1_INTEGER* serial) {
+  std::unique_ptr<BIGNUM, BnFree> bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  if (bn == nullptr) return "";
+  char* hex = BN_bn2hex(bn.get());
+  std::string out(hex == nullptr ? "" : hex);
+  OPENSSL_free(hex);
+  return out;
+}
+
+std::string ReadAll(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+RevocationList::RevocationList(std::string crl_dir, std::string ca_file)
+    : crl_dir_(std::move(crl_dir)), ca_file_(std::move(ca_file)) {}
+
+void RevocationList::MaybeReload() {
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  if (last_check_ms_ >= 0 && now - last_check_ms_ < 1000) return;
+  last_check_ms_ = now;
+  // The directory's state: names, sizes and modification times of its files.
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  std::string fingerprint;
+  for (const auto& e : std::filesystem::directory_iterator(crl_dir_, ec)) {
+    if (!e.is_regular_file(ec)) continue;
+    files.push_back(e.path());
+    absl::StrAppend(&fingerprint, e.path().filename().string(), ":", e.file_size(ec), ":",
+                    e.last_write_time(ec).time_since_epoch().count(), ";");
+  }
+  if (ec || fingerprint == fingerprint_) return;
+  fingerprint_ = fingerprint;
+
+  // The CAs that may sign CRLs.
+  std::vector<std::unique_ptr<X509, X509Free>> cas;
+  const std::string ca_pem = ReadAll(ca_file_);
+  std::unique_ptr<BIO, BioFree> ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
+  while (X509* ca = PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr)) cas.emplace_back(ca);
+
+  std::set<std::pair<std::string, std::string>> revoked;
+  for (const auto& path : files) {
+    const std::string pem = ReadAll(path);
+    std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    std::unique_ptr<X509_CRL, CrlFree> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+    if (crl == nullptr) continue;  // not a CRL (another kind of file)
+    const X509_NAME* issuer = X509_CRL_get_issuer(crl.get());
+    bool verified = false;
+    for (const auto& ca : cas) {
+      if (X509_NAME_cmp(issuer, X509_get_subject_name(ca.get())) != 0) continue;
+      EVP_PKEY* key = X509_get0_pubkey(ca.get());
+      verified = key != nullptr && X509_CRL_verify(crl.get(), key) == 1;
+      if (verified) break;
+    }
+    if (!verified) {
+      log::Warning(absl::StrCat("ignoring CRL ", path.string(),
+                                ": not signed by a CA of the federation bundle"));
+      continue;
+    }
+    const std::string issuer_der = NameDer(issuer);
+    STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl.get());
+    for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
+      const X509_REVOKED* r = sk_X509_REVOKED_value(entries, i);
+      revoked.emplace(issuer_der, SerialHex(X509_REVOKED_get0_serialNumber(r)));
+    }
+  }
+  log::Info(absl::StrCat("revocation list loaded from ", crl_dir_, ": ", revoked.size(),
+                         " revoked certificates"));
+  revoked_ = std::move(revoked);
+}
+
+bool RevocationList::IsRevoked(std::string_view cert_pem) {
+  std::unique_ptr<BIO, BioFree> bio(
+      BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (cert == nullptr) return true;
+  const std::pair<std::string, std::string> key(NameDer(X509_get_issuer_name(cert.get())),
+                                                SerialHex(X509_get0_serialNumber(cert.get())));
+  absl::MutexLock l(&mu_);
+  MaybeReload();
+  return revoked_.contains(key);
+}
+
+}  // namespace interco::node
