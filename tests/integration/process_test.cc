@@ -136,6 +136,48 @@ TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
   EXPECT_THAT(ss.str(), HasSubstr("certificate revoked"));
 }
 
+// Certificates outside their validity are refused at the handshake; a valid one of the
+// same authority is not. Uses a private PKI.
+TEST(ProcessTest, ExpiredAndNotYetValidClientsAreRefused) {
+  const std::string dir = testing::MakeTempDir("validity");
+  const std::string pki = absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/pki.sh --dir ",
+                                       dir, "/pki");
+  std::string out;
+  ASSERT_EQ(RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/dev-certs.sh ", dir,
+                                    "/pki ", testing::kFederation, " ", kLyon),
+                       &out),
+            0)
+      << out;
+  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
+                                    " --name expired --role reader --not-before 20200101000000Z"
+                                    " --not-after 20210101000000Z"),
+                       &out),
+            0)
+      << out;
+  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
+                                    " --name early --role reader --not-before 20300101000000Z"
+                                    " --not-after 20310101000000Z"),
+                       &out),
+            0)
+      << out;
+  NodeProcess::Options o;
+  o.data_dir = dir + "/store";
+  o.tls_dir = absl::StrCat(dir, "/pki/nodes/", kLyon);
+  NodeProcess node(o);
+  std::string error;
+  ASSERT_TRUE(node.Start(&error)) << error;
+  auto cli = [&](const std::string& client) {
+    std::string ignored;
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir, "/pki/clients/", kLyon, "/", client,
+                                   " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
+                                   node.api_port(), " info"),
+                      &ignored);
+  };
+  EXPECT_EQ(cli("expired"), 1);
+  EXPECT_EQ(cli("early"), 1);
+  EXPECT_EQ(cli("admin"), 0);
+}
+
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
