@@ -341,6 +341,28 @@ absl::StatusOr<RecordStore::RegistryRuntime> RecordStore::Runtime(std::string_vi
   return it->second;
 }
 
+absl::Status RecordStore::CheckRegistry(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  if (!registries_.contains(ToAbsl(registry))) return RegistryNotFound(registry);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> RecordStore::SchemaOf(
+    std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  if (it == registries_.end()) return RegistryNotFound(registry);
+  return it->second.schema;
+}
+
+absl::StatusOr<RecordStore::FeedBounds> RecordStore::FeedOf(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  if (it == registries_.end()) return RegistryNotFound(registry);
+  const RegistryMeta& m = it->second.meta;
+  return FeedBounds{m.feed_id(), m.feed_first_seq(), m.feed_next_seq()};
+}
+
 void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   GroupState g;
   for (const auto& op : group) {
@@ -442,7 +464,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (!schema.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
   }
-  if (g.registries.contains(op.registry) || Runtime(op.registry).ok()) {
+  if (g.registries.contains(op.registry) || CheckRegistry(op.registry).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("registry \"", op.registry, "\" already exists"));
   }
   RegistryRuntime rt;
@@ -695,7 +717,7 @@ absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
 }
 
 absl::StatusOr<Record> RecordStore::GetRecord(std::string_view registry, std::string_view id) {
-  INTERCO_RETURN_IF_ERROR(Runtime(registry).status());
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
   INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
   RecordState state;
   if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, state, "record"));
@@ -714,7 +736,7 @@ absl::StatusOr<std::vector<Record>> RecordStore::BatchGetRecords(
     return absl::InvalidArgumentError(
         absl::StrCat("names: at most ", limits::kBatchGetMax, " records per call"));
   }
-  INTERCO_RETURN_IF_ERROR(Runtime(registry).status());
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
   // One snapshot, so that the batch is a consistent view.
   const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
   std::vector<Record> out;
@@ -753,7 +775,8 @@ absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
     return absl::InvalidArgumentError(
         absl::StrCat("filters: at most ", limits::kFiltersMax, " filters"));
   }
-  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(q.registry));
+  INTERCO_ASSIGN_OR_RETURN(std::shared_ptr<const replication::RegistrySchema> schema,
+                           SchemaOf(q.registry));
   // Validate the filters against the schema; pick an indexed one to drive the scan.
   const FieldFilter* driver = nullptr;
   std::string driver_value;
@@ -761,7 +784,7 @@ absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
   for (size_t i = 0; i < q.filters.size(); ++i) {
     const FieldFilter& f = q.filters[i];
     const std::string path = absl::StrCat("filters[", i, "]");
-    const interco::v1::FieldSpec* spec = rt.schema->Find(f.field());
+    const interco::v1::FieldSpec* spec = schema->Find(f.field());
     if (spec == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ".field: no such field \"", f.field(), "\" in the schema"));
@@ -771,7 +794,7 @@ absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
       element_spec.set_type(interco::v1::FIELD_TYPE_STRING);
     }
     element_spec.set_required(true);
-    INTERCO_RETURN_IF_ERROR(rt.schema->ValidateValue(element_spec, f.value(), path + ".value"));
+    INTERCO_RETURN_IF_ERROR(schema->ValidateValue(element_spec, f.value(), path + ".value"));
     if (spec->indexed() && driver == nullptr) {
       driver = &f;
       driver_value = f.value().has_string_value() ? keys::EncodeIndexString(f.value().string_value())
@@ -893,32 +916,32 @@ absl::StatusOr<Record> RecordStore::Write(std::string_view registry, std::string
 // Change feed.
 
 absl::StatusOr<std::string> RecordStore::CurrentCursor(std::string_view registry, bool oldest) {
-  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+  INTERCO_ASSIGN_OR_RETURN(FeedBounds feed, FeedOf(registry));
   WatchCursor c;
-  c.set_feed_id(rt.meta.feed_id());
-  c.set_seq(oldest ? rt.meta.feed_first_seq() - 1 : rt.meta.feed_next_seq() - 1);
+  c.set_feed_id(feed.feed_id);
+  c.set_seq(oldest ? feed.first_seq - 1 : feed.next_seq - 1);
   return EncodeToken(c);
 }
 
 absl::StatusOr<FeedPage> RecordStore::ReadFeed(std::string_view registry, std::string_view cursor,
                                                size_t max_changes) {
-  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+  INTERCO_ASSIGN_OR_RETURN(FeedBounds feed, FeedOf(registry));
   WatchCursor c;
   INTERCO_RETURN_IF_ERROR(DecodeToken(cursor, "cursor", c));
-  if (c.feed_id() != rt.meta.feed_id()) {
+  if (c.feed_id() != feed.feed_id) {
     return absl::InvalidArgumentError(
         "cursor: belongs to another registry, node or life of this registry");
   }
-  if (c.seq() >= rt.meta.feed_next_seq()) {
+  if (c.seq() >= feed.next_seq) {
     return absl::InvalidArgumentError("cursor: is ahead of this node's change feed");
   }
-  if (c.seq() + 1 < rt.meta.feed_first_seq()) {
+  if (c.seq() + 1 < feed.first_seq) {
     return absl::OutOfRangeError(absl::StrCat(
         "cursor: the change feed no longer holds the changes after it (", c.seq(),
-        " < ", rt.meta.feed_first_seq() - 1, "); list the registry again and watch from now"));
+        " < ", feed.first_seq - 1, "); list the registry again and watch from now"));
   }
   FeedPage page;
-  const uint64_t end = rt.meta.feed_next_seq();  // committed end as of this read
+  const uint64_t end = feed.next_seq;  // committed end as of this read
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kFeed);
   uint64_t last = c.seq();
   for (it->Seek(ToSlice(keys::Feed(registry, c.seq() + 1)));

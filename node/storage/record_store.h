@@ -203,7 +203,18 @@ class RecordStore {
   void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                    const std::string& id, const replication::RecordState& before,
                    replication::RecordState after, interco::v1::Record* public_record);
+  // A copy of a registry's committed state (for the committer, which stages changes).
   absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
+  // Cheap lookups for the read paths (no copy of the metadata or version vector).
+  absl::Status CheckRegistry(std::string_view registry);
+  absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> SchemaOf(
+      std::string_view registry);
+  struct FeedBounds {
+    uint64_t feed_id = 0;
+    uint64_t first_seq = 1;  // oldest retained entry
+    uint64_t next_seq = 1;   // next entry to be written
+  };
+  absl::StatusOr<FeedBounds> FeedOf(std::string_view registry);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
   void Notify(const std::vector<std::string>& registries);
 
