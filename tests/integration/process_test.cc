@@ -89,39 +89,66 @@ TEST(ProcessTest, AsyncDurabilityIsReportedAndStillPersistsAcrossRestart) {
   EXPECT_THAT(out, HasSubstr("x"));
 }
 
-// A certificate revoked while the node runs is refused from the next handshake, without a
-// restart; other clients are unaffected. Uses a private PKI, not the shared test one.
-TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
-  const std::string dir = testing::MakeTempDir("crl");
-  const std::string pki = absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/pki.sh --dir ",
-                                       dir, "/pki");
-  std::string out;
-  ASSERT_EQ(RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/dev-certs.sh ", dir,
-                                    "/pki ", testing::kFederation, " ", kLyon),
-                       &out),
-            0)
-      << out;
-  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
-                                    " --name victim --role reader"),
-                       &out),
-            0)
-      << out;
-  NodeProcess::Options o;
-  o.data_dir = dir + "/store";
-  o.tls_dir = absl::StrCat(dir, "/pki/nodes/", kLyon);
-  o.extra_args = {absl::StrCat("--crl_dir=", dir, "/pki/crl")};
-  NodeProcess node(o);
-  std::string error;
-  ASSERT_TRUE(node.Start(&error)) << error;
-  auto cli = [&](const std::string& client) {
+// A private PKI of the test federation (so that tests may revoke or add certificates
+// without touching the shared one), with a node for Lyon and `clients` made by `pki.sh
+// client` arguments (e.g. "--name victim --role reader"); and a node using it.
+class PrivatePki {
+ public:
+  PrivatePki(const std::string& tag, const std::vector<std::string>& clients)
+      : dir_(testing::MakeTempDir(tag)) {
+    std::string out;
+    EXPECT_EQ(RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/dev-certs.sh ",
+                                      dir_, "/pki ", testing::kFederation, " ", kLyon),
+                         &out),
+              0)
+        << out;
+    for (const std::string& c : clients) EXPECT_EQ(Pki(absl::StrCat("client --siren ", kLyon, " ", c)), 0);
+  }
+
+  // Runs certs/pki.sh on this PKI; returns its exit code.
+  int Pki(const std::string& args) {
+    std::string out;
+    const int rc = RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/pki.sh --dir ",
+                                           dir_, "/pki ", args),
+                              &out);
+    EXPECT_EQ(rc, 0) << out;
+    return rc;
+  }
+
+  NodeProcess::Options NodeOptions() const {
+    NodeProcess::Options o;
+    o.data_dir = dir_ + "/store";
+    o.tls_dir = absl::StrCat(dir_, "/pki/nodes/", kLyon);
+    return o;
+  }
+
+  // `interco info` as one of Lyon's clients; returns the CLI's exit code.
+  int Info(const NodeProcess& node, const std::string& client) const {
     std::string ignored;
-    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir, "/pki/clients/", kLyon, "/", client,
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir_, "/pki/clients/", kLyon, "/", client,
                                    " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
                                    node.api_port(), " info"),
                       &ignored);
-  };
+  }
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  const std::string dir_;
+};
+
+// A certificate revoked while the node runs is refused from the next handshake, without a
+// restart; other clients are unaffected. Uses a private PKI, not the shared test one.
+TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
+  PrivatePki pki("crl", {"--name victim --role reader"});
+  NodeProcess::Options o = pki.NodeOptions();
+  o.extra_args = {absl::StrCat("--crl_dir=", pki.dir(), "/pki/crl")};
+  NodeProcess node(o);
+  std::string error;
+  ASSERT_TRUE(node.Start(&error)) << error;
+  auto cli = [&](const std::string& client) { return pki.Info(node, client); };
   ASSERT_EQ(cli("victim"), 0);
-  ASSERT_EQ(RunCommand(absl::StrCat(pki, " revoke clients/", kLyon, "/victim"), &out), 0) << out;
+  ASSERT_EQ(pki.Pki(absl::StrCat("revoke clients/", kLyon, "/victim")), 0);
   // The node rereads the CRL directory at most once a second.
   int rc = 0;
   for (int i = 0; i < 50 && rc == 0; ++i) {
@@ -139,40 +166,15 @@ TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
 // Certificates outside their validity are refused at the handshake; a valid one of the
 // same authority is not. Uses a private PKI.
 TEST(ProcessTest, ExpiredAndNotYetValidClientsAreRefused) {
-  const std::string dir = testing::MakeTempDir("validity");
-  const std::string pki = absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/pki.sh --dir ",
-                                       dir, "/pki");
-  std::string out;
-  ASSERT_EQ(RunCommand(absl::StrCat("bash ", INTERCO_TEST_SOURCE_DIR, "/certs/dev-certs.sh ", dir,
-                                    "/pki ", testing::kFederation, " ", kLyon),
-                       &out),
-            0)
-      << out;
-  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
-                                    " --name expired --role reader --not-before 20200101000000Z"
-                                    " --not-after 20210101000000Z"),
-                       &out),
-            0)
-      << out;
-  ASSERT_EQ(RunCommand(absl::StrCat(pki, " client --siren ", kLyon,
-                                    " --name early --role reader --not-before 20300101000000Z"
-                                    " --not-after 20310101000000Z"),
-                       &out),
-            0)
-      << out;
-  NodeProcess::Options o;
-  o.data_dir = dir + "/store";
-  o.tls_dir = absl::StrCat(dir, "/pki/nodes/", kLyon);
-  NodeProcess node(o);
+  PrivatePki pki("validity",
+                 {"--name expired --role reader --not-before 20200101000000Z "
+                  "--not-after 20210101000000Z",
+                  "--name early --role reader --not-before 20300101000000Z "
+                  "--not-after 20310101000000Z"});
+  NodeProcess node(pki.NodeOptions());
   std::string error;
   ASSERT_TRUE(node.Start(&error)) << error;
-  auto cli = [&](const std::string& client) {
-    std::string ignored;
-    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir, "/pki/clients/", kLyon, "/", client,
-                                   " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
-                                   node.api_port(), " info"),
-                      &ignored);
-  };
+  auto cli = [&](const std::string& client) { return pki.Info(node, client); };
   EXPECT_EQ(cli("expired"), 1);
   EXPECT_EQ(cli("early"), 1);
   EXPECT_EQ(cli("admin"), 0);
