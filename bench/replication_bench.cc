@@ -140,7 +140,8 @@ void ApplyBench() {
     p.prev_hash = prev;
     p.max_hlc = hlc;
     seq += changes.size();
-    batches.push_back(interco::replication::BuildBatch(p, std::move(changes), hasher, &prev));
+    batches.push_back(
+        *interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev));
   }
 
   // A local writer meanwhile: its latency shows whether applies block local writes.

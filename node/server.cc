@@ -10,6 +10,8 @@
 #include "absl/time/clock.h"
 #include "node/log.h"
 #include "node/system_clock.h"
+#include "node/trust/batch_signer.h"
+#include "node/trust/certificate_store.h"
 #include "replication/base/limits.h"
 
 namespace interco::node {
@@ -48,6 +50,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
 
+  // Signed provenance: the node signs its batches with its certificate's key and checks
+  // every origin's signature against certificates of the federation CA.
+  const TlsFiles tls = TlsFilesOf(config);
+  CertificateStoreOptions co;
+  co.federation = config.federation();
+  co.ca_file = tls.ca_file;
+  if (!tls.crl_dir.empty()) co.revocation = std::make_shared<RevocationList>(tls.crl_dir, tls.ca_file);
+  co.store = server->store_.get();
+  absl::StatusOr<std::unique_ptr<CertificateStore>> certificates = CertificateStore::Open(co);
+  if (!certificates.ok()) return certificates.status();
+  server->certificates_ = *std::move(certificates);
+  absl::StatusOr<std::unique_ptr<BatchSigner>> signer =
+      BatchSigner::Open(tls, *server->certificates_);
+  if (!signer.ok()) return signer.status();
+  server->signer_ = *std::move(signer);
+  server->store_->SetSigner(server->signer_.get());
+
   if (!config.peer_listen_address().empty()) {
     PeerManagerOptions po;
     po.federation = config.federation();
@@ -57,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
     po.tls = TlsFilesOf(config);
     po.clock_offset_max_ms = config.clock_offset_max_ms();
     absl::StatusOr<std::unique_ptr<PeerManager>> peers =
-        PeerManager::Start(po, *server->store_, *server->clock_);
+        PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_);
     if (!peers.ok()) return peers.status();
     server->peers_ = *std::move(peers);
   }

@@ -17,6 +17,8 @@
 #include "node/rpc/node_service.h"
 #include "node/rpc/registry_service.h"
 #include "node/storage/record_store.h"
+#include "node/trust/batch_signer.h"
+#include "node/trust/certificate_store.h"
 #include "replication/env.h"
 
 namespace interco::node {
@@ -49,6 +51,9 @@ class Server {
 
   NodeConfig config_;
   std::unique_ptr<replication::Clock> clock_;
+  // Declared before the store, whose committer signs with them: destroyed after it.
+  std::unique_ptr<CertificateStore> certificates_;
+  std::unique_ptr<BatchSigner> signer_;
   std::unique_ptr<RecordStore> store_;
   std::unique_ptr<PeerManager> peers_;
   std::unique_ptr<RegistryService> registry_service_;

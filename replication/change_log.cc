@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/check.h"
+#include "replication/hlc.h"
 #include "replication/ids.h"
 
 namespace interco::replication {
@@ -20,8 +21,8 @@ std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& chan
 
 }  // namespace
 
-Batch BuildBatch(const BatchParams& params, std::vector<std::string> changes, Hasher& hasher,
-                 std::string* header_hash) {
+absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::string> changes,
+                                 Hasher& hasher, Signer* signer, std::string* header_hash) {
   INTERCO_CHECK(!changes.empty());
   Batch batch;
   for (std::string& c : changes) batch.add_changes(std::move(c));
@@ -34,9 +35,33 @@ Batch BuildBatch(const BatchParams& params, std::vector<std::string> changes, Ha
   header.set_max_hlc(params.max_hlc);
   header.set_prev_hash(params.prev_hash);
   header.set_body_hash(BodyHash(batch.changes(), hasher));
+  if (signer != nullptr) header.set_signer(signer->KeyId());
   batch.set_header(header.SerializeAsString());
+  if (signer != nullptr) {
+    absl::StatusOr<std::string> signature = signer->Sign(SignedMessage(batch.header()));
+    if (!signature.ok()) return signature.status();
+    batch.set_signature(*std::move(signature));
+  }
   if (header_hash != nullptr) *header_hash = hasher.Sha256(batch.header());
   return batch;
+}
+
+std::string SignedMessage(std::string_view header) {
+  static constexpr std::string_view kLabel("interco.replication.v1.Batch\0", 29);
+  std::string message;
+  message.reserve(kLabel.size() + header.size());
+  message.append(kLabel);
+  message.append(header);
+  return message;
+}
+
+absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier) {
+  if (batch.raw.signature().empty() || batch.header.signer().empty()) {
+    return absl::UnauthenticatedError("batch is not signed");
+  }
+  const int64_t at = static_cast<int64_t>(HybridLogicalClock::Millis(batch.header.max_hlc()));
+  return verifier.Verify(batch.header.origin(), batch.header.signer(), at,
+                         SignedMessage(batch.raw.header()), batch.raw.signature());
 }
 
 absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
@@ -58,6 +83,9 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   }
   if (h.prev_hash().size() != 0 && h.prev_hash().size() != 32) {
     return absl::DataLossError("batch prev_hash is not a SHA-256 digest");
+  }
+  if (h.signer().size() != 0 && h.signer().size() != 32) {
+    return absl::DataLossError("batch signer is not a certificate digest");
   }
   if (BodyHash(batch.changes(), hasher) != h.body_hash()) {
     return absl::DataLossError("batch body does not match its header's body hash");

@@ -27,11 +27,21 @@ struct BatchParams {
   uint64_t max_hlc = 0;
 };
 
-// Builds a batch of serialized Change messages (at least one). Also returns the hash of
-// its header, which the next batch chains to.
-interco::replication::v1::Batch BuildBatch(const BatchParams& params,
-                                           std::vector<std::string> changes, Hasher& hasher,
-                                           std::string* header_hash);
+// Builds a batch of serialized Change messages (at least one), signed by `signer`
+// (nullptr: unsigned, which every verifying peer refuses; for benchmarks that measure
+// what signing costs). Also returns the hash of its header, which the next batch chains
+// to. The signer's error if it cannot sign.
+absl::StatusOr<interco::replication::v1::Batch> BuildBatch(const BatchParams& params,
+                                                           std::vector<std::string> changes,
+                                                           Hasher& hasher, Signer* signer,
+                                                           std::string* header_hash);
+
+// The bytes an origin signs for a batch header: a domain label, a zero byte, the header.
+std::string SignedMessage(std::string_view header);
+
+// Checks a decoded batch's signature (see Verifier::Verify), at the batch's signing time
+// (the wall-clock part of its greatest HLC). UNAUTHENTICATED for an unsigned batch.
+absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
 
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
 // count matching the changes, every change parses, and the body hash matches.

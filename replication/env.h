@@ -8,6 +8,7 @@
 #define INTERCO_REPLICATION_ENV_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,37 @@ class Hasher {
   virtual ~Hasher() = default;
   // The 32-byte digest of `data`.
   virtual std::string Sha256(std::string_view data) = 0;
+};
+
+// Signs this node's change-log batches. node/ uses the Ed25519 key of the node's
+// certificate; the signature and the key ID go into every batch it originates.
+class Signer {
+ public:
+  virtual ~Signer() = default;
+  // SHA-256 of the DER certificate whose key signs (BatchHeader.signer).
+  virtual std::string KeyId() = 0;
+  // The signature of `message`.
+  virtual absl::StatusOr<std::string> Sign(std::string_view message) = 0;
+};
+
+// Checks origins' signatures against certificates that the federation CA bound to their
+// SIRENs. Certificates travel with the batches (PeerMessage.certificates) and are kept
+// once their chain is checked.
+class Verifier {
+ public:
+  virtual ~Verifier() = default;
+  // OK if `signature` over `message` verifies with the certificate `key_id`, that
+  // certificate names `origin`, and it was valid (and not yet revoked) at `at_millis`,
+  // the batch's signing time. NOT_FOUND for an unknown certificate; PERMISSION_DENIED
+  // for a certificate of another authority, outside its validity or revoked;
+  // UNAUTHENTICATED for a signature that does not verify.
+  virtual absl::Status Verify(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                              std::string_view message, std::string_view signature) = 0;
+  // Keeps a DER certificate after checking that it chains to the federation CA and names
+  // an authority of the federation. Returns its key ID.
+  virtual absl::StatusOr<std::string> AddCertificate(std::string_view der) = 0;
+  // The DER certificate of `key_id`, if known.
+  virtual std::optional<std::string> Certificate(std::string_view key_id) = 0;
 };
 
 // Sends messages to peers over ordered, reliable-while-connected sessions.
@@ -73,6 +105,11 @@ class ReplicaStore {
   // hash, both checked by the caller): merges every change into the records, appends the
   // batch to the log, advances the position. All or nothing; durable when OK.
   virtual absl::Status ApplyBatch(const std::string& stream, const DecodedBatch& batch) = 0;
+  // Durably records proof that an origin forked its chain. From then on the origin is
+  // frozen: FrozenOrigins() names it, across restarts, until an administrator clears it.
+  virtual absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) = 0;
+  // Origins frozen by a recorded fork, sorted.
+  virtual std::vector<uint32_t> FrozenOrigins() = 0;
 };
 
 }  // namespace interco::replication

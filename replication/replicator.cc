@@ -19,8 +19,15 @@ constexpr uint32_t kProtocolVersion = 1;
 }  // namespace
 
 Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
-                       ReplicaStore& store, Hasher& hasher)
-    : options_(options), clock_(clock), transport_(transport), store_(store), hasher_(hasher) {}
+                       ReplicaStore& store, Hasher& hasher, Verifier& verifier)
+    : options_(options),
+      clock_(clock),
+      transport_(transport),
+      store_(store),
+      hasher_(hasher),
+      verifier_(verifier) {
+  for (uint32_t origin : store_.FrozenOrigins()) frozen_.insert(origin);
+}
 
 bool Replicator::Replicates(const std::string& stream) {
   const std::vector<std::string> streams = store_.Streams();
@@ -92,6 +99,9 @@ void Replicator::OnMessage(uint32_t peer_id, const PeerMessage& message) {
     case PeerMessage::kBatch:
       HandleBatch(peer_id, peer, message.batch());
       break;
+    case PeerMessage::kCertificates:
+      HandleCertificates(peer, message.certificates());
+      break;
     default:
       peer.stats.rejected++;
       break;
@@ -138,6 +148,12 @@ void Replicator::HandleAck(Peer& peer, const Ack& ack) {
   if (progress) peer.last_progress_ms = clock_.MonotonicMillis();
 }
 
+void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs) {
+  for (const std::string& der : certs.der()) {
+    if (!verifier_.AddCertificate(der).ok()) peer.stats.rejected++;
+  }
+}
+
 void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
   peer.stats.batches_received++;
   const std::string& stream = frame.stream();
@@ -153,6 +169,34 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   const BatchHeader& h = decoded->header;
   const OriginKey key{h.origin(), h.epoch()};
   const uint64_t last = h.first_seq() + h.count() - 1;
+  if (frozen_.contains(h.origin())) {
+    peer.stats.frozen++;
+    return;
+  }
+  absl::StatusOr<VersionVector> vv = store_.Position(stream);
+  if (!vv.ok()) {
+    peer.stats.rejected++;
+    return;
+  }
+  const OriginPos held = (*vv)[key];
+  if (h.first_seq() <= held.seq) {
+    // A range we hold (wholly or in part): a duplicate (relays and rewinds make them) or
+    // a fork.
+    bool same = false;
+    CheckHeldBatch(peer_id, peer, stream, *decoded, held.seq, &same);
+    if (!same) return;
+    peer.stats.duplicates++;
+  } else if (absl::Status s = VerifyBatch(*decoded, verifier_); !s.ok()) {
+    // Forged, altered, or signed by a certificate that does not speak for the origin:
+    // nothing of it is believed, stored or forwarded.
+    peer.stats.unverified++;
+    if (absl::IsNotFound(s)) {
+      // Its certificate was lost on the way: restating our position makes the sender
+      // rewind, which resends certificates with the batches.
+      Nack(peer_id, peer);
+    }
+    return;
+  }
   // Whatever happens next, the sender holds this batch: never send it back.
   OriginPos& known = peer.known[stream][key];
   if (last > known.seq) {
@@ -161,15 +205,7 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   }
   uint64_t& sent = peer.sent[stream][key];
   sent = std::max(sent, last);
-
-  absl::StatusOr<VersionVector> vv = store_.Position(stream);
-  if (!vv.ok()) {
-    peer.stats.rejected++;
-    return;
-  }
-  const OriginPos held = (*vv)[key];
   if (last <= held.seq) {
-    peer.stats.duplicates++;
     SendAck(peer_id, stream, key, held.seq, held.max_hlc);
     return;
   }
@@ -184,14 +220,102 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
       buffered.emplace(h.first_seq(), *std::move(decoded));
       reorder_size_++;
     }
-    const int64_t now = clock_.MonotonicMillis();
-    if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.status_interval_ms) {
-      peer.last_nack_ms = now;
-      SendHello(peer_id, /*reply_requested=*/false);
-    }
+    Nack(peer_id, peer);
     return;
   }
   if (ApplyInOrder(peer_id, peer, stream, *std::move(decoded))) PumpAll();
+}
+
+void Replicator::Nack(uint32_t peer_id, Peer& peer) {
+  const int64_t now = clock_.MonotonicMillis();
+  if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.status_interval_ms) {
+    peer.last_nack_ms = now;
+    SendHello(peer_id, /*reply_requested=*/false);
+  }
+}
+
+void Replicator::CheckHeldBatch(uint32_t peer_id, Peer& peer, const std::string& stream,
+                                const DecodedBatch& batch, uint64_t held_seq, bool* same) {
+  *same = false;
+  const BatchHeader& h = batch.header;
+  const OriginKey key{h.origin(), h.epoch()};
+  // Batches travel unchanged, so the same position means the same first sequence number
+  // and the same header bytes. The log is dense up to held_seq: if no batch of it starts
+  // at first_seq, the origin cut its history differently.
+  std::optional<interco::replication::v1::Batch> mine;
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> read =
+      store_.ReadBatches(stream, key, h.first_seq() - 1, 1);
+  if (read.ok() && !read->empty()) {
+    BatchHeader mh;
+    if (mh.ParseFromString(read->front().header()) && mh.first_seq() == h.first_seq()) {
+      if (read->front().header() == batch.raw.header()) {
+        *same = true;
+        return;
+      }
+      mine = std::move(read->front());
+    }
+  }
+  if (!mine) mine = BatchEndingAt(stream, key, std::min(held_seq, h.first_seq() + h.count() - 1));
+  if (absl::Status s = VerifyBatch(batch, verifier_); !s.ok()) {
+    peer.stats.unverified++;  // a relay's forgery, not the origin's doing
+    return;
+  }
+  Freeze(peer_id, peer, stream, std::move(mine), batch.raw);
+}
+
+std::optional<interco::replication::v1::Batch> Replicator::BatchEndingAt(
+    const std::string& stream, OriginKey key, uint64_t seq) {
+  // Batch boundaries are not indexed by their end: look back in growing steps.
+  for (uint64_t back = 1;; back *= 4) {
+    const uint64_t after = seq > back ? seq - back : 0;
+    absl::StatusOr<std::vector<interco::replication::v1::Batch>> read =
+        store_.ReadBatches(stream, key, after, options_.read_batches_max);
+    if (!read.ok()) return std::nullopt;
+    for (auto& b : *read) {
+      BatchHeader bh;
+      if (!bh.ParseFromString(b.header())) return std::nullopt;
+      if (bh.first_seq() + bh.count() - 1 == seq) return std::move(b);
+      if (bh.first_seq() > seq) break;
+    }
+    if (after == 0) return std::nullopt;
+  }
+}
+
+void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
+                        std::optional<interco::replication::v1::Batch> held,
+                        const interco::replication::v1::Batch& received) {
+  BatchHeader h;
+  h.ParseFromString(received.header());
+  interco::replication::v1::ForkEvidence evidence;
+  evidence.set_origin(h.origin());
+  evidence.set_stream(stream);
+  if (held) *evidence.mutable_held() = *std::move(held);
+  *evidence.mutable_received() = received;
+  evidence.set_received_from(peer_id);
+  evidence.set_detected_ms(clock_.NowMillis());
+  peer.stats.forks++;
+  // Freeze even if the proof cannot be stored: applying a forked chain is worse.
+  (void)store_.RecordFork(evidence);
+  frozen_.insert(h.origin());
+  for (auto it = reorder_.begin(); it != reorder_.end();) {
+    if (it->first.second.origin == h.origin()) {
+      reorder_size_ -= it->second.size();
+      it = reorder_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool Replicator::SendCertificate(uint32_t peer_id, Peer& peer, const std::string& key_id) {
+  if (key_id.empty() || peer.certs_sent.contains(key_id)) return true;
+  std::optional<std::string> der = verifier_.Certificate(key_id);
+  if (!der) return true;  // the peer will refuse the batch; nothing better to send
+  PeerMessage m;
+  m.mutable_certificates()->add_der(*std::move(der));
+  if (!transport_.Send(peer_id, m)) return false;
+  peer.certs_sent.insert(key_id);
+  return true;
 }
 
 bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream,
@@ -205,8 +329,9 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     const OriginPos held = (*vv)[key];
     if (h.first_seq() != held.seq + 1) break;
     if (h.prev_hash() != held.last_hash) {
-      // Same position, different history: a fork of the origin's chain.
-      peer.stats.rejected++;
+      // Signed by the origin, yet it continues another history than the one we hold:
+      // the origin forked its chain.
+      Freeze(peer_id, peer, stream, BatchEndingAt(stream, key, held.seq), batch.raw);
       break;
     }
     const int64_t ahead_ms =
@@ -263,6 +388,7 @@ uint64_t Replicator::InFlight(const Peer& peer) const {
 
 void Replicator::Rewind(Peer& peer) {
   peer.sent.clear();
+  peer.certs_sent.clear();  // a certificate may have been lost with the batches
   peer.last_progress_ms = clock_.MonotonicMillis();
 }
 
@@ -276,6 +402,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
     VersionVector& known = peer.known[stream];
     auto& sent_by_key = peer.sent[stream];
     for (const auto& [key, pos] : *vv) {
+      if (frozen_.contains(key.origin)) continue;  // a forked chain is not spread
       uint64_t& sent = sent_by_key[key];
       sent = std::max(sent, known[key].seq);
       // The origin itself pushes its batches to the peers it has a session with: relay
@@ -291,6 +418,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
         for (auto& batch : *batches) {
           BatchHeader h;
           if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + 1) break;
+          if (!SendCertificate(peer_id, peer, h.signer())) return;
           PeerMessage m;
           m.mutable_batch()->set_stream(stream);
           *m.mutable_batch()->mutable_batch() = std::move(batch);

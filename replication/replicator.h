@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -64,6 +65,12 @@ struct PeerStats {
   uint64_t duplicates = 0;
   uint64_t gaps = 0;
   uint64_t rejected = 0;
+  // Batches whose signature did not verify (forged, altered, unknown or wrong signer).
+  uint64_t unverified = 0;
+  // Forks of an origin's chain detected in batches from this peer.
+  uint64_t forks = 0;
+  // Batches of frozen origins, dropped.
+  uint64_t frozen = 0;
   uint64_t quarantined = 0;
   uint64_t rewinds = 0;
   // Changes sent and not yet acknowledged.
@@ -76,7 +83,7 @@ class Replicator {
  public:
   // Every reference must outlive the engine.
   Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
-             ReplicaStore& store, Hasher& hasher);
+             ReplicaStore& store, Hasher& hasher, Verifier& verifier);
   Replicator(const Replicator&) = delete;
   Replicator& operator=(const Replicator&) = delete;
 
@@ -93,6 +100,9 @@ class Replicator {
 
   // Per configured or seen peer.
   std::map<uint32_t, PeerStats> Stats();
+  // Origins frozen after a fork of their chain: their batches are neither applied nor
+  // forwarded.
+  const std::set<uint32_t>& FrozenOrigins() const { return frozen_; }
 
  private:
   struct Peer {
@@ -105,6 +115,8 @@ class Replicator {
     std::map<std::string, VersionVector> known;
     // Highest sequence number sent this session, per stream and origin epoch.
     std::map<std::string, std::map<OriginKey, uint64_t>> sent;
+    // Key IDs of the certificates sent this session.
+    std::set<std::string> certs_sent;
     int64_t last_status_ms = 0;
     int64_t last_hello_ms = 0;
     int64_t last_progress_ms = 0;
@@ -120,6 +132,23 @@ class Replicator {
   void HandleAck(Peer& peer, const interco::replication::v1::Ack& ack);
   void HandleBatch(uint32_t peer_id, Peer& peer,
                    const interco::replication::v1::BatchFrame& frame);
+  // Restates our position to the peer (at most once per status interval), so that it
+  // rewinds to what we hold.
+  void Nack(uint32_t peer_id, Peer& peer);
+  void HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs);
+  // Whether a received batch whose range this node already holds is the same batch.
+  // If it is not and its signature verifies, the origin forked: records the proof and
+  // freezes the origin.
+  void CheckHeldBatch(uint32_t peer_id, Peer& peer, const std::string& stream,
+                      const DecodedBatch& batch, uint64_t held_seq, bool* same);
+  // The batch of the log ending at `seq`, if the log holds it.
+  std::optional<interco::replication::v1::Batch> BatchEndingAt(const std::string& stream,
+                                                               OriginKey key, uint64_t seq);
+  void Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
+              std::optional<interco::replication::v1::Batch> held,
+              const interco::replication::v1::Batch& received);
+  // Sends the certificate of `key_id` to the peer unless this session already did.
+  bool SendCertificate(uint32_t peer_id, Peer& peer, const std::string& key_id);
   // Sends `peer` what it lacks, within its in-flight bound.
   void Pump(uint32_t peer_id, Peer& peer);
   void PumpAll();
@@ -138,7 +167,9 @@ class Replicator {
   Transport& transport_;
   ReplicaStore& store_;
   Hasher& hasher_;
+  Verifier& verifier_;
   std::map<uint32_t, Peer> peers_;
+  std::set<uint32_t> frozen_;
   std::vector<std::string> announced_streams_;
   // When recent batches of each (stream, origin epoch) were applied here: (last seq, time),
   // oldest first, for relay deferral; entries older than relay_delay_ms are dropped.

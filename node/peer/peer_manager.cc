@@ -78,6 +78,23 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
                           const replication::DecodedBatch& batch) override {
     return store_.ApplyRemoteBatch(stream, batch);
   }
+  absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) override {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(evidence.received().header());
+    log::Error(absl::StrCat("ALERT: origin ", replication::OriginToSiren(evidence.origin()),
+                            " forked its chain of stream ", evidence.stream(), " at ", h.epoch(),
+                            ":", h.first_seq(), " (conflicting batch from ",
+                            replication::OriginToSiren(evidence.received_from()),
+                            "); its changes are frozen until an administrator intervenes"));
+    return store_.RecordFork(evidence);
+  }
+  std::vector<uint32_t> FrozenOrigins() override {
+    std::vector<uint32_t> out;
+    for (const auto& f : store_.Forks()) out.push_back(f.origin());
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
 
  private:
   RecordStore& store_;
@@ -138,24 +155,26 @@ class PeerManager::Service final : public interco::replication::v1::PeerService:
 };
 
 PeerManager::PeerManager(const PeerManagerOptions& options, RecordStore& store,
-                         replication::Clock& clock)
+                         replication::Clock& clock, replication::Verifier& verifier)
     : options_(options),
       self_(replication::SirenToOrigin(options.authority).value()),
       store_(store),
-      clock_(clock) {}
+      clock_(clock),
+      verifier_(verifier) {}
 
 absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManagerOptions& options,
                                                                 RecordStore& store,
-                                                                replication::Clock& clock) {
+                                                                replication::Clock& clock,
+                                                                replication::Verifier& verifier) {
   if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) return s;
-  auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock));
+  auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock, verifier));
   m->store_adapter_ = std::make_unique<StoreAdapter>(store);
   m->transport_ = std::make_unique<EngineTransport>(*m);
   replication::ReplicatorOptions ro;
   ro.self = m->self_;
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
-                                                         *m->store_adapter_, m->hasher_);
+                                                         *m->store_adapter_, m->hasher_, verifier);
   m->service_ = std::make_unique<Service>(*m);
 
   grpc::ServerBuilder builder;
@@ -393,6 +412,9 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_gaps(st.gaps);
       s.set_rejected(st.rejected);
       s.set_quarantined(st.quarantined);
+      s.set_unverified(st.unverified);
+      s.set_forks(st.forks);
+      s.set_frozen(st.frozen);
     }
     out.push_back(std::move(s));
   }

@@ -45,11 +45,12 @@ struct PeerManagerOptions {
 
 class PeerManager {
  public:
-  // Starts the peer port, the engine thread and the dialers. `store` and `clock` must
-  // outlive the manager.
+  // Starts the peer port, the engine thread and the dialers. `store`, `clock` and
+  // `verifier` (which checks the origins' signatures) must outlive the manager.
   static absl::StatusOr<std::unique_ptr<PeerManager>> Start(const PeerManagerOptions& options,
                                                             RecordStore& store,
-                                                            replication::Clock& clock);
+                                                            replication::Clock& clock,
+                                                            replication::Verifier& verifier);
   ~PeerManager();
   PeerManager(const PeerManager&) = delete;
   PeerManager& operator=(const PeerManager&) = delete;
@@ -67,7 +68,8 @@ class PeerManager {
   class EngineTransport;
   class StoreAdapter;
 
-  PeerManager(const PeerManagerOptions& options, RecordStore& store, replication::Clock& clock);
+  PeerManager(const PeerManagerOptions& options, RecordStore& store, replication::Clock& clock,
+              replication::Verifier& verifier);
 
   // Runs `fn` on the engine thread.
   void Post(std::function<void()> fn);
@@ -88,6 +90,7 @@ class PeerManager {
   const uint32_t self_;
   RecordStore& store_;
   replication::Clock& clock_;
+  replication::Verifier& verifier_;
   std::unique_ptr<StoreAdapter> store_adapter_;
   std::unique_ptr<EngineTransport> transport_;
   Sha256Hasher hasher_;

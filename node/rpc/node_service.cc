@@ -1,8 +1,10 @@
 #include "node/rpc/node_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "node/rpc/caller.h"
 #include "node/rpc/status.h"
 #include "node/version.h"
+#include "replication/ids.h"
 
 namespace interco::node {
 
@@ -35,6 +37,17 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
   response->set_caller(caller->Author());
   if (peers_ != nullptr) {
     for (auto& p : peers_->Status()) *response->add_peers() = std::move(p);
+  }
+  for (const auto& fork : store_.Forks()) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(fork.received().header());
+    interco::v1::FrozenOrigin* f = response->add_frozen_origins();
+    f->set_authority(replication::OriginToSiren(fork.origin()));
+    f->set_stream(fork.stream());
+    f->set_received_from(replication::OriginToSiren(fork.received_from()));
+    f->mutable_detect_time()->set_seconds(fork.detected_ms() / 1000);
+    f->mutable_detect_time()->set_nanos(static_cast<int32_t>(fork.detected_ms() % 1000) * 1000000);
+    f->set_position(absl::StrCat(h.epoch(), ":", h.first_seq()));
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -101,4 +101,15 @@ std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint
 
 std::string StreamState(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }
 
+std::string Certificate(std::string_view key_id) {
+  return absl::StrCat(ToAbsl(kCertificatePrefix), ToAbsl(key_id));
+}
+
+std::string Fork(uint32_t origin, std::string_view stream) {
+  std::string out(kForkPrefix);
+  PutBigEndian32(out, origin);
+  out.append(stream);
+  return out;
+}
+
 }  // namespace interco::node::keys

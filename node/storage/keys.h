@@ -6,7 +6,9 @@
 //   index       <registry>\0<field>\0<value>\0<record>      -> "" (value: EncodeIndexValue)
 //   feed        <registry>\0<seq:be64>                      -> internal.v1.FeedEntry
 //   log         <registry>\0<origin:be32><epoch:be32><first_seq:be64> -> replication.v1.Batch
-//   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState
+//   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState;
+//               "cert/<key id: 32 bytes>" -> DER certificate of a batch signer;
+//               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence
 //
 // Big-endian integers keep numeric order in byte order. Thread-safe (pure functions).
 #ifndef INTERCO_NODE_STORAGE_KEYS_H_
@@ -44,6 +46,10 @@ std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint
 
 inline constexpr std::string_view kNodeMeta = "node";
 std::string StreamState(std::string_view registry);
+inline constexpr std::string_view kCertificatePrefix = "cert/";
+std::string Certificate(std::string_view key_id);
+inline constexpr std::string_view kForkPrefix = "fork/";
+std::string Fork(uint32_t origin, std::string_view stream);
 
 void PutBigEndian64(std::string& out, uint64_t v);
 void PutBigEndian32(std::string& out, uint32_t v);

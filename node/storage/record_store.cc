@@ -394,7 +394,19 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     params.max_hlc = g.max_hlc[registry];
     const size_t count = changes.size();
     std::string header_hash;
-    Batch batch = replication::BuildBatch(params, std::move(changes), hasher_, &header_hash);
+    absl::StatusOr<Batch> built =
+        replication::BuildBatch(params, std::move(changes), hasher_, signer_, &header_hash);
+    if (!built.ok()) {
+      // Unsigned, a batch would be refused by every peer: commit none of the group.
+      for (const auto& op : group) {
+        if (op->status.ok()) {
+          op->status = absl::UnavailableError(
+              absl::StrCat("cannot sign the change log: ", built.status().message()));
+        }
+      }
+      return;
+    }
+    Batch& batch = *built;
     g.batch.Put(db_->handle(Cf::kLog),
                 ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
                 batch.SerializeAsString());
@@ -1033,6 +1045,45 @@ absl::Status RecordStore::ApplyRemoteBatch(std::string_view registry,
 
 void RecordStore::SetLocalCommitListener(std::function<void()> listener) {
   local_commit_listener_ = std::move(listener);
+}
+
+void RecordStore::SetSigner(replication::Signer* signer) { signer_ = signer; }
+
+absl::Status RecordStore::PutCertificate(std::string_view key_id, std::string_view der) {
+  rocksdb::WriteBatch wb;
+  wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::Certificate(key_id)), ToSlice(der));
+  return db_->Write(wb, /*sync=*/true);
+}
+
+absl::StatusOr<std::vector<std::string>> RecordStore::Certificates() {
+  std::vector<std::string> out;
+  for (auto& [key, value] : ScanMeta(keys::kCertificatePrefix)) out.push_back(std::move(value));
+  return out;
+}
+
+absl::Status RecordStore::RecordFork(const interco::replication::v1::ForkEvidence& evidence) {
+  rocksdb::WriteBatch wb;
+  wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::Fork(evidence.origin(), evidence.stream())),
+         evidence.SerializeAsString());
+  return db_->Write(wb, /*sync=*/true);
+}
+
+std::vector<interco::replication::v1::ForkEvidence> RecordStore::Forks() {
+  std::vector<interco::replication::v1::ForkEvidence> out;
+  for (auto& [key, value] : ScanMeta(keys::kForkPrefix)) {
+    interco::replication::v1::ForkEvidence f;
+    if (f.ParseFromString(value)) out.push_back(std::move(f));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> RecordStore::ScanMeta(std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(Cf::kMeta));
+  for (it->Seek(ToSlice(prefix)); it->Valid() && it->key().starts_with(ToSlice(prefix)); it->Next()) {
+    out.emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  return out;
 }
 
 int64_t RecordStore::SizeOnDisk() { return db_->SizeOnDisk(); }

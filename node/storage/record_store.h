@@ -165,6 +165,17 @@ class RecordStore {
   // node's own origin. Must not block. Set once, before writes start.
   void SetLocalCommitListener(std::function<void()> listener);
   uint32_t origin() const { return origin_; }
+  // Signs the batches of this node's commits (nullptr: unsigned, which peers refuse;
+  // for benchmarks of what signing costs). Set once, before writes start.
+  void SetSigner(replication::Signer* signer);
+
+  // --- Trust material kept in the meta family (durable when OK).
+  // A signer certificate (DER) under its key ID.
+  absl::Status PutCertificate(std::string_view key_id, std::string_view der);
+  absl::StatusOr<std::vector<std::string>> Certificates();
+  // Proof of an origin's fork; replaces an earlier one for the same origin and stream.
+  absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence);
+  std::vector<interco::replication::v1::ForkEvidence> Forks();
 
   // Bytes on disk (SST + WAL).
   int64_t SizeOnDisk();
@@ -215,6 +226,8 @@ class RecordStore {
     uint64_t next_seq = 1;   // next entry to be written
   };
   absl::StatusOr<FeedBounds> FeedOf(std::string_view registry);
+  // (key, value) of the meta family entries whose key starts with `prefix`.
+  std::vector<std::pair<std::string, std::string>> ScanMeta(std::string_view prefix);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
   void Notify(const std::vector<std::string>& registries);
 
@@ -225,6 +238,7 @@ class RecordStore {
   std::unique_ptr<RocksDbStore> db_;
   Sha256Hasher hasher_;
   std::function<void()> local_commit_listener_;
+  replication::Signer* signer_ = nullptr;
   // Used only by the committer thread (and by Load, before it starts).
   replication::HybridLogicalClock hlc_;
   uint32_t epoch_ = 1;

@@ -12,43 +12,13 @@
 #include <grpcpp/security/tls_credentials_options.h>
 
 #include "absl/strings/str_cat.h"
+#include "node/crypto/x509.h"
 #include "node/log.h"
 #include "node/tls/revocation.h"
 #include "replication/ids.h"
 
 namespace interco::node {
 namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct BioDeleter {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Deleter {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyDeleter {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct GeneralNamesDeleter {
-  void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
-
-absl::StatusOr<std::unique_ptr<X509, X509Deleter>> ParseCert(const std::string& pem,
-                                                             const std::string& path) {
-  std::unique_ptr<BIO, BioDeleter> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  std::unique_ptr<X509, X509Deleter> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a PEM certificate"));
-  }
-  return cert;
-}
 
 // Accepts a peer whose certificate names a principal of the federation.
 class SpiffeVerifier final : public grpc::experimental::ExternalCertificateVerifier {
@@ -114,20 +84,16 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
   if (!key_pem.ok()) return key_pem.status();
   absl::StatusOr<std::string> ca_pem = ReadFile(files.ca_file);
   if (!ca_pem.ok()) return ca_pem.status();
-  absl::StatusOr<std::unique_ptr<X509, X509Deleter>> cert = ParseCert(*cert_pem, files.cert_file);
+  absl::StatusOr<X509Ptr> cert = ParsePemCertificate(*cert_pem, files.cert_file);
   if (!cert.ok()) return cert.status();
-  if (absl::StatusOr<std::unique_ptr<X509, X509Deleter>> ca = ParseCert(*ca_pem, files.ca_file);
-      !ca.ok()) {
+  if (absl::StatusOr<X509Ptr> ca = ParsePemCertificate(*ca_pem, files.ca_file); !ca.ok()) {
     return ca.status();
   }
-  std::unique_ptr<BIO, BioDeleter> bio(
-      BIO_new_mem_buf(key_pem->data(), static_cast<int>(key_pem->size())));
-  std::unique_ptr<EVP_PKEY, PkeyDeleter> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  if (key == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(files.key_file, ": not a PEM private key"));
+  absl::StatusOr<EvpPkeyPtr> key = ParsePemPrivateKey(*key_pem, files.key_file);
+  if (!key.ok()) {
+    return key.status();
   }
-  if (X509_check_private_key(cert->get(), key.get()) != 1) {
+  if (X509_check_private_key(cert->get(), key->get()) != 1) {
     return absl::InvalidArgumentError(absl::StrCat(files.key_file, " does not match ",
                                                    files.cert_file));
   }
@@ -137,21 +103,11 @@ absl::Status CheckTlsFiles(const TlsFiles& files) {
 absl::StatusOr<std::string> SpiffeIdOfCertificateFile(const std::string& cert_file) {
   absl::StatusOr<std::string> pem = ReadFile(cert_file);
   if (!pem.ok()) return pem.status();
-  absl::StatusOr<std::unique_ptr<X509, X509Deleter>> cert = ParseCert(*pem, cert_file);
+  absl::StatusOr<X509Ptr> cert = ParsePemCertificate(*pem, cert_file);
   if (!cert.ok()) return cert.status();
-  std::unique_ptr<GENERAL_NAMES, GeneralNamesDeleter> names(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr)));
-  if (names != nullptr) {
-    for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
-      const GENERAL_NAME* n = sk_GENERAL_NAME_value(names.get(), i);
-      if (n->type != GEN_URI) continue;
-      const ASN1_IA5STRING* uri = n->d.uniformResourceIdentifier;
-      std::string s(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                    static_cast<size_t>(ASN1_STRING_length(uri)));
-      if (s.starts_with("spiffe://")) return s;
-    }
-  }
-  return absl::InvalidArgumentError(absl::StrCat(cert_file, ": no spiffe:// URI SAN"));
+  absl::StatusOr<std::string> id = SpiffeIdOf(cert->get());
+  if (!id.ok()) return absl::InvalidArgumentError(absl::StrCat(cert_file, ": ", id.status().message()));
+  return id;
 }
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& files,

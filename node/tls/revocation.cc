@@ -4,14 +4,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "node/crypto/x509.h"
 #include "node/log.h"
 
 namespace interco::node {
@@ -19,9 +19,6 @@ namespace {
 
 struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
 };
 struct CrlFree {
   void operator()(X509_CRL* c) const { X509_CRL_free(c); }
@@ -49,10 +46,8 @@ std::string SerialHex(const ASN1_INTEGER* serial) {
 }
 
 std::string ReadAll(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  absl::StatusOr<std::string> data = ReadFile(p.string());
+  return data.ok() ? *std::move(data) : std::string();
 }
 
 }  // namespace
@@ -78,12 +73,9 @@ void RevocationList::MaybeReload() {
   fingerprint_ = fingerprint;
 
   // The CAs that may sign CRLs.
-  std::vector<std::unique_ptr<X509, X509Free>> cas;
-  const std::string ca_pem = ReadAll(ca_file_);
-  std::unique_ptr<BIO, BioFree> ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
-  while (X509* ca = PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr)) cas.emplace_back(ca);
+  const std::vector<X509Ptr> cas = ParsePemCertificates(ReadAll(ca_file_));
 
-  std::set<std::pair<std::string, std::string>> revoked;
+  std::map<std::pair<std::string, std::string>, int64_t> revoked;
   for (const auto& path : files) {
     const std::string pem = ReadAll(path);
     std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -106,7 +98,12 @@ void RevocationList::MaybeReload() {
     STACK_OF(X509_REVOKED)* entries = X509_CRL_get_REVOKED(crl.get());
     for (int i = 0; i < sk_X509_REVOKED_num(entries); ++i) {
       const X509_REVOKED* r = sk_X509_REVOKED_value(entries, i);
-      revoked.emplace(issuer_der, SerialHex(X509_REVOKED_get0_serialNumber(r)));
+      int64_t at_ms = 0;  // unknown revocation time: revoked since always
+      if (std::optional<int64_t> t = Asn1TimeToUnixMillis(X509_REVOKED_get0_revocationDate(r))) {
+        at_ms = *t;
+      }
+      revoked.emplace(std::make_pair(issuer_der, SerialHex(X509_REVOKED_get0_serialNumber(r))),
+                      at_ms);
     }
   }
   log::Info(absl::StrCat("revocation list loaded from ", crl_dir_, ": ", revoked.size(),
@@ -115,15 +112,25 @@ void RevocationList::MaybeReload() {
 }
 
 bool RevocationList::IsRevoked(std::string_view cert_pem) {
-  std::unique_ptr<BIO, BioFree> bio(
-      BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  std::unique_ptr<X509, X509Free> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (cert == nullptr) return true;
-  const std::pair<std::string, std::string> key(NameDer(X509_get_issuer_name(cert.get())),
-                                                SerialHex(X509_get0_serialNumber(cert.get())));
+  absl::StatusOr<X509Ptr> cert = ParsePemCertificate(cert_pem, "peer certificate");
+  if (!cert.ok()) return true;
+  return RevokedAt(cert->get()).has_value();
+}
+
+std::optional<int64_t> RevocationList::RevokedAt(const X509* cert) {
+  const std::pair<std::string, std::string> key(NameDer(X509_get_issuer_name(cert)),
+                                                SerialHex(X509_get0_serialNumber(cert)));
   absl::MutexLock l(&mu_);
   MaybeReload();
-  return revoked_.contains(key);
+  auto it = revoked_.find(key);
+  if (it == revoked_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<int64_t> Asn1TimeToUnixMillis(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return std::nullopt;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
 }
 
 }  // namespace interco::node

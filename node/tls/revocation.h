@@ -7,8 +7,11 @@
 #ifndef INTERCO_NODE_TLS_REVOCATION_H_
 #define INTERCO_NODE_TLS_REVOCATION_H_
 
+#include <openssl/x509.h>
+
 #include <cstdint>
-#include <set>
+#include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -28,6 +31,9 @@ class RevocationList {
   // Whether the PEM certificate `cert_pem` is revoked by a CRL of its issuer. A
   // certificate that does not parse counts as revoked.
   bool IsRevoked(std::string_view cert_pem);
+  // When `cert` was revoked (ms since the Unix epoch; 0 if the CRL gives no usable
+  // date), or nullopt if it is not.
+  std::optional<int64_t> RevokedAt(const X509* cert);
 
  private:
   void MaybeReload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -37,9 +43,12 @@ class RevocationList {
   absl::Mutex mu_;
   int64_t last_check_ms_ ABSL_GUARDED_BY(mu_) = -1;
   std::string fingerprint_ ABSL_GUARDED_BY(mu_);
-  // (DER of the issuer name, serial in hex).
-  std::set<std::pair<std::string, std::string>> revoked_ ABSL_GUARDED_BY(mu_);
+  // (DER of the issuer name, serial in hex) -> revocation time.
+  std::map<std::pair<std::string, std::string>, int64_t> revoked_ ABSL_GUARDED_BY(mu_);
 };
+
+// An ASN.1 time as milliseconds since the Unix epoch.
+std::optional<int64_t> Asn1TimeToUnixMillis(const ASN1_TIME* t);
 
 }  // namespace interco::node
 

@@ -72,6 +72,8 @@ struct Node {
   std::vector<std::string> streams;
   std::unique_ptr<SimClock> clock;
   SimHasher hasher;
+  std::unique_ptr<SimTrust> trust;
+  std::unique_ptr<SimTrust::OriginSigner> signer;
   std::unique_ptr<SimStore> store;
   std::unique_ptr<SimTransport> transport;
   std::unique_ptr<replication::Replicator> engine;
@@ -195,7 +197,7 @@ void World::StartEngine(int n) {
   // (quarantine has its own scenario).
   ro.clock_offset_max_ms = 2 * options_.clock_skew_max_ms + 60000;
   node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
-                                                          *node.store, node.hasher);
+                                                          *node.store, node.hasher, *node.trust);
 }
 
 void World::Connect(Link& l) {
@@ -302,8 +304,10 @@ void World::BuildTopology() {
                              ? 0
                              : UniformInt(-options_.clock_skew_max_ms, options_.clock_skew_max_ms);
     node.clock = std::make_unique<SimClock>(now_, skew);
+    node.trust = std::make_unique<SimTrust>(node.hasher);
+    node.signer = std::make_unique<SimTrust::OriginSigner>(*node.trust, node.siren);
     node.store = std::make_unique<SimStore>(node.siren, node.streams, *node.clock, node.hasher,
-                                            schema_);
+                                            node.signer.get(), schema_);
     node.transport = std::make_unique<SimTransport>(*this, i);
     node.store->on_apply = [this](const std::string& stream, OriginKey key, uint64_t first,
                                   uint32_t count) {
@@ -455,7 +459,7 @@ std::string World::DumpPositions() {
         absl::StrAppend(&out, " | peer ", peer % 100000, (st.connected ? " up" : " down"),
                         (st.hello_received ? " hello" : ""), " sent=", st.batches_sent,
                         " recv=", st.batches_received, " applied=", st.batches_applied,
-                        " dup=", st.duplicates, " gaps=", st.gaps, " rej=", st.rejected,
+                        " dup=", st.duplicates, " gaps=", st.gaps, " rej=", st.rejected, " unv=", st.unverified, " forks=", st.forks,
                         " quar=", st.quarantined, " rew=", st.rewinds, " inflight=", st.in_flight,
                         " missing=");
         for (const auto& [o, m] : st.missing_by_origin) absl::StrAppend(&out, o % 100000, ":", m, ",");
@@ -499,6 +503,11 @@ std::string World::Check() {
   for (size_t i = 0; i < nodes_.size(); ++i) {
     if (std::string log = nodes_[i].store->CheckLog(); !log.empty()) {
       return absl::StrCat("node ", i, ": ", log);
+    }
+    // Honest origins never fork: a detected fork here is a false alarm.
+    if (!nodes_[i].store->forks().empty()) {
+      return absl::StrCat("node ", i, ": froze origin ", nodes_[i].store->forks()[0].origin(),
+                          " without a fork");
     }
     // HLC bound: no stamp ahead of the fastest clock there ever was.
     const uint64_t bound_ms = static_cast<uint64_t>(now_ + options_.clock_skew_max_ms + 1000);

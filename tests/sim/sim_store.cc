@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "replication/base/strings.h"
 #include "replication/change_log.h"
 
 namespace interco::sim {
@@ -27,6 +30,54 @@ std::string SimHasher::Sha256(std::string_view data) {
   return out;
 }
 
+std::string SimTrust::CertificateOf(uint32_t origin) {
+  return absl::StrCat("sim-cert:", origin);
+}
+
+std::string SimTrust::SignatureOf(uint32_t origin, std::string_view message) {
+  return hasher_.Sha256(absl::StrCat("sim-key:", origin, "|", ToAbsl(message)));
+}
+
+absl::Status SimTrust::Verify(uint32_t origin, std::string_view key_id, int64_t /*at_millis*/,
+                              std::string_view message, std::string_view signature) {
+  auto it = certs_.find(std::string(key_id));
+  if (it == certs_.end()) return absl::NotFoundError("unknown signer certificate");
+  if (it->second.second != origin) {
+    return absl::PermissionDeniedError("certificate of another authority");
+  }
+  if (signature != SignatureOf(origin, message)) {
+    return absl::UnauthenticatedError("signature does not verify");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> SimTrust::AddCertificate(std::string_view der) {
+  uint32_t origin = 0;
+  absl::string_view rest = ToAbsl(der);
+  if (!absl::ConsumePrefix(&rest, "sim-cert:") || !absl::SimpleAtoi(rest, &origin)) {
+    return absl::InvalidArgumentError("not a certificate of the simulated federation");
+  }
+  std::string cert = CertificateOf(origin);
+  std::string key_id = hasher_.Sha256(cert);
+  certs_[key_id] = {std::move(cert), origin};
+  return key_id;
+}
+
+std::optional<std::string> SimTrust::Certificate(std::string_view key_id) {
+  auto it = certs_.find(std::string(key_id));
+  if (it == certs_.end()) return std::nullopt;
+  return it->second.first;
+}
+
+SimTrust::OriginSigner::OriginSigner(SimTrust& trust, uint32_t origin)
+    : trust_(trust), origin_(origin) {
+  key_id_ = *trust_.AddCertificate(CertificateOf(origin));
+}
+
+absl::StatusOr<std::string> SimTrust::OriginSigner::Sign(std::string_view message) {
+  return trust_.SignatureOf(origin_, message);
+}
+
 namespace {
 std::vector<std::string> Sorted(std::vector<std::string> v) {
   std::sort(v.begin(), v.end());
@@ -35,10 +86,12 @@ std::vector<std::string> Sorted(std::vector<std::string> v) {
 }  // namespace
 
 SimStore::SimStore(uint32_t origin, std::vector<std::string> streams, replication::Clock& clock,
-                   replication::Hasher& hasher, const replication::RegistrySchema& schema)
+                   replication::Hasher& hasher, replication::Signer* signer,
+                   const replication::RegistrySchema& schema)
     : origin_(origin),
       streams_(Sorted(std::move(streams))),
       hasher_(hasher),
+      signer_(signer),
       schema_(schema),
       hlc_(clock, 0) {}
 
@@ -113,12 +166,26 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
   params.max_hlc = max_hlc;
   const size_t count = changes.size();
   std::string header_hash;
-  Batch batch = replication::BuildBatch(params, std::move(changes), hasher_, &header_hash);
+  Batch batch =
+      *replication::BuildBatch(params, std::move(changes), hasher_, signer_, &header_hash);
   log_[stream][key][params.first_seq] = std::move(batch);
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, max_hlc);
   pos.last_hash = header_hash;
   return deltas;
+}
+
+absl::Status SimStore::RecordFork(const interco::replication::v1::ForkEvidence& evidence) {
+  forks_.push_back(evidence);
+  return absl::OkStatus();
+}
+
+std::vector<uint32_t> SimStore::FrozenOrigins() {
+  std::vector<uint32_t> out;
+  for (const auto& f : forks_) out.push_back(f.origin());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 std::string SimStore::CheckLog() {

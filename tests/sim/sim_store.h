@@ -23,10 +23,46 @@ class SimHasher final : public replication::Hasher {
   std::string Sha256(std::string_view data) override;
 };
 
+// Deterministic stand-ins for the node's Ed25519 signer and certificate verifier (the
+// simulator links no crypto library): origin o's "certificate" is "sim-cert:<o>", its
+// signature of m is SimHasher("sim-key:<o>" || m). Each node has its own verifier, which
+// learns certificates only from the peer protocol, as a node does.
+class SimTrust final : public replication::Verifier {
+ public:
+  explicit SimTrust(replication::Hasher& hasher) : hasher_(hasher) {}
+  absl::Status Verify(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                      std::string_view message, std::string_view signature) override;
+  absl::StatusOr<std::string> AddCertificate(std::string_view der) override;
+  std::optional<std::string> Certificate(std::string_view key_id) override;
+
+  // The signer of `origin`; its certificate is added to this verifier.
+  class OriginSigner final : public replication::Signer {
+   public:
+    OriginSigner(SimTrust& trust, uint32_t origin);
+    std::string KeyId() override { return key_id_; }
+    absl::StatusOr<std::string> Sign(std::string_view message) override;
+
+   private:
+    SimTrust& trust_;
+    const uint32_t origin_;
+    std::string key_id_;
+  };
+
+  static std::string CertificateOf(uint32_t origin);
+  std::string SignatureOf(uint32_t origin, std::string_view message);
+
+ private:
+  replication::Hasher& hasher_;
+  // Key ID -> (certificate, origin).
+  std::map<std::string, std::pair<std::string, uint32_t>> certs_;
+};
+
 class SimStore final : public replication::ReplicaStore {
  public:
+  // `signer` signs the batches of local commits (nullptr: unsigned).
   SimStore(uint32_t origin, std::vector<std::string> streams, replication::Clock& clock,
-           replication::Hasher& hasher, const replication::RegistrySchema& schema);
+           replication::Hasher& hasher, replication::Signer* signer,
+           const replication::RegistrySchema& schema);
 
   std::vector<std::string> Streams() override { return streams_; }
   absl::StatusOr<replication::VersionVector> Position(const std::string& stream) override;
@@ -35,6 +71,9 @@ class SimStore final : public replication::ReplicaStore {
       size_t max_batches) override;
   absl::Status ApplyBatch(const std::string& stream,
                           const replication::DecodedBatch& batch) override;
+  absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) override;
+  std::vector<uint32_t> FrozenOrigins() override;
+  const std::vector<interco::replication::v1::ForkEvidence>& forks() const { return forks_; }
 
   // A local commit of several writes as one batch. Returns (key, delta) of the writes
   // that were applied (each acknowledged), in order.
@@ -61,7 +100,9 @@ class SimStore final : public replication::ReplicaStore {
   const uint32_t origin_;
   const std::vector<std::string> streams_;
   replication::Hasher& hasher_;
+  replication::Signer* const signer_;
   const replication::RegistrySchema& schema_;
+  std::vector<interco::replication::v1::ForkEvidence> forks_;
   replication::HybridLogicalClock hlc_;
   std::map<std::string, std::map<std::string, replication::RecordState>> records_;
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,

@@ -1,0 +1,398 @@
+// The engine against a hostile relay: every batch must carry its origin's signature, a
+// relay can neither forge, alter, replay nor reorder an origin's history, and an origin
+// that signs two histories is frozen with proof. Uses the simulator's store and its
+// deterministic signer (the node's Ed25519 path is tested in tests/node/trust_test.cc).
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "replication/change_log.h"
+#include "replication/ids.h"
+#include "replication/replicator.h"
+#include "tests/sim/sim_store.h"
+
+namespace interco::replication {
+namespace {
+
+using interco::replication::v1::Batch;
+using interco::replication::v1::BatchHeader;
+using interco::replication::v1::PeerMessage;
+using sim::SimHasher;
+using sim::SimStore;
+using sim::SimTrust;
+
+const uint32_t kA = *SirenToOrigin("200046977");  // the origin
+const uint32_t kR = *SirenToOrigin("200071751");  // a relay (the suspect)
+const uint32_t kV = *SirenToOrigin("210100012");  // the node under test
+const uint32_t kC = *SirenToOrigin("217400423");  // another peer of the node
+constexpr char kStream[] = "equipements";
+
+class FixedClock final : public Clock {
+ public:
+  int64_t NowMillis() override { return 1'790'000'000'000 + now_; }
+  int64_t MonotonicMillis() override { return now_; }
+  void Advance(int64_t ms) { now_ += ms; }
+
+ private:
+  int64_t now_ = 1000;
+};
+
+class CaptureTransport final : public Transport {
+ public:
+  bool Send(uint32_t peer, const PeerMessage& message) override {
+    sent.emplace_back(peer, message);
+    return true;
+  }
+  std::vector<std::pair<uint32_t, PeerMessage>> sent;
+};
+
+interco::v1::Schema TestSchema() {
+  interco::v1::Schema s;
+  auto* f = s.add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  return s;
+}
+
+// One authority's node: its store, signer and (own) verifier.
+struct Authority {
+  Authority(uint32_t o, Clock& clock, SimHasher& hasher, const RegistrySchema& schema)
+      : origin(o),
+        trust(hasher),
+        signer(trust, origin),
+        store(origin, {kStream}, clock, hasher, &signer, schema) {}
+  // Commits one write; returns the batch it made.
+  Batch Write(const std::string& key, const std::string& value) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    w.fields["nom"].set_string_value(value);
+    store.Commit(kStream, {{key, w}});
+    const VersionVector vv = *store.Position(kStream);
+    const uint64_t seq = vv.at(OriginKey{origin, 1}).seq;
+    return (*store.ReadBatches(kStream, OriginKey{origin, 1}, seq - 1, 1)).front();
+  }
+  const uint32_t origin;
+  SimTrust trust;
+  SimTrust::OriginSigner signer;
+  SimStore store;
+};
+
+class ReplicatorTrustTest : public ::testing::Test {
+ protected:
+  ReplicatorTrustTest()
+      : schema_(*RegistrySchema::Compile(TestSchema())),
+        a_(kA, clock_, hasher_, schema_),
+        v_(kV, clock_, hasher_, schema_) {
+    StartEngine();
+  }
+
+  void StartEngine() {
+    ReplicatorOptions o;
+    o.self = kV;
+    engine_ = std::make_unique<Replicator>(o, clock_, transport_, v_.store, hasher_, v_.trust);
+  }
+
+  // A session with `peer`, which says it holds nothing.
+  void Connect(uint32_t peer) {
+    engine_->OnConnected(peer);
+    PeerMessage m;
+    m.mutable_hello()->set_protocol_version(1);
+    m.mutable_hello()->set_node(peer);
+    m.mutable_hello()->add_streams()->set_stream(kStream);
+    engine_->OnMessage(peer, m);
+  }
+
+  void SendCertificate(uint32_t from, uint32_t origin) {
+    PeerMessage m;
+    m.mutable_certificates()->add_der(SimTrust::CertificateOf(origin));
+    engine_->OnMessage(from, m);
+  }
+
+  void SendBatch(uint32_t from, const Batch& batch) {
+    PeerMessage m;
+    m.mutable_batch()->set_stream(kStream);
+    *m.mutable_batch()->mutable_batch() = batch;
+    engine_->OnMessage(from, m);
+  }
+
+  uint64_t Held(uint32_t origin) {
+    const VersionVector vv = *v_.store.Position(kStream);
+    auto it = vv.find(OriginKey{origin, 1});
+    return it == vv.end() ? 0 : it->second.seq;
+  }
+
+  PeerStats Stats(uint32_t peer) { return engine_->Stats()[peer]; }
+
+  // Batches of `origin` the engine sent to `peer`.
+  int BatchesSentTo(uint32_t peer, uint32_t origin) {
+    int n = 0;
+    for (const auto& [to, m] : transport_.sent) {
+      if (to != peer || !m.has_batch()) continue;
+      BatchHeader h;
+      h.ParseFromString(m.batch().batch().header());
+      if (h.origin() == origin) ++n;
+    }
+    return n;
+  }
+
+  // Re-signs a batch's (possibly altered) header with `signer`.
+  static Batch Resigned(Batch b, Signer& signer) {
+    b.set_signature(*signer.Sign(SignedMessage(b.header())));
+    return b;
+  }
+
+  FixedClock clock_;
+  SimHasher hasher_;
+  RegistrySchema schema_;
+  Authority a_;
+  Authority v_;
+  CaptureTransport transport_;
+  std::unique_ptr<Replicator> engine_;
+};
+
+TEST_F(ReplicatorTrustTest, AppliesABatchSignedByItsOriginAndRelayed) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).batches_applied, 1u);
+  EXPECT_EQ(Stats(kR).unverified, 0u);
+}
+
+TEST_F(ReplicatorTrustTest, SendsTheCertificateBeforeTheFirstBatchItSigns) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  Connect(kC);
+  bool saw_certificate = false;
+  for (const auto& [to, m] : transport_.sent) {
+    if (to != kC) continue;
+    if (m.has_certificates()) saw_certificate = true;
+    if (m.has_batch()) {
+      EXPECT_TRUE(saw_certificate) << "batch sent before its signer's certificate";
+    }
+  }
+  EXPECT_EQ(BatchesSentTo(kC, kA), 1);
+}
+
+TEST_F(ReplicatorTrustTest, BatchOfAnUnknownCertificateIsRefusedAndTheSenderAskedToRewind) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  transport_.sent.clear();
+  SendBatch(kR, b1);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+  ASSERT_FALSE(transport_.sent.empty());
+  EXPECT_TRUE(transport_.sent.back().second.has_hello()) << "no restated position";
+}
+
+TEST_F(ReplicatorTrustTest, ForgedSignatureIsRefusedAndDoesNotHideTheGenuineBatch) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  Batch forged = b1;
+  forged.set_signature(std::string(32, 'x'));
+  SendBatch(kR, forged);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+  // The forgery did not make the node believe the relay holds the batch.
+  Connect(kC);
+  SendCertificate(kC, kA);
+  SendBatch(kC, b1);
+  EXPECT_EQ(Held(kA), 1u);
+}
+
+TEST_F(ReplicatorTrustTest, AlteredHeaderIsRefused) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  BatchHeader h;
+  ASSERT_TRUE(h.ParseFromString(b1.header()));
+  h.set_max_hlc(h.max_hlc() + 1);  // e.g. to win LWW races
+  Batch altered = b1;
+  altered.set_header(h.SerializeAsString());
+  SendBatch(kR, altered);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+}
+
+TEST_F(ReplicatorTrustTest, AlteredChangeIsRefused) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  interco::replication::v1::Change c;
+  ASSERT_TRUE(c.ParseFromString(b1.changes(0)));
+  c.mutable_delta()->mutable_fields(0)->mutable_value()->set_string_value("Piscine fermée");
+  Batch altered = b1;
+  altered.set_changes(0, c.SerializeAsString());
+  SendBatch(kR, altered);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).rejected, 1u);  // the signed body hash no longer matches
+  EXPECT_TRUE(v_.store.Records(kStream).empty());
+}
+
+TEST_F(ReplicatorTrustTest, RelayCannotSignForAnotherOrigin) {
+  Authority r(kR, clock_, hasher_, schema_);
+  a_.Write("piscine", "Piscine municipale");
+  // The relay writes a batch that claims to come from A, signed with its own key.
+  BatchParams p;
+  p.origin = kA;
+  p.epoch = 1;
+  p.stream = kStream;
+  p.first_seq = 1;
+  p.max_hlc = 1;
+  interco::replication::v1::Change c;
+  c.set_key("mairie");
+  c.mutable_delta()->set_causal_length(1);
+  const Batch fake = *BuildBatch(p, {c.SerializeAsString()}, hasher_, &r.signer, nullptr);
+  Connect(kR);
+  SendCertificate(kR, kR);
+  SendBatch(kR, fake);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+}
+
+TEST_F(ReplicatorTrustTest, UnsignedBatchIsRefused) {
+  a_.Write("piscine", "Piscine municipale");
+  BatchParams p;
+  p.origin = kA;
+  p.epoch = 1;
+  p.stream = kStream;
+  p.first_seq = 1;
+  p.max_hlc = 1;
+  interco::replication::v1::Change c;
+  c.set_key("mairie");
+  c.mutable_delta()->set_causal_length(1);
+  Connect(kR);
+  SendBatch(kR, *BuildBatch(p, {c.SerializeAsString()}, hasher_, nullptr, nullptr));
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+}
+
+TEST_F(ReplicatorTrustTest, ReplayedBatchIsNotAppliedTwice) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  int applies = 0;
+  v_.store.on_apply = [&](const std::string&, OriginKey, uint64_t, uint32_t) { ++applies; };
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  SendBatch(kR, b1);
+  clock_.Advance(60'000);
+  SendBatch(kR, b1);
+  EXPECT_EQ(applies, 1);
+  EXPECT_EQ(Stats(kR).duplicates, 2u);
+  EXPECT_EQ(Stats(kR).forks, 0u);
+  EXPECT_TRUE(engine_->FrozenOrigins().empty());
+}
+
+TEST_F(ReplicatorTrustTest, ReorderedBatchesApplyInChainOrder) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  const Batch b2 = a_.Write("piscine", "Piscine intercommunale");
+  const Batch b3 = a_.Write("gymnase", "Gymnase");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b3);
+  SendBatch(kR, b2);
+  EXPECT_EQ(Held(kA), 0u);
+  SendBatch(kR, b1);
+  EXPECT_EQ(Held(kA), 3u);
+  EXPECT_EQ(v_.store.Records(kStream).size(), 2u);
+}
+
+TEST_F(ReplicatorTrustTest, EquivocationFreezesTheOriginWithProofAndStopsItsSpread) {
+  // Two histories signed with A's key: A, and a copy of A (same key) restored from an old
+  // backup that wrote something else at the same position.
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Authority a_restored(kA, clock_, hasher_, schema_);
+  const Batch b1_other = a_restored.Write("piscine", "Piscine fermée");
+  ASSERT_NE(b1.header(), b1_other.header());
+
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  ASSERT_EQ(Held(kA), 1u);
+  Connect(kC);
+  const int sent_before = BatchesSentTo(kC, kA);
+  SendBatch(kR, b1_other);
+
+  EXPECT_EQ(Stats(kR).forks, 1u);
+  EXPECT_TRUE(engine_->FrozenOrigins().contains(kA));
+  ASSERT_EQ(v_.store.forks().size(), 1u);
+  const auto& proof = v_.store.forks()[0];
+  EXPECT_EQ(proof.origin(), kA);
+  EXPECT_EQ(proof.received_from(), kR);
+  EXPECT_EQ(proof.held().header(), b1.header());
+  EXPECT_EQ(proof.received().header(), b1_other.header());
+  // Both halves of the proof verify with A's certificate.
+  EXPECT_TRUE(VerifyBatch(*DecodeBatch(proof.held(), hasher_), v_.trust).ok());
+  EXPECT_TRUE(VerifyBatch(*DecodeBatch(proof.received(), hasher_), v_.trust).ok());
+
+  // Later batches of A are dropped, and nothing more of A is forwarded.
+  const Batch b2 = a_.Write("gymnase", "Gymnase");
+  SendBatch(kR, b2);
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).frozen, 1u);
+  engine_->Tick();
+  EXPECT_EQ(BatchesSentTo(kC, kA), sent_before);
+
+  // The freeze survives a restart of the engine (it is in the store).
+  StartEngine();
+  EXPECT_TRUE(engine_->FrozenOrigins().contains(kA));
+}
+
+TEST_F(ReplicatorTrustTest, ChainThatContinuesAnotherHistoryFreezesTheOrigin) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Authority a_restored(kA, clock_, hasher_, schema_);
+  a_restored.Write("piscine", "Piscine fermée");
+  const Batch b2_other = a_restored.Write("gymnase", "Gymnase");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  SendBatch(kR, b2_other);  // position 2, chained to the other history's batch 1
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).forks, 1u);
+  EXPECT_TRUE(engine_->FrozenOrigins().contains(kA));
+  ASSERT_EQ(v_.store.forks().size(), 1u);
+  EXPECT_EQ(v_.store.forks()[0].held().header(), b1.header());
+}
+
+TEST_F(ReplicatorTrustTest, ForgedConflictingBatchDoesNotFreezeAnHonestOrigin) {
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  // The relay fabricates a different batch 1 of A (it cannot sign it as A).
+  Authority a_fake(kA, clock_, hasher_, schema_);
+  Batch fake = a_fake.Write("piscine", "Piscine fermée");
+  fake.set_signature(std::string(64, 'f'));
+  SendBatch(kR, fake);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+  EXPECT_EQ(Stats(kR).forks, 0u);
+  EXPECT_TRUE(engine_->FrozenOrigins().empty());
+}
+
+TEST_F(ReplicatorTrustTest, MalformedMessagesAreRefusedAndTheSessionGoesOn) {
+  Connect(kR);
+  engine_->OnMessage(kR, PeerMessage());  // no kind
+  PeerMessage garbage;
+  garbage.mutable_batch()->set_stream(kStream);
+  garbage.mutable_batch()->mutable_batch()->set_header("\xff\xff\xff");
+  engine_->OnMessage(kR, garbage);
+  PeerMessage bad_cert;
+  bad_cert.mutable_certificates()->add_der("not a certificate");
+  engine_->OnMessage(kR, bad_cert);
+  EXPECT_EQ(Stats(kR).rejected, 3u);
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  EXPECT_EQ(Held(kA), 1u);
+}
+
+}  // namespace
+}  // namespace interco::replication
