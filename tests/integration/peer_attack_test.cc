@@ -1,0 +1,242 @@
+// A real node process facing a hostile partner on its peer port (real mTLS, real gRPC):
+// the partner, a configured peer with a valid certificate, relays forged, altered,
+// replayed and oversized batches. Each is refused and counted, nothing of it is stored
+// or served, and the node keeps serving: a genuine signed batch sent afterwards on a new
+// session is applied.
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "interco/replication/v1/peer_service.grpc.pb.h"
+#include "interco/v1/node_service.grpc.pb.h"
+#include "interco/v1/registry_service.grpc.pb.h"
+#include "node/crypto/sha256.h"
+#include "node/trust/batch_signer.h"
+#include "node/trust/certificate_store.h"
+#include "replication/change_log.h"
+#include "replication/hlc.h"
+#include "replication/ids.h"
+#include "tests/testing/test_env.h"
+
+namespace interco {
+namespace {
+
+using interco::replication::v1::Batch;
+using interco::replication::v1::PeerMessage;
+using ::interco::testing::ClientTlsDir;
+using ::interco::testing::kAbergement;
+using ::interco::testing::kBourg;
+using ::interco::testing::kLyon;
+using ::interco::testing::MtlsChannel;
+using ::interco::testing::NodeProcess;
+using ::interco::testing::NodeTlsDir;
+
+constexpr char kStream[] = "equipements";
+
+uint32_t Origin(const std::string& siren) { return *replication::SirenToOrigin(siren); }
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The node under test is L'Abergement; the hostile partner is Lyon (lower SIREN: it dials).
+class PeerAttackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = testing::MakeTempDir("attack");
+    peer_port_ = testing::FreePort();
+    NodeProcess::Options o;
+    o.authority = kAbergement;
+    o.data_dir = dir + "/store";
+    o.extra_args = {absl::StrCat("--peer_listen=127.0.0.1:", peer_port_),
+                    absl::StrCat("--peers=", kLyon, "@127.0.0.1:1")};
+    node_ = std::make_unique<NodeProcess>(o);
+    std::string error;
+    ASSERT_TRUE(node_->Start(&error)) << error;
+    v1::CreateRegistryRequest req;
+    req.set_registry_id(kStream);
+    req.mutable_registry()->set_owner(kLyon);
+    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(v1::FIELD_TYPE_STRING);
+    grpc::ClientContext ctx;
+    v1::Registry out;
+    ASSERT_TRUE(Api()->CreateRegistry(&ctx, req, &out).ok());
+
+    // Lyon's real signing key, as its node would use it.
+    node::CertificateStoreOptions co;
+    co.federation = testing::kFederation;
+    co.ca_file = NodeTlsDir(kLyon) + "/ca.crt";
+    certs_ = *node::CertificateStore::Open(co);
+    signer_ = *node::BatchSigner::Open(node::TlsFiles::InDirectory(NodeTlsDir(kLyon)), *certs_);
+  }
+
+  std::unique_ptr<v1::RegistryService::Stub> Api() {
+    return v1::RegistryService::NewStub(MtlsChannel(node_->api_port(), ClientTlsDir(kAbergement)));
+  }
+
+  v1::PeerStatus LyonStatus() {
+    auto stub = v1::NodeService::NewStub(MtlsChannel(node_->api_port(), ClientTlsDir(kAbergement)));
+    grpc::ClientContext ctx;
+    v1::GetNodeInfoRequest req;
+    v1::NodeInfo info;
+    EXPECT_TRUE(stub->GetNodeInfo(&ctx, req, &info).ok());
+    for (const auto& p : info.peers()) {
+      if (p.authority() == kLyon) return p;
+    }
+    return {};
+  }
+
+  bool HasRecord(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetRecordRequest req;
+    req.set_name(absl::StrCat("registries/", kStream, "/records/", id));
+    v1::Record r;
+    return Api()->GetRecord(&ctx, req, &r).ok();
+  }
+
+  // A batch of one change creating record `id`, from `origin`, at position `seq`.
+  Batch MakeBatch(const std::string& origin_siren, uint64_t seq, const std::string& prev_hash,
+                  const std::string& id, replication::Signer* signer, std::string* hash) {
+    const uint32_t origin = Origin(origin_siren);
+    const uint64_t hlc = static_cast<uint64_t>(NowMs()) << replication::HybridLogicalClock::kLogicalBits;
+    interco::replication::v1::Change c;
+    c.set_key(id);
+    c.set_author(origin_siren);
+    auto* d = c.mutable_delta();
+    d->set_causal_length(1);
+    d->set_cl_hlc(hlc);
+    d->set_cl_origin(origin);
+    auto* f = d->add_fields();
+    f->set_name("nom");
+    f->set_incarnation(1);
+    f->set_hlc(hlc);
+    f->set_origin(origin);
+    f->mutable_value()->set_string_value(id);
+    replication::BatchParams p;
+    p.origin = origin;
+    p.epoch = 1;
+    p.stream = kStream;
+    p.first_seq = seq;
+    p.prev_hash = prev_hash;
+    p.max_hlc = hlc;
+    return *replication::BuildBatch(p, {c.SerializeAsString()}, hasher_, signer, hash);
+  }
+
+  // A peer session as Lyon's node: mTLS with Lyon's node certificate, then Hello.
+  struct Session {
+    std::unique_ptr<replication::v1::PeerService::Stub> stub;
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<PeerMessage, PeerMessage>> stream;
+  };
+  Session Open() {
+    Session s;
+    s.stub = replication::v1::PeerService::NewStub(MtlsChannel(peer_port_, NodeTlsDir(kLyon)));
+    s.ctx = std::make_unique<grpc::ClientContext>();
+    s.stream = s.stub->Sync(s.ctx.get());
+    PeerMessage hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    hello.mutable_hello()->set_node(Origin(kLyon));
+    hello.mutable_hello()->add_streams()->set_stream(kStream);
+    EXPECT_TRUE(s.stream->Write(hello));
+    return s;
+  }
+  static bool SendBatch(Session& s, const Batch& b) {
+    PeerMessage m;
+    m.mutable_batch()->set_stream(kStream);
+    *m.mutable_batch()->mutable_batch() = b;
+    return s.stream->Write(m);
+  }
+  static bool SendCertificate(Session& s, const std::string& tls_dir) {
+    auto pem = node::ReadFile(tls_dir + "/tls.crt");
+    auto cert = node::ParsePemCertificate(*pem, "tls.crt");
+    PeerMessage m;
+    m.mutable_certificates()->add_der(node::CertificateDer(cert->get()));
+    return s.stream->Write(m);
+  }
+
+  template <typename Pred>
+  bool WaitFor(Pred pred) {
+    for (int i = 0; i < 100; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  int peer_port_ = 0;
+  std::unique_ptr<NodeProcess> node_;
+  node::Sha256Hasher hasher_;
+  std::unique_ptr<node::CertificateStore> certs_;
+  std::unique_ptr<node::BatchSigner> signer_;
+};
+
+TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsServing) {
+  Session s = Open();
+  ASSERT_TRUE(SendCertificate(s, NodeTlsDir(kLyon)));
+
+  // 1. A batch claiming to come from Bourg, signed with Lyon's key: a forgery.
+  ASSERT_TRUE(SendBatch(s, MakeBatch(kBourg, 1, "", "forged", signer_.get(), nullptr)));
+  // 2. Lyon's own batch with a signature that does not verify.
+  Batch bad_sig = MakeBatch(kLyon, 1, "", "bad-signature", signer_.get(), nullptr);
+  bad_sig.mutable_signature()->front() ^= 1;
+  ASSERT_TRUE(SendBatch(s, bad_sig));
+  // 3. An unsigned batch.
+  ASSERT_TRUE(SendBatch(s, MakeBatch(kLyon, 1, "", "unsigned", nullptr, nullptr)));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().unverified() >= 3; }))
+      << LyonStatus().ShortDebugString();
+
+  // 4. A signed batch whose change was altered after signing.
+  Batch altered = MakeBatch(kLyon, 1, "", "genuine", signer_.get(), nullptr);
+  interco::replication::v1::Change c;
+  ASSERT_TRUE(c.ParseFromString(altered.changes(0)));
+  c.mutable_delta()->mutable_fields(0)->mutable_value()->set_string_value("altered");
+  altered.set_changes(0, c.SerializeAsString());
+  ASSERT_TRUE(SendBatch(s, altered));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 1; }));
+
+  // 5. The genuine batch is applied; sent again (a replay), it is only a duplicate.
+  std::string hash;
+  const Batch genuine = MakeBatch(kLyon, 1, "", "genuine", signer_.get(), &hash);
+  ASSERT_TRUE(SendBatch(s, genuine));
+  ASSERT_TRUE(WaitFor([&] { return HasRecord("genuine"); }));
+  ASSERT_TRUE(SendBatch(s, genuine));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().duplicates() >= 1; }));
+  const v1::PeerStatus st = LyonStatus();
+  EXPECT_EQ(st.batches_applied(), 1u) << st.ShortDebugString();
+  EXPECT_EQ(st.forks(), 0u);
+  for (const char* id : {"forged", "bad-signature", "unsigned", "altered"}) {
+    EXPECT_FALSE(HasRecord(id)) << id << " was stored";
+  }
+  grpc::ClientContext get_ctx;
+  v1::GetRecordRequest get;
+  get.set_name(absl::StrCat("registries/", kStream, "/records/genuine"));
+  v1::Record r;
+  ASSERT_TRUE(Api()->GetRecord(&get_ctx, get, &r).ok());
+  EXPECT_EQ(r.fields().at("nom").string_value(), "genuine");
+
+  // 6. An oversized message: the transport refuses it and ends that session only.
+  PeerMessage huge;
+  huge.mutable_batch()->set_stream(kStream);
+  huge.mutable_batch()->mutable_batch()->set_header(std::string(40 << 20, 'x'));
+  s.stream->Write(huge);
+  PeerMessage ignored;
+  while (s.stream->Read(&ignored)) {
+  }
+  EXPECT_EQ(s.stream->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // The node still serves its API and a new, honest session of the same partner.
+  Session again = Open();
+  ASSERT_TRUE(SendCertificate(again, NodeTlsDir(kLyon)));
+  ASSERT_TRUE(SendBatch(again, MakeBatch(kLyon, 2, hash, "after", signer_.get(), nullptr)));
+  EXPECT_TRUE(WaitFor([&] { return HasRecord("after"); }));
+  again.ctx->TryCancel();
+}
+
+}  // namespace
+}  // namespace interco
