@@ -13,6 +13,8 @@
 #include "node/log.h"
 #include "node/rpc/caller.h"
 #include "replication/base/limits.h"
+#include "replication/change_log.h"
+#include "replication/hlc.h"
 #include "replication/ids.h"
 
 namespace interco::node {
@@ -155,26 +157,26 @@ class PeerManager::Service final : public interco::replication::v1::PeerService:
 };
 
 PeerManager::PeerManager(const PeerManagerOptions& options, RecordStore& store,
-                         replication::Clock& clock, replication::Verifier& verifier)
+                         replication::Clock& clock, CertificateStore& certificates)
     : options_(options),
       self_(replication::SirenToOrigin(options.authority).value()),
       store_(store),
       clock_(clock),
-      verifier_(verifier) {}
+      certificates_(certificates) {}
 
 absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManagerOptions& options,
                                                                 RecordStore& store,
                                                                 replication::Clock& clock,
-                                                                replication::Verifier& verifier) {
+                                                                CertificateStore& certificates) {
   if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) return s;
-  auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock, verifier));
+  auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock, certificates));
   m->store_adapter_ = std::make_unique<StoreAdapter>(store);
   m->transport_ = std::make_unique<EngineTransport>(*m);
   replication::ReplicatorOptions ro;
   ro.self = m->self_;
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
-                                                         *m->store_adapter_, m->hasher_, verifier);
+                                                         *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);
 
   grpc::ServerBuilder builder;
@@ -282,6 +284,20 @@ std::shared_ptr<PeerManager::Session> PeerManager::OpenSession(uint32_t peer) {
 }
 
 void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage message) {
+  // Check signatures here, on the session's reader thread, so that the engine thread
+  // finds them verified and spends its time applying.
+  if (message.has_certificates()) {
+    for (const std::string& der : message.certificates().der()) (void)certificates_.AddCertificate(der);
+  } else if (message.has_batch()) {
+    const auto& batch = message.batch().batch();
+    interco::replication::v1::BatchHeader h;
+    if (h.ParseFromString(batch.header())) {
+      certificates_.VerifyAhead(
+          h.origin(), h.signer(),
+          static_cast<int64_t>(replication::HybridLogicalClock::Millis(h.max_hlc())),
+          replication::SignedMessage(batch.header()), batch.signature());
+    }
+  }
   Post([this, peer = session->peer(), id = session->id(), m = std::move(message)] {
     auto it = engine_sessions_.find(peer);
     if (it == engine_sessions_.end() || it->second != id) return;  // an older session

@@ -27,6 +27,7 @@
 #include "interco/v1/node.pb.h"
 #include "node/storage/record_store.h"
 #include "node/tls/credentials.h"
+#include "node/trust/certificate_store.h"
 #include "replication/replicator.h"
 
 namespace interco::node {
@@ -46,11 +47,11 @@ struct PeerManagerOptions {
 class PeerManager {
  public:
   // Starts the peer port, the engine thread and the dialers. `store`, `clock` and
-  // `verifier` (which checks the origins' signatures) must outlive the manager.
+  // `certificates` (which check the origins' signatures) must outlive the manager.
   static absl::StatusOr<std::unique_ptr<PeerManager>> Start(const PeerManagerOptions& options,
                                                             RecordStore& store,
                                                             replication::Clock& clock,
-                                                            replication::Verifier& verifier);
+                                                            CertificateStore& certificates);
   ~PeerManager();
   PeerManager(const PeerManager&) = delete;
   PeerManager& operator=(const PeerManager&) = delete;
@@ -69,7 +70,7 @@ class PeerManager {
   class StoreAdapter;
 
   PeerManager(const PeerManagerOptions& options, RecordStore& store, replication::Clock& clock,
-              replication::Verifier& verifier);
+              CertificateStore& certificates);
 
   // Runs `fn` on the engine thread.
   void Post(std::function<void()> fn);
@@ -90,7 +91,7 @@ class PeerManager {
   const uint32_t self_;
   RecordStore& store_;
   replication::Clock& clock_;
-  replication::Verifier& verifier_;
+  CertificateStore& certificates_;
   std::unique_ptr<StoreAdapter> store_adapter_;
   std::unique_ptr<EngineTransport> transport_;
   Sha256Hasher hasher_;

@@ -118,8 +118,45 @@ size_t CertificateStore::size() {
   return by_key_id_.size();
 }
 
+namespace {
+constexpr size_t kVerifiedAheadMax = 8192;
+}  // namespace
+
+std::string CertificateStore::Digest(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                                     std::string_view message, std::string_view signature) {
+  std::string data = absl::StrCat(origin, "/", at_millis, "/", message.size(), "/");
+  data.append(key_id);
+  data.append(message);
+  data.append(signature);
+  return Sha256(data);
+}
+
+void CertificateStore::VerifyAhead(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                                   std::string_view message, std::string_view signature) {
+  if (!VerifyNow(origin, key_id, at_millis, message, signature).ok()) return;
+  std::string digest = Digest(origin, key_id, at_millis, message, signature);
+  absl::MutexLock l(&mu_);
+  if (!verified_.insert(digest).second) return;
+  verified_order_.push_back(std::move(digest));
+  if (verified_order_.size() > kVerifiedAheadMax) {
+    verified_.erase(verified_order_.front());
+    verified_order_.pop_front();
+  }
+}
+
 absl::Status CertificateStore::Verify(uint32_t origin, std::string_view key_id, int64_t at_millis,
                                       std::string_view message, std::string_view signature) {
+  {
+    const std::string digest = Digest(origin, key_id, at_millis, message, signature);
+    absl::MutexLock l(&mu_);
+    if (verified_.erase(digest) > 0) return absl::OkStatus();
+  }
+  return VerifyNow(origin, key_id, at_millis, message, signature);
+}
+
+absl::Status CertificateStore::VerifyNow(uint32_t origin, std::string_view key_id,
+                                         int64_t at_millis, std::string_view message,
+                                         std::string_view signature) {
   std::shared_ptr<const Entry> entry;
   {
     absl::MutexLock l(&mu_);

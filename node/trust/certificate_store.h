@@ -13,6 +13,7 @@
 #define INTERCO_NODE_TRUST_CERTIFICATE_STORE_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "node/crypto/x509.h"
@@ -51,6 +53,13 @@ class CertificateStore final : public replication::Verifier {
   absl::StatusOr<std::string> AddCertificate(std::string_view der) override;
   std::optional<std::string> Certificate(std::string_view key_id) override;
 
+  // Verify() ahead of the engine, on another thread (a peer session's reader): a success
+  // is remembered, and the engine's own Verify() of the same signed message is then a
+  // lookup. Lets verification of batch N+1 overlap the apply of batch N. Remembered
+  // successes are bounded (the oldest are forgotten) and used once.
+  void VerifyAhead(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                   std::string_view message, std::string_view signature);
+
   // Number of certificates known.
   size_t size();
 
@@ -67,8 +76,17 @@ class CertificateStore final : public replication::Verifier {
   // Parses and checks a certificate; does not store it.
   absl::StatusOr<std::shared_ptr<const Entry>> Check(std::string_view der);
 
+  absl::Status VerifyNow(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                         std::string_view message, std::string_view signature);
+  // Identifies one Verify() question and its answer.
+  static std::string Digest(uint32_t origin, std::string_view key_id, int64_t at_millis,
+                            std::string_view message, std::string_view signature);
+
   const CertificateStoreOptions options_;
   absl::Mutex mu_;
+  // Digests of (message, signature) verified ahead, oldest first.
+  std::deque<std::string> verified_order_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> verified_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<const Entry>, std::less<>> by_key_id_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -80,6 +80,17 @@ TEST(TrustTest, SignsWithTheNodeKeyAndVerifiesAgainstItsCertificate) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(certs->Verify(Origin(kLyon), key_id, 0, message, *signature).code(),
             absl::StatusCode::kPermissionDenied);
+  // Verified ahead (as a session's reader thread does), the answer is the same, and a
+  // remembered success does not answer another question.
+  certs->VerifyAhead(Origin(kLyon), key_id, NowMs(), message, *signature);
+  certs->VerifyAhead(Origin(kLyon), key_id, NowMs(), message, flipped);
+  EXPECT_EQ(certs->Verify(Origin(kLyon), key_id, NowMs(), message, flipped).code(),
+            absl::StatusCode::kUnauthenticated);
+  const int64_t at = NowMs();
+  certs->VerifyAhead(Origin(kLyon), key_id, at, message, *signature);
+  EXPECT_EQ(certs->Verify(Origin(kBourg), key_id, at, message, *signature).code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(certs->Verify(Origin(kLyon), key_id, at, message, *signature).ok());
   const int64_t year_2200 = int64_t{7258118400} * 1000;
   EXPECT_EQ(certs->Verify(Origin(kLyon), key_id, year_2200, message, *signature).code(),
             absl::StatusCode::kPermissionDenied);
