@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Development certificates: a federation PKI in OUT_DIR, a node certificate per SIREN,
-# and two clients per SIREN: "admin" (role admin) and "app" (role writer).
+# and three clients per SIREN: "admin" (role admin), "app" (role writer) and "viewer"
+# (role reader, e.g. a dashboard).
 #
 # Creates only what is missing, so it can run before every start. Existing material is
 # kept; a certificate is renewed (same key) only if it expires within a day, and the
@@ -60,12 +61,13 @@ ensure() {
   fi
 }
 
-# The three certificates of SIREN $2, reported in $work/$1.*.
+# The four certificates of SIREN $2, reported in $work/$1.*.
 authority() {
   local st=$work/$1.status
   ensure "$st" "nodes/$2" node --siren "$2"
   ensure "$st" "clients/$2/admin" client --siren "$2" --name admin --role admin
   ensure "$st" "clients/$2/app" client --siren "$2" --name app --role writer
+  ensure "$st" "clients/$2/viewer" client --siren "$2" --name viewer --role reader
 }
 
 jobs_max=$(nproc 2>/dev/null || echo 2)

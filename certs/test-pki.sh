@@ -380,7 +380,7 @@ if awk -v e="$elapsed" -v m="$MAX_SECONDS" 'BEGIN { exit !(e < m) }'; then pass;
   fail "dev-certs for 5 SIRENs took ${elapsed}s (limit ${MAX_SECONDS}s)"
 fi
 cp "$T/out" "$T/dev.out"
-check_output "dev-certs creates 15 certificates" '15 created, 0 renewed, 0 unchanged' cat "$T/dev.out"
+check_output "dev-certs creates 20 certificates" '20 created, 0 renewed, 0 unchanged' cat "$T/dev.out"
 for s in 200046977 217500016 243500139 243300316 243100518; do
   check "dev-certs node $s verifies" verify "$DC/nodes/$s" -purpose sslserver
 done
@@ -389,12 +389,14 @@ check_output "dev-certs admin role" "OU = admin, CN = admin" \
   openssl x509 -in "$DC/clients/243500139/admin/tls.crt" -noout -subject
 check_output "dev-certs app role" "OU = writer, CN = app" \
   openssl x509 -in "$DC/clients/243500139/app/tls.crt" -noout -subject
+check_output "dev-certs viewer role" "OU = reader, CN = viewer" \
+  openssl x509 -in "$DC/clients/243500139/viewer/tls.crt" -noout -subject
 sums() { find "$DC" -type f ! -name .lock -print0 | sort -z | xargs -0 sha256sum; }
 before=$(sums)
-check_output "dev-certs is idempotent" '0 created, 0 renewed, 15 unchanged' \
+check_output "dev-certs is idempotent" '0 created, 0 renewed, 20 unchanged' \
   bash "$DEV" "$DC" "$FED" 200046977 217500016 243500139 243300316 243100518
 check_equal "dev-certs second run changes no file" "$(sums)" "$before"
-check_output "dev-certs adds a new SIREN only" '3 created, 0 renewed, 3 unchanged' \
+check_output "dev-certs adds a new SIREN only" '4 created, 0 renewed, 4 unchanged' \
   bash "$DEV" "$DC" "$FED" 200046977 244400404
 check_fails "dev-certs refuses another federation" bash "$DEV" "$DC" other 200046977
 check_fails "dev-certs refuses an invalid SIREN" bash "$DEV" "$DC" "$FED" 123456789

@@ -132,6 +132,7 @@ grpc::ServerUnaryReactor* RegistryService::CreateRegistry(
     interco::v1::Registry* response) {
   absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, federation_);
   if (!caller.ok()) return Done(ctx, caller.status());
+  if (absl::Status s = RequireRole(*ctx, *caller, Role::kAdmin); !s.ok()) return Done(ctx, s);
   if (absl::Status s = replication::ValidateRegistryId(request->registry_id()); !s.ok()) {
     return Done(ctx, absl::InvalidArgumentError(absl::StrCat("registry_id: ", s.message())));
   }
@@ -242,6 +243,7 @@ grpc::ServerUnaryReactor* RegistryService::SubmitWrite(grpc::CallbackServerConte
                                                        Record* response) {
   absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, federation_);
   if (!caller.ok()) return Done(ctx, caller.status());
+  if (absl::Status s = RequireRole(*ctx, *caller, Role::kWriter); !s.ok()) return Done(ctx, s);
   absl::StatusOr<RecordRef> ref = ParseRecordName(name, name_field);
   if (!ref.ok()) return Done(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();

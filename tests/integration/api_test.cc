@@ -41,6 +41,7 @@ class ApiTest : public ::testing::Test {
     data_dir_ = MakeTempDir("api");
     StartServer();
     stub_ = RegistryService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon)));
+    admin_ = RegistryService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon, "admin")));
     CreateServicesRegistry();
   }
 
@@ -79,7 +80,7 @@ class ApiTest : public ::testing::Test {
     f->set_type(v1::FIELD_TYPE_BOOL);
     grpc::ClientContext ctx;
     v1::Registry out;
-    ASSERT_TRUE(stub_->CreateRegistry(&ctx, req, &out).ok());
+    ASSERT_TRUE(admin_->CreateRegistry(&ctx, req, &out).ok());
   }
 
   grpc::Status Put(const std::string& id, std::map<std::string, v1::Value> fields,
@@ -108,7 +109,8 @@ class ApiTest : public ::testing::Test {
 
   std::string data_dir_;
   std::unique_ptr<node::Server> server_;
-  std::unique_ptr<RegistryService::Stub> stub_;
+  std::unique_ptr<RegistryService::Stub> stub_;   // "app", role writer
+  std::unique_ptr<RegistryService::Stub> admin_;  // "admin", role admin
 };
 
 TEST_F(ApiTest, CrudOverMutualTls) {
@@ -171,6 +173,63 @@ TEST_F(ApiTest, CrudOverMutualTls) {
     EXPECT_EQ(stub_->GetRecord(&ctx, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
   }
   EXPECT_EQ(RecordCount(), 0);
+}
+
+// The role in a client certificate bounds what it may do: a reader cannot write, a
+// writer cannot create registries; refusals name the caller and leave nothing behind.
+TEST_F(ApiTest, ClientRolesAreEnforced) {
+  ASSERT_TRUE(Put("piscine", {{"nom", Str("Piscine")}}).ok());
+  auto viewer = RegistryService::NewStub(
+      MtlsChannel(server_->api_port(), ClientTlsDir(kLyon, "viewer")));
+  {
+    grpc::ClientContext ctx;
+    v1::GetRecordRequest req;
+    req.set_name("registries/services/records/piscine");
+    Record r;
+    EXPECT_TRUE(viewer->GetRecord(&ctx, req, &r).ok()) << "a reader may read";
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/piscine");
+    (*req.mutable_record()->mutable_fields())["nom"] = Str("Piscine fermée");
+    req.mutable_update_mask()->add_paths("nom");
+    Record r;
+    grpc::Status s = viewer->UpdateRecord(&ctx, req, &r);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_THAT(s.error_message(), HasSubstr(absl::StrCat(kLyon, "/viewer has role reader")));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DeleteRecordRequest req;
+    req.set_name("registries/services/records/piscine");
+    google::protobuf::Empty e;
+    EXPECT_EQ(viewer->DeleteRecord(&ctx, req, &e).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::CreateRegistryRequest req;
+    req.set_registry_id("by-a-writer");
+    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("x");
+    f->set_type(v1::FIELD_TYPE_STRING);
+    v1::Registry out;
+    grpc::Status s = stub_->CreateRegistry(&ctx, req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_THAT(s.error_message(), HasSubstr("needs role admin"));
+  }
+  grpc::ClientContext ctx;
+  v1::GetRecordRequest req;
+  req.set_name("registries/services/records/piscine");
+  Record r;
+  ASSERT_TRUE(stub_->GetRecord(&ctx, req, &r).ok());
+  EXPECT_EQ(r.fields().at("nom").string_value(), "Piscine");
+  EXPECT_EQ(RecordCount(), 1);
+  grpc::ClientContext get_ctx;
+  v1::GetRegistryRequest get;
+  get.set_name("registries/by-a-writer");
+  v1::Registry reg;
+  EXPECT_EQ(stub_->GetRegistry(&get_ctx, get, &reg).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(ApiTest, NodeInfoNamesTheNodeAndTheCaller) {
@@ -423,7 +482,7 @@ TEST_F(ApiTest, BadInputGetsTheRightStatusAndChangesNothing) {
          f->set_name("x");
          grpc::ClientContext ctx;
          v1::Registry out;
-         return stub_->CreateRegistry(&ctx, req, &out);
+         return admin_->CreateRegistry(&ctx, req, &out);
        },
        grpc::StatusCode::INVALID_ARGUMENT, "schema.fields[0].type"},
       {"bad watch cursor",

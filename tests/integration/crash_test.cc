@@ -63,7 +63,7 @@ TEST(CrashTest, KillNineUnderLoadLosesNoAcknowledgedWrite) {
   std::string error;
   ASSERT_TRUE(node.Start(&error)) << error;
   {
-    auto stub = v1::RegistryService::NewStub(MtlsChannel(node.api_port(), ClientTlsDir(kLyon)));
+    auto stub = v1::RegistryService::NewStub(MtlsChannel(node.api_port(), ClientTlsDir(kLyon, "admin")));
     CreateRegistry(*stub);
   }
   std::vector<std::vector<KeyState>> keys(kWriters, std::vector<KeyState>(kKeysPerWriter));

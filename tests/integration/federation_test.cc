@@ -99,7 +99,9 @@ class FederationTest : public ::testing::Test {
       f->set_type(v1::FIELD_TYPE_STRING_SET);
       grpc::ClientContext ctx;
       v1::Registry out;
-      grpc::Status s = Stub(m)->CreateRegistry(&ctx, req, &out);
+      grpc::Status s = v1::RegistryService::NewStub(
+                           MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren, "admin")))
+                           ->CreateRegistry(&ctx, req, &out);
       ASSERT_TRUE(s.ok()) << s.error_message();
     }
   }

@@ -66,7 +66,10 @@ class PeerAttackTest : public ::testing::Test {
     f->set_type(v1::FIELD_TYPE_STRING);
     grpc::ClientContext ctx;
     v1::Registry out;
-    ASSERT_TRUE(Api()->CreateRegistry(&ctx, req, &out).ok());
+    ASSERT_TRUE(v1::RegistryService::NewStub(
+                    MtlsChannel(node_->api_port(), ClientTlsDir(kAbergement, "admin")))
+                    ->CreateRegistry(&ctx, req, &out)
+                    .ok());
 
     // Lyon's real signing key, as its node would use it.
     node::CertificateStoreOptions co;

@@ -72,7 +72,7 @@ TEST(ProcessTest, AsyncDurabilityIsReportedAndStillPersistsAcrossRestart) {
   NodeProcess node(o);
   std::string error;
   ASSERT_TRUE(node.Start(&error)) << error;
-  const std::string cli = absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
+  const std::string cli = absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon, "admin"), " ",
                                        BinaryPath("interco"), " --addr=127.0.0.1:");
   const std::string def = WriteFile(testing::MakeTempDir("async-def"), "r.json",
                                     R"({"schema": {"fields": [{"name": "nom", "type": "FIELD_TYPE_STRING"}]}})");
@@ -194,7 +194,7 @@ class CliTest : public ::testing::Test {
   // Runs the CLI; returns its exit code, output in *out.
   int Cli(const std::string& args, std::string* out) {
     out->clear();
-    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon, "admin"), " ",
                                    BinaryPath("interco"), " --addr=127.0.0.1:", node_->api_port(),
                                    " ", args),
                       out);
