@@ -32,6 +32,9 @@ constexpr OptionSpec kCommandOptions[] = {
     {"set_separator", true, false},
     {"concurrency", true, false},
     {"where_column", true, true},
+    {"out", true, false},
+    {"ca", true, false},
+    {"crl_dir", true, false},
 };
 
 // Abseil flags passed through to absl::ParseCommandLine; all take a value.

@@ -36,18 +36,6 @@ using interco::v1::Registry;
 constexpr size_t kListFieldColumns = 6;
 constexpr size_t kListCellWidth = 30;
 
-absl::Status Usage(std::string_view synopsis) {
-  return absl::InvalidArgumentError(absl::StrCat("usage: interco ", ToAbsl(synopsis)));
-}
-
-// The first line of a protobuf error (JSON parse errors go on with the input and a caret).
-std::string ProtobufMessage(const google::protobuf::util::Status& status) {
-  std::string message(status.message().data(), status.message().size());
-  message.resize(std::min(message.size(), message.find('\n')));
-  const size_t start = message.find_first_not_of(": ");
-  return start == std::string::npos ? message : message.substr(start);
-}
-
 std::string FormatBytes(int64_t bytes) {
   if (bytes < 1024) return absl::StrCat(bytes, " B");
   const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
@@ -318,6 +306,17 @@ absl::Status RunRegistryCreate(Session& session, const Args& args, const Command
   INTERCO_RETURN_IF_ERROR(
       RpcError(client->registries().CreateRegistry(&context, request, &created)));
   return PrintRegistry(session, created);
+}
+
+absl::Status Usage(std::string_view synopsis) {
+  return absl::InvalidArgumentError(absl::StrCat("usage: interco ", ToAbsl(synopsis)));
+}
+
+std::string ProtobufMessage(const google::protobuf::util::Status& status) {
+  std::string message(status.message().data(), status.message().size());
+  message.resize(std::min(message.size(), message.find('\n')));
+  const size_t start = message.find_first_not_of(": ");
+  return start == std::string::npos ? message : message.substr(start);
 }
 
 absl::Status RunGet(Session& session, const Args& args, const CommandOptions&) {

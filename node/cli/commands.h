@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <google/protobuf/message.h>
+#include <google/protobuf/stubs/status.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -51,8 +52,16 @@ absl::Status RunCreate(Session& session, const Args& args, const CommandOptions&
 absl::Status RunDelete(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunWatch(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunImport(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunProvenance(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunVerifyProvenance(Session& session, const Args& args,
+                                 const CommandOptions& options);
 
 // Shared by the commands.
+
+// INVALID_ARGUMENT "usage: interco <synopsis>".
+absl::Status Usage(std::string_view synopsis);
+// The first line of a protobuf error (JSON parse errors go on with the input and a caret).
+std::string ProtobufMessage(const google::protobuf::util::Status& status);
 
 // One line of protobuf JSON (field names as in the .proto files).
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);

@@ -110,6 +110,19 @@ const std::vector<Command>& Commands() {
        "      node refuses are reported and counted. --concurrency defaults to 32",
        {"key", "map", "geo", "set_separator", "concurrency", "where_column"},
        RunImport},
+      {"provenance",
+       "provenance REGISTRY ID [--out FILE.json]",
+       "who authored each value of a record (authority, client, time) and the\n"
+       "      signed batch and certificate behind it; --out saves the proof as JSON",
+       {"out"},
+       RunProvenance},
+      {"verify-provenance",
+       "verify-provenance FILE.json [--ca CA.crt] [--crl_dir DIR]",
+       "check a saved proof offline: signatures, certificates chaining to the CA\n"
+       "      bundle (default: ca.crt of --tls_dir), and that the signed changes write\n"
+       "      exactly the record's values; needs no node",
+       {"ca", "crl_dir"},
+       RunVerifyProvenance},
   };
   return *commands;
 }

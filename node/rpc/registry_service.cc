@@ -172,6 +172,19 @@ grpc::ServerUnaryReactor* RegistryService::ListRegistries(
   return Done(ctx, s);
 }
 
+grpc::ServerUnaryReactor* RegistryService::GetRecordProvenance(
+    grpc::CallbackServerContext* ctx, const interco::v1::GetRecordProvenanceRequest* request,
+    interco::v1::RecordProvenance* response) {
+  absl::Status s = [&]() -> absl::Status {
+    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(RecordRef ref, ParseRecordName(request->name(), "name"));
+    INTERCO_ASSIGN_OR_RETURN(*response, store_.Provenance(ref.registry, ref.record));
+    return absl::OkStatus();
+  }();
+  LogIfServerFault("GetRecordProvenance", s);
+  return Done(ctx, s);
+}
+
 grpc::ServerUnaryReactor* RegistryService::GetRecord(grpc::CallbackServerContext* ctx,
                                                      const interco::v1::GetRecordRequest* request,
                                                      Record* response) {

@@ -48,6 +48,9 @@ class RegistryService final : public interco::v1::RegistryService::CallbackServi
   grpc::ServerUnaryReactor* DeleteRecord(grpc::CallbackServerContext* ctx,
                                          const interco::v1::DeleteRecordRequest* request,
                                          google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* GetRecordProvenance(grpc::CallbackServerContext* ctx,
+                                                const interco::v1::GetRecordProvenanceRequest* request,
+                                                interco::v1::RecordProvenance* response) override;
   grpc::ServerWriteReactor<interco::v1::WatchRecordsResponse>* WatchRecords(
       grpc::CallbackServerContext* ctx, const interco::v1::WatchRecordsRequest* request) override;
 

@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -33,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "interco/internal/v1/storage.pb.h"
+#include "interco/v1/provenance.pb.h"
 #include "interco/v1/record.pb.h"
 #include "interco/v1/registry.pb.h"
 #include "interco/replication/v1/state.pb.h"
@@ -121,6 +123,11 @@ class RecordStore {
       std::string_view registry, const std::vector<std::string>& ids);
   // A page of records in ID order; see interco.v1.ListRecordsRequest.
   absl::StatusOr<RecordPage> ListRecords(const ListQuery& query);
+  // Where each visible value of a live record comes from: the signed batches of the
+  // change log that carry it and their signers' certificates (node/storage/provenance.cc).
+  // NOT_FOUND if the registry or a live record is missing.
+  absl::StatusOr<interco::v1::RecordProvenance> Provenance(std::string_view registry,
+                                                           std::string_view id);
 
   using WriteCallback = std::function<void(absl::StatusOr<interco::v1::Record>)>;
   // Applies a local write (see replication::PlanLocalWrite for its errors) and calls
@@ -226,6 +233,10 @@ class RecordStore {
     uint64_t next_seq = 1;   // next entry to be written
   };
   absl::StatusOr<FeedBounds> FeedOf(std::string_view registry);
+  // The batch of one origin epoch (whose log ends at last_seq) holding the change
+  // stamped `hlc`: the first whose greatest HLC reaches it. nullopt if none does.
+  absl::StatusOr<std::optional<interco::replication::v1::Batch>> BatchHolding(
+      std::string_view registry, replication::OriginKey key, uint64_t last_seq, uint64_t hlc);
   // (key, value) of the meta family entries whose key starts with `prefix`.
   std::vector<std::pair<std::string, std::string>> ScanMeta(std::string_view prefix);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;

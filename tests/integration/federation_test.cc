@@ -3,6 +3,7 @@
 // in the middle, restart, then convergence checked through the public API.
 #include <atomic>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -192,7 +193,41 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
     EXPECT_TRUE(p.connected()) << p.authority();
     EXPECT_GT(p.batches_applied() + p.batches_sent(), 0u) << p.authority();
     for (const auto& [origin, missing] : p.missing_changes()) EXPECT_EQ(missing, 0u) << origin;
+    EXPECT_EQ(p.unverified(), 0u) << p.authority();
+    EXPECT_EQ(p.forks(), 0u) << p.authority();
   }
+  // Provenance at the end of the line: values written on all three nodes, relayed by
+  // Bourg, are proven by their origins' signatures, checked offline with the CA alone.
+  int verified = 0;
+  std::set<std::string> origins_seen;
+  const std::string proof_dir = testing::MakeTempDir("provenance");
+  for (const auto& [name, fields] : state) {
+    if (verified >= 5) break;
+    const std::string id = name.substr(name.rfind('/') + 1);
+    const std::string proof = absl::StrCat(proof_dir, "/", id, ".json");
+    std::string out;
+    ASSERT_EQ(testing::RunCommand(
+                  absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kAbergement, "viewer"), " ",
+                               testing::BinaryPath("interco"), " --addr=127.0.0.1:",
+                               members_[2].node->api_port(), " provenance services ", id,
+                               " --out ", proof),
+                  &out),
+              0)
+        << out;
+    for (const char* siren : {kLyon, kBourg, kAbergement}) {
+      if (out.find(siren) != std::string::npos) origins_seen.insert(siren);
+    }
+    ASSERT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco"),
+                                               " verify-provenance ", proof, " --ca ",
+                                               ClientTlsDir(kAbergement), "/ca.crt"),
+                                  &out),
+              0)
+        << out;
+    EXPECT_NE(out.find("verified: "), std::string::npos) << out;
+    ++verified;
+  }
+  EXPECT_EQ(verified, 5);
+  EXPECT_GE(origins_seen.size(), 2u) << "values of several origins were expected";
   // Each store is consistent.
   for (auto& m : members_) {
     ASSERT_EQ(m.node->Terminate() & 0x7f, 0);

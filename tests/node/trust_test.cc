@@ -15,6 +15,7 @@
 #include "node/system_clock.h"
 #include "node/trust/batch_signer.h"
 #include "node/trust/certificate_store.h"
+#include "node/trust/provenance.h"
 #include "replication/change_log.h"
 #include "replication/ids.h"
 #include "tests/testing/test_env.h"
@@ -177,6 +178,77 @@ TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
     tampered.raw.mutable_header()->back() ^= 1;
     EXPECT_FALSE(replication::VerifyBatch(tampered, *certs).ok());
   }
+}
+
+TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {
+  const std::string tls = testing::NodeTlsDir(kLyon);
+  auto store = OpenStore(kLyon);
+  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
+  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
+  store->SetSigner(signer.get());
+  interco::v1::Registry def;
+  auto* f = def.mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  f = def.mutable_schema()->add_fields();
+  f->set_name("canaux");
+  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+  f = def.mutable_schema()->add_fields();
+  f->set_name("places");
+  f->set_type(interco::v1::FIELD_TYPE_INT64);
+  const replication::Principal app{kFederation, kLyon, "app"};
+  const replication::Principal admin{kFederation, kLyon, "admin"};
+  ASSERT_TRUE(store->CreateRegistry("equipements", def, admin).ok());
+  // Many writes, so that the values sit in different batches of a longer log.
+  for (int i = 0; i < 40; ++i) {
+    replication::LocalWrite w;
+    w.kind = replication::LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    w.fields["nom"].set_string_value(absl::StrCat("Piscine ", i));
+    w.mask = {"nom"};
+    ASSERT_TRUE(store->Write("equipements", absl::StrCat("p", i % 7), w, app).ok());
+  }
+  replication::LocalWrite w;
+  w.kind = replication::LocalWrite::Kind::kUpdate;
+  w.fields["canaux"].mutable_string_set_value()->add_values("guichet");
+  w.fields["canaux"].mutable_string_set_value()->add_values("telephone");
+  w.fields["places"].set_int64_value(250);
+  w.mask = {"canaux", "places"};
+  ASSERT_TRUE(store->Write("equipements", "p3", w, admin).ok());
+
+  auto p = store->Provenance("equipements", "p3");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->values_size(), 4);  // nom, places, two set elements
+  for (const auto& v : p->values()) {
+    EXPECT_EQ(v.authority(), kLyon);
+    EXPECT_EQ(v.author(), absl::StrCat(kLyon, v.field() == "nom" ? "/app" : "/admin")) << v.field();
+    EXPECT_GE(v.batch(), 0);
+  }
+  EXPECT_EQ(p->batches_size(), 2);
+  EXPECT_EQ(p->certificates_size(), 1);
+  auto ok = VerifyProvenance(*p, tls + "/ca.crt");
+  EXPECT_TRUE(ok.ok()) << ok.status();
+
+  // Each kind of tampering is caught.
+  auto expect_refused = [&](const std::string& what, auto mutate) {
+    interco::v1::RecordProvenance bad = *p;
+    mutate(bad);
+    EXPECT_FALSE(VerifyProvenance(bad, tls + "/ca.crt").ok()) << what;
+  };
+  expect_refused("value changed", [](auto& b) {
+    (*b.mutable_record()->mutable_fields())["nom"].set_string_value("Piscine fermée");
+  });
+  expect_refused("author changed", [](auto& b) { b.mutable_values(0)->set_author("200071751/app"); });
+  expect_refused("signature", [](auto& b) { b.mutable_batches(0)->mutable_signature()->front() ^= 1; });
+  expect_refused("change", [](auto& b) { b.mutable_batches(0)->mutable_change()->back() ^= 1; });
+  expect_refused("digest", [](auto& b) { b.mutable_batches(0)->mutable_change_digests(0)->front() ^= 1; });
+  expect_refused("missing value", [](auto& b) { b.mutable_values()->RemoveLast(); });
+  expect_refused("foreign certificate", [](auto& b) {
+    b.set_certificates(0, LeafDer(testing::ForeignCertsDir() + "/nodes/" + kLyon));
+  });
+  EXPECT_FALSE(VerifyProvenance(*p, testing::ForeignCertsDir() + "/ca.crt").ok())
+      << "another federation's CA vouches for nothing here";
+  EXPECT_EQ(store->Provenance("equipements", "absent").status().code(), absl::StatusCode::kNotFound);
 }
 
 // A private PKI (certs/dev-certs.sh in a temporary directory) for revocation and rotation.

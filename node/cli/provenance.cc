@@ -1,0 +1,81 @@
+// `interco provenance` and `interco verify-provenance`.
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "interco/replication/v1/state.pb.h"
+#include "node/cli/commands.h"
+#include "node/cli/table.h"
+#include "node/cli/values.h"
+#include "node/trust/provenance.h"
+#include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
+
+namespace interco::cli {
+
+absl::Status RunProvenance(Session& session, const Args& args, const CommandOptions& options) {
+  if (args.size() != 2) return Usage("provenance REGISTRY ID [--out FILE.json]");
+  INTERCO_RETURN_IF_ERROR(CheckRegistryId(args[0]));
+  INTERCO_RETURN_IF_ERROR(CheckRecordId(args[1]));
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  interco::v1::GetRecordProvenanceRequest request;
+  request.set_name(RecordName(args[0], args[1]));
+  interco::v1::RecordProvenance provenance;
+  grpc::ClientContext context;
+  client->SetDeadline(context);
+  INTERCO_RETURN_IF_ERROR(
+      RpcError(client->registries().GetRecordProvenance(&context, request, &provenance)));
+  if (const std::string out = options.Get("out"); !out.empty()) {
+    INTERCO_ASSIGN_OR_RETURN(std::string json, ToJson(provenance));
+    std::ofstream file(out, std::ios::binary | std::ios::trunc);
+    file << json << "\n";
+    if (!file.flush()) return absl::UnavailableError(absl::StrCat("cannot write ", out));
+  }
+  if (session.json()) return PrintJson(provenance);
+  Table table({"FIELD", "VALUE", "AUTHORITY", "AUTHOR", "WRITTEN", "BATCH", "SIGNER"});
+  for (const auto& v : provenance.values()) {
+    std::string value = v.element();
+    if (value.empty()) {
+      auto it = provenance.record().fields().find(v.field());
+      if (it != provenance.record().fields().end()) value = FormatValue(it->second);
+    }
+    std::string batch = "-", signer = "-";
+    if (v.batch() >= 0 && v.batch() < provenance.batches_size()) {
+      interco::replication::v1::BatchHeader h;
+      h.ParseFromString(provenance.batches(v.batch()).header());
+      batch = absl::StrCat(h.epoch(), ":", h.first_seq());
+      signer = absl::BytesToHexString(h.signer()).substr(0, 16);
+    }
+    table.AddRow({v.field(), value, v.authority(), v.author(),
+                  google::protobuf::util::TimeUtil::ToString(v.write_time()), batch, signer});
+  }
+  table.Print(std::cout);
+  return absl::OkStatus();
+}
+
+absl::Status RunVerifyProvenance(Session& session, const Args& args, const CommandOptions& options) {
+  if (args.size() != 1) return Usage("verify-provenance FILE.json [--ca CA.crt] [--crl_dir DIR]");
+  INTERCO_ASSIGN_OR_RETURN(std::string json, ReadInputFile(args[0]));
+  interco::v1::RecordProvenance provenance;
+  if (google::protobuf::util::Status s = google::protobuf::util::JsonStringToMessage(
+          json, &provenance, google::protobuf::util::JsonParseOptions());
+      !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(args[0], ": not a JSON interco.v1.RecordProvenance: ", ProtobufMessage(s)));
+  }
+  std::string ca = options.Get("ca");
+  if (ca.empty() && !session.connect_options().tls_dir.empty()) {
+    ca = session.connect_options().tls_dir + "/ca.crt";
+  }
+  if (ca.empty()) return absl::InvalidArgumentError("--ca: the federation CA bundle is needed");
+  absl::StatusOr<std::string> summary = node::VerifyProvenance(provenance, ca, options.Get("crl_dir"));
+  if (!summary.ok()) return summary.status();
+  std::cout << *summary << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace interco::cli
