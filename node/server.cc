@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
 
   server->registry_service_ =
       std::make_unique<RegistryService>(*server->store_, config.federation());
+  server->admin_service_ = std::make_unique<AdminService>(*server->store_, config.federation());
   server->node_service_ =
       std::make_unique<NodeService>(*server->store_, server->peers_.get(), config, absl::Now());
 
@@ -95,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
                        &server->api_port_);
   api.RegisterService(server->registry_service_.get());
   api.RegisterService(server->node_service_.get());
+  api.RegisterService(server->admin_service_.get());
   api.RegisterService(server->health_service_.get());
   api.SetMaxReceiveMessageSize(limits::kGrpcMessageBytesMax);
   api.SetMaxSendMessageSize(limits::kGrpcMessageBytesMax);

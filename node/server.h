@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "node/config.h"
 #include "node/peer/peer_manager.h"
+#include "node/rpc/admin_service.h"
 #include "node/rpc/health_service.h"
 #include "node/rpc/node_service.h"
 #include "node/rpc/registry_service.h"
@@ -58,6 +59,7 @@ class Server {
   std::unique_ptr<PeerManager> peers_;
   std::unique_ptr<RegistryService> registry_service_;
   std::unique_ptr<NodeService> node_service_;
+  std::unique_ptr<AdminService> admin_service_;
   std::unique_ptr<HealthService> health_service_;
   std::unique_ptr<grpc::Server> api_server_;
   std::unique_ptr<grpc::Server> health_server_;

@@ -110,6 +110,12 @@ class ReplicaStore {
   virtual absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) = 0;
   // Origins frozen by a recorded fork, sorted.
   virtual std::vector<uint32_t> FrozenOrigins() = 0;
+  // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),
+  // not verified, of a frozen origin, or proof of a fork. For the audit log; must not
+  // block. Default: nothing.
+  virtual void OnRefused(uint32_t /*peer*/, const std::string& /*stream*/,
+                         const interco::replication::v1::BatchHeader* /*header*/,
+                         const absl::Status& /*why*/) {}
 };
 
 }  // namespace interco::replication

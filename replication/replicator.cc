@@ -164,6 +164,11 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   absl::StatusOr<DecodedBatch> decoded = DecodeBatch(frame.batch(), hasher_);
   if (!decoded.ok() || decoded->header.stream() != stream) {
     peer.stats.rejected++;
+    BatchHeader parsed;
+    const bool has_header = parsed.ParseFromString(frame.batch().header());
+    store_.OnRefused(peer_id, stream, has_header ? &parsed : nullptr,
+                     decoded.ok() ? absl::DataLossError("batch of another stream than its frame")
+                                  : decoded.status());
     return;
   }
   const BatchHeader& h = decoded->header;
@@ -171,6 +176,8 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   const uint64_t last = h.first_seq() + h.count() - 1;
   if (frozen_.contains(h.origin())) {
     peer.stats.frozen++;
+    store_.OnRefused(peer_id, stream, &h,
+                     absl::FailedPreconditionError("origin frozen after a fork of its chain"));
     return;
   }
   absl::StatusOr<VersionVector> vv = store_.Position(stream);
@@ -190,6 +197,7 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     // Forged, altered, or signed by a certificate that does not speak for the origin:
     // nothing of it is believed, stored or forwarded.
     peer.stats.unverified++;
+    store_.OnRefused(peer_id, stream, &h, s);
     if (absl::IsNotFound(s)) {
       // Its certificate was lost on the way: restating our position makes the sender
       // rewind, which resends certificates with the batches.
@@ -258,6 +266,7 @@ void Replicator::CheckHeldBatch(uint32_t peer_id, Peer& peer, const std::string&
   if (!mine) mine = BatchEndingAt(stream, key, std::min(held_seq, h.first_seq() + h.count() - 1));
   if (absl::Status s = VerifyBatch(batch, verifier_); !s.ok()) {
     peer.stats.unverified++;  // a relay's forgery, not the origin's doing
+    store_.OnRefused(peer_id, stream, &h, s);
     return;
   }
   Freeze(peer_id, peer, stream, std::move(mine), batch.raw);
@@ -294,6 +303,9 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
   evidence.set_received_from(peer_id);
   evidence.set_detected_ms(clock_.NowMillis());
   peer.stats.forks++;
+  store_.OnRefused(peer_id, stream, &h,
+                   absl::FailedPreconditionError("fork: the origin signed two histories; "
+                                                 "origin frozen"));
   // Freeze even if the proof cannot be stored: applying a forked chain is worse.
   (void)store_.RecordFork(evidence);
   frozen_.insert(h.origin());

@@ -76,7 +76,8 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
     : channel_(std::move(channel)),
       timeout_(timeout),
       registries_(interco::v1::RegistryService::NewStub(channel_)),
-      node_(interco::v1::NodeService::NewStub(channel_)) {}
+      node_(interco::v1::NodeService::NewStub(channel_)),
+      admin_(interco::v1::AdminService::NewStub(channel_)) {}
 
 void Client::SetDeadline(grpc::ClientContext& context) const {
   if (timeout_ == absl::InfiniteDuration()) return;

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "interco/v1/admin_service.grpc.pb.h"
 #include "interco/v1/node_service.grpc.pb.h"
 #include "interco/v1/registry_service.grpc.pb.h"
 
@@ -52,6 +53,7 @@ class Client {
 
   interco::v1::RegistryService::Stub& registries() { return *registries_; }
   interco::v1::NodeService::Stub& node() { return *node_; }
+  interco::v1::AdminService::Stub& admin() { return *admin_; }
 
   // Sets the per-call deadline (--timeout) on `context`.
   void SetDeadline(grpc::ClientContext& context) const;
@@ -66,6 +68,7 @@ class Client {
   absl::Duration timeout_;
   std::unique_ptr<interco::v1::RegistryService::Stub> registries_;
   std::unique_ptr<interco::v1::NodeService::Stub> node_;
+  std::unique_ptr<interco::v1::AdminService::Stub> admin_;
 };
 
 // Resource names of the public API.

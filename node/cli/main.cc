@@ -110,6 +110,13 @@ const std::vector<Command>& Commands() {
        "      node refuses are reported and counted. --concurrency defaults to 32",
        {"key", "map", "geo", "set_separator", "concurrency", "where_column"},
        RunImport},
+      {"audit",
+       "audit [REGISTRY] [--limit N]",
+       "the audit events of a registry (or of the node), newest first: who did or\n"
+       "      was refused what, when, and why; --limit defaults to 20, 0 lists all.\n"
+       "      Needs an admin certificate of the node's authority",
+       {"limit"},
+       RunAudit},
       {"provenance",
        "provenance REGISTRY ID [--out FILE.json]",
        "who authored each value of a record (authority, client, time) and the\n"

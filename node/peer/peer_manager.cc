@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/synchronization/notification.h"
 #include "interco/replication/v1/peer_service.grpc.pb.h"
 #include "node/log.h"
@@ -90,6 +92,43 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
                             "); its changes are frozen until an administrator intervenes"));
     return store_.RecordFork(evidence);
   }
+  void OnRefused(uint32_t peer, const std::string& stream,
+                 const interco::replication::v1::BatchHeader* header,
+                 const absl::Status& why) override {
+    // Engine thread. A hostile peer can send refusals as fast as it likes: at most
+    // kRefusalsPerSecond audit events per peer, the rest counted in the next one.
+    Limiter& limit = limiters_[peer];
+    const int64_t now = absl::ToUnixMillis(absl::Now());
+    limit.tokens = std::min<double>(kRefusalBurst, limit.tokens + static_cast<double>(now - limit.last_ms) *
+                                                                      kRefusalsPerSecond / 1000.0);
+    limit.last_ms = now;
+    if (limit.tokens < 1) {
+      limit.suppressed++;
+      return;
+    }
+    limit.tokens -= 1;
+    interco::v1::AuditEvent e;
+    const bool fork = absl::IsFailedPrecondition(why) && absl::StartsWith(why.message(), "fork");
+    e.set_action(fork ? interco::v1::AuditEvent::FREEZE_ORIGIN : interco::v1::AuditEvent::APPLY_BATCH);
+    e.set_accepted(false);
+    e.set_reason(limit.suppressed == 0
+                     ? why.ToString()
+                     : absl::StrCat(why.ToString(), " (and ", limit.suppressed,
+                                    " more refusals from this peer not audited)"));
+    limit.suppressed = 0;
+    e.set_peer(replication::OriginToSiren(peer));
+    e.set_registry(stream);
+    const std::vector<std::string> held = store_.RegistryIds();
+    e.set_chain(std::binary_search(held.begin(), held.end(), stream) ? RecordStore::AuditChainOf(stream)
+                                                                     : RecordStore::AuditChainOf(""));
+    if (header != nullptr) {
+      e.set_origin(replication::OriginToSiren(header->origin()));
+      e.set_epoch(header->epoch());
+      e.set_first_seq(header->first_seq());
+      e.set_count(header->count());
+    }
+    store_.Audit({std::move(e)});
+  }
   std::vector<uint32_t> FrozenOrigins() override {
     std::vector<uint32_t> out;
     for (const auto& f : store_.Forks()) out.push_back(f.origin());
@@ -99,7 +138,15 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
   }
 
  private:
+  static constexpr double kRefusalsPerSecond = 20;
+  static constexpr double kRefusalBurst = 40;
+  struct Limiter {
+    double tokens = kRefusalBurst;
+    int64_t last_ms = 0;
+    uint64_t suppressed = 0;
+  };
   RecordStore& store_;
+  std::map<uint32_t, Limiter> limiters_;
 };
 
 // The engine's view of the network: the session queues.

@@ -127,12 +127,31 @@ class WatchReactor final : public grpc::ServerWriteReactor<interco::v1::WatchRec
 RegistryService::RegistryService(RecordStore& store, std::string federation)
     : store_(store), federation_(std::move(federation)) {}
 
+void RegistryService::AuditRefusal(interco::v1::AuditEvent::Action action,
+                                   const replication::Principal& caller,
+                                   const std::string& registry, const std::string& record,
+                                   const absl::Status& why) {
+  interco::v1::AuditEvent e;
+  e.set_action(action);
+  e.set_caller(caller.Author());
+  e.set_registry(registry);
+  e.set_record(record);
+  e.set_accepted(false);
+  e.set_reason(why.ToString());
+  const bool held = !registry.empty() && store_.GetRegistry(registry).ok();
+  e.set_chain(RecordStore::AuditChainOf(held ? registry : ""));
+  store_.Audit({std::move(e)});
+}
+
 grpc::ServerUnaryReactor* RegistryService::CreateRegistry(
     grpc::CallbackServerContext* ctx, const interco::v1::CreateRegistryRequest* request,
     interco::v1::Registry* response) {
   absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, federation_);
   if (!caller.ok()) return Done(ctx, caller.status());
-  if (absl::Status s = RequireRole(*ctx, *caller, Role::kAdmin); !s.ok()) return Done(ctx, s);
+  if (absl::Status s = RequireRole(*ctx, *caller, Role::kAdmin); !s.ok()) {
+    AuditRefusal(interco::v1::AuditEvent::CREATE_REGISTRY, *caller, "", "", s);
+    return Done(ctx, s);
+  }
   if (absl::Status s = replication::ValidateRegistryId(request->registry_id()); !s.ok()) {
     return Done(ctx, absl::InvalidArgumentError(absl::StrCat("registry_id: ", s.message())));
   }
@@ -256,8 +275,14 @@ grpc::ServerUnaryReactor* RegistryService::SubmitWrite(grpc::CallbackServerConte
                                                        Record* response) {
   absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, federation_);
   if (!caller.ok()) return Done(ctx, caller.status());
-  if (absl::Status s = RequireRole(*ctx, *caller, Role::kWriter); !s.ok()) return Done(ctx, s);
   absl::StatusOr<RecordRef> ref = ParseRecordName(name, name_field);
+  if (absl::Status s = RequireRole(*ctx, *caller, Role::kWriter); !s.ok()) {
+    AuditRefusal(write.kind == replication::LocalWrite::Kind::kDelete
+                     ? interco::v1::AuditEvent::DELETE_RECORD
+                     : interco::v1::AuditEvent::WRITE_RECORD,
+                 *caller, ref.ok() ? ref->registry : "", ref.ok() ? ref->record : "", s);
+    return Done(ctx, s);
+  }
   if (!ref.ok()) return Done(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   store_.WriteAsync(ref->registry, ref->record, std::move(write), *caller,

@@ -61,6 +61,10 @@ class RegistryService final : public interco::v1::RegistryService::CallbackServi
                                         replication::LocalWrite write,
                                         interco::v1::Record* response);
 
+  // Audits a request refused before it reached the store (e.g. for its caller's role).
+  void AuditRefusal(interco::v1::AuditEvent::Action action, const replication::Principal& caller,
+                    const std::string& registry, const std::string& record, const absl::Status& why);
+
   RecordStore& store_;
   const std::string federation_;
 };

@@ -101,6 +101,13 @@ std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint
 
 std::string StreamState(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }
 
+std::string Audit(std::string_view chain, uint64_t seq) {
+  std::string out(chain);
+  out.push_back('\0');
+  PutBigEndian64(out, seq);
+  return out;
+}
+
 std::string Certificate(std::string_view key_id) {
   return absl::StrCat(ToAbsl(kCertificatePrefix), ToAbsl(key_id));
 }

@@ -6,6 +6,7 @@
 //   index       <registry>\0<field>\0<value>\0<record>      -> "" (value: EncodeIndexValue)
 //   feed        <registry>\0<seq:be64>                      -> internal.v1.FeedEntry
 //   log         <registry>\0<origin:be32><epoch:be32><first_seq:be64> -> replication.v1.Batch
+//   audit       <chain>\0<seq:be64>                       -> v1.AuditEvent (hash-chained)
 //   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState;
 //               "cert/<key id: 32 bytes>" -> DER certificate of a batch signer;
 //               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence
@@ -43,6 +44,9 @@ std::string Feed(std::string_view registry, uint64_t seq);
 uint64_t FeedSeqOf(std::string_view key);
 
 std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq);
+
+// An audit event of `chain` ("registries/<registry>" or "node").
+std::string Audit(std::string_view chain, uint64_t seq);
 
 inline constexpr std::string_view kNodeMeta = "node";
 std::string StreamState(std::string_view registry);

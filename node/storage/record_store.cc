@@ -14,6 +14,7 @@
 #include "node/crypto/sha256.h"
 #include "replication/change_log.h"
 #include "node/storage/keys.h"
+#include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
 #include "replication/base/check.h"
 #include "replication/base/limits.h"
@@ -132,39 +133,6 @@ std::string RecordName(std::string_view registry, std::string_view record) {
 }
 
 // One queued operation of the group-commit queue.
-struct RecordStore::Op {
-  enum class Type { kCreateRegistry, kWrite, kApplyRemote };
-  Type type = Type::kWrite;
-  std::string registry;
-  std::string key;
-  replication::LocalWrite write;
-  replication::Principal caller;
-  Registry definition;
-  // kApplyRemote: the batch (owned by the caller, who waits for the outcome).
-  const replication::DecodedBatch* remote = nullptr;
-
-  absl::Status status;
-  Record record;
-  Registry registry_out;
-  // Called once by the committer thread with the outcome.
-  std::function<void(Op&)> done;
-};
-
-// What a commit group has staged so far, on top of the committed state.
-struct RecordStore::GroupState {
-  rocksdb::WriteBatch batch;
-  // Registries touched by the group, with their staged metadata.
-  std::map<std::string, RegistryRuntime> registries;
-  // Record states written earlier in the group, by records-family key.
-  absl::flat_hash_map<std::string, RecordState> records;
-  // Serialized changes per registry, for this group's change-log batches.
-  std::map<std::string, std::vector<std::string>> changes;
-  std::map<std::string, uint64_t> max_hlc;
-  // Registries this group really changes (a no-op write stages nothing).
-  std::set<std::string> dirty;
-  size_t bytes = 0;
-};
-
 namespace {
 
 StreamState ToStreamState(const replication::VersionVector& vv) {
@@ -199,6 +167,8 @@ RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<Rock
       sync_(options.sync),
       feed_retention_(std::max<uint64_t>(options.feed_retention_entries, 1)),
       db_(std::move(db)),
+      clock_(*options.clock),
+      node_audit_retention_days_(options.audit_retention_days),
       hlc_(*options.clock, 0),
       random_state_(options.random_seed ^ 0x9e3779b97f4a7c15ULL) {}
 
@@ -279,9 +249,11 @@ absl::Status RecordStore::Load() {
     loaded.emplace(std::string(ToView(it->key())), std::move(rt));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "loading registries"));
-  absl::MutexLock l(&mu_);
-  registries_ = std::move(loaded);
-  return absl::OkStatus();
+  {
+    absl::MutexLock l(&mu_);
+    registries_ = std::move(loaded);
+  }
+  return LoadAudit();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -376,7 +348,9 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kCreateRegistry: op->status = ApplyCreateRegistry(*op, g); break;
       case Op::Type::kWrite: op->status = ApplyWrite(*op, g); break;
       case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
+      case Op::Type::kAudit: break;
     }
+    AuditOutcome(*op, g);
   }
 
   // One change-log batch per registry: this node's changes of the group, chained to its
@@ -429,7 +403,9 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
                 ToStreamState(rt.position).SerializeAsString());
     touched.push_back(registry);
   }
-  if (touched.empty()) return;  // every op failed or was a no-op: nothing to write
+  // Every op failed or was a no-op: only audit events (if any) to write, without waiting
+  // for the disk (no write is acknowledged by them).
+  if (touched.empty() && g.audit.empty()) return;
 
   NodeMeta node_meta;
   node_meta.set_authority(authority_);
@@ -438,7 +414,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   node_meta.set_format_version(kFormatVersion);
   g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), node_meta.SerializeAsString());
 
-  absl::Status s = db_->Write(g.batch, sync_);
+  absl::Status s = db_->Write(g.batch, sync_ && !touched.empty());
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
     for (const auto& op : group) {
@@ -451,6 +427,10 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     for (const std::string& registry : touched) {
       registries_[registry] = std::move(g.registries.at(registry));
     }
+  }
+  if (!g.audit.empty()) {
+    absl::MutexLock l(&audit_mu_);
+    for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
   }
   Notify(touched);
   if (!g.changes.empty() && local_commit_listener_) local_commit_listener_();
@@ -472,6 +452,10 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (def.display_name().size() > limits::kDisplayNameBytesMax) {
     return absl::InvalidArgumentError("registry.display_name: longer than 256 bytes");
   }
+  if (def.audit_retention_days() < 0 || def.audit_retention_days() > 36500) {
+    return absl::InvalidArgumentError(
+        "registry.audit_retention_days: must be between 0 (default, 365) and 36500");
+  }
   auto schema = replication::RegistrySchema::Compile(def.schema());
   if (!schema.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
@@ -485,6 +469,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   stored->set_display_name(def.display_name());
   stored->set_owner(def.owner());
   *stored->mutable_schema() = def.schema();
+  stored->set_audit_retention_days(def.audit_retention_days());
   rt.meta.set_create_hlc(hlc_.Now());
   rt.meta.set_feed_next_seq(1);
   rt.meta.set_feed_first_seq(1);
@@ -1200,9 +1185,10 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
     }
   }
   release();
+  INTERCO_RETURN_IF_ERROR(CheckAudit());
   return absl::StrCat("ok: ", registries.size(), " registries, ", records, " records, ",
                       index_entries, " index entries, ", feed_entries, " feed entries, ",
-                      batches, " log batches");
+                      batches, " log batches, audit chains intact");
 }
 
 }  // namespace interco::node

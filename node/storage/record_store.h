@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "interco/internal/v1/storage.pb.h"
+#include "interco/v1/audit.pb.h"
 #include "interco/v1/provenance.pb.h"
 #include "interco/v1/record.pb.h"
 #include "interco/v1/registry.pb.h"
@@ -66,6 +67,15 @@ struct RecordStoreOptions {
   replication::Clock* clock = nullptr;
   // Seeds the random feed IDs of new registries.
   uint64_t random_seed = 0;
+  // Days the node's own audit chain ("node") is kept. Registries set their own.
+  int32_t audit_retention_days = 365;
+};
+
+// A page of audit events, newest first.
+struct AuditPage {
+  std::vector<interco::v1::AuditRecord> events;
+  std::string next_page_token;
+  interco::v1::AuditHead head;
 };
 
 // A ListRecords query.
@@ -176,6 +186,20 @@ class RecordStore {
   // for benchmarks of what signing costs). Set once, before writes start.
   void SetSigner(replication::Signer* signer);
 
+  // --- Audit log (node/storage/audit.cc). Every API write and registry creation is
+  // audited, accepted or refused, in the same commit as its effect; so is every
+  // replicated batch applied. Chains: "registries/<id>" and "node".
+  // Appends events decided elsewhere (refusals before the store: roles, peers' forged
+  // batches), through the commit queue; does not wait. The chain, seq, hash and time
+  // are filled in.
+  void Audit(std::vector<interco::v1::AuditEvent> events);
+  // A page of one chain, newest first. INVALID_ARGUMENT for a bad token, NOT_FOUND for an
+  // unknown chain.
+  absl::StatusOr<AuditPage> ListAudit(std::string_view chain, int32_t page_size,
+                                      std::string_view page_token);
+  // The chain of a registry's events ("registries/<id>"), or "node" for "".
+  static std::string AuditChainOf(std::string_view registry);
+
   // --- Trust material kept in the meta family (durable when OK).
   // A signer certificate (DER) under its key ID.
   absl::Status PutCertificate(std::string_view key_id, std::string_view der);
@@ -205,6 +229,12 @@ class RecordStore {
   };
   struct Op;
   struct GroupState;
+  // The committed end of an audit chain.
+  struct AuditChain {
+    uint64_t next_seq = 1;
+    std::string last_hash;
+    int64_t last_trim_ms = 0;
+  };
 
   RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db);
 
@@ -237,6 +267,13 @@ class RecordStore {
   // stamped `hlc`: the first whose greatest HLC reaches it. nullopt if none does.
   absl::StatusOr<std::optional<interco::replication::v1::Batch>> BatchHolding(
       std::string_view registry, replication::OriginKey key, uint64_t last_seq, uint64_t hlc);
+  // Audit: the event of an op's outcome, staged into the group.
+  void AuditOutcome(const Op& op, GroupState& g);
+  void StageAudit(GroupState& g, interco::v1::AuditEvent event);
+  // Deletes events older than the chain's retention from its front (bounded work).
+  void TrimAudit(GroupState& g, const std::string& chain);
+  absl::Status LoadAudit();
+  absl::Status CheckAudit();
   // (key, value) of the meta family entries whose key starts with `prefix`.
   std::vector<std::pair<std::string, std::string>> ScanMeta(std::string_view prefix);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
@@ -250,6 +287,11 @@ class RecordStore {
   Sha256Hasher hasher_;
   std::function<void()> local_commit_listener_;
   replication::Signer* signer_ = nullptr;
+  replication::Clock& clock_;
+  const int32_t node_audit_retention_days_;
+  absl::Mutex audit_mu_;
+  // Committed chain ends (written by the committer, read by ListAudit).
+  absl::flat_hash_map<std::string, AuditChain> audit_chains_ ABSL_GUARDED_BY(audit_mu_);
   // Used only by the committer thread (and by Load, before it starts).
   replication::HybridLogicalClock hlc_;
   uint32_t epoch_ = 1;

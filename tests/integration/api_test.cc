@@ -12,7 +12,11 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "interco/v1/admin_service.grpc.pb.h"
 #include "interco/v1/node_service.grpc.pb.h"
+#include "node/crypto/ed25519.h"
+#include "node/crypto/sha256.h"
+#include "node/crypto/x509.h"
 #include "interco/v1/registry_service.grpc.pb.h"
 #include "node/server.h"
 #include "tests/testing/test_env.h"
@@ -230,6 +234,101 @@ TEST_F(ApiTest, ClientRolesAreEnforced) {
   get.set_name("registries/by-a-writer");
   v1::Registry reg;
   EXPECT_EQ(stub_->GetRegistry(&get_ctx, get, &reg).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// Every write is audited, accepted or refused, without field values; the chain is
+// linked by hashes and its head is signed by the node; only the node's admins read it.
+TEST_F(ApiTest, AuditLogRecordsWritesAndRefusalsInAHashChain) {
+  ASSERT_TRUE(Put("piscine", {{"nom", Str("Piscine Garibaldi")}}).ok());
+  ASSERT_EQ(Put("sans-nom", {{"commune", Str("69123")}}).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // "nom" is required
+  auto viewer = RegistryService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon, "viewer")));
+  {
+    grpc::ClientContext ctx;
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/piscine");
+    (*req.mutable_record()->mutable_fields())["nom"] = Str("Piscine fermée");
+    Record r;
+    ASSERT_EQ(viewer->UpdateRecord(&ctx, req, &r).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  auto admin = v1::AdminService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon, "admin")));
+  auto list = [&](v1::AdminService::Stub& stub, const std::string& token, int size,
+                  v1::ListAuditEventsResponse* out) {
+    grpc::ClientContext ctx;
+    v1::ListAuditEventsRequest req;
+    req.set_chain("registries/services");
+    req.set_page_size(size);
+    req.set_page_token(token);
+    return stub.ListAuditEvents(&ctx, req, out);
+  };
+  // The refusal before the store is appended asynchronously: wait for it.
+  v1::ListAuditEventsResponse page;
+  for (int i = 0; i < 50; ++i) {
+    page.Clear();
+    ASSERT_TRUE(list(*admin, "", 100, &page).ok());
+    if (page.events_size() >= 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Newest first: the viewer's refusal, the invalid write, the accepted write, the creation.
+  ASSERT_EQ(page.events_size(), 4);
+  const auto& refused = page.events(0).event();
+  EXPECT_EQ(refused.action(), v1::AuditEvent::WRITE_RECORD);
+  EXPECT_FALSE(refused.accepted());
+  EXPECT_EQ(refused.caller(), absl::StrCat(kLyon, "/viewer"));
+  EXPECT_EQ(refused.record(), "piscine");
+  EXPECT_THAT(refused.reason(), HasSubstr("PERMISSION_DENIED"));
+  const auto& invalid = page.events(1).event();
+  EXPECT_FALSE(invalid.accepted());
+  EXPECT_EQ(invalid.record(), "sans-nom");
+  EXPECT_THAT(invalid.reason(), HasSubstr("INVALID_ARGUMENT"));
+  const auto& accepted = page.events(2).event();
+  EXPECT_TRUE(accepted.accepted());
+  EXPECT_EQ(accepted.caller(), absl::StrCat(kLyon, "/app"));
+  EXPECT_EQ(accepted.fields().size(), 1);
+  EXPECT_EQ(accepted.fields(0), "nom");
+  EXPECT_EQ(page.events(3).event().action(), v1::AuditEvent::CREATE_REGISTRY);
+  for (const auto& r : page.events()) {
+    EXPECT_EQ(r.stored().find("Garibaldi"), std::string::npos) << "a field value was audited";
+    EXPECT_EQ(r.stored().find("fermée"), std::string::npos) << "a field value was audited";
+  }
+  // The hash chain links them, and the signed head names the newest.
+  for (int i = 0; i + 1 < page.events_size(); ++i) {
+    EXPECT_EQ(page.events(i).event().prev_hash(), node::Sha256(page.events(i + 1).stored()));
+    EXPECT_EQ(page.events(i).event().seq(), page.events(i + 1).event().seq() + 1);
+  }
+  EXPECT_EQ(page.head().seq(), page.events(0).event().seq());
+  EXPECT_EQ(page.head().hash(), node::Sha256(page.events(0).stored()));
+  {
+    auto cert = node::ParsePemCertificate(
+        *node::ReadFile(testing::NodeTlsDir(kLyon) + "/tls.crt"), "tls.crt");
+    std::string message("interco.v1.AuditHead");
+    message.push_back('\0');
+    message += "registries/services";
+    message.push_back('\0');
+    for (int b = 7; b >= 0; --b) message.push_back(static_cast<char>(page.head().seq() >> (8 * b)));
+    message += page.head().hash();
+    EXPECT_TRUE(node::Ed25519Verify(X509_get0_pubkey(cert->get()), message, page.head().signature()).ok());
+  }
+  // Paging goes on with older events.
+  v1::ListAuditEventsResponse first, second;
+  ASSERT_TRUE(list(*admin, "", 3, &first).ok());
+  ASSERT_EQ(first.events_size(), 3);
+  ASSERT_FALSE(first.next_page_token().empty());
+  ASSERT_TRUE(list(*admin, first.next_page_token(), 3, &second).ok());
+  ASSERT_EQ(second.events_size(), 1);
+  EXPECT_EQ(second.events(0).event().action(), v1::AuditEvent::CREATE_REGISTRY);
+  EXPECT_TRUE(second.next_page_token().empty());
+  // Writers, and admins of another authority, may not read it.
+  auto writer = v1::AdminService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kLyon)));
+  v1::ListAuditEventsResponse denied;
+  EXPECT_EQ(list(*writer, "", 10, &denied).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  auto other = v1::AdminService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kBourg, "admin")));
+  EXPECT_EQ(list(*other, "", 10, &denied).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(list(*admin, "bogus", 10, &denied).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext ctx;
+  v1::ListAuditEventsRequest req;
+  req.set_chain("registries/absent");
+  EXPECT_EQ(admin->ListAuditEvents(&ctx, req, &denied).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(ApiTest, NodeInfoNamesTheNodeAndTheCaller) {

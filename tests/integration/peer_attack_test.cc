@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "interco/replication/v1/peer_service.grpc.pb.h"
+#include "interco/v1/admin_service.grpc.pb.h"
 #include "interco/v1/node_service.grpc.pb.h"
 #include "interco/v1/registry_service.grpc.pb.h"
 #include "node/crypto/sha256.h"
@@ -239,6 +240,35 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   ASSERT_TRUE(SendBatch(again, MakeBatch(kLyon, 2, hash, "after", signer_.get(), nullptr)));
   EXPECT_TRUE(WaitFor([&] { return HasRecord("after"); }));
   again.ctx->TryCancel();
+
+  // Each refusal is in the registry's audit chain, with the peer and the reason; the
+  // applied batches too.
+  auto admin = v1::AdminService::NewStub(MtlsChannel(node_->api_port(), ClientTlsDir(kAbergement, "admin")));
+  grpc::ClientContext ctx;
+  v1::ListAuditEventsRequest req;
+  req.set_chain(absl::StrCat("registries/", kStream));
+  v1::ListAuditEventsResponse audit;
+  ASSERT_TRUE(admin->ListAuditEvents(&ctx, req, &audit).ok());
+  int refused = 0, applied = 0;
+  std::string reasons;
+  for (const auto& entry : audit.events()) {
+    const v1::AuditEvent& e = entry.event();
+    if (e.action() != v1::AuditEvent::APPLY_BATCH) continue;
+    if (e.accepted()) {
+      applied++;
+      EXPECT_EQ(e.origin(), kLyon);
+    } else {
+      refused++;
+      EXPECT_EQ(e.peer(), kLyon);
+      reasons += e.reason() + "\n";
+    }
+  }
+  EXPECT_EQ(applied, 2);
+  EXPECT_GE(refused, 4) << reasons;
+  EXPECT_NE(reasons.find("signed by a certificate of"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("signature does not verify"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("not signed"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("body hash"), std::string::npos) << reasons;
 }
 
 }  // namespace

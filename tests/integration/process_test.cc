@@ -263,6 +263,51 @@ TEST_F(CliTest, ManagesRegistriesAndRecordsEndToEnd) {
   EXPECT_THAT(out, HasSubstr("services (2)"));
   ASSERT_EQ(Cli("registries", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("services"));
+
+  // The audit chain of the registry, newest first, with the refused write in it.
+  ASSERT_EQ(Cli("audit services --limit 0", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("DELETE_RECORD"));
+  EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(kLyon, "/admin")));
+  EXPECT_THAT(out, HasSubstr("(signed by the node)"));
+
+  // Provenance of a record, saved and verified offline (no node needed for the check).
+  const std::string proof = dir_ + "/proof.json";
+  ASSERT_EQ(Cli(absl::StrCat("provenance services mairie-01451-01 --out ", proof), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("ouvert"));
+  ASSERT_EQ(RunCommand(absl::StrCat(BinaryPath("interco"), " verify-provenance ", proof, " --ca ",
+                                    ClientTlsDir(kLyon), "/ca.crt"),
+                       &out),
+            0)
+      << out;
+  EXPECT_THAT(out, HasSubstr("verified: registries/services/records/mairie-01451-01"));
+  // A doctored proof is refused.
+  ASSERT_EQ(RunCommand(absl::StrCat("sed -i 's/Mairie de Viriat/Mairie de Lyon/' ", proof), &out), 0);
+  EXPECT_EQ(RunCommand(absl::StrCat(BinaryPath("interco"), " verify-provenance ", proof, " --ca ",
+                                    ClientTlsDir(kLyon), "/ca.crt"),
+                       &out),
+            2)
+      << out;
+}
+
+// Roles as the CLI meets them: a writer cannot read the audit log, a reader cannot write.
+TEST_F(CliTest, RolesAreEnforcedForCliUsers) {
+  std::string out;
+  const std::string def = WriteFile(dir_, "r.json",
+                                    R"({"schema": {"fields": [{"name": "nom", "type": "FIELD_TYPE_STRING"}]}})");
+  ASSERT_EQ(Cli(absl::StrCat("registry create rec ", def), &out), 0) << out;
+  auto as = [&](const std::string& client, const std::string& args) {
+    return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon, client), " ",
+                                   BinaryPath("interco"), " --addr=127.0.0.1:", node_->api_port(),
+                                   " ", args),
+                      &out);
+  };
+  EXPECT_EQ(as("app", "audit rec"), 1) << out;
+  EXPECT_THAT(out, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_EQ(as("viewer", "put rec a '{\"nom\": \"x\"}'"), 1) << out;
+  EXPECT_THAT(out, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_EQ(as("app", "put rec a '{\"nom\": \"x\"}'"), 0) << out;
+  EXPECT_EQ(as("viewer", "get rec a"), 0) << out;
 }
 
 }  // namespace

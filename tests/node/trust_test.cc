@@ -1,6 +1,7 @@
 // Signed provenance on the node side, with real Ed25519 certificates made by certs/:
 // the batch signer, the certificate store (chain, SAN, validity, revocation at signing
 // time, persistence), rotation, and signed commits of the record store.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "node/crypto/sha256.h"
 #include "node/crypto/x509.h"
+#include "node/storage/keys.h"
 #include "node/storage/record_store.h"
+#include "node/storage/rocksdb_store.h"
 #include "node/system_clock.h"
 #include "node/trust/batch_signer.h"
 #include "node/trust/certificate_store.h"
@@ -249,6 +252,84 @@ TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught
   EXPECT_FALSE(VerifyProvenance(*p, testing::ForeignCertsDir() + "/ca.crt").ok())
       << "another federation's CA vouches for nothing here";
   EXPECT_EQ(store->Provenance("equipements", "absent").status().code(), absl::StatusCode::kNotFound);
+}
+
+class AuditStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = testing::MakeTempDir("audit"); }
+  std::unique_ptr<RecordStore> Open() {
+    RecordStoreOptions o;
+    o.path = dir_;
+    o.authority = kLyon;
+    o.clock = &clock_;
+    o.audit_retention_days = 30;
+    return *RecordStore::Open(o);
+  }
+  static void Write(RecordStore& store, const std::string& id) {
+    replication::LocalWrite w;
+    w.kind = replication::LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    w.fields["nom"].set_string_value(id);
+    ASSERT_TRUE(store.Write("equipements", id, w, {kFederation, kLyon, "app"}).ok());
+  }
+  static void CreateRegistry(RecordStore& store, int retention_days) {
+    interco::v1::Registry def;
+    def.set_audit_retention_days(retention_days);
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    ASSERT_TRUE(store.CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+  }
+  std::string dir_;
+  testing::FakeClock clock_{NowMs()};
+};
+
+TEST_F(AuditStoreTest, RewritingAnEventBreaksTheChainAndTheCheckSaysWhere) {
+  {
+    auto store = Open();
+    CreateRegistry(*store, 0);
+    for (int i = 0; i < 5; ++i) Write(*store, absl::StrCat("r", i));
+    auto ok = store->CheckConsistency();
+    ASSERT_TRUE(ok.ok()) << ok.status();
+  }
+  {
+    // Someone with disk access turns a refusal into an acceptance, say, of event 3.
+    RocksDbOptions ro;
+    ro.path = dir_;
+    auto db = *RocksDbStore::Open(ro);
+    const std::string key = keys::Audit("registries/equipements", 3);
+    auto raw = *db->Get(Cf::kAudit, key);
+    ASSERT_TRUE(raw.has_value());
+    interco::v1::AuditEvent e;
+    ASSERT_TRUE(e.ParseFromString(*raw));
+    e.set_caller("200071751/intrus");
+    rocksdb::WriteBatch wb;
+    wb.Put(db->handle(Cf::kAudit), key, e.SerializeAsString());
+    ASSERT_TRUE(db->Write(wb, true).ok());
+  }
+  auto store = Open();
+  auto check = store->CheckConsistency();
+  ASSERT_FALSE(check.ok());
+  EXPECT_EQ(check.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(check.status().message()),
+              ::testing::HasSubstr("audit chain registries/equipements is broken at event 4"));
+}
+
+TEST_F(AuditStoreTest, RetentionDeletesOldEventsFromTheFrontAndTheChainStillChecks) {
+  auto store = Open();
+  CreateRegistry(*store, 10);
+  for (int i = 0; i < 20; ++i) Write(*store, absl::StrCat("old", i));
+  clock_.Advance(int64_t{11} * 86400 * 1000);
+  for (int i = 0; i < 3; ++i) Write(*store, absl::StrCat("new", i));
+  auto page = store->ListAudit("registries/equipements", 100, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->events.size(), 3u) << "events older than 10 days were kept";
+  EXPECT_EQ(page->events.back().event().seq(), 22u);  // 1 creation + 20 old writes before it
+  EXPECT_EQ(page->head.seq(), 24u);
+  auto check = store->CheckConsistency();
+  EXPECT_TRUE(check.ok()) << check.status();
+  // The node's own chain has its own retention (30 days here): nothing trimmed yet.
+  EXPECT_EQ(store->ListAudit("node", 10, "")->head.seq(), 0u);
 }
 
 // A private PKI (certs/dev-certs.sh in a temporary directory) for revocation and rotation.

@@ -1,4 +1,4 @@
-// `interco provenance` and `interco verify-provenance`.
+// `interco audit`, `interco provenance` and `interco verify-provenance`.
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -7,6 +7,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "interco/replication/v1/state.pb.h"
 #include "node/cli/commands.h"
 #include "node/cli/table.h"
@@ -75,6 +76,47 @@ absl::Status RunVerifyProvenance(Session& session, const Args& args, const Comma
   absl::StatusOr<std::string> summary = node::VerifyProvenance(provenance, ca, options.Get("crl_dir"));
   if (!summary.ok()) return summary.status();
   std::cout << *summary << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& options) {
+  if (args.size() > 1) return Usage("audit [REGISTRY] [--limit N]");
+  if (args.size() == 1) INTERCO_RETURN_IF_ERROR(CheckRegistryId(args[0]));
+  INTERCO_ASSIGN_OR_RETURN(const int64_t limit, options.GetInt("limit", 20, 0, INT64_MAX));
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  interco::v1::ListAuditEventsRequest request;
+  request.set_chain(args.empty() ? "node" : RegistryName(args[0]));
+  std::vector<interco::v1::AuditRecord> events;
+  interco::v1::AuditHead head;
+  do {
+    request.set_page_size(static_cast<int32_t>(std::min<int64_t>(limit == 0 ? 1000 : limit - static_cast<int64_t>(events.size()), 1000)));
+    interco::v1::ListAuditEventsResponse response;
+    grpc::ClientContext context;
+    client->SetDeadline(context);
+    INTERCO_RETURN_IF_ERROR(RpcError(client->admin().ListAuditEvents(&context, request, &response)));
+    if (events.empty()) head = response.head();
+    for (auto& e : *response.mutable_events()) events.push_back(std::move(e));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty() && (limit == 0 || static_cast<int64_t>(events.size()) < limit));
+  if (session.json()) {
+    for (const auto& e : events) INTERCO_RETURN_IF_ERROR(PrintJson(e.event()));
+    return absl::OkStatus();
+  }
+  Table table({"SEQ", "TIME", "ACTION", "OK", "WHO", "RECORD / BATCH", "FIELDS", "REASON"});
+  table.AlignRight(0);
+  for (const auto& r : events) {
+    const interco::v1::AuditEvent& e = r.event();
+    std::string who = e.caller().empty() ? absl::StrCat("peer ", e.peer()) : e.caller();
+    std::string what = e.record();
+    if (!e.origin().empty()) what = absl::StrCat(e.origin(), " ", e.epoch(), ":", e.first_seq(), "+", e.count());
+    std::string action = interco::v1::AuditEvent::Action_Name(e.action());
+    table.AddRow({absl::StrCat(e.seq()), google::protobuf::util::TimeUtil::ToString(e.time()), action,
+                  e.accepted() ? "yes" : "no", who, what, absl::StrJoin(e.fields(), ","), e.reason()});
+  }
+  table.Print(std::cout);
+  std::cout << "head: " << head.chain() << " #" << head.seq() << " "
+            << absl::BytesToHexString(head.hash()).substr(0, 16)
+            << (head.signature().empty() ? " (unsigned)" : " (signed by the node)") << "\n";
   return absl::OkStatus();
 }
 

@@ -1,0 +1,58 @@
+// RecordStore's commit-path types, shared by its translation units (record_store.cc,
+// audit.cc). Not part of the store's interface.
+#ifndef INTERCO_NODE_STORAGE_RECORD_STORE_INTERNAL_H_
+#define INTERCO_NODE_STORAGE_RECORD_STORE_INTERNAL_H_
+
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <rocksdb/write_batch.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "node/storage/record_store.h"
+
+namespace interco::node {
+
+struct RecordStore::Op {
+  enum class Type { kCreateRegistry, kWrite, kApplyRemote, kAudit };
+  Type type = Type::kWrite;
+  std::string registry;
+  std::string key;
+  replication::LocalWrite write;
+  replication::Principal caller;
+  interco::v1::Registry definition;
+  // kApplyRemote: the batch (owned by the caller, who waits for the outcome).
+  const replication::DecodedBatch* remote = nullptr;
+  // kAudit: events to append.
+  std::vector<interco::v1::AuditEvent> audit_events;
+
+  absl::Status status;
+  interco::v1::Record record;
+  interco::v1::Registry registry_out;
+  // Called once by the committer thread with the outcome.
+  std::function<void(Op&)> done;
+};
+
+// What a commit group has staged so far, on top of the committed state.
+struct RecordStore::GroupState {
+  rocksdb::WriteBatch batch;
+  // Registries touched by the group, with their staged metadata.
+  std::map<std::string, RegistryRuntime> registries;
+  // Record states written earlier in the group, by records-family key.
+  absl::flat_hash_map<std::string, replication::RecordState> records;
+  // Serialized changes per registry, for this group's change-log batches.
+  std::map<std::string, std::vector<std::string>> changes;
+  std::map<std::string, uint64_t> max_hlc;
+  // Registries this group really changes (a no-op write stages nothing).
+  std::set<std::string> dirty;
+  size_t bytes = 0;
+  // Audit chains this group appends to, with their staged ends.
+  std::map<std::string, AuditChain> audit;
+};
+
+}  // namespace interco::node
+
+#endif  // INTERCO_NODE_STORAGE_RECORD_STORE_INTERNAL_H_
