@@ -110,6 +110,11 @@ class ReplicaStore {
   virtual absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) = 0;
   // Origins frozen by a recorded fork, sorted.
   virtual std::vector<uint32_t> FrozenOrigins() = 0;
+  // Whether changes originated by `origin` may enter `stream` (its registry's policy
+  // lists the origin as a writer). Default: yes.
+  virtual bool MayWrite(const std::string& /*stream*/, uint32_t /*origin*/) { return true; }
+  // Whether `node`'s authority may read `stream`, and so be sent it. Default: yes.
+  virtual bool MayRead(const std::string& /*stream*/, uint32_t /*node*/) { return true; }
   // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),
   // not verified, of a frozen origin, or proof of a fork. For the audit log; must not
   // block. Default: nothing.

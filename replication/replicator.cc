@@ -2,8 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "replication/change_log.h"
 #include "replication/hlc.h"
+#include "replication/ids.h"
 
 namespace interco::replication {
 namespace {
@@ -203,6 +205,14 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
       // rewind, which resends certificates with the batches.
       Nack(peer_id, peer);
     }
+    return;
+  } else if (!store_.MayWrite(stream, h.origin())) {
+    // Authentic, but its origin may not write this registry: refused, not forwarded.
+    peer.stats.unauthorized++;
+    store_.OnRefused(peer_id, stream, &h,
+                     absl::PermissionDeniedError(absl::StrCat(
+                         "origin ", OriginToSiren(h.origin()), " is not a writer of registry ",
+                         stream)));
     return;
   }
   // Whatever happens next, the sender holds this batch: never send it back.
@@ -408,7 +418,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
   if (!peer.connected || !peer.hello_received) return;
   uint64_t in_flight = InFlight(peer);
   for (const std::string& stream : store_.Streams()) {
-    if (!peer.streams.contains(stream)) continue;
+    if (!peer.streams.contains(stream) || !store_.MayRead(stream, peer_id)) continue;
     absl::StatusOr<VersionVector> vv = store_.Position(stream);
     if (!vv.ok()) continue;
     VersionVector& known = peer.known[stream];
@@ -529,6 +539,7 @@ std::map<uint32_t, PeerStats> Replicator::Stats() {
     s.in_flight = InFlight(peer);
     for (const std::string& stream : store_.Streams()) {
       if (peer.hello_received && !peer.streams.contains(stream)) continue;
+      if (!store_.MayRead(stream, id)) continue;
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (!vv.ok()) continue;
       const VersionVector& known = peer.known[stream];

@@ -67,6 +67,8 @@ struct PeerStats {
   uint64_t rejected = 0;
   // Batches whose signature did not verify (forged, altered, unknown or wrong signer).
   uint64_t unverified = 0;
+  // Batches from origins that may not write their stream (registry policy).
+  uint64_t unauthorized = 0;
   // Forks of an origin's chain detected in batches from this peer.
   uint64_t forks = 0;
   // Batches of frozen origins, dropped.

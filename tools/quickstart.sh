@@ -173,6 +173,11 @@ for siren in "$epci" "$viriat"; do
   done
 done
 cli_as "$viriat" get services mairie-01053-01
+echo
+echo "== ...signed by Bourg-en-Bresse's node: its provenance, read on Viriat's node and"
+echo "   checked offline against the federation CA alone"
+cli_as "$viriat" provenance services mairie-01053-01 --out "$run/provenance.json" | grep -E "FIELD|^site"
+"$cli_bin" verify-provenance "$run/provenance.json" --ca "$run/certs/ca.crt"
 
 cat <<MSG
 
@@ -180,6 +185,7 @@ The federation is running. In another terminal, for example:
   export INTERCO_TLS_DIR=$run/certs/clients/$epci/admin
   $cli_bin --addr=127.0.0.1:${api_port[$epci]} get communes 01053
   $cli_bin --addr=127.0.0.1:${api_port[$epci]} watch services
+  $cli_bin --addr=127.0.0.1:${api_port[$epci]} audit services
   INTERCO_TLS_DIR=$run/certs/clients/$viriat/admin \\
     $cli_bin --addr=127.0.0.1:${api_port[$viriat]} put services mairie-01451-01 '{"telephone": "04 74 25 11 27"}'
 MSG

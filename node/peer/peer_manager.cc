@@ -92,6 +92,12 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
                             "); its changes are frozen until an administrator intervenes"));
     return store_.RecordFork(evidence);
   }
+  bool MayWrite(const std::string& stream, uint32_t origin) override {
+    return store_.MayWrite(stream, origin);
+  }
+  bool MayRead(const std::string& stream, uint32_t node) override {
+    return store_.MayRead(stream, node);
+  }
   void OnRefused(uint32_t peer, const std::string& stream,
                  const interco::replication::v1::BatchHeader* header,
                  const absl::Status& why) override {
@@ -477,6 +483,7 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_quarantined(st.quarantined);
       s.set_unverified(st.unverified);
       s.set_forks(st.forks);
+      s.set_unauthorized(st.unauthorized);
       s.set_frozen(st.frozen);
     }
     out.push_back(std::move(s));

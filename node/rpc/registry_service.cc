@@ -195,8 +195,9 @@ grpc::ServerUnaryReactor* RegistryService::GetRecordProvenance(
     grpc::CallbackServerContext* ctx, const interco::v1::GetRecordProvenanceRequest* request,
     interco::v1::RecordProvenance* response) {
   absl::Status s = [&]() -> absl::Status {
-    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
     INTERCO_ASSIGN_OR_RETURN(RecordRef ref, ParseRecordName(request->name(), "name"));
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(ref.registry, caller, /*write=*/false));
     INTERCO_ASSIGN_OR_RETURN(*response, store_.Provenance(ref.registry, ref.record));
     return absl::OkStatus();
   }();
@@ -208,8 +209,9 @@ grpc::ServerUnaryReactor* RegistryService::GetRecord(grpc::CallbackServerContext
                                                      const interco::v1::GetRecordRequest* request,
                                                      Record* response) {
   absl::Status s = [&]() -> absl::Status {
-    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
     INTERCO_ASSIGN_OR_RETURN(RecordRef ref, ParseRecordName(request->name(), "name"));
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(ref.registry, caller, /*write=*/false));
     INTERCO_ASSIGN_OR_RETURN(*response, store_.GetRecord(ref.registry, ref.record));
     return absl::OkStatus();
   }();
@@ -221,8 +223,9 @@ grpc::ServerUnaryReactor* RegistryService::BatchGetRecords(
     grpc::CallbackServerContext* ctx, const interco::v1::BatchGetRecordsRequest* request,
     interco::v1::BatchGetRecordsResponse* response) {
   absl::Status s = [&]() -> absl::Status {
-    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
     INTERCO_ASSIGN_OR_RETURN(std::string registry, ParseRegistryName(request->parent(), "parent"));
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(registry, caller, /*write=*/false));
     if (static_cast<size_t>(request->names_size()) > limits::kBatchGetMax) {
       return absl::InvalidArgumentError(
           absl::StrCat("names: at most ", limits::kBatchGetMax, " records per call"));
@@ -249,9 +252,10 @@ grpc::ServerUnaryReactor* RegistryService::ListRecords(
     grpc::CallbackServerContext* ctx, const interco::v1::ListRecordsRequest* request,
     interco::v1::ListRecordsResponse* response) {
   absl::Status s = [&]() -> absl::Status {
-    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
     ListQuery q;
     INTERCO_ASSIGN_OR_RETURN(q.registry, ParseRegistryName(request->parent(), "parent"));
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(q.registry, caller, /*write=*/false));
     q.page_size = request->page_size();
     q.page_token = request->page_token();
     q.id_prefix = request->id_prefix();
@@ -334,8 +338,9 @@ grpc::ServerUnaryReactor* RegistryService::DeleteRecord(
 grpc::ServerWriteReactor<interco::v1::WatchRecordsResponse>* RegistryService::WatchRecords(
     grpc::CallbackServerContext* ctx, const interco::v1::WatchRecordsRequest* request) {
   absl::StatusOr<std::string> cursor = [&]() -> absl::StatusOr<std::string> {
-    INTERCO_RETURN_IF_ERROR(CallerOf(*ctx, federation_).status());
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
     INTERCO_ASSIGN_OR_RETURN(std::string registry, ParseRegistryName(request->parent(), "parent"));
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(registry, caller, /*write=*/false));
     if (request->cursor().empty()) return store_.CurrentCursor(registry, request->from_oldest());
     // Validate the cursor now, so that a bad one fails the call instead of the stream.
     INTERCO_RETURN_IF_ERROR(store_.ReadFeed(registry, request->cursor(), 0).status());

@@ -240,6 +240,13 @@ absl::Status RecordStore::Load() {
                                               " is invalid: ", schema.status().message()));
     }
     rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
+    auto policy = replication::RegistryPolicy::Compile(rt.meta.registry().owner(),
+                                                       rt.meta.registry().policy());
+    if (!policy.ok()) {
+      return absl::DataLossError(absl::StrCat("stored policy of registry ", it->key().ToString(),
+                                              " is invalid: ", policy.status().message()));
+    }
+    rt.policy = std::make_shared<const replication::RegistryPolicy>(*std::move(policy));
     INTERCO_ASSIGN_OR_RETURN(auto stream, db_->Get(Cf::kMeta, keys::StreamState(ToView(it->key()))));
     if (stream.has_value()) {
       StreamState state;
@@ -317,6 +324,34 @@ absl::Status RecordStore::CheckRegistry(std::string_view registry) {
   absl::MutexLock l(&mu_);
   if (!registries_.contains(ToAbsl(registry))) return RegistryNotFound(registry);
   return absl::OkStatus();
+}
+
+absl::Status RecordStore::CheckAccess(std::string_view registry,
+                                      const replication::Principal& caller, bool write) {
+  std::shared_ptr<const replication::RegistryPolicy> policy;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = registries_.find(ToAbsl(registry));
+    if (it == registries_.end()) return RegistryNotFound(registry);
+    policy = it->second.policy;
+  }
+  const uint32_t who = replication::SirenToOrigin(caller.siren).value_or(0);
+  if (write ? policy->MayWrite(who) : policy->MayRead(who)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(caller.Author(), " may not ",
+                                                  write ? "write" : "read", " registry ",
+                                                  ToAbsl(registry), " (its policy)"));
+}
+
+bool RecordStore::MayWrite(std::string_view registry, uint32_t authority) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  return it != registries_.end() && it->second.policy->MayWrite(authority);
+}
+
+bool RecordStore::MayRead(std::string_view registry, uint32_t authority) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  return it != registries_.end() && it->second.policy->MayRead(authority);
 }
 
 absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> RecordStore::SchemaOf(
@@ -460,6 +495,10 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (!schema.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
   }
+  auto policy = replication::RegistryPolicy::Compile(def.owner(), def.policy());
+  if (!policy.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("registry.", policy.status().message()));
+  }
   if (g.registries.contains(op.registry) || CheckRegistry(op.registry).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("registry \"", op.registry, "\" already exists"));
   }
@@ -470,6 +509,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   stored->set_owner(def.owner());
   *stored->mutable_schema() = def.schema();
   stored->set_audit_retention_days(def.audit_retention_days());
+  *stored->mutable_policy() = def.policy();
   rt.meta.set_create_hlc(hlc_.Now());
   rt.meta.set_feed_next_seq(1);
   rt.meta.set_feed_first_seq(1);
@@ -480,6 +520,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   rt.meta.set_feed_id(z ^ (z >> 31));
   rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
+  rt.policy = std::make_shared<const replication::RegistryPolicy>(*std::move(policy));
   op.registry_out = PublicRegistry(rt);
   g.bytes += rt.meta.ByteSizeLong();
   g.dirty.insert(op.registry);
@@ -494,6 +535,12 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
     reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
   }
   RegistryRuntime& rt = reg_it->second;
+  const uint32_t caller = replication::SirenToOrigin(op.caller.siren).value_or(0);
+  if (!rt.policy->MayWrite(caller)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(op.caller.Author(), " may not write registry ", op.registry,
+                     " (not among the writers of its policy)"));
+  }
   const std::string key = keys::Record(op.registry, op.key);
 
   RecordState current;
@@ -585,6 +632,10 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
     reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
   }
   RegistryRuntime& rt = reg_it->second;
+  if (!rt.policy->MayWrite(h.origin())) {
+    return absl::PermissionDeniedError(absl::StrCat("origin ", replication::OriginToSiren(h.origin()),
+                                                    " may not write registry ", op.registry));
+  }
   const replication::OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = rt.position[key];
   if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {

@@ -44,6 +44,7 @@
 #include "replication/hlc.h"
 #include "replication/version_vector.h"
 #include "replication/ids.h"
+#include "replication/policy.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
 
@@ -125,6 +126,15 @@ class RecordStore {
   // NOT_FOUND if unknown.
   absl::StatusOr<interco::v1::Registry> GetRegistry(std::string_view id);
   absl::StatusOr<RegistryPage> ListRegistries(int32_t page_size, std::string_view page_token);
+
+  // OK if `caller`'s authority may read (or, with `write`, write) the registry's records
+  // under its policy; NOT_FOUND for an unknown registry; PERMISSION_DENIED otherwise,
+  // naming the caller and the registry.
+  absl::Status CheckAccess(std::string_view registry, const replication::Principal& caller,
+                           bool write);
+  // The same for an authority (origin number), for replication.
+  bool MayWrite(std::string_view registry, uint32_t authority);
+  bool MayRead(std::string_view registry, uint32_t authority);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);
@@ -224,6 +234,7 @@ class RecordStore {
   struct RegistryRuntime {
     interco::internal::v1::RegistryMeta meta;
     std::shared_ptr<const replication::RegistrySchema> schema;
+    std::shared_ptr<const replication::RegistryPolicy> policy;
     // What the change log holds, per origin epoch (this node's own included).
     replication::VersionVector position;
   };

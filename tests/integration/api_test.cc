@@ -331,6 +331,83 @@ TEST_F(ApiTest, AuditLogRecordsWritesAndRefusalsInAHashChain) {
   EXPECT_EQ(admin->ListAuditEvents(&ctx, req, &denied).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// A registry's policy bounds who writes and who reads, on every call; deny by default.
+TEST_F(ApiTest, RegistryPolicyIsEnforcedOnEveryCall) {
+  v1::CreateRegistryRequest create;
+  create.set_registry_id("prive");
+  auto* f = create.mutable_registry()->mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(v1::FIELD_TYPE_STRING);
+  create.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
+  {
+    grpc::ClientContext ctx;
+    v1::Registry out;
+    ASSERT_TRUE(admin_->CreateRegistry(&ctx, create, &out).ok());
+    EXPECT_EQ(out.policy().readers().authorities(0), kBourg);
+  }
+  auto put = [&](RegistryService::Stub& stub, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name(absl::StrCat("registries/prive/records/", id));
+    (*req.mutable_record()->mutable_fields())["nom"] = Str(id);
+    req.set_allow_missing(true);
+    Record r;
+    return stub.UpdateRecord(&ctx, req, &r);
+  };
+  auto get = [&](RegistryService::Stub& stub, const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetRecordRequest req;
+    req.set_name(absl::StrCat("registries/prive/records/", id));
+    Record r;
+    return stub.GetRecord(&ctx, req, &r);
+  };
+  auto list = [&](RegistryService::Stub& stub) {
+    grpc::ClientContext ctx;
+    v1::ListRecordsRequest req;
+    req.set_parent("registries/prive");
+    v1::ListRecordsResponse r;
+    return stub.ListRecords(&ctx, req, &r);
+  };
+  ASSERT_TRUE(put(*stub_, "a").ok()) << "the owner writes";
+  auto bourg = RegistryService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kBourg)));
+  auto other = RegistryService::NewStub(
+      MtlsChannel(server_->api_port(), ClientTlsDir(testing::kAbergement)));
+  grpc::Status s = put(*bourg, "b");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr(absl::StrCat(kBourg, "/app may not write registry prive")));
+  EXPECT_TRUE(get(*bourg, "a").ok()) << "a reader reads";
+  EXPECT_TRUE(list(*bourg).ok());
+  EXPECT_EQ(get(*other, "a").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(list(*other).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(put(*other, "c").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  {
+    grpc::ClientContext ctx;
+    v1::GetRecordProvenanceRequest req;
+    req.set_name("registries/prive/records/a");
+    v1::RecordProvenance p;
+    EXPECT_EQ(other->GetRecordProvenance(&ctx, req, &p).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::WatchRecordsRequest req;
+    req.set_parent("registries/prive");
+    auto reader = other->WatchRecords(&ctx, req);
+    v1::WatchRecordsResponse r;
+    while (reader->Read(&r)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(get(*bourg, "b").error_code(), grpc::StatusCode::NOT_FOUND) << "the refused write left nothing";
+  // A policy naming something that is not a SIREN is refused, naming the field.
+  create.set_registry_id("mal-formee");
+  create.mutable_registry()->mutable_policy()->mutable_writers()->add_authorities("123");
+  grpc::ClientContext ctx;
+  v1::Registry out;
+  s = admin_->CreateRegistry(&ctx, create, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("registry.policy.writers.authorities[0]"));
+}
+
 TEST_F(ApiTest, NodeInfoNamesTheNodeAndTheCaller) {
   auto node = v1::NodeService::NewStub(MtlsChannel(server_->api_port(), ClientTlsDir(kBourg)));
   grpc::ClientContext ctx;

@@ -93,6 +93,8 @@ class FederationTest : public ::testing::Test {
       v1::CreateRegistryRequest req;
       req.set_registry_id("services");
       req.mutable_registry()->set_owner(kLyon);
+      // Every member writes it.
+      req.mutable_registry()->mutable_policy()->mutable_writers()->set_all_authorities(true);
       auto* f = req.mutable_registry()->mutable_schema()->add_fields();
       f->set_name("nom");
       f->set_type(v1::FIELD_TYPE_STRING);
@@ -273,6 +275,7 @@ TEST(RotationTest, NodeCertificateRotatedDuringSyncLosesNothing) {
     v1::CreateRegistryRequest req;
     req.set_registry_id("services");
     req.mutable_registry()->set_owner(kLyon);
+    req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
     auto* f = req.mutable_registry()->mutable_schema()->add_fields();
     f->set_name("nom");
     f->set_type(v1::FIELD_TYPE_STRING);

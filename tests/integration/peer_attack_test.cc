@@ -62,6 +62,8 @@ class PeerAttackTest : public ::testing::Test {
     v1::CreateRegistryRequest req;
     req.set_registry_id(kStream);
     req.mutable_registry()->set_owner(kLyon);
+    // Lyon writes; L'Abergement reads (and so holds a replica). Bourg may do neither.
+    req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kAbergement);
     auto* f = req.mutable_registry()->mutable_schema()->add_fields();
     f->set_name("nom");
     f->set_type(v1::FIELD_TYPE_STRING);
@@ -78,6 +80,8 @@ class PeerAttackTest : public ::testing::Test {
     co.ca_file = NodeTlsDir(kLyon) + "/ca.crt";
     certs_ = *node::CertificateStore::Open(co);
     signer_ = *node::BatchSigner::Open(node::TlsFiles::InDirectory(NodeTlsDir(kLyon)), *certs_);
+    bourg_signer_ =
+        *node::BatchSigner::Open(node::TlsFiles::InDirectory(NodeTlsDir(kBourg)), *certs_);
   }
 
   std::unique_ptr<v1::RegistryService::Stub> Api() {
@@ -178,6 +182,7 @@ class PeerAttackTest : public ::testing::Test {
   node::Sha256Hasher hasher_;
   std::unique_ptr<node::CertificateStore> certs_;
   std::unique_ptr<node::BatchSigner> signer_;
+  std::unique_ptr<node::BatchSigner> bourg_signer_;
 };
 
 TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsServing) {
@@ -195,7 +200,14 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   ASSERT_TRUE(WaitFor([&] { return LyonStatus().unverified() >= 3; }))
       << LyonStatus().ShortDebugString();
 
-  // 4. A signed batch whose change was altered after signing.
+  // 4. A batch genuinely signed by Bourg, a partner of the federation, relayed by Lyon:
+  //    authentic, but Bourg may not write this registry.
+  ASSERT_TRUE(SendCertificate(s, NodeTlsDir(kBourg)));
+  ASSERT_TRUE(SendBatch(s, MakeBatch(kBourg, 1, "", "bourg-write", bourg_signer_.get(), nullptr)));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().unauthorized() >= 1; }))
+      << LyonStatus().ShortDebugString();
+
+  // 5. A signed batch whose change was altered after signing.
   Batch altered = MakeBatch(kLyon, 1, "", "genuine", signer_.get(), nullptr);
   interco::replication::v1::Change c;
   ASSERT_TRUE(c.ParseFromString(altered.changes(0)));
@@ -204,7 +216,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   ASSERT_TRUE(SendBatch(s, altered));
   ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 1; }));
 
-  // 5. The genuine batch is applied; sent again (a replay), it is only a duplicate.
+  // 6. The genuine batch is applied; sent again (a replay), it is only a duplicate.
   std::string hash;
   const Batch genuine = MakeBatch(kLyon, 1, "", "genuine", signer_.get(), &hash);
   ASSERT_TRUE(SendBatch(s, genuine));
@@ -214,7 +226,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   const v1::PeerStatus st = LyonStatus();
   EXPECT_EQ(st.batches_applied(), 1u) << st.ShortDebugString();
   EXPECT_EQ(st.forks(), 0u);
-  for (const char* id : {"forged", "bad-signature", "unsigned", "altered"}) {
+  for (const char* id : {"forged", "bad-signature", "unsigned", "bourg-write", "altered"}) {
     EXPECT_FALSE(HasRecord(id)) << id << " was stored";
   }
   grpc::ClientContext get_ctx;
@@ -224,7 +236,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   ASSERT_TRUE(Api()->GetRecord(&get_ctx, get, &r).ok());
   EXPECT_EQ(r.fields().at("nom").string_value(), "genuine");
 
-  // 6. An oversized message: the transport refuses it and ends that session only.
+  // 7. An oversized message: the transport refuses it and ends that session only.
   PeerMessage huge;
   huge.mutable_batch()->set_stream(kStream);
   huge.mutable_batch()->mutable_batch()->set_header(std::string(40 << 20, 'x'));
@@ -264,7 +276,8 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
     }
   }
   EXPECT_EQ(applied, 2);
-  EXPECT_GE(refused, 4) << reasons;
+  EXPECT_GE(refused, 5) << reasons;
+  EXPECT_NE(reasons.find(absl::StrCat("origin ", kBourg, " is not a writer")), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("signed by a certificate of"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("signature does not verify"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("not signed"), std::string::npos) << reasons;

@@ -377,6 +377,32 @@ TEST_F(ReplicatorTrustTest, ForgedConflictingBatchDoesNotFreezeAnHonestOrigin) {
   EXPECT_TRUE(engine_->FrozenOrigins().empty());
 }
 
+TEST_F(ReplicatorTrustTest, ChangesOfAnOriginThatMayNotWriteAreRefusedAndNotForwarded) {
+  v_.store.writers = [](uint32_t origin) { return origin == kR; };  // A is not a writer
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  Connect(kC);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  EXPECT_EQ(Held(kA), 0u);
+  EXPECT_EQ(Stats(kR).unauthorized, 1u);
+  engine_->Tick();
+  EXPECT_EQ(BatchesSentTo(kC, kA), 0);
+}
+
+TEST_F(ReplicatorTrustTest, AStreamGoesOnlyToPeersThatMayReadIt) {
+  v_.store.readers = [](uint32_t node) { return node == kR; };  // C may not read
+  const Batch b1 = a_.Write("piscine", "Piscine municipale");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendBatch(kR, b1);
+  ASSERT_EQ(Held(kA), 1u);
+  Connect(kC);
+  engine_->Tick();
+  EXPECT_EQ(BatchesSentTo(kC, kA), 0);
+  EXPECT_TRUE(Stats(kC).missing_by_origin.empty()) << "a non-reader is not owed anything";
+}
+
 TEST_F(ReplicatorTrustTest, MalformedMessagesAreRefusedAndTheSessionGoesOn) {
   Connect(kR);
   engine_->OnMessage(kR, PeerMessage());  // no kind

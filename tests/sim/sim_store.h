@@ -72,6 +72,11 @@ class SimStore final : public replication::ReplicaStore {
   absl::Status ApplyBatch(const std::string& stream,
                           const replication::DecodedBatch& batch) override;
   absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) override;
+  bool MayWrite(const std::string&, uint32_t origin) override { return !writers || writers(origin); }
+  bool MayRead(const std::string&, uint32_t node) override { return !readers || readers(node); }
+  // A registry policy for every stream (unset: everyone may).
+  std::function<bool(uint32_t)> writers;
+  std::function<bool(uint32_t)> readers;
   std::vector<uint32_t> FrozenOrigins() override;
   const std::vector<interco::replication::v1::ForkEvidence>& forks() const { return forks_; }
 
