@@ -23,6 +23,8 @@
 #include "node/crypto/sha256.h"
 #include "node/storage/record_store.h"
 #include "node/system_clock.h"
+#include "node/trust/batch_signer.h"
+#include "node/trust/certificate_store.h"
 #include "replication/change_log.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
@@ -77,6 +79,8 @@ void ApplyBench() {
     spec->set_name(absl::StrCat("f", f));
     spec->set_type(interco::v1::FIELD_TYPE_STRING);
   }
+  // The remote origin writes it too.
+  def.mutable_policy()->mutable_writers()->set_all_authorities(true);
   const interco::replication::Principal admin{"interco.bench", "200046977", "admin"};
   if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
 
@@ -246,12 +250,24 @@ void CatchUpBench() {
     o.clock = &clock;
     auto store = interco::node::RecordStore::Open(o);
     if (!store.ok()) return;
+    // Signed as the source node would sign them: with its certificate's key.
+    interco::node::CertificateStoreOptions co;
+    co.federation = interco::testing::kFederation;
+    co.ca_file = interco::testing::NodeTlsDir(kLyon) + "/ca.crt";
+    co.store = store->get();
+    auto certs = interco::node::CertificateStore::Open(co);
+    if (!certs.ok()) return;
+    auto signer = interco::node::BatchSigner::Open(
+        interco::node::TlsFiles::InDirectory(interco::testing::NodeTlsDir(kLyon)), **certs);
+    if (!signer.ok()) return;
+    (*store)->SetSigner(signer->get());
     interco::v1::Registry def;
     for (const char* f : {"nom", "commune", "adresse", "telephone"}) {
       auto* spec = def.mutable_schema()->add_fields();
       spec->set_name(f);
       spec->set_type(interco::v1::FIELD_TYPE_STRING);
     }
+    def.mutable_policy()->mutable_readers()->add_authorities(kBourg);  // the target reads it
     const interco::replication::Principal admin{interco::testing::kFederation, kLyon, "admin"};
     if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
     std::atomic<int64_t> in_flight{0}, failed{0};
@@ -297,6 +313,7 @@ void CatchUpBench() {
   interco::v1::CreateRegistryRequest req;
   req.set_registry_id("bench");
   req.mutable_registry()->set_owner(kLyon);
+  req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
   for (const char* f : {"nom", "commune", "adresse", "telephone"}) {
     auto* spec = req.mutable_registry()->mutable_schema()->add_fields();
     spec->set_name(f);
@@ -310,15 +327,22 @@ void CatchUpBench() {
     if (!stub->CreateRegistry(&ctx, req, &out).ok()) return;
   }
   int64_t have = 0;
+  // Bounded: ten minutes in all, and 30 s without progress ends it (reported as is).
   const auto deadline = t0 + std::chrono::minutes(10);
-  while (have < n && std::chrono::steady_clock::now() < deadline) {
+  auto last_progress = t0;
+  while (have < n && std::chrono::steady_clock::now() < deadline &&
+         std::chrono::steady_clock::now() - last_progress < std::chrono::seconds(30)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     grpc::ClientContext ctx;
     interco::v1::GetRegistryRequest get;
     get.set_name("registries/bench");
     interco::v1::Registry r;
-    if (stub->GetRegistry(&ctx, get, &r).ok()) have = r.record_count();
+    if (stub->GetRegistry(&ctx, get, &r).ok() && r.record_count() > have) {
+      have = r.record_count();
+      last_progress = std::chrono::steady_clock::now();
+    }
   }
+  if (have < n) std::fprintf(stderr, "catch-up: stalled at %lld records\n", static_cast<long long>(have));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t wire = SentTo(target_peer) - written_before;
   std::printf("catch-up: %lld of %lld records in %.2f s: %.0f records/s, %.1f MB/s on the wire "

@@ -49,6 +49,7 @@ ABSL_FLAG(int, writers, 4, "Concurrent local writers in the write phase");
 ABSL_FLAG(int, batches, 4000, "Remote batches per apply phase");
 ABSL_FLAG(int, handshakes, 300, "New connections in the handshake phase");
 ABSL_FLAG(std::string, dir, "/tmp", "Where the temporary stores go");
+ABSL_FLAG(std::string, phases, "ed25519,write,apply,handshake", "Phases to run, comma-separated");
 
 namespace {
 
@@ -272,7 +273,12 @@ double ApplyRun(const std::vector<interco::replication::v1::Batch>& batches, boo
           *interco::node::ReadFile(interco::testing::NodeTlsDir(interco::testing::kBourg) + "/tls.crt"), "")
           ->get()));
   const interco::replication::Principal me{kFederation, kLyon, ""};
-  (void)store->CreateRegistry("equipements", BenchRegistry(), me);
+  interco::v1::Registry def = BenchRegistry();
+  def.mutable_policy()->mutable_writers()->add_authorities(interco::testing::kBourg);
+  if (absl::Status s = store->CreateRegistry("equipements", def, me).status(); !s.ok()) {
+    std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
+    return 0;
+  }
   interco::node::Sha256Hasher hasher;
   int64_t changes = 0;
   const auto t0 = Clock::now();
@@ -294,7 +300,10 @@ double ApplyRun(const std::vector<interco::replication::v1::Batch>& batches, boo
       std::fprintf(stderr, "verification failed\n");
       break;
     }
-    if (!store->ApplyRemoteBatch("equipements", *decoded).ok()) break;
+    if (absl::Status s = store->ApplyRemoteBatch("equipements", *decoded); !s.ok()) {
+      std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
+      break;
+    }
     changes += decoded->header.count();
   }
   const double rate = static_cast<double>(changes) / Seconds(t0);
@@ -379,9 +388,11 @@ void HandshakePhase() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  Ed25519Phase();
-  WritePhase();
-  ApplyPhase();
-  HandshakePhase();
+  const std::string phases = absl::GetFlag(FLAGS_phases);
+  auto wants = [&](const char* p) { return phases.find(p) != std::string::npos; };
+  if (wants("ed25519")) Ed25519Phase();
+  if (wants("write")) WritePhase();
+  if (wants("apply")) ApplyPhase();
+  if (wants("handshake")) HandshakePhase();
   return 0;
 }

@@ -232,9 +232,10 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
                                    absl::StrJoin(registries, ", "))}});
   if (info.peers_size() > 0) {
     std::cout << "\n";
+    // REFUSED: malformed, unverified (signature), unauthorized (policy) or of a frozen origin.
     Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "MISSING", "SENT", "APPLIED",
-                 "REFUSED", "QUARANTINED"});
-    for (int c = 4; c <= 8; ++c) peers.AlignRight(c);
+                 "REFUSED", "UNVERIFIED", "QUARANTINED"});
+    for (int c = 4; c <= 9; ++c) peers.AlignRight(c);
     for (const auto& p : info.peers()) {
       uint64_t missing = 0;
       for (const auto& [origin, n] : p.missing_changes()) missing += n;
@@ -242,10 +243,17 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
                     p.connected() ? "connected" : "down",
                     p.has_last_contact_time() ? FormatTimestamp(p.last_contact_time()) : "never",
                     absl::StrCat(missing), absl::StrCat(p.batches_sent()),
-                    absl::StrCat(p.batches_applied()), absl::StrCat(p.rejected()),
-                    absl::StrCat(p.quarantined())});
+                    absl::StrCat(p.batches_applied()),
+                    absl::StrCat(p.rejected() + p.unverified() + p.unauthorized() + p.frozen()),
+                    absl::StrCat(p.unverified()), absl::StrCat(p.quarantined())});
     }
     peers.Print(std::cout);
+  }
+  for (const auto& f : info.frozen_origins()) {
+    std::cout << "\nALERT: origin " << f.authority() << " is frozen: it signed two histories of "
+              << f.stream() << " at " << f.position() << " (seen from " << f.received_from()
+              << ", " << FormatTimestamp(f.detect_time())
+              << "); its changes are neither applied nor forwarded\n";
   }
   return absl::OkStatus();
 }
