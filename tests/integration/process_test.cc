@@ -180,6 +180,48 @@ TEST(ProcessTest, ExpiredAndNotYetValidClientsAreRefused) {
   EXPECT_EQ(cli("admin"), 0);
 }
 
+// Certificates of the federation's own CA whose SPIFFE ID is missing, of another trust
+// domain, of another path shape, or names no valid SIREN: refused at the handshake, with
+// the reason in the node's log. Made with the OpenSSL CLI from the private PKI's issuing CA.
+TEST(ProcessTest, WrongOrMissingSanIsRefused) {
+  PrivatePki pki("san", {});
+  NodeProcess node(pki.NodeOptions());
+  std::string error;
+  ASSERT_TRUE(node.Start(&error)) << error;
+  const std::string issuing = pki.dir() + "/pki/issuing";
+  auto make = [&](const std::string& name, const std::string& san) {
+    const std::string d = absl::StrCat(pki.dir(), "/pki/clients/", kLyon, "/", name);
+    std::string ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                      "extendedKeyUsage=clientAuth\n";
+    if (!san.empty()) ext += "subjectAltName=" + san + "\n";
+    std::string out;
+    const int rc = RunCommand(
+        absl::StrCat("set -e; mkdir -p ", d, "; cd ", d,
+                     "; openssl genpkey -algorithm ed25519 -out tls.key 2>/dev/null",
+                     "; openssl req -new -key tls.key -subj /O=", kLyon, "/OU=writer/CN=", name,
+                     " -out tls.csr; printf '", ext, "' > ext.cnf",
+                     "; openssl x509 -req -in tls.csr -CA ", issuing, "/ca.crt -CAkey ", issuing,
+                     "/ca.key -set_serial 0x$(openssl rand -hex 8) -days 30 -extfile ext.cnf",
+                     " -out leaf.crt 2>/dev/null; cat leaf.crt ", issuing, "/ca.crt > tls.crt; cp ",
+                     pki.dir(), "/pki/ca.crt ca.crt"),
+        &out);
+    EXPECT_EQ(rc, 0) << out;
+  };
+  make("nosan", "");
+  make("otherdomain", absl::StrCat("URI:spiffe://other.test/collectivite/", kLyon, "/client/x"));
+  make("othershape", absl::StrCat("URI:spiffe://interco.test/mairie/", kLyon));
+  make("badsiren", "URI:spiffe://interco.test/collectivite/123456789/client/x");
+  for (const char* client : {"nosan", "otherdomain", "othershape", "badsiren"}) {
+    EXPECT_EQ(pki.Info(node, client), 1) << client << " got in";
+  }
+  EXPECT_EQ(pki.Info(node, "admin"), 0) << "a proper client was refused";
+  std::ifstream log(node.log_path());
+  std::stringstream ss;
+  ss << log.rdbuf();
+  EXPECT_THAT(ss.str(), HasSubstr("certificate has no SPIFFE ID"));
+  EXPECT_THAT(ss.str(), HasSubstr("SPIFFE ID of federation \"other.test\""));
+}
+
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
