@@ -170,6 +170,30 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
     return false;
   }
   result_.messages++;
+  const PeerMessage* sent = &m;
+  PeerMessage altered;
+  if (options_.byzantine_relay && from == 0 && m.has_batch()) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(m.batch().batch().header());
+    if (h.origin() != nodes_[0].siren && Uniform() < 0.5) {
+      altered = m;
+      auto* b = altered.mutable_batch()->mutable_batch();
+      switch (UniformInt(0, 2)) {
+        case 0:  // a change's bytes
+          b->mutable_changes(0)->back() ^= 1;
+          break;
+        case 1:  // the header: a later stamp, to win LWW races
+          h.set_max_hlc(h.max_hlc() + 1);
+          b->set_header(h.SerializeAsString());
+          break;
+        default:  // the signature
+          b->mutable_signature()->front() ^= 1;
+          break;
+      }
+      sent = &altered;
+      result_.tampered++;
+    }
+  }
   const int copies = (faults_ && Uniform() < dup_) ? 2 : 1;
   for (int c = 0; c < copies; ++c) {
     if (faults_ && Uniform() < loss_) {
@@ -180,10 +204,10 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
                                                       : UniformInt(1, delay_max_);
     const uint64_t session = l->session;
     const uint32_t from_siren = nodes_[static_cast<size_t>(from)].siren;
-    At(now_ + delay, [this, l, session, to, from_siren, m] {
+    At(now_ + delay, [this, l, session, to, from_siren, msg = *sent] {
       Node& dst = nodes_[static_cast<size_t>(to)];
       if (!l->up || l->session != session || !dst.up) return;
-      dst.engine->OnMessage(from_siren, m);
+      dst.engine->OnMessage(from_siren, msg);
     });
   }
   return true;
@@ -253,7 +277,9 @@ void World::BuildTopology() {
   const int n = options_.fixed_delay_ms > 0
                     ? options_.nodes_max
                     : static_cast<int>(UniformInt(3, std::max(3, options_.nodes_max)));
-  const int kind = options_.fixed_delay_ms > 0 ? 0 : static_cast<int>(UniformInt(0, 3));
+  const int kind = options_.fixed_delay_ms > 0 || options_.byzantine_relay
+                       ? 0
+                       : static_cast<int>(UniformInt(0, 3));
   static const char* kKinds[] = {"mesh", "line", "star", "random"};
   for (int i = 0; i < n; ++i) {
     Node node;
@@ -565,6 +591,9 @@ SimResult World::Run() {
     return result_;
   }
   result_.failure = Check();
+  for (Node& node : nodes_) {
+    for (const auto& [peer, st] : node.engine->Stats()) result_.refused += st.unverified + st.rejected;
+  }
   return result_;
 }
 

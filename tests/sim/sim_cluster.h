@@ -43,6 +43,10 @@ struct SimOptions {
   // Fixed network for latency experiments (no faults): when > 0, every link has this
   // delay and the run uses `nodes_max` nodes in a full mesh.
   int64_t fixed_delay_ms = 0;
+  // A Byzantine relay: node 0 alters about half of the batches of other origins it
+  // forwards (a change's bytes, the header, or the signature), for the whole run. The
+  // topology is then a full mesh, so that honest copies have a path.
+  bool byzantine_relay = false;
 };
 
 // What a run found. `failure` is empty on success.
@@ -54,6 +58,10 @@ struct SimResult {
   uint64_t messages = 0;
   uint64_t messages_dropped = 0;
   uint64_t crashes = 0;
+  // Byzantine runs: batches the relay altered, and batches refused by the receivers
+  // (unverified or malformed) over the run.
+  uint64_t tampered = 0;
+  uint64_t refused = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;
