@@ -101,9 +101,6 @@ void Replicator::OnMessage(uint32_t peer_id, const PeerMessage& message) {
     case PeerMessage::kBatch:
       HandleBatch(peer_id, peer, message.batch());
       break;
-    case PeerMessage::kCertificates:
-      HandleCertificates(peer, message.certificates());
-      break;
     default:
       peer.stats.rejected++;
       break;
@@ -158,6 +155,7 @@ void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::
 
 void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
   peer.stats.batches_received++;
+  HandleCertificates(peer, frame.certificates());
   const std::string& stream = frame.stream();
   if (!Replicates(stream)) {
     peer.stats.rejected++;
@@ -329,15 +327,12 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
   }
 }
 
-bool Replicator::SendCertificate(uint32_t peer_id, Peer& peer, const std::string& key_id) {
-  if (key_id.empty() || peer.certs_sent.contains(key_id)) return true;
+void Replicator::AttachCertificate(Peer& peer, const std::string& key_id, BatchFrame& frame) {
+  if (key_id.empty() || peer.certs_sent.contains(key_id)) return;
   std::optional<std::string> der = verifier_.Certificate(key_id);
-  if (!der) return true;  // the peer will refuse the batch; nothing better to send
-  PeerMessage m;
-  m.mutable_certificates()->add_der(*std::move(der));
-  if (!transport_.Send(peer_id, m)) return false;
+  if (!der) return;  // the peer will refuse the batch; nothing better to send
+  frame.mutable_certificates()->add_der(*std::move(der));
   peer.certs_sent.insert(key_id);
-  return true;
 }
 
 bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream,
@@ -440,11 +435,15 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
         for (auto& batch : *batches) {
           BatchHeader h;
           if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + 1) break;
-          if (!SendCertificate(peer_id, peer, h.signer())) return;
           PeerMessage m;
           m.mutable_batch()->set_stream(stream);
           *m.mutable_batch()->mutable_batch() = std::move(batch);
-          if (!transport_.Send(peer_id, m)) return;  // queue full or gone: later
+          AttachCertificate(peer, h.signer(), *m.mutable_batch());
+          if (!transport_.Send(peer_id, m)) {
+            // Queue full or session gone: later (and the certificate with it).
+            if (m.batch().certificates().der_size() > 0) peer.certs_sent.erase(h.signer());
+            return;
+          }
           peer.stats.batches_sent++;
           sent += h.count();
           in_flight += h.count();

@@ -149,8 +149,9 @@ class Replicator {
   void Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
               std::optional<interco::replication::v1::Batch> held,
               const interco::replication::v1::Batch& received);
-  // Sends the certificate of `key_id` to the peer unless this session already did.
-  bool SendCertificate(uint32_t peer_id, Peer& peer, const std::string& key_id);
+  // Attaches the certificate of `key_id` to `frame` unless this session already carried it.
+  void AttachCertificate(Peer& peer, const std::string& key_id,
+                         interco::replication::v1::BatchFrame& frame);
   // Sends `peer` what it lacks, within its in-flight bound.
   void Pump(uint32_t peer_id, Peer& peer);
   void PumpAll();

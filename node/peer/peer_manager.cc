@@ -339,9 +339,10 @@ std::shared_ptr<PeerManager::Session> PeerManager::OpenSession(uint32_t peer) {
 void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage message) {
   // Check signatures here, on the session's reader thread, so that the engine thread
   // finds them verified and spends its time applying.
-  if (message.has_certificates()) {
-    for (const std::string& der : message.certificates().der()) (void)certificates_.AddCertificate(der);
-  } else if (message.has_batch()) {
+  if (message.has_batch()) {
+    for (const std::string& der : message.batch().certificates().der()) {
+      (void)certificates_.AddCertificate(der);  // the engine adds it again and counts refusals
+    }
     const auto& batch = message.batch().batch();
     interco::replication::v1::BatchHeader h;
     if (h.ParseFromString(batch.header())) {

@@ -141,6 +141,7 @@ class PeerAttackTest : public ::testing::Test {
     std::unique_ptr<replication::v1::PeerService::Stub> stub;
     std::unique_ptr<grpc::ClientContext> ctx;
     std::unique_ptr<grpc::ClientReaderWriter<PeerMessage, PeerMessage>> stream;
+    std::vector<std::string> pending_certificates;
   };
   Session Open() {
     Session s;
@@ -154,18 +155,22 @@ class PeerAttackTest : public ::testing::Test {
     EXPECT_TRUE(s.stream->Write(hello));
     return s;
   }
+  // Sends a batch frame, carrying the certificates queued by SendCertificate.
   static bool SendBatch(Session& s, const Batch& b) {
     PeerMessage m;
     m.mutable_batch()->set_stream(kStream);
     *m.mutable_batch()->mutable_batch() = b;
+    for (const std::string& der : s.pending_certificates) {
+      m.mutable_batch()->mutable_certificates()->add_der(der);
+    }
+    s.pending_certificates.clear();
     return s.stream->Write(m);
   }
   static bool SendCertificate(Session& s, const std::string& tls_dir) {
     auto pem = node::ReadFile(tls_dir + "/tls.crt");
     auto cert = node::ParsePemCertificate(*pem, "tls.crt");
-    PeerMessage m;
-    m.mutable_certificates()->add_der(node::CertificateDer(cert->get()));
-    return s.stream->Write(m);
+    s.pending_certificates.push_back(node::CertificateDer(cert->get()));
+    return true;
   }
 
   template <typename Pred>
