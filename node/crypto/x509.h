@@ -3,6 +3,7 @@
 #ifndef INTERCO_NODE_CRYPTO_X509_H_
 #define INTERCO_NODE_CRYPTO_X509_H_
 
+#include <openssl/bio.h>
 #include <openssl/x509.h>
 
 #include <memory>
@@ -14,6 +15,12 @@
 #include "node/crypto/ed25519.h"
 
 namespace interco::node {
+
+struct BioFree {
+  void operator()(BIO* b) const { BIO_free(b); }
+};
+// A read-only memory BIO over `data` (which must outlive it).
+std::unique_ptr<BIO, BioFree> MemBio(std::string_view data);
 
 struct X509Free {
   void operator()(X509* x) const { X509_free(x); }

@@ -17,9 +17,6 @@
 namespace interco::node {
 namespace {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
 struct CrlFree {
   void operator()(X509_CRL* c) const { X509_CRL_free(c); }
 };
@@ -78,7 +75,7 @@ void RevocationList::MaybeReload() {
   std::map<std::pair<std::string, std::string>, int64_t> revoked;
   for (const auto& path : files) {
     const std::string pem = ReadAll(path);
-    std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    auto bio = MemBio(pem);
     std::unique_ptr<X509_CRL, CrlFree> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
     if (crl == nullptr) continue;  // not a CRL (another kind of file)
     const X509_NAME* issuer = X509_CRL_get_issuer(crl.get());

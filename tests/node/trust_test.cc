@@ -132,6 +132,33 @@ class TrustStoreTest : public ::testing::Test {
     return *std::move(s);
   }
 
+  // A store of Lyon's node signing with its certificate, and registry "equipements"
+  // (a string "nom", plus `extra` fields).
+  struct Signed {
+    std::unique_ptr<RecordStore> store;
+    std::unique_ptr<CertificateStore> certs;
+    std::unique_ptr<BatchSigner> signer;
+  };
+  Signed OpenSignedWithRegistry(const std::vector<std::pair<std::string, interco::v1::FieldType>>& extra = {}) {
+    const std::string tls = testing::NodeTlsDir(kLyon);
+    Signed out;
+    out.store = OpenStore(kLyon);
+    out.certs = NewCertificateStore(tls + "/ca.crt", out.store.get());
+    out.signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *out.certs);
+    out.store->SetSigner(out.signer.get());
+    interco::v1::Registry def;
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    for (const auto& [name, type] : extra) {
+      f = def.mutable_schema()->add_fields();
+      f->set_name(name);
+      f->set_type(type);
+    }
+    EXPECT_TRUE(out.store->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+    return out;
+  }
+
   std::string dir_;
   SystemClock clock_;
 };
@@ -150,17 +177,8 @@ TEST_F(TrustStoreTest, CertificatesPersistInTheStore) {
 }
 
 TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
-  const std::string tls = testing::NodeTlsDir(kLyon);
-  auto store = OpenStore(kLyon);
-  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
-  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
-  store->SetSigner(signer.get());
-  interco::v1::Registry def;
-  auto* f = def.mutable_schema()->add_fields();
-  f->set_name("nom");
-  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  auto [store, certs, signer] = OpenSignedWithRegistry();
   const replication::Principal me{kFederation, kLyon, ""};
-  ASSERT_TRUE(store->CreateRegistry("equipements", def, me).ok());
   for (const char* id : {"piscine", "gymnase"}) {
     replication::LocalWrite w;
     w.kind = replication::LocalWrite::Kind::kCreate;
@@ -185,23 +203,10 @@ TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
 
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {
   const std::string tls = testing::NodeTlsDir(kLyon);
-  auto store = OpenStore(kLyon);
-  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
-  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
-  store->SetSigner(signer.get());
-  interco::v1::Registry def;
-  auto* f = def.mutable_schema()->add_fields();
-  f->set_name("nom");
-  f->set_type(interco::v1::FIELD_TYPE_STRING);
-  f = def.mutable_schema()->add_fields();
-  f->set_name("canaux");
-  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
-  f = def.mutable_schema()->add_fields();
-  f->set_name("places");
-  f->set_type(interco::v1::FIELD_TYPE_INT64);
+  auto [store, certs, signer] = OpenSignedWithRegistry(
+      {{"canaux", interco::v1::FIELD_TYPE_STRING_SET}, {"places", interco::v1::FIELD_TYPE_INT64}});
   const replication::Principal app{kFederation, kLyon, "app"};
   const replication::Principal admin{kFederation, kLyon, "admin"};
-  ASSERT_TRUE(store->CreateRegistry("equipements", def, admin).ok());
   // Many writes, so that the values sit in different batches of a longer log.
   for (int i = 0; i < 40; ++i) {
     replication::LocalWrite w;
