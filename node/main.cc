@@ -2,6 +2,7 @@
 //
 //   interco-node --config node.json [--flag=value ...]
 //   interco-node --check --authority SIREN --data_dir DIR    (offline consistency check)
+//   interco-node --new_epoch --authority SIREN --data_dir DIR  (after restoring a copy)
 //
 // Flags override the config file. SIGTERM or SIGINT shuts down gracefully.
 #include <signal.h>
@@ -38,6 +39,8 @@ ABSL_FLAG(std::string, peer_listen, "", "mTLS peer (replication) address host:po
 ABSL_FLAG(std::vector<std::string>, peers, {},
           "Peers to replicate with, as SIREN@host:port, comma-separated");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
+ABSL_FLAG(bool, new_epoch, false,
+          "After restoring a copy of the store: start a new origin epoch offline, then exit");
 ABSL_FLAG(bool, verbose, false, "Log debug lines");
 
 namespace {
@@ -97,12 +100,37 @@ int Check(const NodeConfig& config) {
   return 0;
 }
 
+// After a store was restored from a copy, the node's own change log may end before
+// what its partners already hold: its next sequence numbers were already used. A new
+// epoch starts a new chain, so none is issued twice (partners would see a fork, and
+// freeze the node's changes, if it were).
+int NewEpoch(const NodeConfig& config) {
+  interco::node::SystemClock clock;
+  interco::node::RecordStoreOptions options;
+  options.path = config.data_dir();
+  options.authority = config.authority();
+  options.clock = &clock;
+  auto store = interco::node::RecordStore::Open(options);
+  if (!store.ok()) {
+    std::cerr << "interco-node: " << store.status() << "\n";
+    return 2;
+  }
+  absl::StatusOr<uint32_t> epoch = (*store)->StartNewEpoch();
+  if (!epoch.ok()) {
+    std::cerr << "interco-node: " << epoch.status() << "\n";
+    return 1;
+  }
+  std::cout << "origin epoch " << *epoch << ": this node's next changes start a new chain\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "runs an interco node.\n  interco-node --config node.json [--flag=value ...]\n"
-      "  interco-node --check --authority SIREN --data_dir DIR");
+      "  interco-node --check --authority SIREN --data_dir DIR\n"
+      "  interco-node --new_epoch --authority SIREN --data_dir DIR  (after a restore)");
   absl::SetFlag(&FLAGS_verbose, false);
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_verbose)) interco::node::log::SetMinLevel(interco::node::log::Level::kDebug);
@@ -113,6 +141,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_check)) return Check(*config);
+  if (absl::GetFlag(FLAGS_new_epoch)) return NewEpoch(*config);
 
   // Block the shutdown signals in every thread (gRPC's and RocksDB's threads inherit
   // this mask) and wait for them here.

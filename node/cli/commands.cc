@@ -226,6 +226,7 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
        {"version", info.version()},
        {"start_time", info.has_start_time() ? FormatTimestamp(info.start_time()) : ""},
        {"durability", info.durability()},
+       {"epoch", absl::StrCat(info.epoch())},
        {"store_size", FormatBytes(info.store_size_bytes())},
        {"caller", info.caller()},
        {"registries", absl::StrCat(info.registries_size(), registries.empty() ? "" : ": ",

@@ -34,6 +34,7 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
   }
   response->set_store_size_bytes(store_.SizeOnDisk());
   response->set_durability(store_.sync() ? "sync" : "async");
+  response->set_epoch(store_.epoch());
   response->set_caller(caller->Author());
   if (peers_ != nullptr) {
     for (auto& p : peers_->Status()) *response->add_peers() = std::move(p);

@@ -81,6 +81,8 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
     case Op::Type::kAudit:
       for (const AuditEvent& given : op.audit_events) StageAudit(g, given);
       return;
+    case Op::Type::kNewEpoch:
+      return;
     case Op::Type::kCreateRegistry:
       e.set_action(AuditEvent::CREATE_REGISTRY);
       e.set_caller(op.caller.Author());

@@ -226,6 +226,10 @@ absl::Status RecordStore::Load() {
     INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
   }
   epoch_ = meta.epoch();
+  {
+    absl::MutexLock l(&mu_);
+    committed_epoch_ = epoch_;
+  }
   // The HLC never issues a value at or below what was persisted before a restart.
   hlc_.AdvanceTo(meta.hlc_high_water());
 
@@ -384,6 +388,12 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kWrite: op->status = ApplyWrite(*op, g); break;
       case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
       case Op::Type::kAudit: break;
+      case Op::Type::kNewEpoch:
+        // The HLC moves to now as well: the copy's high water may be far behind.
+        epoch_++;
+        hlc_.AdvanceTo(hlc_.Now());
+        g.new_epoch = true;
+        break;
     }
     AuditOutcome(*op, g);
   }
@@ -440,7 +450,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   }
   // Every op failed or was a no-op: only audit events (if any) to write, without waiting
   // for the disk (no write is acknowledged by them).
-  if (touched.empty() && g.audit.empty()) return;
+  if (touched.empty() && g.audit.empty() && !g.new_epoch) return;
 
   NodeMeta node_meta;
   node_meta.set_authority(authority_);
@@ -449,7 +459,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   node_meta.set_format_version(kFormatVersion);
   g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), node_meta.SerializeAsString());
 
-  absl::Status s = db_->Write(g.batch, sync_ && !touched.empty());
+  absl::Status s = db_->Write(g.batch, sync_ && (!touched.empty() || g.new_epoch));
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
     for (const auto& op : group) {
@@ -462,6 +472,10 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     for (const std::string& registry : touched) {
       registries_[registry] = std::move(g.registries.at(registry));
     }
+  }
+  if (g.new_epoch) {
+    absl::MutexLock l(&mu_);
+    committed_epoch_ = epoch_;
   }
   if (!g.audit.empty()) {
     absl::MutexLock l(&audit_mu_);
@@ -1084,6 +1098,27 @@ void RecordStore::SetLocalCommitListener(std::function<void()> listener) {
 }
 
 void RecordStore::SetSigner(replication::Signer* signer) { signer_ = signer; }
+
+absl::StatusOr<uint32_t> RecordStore::StartNewEpoch() {
+  // Through the commit queue, so that it is ordered with writes (the committer owns epoch_).
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kNewEpoch;
+  absl::Status result;
+  absl::Notification committed;
+  op->done = [&](Op& o) {
+    result = o.status;
+    committed.Notify();
+  };
+  Enqueue(std::move(op));
+  committed.WaitForNotification();
+  if (!result.ok()) return result;
+  return epoch();
+}
+
+uint32_t RecordStore::epoch() {
+  absl::MutexLock l(&mu_);
+  return committed_epoch_;
+}
 
 absl::Status RecordStore::PutCertificate(std::string_view key_id, std::string_view der) {
   rocksdb::WriteBatch wb;

@@ -192,6 +192,11 @@ class RecordStore {
   // node's own origin. Must not block. Set once, before writes start.
   void SetLocalCommitListener(std::function<void()> listener);
   uint32_t origin() const { return origin_; }
+  // Starts a new origin epoch for this node's next changes (after the store was restored
+  // from a copy) and returns it. Durable when OK. Call before writes start.
+  absl::StatusOr<uint32_t> StartNewEpoch();
+  // The current origin epoch.
+  uint32_t epoch();
   // Signs the batches of this node's commits (nullptr: unsigned, which peers refuse;
   // for benchmarks of what signing costs). Set once, before writes start.
   void SetSigner(replication::Signer* signer);
@@ -309,6 +314,7 @@ class RecordStore {
   uint64_t random_state_;
 
   absl::Mutex mu_;
+  uint32_t committed_epoch_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread committer_;

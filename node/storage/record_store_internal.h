@@ -17,7 +17,7 @@
 namespace interco::node {
 
 struct RecordStore::Op {
-  enum class Type { kCreateRegistry, kWrite, kApplyRemote, kAudit };
+  enum class Type { kCreateRegistry, kWrite, kApplyRemote, kAudit, kNewEpoch };
   Type type = Type::kWrite;
   std::string registry;
   std::string key;
@@ -51,6 +51,8 @@ struct RecordStore::GroupState {
   size_t bytes = 0;
   // Audit chains this group appends to, with their staged ends.
   std::map<std::string, AuditChain> audit;
+  // The group starts a new origin epoch (NodeMeta must be written).
+  bool new_epoch = false;
 };
 
 }  // namespace interco::node
