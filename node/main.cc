@@ -80,8 +80,9 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   return config;
 }
 
-int Check(const NodeConfig& config) {
-  interco::node::SystemClock clock;
+// The node's store, opened for an offline command; prints the error if it cannot be.
+std::unique_ptr<interco::node::RecordStore> OpenOffline(const NodeConfig& config,
+                                                       interco::replication::Clock& clock) {
   interco::node::RecordStoreOptions options;
   options.path = config.data_dir();
   options.authority = config.authority();
@@ -89,9 +90,16 @@ int Check(const NodeConfig& config) {
   auto store = interco::node::RecordStore::Open(options);
   if (!store.ok()) {
     std::cerr << "interco-node: " << store.status() << "\n";
-    return 2;
+    return nullptr;
   }
-  absl::StatusOr<std::string> report = (*store)->CheckConsistency();
+  return *std::move(store);
+}
+
+int Check(const NodeConfig& config) {
+  interco::node::SystemClock clock;
+  auto store = OpenOffline(config, clock);
+  if (store == nullptr) return 2;
+  absl::StatusOr<std::string> report = store->CheckConsistency();
   if (!report.ok()) {
     std::cerr << "interco-node: INCONSISTENT: " << report.status() << "\n";
     return 1;
@@ -106,16 +114,9 @@ int Check(const NodeConfig& config) {
 // freeze the node's changes, if it were).
 int NewEpoch(const NodeConfig& config) {
   interco::node::SystemClock clock;
-  interco::node::RecordStoreOptions options;
-  options.path = config.data_dir();
-  options.authority = config.authority();
-  options.clock = &clock;
-  auto store = interco::node::RecordStore::Open(options);
-  if (!store.ok()) {
-    std::cerr << "interco-node: " << store.status() << "\n";
-    return 2;
-  }
-  absl::StatusOr<uint32_t> epoch = (*store)->StartNewEpoch();
+  auto store = OpenOffline(config, clock);
+  if (store == nullptr) return 2;
+  absl::StatusOr<uint32_t> epoch = store->StartNewEpoch();
   if (!epoch.ok()) {
     std::cerr << "interco-node: " << epoch.status() << "\n";
     return 1;

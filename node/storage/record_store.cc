@@ -1082,6 +1082,10 @@ absl::Status RecordStore::ApplyRemoteBatch(std::string_view registry,
   op->type = Op::Type::kApplyRemote;
   op->registry = std::string(registry);
   op->remote = &batch;
+  return EnqueueAndWait(std::move(op));
+}
+
+absl::Status RecordStore::EnqueueAndWait(std::unique_ptr<Op> op) {
   absl::Status result;
   absl::Notification committed;
   op->done = [&](Op& o) {
@@ -1103,15 +1107,7 @@ absl::StatusOr<uint32_t> RecordStore::StartNewEpoch() {
   // Through the commit queue, so that it is ordered with writes (the committer owns epoch_).
   auto op = std::make_unique<Op>();
   op->type = Op::Type::kNewEpoch;
-  absl::Status result;
-  absl::Notification committed;
-  op->done = [&](Op& o) {
-    result = o.status;
-    committed.Notify();
-  };
-  Enqueue(std::move(op));
-  committed.WaitForNotification();
-  if (!result.ok()) return result;
+  if (absl::Status s = EnqueueAndWait(std::move(op)); !s.ok()) return s;
   return epoch();
 }
 

@@ -258,6 +258,8 @@ class RecordStore {
   // Queues `op` for the committer thread, which calls op->done when it is committed or
   // failed.
   void Enqueue(std::unique_ptr<Op> op);
+  // Enqueue, then wait for the op's outcome (not on the committer thread).
+  absl::Status EnqueueAndWait(std::unique_ptr<Op> op);
   void CommitLoop();
   void ApplyGroup(const std::vector<std::unique_ptr<Op>>& group);
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
