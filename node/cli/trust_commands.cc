@@ -88,8 +88,10 @@ absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& 
   request.set_chain(args.empty() ? "node" : RegistryName(args[0]));
   std::vector<interco::v1::AuditRecord> events;
   interco::v1::AuditHead head;
+  constexpr int64_t kPageMax = 1000;  // the server's bound
   do {
-    request.set_page_size(static_cast<int32_t>(std::min<int64_t>(limit == 0 ? 1000 : limit - static_cast<int64_t>(events.size()), 1000)));
+    const int64_t wanted = limit == 0 ? kPageMax : limit - static_cast<int64_t>(events.size());
+    request.set_page_size(static_cast<int32_t>(std::min(wanted, kPageMax)));
     interco::v1::ListAuditEventsResponse response;
     grpc::ClientContext context;
     client->SetDeadline(context);

@@ -124,9 +124,6 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
     limit.suppressed = 0;
     e.set_peer(replication::OriginToSiren(peer));
     e.set_registry(stream);
-    const std::vector<std::string> held = store_.RegistryIds();
-    e.set_chain(std::binary_search(held.begin(), held.end(), stream) ? RecordStore::AuditChainOf(stream)
-                                                                     : RecordStore::AuditChainOf(""));
     if (header != nullptr) {
       e.set_origin(replication::OriginToSiren(header->origin()));
       e.set_epoch(header->epoch());

@@ -138,8 +138,6 @@ void RegistryService::AuditRefusal(interco::v1::AuditEvent::Action action,
   e.set_record(record);
   e.set_accepted(false);
   e.set_reason(why.ToString());
-  const bool held = !registry.empty() && store_.GetRegistry(registry).ok();
-  e.set_chain(RecordStore::AuditChainOf(held ? registry : ""));
   store_.Audit({std::move(e)});
 }
 

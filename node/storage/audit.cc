@@ -25,6 +25,7 @@ constexpr int32_t kAuditPageMax = 1000;
 constexpr int kTrimBatchMax = 256;
 constexpr int64_t kTrimIntervalMs = 60'000;
 constexpr std::string_view kNodeChain = "node";
+constexpr std::string_view kRegistryChainPrefix = "registries/";
 
 rocksdb::Slice Slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
@@ -44,7 +45,7 @@ AuditEvent::Action ActionOfWrite(replication::LocalWrite::Kind kind) {
 
 std::string RecordStore::AuditChainOf(std::string_view registry) {
   if (registry.empty()) return std::string(kNodeChain);
-  return absl::StrCat("registries/", ToAbsl(registry));
+  return absl::StrCat(ToAbsl(kRegistryChainPrefix), ToAbsl(registry));
 }
 
 absl::Status RecordStore::LoadAudit() {
@@ -114,17 +115,19 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
     }
   }
   e.set_registry(op.registry);
-  if (e.chain().empty()) {
-    const bool known = g.registries.contains(op.registry) || CheckRegistry(op.registry).ok();
-    e.set_chain(known ? AuditChainOf(op.registry) : std::string(kNodeChain));
-  }
   e.set_accepted(op.status.ok());
   if (!op.status.ok()) e.set_reason(op.status.ToString());
   StageAudit(g, std::move(e));
 }
 
 void RecordStore::StageAudit(GroupState& g, AuditEvent event) {
-  if (event.chain().empty()) event.set_chain(AuditChainOf(event.registry()));
+  if (event.chain().empty()) {
+    // The registry's chain if this node holds the registry (or creates it in this
+    // group), the node's chain otherwise.
+    const bool held = !event.registry().empty() && (g.registries.contains(event.registry()) ||
+                                                     CheckRegistry(event.registry()).ok());
+    event.set_chain(held ? AuditChainOf(event.registry()) : std::string(kNodeChain));
+  }
   auto it = g.audit.find(event.chain());
   if (it == g.audit.end()) {
     AuditChain committed;
@@ -157,7 +160,7 @@ void RecordStore::TrimAudit(GroupState& g, const std::string& chain) {
   int32_t days = node_audit_retention_days_;
   if (chain != kNodeChain) {
     absl::MutexLock l(&mu_);
-    auto r = registries_.find(chain.substr(std::string_view("registries/").size()));
+    auto r = registries_.find(chain.substr(kRegistryChainPrefix.size()));
     if (r != registries_.end()) days = r->second.meta.registry().audit_retention_days();
     if (days <= 0) days = 365;
   }
@@ -186,7 +189,8 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
                                                  std::string_view page_token) {
   if (chain != kNodeChain) {
     std::string_view id = chain;
-    if (!id.starts_with("registries/") || !CheckRegistry(id.substr(11)).ok()) {
+    if (!id.starts_with(kRegistryChainPrefix) ||
+        !CheckRegistry(id.substr(kRegistryChainPrefix.size())).ok()) {
       return absl::NotFoundError(absl::StrCat("chain: no audit chain \"", ToAbsl(chain),
                                               "\" (\"node\" or \"registries/<id>\")"));
     }

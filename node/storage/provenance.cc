@@ -81,12 +81,9 @@ absl::StatusOr<std::optional<Batch>> RecordStore::BatchHolding(std::string_view 
 
 absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::string_view registry,
                                                                       std::string_view id) {
-  INTERCO_ASSIGN_OR_RETURN(interco::v1::Record record, GetRecord(registry, id));
-  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
-  RecordState state;
-  if (!raw.has_value() || !state.ParseFromString(*raw)) {
-    return absl::NotFoundError(absl::StrCat("record \"", ToAbsl(id), "\" not found"));
-  }
+  INTERCO_ASSIGN_OR_RETURN(RecordState state, LiveState(registry, id));
+  interco::v1::Record record;
+  replication::ToRecord(RecordName(registry, id), state, record);
   INTERCO_ASSIGN_OR_RETURN(replication::VersionVector position, Position(registry));
 
   std::vector<Stamped> values;

@@ -330,15 +330,16 @@ absl::Status RecordStore::CheckRegistry(std::string_view registry) {
   return absl::OkStatus();
 }
 
+std::shared_ptr<const replication::RegistryPolicy> RecordStore::PolicyOf(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  return it == registries_.end() ? nullptr : it->second.policy;
+}
+
 absl::Status RecordStore::CheckAccess(std::string_view registry,
                                       const replication::Principal& caller, bool write) {
-  std::shared_ptr<const replication::RegistryPolicy> policy;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = registries_.find(ToAbsl(registry));
-    if (it == registries_.end()) return RegistryNotFound(registry);
-    policy = it->second.policy;
-  }
+  const std::shared_ptr<const replication::RegistryPolicy> policy = PolicyOf(registry);
+  if (policy == nullptr) return RegistryNotFound(registry);
   const uint32_t who = replication::SirenToOrigin(caller.siren).value_or(0);
   if (write ? policy->MayWrite(who) : policy->MayRead(who)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(caller.Author(), " may not ",
@@ -347,15 +348,13 @@ absl::Status RecordStore::CheckAccess(std::string_view registry,
 }
 
 bool RecordStore::MayWrite(std::string_view registry, uint32_t authority) {
-  absl::MutexLock l(&mu_);
-  auto it = registries_.find(ToAbsl(registry));
-  return it != registries_.end() && it->second.policy->MayWrite(authority);
+  const auto policy = PolicyOf(registry);
+  return policy != nullptr && policy->MayWrite(authority);
 }
 
 bool RecordStore::MayRead(std::string_view registry, uint32_t authority) {
-  absl::MutexLock l(&mu_);
-  auto it = registries_.find(ToAbsl(registry));
-  return it != registries_.end() && it->second.policy->MayRead(authority);
+  const auto policy = PolicyOf(registry);
+  return policy != nullptr && policy->MayRead(authority);
 }
 
 absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> RecordStore::SchemaOf(
@@ -778,7 +777,7 @@ absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
   return page;
 }
 
-absl::StatusOr<Record> RecordStore::GetRecord(std::string_view registry, std::string_view id) {
+absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, std::string_view id) {
   INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
   INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
   RecordState state;
@@ -787,6 +786,11 @@ absl::StatusOr<Record> RecordStore::GetRecord(std::string_view registry, std::st
     return absl::NotFoundError(absl::StrCat("record \"", ToAbsl(id), "\" not found in registry \"",
                                             ToAbsl(registry), "\""));
   }
+  return state;
+}
+
+absl::StatusOr<Record> RecordStore::GetRecord(std::string_view registry, std::string_view id) {
+  INTERCO_ASSIGN_OR_RETURN(RecordState state, LiveState(registry, id));
   Record out;
   replication::ToRecord(RecordName(registry, id), state, out);
   return out;

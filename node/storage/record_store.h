@@ -205,8 +205,8 @@ class RecordStore {
   // audited, accepted or refused, in the same commit as its effect; so is every
   // replicated batch applied. Chains: "registries/<id>" and "node".
   // Appends events decided elsewhere (refusals before the store: roles, peers' forged
-  // batches), through the commit queue; does not wait. The chain, seq, hash and time
-  // are filled in.
+  // batches), through the commit queue; does not wait. The seq, hash and time are filled
+  // in, and the chain when empty (the registry's if held, the node's otherwise).
   void Audit(std::vector<interco::v1::AuditEvent> events);
   // A page of one chain, newest first. INVALID_ARGUMENT for a bad token, NOT_FOUND for an
   // unknown chain.
@@ -281,6 +281,11 @@ class RecordStore {
     uint64_t next_seq = 1;   // next entry to be written
   };
   absl::StatusOr<FeedBounds> FeedOf(std::string_view registry);
+  // The state of a live record. NOT_FOUND if the registry or a live record is missing.
+  absl::StatusOr<replication::RecordState> LiveState(std::string_view registry,
+                                                     std::string_view id);
+  // The registry's policy; nullptr for an unknown registry.
+  std::shared_ptr<const replication::RegistryPolicy> PolicyOf(std::string_view registry);
   // The batch of one origin epoch (whose log ends at last_seq) holding the change
   // stamped `hlc`: the first whose greatest HLC reaches it. nullopt if none does.
   absl::StatusOr<std::optional<interco::replication::v1::Batch>> BatchHolding(
