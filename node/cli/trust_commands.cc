@@ -13,6 +13,7 @@
 #include "node/cli/table.h"
 #include "node/cli/values.h"
 #include "node/trust/provenance.h"
+#include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
 
@@ -88,7 +89,7 @@ absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& 
   request.set_chain(args.empty() ? "node" : RegistryName(args[0]));
   std::vector<interco::v1::AuditRecord> events;
   interco::v1::AuditHead head;
-  constexpr int64_t kPageMax = 1000;  // the server's bound
+  constexpr int64_t kPageMax = limits::kAuditPageSizeMax;
   do {
     const int64_t wanted = limit == 0 ? kPageMax : limit - static_cast<int64_t>(events.size());
     request.set_page_size(static_cast<int32_t>(std::min(wanted, kPageMax)));

@@ -102,7 +102,8 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
                  const interco::replication::v1::BatchHeader* header,
                  const absl::Status& why) override {
     // Engine thread. A hostile peer can send refusals as fast as it likes: at most
-    // kRefusalsPerSecond audit events per peer, the rest counted in the next one.
+    // limits::kAuditRefusalsPerSecondPerPeer audit events per peer, the rest counted in
+    // the next one.
     Limiter& limit = limiters_[peer];
     const int64_t now = absl::ToUnixMillis(absl::Now());
     limit.tokens = std::min<double>(kRefusalBurst, limit.tokens + static_cast<double>(now - limit.last_ms) *
@@ -141,8 +142,8 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
   }
 
  private:
-  static constexpr double kRefusalsPerSecond = 20;
-  static constexpr double kRefusalBurst = 40;
+  static constexpr double kRefusalsPerSecond = limits::kAuditRefusalsPerSecondPerPeer;
+  static constexpr double kRefusalBurst = limits::kAuditRefusalsBurstPerPeer;
   struct Limiter {
     double tokens = kRefusalBurst;
     int64_t last_ms = 0;

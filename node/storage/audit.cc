@@ -11,6 +11,7 @@
 #include "node/storage/record_store.h"
 #include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
+#include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
 #include "replication/ids.h"
@@ -20,10 +21,6 @@ namespace {
 
 using interco::v1::AuditEvent;
 
-constexpr int32_t kAuditPageDefault = 100;
-constexpr int32_t kAuditPageMax = 1000;
-constexpr int kTrimBatchMax = 256;
-constexpr int64_t kTrimIntervalMs = 60'000;
 constexpr std::string_view kNodeChain = "node";
 constexpr std::string_view kRegistryChainPrefix = "registries/";
 
@@ -155,21 +152,21 @@ void RecordStore::StageAudit(GroupState& g, AuditEvent event) {
 void RecordStore::TrimAudit(GroupState& g, const std::string& chain) {
   AuditChain& c = g.audit.at(chain);
   const int64_t now = clock_.NowMillis();
-  if (now - c.last_trim_ms < kTrimIntervalMs) return;
+  if (now - c.last_trim_ms < limits::kAuditTrimIntervalMillis) return;
   c.last_trim_ms = now;
   int32_t days = node_audit_retention_days_;
   if (chain != kNodeChain) {
     absl::MutexLock l(&mu_);
     auto r = registries_.find(chain.substr(kRegistryChainPrefix.size()));
     if (r != registries_.end()) days = r->second.meta.registry().audit_retention_days();
-    if (days <= 0) days = 365;
+    if (days <= 0) days = limits::kAuditRetentionDaysDefault;
   }
   const int64_t cutoff_s = (now / 1000) - int64_t{days} * 86400;
   const std::string prefix = ChainPrefix(chain);
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kAudit);
   std::string last_old;
   int n = 0;
-  for (it->Seek(Slice(prefix)); it->Valid() && View(it->key()).starts_with(prefix) && n < kTrimBatchMax;
+  for (it->Seek(Slice(prefix)); it->Valid() && View(it->key()).starts_with(prefix) && n < limits::kAuditTrimBatchMax;
        it->Next(), ++n) {
     AuditEvent e;
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
@@ -196,8 +193,8 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
     }
   }
   if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
-  if (page_size == 0) page_size = kAuditPageDefault;
-  page_size = std::min(page_size, kAuditPageMax);
+  if (page_size == 0) page_size = limits::kAuditPageSizeDefault;
+  page_size = std::min(page_size, limits::kAuditPageSizeMax);
   uint64_t before = UINT64_MAX;
   if (!page_token.empty() && (!absl::SimpleAtoi(ToAbsl(page_token), &before) || before == 0)) {
     return absl::InvalidArgumentError("page_token: not a token of ListAuditEvents");

@@ -500,9 +500,10 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (def.display_name().size() > limits::kDisplayNameBytesMax) {
     return absl::InvalidArgumentError("registry.display_name: longer than 256 bytes");
   }
-  if (def.audit_retention_days() < 0 || def.audit_retention_days() > 36500) {
-    return absl::InvalidArgumentError(
-        "registry.audit_retention_days: must be between 0 (default, 365) and 36500");
+  if (def.audit_retention_days() < 0 || def.audit_retention_days() > limits::kAuditRetentionDaysMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "registry.audit_retention_days: must be between 0 (default, ",
+        limits::kAuditRetentionDaysDefault, ") and ", limits::kAuditRetentionDaysMax));
   }
   auto schema = replication::RegistrySchema::Compile(def.schema());
   if (!schema.ok()) {

@@ -40,6 +40,7 @@
 #include "interco/v1/registry.pb.h"
 #include "interco/replication/v1/state.pb.h"
 #include "node/crypto/sha256.h"
+#include "replication/base/limits.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
 #include "replication/version_vector.h"
@@ -69,7 +70,7 @@ struct RecordStoreOptions {
   // Seeds the random feed IDs of new registries.
   uint64_t random_seed = 0;
   // Days the node's own audit chain ("node") is kept. Registries set their own.
-  int32_t audit_retention_days = 365;
+  int32_t audit_retention_days = limits::kAuditRetentionDaysDefault;
 };
 
 // A page of audit events, newest first.

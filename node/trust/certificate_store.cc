@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/crypto/ed25519.h"
 #include "node/crypto/sha256.h"
+#include "replication/base/limits.h"
 #include "replication/base/strings.h"
 #include "replication/ids.h"
 
@@ -118,10 +119,6 @@ size_t CertificateStore::size() {
   return by_key_id_.size();
 }
 
-namespace {
-constexpr size_t kVerifiedAheadMax = 8192;
-}  // namespace
-
 std::string CertificateStore::Digest(uint32_t origin, std::string_view key_id, int64_t at_millis,
                                      std::string_view message, std::string_view signature) {
   std::string data = absl::StrCat(origin, "/", at_millis, "/", message.size(), "/");
@@ -138,7 +135,7 @@ void CertificateStore::VerifyAhead(uint32_t origin, std::string_view key_id, int
   absl::MutexLock l(&mu_);
   if (!verified_.insert(digest).second) return;
   verified_order_.push_back(std::move(digest));
-  if (verified_order_.size() > kVerifiedAheadMax) {
+  if (verified_order_.size() > limits::kVerifiedAheadMax) {
     verified_.erase(verified_order_.front());
     verified_order_.pop_front();
   }

@@ -59,6 +59,21 @@ inline constexpr size_t kPeerQueueMessagesMax = 4096;
 inline constexpr int64_t kPeerBackoffMinMillis = 100;
 inline constexpr int64_t kPeerBackoffMaxMillis = 5000;
 
+// Trust and audit.
+// Signatures verified ahead of the engine (on session reader threads) and remembered.
+inline constexpr size_t kVerifiedAheadMax = 8192;
+// Audit events of refused batches per peer and second (burst: twice as many); the rest
+// are counted in the next event.
+inline constexpr double kAuditRefusalsPerSecondPerPeer = 20;
+inline constexpr double kAuditRefusalsBurstPerPeer = 40;
+inline constexpr int32_t kAuditRetentionDaysDefault = 365;
+inline constexpr int32_t kAuditRetentionDaysMax = 36500;
+inline constexpr int32_t kAuditPageSizeDefault = 100;
+inline constexpr int32_t kAuditPageSizeMax = 1000;
+// Retention trims an audit chain at most this often, this many events at a time.
+inline constexpr int64_t kAuditTrimIntervalMillis = 60 * 1000;
+inline constexpr int kAuditTrimBatchMax = 256;
+
 // Clocks: a remote HLC further ahead of the local wall clock than this is refused.
 inline constexpr int64_t kClockOffsetMaxMillisDefault = 60 * 1000;
 
