@@ -35,6 +35,7 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   header.set_max_hlc(params.max_hlc);
   header.set_prev_hash(params.prev_hash);
   header.set_body_hash(BodyHash(batch.changes(), hasher));
+  header.set_policy_version(params.policy_version);
   if (signer != nullptr) header.set_signer(signer->KeyId());
   batch.set_header(header.SerializeAsString());
   if (signer != nullptr) {
@@ -93,8 +94,12 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   out.changes.resize(static_cast<size_t>(batch.changes_size()));
   for (int i = 0; i < batch.changes_size(); ++i) {
     auto& c = out.changes[static_cast<size_t>(i)];
-    if (!c.ParseFromString(batch.changes(i)) || !ValidateRecordId(c.key()).ok()) {
+    if (!c.ParseFromString(batch.changes(i))) {
       return absl::DataLossError(absl::StrCat("batch change ", i, " does not parse"));
+    }
+    if (c.has_policy() ? !c.key().empty() || c.has_delta() : !ValidateRecordId(c.key()).ok()) {
+      return absl::DataLossError(absl::StrCat("batch change ", i, " is neither a record change ",
+                                              "nor a policy change"));
     }
   }
   out.raw = batch;

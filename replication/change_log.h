@@ -25,6 +25,8 @@ struct BatchParams {
   std::string prev_hash;
   // Greatest HLC of the changes.
   uint64_t max_hlc = 0;
+  // Version of the registry policy the origin had applied (BatchHeader.policy_version).
+  uint64_t policy_version = 0;
 };
 
 // Builds a batch of serialized Change messages (at least one), signed by `signer`
@@ -44,7 +46,8 @@ std::string SignedMessage(std::string_view header);
 absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
 
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
-// count matching the changes, every change parses, and the body hash matches.
+// count matching the changes, every change parses (a record change names a valid
+// record ID; a policy change has no key and no delta), and the body hash matches.
 // DATA_LOSS for a corrupt or forged batch (with what is wrong).
 absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& batch,
                                          Hasher& hasher);

@@ -110,9 +110,13 @@ class ReplicaStore {
   virtual absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) = 0;
   // Origins frozen by a recorded fork, sorted.
   virtual std::vector<uint32_t> FrozenOrigins() = 0;
-  // Whether changes originated by `origin` may enter `stream` (its registry's policy
-  // lists the origin as a writer). Default: yes.
-  virtual bool MayWrite(const std::string& /*stream*/, uint32_t /*origin*/) { return true; }
+  // Whether a verified batch may enter `stream` under its registry's policy (see
+  // replication::AuthorizeBatch): OK; PERMISSION_DENIED, refused; UNAVAILABLE, the policy
+  // version it was written under is not applied here yet (it is held back, and taken
+  // when sent again). Default: OK.
+  virtual absl::Status Authorize(const std::string& /*stream*/, const DecodedBatch& /*batch*/) {
+    return absl::OkStatus();
+  }
   // Whether `node`'s authority may read `stream`, and so be sent it. Default: yes.
   virtual bool MayRead(const std::string& /*stream*/, uint32_t /*node*/) { return true; }
   // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),

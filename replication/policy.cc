@@ -1,21 +1,37 @@
 #include "replication/policy.h"
 
 #include "absl/strings/str_cat.h"
+#include "replication/base/check.h"
 #include "replication/ids.h"
 
 namespace interco::replication {
 namespace {
 
-absl::Status AddAll(const interco::v1::AccessList& list, const char* field, std::set<uint32_t>& out) {
-  for (int i = 0; i < list.authorities_size(); ++i) {
-    absl::StatusOr<uint32_t> origin = SirenToOrigin(list.authorities(i));
-    if (!ValidateSiren(list.authorities(i)).ok() || !origin.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("policy.", field, ".authorities[", i, "]: \"",
-                                                     list.authorities(i), "\" is not a SIREN"));
+absl::Status AddSirens(const google::protobuf::RepeatedPtrField<std::string>& sirens,
+                       const std::string& field, std::set<uint32_t>& out) {
+  for (int i = 0; i < sirens.size(); ++i) {
+    absl::StatusOr<uint32_t> origin = SirenToOrigin(sirens[i]);
+    if (!ValidateSiren(sirens[i]).ok() || !origin.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy.", field, "[", i, "]: \"", sirens[i], "\" is not a SIREN"));
     }
     out.insert(*origin);
   }
   return absl::OkStatus();
+}
+
+absl::Status AddAll(const interco::v1::AccessList& list, const std::string& name,
+                    std::set<uint32_t>& out) {
+  std::set<uint32_t> epcis;
+  if (absl::Status s = AddSirens(list.authorities(), absl::StrCat(name, ".authorities"), out);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = AddSirens(list.members_of(), absl::StrCat(name, ".members_of"), epcis);
+      !s.ok()) {
+    return s;
+  }
+  return AddSirens(list.members(), absl::StrCat(name, ".members"), out);
 }
 
 }  // namespace
@@ -39,6 +55,70 @@ bool RegistryPolicy::MayWrite(uint32_t authority) const {
 
 bool RegistryPolicy::MayRead(uint32_t authority) const {
   return MayWrite(authority) || all_read_ || readers_.contains(authority);
+}
+
+PolicyHistory::PolicyHistory(RegistryPolicy declared) {
+  versions_.emplace(0, std::move(declared));
+}
+
+void PolicyHistory::Add(uint64_t version, RegistryPolicy policy) {
+  INTERCO_CHECK(policy.owner() == owner());
+  versions_.insert_or_assign(version, std::move(policy));
+}
+
+const RegistryPolicy* PolicyHistory::At(uint64_t version) const {
+  auto it = versions_.find(version);
+  return it == versions_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<RegistryPolicy> CompilePolicyChange(
+    std::string_view owner, const interco::replication::v1::PolicyChange& change,
+    uint64_t policy_version, uint64_t max_hlc) {
+  if (change.version() <= policy_version || change.version() > max_hlc) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("policy change version ", change.version(),
+                     " is not after the batch's policy version ", policy_version,
+                     " and within its clock ", max_hlc));
+  }
+  absl::StatusOr<RegistryPolicy> p = RegistryPolicy::Compile(owner, change.policy());
+  if (!p.ok()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("policy change does not compile: ", p.status().message()));
+  }
+  return p;
+}
+
+absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history) {
+  const interco::replication::v1::BatchHeader& h = batch.header;
+  const std::string origin = OriginToSiren(h.origin());
+  bool records = false;
+  for (const interco::replication::v1::Change& c : batch.changes) {
+    if (!c.has_policy()) {
+      records = true;
+      continue;
+    }
+    if (h.origin() != history.owner()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "origin ", origin, " changed the policy of registry ", h.stream(),
+          ", which only its owner ", OriginToSiren(history.owner()), " may do"));
+    }
+    absl::StatusOr<RegistryPolicy> p = CompilePolicyChange(
+        OriginToSiren(history.owner()), c.policy(), h.policy_version(), h.max_hlc());
+    if (!p.ok()) return p.status();
+  }
+  if (!records || h.origin() == history.owner()) return absl::OkStatus();
+  const RegistryPolicy* policy = history.At(h.policy_version());
+  if (policy == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "batch of origin ", origin, " was written under policy version ", h.policy_version(),
+        " of registry ", h.stream(), ", not yet applied here"));
+  }
+  if (!policy->MayWrite(h.origin())) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("origin ", origin, " is not a writer of registry ", h.stream(),
+                     " (policy version ", h.policy_version(), ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace interco::replication

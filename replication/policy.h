@@ -1,23 +1,37 @@
 // Who may write and read a registry: its owner, and the authorities its policy lists
-// (interco.v1.Policy). Deny by default. Used by the engine (changes from non-writers are
-// refused, streams go only to readers) and by the node (API calls). Thread-safe
-// (immutable once compiled).
+// (interco.v1.Policy). Deny by default.
+//
+// A registry's policy has versions: version 0 is the policy declared at creation; each
+// later one is a PolicyChange of the owner's chain, numbered by its HLC. Every batch
+// header names the version its origin had applied when it wrote, and every node judges
+// the batch against that version (AuthorizeBatch), so all nodes decide alike whatever
+// order they learned of policy changes in. Semantics (docs/TRUST.md, "Policy changes"):
+// an added writer's changes count from when it saw the addition; a removed writer's
+// changes made before it saw the removal are kept (concurrent with it); revocation of
+// its certificate is the immediate cut-off.
+//
+// Thread-safe (immutable once built).
 #ifndef INTERCO_REPLICATION_POLICY_H_
 #define INTERCO_REPLICATION_POLICY_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "interco/replication/v1/state.pb.h"
 #include "interco/v1/registry.pb.h"
+#include "replication/env.h"
 
 namespace interco::replication {
 
 class RegistryPolicy {
  public:
   // INVALID_ARGUMENT naming the field ("policy.writers.authorities[2]: ...") for a bad
-  // SIREN; `owner` must be a valid SIREN.
+  // SIREN; `owner` must be a valid SIREN. The access lists' `members` (resolved from
+  // `members_of` on the owner's node) count as listed authorities.
   static absl::StatusOr<RegistryPolicy> Compile(std::string_view owner,
                                                 const interco::v1::Policy& policy);
 
@@ -33,6 +47,40 @@ class RegistryPolicy {
   std::set<uint32_t> writers_;
   std::set<uint32_t> readers_;
 };
+
+// The versions of a registry's policy a node has applied, by version number.
+class PolicyHistory {
+ public:
+  // Version 0: the policy declared at creation.
+  explicit PolicyHistory(RegistryPolicy declared);
+  // Adds (or replaces) a version.
+  void Add(uint64_t version, RegistryPolicy policy);
+  // The policy of `version`; nullptr if this node has not applied it.
+  const RegistryPolicy* At(uint64_t version) const;
+  // The greatest version applied, and its policy.
+  uint64_t current_version() const { return versions_.rbegin()->first; }
+  const RegistryPolicy& Current() const { return versions_.rbegin()->second; }
+  uint32_t owner() const { return Current().owner(); }
+  size_t size() const { return versions_.size(); }
+
+ private:
+  std::map<uint64_t, RegistryPolicy> versions_;
+};
+
+// Whether a verified batch may enter its stream under `history`. OK; PERMISSION_DENIED
+// (saying why) if its origin is not a writer in the policy version its header names, or
+// it carries a policy change and its origin is not the owner, or a policy change is
+// malformed (its version is not after the header's policy_version and at most the
+// batch's greatest HLC, or its policy does not compile); UNAVAILABLE if this node has not
+// applied that policy version yet (the owner's change is still on its way: try again
+// once it is applied).
+absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history);
+
+// The checks of one policy change of `owner`'s batch whose header names `policy_version`
+// and `max_hlc` (see AuthorizeBatch); returns the compiled policy.
+absl::StatusOr<RegistryPolicy> CompilePolicyChange(
+    std::string_view owner, const interco::replication::v1::PolicyChange& change,
+    uint64_t policy_version, uint64_t max_hlc);
 
 }  // namespace interco::replication
 

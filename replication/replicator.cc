@@ -204,13 +204,16 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
       Nack(peer_id, peer);
     }
     return;
-  } else if (!store_.MayWrite(stream, h.origin())) {
+  } else if (absl::Status why = store_.Authorize(stream, *decoded); !why.ok()) {
+    if (absl::IsUnavailable(why)) {
+      // Written under a policy version whose owner's change has not reached us: not
+      // acknowledged, so the sender offers it again after its ack timeout.
+      peer.stats.policy_waits++;
+      return;
+    }
     // Authentic, but its origin may not write this registry: refused, not forwarded.
     peer.stats.unauthorized++;
-    store_.OnRefused(peer_id, stream, &h,
-                     absl::PermissionDeniedError(absl::StrCat(
-                         "origin ", OriginToSiren(h.origin()), " is not a writer of registry ",
-                         stream)));
+    store_.OnRefused(peer_id, stream, &h, why);
     return;
   }
   // Whatever happens next, the sender holds this batch: never send it back.

@@ -69,6 +69,8 @@ struct PeerStats {
   uint64_t unverified = 0;
   // Batches from origins that may not write their stream (registry policy).
   uint64_t unauthorized = 0;
+  // Batches held back until the policy version they were written under is applied here.
+  uint64_t policy_waits = 0;
   // Forks of an origin's chain detected in batches from this peer.
   uint64_t forks = 0;
   // Batches of frozen origins, dropped.

@@ -92,8 +92,9 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
                             "); its changes are frozen until an administrator intervenes"));
     return store_.RecordFork(evidence);
   }
-  bool MayWrite(const std::string& stream, uint32_t origin) override {
-    return store_.MayWrite(stream, origin);
+  absl::Status Authorize(const std::string& stream,
+                         const replication::DecodedBatch& batch) override {
+    return store_.Authorize(stream, batch);
   }
   bool MayRead(const std::string& stream, uint32_t node) override {
     return store_.MayRead(stream, node);

@@ -88,6 +88,11 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       e.set_chain(op.status.ok() ? AuditChainOf(op.registry) : std::string(kNodeChain));
       for (const auto& f : op.definition.schema().fields()) e.add_fields(f.name());
       break;
+    case Op::Type::kUpdateRegistry:
+      e.set_action(AuditEvent::UPDATE_REGISTRY);
+      e.set_caller(op.caller.Author());
+      for (const std::string& path : op.paths) e.add_fields(path);
+      break;
     case Op::Type::kWrite:
       e.set_action(ActionOfWrite(op.write.kind));
       e.set_caller(op.caller.Author());

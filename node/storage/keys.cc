@@ -108,6 +108,18 @@ std::string Audit(std::string_view chain, uint64_t seq) {
   return out;
 }
 
+std::string PolicyPrefix(std::string_view registry) {
+  std::string out = absl::StrCat("policy/", ToAbsl(registry));
+  out.push_back('\0');
+  return out;
+}
+
+std::string Policy(std::string_view registry, uint64_t version) {
+  std::string out = PolicyPrefix(registry);
+  PutBigEndian64(out, version);
+  return out;
+}
+
 std::string Certificate(std::string_view key_id) {
   return absl::StrCat(ToAbsl(kCertificatePrefix), ToAbsl(key_id));
 }

@@ -9,7 +9,8 @@
 //   audit       <chain>\0<seq:be64>                       -> v1.AuditEvent (hash-chained)
 //   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState;
 //               "cert/<key id: 32 bytes>" -> DER certificate of a batch signer;
-//               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence
+//               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence;
+//               "policy/<registry>\0<version:be64>" -> replication.v1.PolicyChange
 //
 // Big-endian integers keep numeric order in byte order. Thread-safe (pure functions).
 #ifndef INTERCO_NODE_STORAGE_KEYS_H_
@@ -54,6 +55,9 @@ inline constexpr std::string_view kCertificatePrefix = "cert/";
 std::string Certificate(std::string_view key_id);
 inline constexpr std::string_view kForkPrefix = "fork/";
 std::string Fork(uint32_t origin, std::string_view stream);
+// Every version of a registry's policy (0: declared at creation).
+std::string PolicyPrefix(std::string_view registry);
+std::string Policy(std::string_view registry, uint64_t version);
 
 void PutBigEndian64(std::string& out, uint64_t v);
 void PutBigEndian32(std::string& out, uint32_t v);

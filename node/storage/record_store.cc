@@ -33,6 +33,9 @@ using interco::internal::v1::WatchCursor;
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
 using interco::replication::v1::Change;
+using interco::replication::v1::PolicyChange;
+using interco::v1::AuditEvent;
+using interco::v1::Policy;
 using interco::v1::FieldFilter;
 using interco::v1::Record;
 using interco::v1::Registry;
@@ -244,13 +247,36 @@ absl::Status RecordStore::Load() {
                                               " is invalid: ", schema.status().message()));
     }
     rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
-    auto policy = replication::RegistryPolicy::Compile(rt.meta.registry().owner(),
-                                                       rt.meta.registry().policy());
-    if (!policy.ok()) {
-      return absl::DataLossError(absl::StrCat("stored policy of registry ", it->key().ToString(),
-                                              " is invalid: ", policy.status().message()));
+    // Policy versions; a store written before versions existed has only the declared one,
+    // in the definition.
+    std::vector<std::pair<std::string, std::string>> versions =
+        ScanMeta(keys::PolicyPrefix(ToView(it->key())));
+    if (versions.empty()) {
+      PolicyChange declared;
+      *declared.mutable_policy() = rt.meta.registry().policy();
+      versions.emplace_back("", declared.SerializeAsString());
     }
-    rt.policy = std::make_shared<const replication::RegistryPolicy>(*std::move(policy));
+    std::optional<replication::PolicyHistory> history;
+    for (const auto& [key, value] : versions) {
+      PolicyChange change;
+      INTERCO_RETURN_IF_ERROR(ParseStored(value, change, "policy version"));
+      auto policy = replication::RegistryPolicy::Compile(rt.meta.registry().owner(), change.policy());
+      if (!policy.ok()) {
+        return absl::DataLossError(absl::StrCat("stored policy version ", change.version(),
+                                                " of registry ", it->key().ToString(),
+                                                " is invalid: ", policy.status().message()));
+      }
+      if (!history) {
+        if (change.version() != 0) {
+          return absl::DataLossError(absl::StrCat("registry ", it->key().ToString(),
+                                                  " has no declared policy (version 0)"));
+        }
+        history.emplace(*std::move(policy));
+      } else {
+        history->Add(change.version(), *std::move(policy));
+      }
+    }
+    rt.policies = std::make_shared<const replication::PolicyHistory>(*std::move(history));
     INTERCO_ASSIGN_OR_RETURN(auto stream, db_->Get(Cf::kMeta, keys::StreamState(ToView(it->key()))));
     if (stream.has_value()) {
       StreamState state;
@@ -330,31 +356,34 @@ absl::Status RecordStore::CheckRegistry(std::string_view registry) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<const replication::RegistryPolicy> RecordStore::PolicyOf(std::string_view registry) {
+std::shared_ptr<const replication::PolicyHistory> RecordStore::PolicyOf(std::string_view registry) {
   absl::MutexLock l(&mu_);
   auto it = registries_.find(ToAbsl(registry));
-  return it == registries_.end() ? nullptr : it->second.policy;
+  return it == registries_.end() ? nullptr : it->second.policies;
 }
 
 absl::Status RecordStore::CheckAccess(std::string_view registry,
                                       const replication::Principal& caller, bool write) {
-  const std::shared_ptr<const replication::RegistryPolicy> policy = PolicyOf(registry);
-  if (policy == nullptr) return RegistryNotFound(registry);
+  const std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
+  if (policies == nullptr) return RegistryNotFound(registry);
+  const replication::RegistryPolicy& policy = policies->Current();
   const uint32_t who = replication::SirenToOrigin(caller.siren).value_or(0);
-  if (write ? policy->MayWrite(who) : policy->MayRead(who)) return absl::OkStatus();
+  if (write ? policy.MayWrite(who) : policy.MayRead(who)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(caller.Author(), " may not ",
                                                   write ? "write" : "read", " registry ",
                                                   ToAbsl(registry), " (its policy)"));
 }
 
-bool RecordStore::MayWrite(std::string_view registry, uint32_t authority) {
-  const auto policy = PolicyOf(registry);
-  return policy != nullptr && policy->MayWrite(authority);
+absl::Status RecordStore::Authorize(std::string_view registry,
+                                    const replication::DecodedBatch& batch) {
+  const auto policies = PolicyOf(registry);
+  if (policies == nullptr) return RegistryNotFound(registry);
+  return replication::AuthorizeBatch(batch, *policies);
 }
 
 bool RecordStore::MayRead(std::string_view registry, uint32_t authority) {
-  const auto policy = PolicyOf(registry);
-  return policy != nullptr && policy->MayRead(authority);
+  const auto policies = PolicyOf(registry);
+  return policies != nullptr && policies->Current().MayRead(authority);
 }
 
 absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> RecordStore::SchemaOf(
@@ -384,6 +413,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     }
     switch (op->type) {
       case Op::Type::kCreateRegistry: op->status = ApplyCreateRegistry(*op, g); break;
+      case Op::Type::kUpdateRegistry: op->status = ApplyUpdateRegistry(*op, g); break;
       case Op::Type::kWrite: op->status = ApplyWrite(*op, g); break;
       case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
       case Op::Type::kAudit: break;
@@ -397,40 +427,20 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     AuditOutcome(*op, g);
   }
 
-  // One change-log batch per registry: this node's changes of the group, chained to its
-  // previous batch of the stream.
-  const replication::OriginKey own{origin_, epoch_};
+  // One change-log batch per registry (more if a policy change cut it): this node's
+  // changes of the group, chained to its previous batch of the stream.
   for (auto& [registry, changes] : g.changes) {
-    RegistryRuntime& rt = g.registries.at(registry);
-    replication::OriginPos& pos = rt.position[own];
-    replication::BatchParams params;
-    params.origin = origin_;
-    params.epoch = epoch_;
-    params.stream = registry;
-    params.first_seq = pos.seq + 1;
-    params.prev_hash = pos.last_hash;
-    params.max_hlc = g.max_hlc[registry];
-    const size_t count = changes.size();
-    std::string header_hash;
-    absl::StatusOr<Batch> built =
-        replication::BuildBatch(params, std::move(changes), hasher_, signer_, &header_hash);
-    if (!built.ok()) {
-      // Unsigned, a batch would be refused by every peer: commit none of the group.
-      for (const auto& op : group) {
-        if (op->status.ok()) {
-          op->status = absl::UnavailableError(
-              absl::StrCat("cannot sign the change log: ", built.status().message()));
-        }
+    if (g.seal_status.ok()) g.seal_status = StageOwnBatch(g, registry);
+  }
+  if (!g.seal_status.ok()) {
+    // Unsigned, a batch would be refused by every peer: commit none of the group.
+    for (const auto& op : group) {
+      if (op->status.ok()) {
+        op->status = absl::UnavailableError(
+            absl::StrCat("cannot sign the change log: ", g.seal_status.message()));
       }
-      return;
     }
-    Batch& batch = *built;
-    g.batch.Put(db_->handle(Cf::kLog),
-                ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
-                batch.SerializeAsString());
-    pos.seq += count;
-    pos.max_hlc = std::max(pos.max_hlc, params.max_hlc);
-    pos.last_hash = std::move(header_hash);
+    return;
   }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
@@ -484,6 +494,100 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   if (!g.changes.empty() && local_commit_listener_) local_commit_listener_();
 }
 
+absl::StatusOr<RecordStore::RegistryRuntime*> RecordStore::Staged(GroupState& g,
+                                                                 const std::string& registry) {
+  auto it = g.registries.find(registry);
+  if (it == g.registries.end()) {
+    INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+    it = g.registries.emplace(registry, std::move(rt)).first;
+  }
+  return &it->second;
+}
+
+void RecordStore::StageOwnChange(GroupState& g, const RegistryRuntime& rt,
+                                 const std::string& registry, std::string change, uint64_t hlc) {
+  std::vector<std::string>& pending = g.changes[registry];
+  if (pending.empty()) g.policy_version[registry] = rt.policies->current_version();
+  g.bytes += change.size();
+  pending.push_back(std::move(change));
+  uint64_t& max_hlc = g.max_hlc[registry];
+  max_hlc = std::max(max_hlc, hlc);
+}
+
+absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& registry) {
+  std::vector<std::string>& changes = g.changes[registry];
+  if (changes.empty()) return absl::OkStatus();
+  RegistryRuntime& rt = g.registries.at(registry);
+  replication::OriginPos& pos = rt.position[replication::OriginKey{origin_, epoch_}];
+  replication::BatchParams params;
+  params.origin = origin_;
+  params.epoch = epoch_;
+  params.stream = registry;
+  params.first_seq = pos.seq + 1;
+  params.prev_hash = pos.last_hash;
+  params.max_hlc = g.max_hlc[registry];
+  params.policy_version = g.policy_version[registry];
+  const size_t count = changes.size();
+  std::string header_hash;
+  absl::StatusOr<Batch> built =
+      replication::BuildBatch(params, std::exchange(changes, {}), hasher_, signer_, &header_hash);
+  g.max_hlc.erase(registry);
+  g.policy_version.erase(registry);
+  if (!built.ok()) return built.status();
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
+              built->SerializeAsString());
+  pos.seq += count;
+  pos.max_hlc = std::max(pos.max_hlc, params.max_hlc);
+  pos.last_hash = std::move(header_hash);
+  g.dirty.insert(registry);
+  return absl::OkStatus();
+}
+
+void RecordStore::StagePolicy(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                              const PolicyChange& change, replication::RegistryPolicy compiled) {
+  auto history = std::make_shared<replication::PolicyHistory>(*rt.policies);
+  history->Add(change.version(), std::move(compiled));
+  if (history->current_version() == change.version()) {
+    *rt.meta.mutable_registry()->mutable_policy() = change.policy();
+    rt.meta.set_definition_hlc(std::max(rt.meta.definition_hlc(), change.version()));
+  }
+  rt.policies = std::move(history);
+  const std::string bytes = change.SerializeAsString();
+  g.bytes += bytes.size();
+  g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::Policy(registry, change.version())), bytes);
+  g.dirty.insert(registry);
+}
+
+absl::Status RecordStore::ResolveMembers(std::string_view owner, Policy& policy) {
+  for (auto [list, name] : {std::pair{policy.mutable_writers(), "writers"},
+                            std::pair{policy.mutable_readers(), "readers"}}) {
+    std::set<std::string> members;
+    for (int i = 0; i < list->members_of_size(); ++i) {
+      const std::string& epci = list->members_of(i);
+      absl::StatusOr<Record> record = GetRecord(kDirectoryEpci, epci);
+      if (!record.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "registry.policy.", name, ".members_of[", i, "]: EPCI ", epci,
+            " is not in this node's directory (registry \"", ToAbsl(kDirectoryEpci), "\"): ",
+            record.status().message()));
+      }
+      members.insert(epci);
+      auto field = record->fields().find(std::string(kDirectoryMembers));
+      if (field != record->fields().end()) {
+        for (const std::string& m : field->second.string_set_value().values()) members.insert(m);
+      }
+    }
+    list->clear_members();
+    for (const std::string& m : members) list->add_members(m);
+  }
+  // The directory is data: a member that is not a SIREN is refused like a listed one.
+  if (auto compiled = replication::RegistryPolicy::Compile(owner, policy); !compiled.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("registry.", compiled.status().message(), " (from the directory)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   INTERCO_RETURN_IF_ERROR(replication::ValidateRegistryId(op.registry));
   Registry& def = op.definition;
@@ -509,9 +613,20 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (!schema.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
   }
+  // `members` is output only: the declared policy (version 0) has none, and every node
+  // compiles it alike. On the owner's node, `members_of` is resolved from the directory
+  // into a first policy change, which replicates.
+  def.mutable_policy()->mutable_writers()->clear_members();
+  def.mutable_policy()->mutable_readers()->clear_members();
   auto policy = replication::RegistryPolicy::Compile(def.owner(), def.policy());
   if (!policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", policy.status().message()));
+  }
+  std::optional<Policy> resolved;
+  if (def.owner() == authority_ && (def.policy().writers().members_of_size() > 0 ||
+                                    def.policy().readers().members_of_size() > 0)) {
+    resolved = def.policy();
+    INTERCO_RETURN_IF_ERROR(ResolveMembers(def.owner(), *resolved));
   }
   if (g.registries.contains(op.registry) || CheckRegistry(op.registry).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("registry \"", op.registry, "\" already exists"));
@@ -534,23 +649,106 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   rt.meta.set_feed_id(z ^ (z >> 31));
   rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
-  rt.policy = std::make_shared<const replication::RegistryPolicy>(*std::move(policy));
-  op.registry_out = PublicRegistry(rt);
+  rt.meta.set_definition_hlc(rt.meta.create_hlc());
+  rt.policies = std::make_shared<const replication::PolicyHistory>(*std::move(policy));
+  PolicyChange declared;
+  *declared.mutable_policy() = def.policy();
+  g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::Policy(op.registry, 0)),
+              declared.SerializeAsString());
   g.bytes += rt.meta.ByteSizeLong();
   g.dirty.insert(op.registry);
-  g.registries.emplace(op.registry, std::move(rt));
+  RegistryRuntime& staged = g.registries.emplace(op.registry, std::move(rt)).first->second;
+  if (resolved) StageOwnPolicyChange(g, staged, op.registry, *std::move(resolved), op.caller);
+  op.registry_out = PublicRegistry(staged);
   return absl::OkStatus();
 }
 
-absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
-  auto reg_it = g.registries.find(op.registry);
-  if (reg_it == g.registries.end()) {
-    INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(op.registry));
-    reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
+absl::Status RecordStore::ApplyUpdateRegistry(Op& op, GroupState& g) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
+  RegistryRuntime& rt = *staged;
+  if (op.paths.empty()) {
+    return absl::InvalidArgumentError(
+        "update_mask: required; paths: \"policy\", \"audit_retention_days\"");
   }
-  RegistryRuntime& rt = reg_it->second;
+  if (!op.etag.empty() && op.etag != PublicRegistry(rt).etag()) {
+    return absl::AbortedError(absl::StrCat("etag: registry ", op.registry,
+                                           " changed since \"", op.etag, "\""));
+  }
+  const std::string owner = rt.meta.registry().owner();
+  std::optional<Policy> policy;
+  std::optional<int32_t> retention;
+  for (size_t i = 0; i < op.paths.size(); ++i) {
+    const std::string& path = op.paths[i];
+    if (path == "policy") {
+      if (owner != authority_) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "registry ", op.registry, " is owned by ", owner,
+            ": its policy is set on that authority's node, and replicates from there"));
+      }
+      if (op.caller.siren != owner) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            op.caller.Author(), " may not set the policy of registry ", op.registry,
+            " (only its owner ", owner, ")"));
+      }
+      policy = op.definition.policy();
+      policy->mutable_writers()->clear_members();
+      policy->mutable_readers()->clear_members();
+      if (auto compiled = replication::RegistryPolicy::Compile(owner, *policy); !compiled.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("registry.", compiled.status().message()));
+      }
+      INTERCO_RETURN_IF_ERROR(ResolveMembers(owner, *policy));
+    } else if (path == "audit_retention_days") {
+      if (op.caller.siren != authority_) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            op.caller.Author(), " may not set this node's audit retention (only ", authority_,
+            ")"));
+      }
+      const int32_t days = op.definition.audit_retention_days();
+      if (days < 0 || days > limits::kAuditRetentionDaysMax) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "registry.audit_retention_days: must be between 0 (default, ",
+            limits::kAuditRetentionDaysDefault, ") and ", limits::kAuditRetentionDaysMax));
+      }
+      retention = days;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "update_mask.paths[", i, "]: \"", path,
+          "\" cannot be updated (paths: \"policy\", \"audit_retention_days\")"));
+    }
+  }
+  // Checked in full: now staged, all or nothing.
+  if (retention) {
+    rt.meta.mutable_registry()->set_audit_retention_days(*retention);
+    rt.meta.set_definition_hlc(hlc_.Now());
+    g.dirty.insert(op.registry);
+  }
+  if (policy) StageOwnPolicyChange(g, rt, op.registry, *std::move(policy), op.caller);
+  op.registry_out = PublicRegistry(rt);
+  return absl::OkStatus();
+}
+
+void RecordStore::StageOwnPolicyChange(GroupState& g, RegistryRuntime& rt,
+                                       const std::string& registry, Policy policy,
+                                       const replication::Principal& author) {
+  PolicyChange change;
+  *change.mutable_policy() = std::move(policy);
+  change.set_version(hlc_.Now());
+  absl::StatusOr<replication::RegistryPolicy> compiled =
+      replication::RegistryPolicy::Compile(rt.meta.registry().owner(), change.policy());
+  INTERCO_CHECK(compiled.ok());  // checked by the caller
+  Change c;
+  *c.mutable_policy() = change;
+  c.set_author(author.Author());
+  // Staged before the new version is in force: the batch names the version it changes.
+  StageOwnChange(g, rt, registry, c.SerializeAsString(), change.version());
+  StagePolicy(g, rt, registry, change, *std::move(compiled));
+}
+
+absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
+  RegistryRuntime& rt = *staged;
   const uint32_t caller = replication::SirenToOrigin(op.caller.siren).value_or(0);
-  if (!rt.policy->MayWrite(caller)) {
+  if (!rt.policies->Current().MayWrite(caller)) {
     return absl::PermissionDeniedError(
         absl::StrCat(op.caller.Author(), " may not write registry ", op.registry,
                      " (not among the writers of its policy)"));
@@ -577,11 +775,7 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
   change.set_author(op.caller.Author());
-  std::string change_bytes = change.SerializeAsString();
-  g.bytes += change_bytes.size();
-  g.changes[op.registry].push_back(std::move(change_bytes));
-  uint64_t& max_hlc = g.max_hlc[op.registry];
-  max_hlc = std::max(max_hlc, stamp.hlc);
+  StageOwnChange(g, rt, op.registry, change.SerializeAsString(), stamp.hlc);
   StageRecord(rt, g, op.registry, op.key, current, std::move(planned->merged), &op.record);
   return absl::OkStatus();
 }
@@ -640,16 +834,10 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
 absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   const replication::DecodedBatch& batch = *op.remote;
   const BatchHeader& h = batch.header;
-  auto reg_it = g.registries.find(op.registry);
-  if (reg_it == g.registries.end()) {
-    INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(op.registry));
-    reg_it = g.registries.emplace(op.registry, std::move(rt)).first;
-  }
-  RegistryRuntime& rt = reg_it->second;
-  if (!rt.policy->MayWrite(h.origin())) {
-    return absl::PermissionDeniedError(absl::StrCat("origin ", replication::OriginToSiren(h.origin()),
-                                                    " may not write registry ", op.registry));
-  }
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
+  RegistryRuntime& rt = *staged;
+  // Judged again against the staged policy versions (the engine judged the committed ones).
+  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies));
   const replication::OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = rt.position[key];
   if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
@@ -657,6 +845,26 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
   for (const Change& c : batch.changes) {
+    if (c.has_policy()) {
+      // This node's changes staged so far were allowed under the policy before this
+      // one: they close their batch, which names that version.
+      if (g.seal_status.ok()) g.seal_status = StageOwnBatch(g, op.registry);
+      INTERCO_RETURN_IF_ERROR(g.seal_status);
+      INTERCO_ASSIGN_OR_RETURN(
+          replication::RegistryPolicy compiled,
+          replication::CompilePolicyChange(rt.meta.registry().owner(), c.policy(),
+                                           h.policy_version(), h.max_hlc()));
+      StagePolicy(g, rt, op.registry, c.policy(), std::move(compiled));
+      AuditEvent e;
+      e.set_action(AuditEvent::UPDATE_REGISTRY);
+      e.set_registry(op.registry);
+      e.set_origin(replication::OriginToSiren(h.origin()));
+      e.set_caller(c.author());
+      e.add_fields("policy");
+      e.set_accepted(true);
+      StageAudit(g, std::move(e));
+      continue;
+    }
     const std::string key_bytes = keys::Record(op.registry, c.key());
     RecordState current;
     if (auto it = g.records.find(key_bytes); it != g.records.end()) {
@@ -710,7 +918,9 @@ Registry RecordStore::PublicRegistry(const RegistryRuntime& rt) const {
   Registry out = rt.meta.registry();
   replication::HlcToTimestamp(rt.meta.create_hlc(), *out.mutable_create_time());
   out.set_record_count(rt.meta.record_count());
-  out.set_etag(absl::StrFormat("%016x", rt.meta.create_hlc()));
+  out.set_etag(absl::StrFormat(
+      "%016x", rt.meta.definition_hlc() != 0 ? rt.meta.definition_hlc() : rt.meta.create_hlc()));
+  out.set_policy_version(rt.policies->current_version());
   return out;
 }
 
@@ -721,15 +931,27 @@ absl::StatusOr<Registry> RecordStore::CreateRegistry(std::string_view id, Regist
   op->registry = std::string(id);
   op->definition = std::move(definition);
   op->caller = caller;
-  absl::StatusOr<Registry> result;
-  absl::Notification committed;
-  op->done = [&](Op& o) {
-    result = o.status.ok() ? absl::StatusOr<Registry>(std::move(o.registry_out)) : o.status;
-    committed.Notify();
-  };
-  Enqueue(std::move(op));
-  committed.WaitForNotification();
-  return result;
+  Registry out;
+  INTERCO_RETURN_IF_ERROR(
+      EnqueueAndWait(std::move(op), [&](Op& o) { out = std::move(o.registry_out); }));
+  return out;
+}
+
+absl::StatusOr<Registry> RecordStore::UpdateRegistry(std::string_view id, Registry update,
+                                                     std::vector<std::string> paths,
+                                                     std::string etag,
+                                                     const replication::Principal& caller) {
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kUpdateRegistry;
+  op->registry = std::string(id);
+  op->definition = std::move(update);
+  op->paths = std::move(paths);
+  op->etag = std::move(etag);
+  op->caller = caller;
+  Registry out;
+  INTERCO_RETURN_IF_ERROR(
+      EnqueueAndWait(std::move(op), [&](Op& o) { out = std::move(o.registry_out); }));
+  return out;
 }
 
 absl::StatusOr<Registry> RecordStore::GetRegistry(std::string_view id) {
@@ -1090,11 +1312,13 @@ absl::Status RecordStore::ApplyRemoteBatch(std::string_view registry,
   return EnqueueAndWait(std::move(op));
 }
 
-absl::Status RecordStore::EnqueueAndWait(std::unique_ptr<Op> op) {
+absl::Status RecordStore::EnqueueAndWait(std::unique_ptr<Op> op,
+                                          const std::function<void(Op&)>& on_success) {
   absl::Status result;
   absl::Notification committed;
   op->done = [&](Op& o) {
     result = o.status;
+    if (result.ok() && on_success) on_success(o);
     committed.Notify();
   };
   Enqueue(std::move(op));

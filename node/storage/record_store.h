@@ -127,14 +127,33 @@ class RecordStore {
   // NOT_FOUND if unknown.
   absl::StatusOr<interco::v1::Registry> GetRegistry(std::string_view id);
   absl::StatusOr<RegistryPage> ListRegistries(int32_t page_size, std::string_view page_token);
+  // Updates the fields of a registry that `paths` name (see interco.v1.UpdateRegistryRequest):
+  // "policy" becomes a signed policy change of this node's chain (this node must be the
+  // owner's, FAILED_PRECONDITION otherwise; the caller must be of the owner's authority),
+  // with `members_of` resolved from the directory registry kDirectoryEpci;
+  // "audit_retention_days" is this node's setting. INVALID_ARGUMENT (unknown path, bad
+  // policy), FAILED_PRECONDITION (an EPCI missing from the directory), NOT_FOUND, ABORTED
+  // (etag mismatch), PERMISSION_DENIED.
+  absl::StatusOr<interco::v1::Registry> UpdateRegistry(std::string_view id,
+                                                       interco::v1::Registry update,
+                                                       std::vector<std::string> paths,
+                                                       std::string etag,
+                                                       const replication::Principal& caller);
+  // The federation directory that resolves Policy.AccessList.members_of: EPCI records
+  // keyed by SIREN, their member communes' SIRENs in the string set kDirectoryMembers
+  // (tools/registries/epci.json, from the official EPCI list).
+  static constexpr std::string_view kDirectoryEpci = "epci";
+  static constexpr std::string_view kDirectoryMembers = "membres_siren";
 
   // OK if `caller`'s authority may read (or, with `write`, write) the registry's records
   // under its policy; NOT_FOUND for an unknown registry; PERMISSION_DENIED otherwise,
   // naming the caller and the registry.
   absl::Status CheckAccess(std::string_view registry, const replication::Principal& caller,
                            bool write);
-  // The same for an authority (origin number), for replication.
-  bool MayWrite(std::string_view registry, uint32_t authority);
+  // For replication: whether a verified batch may enter the registry under the policy
+  // version it was written under (replication::AuthorizeBatch; NOT_FOUND for an unknown
+  // registry), and whether an authority may read the registry (current policy).
+  absl::Status Authorize(std::string_view registry, const replication::DecodedBatch& batch);
   bool MayRead(std::string_view registry, uint32_t authority);
 
   // NOT_FOUND if the registry or a live record is missing.
@@ -240,7 +259,8 @@ class RecordStore {
   struct RegistryRuntime {
     interco::internal::v1::RegistryMeta meta;
     std::shared_ptr<const replication::RegistrySchema> schema;
-    std::shared_ptr<const replication::RegistryPolicy> policy;
+    // Every policy version applied here; the greatest is in force.
+    std::shared_ptr<const replication::PolicyHistory> policies;
     // What the change log holds, per origin epoch (this node's own included).
     replication::VersionVector position;
   };
@@ -259,13 +279,32 @@ class RecordStore {
   // Queues `op` for the committer thread, which calls op->done when it is committed or
   // failed.
   void Enqueue(std::unique_ptr<Op> op);
-  // Enqueue, then wait for the op's outcome (not on the committer thread).
-  absl::Status EnqueueAndWait(std::unique_ptr<Op> op);
+  // Enqueue, then wait for the op's outcome (not on the committer thread); `on_success`
+  // reads the committed op's results.
+  absl::Status EnqueueAndWait(std::unique_ptr<Op> op,
+                              const std::function<void(Op&)>& on_success = nullptr);
   void CommitLoop();
   void ApplyGroup(const std::vector<std::unique_ptr<Op>>& group);
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
   absl::Status ApplyWrite(Op& op, GroupState& g);
   absl::Status ApplyRemote(Op& op, GroupState& g);
+  absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
+  // The registry's staged runtime in the group (loaded from the committed one at first use).
+  absl::StatusOr<RegistryRuntime*> Staged(GroupState& g, const std::string& registry);
+  // Adds a change of this node's own to the group's next batch of `registry`.
+  void StageOwnChange(GroupState& g, const RegistryRuntime& rt, const std::string& registry,
+                      std::string change, uint64_t hlc);
+  // Seals the group's pending own changes of `registry` into one signed batch of the log.
+  absl::Status StageOwnBatch(GroupState& g, const std::string& registry);
+  // Makes a policy version known (and in force if it is the newest), staged in the group.
+  void StagePolicy(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                   const interco::replication::v1::PolicyChange& change,
+                   replication::RegistryPolicy compiled);
+  // A policy change of this node's (the owner's): one change of its chain, in force at once.
+  void StageOwnPolicyChange(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                            interco::v1::Policy policy, const replication::Principal& author);
+  // Fills the `members` of each access list from the directory registry (committed state).
+  absl::Status ResolveMembers(std::string_view owner, interco::v1::Policy& policy);
   // Stages a record's new state with its index, counter and feed changes.
   void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                    const std::string& id, const replication::RecordState& before,
@@ -285,8 +324,8 @@ class RecordStore {
   // The state of a live record. NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<replication::RecordState> LiveState(std::string_view registry,
                                                      std::string_view id);
-  // The registry's policy; nullptr for an unknown registry.
-  std::shared_ptr<const replication::RegistryPolicy> PolicyOf(std::string_view registry);
+  // The registry's policy versions; nullptr for an unknown registry.
+  std::shared_ptr<const replication::PolicyHistory> PolicyOf(std::string_view registry);
   // The batch of one origin epoch (whose log ends at last_seq) holding the change
   // stamped `hlc`: the first whose greatest HLC reaches it. nullopt if none does.
   absl::StatusOr<std::optional<interco::replication::v1::Batch>> BatchHolding(

@@ -17,13 +17,16 @@
 namespace interco::node {
 
 struct RecordStore::Op {
-  enum class Type { kCreateRegistry, kWrite, kApplyRemote, kAudit, kNewEpoch };
+  enum class Type { kCreateRegistry, kUpdateRegistry, kWrite, kApplyRemote, kAudit, kNewEpoch };
   Type type = Type::kWrite;
   std::string registry;
   std::string key;
   replication::LocalWrite write;
   replication::Principal caller;
   interco::v1::Registry definition;
+  // kUpdateRegistry: the fields to update, and the etag the registry must have (if set).
+  std::vector<std::string> paths;
+  std::string etag;
   // kApplyRemote: the batch (owned by the caller, who waits for the outcome).
   const replication::DecodedBatch* remote = nullptr;
   // kAudit: events to append.
@@ -46,6 +49,11 @@ struct RecordStore::GroupState {
   // Serialized changes per registry, for this group's change-log batches.
   std::map<std::string, std::vector<std::string>> changes;
   std::map<std::string, uint64_t> max_hlc;
+  // The policy version in force when the pending own changes of a registry started (the
+  // header's policy_version of their batch).
+  std::map<std::string, uint64_t> policy_version;
+  // Why a batch of this node's could not be sealed (signing failed): the group fails.
+  absl::Status seal_status;
   // Registries this group really changes (a no-op write stages nothing).
   std::set<std::string> dirty;
   size_t bytes = 0;

@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/change_log.h"
+#include "replication/hlc.h"
+#include "replication/policy.h"
 #include "replication/ids.h"
 #include "replication/replicator.h"
 #include "tests/sim/sim_store.h"
@@ -20,6 +22,7 @@ namespace {
 
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
+using interco::replication::v1::Change;
 using interco::replication::v1::PeerMessage;
 using sim::SimHasher;
 using sim::SimStore;
@@ -407,6 +410,129 @@ TEST_F(ReplicatorTrustTest, AStreamGoesOnlyToPeersThatMayReadIt) {
   engine_->Tick();
   EXPECT_EQ(BatchesSentTo(kC, kA), 0);
   EXPECT_TRUE(Stats(kC).missing_by_origin.empty()) << "a non-reader is not owed anything";
+}
+
+// Versioned policies: A owns the registry; C asks to write; V (under test) judges.
+class PolicyVersionsTest : public ReplicatorTrustTest {
+ protected:
+  PolicyVersionsTest() : c_(kC, clock_, hasher_, schema_) {
+    const RegistryPolicy owner_only = *RegistryPolicy::Compile(OriginToSiren(kA), {});
+    for (Authority* n : {&a_, &c_, &v_}) n->store.DeclarePolicy(kStream, owner_only);
+    c_.trust.AddCertificate(SimTrust::CertificateOf(kA)).IgnoreError();
+  }
+
+  static interco::v1::Policy WritersC() {
+    interco::v1::Policy p;
+    p.mutable_writers()->add_authorities(OriginToSiren(kC));
+    return p;
+  }
+
+  // The owner sets a policy; returns its batch.
+  Batch SetPolicy(const interco::v1::Policy& p) {
+    a_.store.SetPolicy(kStream, p);
+    return LastBatch(a_);
+  }
+  static Batch LastBatch(Authority& n) {
+    const uint64_t seq = n.store.Position(kStream)->at(OriginKey{n.origin, 1}).seq;
+    return (*n.store.ReadBatches(kStream, OriginKey{n.origin, 1}, seq - 1, 1)).front();
+  }
+  // `to` applies a batch directly (as its own engine would).
+  void Deliver(Authority& to, const Batch& b) {
+    ASSERT_TRUE(to.store.ApplyBatch(kStream, *DecodeBatch(b, hasher_)).ok());
+  }
+
+  Authority c_;
+};
+
+TEST_F(PolicyVersionsTest, AnAddedWritersBatchWaitsForThePolicyChangeThenApplies) {
+  const Batch policy = SetPolicy(WritersC());
+  Deliver(c_, policy);
+  const Batch c1 = c_.Write("mairie", "Mairie annexe");
+  BatchHeader h;
+  ASSERT_TRUE(h.ParseFromString(c1.header()));
+  ASSERT_NE(h.policy_version(), 0u) << "C wrote under the version that added it";
+
+  // C's batch reaches V before the owner's change: held back, neither refused nor applied.
+  Connect(kC);
+  SendCertificate(kC, kC);
+  SendBatch(kC, c1);
+  EXPECT_EQ(Held(kC), 0u);
+  EXPECT_EQ(Stats(kC).policy_waits, 1u);
+  EXPECT_EQ(Stats(kC).unauthorized, 0u);
+
+  // The owner's change arrives; C's batch, offered again, is taken.
+  Connect(kA);
+  SendCertificate(kA, kA);
+  SendBatch(kA, policy);
+  ASSERT_EQ(Held(kA), 1u);
+  EXPECT_EQ(v_.store.Policies(kStream)->current_version(), h.policy_version());
+  SendBatch(kC, c1);
+  EXPECT_EQ(Held(kC), 1u);
+  EXPECT_EQ(v_.store.Records(kStream).count("mairie"), 1u);
+}
+
+TEST_F(PolicyVersionsTest, ARemovedWriterKeepsWhatItWroteBeforeSeeingTheRemovalAndNothingAfter) {
+  const Batch added = SetPolicy(WritersC());
+  Deliver(c_, added);
+  Deliver(v_, added);
+  const Batch removed = SetPolicy(interco::v1::Policy());  // owner only again
+  Deliver(v_, removed);
+
+  // Concurrent with the removal (C had not seen it): kept, though it arrives after.
+  const Batch concurrent = c_.Write("mairie", "Mairie annexe");
+  Connect(kC);
+  SendCertificate(kC, kC);
+  SendBatch(kC, concurrent);
+  EXPECT_EQ(Held(kC), 1u);
+
+  // Once C has seen the removal, its node writes nothing more...
+  Deliver(c_, removed);
+  c_.Write("ecole", "École");  // refused locally: nothing committed
+  EXPECT_EQ(c_.store.Position(kStream)->at(OriginKey{kC, 1}).seq, 1u);
+  // ...and a batch it signs claiming that version anyway is refused everywhere.
+  Change c;
+  c.set_key("ecole");
+  *c.mutable_delta() = v_.store.Records(kStream).at("mairie");
+  BatchParams params;
+  params.origin = kC;
+  params.epoch = 1;
+  params.stream = kStream;
+  params.first_seq = 2;
+  params.prev_hash = hasher_.Sha256(concurrent.header());
+  params.max_hlc = HybridLogicalClock::Pack(clock_.NowMillis() + 10, 0);
+  params.policy_version = v_.store.Policies(kStream)->current_version();
+  const Batch forged =
+      *BuildBatch(params, {c.SerializeAsString()}, hasher_, &c_.signer, nullptr);
+  SendBatch(kC, forged);
+  EXPECT_EQ(Held(kC), 1u);
+  EXPECT_EQ(Stats(kC).unauthorized, 1u);
+}
+
+TEST_F(PolicyVersionsTest, APolicyChangeByAnyoneButTheOwnerIsRefusedAndNotForwarded) {
+  Deliver(v_, SetPolicy(WritersC()));
+  Deliver(c_, LastBatch(a_));
+  // C, a writer, signs a policy change of its own.
+  Change c;
+  *c.mutable_policy()->mutable_policy() = WritersC();
+  c.mutable_policy()->mutable_policy()->mutable_writers()->set_all_authorities(true);
+  const uint64_t hlc = HybridLogicalClock::Pack(clock_.NowMillis() + 10, 0);
+  c.mutable_policy()->set_version(hlc);
+  BatchParams params;
+  params.origin = kC;
+  params.epoch = 1;
+  params.stream = kStream;
+  params.max_hlc = hlc;
+  params.policy_version = c_.store.Policies(kStream)->current_version();
+  const Batch grab = *BuildBatch(params, {c.SerializeAsString()}, hasher_, &c_.signer, nullptr);
+  Connect(kC);
+  Connect(kR);
+  SendCertificate(kC, kC);
+  SendBatch(kC, grab);
+  EXPECT_EQ(Held(kC), 0u);
+  EXPECT_EQ(Stats(kC).unauthorized, 1u);
+  EXPECT_FALSE(v_.store.Policies(kStream)->Current().MayWrite(kR));
+  engine_->Tick();
+  EXPECT_EQ(BatchesSentTo(kR, kC), 0);
 }
 
 TEST_F(ReplicatorTrustTest, MalformedMessagesAreRefusedAndTheSessionGoesOn) {

@@ -5,8 +5,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "replication/base/check.h"
 #include "replication/base/strings.h"
 #include "replication/change_log.h"
+#include "replication/ids.h"
 
 namespace interco::sim {
 
@@ -123,8 +125,19 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
     return absl::FailedPreconditionError("not the next batch of its origin");
   }
+  if (absl::Status s = Authorize(stream, batch); !s.ok()) return s;
   auto& records = records_[stream];
-  for (const Change& c : batch.changes) replication::MergeRecordState(records[c.key()], c.delta());
+  auto policies = policies_.find(stream);
+  for (const Change& c : batch.changes) {
+    if (!c.has_policy()) {
+      replication::MergeRecordState(records[c.key()], c.delta());
+    } else if (policies != policies_.end()) {
+      replication::PolicyHistory& history = policies->second;
+      history.Add(c.policy().version(),
+                  *replication::RegistryPolicy::Compile(
+                      replication::OriginToSiren(history.owner()), c.policy().policy()));
+    }
+  }
   log_[stream][key][h.first_seq()] = batch.raw;
   pos.seq = h.first_seq() + h.count() - 1;
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
@@ -141,6 +154,10 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
   std::vector<std::string> changes;
   uint64_t max_hlc = 0;
   auto& records = records_[stream];
+  if (const replication::PolicyHistory* p = Policies(stream);
+      p != nullptr && !p->Current().MayWrite(origin_)) {
+    return deltas;  // refused: nothing acknowledged
+  }
   for (const Write& w : writes) {
     const replication::Stamp stamp{hlc_.Now(), origin_};
     auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
@@ -154,7 +171,12 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     deltas.emplace_back(w.key, std::move((*plan)->delta));
     max_hlc = stamp.hlc;
   }
-  if (changes.empty()) return deltas;
+  if (!changes.empty()) AppendOwn(stream, std::move(changes), max_hlc);
+  return deltas;
+}
+
+void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> changes,
+                         uint64_t max_hlc) {
   const OriginKey key{origin_, 1};
   replication::OriginPos& pos = position_[stream][key];
   replication::BatchParams params;
@@ -164,6 +186,9 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
   params.first_seq = pos.seq + 1;
   params.prev_hash = pos.last_hash;
   params.max_hlc = max_hlc;
+  if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
+    params.policy_version = p->current_version();
+  }
   const size_t count = changes.size();
   std::string header_hash;
   Batch batch =
@@ -172,7 +197,49 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, max_hlc);
   pos.last_hash = header_hash;
-  return deltas;
+}
+
+absl::Status SimStore::Authorize(const std::string& stream,
+                                 const replication::DecodedBatch& batch) {
+  if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
+    return replication::AuthorizeBatch(batch, *p);
+  }
+  if (writers && !writers(batch.header.origin())) {
+    return absl::PermissionDeniedError("not a writer");
+  }
+  return absl::OkStatus();
+}
+
+bool SimStore::MayRead(const std::string& stream, uint32_t node) {
+  if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
+    return p->Current().MayRead(node);
+  }
+  return !readers || readers(node);
+}
+
+void SimStore::DeclarePolicy(const std::string& stream,
+                             const replication::RegistryPolicy& declared) {
+  policies_.insert_or_assign(stream, replication::PolicyHistory(declared));
+}
+
+const replication::PolicyHistory* SimStore::Policies(const std::string& stream) const {
+  auto it = policies_.find(stream);
+  return it == policies_.end() ? nullptr : &it->second;
+}
+
+uint64_t SimStore::SetPolicy(const std::string& stream, const interco::v1::Policy& policy) {
+  replication::PolicyHistory& history = policies_.at(stream);
+  INTERCO_CHECK(history.owner() == origin_);
+  const uint64_t version = hlc_.Now();
+  Change c;
+  *c.mutable_policy()->mutable_policy() = policy;
+  c.mutable_policy()->set_version(version);
+  c.set_author(absl::StrCat(origin_, "/sim-admin"));
+  // The batch is judged under the version before the change.
+  AppendOwn(stream, {c.SerializeAsString()}, version);
+  history.Add(version, *replication::RegistryPolicy::Compile(
+                           replication::OriginToSiren(origin_), policy));
+  return version;
 }
 
 absl::Status SimStore::RecordFork(const interco::replication::v1::ForkEvidence& evidence) {

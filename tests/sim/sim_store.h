@@ -12,6 +12,7 @@
 
 #include "replication/env.h"
 #include "replication/hlc.h"
+#include "replication/policy.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
 
@@ -72,11 +73,18 @@ class SimStore final : public replication::ReplicaStore {
   absl::Status ApplyBatch(const std::string& stream,
                           const replication::DecodedBatch& batch) override;
   absl::Status RecordFork(const interco::replication::v1::ForkEvidence& evidence) override;
-  bool MayWrite(const std::string&, uint32_t origin) override { return !writers || writers(origin); }
-  bool MayRead(const std::string&, uint32_t node) override { return !readers || readers(node); }
-  // A registry policy for every stream (unset: everyone may).
+  absl::Status Authorize(const std::string& stream,
+                         const replication::DecodedBatch& batch) override;
+  bool MayRead(const std::string& stream, uint32_t node) override;
+  // A fixed access rule for every stream (unset: everyone may), or...
   std::function<bool(uint32_t)> writers;
   std::function<bool(uint32_t)> readers;
+  // ...a versioned registry policy per stream, as the node keeps it: batches are judged
+  // by replication::AuthorizeBatch, policy changes applied, local commits checked.
+  void DeclarePolicy(const std::string& stream, const replication::RegistryPolicy& declared);
+  const replication::PolicyHistory* Policies(const std::string& stream) const;
+  // A local policy change (this node must own the stream). Returns its version.
+  uint64_t SetPolicy(const std::string& stream, const interco::v1::Policy& policy);
   std::vector<uint32_t> FrozenOrigins() override;
   const std::vector<interco::replication::v1::ForkEvidence>& forks() const { return forks_; }
 
@@ -113,6 +121,9 @@ class SimStore final : public replication::ReplicaStore {
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;
+  std::map<std::string, replication::PolicyHistory> policies_;
+  // Appends a batch of this node's own changes to the stream's log.
+  void AppendOwn(const std::string& stream, std::vector<std::string> changes, uint64_t max_hlc);
 };
 
 }  // namespace interco::sim
