@@ -16,6 +16,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -70,6 +71,22 @@ absl::Status PrintRecord(Session& session, const Record& record) {
   return absl::OkStatus();
 }
 
+// "all", or the authorities listed and the EPCIs whose members are.
+std::string DescribeAccess(const interco::v1::AccessList& list) {
+  if (list.all_authorities()) return "all authorities";
+  std::vector<std::string> parts;
+  if (list.authorities_size() > 0) parts.push_back(absl::StrJoin(list.authorities(), " "));
+  for (const std::string& epci : list.members_of()) {
+    parts.push_back(absl::StrCat("members of ", epci));
+  }
+  if (list.members_of_size() > 0) {
+    parts.push_back(list.members_size() == 0
+                        ? std::string("(members not yet received from the owner)")
+                        : absl::StrCat("(", list.members_size(), " members)"));
+  }
+  return parts.empty() ? "-" : absl::StrJoin(parts, ", ");
+}
+
 absl::Status PrintRegistry(Session& session, const Registry& registry) {
   if (session.json()) return PrintJson(registry);
   PrintKeyValues(
@@ -79,6 +96,12 @@ absl::Status PrintRegistry(Session& session, const Registry& registry) {
        {"owner", registry.owner()},
        {"records", absl::StrCat(registry.record_count())},
        {"create_time", registry.has_create_time() ? FormatTimestamp(registry.create_time()) : ""},
+       {"writers", absl::StrCat("owner, ", DescribeAccess(registry.policy().writers()))},
+       {"readers", absl::StrCat("writers, ", DescribeAccess(registry.policy().readers()))},
+       {"policy_version", absl::StrCat(registry.policy_version())},
+       {"audit_retention_days", registry.audit_retention_days() == 0
+                                    ? absl::StrCat("default (", limits::kAuditRetentionDaysDefault, ")")
+                                    : absl::StrCat(registry.audit_retention_days())},
        {"etag", registry.etag()}});
   std::cout << '\n';
   Table table({"FIELD", "TYPE", "REQUIRED", "INDEXED", "PERSONAL", "MAX_LENGTH", "MAX_ELEMENTS",
@@ -315,6 +338,55 @@ absl::Status RunRegistryCreate(Session& session, const Args& args, const Command
   INTERCO_RETURN_IF_ERROR(
       RpcError(client->registries().CreateRegistry(&context, request, &created)));
   return PrintRegistry(session, created);
+}
+
+namespace {
+
+// UpdateRegistry of the fields `paths` names, from `update`.
+absl::Status UpdateRegistry(Session& session, const std::string& id, Registry update,
+                            std::vector<std::string> paths, const CommandOptions& options) {
+  interco::v1::UpdateRegistryRequest request;
+  *request.mutable_registry() = std::move(update);
+  request.mutable_registry()->set_name(absl::StrCat("registries/", id));
+  for (std::string& p : paths) request.mutable_update_mask()->add_paths(std::move(p));
+  request.set_etag(options.Get("etag"));
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  Registry updated;
+  grpc::ClientContext context;
+  client->SetDeadline(context);
+  INTERCO_RETURN_IF_ERROR(
+      RpcError(client->registries().UpdateRegistry(&context, request, &updated)));
+  return PrintRegistry(session, updated);
+}
+
+}  // namespace
+
+absl::Status RunRegistrySetPolicy(Session& session, const Args& args,
+                                  const CommandOptions& options) {
+  if (args.size() != 2) return Usage("registry set-policy ID FILE.json [--etag E]");
+  INTERCO_RETURN_IF_ERROR(CheckRegistryId(args[0]));
+  INTERCO_ASSIGN_OR_RETURN(std::string json, ReadInputFile(args[1]));
+  Registry update;
+  if (google::protobuf::util::Status s = google::protobuf::util::JsonStringToMessage(
+          json, update.mutable_policy(), google::protobuf::util::JsonParseOptions());
+      !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(args[1] == "-" ? "stdin" : args[1],
+                     ": not a JSON interco.v1.Policy: ", ProtobufMessage(s)));
+  }
+  return UpdateRegistry(session, args[0], std::move(update), {"policy"}, options);
+}
+
+absl::Status RunRegistrySetRetention(Session& session, const Args& args,
+                                     const CommandOptions& options) {
+  int32_t days = 0;
+  if (args.size() != 2 || !absl::SimpleAtoi(args[1], &days)) {
+    return Usage("registry set-retention ID DAYS [--etag E]");
+  }
+  INTERCO_RETURN_IF_ERROR(CheckRegistryId(args[0]));
+  Registry update;
+  update.set_audit_retention_days(days);
+  return UpdateRegistry(session, args[0], std::move(update), {"audit_retention_days"}, options);
 }
 
 absl::Status Usage(std::string_view synopsis) {

@@ -45,6 +45,9 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions& o
 absl::Status RunRegistries(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunRegistryGet(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunRegistryCreate(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunRegistrySetPolicy(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunRegistrySetRetention(Session& session, const Args& args,
+                                     const CommandOptions& options);
 absl::Status RunGet(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunList(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunPut(Session& session, const Args& args, const CommandOptions& options);

@@ -59,6 +59,20 @@ const std::vector<Command>& Commands() {
        "      schema); FILE - reads stdin; prints the created registry",
        {},
        RunRegistryCreate},
+      {"registry set-policy",
+       "registry set-policy ID FILE.json [--etag E]",
+       "set who may write and read a registry (admins of its owner, on the owner's\n"
+       "      node): a JSON interco.v1.Policy, e.g. {\"writers\": {\"membersOf\":\n"
+       "      [\"200071751\"]}, \"readers\": {\"allAuthorities\": true}}; membersOf is\n"
+       "      resolved from the registry \"epci\" of this node; the new policy version\n"
+       "      replicates to every node holding the registry",
+       {"etag"},
+       RunRegistrySetPolicy},
+      {"registry set-retention",
+       "registry set-retention ID DAYS [--etag E]",
+       "days this node keeps the registry's audit events (0: the default, 365)",
+       {"etag"},
+       RunRegistrySetRetention},
       {"get",
        "get REGISTRY ID",
        "show a record: its fields, etag, update time and origin",

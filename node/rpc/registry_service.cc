@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "node/log.h"
 #include "node/rpc/caller.h"
@@ -160,6 +161,30 @@ grpc::ServerUnaryReactor* RegistryService::CreateRegistry(
     log::Info(absl::StrCat("registry ", request->registry_id(), " created by ", caller->Author()));
   }
   LogIfServerFault("CreateRegistry", r.status());
+  return Done(ctx, r.status());
+}
+
+grpc::ServerUnaryReactor* RegistryService::UpdateRegistry(
+    grpc::CallbackServerContext* ctx, const interco::v1::UpdateRegistryRequest* request,
+    interco::v1::Registry* response) {
+  absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, federation_);
+  if (!caller.ok()) return Done(ctx, caller.status());
+  absl::StatusOr<std::string> id = ParseRegistryName(request->registry().name(), "registry.name");
+  if (!id.ok()) return Done(ctx, id.status());
+  if (absl::Status s = RequireRole(*ctx, *caller, Role::kAdmin); !s.ok()) {
+    AuditRefusal(interco::v1::AuditEvent::UPDATE_REGISTRY, *caller, *id, "", s);
+    return Done(ctx, s);
+  }
+  const auto& paths = request->update_mask().paths();
+  absl::StatusOr<interco::v1::Registry> r =
+      store_.UpdateRegistry(*id, request->registry(), {paths.begin(), paths.end()},
+                            request->etag(), *caller);
+  if (r.ok()) {
+    *response = *std::move(r);
+    log::Info(absl::StrCat("registry ", *id, " updated (", absl::StrJoin(paths, ", "), ") by ",
+                           caller->Author(), "; policy version ", response->policy_version()));
+  }
+  LogIfServerFault("UpdateRegistry", r.status());
   return Done(ctx, r.status());
 }
 

@@ -24,6 +24,9 @@ class RegistryService final : public interco::v1::RegistryService::CallbackServi
   grpc::ServerUnaryReactor* CreateRegistry(grpc::CallbackServerContext* ctx,
                                            const interco::v1::CreateRegistryRequest* request,
                                            interco::v1::Registry* response) override;
+  grpc::ServerUnaryReactor* UpdateRegistry(grpc::CallbackServerContext* ctx,
+                                           const interco::v1::UpdateRegistryRequest* request,
+                                           interco::v1::Registry* response) override;
   grpc::ServerUnaryReactor* GetRegistry(grpc::CallbackServerContext* ctx,
                                         const interco::v1::GetRegistryRequest* request,
                                         interco::v1::Registry* response) override;

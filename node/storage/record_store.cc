@@ -427,20 +427,19 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     AuditOutcome(*op, g);
   }
 
-  // One change-log batch per registry (more if a policy change cut it): this node's
-  // changes of the group, chained to its previous batch of the stream.
+  // One change-log batch per registry: this node's changes of the group, chained to its
+  // previous batch of the stream.
   for (auto& [registry, changes] : g.changes) {
-    if (g.seal_status.ok()) g.seal_status = StageOwnBatch(g, registry);
-  }
-  if (!g.seal_status.ok()) {
-    // Unsigned, a batch would be refused by every peer: commit none of the group.
-    for (const auto& op : group) {
-      if (op->status.ok()) {
-        op->status = absl::UnavailableError(
-            absl::StrCat("cannot sign the change log: ", g.seal_status.message()));
+    if (absl::Status sealed = StageOwnBatch(g, registry); !sealed.ok()) {
+      // Unsigned, a batch would be refused by every peer: commit none of the group.
+      for (const auto& op : group) {
+        if (op->status.ok()) {
+          op->status = absl::UnavailableError(
+              absl::StrCat("cannot sign the change log: ", sealed.message()));
+        }
       }
+      return;
     }
-    return;
   }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
@@ -846,10 +845,9 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   }
   for (const Change& c : batch.changes) {
     if (c.has_policy()) {
-      // This node's changes staged so far were allowed under the policy before this
-      // one: they close their batch, which names that version.
-      if (g.seal_status.ok()) g.seal_status = StageOwnBatch(g, op.registry);
-      INTERCO_RETURN_IF_ERROR(g.seal_status);
+      // This node's changes staged earlier in the group keep the version they were
+      // allowed under (their batch names the version in force at its first change, and
+      // later ones are only taken if allowed then too).
       INTERCO_ASSIGN_OR_RETURN(
           replication::RegistryPolicy compiled,
           replication::CompilePolicyChange(rt.meta.registry().owner(), c.policy(),

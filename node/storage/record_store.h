@@ -294,7 +294,7 @@ class RecordStore {
   // Adds a change of this node's own to the group's next batch of `registry`.
   void StageOwnChange(GroupState& g, const RegistryRuntime& rt, const std::string& registry,
                       std::string change, uint64_t hlc);
-  // Seals the group's pending own changes of `registry` into one signed batch of the log.
+  // Seals the group's own changes of `registry` into one signed batch of the log.
   absl::Status StageOwnBatch(GroupState& g, const std::string& registry);
   // Makes a policy version known (and in force if it is the newest), staged in the group.
   void StagePolicy(GroupState& g, RegistryRuntime& rt, const std::string& registry,

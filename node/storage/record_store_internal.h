@@ -49,11 +49,9 @@ struct RecordStore::GroupState {
   // Serialized changes per registry, for this group's change-log batches.
   std::map<std::string, std::vector<std::string>> changes;
   std::map<std::string, uint64_t> max_hlc;
-  // The policy version in force when the pending own changes of a registry started (the
-  // header's policy_version of their batch).
+  // The policy version in force at the group's first own change of a registry (its
+  // batch's policy_version: the origin was a writer under it).
   std::map<std::string, uint64_t> policy_version;
-  // Why a batch of this node's could not be sealed (signing failed): the group fails.
-  absl::Status seal_status;
   // Registries this group really changes (a no-op write stages nothing).
   std::set<std::string> dirty;
   size_t bytes = 0;

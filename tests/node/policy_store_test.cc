@@ -1,0 +1,366 @@
+// Registry policy changes between real stores (RocksDB in temporary directories): the
+// owner's node sets a policy version, it travels in the owner's change log, and every
+// store judges each batch by the version it was written under. Batches are carried by
+// hand from one store's log to the other (the engine's part is tested in
+// tests/replication/replicator_trust_test.cc, the processes' in tests/integration/).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/record_store.h"
+#include "replication/change_log.h"
+#include "tests/testing/test_env.h"
+
+namespace interco::node {
+namespace {
+
+using ::interco::testing::FakeClock;
+using ::interco::testing::kLyon;
+using ::interco::testing::MakeTempDir;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using interco::replication::v1::BatchHeader;
+using interco::v1::AuditEvent;
+using interco::v1::Policy;
+using interco::v1::Registry;
+using interco::v1::Value;
+using replication::LocalWrite;
+using replication::OriginKey;
+using replication::Principal;
+
+// CA du Bassin de Bourg-en-Bresse and two of its member communes.
+constexpr char kEpci[] = "200071751";
+constexpr char kBourgEnBresse[] = "210100533";
+constexpr char kViriat[] = "210104519";
+constexpr char kRegistry[] = "services";
+
+Registry ServicesDefinition() {
+  Registry r;
+  r.set_owner(kEpci);
+  auto* f = r.mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  return r;
+}
+
+Registry EpciDirectoryDefinition() {
+  Registry r;
+  auto* f = r.mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  f = r.mutable_schema()->add_fields();
+  f->set_name(std::string(RecordStore::kDirectoryMembers));
+  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+  return r;
+}
+
+LocalWrite Upsert(const std::string& field, Value value) {
+  LocalWrite w;
+  w.kind = LocalWrite::Kind::kUpdate;
+  w.allow_missing = true;
+  w.fields[field] = std::move(value);
+  w.mask.push_back(field);
+  return w;
+}
+
+LocalWrite Named(const std::string& nom) {
+  Value v;
+  v.set_string_value(nom);
+  return Upsert("nom", v);
+}
+
+Policy WritersPolicy(std::vector<std::string> sirens) {
+  Policy p;
+  for (const std::string& s : sirens) p.mutable_writers()->add_authorities(s);
+  return p;
+}
+
+Registry WithPolicy(Policy p) {
+  Registry r;
+  *r.mutable_policy() = std::move(p);
+  return r;
+}
+
+struct Node {
+  std::string siren;
+  std::string dir;
+  std::unique_ptr<RecordStore> store;
+  Principal admin() const { return Principal{"interco.test", siren, "admin"}; }
+};
+
+class PolicyStoreTest : public ::testing::Test {
+ protected:
+  PolicyStoreTest() {
+    for (Node* n : {&epci_, &viriat_}) {
+      n->dir = MakeTempDir(absl::StrCat("policy-", n->siren));
+      Open(*n);
+      auto r = n->store->CreateRegistry(kRegistry, ServicesDefinition(),
+                                        Principal{"interco.test", n->siren, ""});
+      EXPECT_TRUE(r.ok()) << r.status();
+    }
+  }
+
+  void Open(Node& n) {
+    n.store.reset();
+    RecordStoreOptions o;
+    o.path = n.dir;
+    o.authority = n.siren;
+    o.clock = &clock_;
+    auto s = RecordStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    n.store = *std::move(s);
+  }
+
+  // Applies what `from` originated in `registry` and `to` lacks; the first error.
+  absl::Status Carry(Node& from, Node& to, const std::string& registry = kRegistry) {
+    const OriginKey key{from.store->origin(), from.store->epoch()};
+    const uint64_t held = (*to.store->Position(registry))[key].seq;
+    auto batches = from.store->ReadBatches(registry, key, held, 1000);
+    if (!batches.ok()) return batches.status();
+    for (const auto& b : *batches) {
+      auto decoded = replication::DecodeBatch(b, hasher_);
+      if (!decoded.ok()) return decoded.status();
+      if (absl::Status s = to.store->ApplyRemoteBatch(registry, *decoded); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // The header of the newest batch `n` originated in the registry.
+  BatchHeader LastHeader(Node& n) {
+    const OriginKey key{n.store->origin(), n.store->epoch()};
+    const uint64_t seq = (*n.store->Position(kRegistry))[key].seq;
+    BatchHeader h;
+    h.ParseFromString((*n.store->ReadBatches(kRegistry, key, seq - 1, 1)).front().header());
+    return h;
+  }
+
+  absl::StatusOr<Registry> SetPolicy(Node& n, Policy p, const Principal& caller) {
+    return n.store->UpdateRegistry(kRegistry, WithPolicy(std::move(p)), {"policy"}, "", caller);
+  }
+
+  bool HasAuditOf(Node& n, AuditEvent::Action action) {
+    auto page = n.store->ListAudit(absl::StrCat("registries/", kRegistry), 100, "");
+    if (!page.ok()) return false;
+    for (const auto& e : page->events) {
+      if (e.event().action() == action && e.event().accepted()) return true;
+    }
+    return false;
+  }
+
+  FakeClock clock_;
+  Sha256Hasher hasher_;
+  Node epci_{kEpci, "", nullptr};
+  Node viriat_{kViriat, "", nullptr};
+};
+
+TEST_F(PolicyStoreTest, TheOwnersNewWriterMayWriteOnceThePolicyChangeReachesIt) {
+  EXPECT_EQ(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin())
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+
+  const std::string etag_before = epci_.store->GetRegistry(kRegistry)->etag();
+  absl::StatusOr<Registry> set = SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_GT(set->policy_version(), 0u);
+  EXPECT_NE(set->etag(), etag_before);
+  EXPECT_THAT(set->policy().writers().authorities(), ElementsAre(kViriat));
+  EXPECT_TRUE(HasAuditOf(epci_, AuditEvent::UPDATE_REGISTRY));
+
+  // Viriat's node has not seen it yet: still refused there.
+  EXPECT_EQ(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin())
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->policy_version(), set->policy_version());
+  EXPECT_TRUE(HasAuditOf(viriat_, AuditEvent::UPDATE_REGISTRY));
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
+  EXPECT_EQ(LastHeader(viriat_).policy_version(), set->policy_version());
+
+  // The owner takes Viriat's batch.
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  EXPECT_EQ(epci_.store->GetRecord(kRegistry, "mairie")->fields().at("nom").string_value(),
+            "Mairie");
+
+  // Versions survive restarts on both sides.
+  Open(viriat_);
+  Open(epci_);
+  EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->policy_version(), set->policy_version());
+  EXPECT_TRUE(viriat_.store->CheckAccess(kRegistry, viriat_.admin(), /*write=*/true).ok());
+  EXPECT_TRUE(epci_.store->CheckConsistency().ok());
+}
+
+TEST_F(PolicyStoreTest, ARemovedWriterKeepsItsConcurrentChangesAndWritesNothingAfter) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  // The owner removes Viriat; meanwhile Viriat, cut off, writes.
+  ASSERT_TRUE(SetPolicy(epci_, Policy(), epci_.admin()).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
+  // Concurrent with the removal: the owner keeps it.
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  EXPECT_TRUE(epci_.store->GetRecord(kRegistry, "mairie").ok());
+  // Once Viriat has the removal, its writes are refused there.
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  absl::Status refused =
+      viriat_.store->Write(kRegistry, "ecole", Named("École"), viriat_.admin()).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+}
+
+TEST_F(PolicyStoreTest, WritesCommittedWithARemovalInOneGroupKeepTheVersionTheyWereAllowedUnder) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  ASSERT_TRUE(SetPolicy(epci_, Policy(), epci_.admin()).ok());
+  const OriginKey owner{epci_.store->origin(), epci_.store->epoch()};
+  const uint64_t held = (*viriat_.store->Position(kRegistry))[owner].seq;
+  auto removal = replication::DecodeBatch(
+      (*epci_.store->ReadBatches(kRegistry, owner, held, 1)).front(), hasher_);
+  ASSERT_TRUE(removal.ok());
+
+  // Writes queue up while the removal is applied: the committer takes them in the same
+  // groups. Each batch must name a version under which Viriat was a writer.
+  constexpr int kWrites = 300;
+  absl::Mutex mu;
+  int done = 0, accepted = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    if (i == kWrites / 2) {
+      ASSERT_TRUE(viriat_.store->ApplyRemoteBatch(kRegistry, *removal).ok());
+    }
+    viriat_.store->WriteAsync(kRegistry, absl::StrCat("r", i), Named(absl::StrCat(i)),
+                              viriat_.admin(), [&](absl::StatusOr<interco::v1::Record> r) {
+                                absl::MutexLock l(&mu);
+                                ++done;
+                                if (r.ok()) ++accepted;
+                              });
+  }
+  {
+    absl::MutexLock l(&mu);
+    mu.Await(absl::Condition(+[](int* d) { return *d == kWrites; }, &done));
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_LT(accepted, kWrites);
+  // The owner judges each of Viriat's batches by the version its header names: all pass.
+  absl::Status carried = Carry(viriat_, epci_);
+  EXPECT_TRUE(carried.ok()) << carried;
+  replication::VersionVector at_owner = *epci_.store->Position(kRegistry);
+  const OriginKey from_viriat{viriat_.store->origin(), 1};
+  EXPECT_EQ(at_owner[from_viriat].seq, static_cast<uint64_t>(accepted));
+}
+
+TEST_F(PolicyStoreTest, OnlyTheOwnersNodeAndAuthoritySetThePolicyAndBadUpdatesChangeNothing) {
+  absl::Status s = SetPolicy(viriat_, WritersPolicy({kViriat}), viriat_.admin()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("owned by 200071751"));
+
+  const Principal lyon{"interco.test", kLyon, "admin"};
+  s = SetPolicy(epci_, WritersPolicy({kLyon}), lyon).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+
+  s = SetPolicy(epci_, WritersPolicy({"123456789"}), epci_.admin()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("registry.policy.writers.authorities[0]"));
+
+  s = epci_.store->UpdateRegistry(kRegistry, Registry(), {"schema"}, "", epci_.admin()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("update_mask.paths[0]"));
+  s = epci_.store->UpdateRegistry(kRegistry, Registry(), {}, "", epci_.admin()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+
+  s = epci_.store
+          ->UpdateRegistry(kRegistry, WithPolicy(WritersPolicy({kViriat})), {"policy"},
+                           "0000000000000001", epci_.admin())
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+
+  // A valid policy with an invalid second path: all or nothing.
+  Registry both = WithPolicy(WritersPolicy({kViriat}));
+  both.set_audit_retention_days(-1);
+  s = epci_.store->UpdateRegistry(kRegistry, both, {"policy", "audit_retention_days"}, "",
+                                  epci_.admin())
+          .status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+
+  const Registry after = *epci_.store->GetRegistry(kRegistry);
+  EXPECT_EQ(after.policy_version(), 0u);
+  EXPECT_EQ(after.policy().writers().authorities_size(), 0);
+  EXPECT_EQ(epci_.store->Position(kRegistry)->size(), 0u) << "nothing entered the log";
+
+  // The node's own retention setting, with the etag it has now.
+  both.set_audit_retention_days(30);
+  absl::StatusOr<Registry> updated = epci_.store->UpdateRegistry(
+      kRegistry, both, {"audit_retention_days"}, after.etag(), epci_.admin());
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->audit_retention_days(), 30);
+  EXPECT_EQ(updated->policy_version(), 0u);
+}
+
+TEST_F(PolicyStoreTest, MembersOfAnEpciResolveFromTheDirectoryOnTheOwnersNode) {
+  Policy by_epci;
+  by_epci.mutable_writers()->add_members_of(kEpci);
+  absl::Status s = SetPolicy(epci_, by_epci, epci_.admin()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("registry.policy.writers.members_of[0]"));
+
+  ASSERT_TRUE(epci_.store
+                  ->CreateRegistry(std::string(RecordStore::kDirectoryEpci),
+                                   EpciDirectoryDefinition(), epci_.admin())
+                  .ok());
+  Value members;
+  members.mutable_string_set_value()->add_values(kViriat);
+  members.mutable_string_set_value()->add_values(kBourgEnBresse);
+  ASSERT_TRUE(epci_.store
+                  ->Write(std::string(RecordStore::kDirectoryEpci), kEpci,
+                          Upsert(std::string(RecordStore::kDirectoryMembers), members),
+                          epci_.admin())
+                  .ok());
+
+  // A client's `members` is output only: replaced by the directory's.
+  by_epci.mutable_writers()->add_members(kLyon);
+  absl::StatusOr<Registry> set = SetPolicy(epci_, by_epci, epci_.admin());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_THAT(set->policy().writers().members(), ElementsAre(kEpci, kBourgEnBresse, kViriat));
+
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_THAT(viriat_.store->GetRegistry(kRegistry)->policy().writers().members(),
+              ElementsAre(kEpci, kBourgEnBresse, kViriat));
+  EXPECT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
+}
+
+TEST_F(PolicyStoreTest, MembersOfDeclaredAtCreationBecomeTheOwnersFirstPolicyChange) {
+  ASSERT_TRUE(epci_.store
+                  ->CreateRegistry(std::string(RecordStore::kDirectoryEpci),
+                                   EpciDirectoryDefinition(), epci_.admin())
+                  .ok());
+  Value members;
+  members.mutable_string_set_value()->add_values(kViriat);
+  ASSERT_TRUE(epci_.store
+                  ->Write(std::string(RecordStore::kDirectoryEpci), kEpci,
+                          Upsert(std::string(RecordStore::kDirectoryMembers), members),
+                          epci_.admin())
+                  .ok());
+  Registry def = ServicesDefinition();
+  def.mutable_policy()->mutable_writers()->add_members_of(kEpci);
+  absl::StatusOr<Registry> owner_side = epci_.store->CreateRegistry("agenda", def, epci_.admin());
+  ASSERT_TRUE(owner_side.ok()) << owner_side.status();
+  EXPECT_GT(owner_side->policy_version(), 0u);
+  EXPECT_THAT(owner_side->policy().writers().members(), ElementsAre(kEpci, kViriat));
+
+  // A member declaring the same registry starts from version 0, without members, until
+  // the owner's change arrives.
+  absl::StatusOr<Registry> member_side =
+      viriat_.store->CreateRegistry("agenda", def, Principal{"interco.test", kViriat, ""});
+  ASSERT_TRUE(member_side.ok()) << member_side.status();
+  EXPECT_EQ(member_side->policy_version(), 0u);
+  EXPECT_EQ(member_side->policy().writers().members_size(), 0);
+  ASSERT_TRUE(Carry(epci_, viriat_, "agenda").ok());
+  EXPECT_EQ(viriat_.store->GetRegistry("agenda")->policy_version(),
+            owner_side->policy_version());
+  EXPECT_TRUE(viriat_.store->Write("agenda", "conseil", Named("Conseil"), viriat_.admin()).ok());
+}
+
+}  // namespace
+}  // namespace interco::node
