@@ -27,7 +27,8 @@ Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport
       transport_(transport),
       store_(store),
       hasher_(hasher),
-      verifier_(verifier) {
+      verifier_(verifier),
+      announced_streams_(store_.Streams()) {
   for (uint32_t origin : store_.FrozenOrigins()) frozen_.insert(origin);
 }
 
@@ -37,7 +38,6 @@ bool Replicator::Replicates(const std::string& stream) {
 }
 
 void Replicator::SendHello(uint32_t peer, bool reply_requested) {
-  if (announced_streams_.empty()) announced_streams_ = store_.Streams();
   peers_[peer].last_hello_ms = clock_.MonotonicMillis();
   PeerMessage m;
   Hello* hello = m.mutable_hello();

@@ -175,6 +175,8 @@ class Replicator {
   Verifier& verifier_;
   std::map<uint32_t, Peer> peers_;
   std::set<uint32_t> frozen_;
+  // The streams every connected peer was last told of (a new session's Hello may already
+  // say more: the next AnnounceStreamsIfChanged tells the others).
   std::vector<std::string> announced_streams_;
   // When recent batches of each (stream, origin epoch) were applied here: (last seq, time),
   // oldest first, for relay deferral; entries older than relay_delay_ms are dropped.

@@ -412,6 +412,34 @@ TEST_F(ReplicatorTrustTest, AStreamGoesOnlyToPeersThatMayReadIt) {
   EXPECT_TRUE(Stats(kC).missing_by_origin.empty()) << "a non-reader is not owed anything";
 }
 
+TEST(ReplicatorStreamsTest, ARegistryCreatedWhileConnectedIsAnnouncedToEveryPeer) {
+  FixedClock clock;
+  SimHasher hasher;
+  const RegistrySchema schema = *RegistrySchema::Compile(TestSchema());
+  SimTrust trust(hasher);
+  SimStore store(kV, {}, clock, hasher, nullptr, schema);
+  CaptureTransport transport;
+  ReplicatorOptions o;
+  o.self = kV;
+  Replicator engine(o, clock, transport, store, hasher, trust);
+  // Hellos that named the stream, per peer.
+  auto told = [&](uint32_t peer) {
+    int n = 0;
+    for (const auto& [to, m] : transport.sent) {
+      if (to != peer || !m.has_hello()) continue;
+      for (const auto& sp : m.hello().streams()) n += sp.stream() == kStream;
+    }
+    return n;
+  };
+  engine.OnConnected(kR);             // told of no stream
+  store.AddStream(kStream);           // a registry is created
+  engine.OnConnected(kC);             // a new session's Hello names it at once
+  EXPECT_EQ(told(kC), 1);
+  EXPECT_EQ(told(kR), 0);
+  engine.Tick();                      // and the older session is told too
+  EXPECT_EQ(told(kR), 1);
+}
+
 // Versioned policies: A owns the registry; C asks to write; V (under test) judges.
 class PolicyVersionsTest : public ReplicatorTrustTest {
  protected:

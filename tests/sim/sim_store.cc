@@ -97,6 +97,11 @@ SimStore::SimStore(uint32_t origin, std::vector<std::string> streams, replicatio
       schema_(schema),
       hlc_(clock, 0) {}
 
+void SimStore::AddStream(const std::string& stream) {
+  auto it = std::lower_bound(streams_.begin(), streams_.end(), stream);
+  if (it == streams_.end() || *it != stream) streams_.insert(it, stream);
+}
+
 absl::StatusOr<replication::VersionVector> SimStore::Position(const std::string& stream) {
   return position_[stream];
 }

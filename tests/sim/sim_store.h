@@ -66,6 +66,8 @@ class SimStore final : public replication::ReplicaStore {
            const replication::RegistrySchema& schema);
 
   std::vector<std::string> Streams() override { return streams_; }
+  // Starts replicating one more stream (a registry created while running).
+  void AddStream(const std::string& stream);
   absl::StatusOr<replication::VersionVector> Position(const std::string& stream) override;
   absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
       const std::string& stream, replication::OriginKey key, uint64_t after_seq,
@@ -111,7 +113,7 @@ class SimStore final : public replication::ReplicaStore {
 
  private:
   const uint32_t origin_;
-  const std::vector<std::string> streams_;
+  std::vector<std::string> streams_;  // sorted
   replication::Hasher& hasher_;
   replication::Signer* const signer_;
   const replication::RegistrySchema& schema_;
