@@ -79,12 +79,13 @@ std::string DescribeAccess(const interco::v1::AccessList& list) {
   for (const std::string& epci : list.members_of()) {
     parts.push_back(absl::StrCat("members of ", epci));
   }
+  std::string out = parts.empty() ? "-" : absl::StrJoin(parts, ", ");
   if (list.members_of_size() > 0) {
-    parts.push_back(list.members_size() == 0
-                        ? std::string("(members not yet received from the owner)")
-                        : absl::StrCat("(", list.members_size(), " members)"));
+    absl::StrAppend(&out, list.members_size() == 0
+                              ? " (members not yet received from the owner)"
+                              : absl::StrCat(" (", list.members_size(), " members)"));
   }
-  return parts.empty() ? "-" : absl::StrJoin(parts, ", ");
+  return out;
 }
 
 absl::Status PrintRegistry(Session& session, const Registry& registry) {

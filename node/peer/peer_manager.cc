@@ -484,6 +484,7 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_unverified(st.unverified);
       s.set_forks(st.forks);
       s.set_unauthorized(st.unauthorized);
+      s.set_policy_waits(st.policy_waits);
       s.set_frozen(st.frozen);
     }
     out.push_back(std::move(s));
