@@ -39,7 +39,8 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   if (signer != nullptr) header.set_signer(signer->KeyId());
   batch.set_header(header.SerializeAsString());
   if (signer != nullptr) {
-    absl::StatusOr<std::string> signature = signer->Sign(SignedMessage(batch.header()));
+    absl::StatusOr<std::string> signature =
+        signer->Sign(header.signer(), SignedMessage(batch.header()));
     if (!signature.ok()) return signature.status();
     batch.set_signature(*std::move(signature));
   }

@@ -44,10 +44,13 @@ class Hasher {
 class Signer {
  public:
   virtual ~Signer() = default;
-  // SHA-256 of the DER certificate whose key signs (BatchHeader.signer).
+  // SHA-256 of the DER certificate whose key signs now (BatchHeader.signer).
   virtual std::string KeyId() = 0;
-  // The signature of `message`.
-  virtual absl::StatusOr<std::string> Sign(std::string_view message) = 0;
+  // The signature of `message` by the key of certificate `key_id` (the one KeyId() named
+  // for the header): the current key, or the one it replaced if a rotation happened
+  // since (KeyId() may be called from another thread meanwhile). NOT_FOUND for another
+  // key ID.
+  virtual absl::StatusOr<std::string> Sign(std::string_view key_id, std::string_view message) = 0;
 };
 
 // Checks origins' signatures against certificates that the federation CA bound to their

@@ -244,7 +244,7 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
     keys::PutBigEndian64(message, head.seq());
     message.append(head.hash());
     head.set_signer(signer_->KeyId());
-    absl::StatusOr<std::string> signature = signer_->Sign(message);
+    absl::StatusOr<std::string> signature = signer_->Sign(head.signer(), message);
     if (signature.ok()) head.set_signature(*std::move(signature));
   }
   return page;

@@ -64,6 +64,12 @@ absl::Status BatchSigner::Load() {
     log::Info(absl::StrCat("batch signing key rotated: ", KeyIdHex(key_id_), " -> ",
                            KeyIdHex(*key_id)));
   }
+  if (*key_id == key_id_) {
+    fingerprint_ = std::move(fingerprint);
+    return absl::OkStatus();
+  }
+  previous_key_ = std::move(key_);
+  previous_key_id_ = std::move(key_id_);
   key_ = *std::move(key);
   key_id_ = *std::move(key_id);
   fingerprint_ = std::move(fingerprint);
@@ -84,9 +90,15 @@ std::string BatchSigner::KeyId() {
   return key_id_;
 }
 
-absl::StatusOr<std::string> BatchSigner::Sign(std::string_view message) {
+absl::StatusOr<std::string> BatchSigner::Sign(std::string_view key_id,
+                                              std::string_view message) {
   absl::MutexLock l(&mu_);
-  return Ed25519Sign(key_.get(), message);
+  if (key_id == key_id_) return Ed25519Sign(key_.get(), message);
+  if (!previous_key_id_.empty() && key_id == previous_key_id_) {
+    return Ed25519Sign(previous_key_.get(), message);
+  }
+  return absl::NotFoundError(absl::StrCat("no signing key of certificate ", KeyIdHex(key_id),
+                                          " (current: ", KeyIdHex(key_id_), ")"));
 }
 
 }  // namespace interco::node

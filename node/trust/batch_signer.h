@@ -32,8 +32,7 @@ class BatchSigner final : public replication::Signer {
 
   // The key ID of the current certificate (reloading it first if its files changed).
   std::string KeyId() override;
-  // Signs with the key of the last KeyId().
-  absl::StatusOr<std::string> Sign(std::string_view message) override;
+  absl::StatusOr<std::string> Sign(std::string_view key_id, std::string_view message) override;
 
  private:
   BatchSigner(const TlsFiles& files, replication::Verifier& verifier)
@@ -48,6 +47,9 @@ class BatchSigner final : public replication::Signer {
   int64_t last_check_ms_ ABSL_GUARDED_BY(mu_) = -1;
   EvpPkeyPtr key_ ABSL_GUARDED_BY(mu_);
   std::string key_id_ ABSL_GUARDED_BY(mu_);
+  // The pair the last rotation replaced.
+  EvpPkeyPtr previous_key_ ABSL_GUARDED_BY(mu_);
+  std::string previous_key_id_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace interco::node

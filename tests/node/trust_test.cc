@@ -64,10 +64,12 @@ TEST(TrustTest, SignsWithTheNodeKeyAndVerifiesAgainstItsCertificate) {
   EXPECT_EQ(certs->size(), 1u) << "the signer's own certificate is known";
 
   const std::string message = replication::SignedMessage("header bytes");
-  auto signature = (*signer)->Sign(message);
+  const std::string key_id = (*signer)->KeyId();
+  auto signature = (*signer)->Sign(key_id, message);
   ASSERT_TRUE(signature.ok());
   EXPECT_EQ(signature->size(), 64u);
-  const std::string key_id = (*signer)->KeyId();
+  EXPECT_EQ((*signer)->Sign(std::string(32, 'x'), message).status().code(),
+            absl::StatusCode::kNotFound);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), key_id, NowMs(), message, *signature).ok());
 
   // Another origin, an altered message or signature, an unknown key, a time outside the
@@ -370,8 +372,8 @@ TEST_F(PrivatePkiTest, RevokedCertificateSignsNothingAfterItsRevocation) {
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(bourg), *signer_certs);
   ASSERT_TRUE(verifier->AddCertificate(LeafDer(bourg)).ok());
   const std::string message = replication::SignedMessage("h");
-  const std::string signature = *signer->Sign(message);
   const std::string key_id = signer->KeyId();
+  const std::string signature = *signer->Sign(key_id, message);
   const int64_t before = NowMs() - 60'000;
   ASSERT_TRUE(verifier->Verify(Origin(kBourg), key_id, before, message, signature).ok());
 
@@ -390,7 +392,7 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(lyon), *certs);
   const std::string old_key = signer->KeyId();
   const std::string m1 = replication::SignedMessage("before rotation");
-  const std::string s1 = *signer->Sign(m1);
+  const std::string s1 = *signer->Sign(old_key, m1);
 
   // certs/pki.sh renew reissues the certificate (a new serial: a new key ID).
   ASSERT_EQ(Pki(absl::StrCat("renew nodes/", kLyon)), 0);
@@ -402,8 +404,12 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   ASSERT_NE(new_key, old_key) << "the rotated certificate was not picked up";
   EXPECT_EQ(new_key, Sha256(LeafDer(lyon)));
   const std::string m2 = replication::SignedMessage("after rotation");
-  const std::string s2 = *signer->Sign(m2);
+  const std::string s2 = *signer->Sign(new_key, m2);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), new_key, NowMs(), m2, s2).ok());
+  // A batch committed just before the rotation, naming the old key, is still signed by it.
+  const std::string m3 = replication::SignedMessage("committed before, signed after");
+  const std::string s3 = *signer->Sign(old_key, m3);
+  EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m3, s3).ok());
   EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m1, s1).ok());
   EXPECT_EQ(certs->size(), 2u);
 }

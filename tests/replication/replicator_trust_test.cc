@@ -148,7 +148,7 @@ class ReplicatorTrustTest : public ::testing::Test {
 
   // Re-signs a batch's (possibly altered) header with `signer`.
   static Batch Resigned(Batch b, Signer& signer) {
-    b.set_signature(*signer.Sign(SignedMessage(b.header())));
+    b.set_signature(*signer.Sign(signer.KeyId(), SignedMessage(b.header())));
     return b;
   }
 

@@ -76,7 +76,9 @@ SimTrust::OriginSigner::OriginSigner(SimTrust& trust, uint32_t origin)
   key_id_ = *trust_.AddCertificate(CertificateOf(origin));
 }
 
-absl::StatusOr<std::string> SimTrust::OriginSigner::Sign(std::string_view message) {
+absl::StatusOr<std::string> SimTrust::OriginSigner::Sign(std::string_view key_id,
+                                                         std::string_view message) {
+  if (key_id != key_id_) return absl::NotFoundError("not this origin's key");
   return trust_.SignatureOf(origin_, message);
 }
 

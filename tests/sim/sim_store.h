@@ -41,7 +41,7 @@ class SimTrust final : public replication::Verifier {
    public:
     OriginSigner(SimTrust& trust, uint32_t origin);
     std::string KeyId() override { return key_id_; }
-    absl::StatusOr<std::string> Sign(std::string_view message) override;
+    absl::StatusOr<std::string> Sign(std::string_view key_id, std::string_view message) override;
 
    private:
     SimTrust& trust_;
