@@ -258,8 +258,9 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
   if (info.peers_size() > 0) {
     std::cout << "\n";
     // REFUSED: malformed, unverified (signature), unauthorized (policy) or of a frozen origin.
+    // HELD: quarantined (clock ahead) or waiting for the policy version they were written under.
     Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "MISSING", "SENT", "APPLIED",
-                 "REFUSED", "UNVERIFIED", "QUARANTINED"});
+                 "REFUSED", "UNVERIFIED", "HELD"});
     for (int c = 4; c <= 9; ++c) peers.AlignRight(c);
     for (const auto& p : info.peers()) {
       uint64_t missing = 0;
@@ -270,7 +271,8 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
                     absl::StrCat(missing), absl::StrCat(p.batches_sent()),
                     absl::StrCat(p.batches_applied()),
                     absl::StrCat(p.rejected() + p.unverified() + p.unauthorized() + p.frozen()),
-                    absl::StrCat(p.unverified()), absl::StrCat(p.quarantined())});
+                    absl::StrCat(p.unverified()),
+                    absl::StrCat(p.quarantined() + p.policy_waits())});
     }
     peers.Print(std::cout);
   }
