@@ -1,6 +1,7 @@
 #include "replication/record_crdt.h"
 
 #include <algorithm>
+#include <limits>
 #include <tuple>
 
 #include "absl/container/flat_hash_set.h"
@@ -12,11 +13,14 @@
 namespace interco::replication {
 namespace {
 
+using interco::replication::v1::CounterEntry;
 using interco::replication::v1::SetElement;
 using interco::v1::FieldSpec;
 using interco::v1::Value;
 
 using Elements = google::protobuf::RepeatedPtrField<SetElement>;
+// Counter arithmetic without overflow (GCC's 128-bit integer).
+__extension__ typedef __int128 Wide;
 
 auto ElementKey(const SetElement& e) {
   return std::make_tuple(std::string_view(e.value()), e.hlc(), e.origin());
@@ -60,6 +64,48 @@ bool FieldAlive(uint32_t incarnation, uint32_t causal_length) {
   return 2 * static_cast<uint64_t>(incarnation) >= static_cast<uint64_t>(causal_length) + 1;
 }
 
+// Per-origin maximum of two counter entry lists sorted by origin.
+bool MergeCounter(FieldState& a, const FieldState& b) {
+  if (b.counter().empty()) return false;
+  google::protobuf::RepeatedPtrField<CounterEntry> out;
+  bool changed = false;
+  int i = 0, j = 0;
+  const auto& x = a.counter();
+  const auto& y = b.counter();
+  while (i < x.size() || j < y.size()) {
+    if (j == y.size() || (i < x.size() && x[i].origin() < y[j].origin())) {
+      *out.Add() = x[i++];
+    } else if (i == x.size() || y[j].origin() < x[i].origin()) {
+      *out.Add() = y[j++];
+      changed = true;
+    } else {
+      CounterEntry e = x[i];
+      if (y[j].increments() > e.increments() || y[j].decrements() > e.decrements() ||
+          y[j].hlc() > e.hlc()) {
+        e.set_increments(std::max(e.increments(), y[j].increments()));
+        e.set_decrements(std::max(e.decrements(), y[j].decrements()));
+        e.set_hlc(std::max(e.hlc(), y[j].hlc()));
+        changed = true;
+      }
+      *out.Add() = std::move(e);
+      ++i;
+      ++j;
+    }
+  }
+  a.mutable_counter()->Swap(&out);
+  return changed;
+}
+
+// The value of a counter: increments minus decrements, as a wide integer.
+Wide CounterValue(const FieldState& f) {
+  Wide v = 0;
+  for (const CounterEntry& e : f.counter()) {
+    v += static_cast<Wide>(e.increments());
+    v -= static_cast<Wide>(e.decrements());
+  }
+  return v;
+}
+
 bool MergeField(FieldState& a, const FieldState& b) {
   if (b.incarnation() != a.incarnation()) {
     if (b.incarnation() < a.incarnation()) return false;
@@ -77,6 +123,7 @@ bool MergeField(FieldState& a, const FieldState& b) {
     }
     changed = true;
   }
+  changed |= MergeCounter(a, b);
   if (!b.elements().empty() || !b.removed().empty()) {
     Elements removed = UnionElements(a.removed(), b.removed());
     Elements elements = Subtract(UnionElements(a.elements(), b.elements()), removed);
@@ -110,6 +157,14 @@ class Fnv64 {
 };
 
 bool VisibleValue(const FieldState& f, Value& out) {
+  if (!f.counter().empty()) {
+    // Writes keep every total within int64; a forged state is clamped, not wrapped.
+    const Wide v = CounterValue(f);
+    out.set_int64_value(static_cast<int64_t>(
+        std::clamp<Wide>(v, std::numeric_limits<int64_t>::min(),
+                             std::numeric_limits<int64_t>::max())));
+    return true;
+  }
   if (!f.elements().empty()) {
     auto* vs = out.mutable_string_set_value()->mutable_values();
     for (const SetElement& e : f.elements()) {
@@ -132,15 +187,42 @@ const FieldState* FindField(const RecordState& state, std::string_view name) {
   return nullptr;
 }
 
-// The delta of one field for a local write of `value` (absent: clear).
-FieldState PlanField(const FieldSpec& spec, const FieldState* current, uint32_t incarnation,
-                     const Value* value, Stamp stamp) {
+// The delta of one field for a local write of `value` (absent: clear). INVALID_ARGUMENT
+// for a counter value out of range.
+absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* current,
+                                     uint32_t incarnation, const Value* value, Stamp stamp) {
   FieldState f;
   f.set_name(spec.name());
   f.set_incarnation(incarnation);
   f.set_hlc(stamp.hlc);
   f.set_origin(stamp.origin);
   const bool same_life = current != nullptr && current->incarnation() == incarnation;
+  if (spec.type() == interco::v1::FIELD_TYPE_COUNTER) {
+    // PN-counter: this origin's totals move by the difference between the value written
+    // (0 when cleared) and the value seen; concurrent writers' differences add up.
+    const Wide seen = same_life ? CounterValue(*current) : 0;
+    const Wide wanted = value != nullptr ? value->int64_value() : 0;
+    CounterEntry mine;
+    mine.set_origin(stamp.origin);
+    if (same_life) {
+      for (const CounterEntry& e : current->counter()) {
+        if (e.origin() == stamp.origin) mine = e;
+      }
+    }
+    const Wide diff = wanted - seen;
+    const Wide inc = static_cast<Wide>(mine.increments()) + (diff > 0 ? diff : 0);
+    const Wide dec = static_cast<Wide>(mine.decrements()) + (diff < 0 ? -diff : 0);
+    constexpr Wide kMax = std::numeric_limits<int64_t>::max();
+    if (inc > kMax || dec > kMax) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "record.fields[", spec.name(), "]: this counter's totals would exceed 2^63 - 1"));
+    }
+    mine.set_increments(static_cast<uint64_t>(inc));
+    mine.set_decrements(static_cast<uint64_t>(dec));
+    mine.set_hlc(stamp.hlc);
+    *f.add_counter() = std::move(mine);
+    return f;
+  }
   if (spec.type() != interco::v1::FIELD_TYPE_STRING_SET) {
     if (value != nullptr) *f.mutable_value() = *value;
     return f;
@@ -237,6 +319,11 @@ std::string ComputeEtag(const RecordState& state) {
     h.AddInt(f.origin());
     h.AddInt(static_cast<uint64_t>(f.elements_size()));
     h.AddInt(static_cast<uint64_t>(f.removed_size()));
+    for (const CounterEntry& e : f.counter()) {
+      h.AddInt(e.origin());
+      h.AddInt(e.increments());
+      h.AddInt(e.decrements());
+    }
   }
   return absl::StrFormat("%016x", h.value());
 }
@@ -353,8 +440,10 @@ absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema&
         return absl::InvalidArgumentError(absl::StrCat(
             "record.fields[", spec->name(), "]: required field cannot be cleared"));
       }
-      *delta.add_fields() =
+      absl::StatusOr<FieldState> field =
           PlanField(*spec, FindField(current, spec->name()), incarnation, value, stamp);
+      if (!field.ok()) return field.status();
+      *delta.add_fields() = *std::move(field);
     }
   }
 

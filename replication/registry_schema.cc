@@ -39,6 +39,7 @@ const char* TypeName(FieldType t) {
     case interco::v1::FIELD_TYPE_TIMESTAMP: return "timestamp";
     case interco::v1::FIELD_TYPE_STRING_SET: return "string set";
     case interco::v1::FIELD_TYPE_GEO_POINT: return "geo point";
+    case interco::v1::FIELD_TYPE_COUNTER: return "counter";
     default: return "unspecified";
   }
 }
@@ -54,6 +55,7 @@ bool ValueMatchesType(const Value& value, FieldType type) {
     case interco::v1::FIELD_TYPE_TIMESTAMP: return value.has_timestamp_value();
     case interco::v1::FIELD_TYPE_STRING_SET: return value.has_string_set_value();
     case interco::v1::FIELD_TYPE_GEO_POINT: return value.has_geo_point_value();
+    case interco::v1::FIELD_TYPE_COUNTER: return value.has_int64_value();
     default: return false;
   }
 }

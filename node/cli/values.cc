@@ -93,6 +93,7 @@ std::string_view FieldTypeName(FieldType type) {
   switch (type) {
     case interco::v1::FIELD_TYPE_STRING: return "string";
     case interco::v1::FIELD_TYPE_INT64: return "int64";
+    case interco::v1::FIELD_TYPE_COUNTER: return "counter";
     case interco::v1::FIELD_TYPE_DOUBLE: return "double";
     case interco::v1::FIELD_TYPE_BOOL: return "bool";
     case interco::v1::FIELD_TYPE_TIMESTAMP: return "timestamp";
@@ -154,7 +155,8 @@ absl::StatusOr<Value> ValueFromJson(const FieldSpec& spec, const google::protobu
       if (!json.has_string_value()) return WrongJson("a string", json);
       out.set_string_value(json.string_value());
       return out;
-    case interco::v1::FIELD_TYPE_INT64: {
+    case interco::v1::FIELD_TYPE_INT64:
+    case interco::v1::FIELD_TYPE_COUNTER: {
       if (json.has_string_value()) {
         absl::StatusOr<int64_t> v = ParseInt64(json.string_value());
         if (!v.ok()) return v.status();
@@ -235,7 +237,8 @@ absl::StatusOr<Value> ValueFromText(const FieldSpec& spec, std::string_view text
   Value out;
   switch (spec.type()) {
     case interco::v1::FIELD_TYPE_STRING: out.set_string_value(std::string(text)); return out;
-    case interco::v1::FIELD_TYPE_INT64: {
+    case interco::v1::FIELD_TYPE_INT64:
+    case interco::v1::FIELD_TYPE_COUNTER: {
       absl::StatusOr<int64_t> v = ParseInt64(text);
       if (!v.ok()) return v.status();
       out.set_int64_value(*v);

@@ -33,12 +33,21 @@ struct Stamped {
   std::string element;
   uint64_t hlc = 0;
   uint32_t origin = 0;
+  // A counter: this origin's share (its latest totals, stamped `hlc`).
+  bool counter = false;
+  int64_t share = 0;
 };
 
 // Whether `change` writes the value `v` (same field, stamp and, for a set, element).
 bool Writes(const Change& change, const Stamped& v) {
   for (const FieldState& f : change.delta().fields()) {
     if (f.name() != v.field) continue;
+    if (v.counter) {
+      for (const auto& e : f.counter()) {
+        if (e.origin() == v.origin && e.hlc() == v.hlc) return true;
+      }
+      return false;
+    }
     if (v.element.empty()) return f.hlc() == v.hlc && f.origin() == v.origin;
     for (const auto& e : f.elements()) {
       if (e.value() == v.element && e.hlc() == v.hlc && e.origin() == v.origin) return true;
@@ -90,7 +99,13 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
   const uint32_t life = replication::LifeOf(state.causal_length());
   for (const FieldState& f : state.fields()) {
     if (f.incarnation() != life || !record.fields().contains(f.name())) continue;
-    if (f.elements().empty()) {
+    if (!f.counter().empty()) {
+      for (const auto& e : f.counter()) {
+        values.push_back({f.name(), "", e.hlc(), e.origin(), true,
+                          static_cast<int64_t>(e.increments()) -
+                              static_cast<int64_t>(e.decrements())});
+      }
+    } else if (f.elements().empty()) {
       values.push_back({f.name(), "", f.hlc(), f.origin()});
     } else {
       for (const auto& e : f.elements()) values.push_back({f.name(), e.value(), e.hlc(), e.origin()});
@@ -108,6 +123,8 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
     p->set_element(v.element);
     p->set_authority(replication::OriginToSiren(v.origin));
     p->set_hlc(v.hlc);
+    p->set_counter(v.counter);
+    p->set_share(v.share);
     replication::HlcToTimestamp(v.hlc, *p->mutable_write_time());
     p->set_batch(-1);
     for (const auto& [key, pos] : position) {

@@ -89,6 +89,7 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
 
   // Every value shown is proven, and every visible value has a proof.
   std::set<std::pair<std::string, std::string>> proven;
+  std::map<std::string, std::map<std::string, int64_t>> counter_shares;  // field -> authority -> share
   std::set<std::string> authorities;
   for (int i = 0; i < p.values_size(); ++i) {
     const interco::v1::ValueProvenance& v = p.values(i);
@@ -109,7 +110,12 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
     bool writes = false;
     for (const auto& f : c.delta().fields()) {
       if (f.name() != v.field()) continue;
-      if (v.element().empty()) {
+      if (v.counter()) {
+        for (const auto& e : f.counter()) {
+          writes |= e.origin() == h.origin() && e.hlc() == v.hlc() &&
+                    static_cast<int64_t>(e.increments() - e.decrements()) == v.share();
+        }
+      } else if (v.element().empty()) {
         writes = f.hlc() == v.hlc() && f.origin() == h.origin() &&
                  f.value().SerializeAsString() == record_field->second.SerializeAsString();
       } else {
@@ -119,8 +125,27 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
       }
     }
     if (!writes) return Invalid(absl::StrCat(where, ": the signed change does not write this value"));
-    proven.emplace(v.field(), v.element());
+    if (v.counter()) {
+      // A counter is proven by one share per authority that adds up to its value.
+      if (!counter_shares[v.field()].emplace(v.authority(), v.share()).second) {
+        return Invalid(absl::StrCat(where, ": a second share of the same authority"));
+      }
+    } else {
+      proven.emplace(v.field(), v.element());
+    }
     authorities.insert(v.authority());
+  }
+  for (const auto& [field, shares] : counter_shares) {
+    // Shares are sums of int64 totals' differences: compared in 128 bits, no overflow.
+    __extension__ typedef __int128 Wide;
+    Wide sum = 0;
+    for (const auto& [authority, share] : shares) sum += share;
+    auto record_field = p.record().fields().find(field);
+    if (record_field == p.record().fields().end() ||
+        sum != static_cast<Wide>(record_field->second.int64_value())) {
+      return Invalid(absl::StrCat("field ", field, ": the proven shares do not add up to its value"));
+    }
+    proven.emplace(field, "");
   }
   for (const auto& [name, value] : p.record().fields()) {
     if (value.has_string_set_value()) {

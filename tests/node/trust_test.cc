@@ -206,7 +206,9 @@ TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {
   const std::string tls = testing::NodeTlsDir(kLyon);
   auto [store, certs, signer] = OpenSignedWithRegistry(
-      {{"canaux", interco::v1::FIELD_TYPE_STRING_SET}, {"places", interco::v1::FIELD_TYPE_INT64}});
+      {{"canaux", interco::v1::FIELD_TYPE_STRING_SET},
+       {"places", interco::v1::FIELD_TYPE_INT64},
+       {"entrees", interco::v1::FIELD_TYPE_COUNTER}});
   const replication::Principal app{kFederation, kLyon, "app"};
   const replication::Principal admin{kFederation, kLyon, "admin"};
   // Many writes, so that the values sit in different batches of a longer log.
@@ -223,18 +225,30 @@ TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught
   w.fields["canaux"].mutable_string_set_value()->add_values("guichet");
   w.fields["canaux"].mutable_string_set_value()->add_values("telephone");
   w.fields["places"].set_int64_value(250);
-  w.mask = {"canaux", "places"};
+  w.fields["entrees"].set_int64_value(12);
+  w.mask = {"canaux", "places", "entrees"};
   ASSERT_TRUE(store->Write("equipements", "p3", w, admin).ok());
+  // A counter's share is proven by the latest change of its authority's totals.
+  replication::LocalWrite exits;
+  exits.kind = replication::LocalWrite::Kind::kUpdate;
+  exits.fields["entrees"].set_int64_value(10);
+  exits.mask = {"entrees"};
+  ASSERT_TRUE(store->Write("equipements", "p3", exits, app).ok());
 
   auto p = store->Provenance("equipements", "p3");
   ASSERT_TRUE(p.ok()) << p.status();
-  ASSERT_EQ(p->values_size(), 4);  // nom, places, two set elements
+  ASSERT_EQ(p->values_size(), 5);  // nom, places, two set elements, Lyon's share of entrees
   for (const auto& v : p->values()) {
     EXPECT_EQ(v.authority(), kLyon);
-    EXPECT_EQ(v.author(), absl::StrCat(kLyon, v.field() == "nom" ? "/app" : "/admin")) << v.field();
+    const bool by_app = v.field() == "nom" || v.field() == "entrees";
+    EXPECT_EQ(v.author(), absl::StrCat(kLyon, by_app ? "/app" : "/admin")) << v.field();
     EXPECT_GE(v.batch(), 0);
+    EXPECT_EQ(v.counter(), v.field() == "entrees");
+    if (v.counter()) {
+      EXPECT_EQ(v.share(), 10);
+    }
   }
-  EXPECT_EQ(p->batches_size(), 2);
+  EXPECT_EQ(p->batches_size(), 3);
   EXPECT_EQ(p->certificates_size(), 1);
   auto ok = VerifyProvenance(*p, tls + "/ca.crt");
   EXPECT_TRUE(ok.ok()) << ok.status();
@@ -249,6 +263,24 @@ TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught
     (*b.mutable_record()->mutable_fields())["nom"].set_string_value("Piscine fermée");
   });
   expect_refused("author changed", [](auto& b) { b.mutable_values(0)->set_author("200071751/app"); });
+  expect_refused("counter value changed", [](auto& b) {
+    (*b.mutable_record()->mutable_fields())["entrees"].set_int64_value(11);
+  });
+  expect_refused("counter share changed", [](auto& b) {
+    for (auto& v : *b.mutable_values()) {
+      if (v.counter()) v.set_share(11);
+    }
+    (*b.mutable_record()->mutable_fields())["entrees"].set_int64_value(11);
+  });
+  expect_refused("counter share counted twice", [](auto& b) {
+    for (const auto& v : b.values()) {
+      if (v.counter()) {
+        *b.add_values() = v;
+        break;
+      }
+    }
+    (*b.mutable_record()->mutable_fields())["entrees"].set_int64_value(20);
+  });
   expect_refused("signature", [](auto& b) { b.mutable_batches(0)->mutable_signature()->front() ^= 1; });
   expect_refused("change", [](auto& b) { b.mutable_batches(0)->mutable_change()->back() ^= 1; });
   expect_refused("digest", [](auto& b) { b.mutable_batches(0)->mutable_change_digests(0)->front() ^= 1; });

@@ -28,6 +28,9 @@ interco::v1::Schema SimSchema() {
   f->set_name("b");
   f->set_type(interco::v1::FIELD_TYPE_INT64);
   f = s.add_fields();
+  f->set_name("n");
+  f->set_type(interco::v1::FIELD_TYPE_COUNTER);
+  f = s.add_fields();
   f->set_name("tags");
   f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
   return s;
@@ -370,6 +373,10 @@ LocalWrite World::RandomWrite() {
     if (all || Uniform() < 0.5) {
       w.fields["b"].set_int64_value(UniformInt(-5, 5));
       w.mask.push_back("b");
+    }
+    if (all || Uniform() < 0.3) {
+      w.fields["n"].set_int64_value(UniformInt(-20, 20));
+      w.mask.push_back("n");
     }
     if (all || Uniform() < 0.5) {
       auto* set = w.fields["tags"].mutable_string_set_value();
