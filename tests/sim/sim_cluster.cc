@@ -337,6 +337,13 @@ void World::BuildTopology() {
     node.signer = std::make_unique<SimTrust::OriginSigner>(*node.trust, node.siren);
     node.store = std::make_unique<SimStore>(node.siren, node.streams, *node.clock, node.hasher,
                                             node.signer.get(), schema_);
+    if (options_.policy_changes && subscribers_["commun"].contains(i)) {
+      interco::v1::Policy everyone;
+      everyone.mutable_writers()->set_all_authorities(true);
+      node.store->DeclarePolicy(
+          "commun", *replication::RegistryPolicy::Compile(
+                        replication::OriginToSiren(nodes_[0].siren), everyone));
+    }
     node.transport = std::make_unique<SimTransport>(*this, i);
     node.store->on_apply = [this](const std::string& stream, OriginKey key, uint64_t first,
                                   uint32_t count) {
@@ -422,6 +429,10 @@ void World::MaybeWrite(int n) {
   const int64_t count = UniformInt(1, 3);
   for (int64_t i = 0; i < count; ++i) {
     writes.push_back({absl::StrCat("k", UniformInt(0, kKeysPerStream - 1)), RandomWrite()});
+  }
+  if (const replication::PolicyHistory* p = node.store->Policies(stream);
+      p != nullptr && !p->Current().MayWrite(node.siren)) {
+    result_.refused_writes++;  // refused by the policy in force here: not acknowledged
   }
   replication::VersionVector vv = node.store->Position(stream).value();
   const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
@@ -533,6 +544,16 @@ std::string World::Check() {
       }
     }
   }
+  if (options_.policy_changes) {
+    // Every node ends with the owner's last policy version in force.
+    const uint64_t owner_version = nodes_[0].store->Policies("commun")->current_version();
+    for (int i : subscribers_["commun"]) {
+      const uint64_t v = nodes_[static_cast<size_t>(i)].store->Policies("commun")->current_version();
+      if (v != owner_version) {
+        return absl::StrCat("node ", i, " has policy version ", v, ", the owner ", owner_version);
+      }
+    }
+  }
   for (size_t i = 0; i < nodes_.size(); ++i) {
     if (std::string log = nodes_[i].store->CheckLog(); !log.empty()) {
       return absl::StrCat("node ", i, ": ", log);
@@ -565,6 +586,19 @@ SimResult World::Run() {
     if (options_.partitions && !links_.empty() && Uniform() < 0.3) {
       Link& l = links_[static_cast<size_t>(UniformInt(0, static_cast<int64_t>(links_.size()) - 1))];
       SetLink(l, !l.up);
+    }
+    if (options_.policy_changes && nodes_[0].up && Uniform() < 0.25) {
+      // The owner lets a random subset of the others write.
+      interco::v1::Policy p;
+      for (size_t i = 1; i < nodes_.size(); ++i) {
+        if (Uniform() < 0.6) {
+          p.mutable_writers()->add_authorities(replication::OriginToSiren(nodes_[i].siren));
+        }
+      }
+      p.mutable_readers()->set_all_authorities(true);
+      nodes_[0].store->SetPolicy("commun", p);
+      nodes_[0].engine->OnLocalCommit();
+      result_.policy_changes++;
     }
     if (options_.crashes && Uniform() < 0.05) {
       const int n = static_cast<int>(UniformInt(0, static_cast<int64_t>(nodes_.size()) - 1));
@@ -599,7 +633,15 @@ SimResult World::Run() {
   }
   result_.failure = Check();
   for (Node& node : nodes_) {
-    for (const auto& [peer, st] : node.engine->Stats()) result_.refused += st.unverified + st.rejected;
+    for (const auto& [peer, st] : node.engine->Stats()) {
+      result_.refused += st.unverified + st.rejected;
+      result_.policy_waits += st.policy_waits;
+      // Honest writers are judged alike everywhere: nothing they wrote is refused.
+      if (st.unauthorized > 0 && result_.failure.empty()) {
+        result_.failure = absl::StrCat("node ", node.siren, " refused ", st.unauthorized,
+                                       " batches of honest writers as unauthorized");
+      }
+    }
   }
   return result_;
 }

@@ -47,6 +47,11 @@ struct SimOptions {
   // forwards (a change's bytes, the header, or the signature), for the whole run. The
   // topology is then a full mesh, so that honest copies have a path.
   bool byzantine_relay = false;
+  // Policy churn: node 0 owns stream "commun" and, during the fault phase, changes who may
+  // write it (random subsets of the other nodes). Writes of non-writers are refused
+  // locally (never acknowledged); every batch is judged by the policy version it was
+  // written under, held back where that version has not arrived yet.
+  bool policy_changes = false;
 };
 
 // What a run found. `failure` is empty on success.
@@ -62,6 +67,11 @@ struct SimResult {
   // (unverified or malformed) over the run.
   uint64_t tampered = 0;
   uint64_t refused = 0;
+  // Policy churn runs: policy versions set by the owner, local writes refused by the
+  // policy in force, and batches held back for a policy version not yet applied.
+  uint64_t policy_changes = 0;
+  uint64_t refused_writes = 0;
+  uint64_t policy_waits = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;

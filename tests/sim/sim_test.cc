@@ -75,6 +75,31 @@ TEST(SimTest, ByzantineRelaySweep) {
   EXPECT_GT(refused, 0u);
 }
 
+TEST(SimTest, PolicyChangeSweep) {
+  const uint64_t count = EnvInt("INTERCO_SIM_POLICY_SEEDS", 200);
+  uint64_t changes = 0, refused_writes = 0, waits = 0, writes = 0;
+  for (uint64_t seed = 1; seed <= count; ++seed) {
+    SimOptions o;
+    o.seed = seed;
+    o.policy_changes = true;
+    const SimResult r = RunSimulation(o);
+    ASSERT_TRUE(r.failure.empty()) << "seed " << seed << " failed: " << r.failure << "\n  "
+                                   << r.description;
+    changes += r.policy_changes;
+    refused_writes += r.refused_writes;
+    waits += r.policy_waits;
+    writes += r.writes;
+  }
+  std::printf("policy sim: %llu seeds, %llu policy versions, %llu writes committed, %llu "
+              "refused by the policy in force, %llu batches held for their policy version\n",
+              static_cast<unsigned long long>(count), static_cast<unsigned long long>(changes),
+              static_cast<unsigned long long>(writes),
+              static_cast<unsigned long long>(refused_writes),
+              static_cast<unsigned long long>(waits));
+  EXPECT_GT(changes, 0u);
+  EXPECT_GT(refused_writes, 0u) << "no write was refused: the churn tests nothing";
+}
+
 TEST(SimTest, SameSeedReplaysExactly) {
   SimOptions o;
   o.seed = 42;
