@@ -96,14 +96,16 @@ bool MergeCounter(FieldState& a, const FieldState& b) {
   return changed;
 }
 
-// The value of a counter: increments minus decrements, as a wide integer.
-Wide CounterValue(const FieldState& f) {
+// The value of a counter: increments minus decrements, clamped to int64 (origins'
+// totals are each within int64, their sum across origins may not be).
+int64_t CounterValue(const FieldState& f) {
   Wide v = 0;
   for (const CounterEntry& e : f.counter()) {
     v += static_cast<Wide>(e.increments());
     v -= static_cast<Wide>(e.decrements());
   }
-  return v;
+  return static_cast<int64_t>(std::clamp<Wide>(v, std::numeric_limits<int64_t>::min(),
+                                              std::numeric_limits<int64_t>::max()));
 }
 
 bool MergeField(FieldState& a, const FieldState& b) {
@@ -158,11 +160,7 @@ class Fnv64 {
 
 bool VisibleValue(const FieldState& f, Value& out) {
   if (!f.counter().empty()) {
-    // Writes keep every total within int64; a forged state is clamped, not wrapped.
-    const Wide v = CounterValue(f);
-    out.set_int64_value(static_cast<int64_t>(
-        std::clamp<Wide>(v, std::numeric_limits<int64_t>::min(),
-                             std::numeric_limits<int64_t>::max())));
+    out.set_int64_value(CounterValue(f));
     return true;
   }
   if (!f.elements().empty()) {
@@ -260,6 +258,59 @@ absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* cu
 }  // namespace
 
 bool IsLive(const RecordState& state) { return state.causal_length() % 2 == 1; }
+
+absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
+                           uint32_t origin) {
+  const uint32_t life = LifeOf(delta.causal_length());
+  for (int i = 0; i < delta.fields_size(); ++i) {
+    const FieldState& f = delta.fields(i);
+    const std::string path = absl::StrCat("delta.fields[", i, "] (", f.name(), ")");
+    auto invalid = [&](const char* why) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", why));
+    };
+    if (i > 0 && !(delta.fields(i - 1).name() < f.name())) {
+      return invalid("fields are not sorted by name without duplicates");
+    }
+    const FieldSpec* spec = schema.Find(f.name());
+    if (spec == nullptr) return invalid("no such field in the schema");
+    if (f.incarnation() > life) return invalid("of a later life than the record's");
+    if (f.origin() != origin) return invalid("stamped by another origin than the batch's");
+    const bool set = spec->type() == interco::v1::FIELD_TYPE_STRING_SET;
+    const bool counter = spec->type() == interco::v1::FIELD_TYPE_COUNTER;
+    if (!set && (!f.elements().empty() || !f.removed().empty())) {
+      return invalid("set elements on a field that is not a string set");
+    }
+    if (!counter && !f.counter().empty()) return invalid("counter entries on a non-counter field");
+    if ((set || counter) && f.has_value() && f.value().kind_case() != Value::KIND_NOT_SET) {
+      return invalid("a register value on a set or counter field");
+    }
+    if (!set && !counter && f.has_value() && f.value().kind_case() != Value::KIND_NOT_SET) {
+      if (absl::Status s = schema.ValidateValue(*spec, f.value(), path); !s.ok()) return s;
+    }
+    for (const Elements* list : {&f.elements(), &f.removed()}) {
+      for (int j = 0; j < list->size(); ++j) {
+        if (j > 0 && !ElementLess((*list)[j - 1], (*list)[j])) {
+          return invalid("set elements are not sorted without duplicates");
+        }
+        if (list == &f.elements() && (*list)[j].origin() != origin) {
+          return invalid("an element added by another origin than the batch's");
+        }
+        Value one;
+        one.mutable_string_set_value()->add_values((*list)[j].value());
+        if (absl::Status s = schema.ValidateValue(*spec, one, path); !s.ok()) return s;
+      }
+    }
+    // A writer moves its own totals only.
+    if (f.counter_size() > 1) return invalid("more than one counter entry");
+    for (const CounterEntry& e : f.counter()) {
+      constexpr uint64_t kMax = std::numeric_limits<int64_t>::max();
+      if (e.origin() != origin || e.increments() > kMax || e.decrements() > kMax) {
+        return invalid("a counter entry of another origin, or totals beyond 2^63 - 1");
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 bool MergeRecordState(RecordState& state, const RecordState& delta) {
   bool changed = false;

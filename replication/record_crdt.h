@@ -38,6 +38,18 @@ using FieldValues = google::protobuf::Map<std::string, interco::v1::Value>;
 // Merges `delta` into `state`. Returns whether `state` changed.
 bool MergeRecordState(RecordState& state, const RecordState& delta);
 
+// Checks that a received change's delta is well formed for `schema`, so that merging it
+// keeps the state's invariants on every node alike: fields sorted by name without
+// duplicates, each a schema field, of a life no later than the delta's causal length
+// gives, carrying only its type's payload (for a register: a value of its type within the
+// schema's bounds, or none; for a string set: elements and removed adds sorted without
+// duplicates, each a valid element; for a counter: one entry), and what it stamps stamped
+// by `origin`, the batch's origin (each field's stamp, each added element's tag, the
+// counter entry, with totals within int64). INVALID_ARGUMENT naming the field. Every
+// delta PlanLocalWrite makes passes.
+absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
+                           uint32_t origin);
+
 // Whether the record exists (odd causal length).
 bool IsLive(const RecordState& state);
 

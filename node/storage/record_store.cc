@@ -252,8 +252,13 @@ absl::Status RecordStore::Load() {
     std::vector<std::pair<std::string, std::string>> versions =
         ScanMeta(keys::PolicyPrefix(ToView(it->key())));
     if (versions.empty()) {
+      // Kept as version 0 from now on: the definition's policy is the current one.
       PolicyChange declared;
       *declared.mutable_policy() = rt.meta.registry().policy();
+      rocksdb::WriteBatch wb;
+      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::Policy(ToView(it->key()), 0)),
+             declared.SerializeAsString());
+      INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
       versions.emplace_back("", declared.SerializeAsString());
     }
     std::optional<replication::PolicyHistory> history;
@@ -837,6 +842,17 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   RegistryRuntime& rt = *staged;
   // Judged again against the staged policy versions (the engine judged the committed ones).
   INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies));
+  // Every change checked before any is staged: a malformed one refuses the whole batch.
+  for (size_t i = 0; i < batch.changes.size(); ++i) {
+    const Change& c = batch.changes[i];
+    if (c.has_policy()) continue;
+    if (absl::Status s = replication::ValidateDelta(*rt.schema, c.delta(), h.origin()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("change ", i, " (record ", c.key(),
+                                                     ") of origin ",
+                                                     replication::OriginToSiren(h.origin()),
+                                                     ": ", s.message()));
+    }
+  }
   const replication::OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = rt.position[key];
   if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {

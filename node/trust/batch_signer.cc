@@ -60,13 +60,13 @@ absl::Status BatchSigner::Load() {
     return absl::Status(key_id.status().code(),
                         absl::StrCat(files_.cert_file, ": ", key_id.status().message()));
   }
+  if (*key_id == key_id_) {  // the files were touched, the certificate is the same
+    fingerprint_ = std::move(fingerprint);
+    return absl::OkStatus();
+  }
   if (!key_id_.empty()) {
     log::Info(absl::StrCat("batch signing key rotated: ", KeyIdHex(key_id_), " -> ",
                            KeyIdHex(*key_id)));
-  }
-  if (*key_id == key_id_) {
-    fingerprint_ = std::move(fingerprint);
-    return absl::OkStatus();
   }
   previous_key_ = std::move(key_);
   previous_key_id_ = std::move(key_id_);

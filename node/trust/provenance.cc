@@ -1,5 +1,7 @@
 #include "node/trust/provenance.h"
 
+#include <algorithm>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -141,6 +143,9 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
     Wide sum = 0;
     for (const auto& [authority, share] : shares) sum += share;
     auto record_field = p.record().fields().find(field);
+    // The value shown is the sum clamped to int64 (replication/record_crdt.cc).
+    sum = std::clamp<Wide>(sum, std::numeric_limits<int64_t>::min(),
+                           std::numeric_limits<int64_t>::max());
     if (record_field == p.record().fields().end() ||
         sum != static_cast<Wide>(record_field->second.int64_value())) {
       return Invalid(absl::StrCat("field ", field, ": the proven shares do not add up to its value"));

@@ -11,7 +11,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/crypto/sha256.h"
+#include "node/storage/keys.h"
 #include "node/storage/record_store.h"
+#include "node/storage/rocksdb_store.h"
 #include "replication/change_log.h"
 #include "tests/testing/test_env.h"
 
@@ -249,6 +251,67 @@ TEST_F(PolicyStoreTest, WritesCommittedWithARemovalInOneGroupKeepTheVersionTheyW
   replication::VersionVector at_owner = *epci_.store->Position(kRegistry);
   const OriginKey from_viriat{viriat_.store->origin(), 1};
   EXPECT_EQ(at_owner[from_viriat].seq, static_cast<uint64_t>(accepted));
+}
+
+TEST_F(PolicyStoreTest, AMalformedChangeFromAWriterRefusesItsWholeBatch) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
+  const OriginKey key{viriat_.store->origin(), viriat_.store->epoch()};
+  const auto written = *viriat_.store->ReadBatches(kRegistry, key, 0, 1);
+  auto good = replication::DecodeBatch(written.front(), hasher_);
+  ASSERT_TRUE(good.ok());
+  // The same writer's batch with a second change whose field is not in the schema.
+  interco::replication::v1::Change bad = good->changes.front();
+  bad.set_key("ecole");
+  bad.mutable_delta()->mutable_fields(0)->set_name("zzz");
+  replication::BatchParams params;
+  params.origin = key.origin;
+  params.epoch = key.epoch;
+  params.stream = kRegistry;
+  params.max_hlc = good->header.max_hlc();
+  params.policy_version = good->header.policy_version();
+  auto batch = replication::BuildBatch(
+      params, {good->changes.front().SerializeAsString(), bad.SerializeAsString()}, hasher_,
+      nullptr, nullptr);
+  ASSERT_TRUE(batch.ok());
+  auto decoded = replication::DecodeBatch(*batch, hasher_);
+  ASSERT_TRUE(decoded.ok());
+  const absl::Status s = epci_.store->ApplyRemoteBatch(kRegistry, *decoded);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("change 1 (record ecole)"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("(zzz): no such field"));
+  // Nothing of it: not even its valid first change.
+  EXPECT_EQ(epci_.store->GetRecord(kRegistry, "mairie").status().code(),
+            absl::StatusCode::kNotFound);
+  replication::VersionVector at_owner = *epci_.store->Position(kRegistry);
+  EXPECT_EQ(at_owner[key].seq, 0u);
+  // The genuine batch still applies.
+  EXPECT_TRUE(Carry(viriat_, epci_).ok());
+  EXPECT_TRUE(epci_.store->GetRecord(kRegistry, "mairie").ok());
+}
+
+TEST_F(PolicyStoreTest, AStoreWrittenBeforePolicyVersionsKeepsItsDeclaredPolicy) {
+  // Such a store has the declared policy only in the registry definition.
+  epci_.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = epci_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok()) << db.status();
+    rocksdb::WriteBatch wb;
+    const std::string key = keys::Policy(kRegistry, 0);
+    wb.Delete((*db)->handle(Cf::kMeta), rocksdb::Slice(key.data(), key.size()));
+    ASSERT_TRUE((*db)->Write(wb, /*sync=*/true).ok());
+  }
+  Open(epci_);
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  Open(epci_);  // version 0 and the new version both load
+  ASSERT_NE(epci_.store, nullptr);
+  const Registry r = *epci_.store->GetRegistry(kRegistry);
+  EXPECT_GT(r.policy_version(), 0u);
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
 }
 
 TEST_F(PolicyStoreTest, OnlyTheOwnersNodeAndAuthoritySetThePolicyAndBadUpdatesChangeNothing) {

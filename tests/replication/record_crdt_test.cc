@@ -1745,5 +1745,84 @@ TEST(RecordCrdtPropertyTest, ChangedIsFalseExactlyWhenStateDidNotChange) {
   EXPECT_GT(unchanged_count, 2000);
 }
 
+// --- ValidateDelta -------------------------------------------------------------------------
+
+TEST(ValidateDeltaTest, EveryDeltaAWriterPlansPasses) {
+  int checked = 0;
+  for (uint64_t seed : Seeds()) {
+    Rng rng(seed);
+    RecordState state;
+    for (int step = 0; step < 30; ++step) {
+      const LocalWrite w = RandomWrite(rng, state);
+      auto planned = PlanLocalWrite(PropertySchema(), state, w, At(10 + step, kOrigins[step % 3]));
+      if (!planned.ok() || !planned->has_value()) continue;
+      const absl::Status s =
+          ValidateDelta(PropertySchema(), (*planned)->delta, kOrigins[step % 3]);
+      ASSERT_TRUE(s.ok()) << s << "\n" << (*planned)->delta.ShortDebugString();
+      state = (*planned)->merged;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 1000);
+  RecordState r = CounterBase(3);
+  const RecordState d = SetPlaces(r, 7, At(50, kA));
+  EXPECT_TRUE(ValidateDelta(CounterSchema(), d, kA).ok());
+}
+
+TEST(ValidateDeltaTest, MalformedDeltasAreRefusedNamingTheField) {
+  RecordState base = BaseRecord({"a", "b"});
+  RecordState good = MustWrite(base, Update(Values({{"label", Str("Lyon 2e")}, {"tags", Set({"b", "c"})}}),
+                                            {"label", "tags"}),
+                               At(10, kA));
+  ASSERT_TRUE(ValidateDelta(TestSchema(), good, kA).ok());
+  auto refused = [&](const char* what, auto mutate, const std::string& names) {
+    RecordState bad = good;
+    mutate(bad);
+    const absl::Status s = ValidateDelta(TestSchema(), bad, kA);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << what << ": " << s;
+    EXPECT_THAT(Message(s), HasSubstr(names)) << what;
+  };
+  refused("unsorted fields", [](RecordState& d) { d.mutable_fields()->SwapElements(0, 1); },
+          "not sorted");
+  refused("duplicate field", [](RecordState& d) { *d.add_fields() = d.fields(1); }, "not sorted");
+  refused("unknown field", [](RecordState& d) { d.mutable_fields(1)->set_name("zzz"); },
+          "(zzz): no such field");
+  refused("wrong type", [](RecordState& d) { d.mutable_fields(0)->mutable_value()->set_int64_value(3); },
+          "(label)");
+  refused("later life", [](RecordState& d) { d.mutable_fields(0)->set_incarnation(9); },
+          "later life");
+  refused("elements on a register", [](RecordState& d) {
+    *d.mutable_fields(0)->add_elements() = d.fields(1).elements(0);
+  }, "not a string set");
+  refused("unsorted elements", [](RecordState& d) {
+    auto* f = d.mutable_fields(1);
+    *f->add_elements() = f->elements(0);
+  }, "not sorted");
+  refused("counter on a set", [](RecordState& d) {
+    d.mutable_fields(1)->add_counter()->set_origin(kA);
+  }, "non-counter");
+  refused("another origin's stamp", [](RecordState& d) { d.mutable_fields(0)->set_origin(kB); },
+          "another origin");
+  refused("another origin's add", [](RecordState& d) {
+    d.mutable_fields(1)->mutable_elements(0)->set_origin(kB);
+  }, "another origin");
+  refused("element too long", [](RecordState& d) {
+    d.mutable_fields(1)->mutable_elements(0)->set_value(std::string(5000, 'x'));
+  }, "(tags)");
+
+  RecordState r = CounterBase(3);
+  const RecordState counter = SetPlaces(r, 7, At(50, kA));
+  RecordState two = counter;
+  *two.mutable_fields(0)->add_counter() = counter.fields(0).counter(0);
+  EXPECT_THAT(Message(ValidateDelta(CounterSchema(), two, kA)), HasSubstr("more than one"));
+  RecordState inflated = counter;  // B's batch moving A's share
+  inflated.mutable_fields(0)->set_origin(kB);
+  EXPECT_THAT(Message(ValidateDelta(CounterSchema(), inflated, kB)),
+              HasSubstr("(places): a counter entry of another origin"));
+  RecordState huge = counter;
+  huge.mutable_fields(0)->mutable_counter(0)->set_increments(uint64_t{1} << 63);
+  EXPECT_THAT(Message(ValidateDelta(CounterSchema(), huge, kA)), HasSubstr("2^63"));
+}
+
 }  // namespace
 }  // namespace interco::replication

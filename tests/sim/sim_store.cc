@@ -133,6 +133,12 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
     return absl::FailedPreconditionError("not the next batch of its origin");
   }
   if (absl::Status s = Authorize(stream, batch); !s.ok()) return s;
+  for (const Change& c : batch.changes) {
+    if (c.has_policy()) continue;
+    if (absl::Status s = replication::ValidateDelta(schema_, c.delta(), h.origin()); !s.ok()) {
+      return s;
+    }
+  }
   auto& records = records_[stream];
   auto policies = policies_.find(stream);
   for (const Change& c : batch.changes) {
