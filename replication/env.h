@@ -120,8 +120,16 @@ class ReplicaStore {
   virtual absl::Status Authorize(const std::string& /*stream*/, const DecodedBatch& /*batch*/) {
     return absl::OkStatus();
   }
-  // Whether `node`'s authority may read `stream`, and so be sent it. Default: yes.
+  // Whether `node`'s authority may read `stream` now. Default: yes.
   virtual bool MayRead(const std::string& /*stream*/, uint32_t /*node*/) { return true; }
+  // Whether `node` may be sent a batch of `stream` written under `policy_version`
+  // (replication::PolicyHistory::MayReadBatch). Default: MayRead.
+  virtual bool MayReadBatch(const std::string& stream, uint32_t node, uint64_t /*policy_version*/) {
+    return MayRead(stream, node);
+  }
+  // The SIREN of the stream's owner, whose batches carry policy changes: sent first. 0 if
+  // none. Default: 0.
+  virtual uint32_t OwnerOf(const std::string& /*stream*/) { return 0; }
   // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),
   // not verified, of a frozen origin, or proof of a fork. For the audit log; must not
   // block. Default: nothing.

@@ -66,6 +66,13 @@ void PolicyHistory::Add(uint64_t version, RegistryPolicy policy) {
   versions_.insert_or_assign(version, std::move(policy));
 }
 
+bool PolicyHistory::MayReadBatch(uint64_t version, uint32_t authority) const {
+  for (auto it = versions_.lower_bound(version); it != versions_.end(); ++it) {
+    if (it->second.MayRead(authority)) return true;
+  }
+  return Current().MayRead(authority);
+}
+
 const RegistryPolicy* PolicyHistory::At(uint64_t version) const {
   auto it = versions_.find(version);
   return it == versions_.end() ? nullptr : &it->second;

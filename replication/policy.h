@@ -62,6 +62,10 @@ class PolicyHistory {
   const RegistryPolicy& Current() const { return versions_.rbegin()->second; }
   uint32_t owner() const { return Current().owner(); }
   size_t size() const { return versions_.size(); }
+  // Whether `authority` may be sent a batch written under `version`: it may read under
+  // that version or a later one known here (so a reader removed by a change still gets
+  // that change, and one added gets what was written before), or under the current one.
+  bool MayReadBatch(uint64_t version, uint32_t authority) const;
 
  private:
   std::map<uint64_t, RegistryPolicy> versions_;

@@ -206,9 +206,14 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     return;
   } else if (absl::Status why = store_.Authorize(stream, *decoded); !why.ok()) {
     if (absl::IsUnavailable(why)) {
-      // Written under a policy version whose owner's change has not reached us: not
-      // acknowledged, so the sender offers it again after its ack timeout.
+      // Written under a policy version whose owner's change has not reached us: held (if
+      // it is the origin's next batch) and applied when the owner's change is.
       peer.stats.policy_waits++;
+      const auto slot = std::make_pair(stream, key);
+      if (h.first_seq() == held.seq + 1 &&
+          (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
+        held_.insert_or_assign(slot, Held{peer_id, *std::move(decoded)});
+      }
       return;
     }
     // Authentic, but its origin may not write this registry: refused, not forwarded.
@@ -242,7 +247,36 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     Nack(peer_id, peer);
     return;
   }
-  if (ApplyInOrder(peer_id, peer, stream, *std::move(decoded))) PumpAll();
+  if (ApplyInOrder(peer_id, peer, stream, *std::move(decoded))) {
+    RetryHeld(stream);
+    PumpAll();
+  }
+}
+
+void Replicator::RetryHeld(const std::string& stream) {
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (it->first.first != stream) {
+        ++it;
+        continue;
+      }
+      const absl::Status why = store_.Authorize(stream, it->second.batch);
+      if (absl::IsUnavailable(why)) {
+        ++it;
+        continue;
+      }
+      Held h = std::move(it->second);
+      it = held_.erase(it);
+      Peer& from = peers_[h.from];
+      if (!why.ok()) {
+        from.stats.unauthorized++;
+        store_.OnRefused(h.from, stream, &h.batch.header, why);
+        continue;
+      }
+      progress |= ApplyInOrder(h.from, from, stream, std::move(h.batch));
+    }
+  }
 }
 
 void Replicator::Nack(uint32_t peer_id, Peer& peer) {
@@ -320,6 +354,7 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
   // Freeze even if the proof cannot be stored: applying a forked chain is worse.
   (void)store_.RecordFork(evidence);
   frozen_.insert(h.origin());
+  std::erase_if(held_, [&](const auto& e) { return e.first.second.origin == h.origin(); });
   for (auto it = reorder_.begin(); it != reorder_.end();) {
     if (it->first.second.origin == h.origin()) {
       reorder_size_ -= it->second.size();
@@ -416,12 +451,20 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
   if (!peer.connected || !peer.hello_received) return;
   uint64_t in_flight = InFlight(peer);
   for (const std::string& stream : store_.Streams()) {
-    if (!peer.streams.contains(stream) || !store_.MayRead(stream, peer_id)) continue;
+    if (!peer.streams.contains(stream)) continue;
+    // A peer that may not read the stream now may still be owed batches written while
+    // it could (the change that removed it, for one): judged batch by batch.
+    const bool reads_now = store_.MayRead(stream, peer_id);
     absl::StatusOr<VersionVector> vv = store_.Position(stream);
     if (!vv.ok()) continue;
     VersionVector& known = peer.known[stream];
     auto& sent_by_key = peer.sent[stream];
-    for (const auto& [key, pos] : *vv) {
+    // The owner's chain first: it carries the policy versions other batches wait for.
+    std::vector<std::pair<OriginKey, OriginPos>> origins(vv->begin(), vv->end());
+    const uint32_t owner = store_.OwnerOf(stream);
+    std::stable_partition(origins.begin(), origins.end(),
+                          [owner](const auto& o) { return o.first.origin == owner; });
+    for (const auto& [key, pos] : origins) {
       if (frozen_.contains(key.origin)) continue;  // a forked chain is not spread
       uint64_t& sent = sent_by_key[key];
       sent = std::max(sent, known[key].seq);
@@ -438,6 +481,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
         for (auto& batch : *batches) {
           BatchHeader h;
           if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + 1) break;
+          if (!reads_now && !store_.MayReadBatch(stream, peer_id, h.policy_version())) break;
           PeerMessage m;
           m.mutable_batch()->set_stream(stream);
           *m.mutable_batch()->mutable_batch() = std::move(batch);

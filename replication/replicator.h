@@ -184,6 +184,16 @@ class Replicator {
   // Whether a batch starting at `seq` is recent enough to defer its relay.
   bool RecentlyApplied(const std::string& stream, OriginKey key, uint64_t seq);
   void FillSessions(interco::replication::v1::Sessions& out);
+  // Batches held back until the policy version they were written under is applied here:
+  // per (stream, origin epoch), the origin's next batch and the peer that sent it.
+  struct Held {
+    uint32_t from = 0;
+    DecodedBatch batch;
+  };
+  std::map<std::pair<std::string, OriginKey>, Held> held_;
+  // Applies the held batches of `stream` whose policy version has arrived (and refuses
+  // those it now says may not enter).
+  void RetryHeld(const std::string& stream);
   // Out-of-order batches per (stream, origin epoch), by first sequence number.
   std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
   size_t reorder_size_ = 0;

@@ -99,6 +99,10 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
   bool MayRead(const std::string& stream, uint32_t node) override {
     return store_.MayRead(stream, node);
   }
+  bool MayReadBatch(const std::string& stream, uint32_t node, uint64_t policy_version) override {
+    return store_.MayReadBatch(stream, node, policy_version);
+  }
+  uint32_t OwnerOf(const std::string& stream) override { return store_.OwnerOf(stream); }
   void OnRefused(uint32_t peer, const std::string& stream,
                  const interco::replication::v1::BatchHeader* header,
                  const absl::Status& why) override {

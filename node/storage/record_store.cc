@@ -386,6 +386,17 @@ absl::Status RecordStore::Authorize(std::string_view registry,
   return replication::AuthorizeBatch(batch, *policies);
 }
 
+bool RecordStore::MayReadBatch(std::string_view registry, uint32_t authority,
+                               uint64_t policy_version) {
+  const auto policies = PolicyOf(registry);
+  return policies != nullptr && policies->MayReadBatch(policy_version, authority);
+}
+
+uint32_t RecordStore::OwnerOf(std::string_view registry) {
+  const auto policies = PolicyOf(registry);
+  return policies == nullptr ? 0 : policies->owner();
+}
+
 bool RecordStore::MayRead(std::string_view registry, uint32_t authority) {
   const auto policies = PolicyOf(registry);
   return policies != nullptr && policies->Current().MayRead(authority);

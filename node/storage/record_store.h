@@ -155,6 +155,10 @@ class RecordStore {
   // registry), and whether an authority may read the registry (current policy).
   absl::Status Authorize(std::string_view registry, const replication::DecodedBatch& batch);
   bool MayRead(std::string_view registry, uint32_t authority);
+  // Whether a batch written under `policy_version` may be sent to `authority`
+  // (replication::PolicyHistory::MayReadBatch); the owner's origin number (0: unknown).
+  bool MayReadBatch(std::string_view registry, uint32_t authority, uint64_t policy_version);
+  uint32_t OwnerOf(std::string_view registry);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);

@@ -488,13 +488,13 @@ TEST_F(PolicyVersionsTest, AnAddedWritersBatchWaitsForThePolicyChangeThenApplies
   EXPECT_EQ(Stats(kC).policy_waits, 1u);
   EXPECT_EQ(Stats(kC).unauthorized, 0u);
 
-  // The owner's change arrives; C's batch, offered again, is taken.
+  // The owner's change arrives: C's held batch is taken at once, not waiting to be sent
+  // again.
   Connect(kA);
   SendCertificate(kA, kA);
   SendBatch(kA, policy);
   ASSERT_EQ(Held(kA), 1u);
   EXPECT_EQ(v_.store.Policies(kStream)->current_version(), h.policy_version());
-  SendBatch(kC, c1);
   EXPECT_EQ(Held(kC), 1u);
   EXPECT_EQ(v_.store.Records(kStream).count("mairie"), 1u);
 }
@@ -534,6 +534,17 @@ TEST_F(PolicyVersionsTest, ARemovedWriterKeepsWhatItWroteBeforeSeeingTheRemovalA
   SendBatch(kC, forged);
   EXPECT_EQ(Held(kC), 1u);
   EXPECT_EQ(Stats(kC).unauthorized, 1u);
+}
+
+TEST_F(PolicyVersionsTest, AReaderRemovedIsStillSentTheChangeThatRemovesItAndNothingAfter) {
+  const Batch added = SetPolicy(WritersC());               // C writes, and so reads
+  const Batch removed = SetPolicy(interco::v1::Policy());  // owner only: C neither
+  const Batch later = a_.Write("mairie", "Mairie");
+  for (const Batch* b : {&added, &removed, &later}) Deliver(v_, *b);
+  ASSERT_FALSE(v_.store.Policies(kStream)->Current().MayRead(kC));
+  Connect(kC);
+  engine_->Tick();
+  EXPECT_EQ(BatchesSentTo(kC, kA), 2) << "the grant and the removal, not what came after";
 }
 
 TEST_F(PolicyVersionsTest, APolicyChangeByAnyoneButTheOwnerIsRefusedAndNotForwarded) {

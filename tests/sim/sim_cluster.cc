@@ -595,7 +595,8 @@ SimResult World::Run() {
           p.mutable_writers()->add_authorities(replication::OriginToSiren(nodes_[i].siren));
         }
       }
-      p.mutable_readers()->set_all_authorities(true);
+      // Half the time, only writers read: the others stop receiving what is written next.
+      if (Uniform() < 0.5) p.mutable_readers()->set_all_authorities(true);
       nodes_[0].store->SetPolicy("commun", p);
       nodes_[0].engine->OnLocalCommit();
       result_.policy_changes++;
@@ -618,6 +619,14 @@ SimResult World::Run() {
     nodes_[i].restart_at = -1;
   }
   for (Link& l : links_) SetLink(l, true);
+  if (options_.policy_changes) {
+    // Everyone reads again, so that every node converges.
+    interco::v1::Policy readers;
+    readers.mutable_readers()->set_all_authorities(true);
+    nodes_[0].store->SetPolicy("commun", readers);
+    nodes_[0].engine->OnLocalCommit();
+    result_.policy_changes++;
+  }
   const int64_t heal_start = now_;
   while (now_ - heal_start < options_.converge_within_ms) {
     RunUntil(now_ + 250);

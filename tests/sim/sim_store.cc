@@ -230,6 +230,18 @@ bool SimStore::MayRead(const std::string& stream, uint32_t node) {
   return !readers || readers(node);
 }
 
+bool SimStore::MayReadBatch(const std::string& stream, uint32_t node, uint64_t policy_version) {
+  if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
+    return p->MayReadBatch(policy_version, node);
+  }
+  return MayRead(stream, node);
+}
+
+uint32_t SimStore::OwnerOf(const std::string& stream) {
+  const replication::PolicyHistory* p = Policies(stream);
+  return p == nullptr ? 0 : p->owner();
+}
+
 void SimStore::DeclarePolicy(const std::string& stream,
                              const replication::RegistryPolicy& declared) {
   policies_.insert_or_assign(stream, replication::PolicyHistory(declared));

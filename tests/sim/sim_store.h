@@ -78,6 +78,8 @@ class SimStore final : public replication::ReplicaStore {
   absl::Status Authorize(const std::string& stream,
                          const replication::DecodedBatch& batch) override;
   bool MayRead(const std::string& stream, uint32_t node) override;
+  bool MayReadBatch(const std::string& stream, uint32_t node, uint64_t policy_version) override;
+  uint32_t OwnerOf(const std::string& stream) override;
   // A fixed access rule for every stream (unset: everyone may), or...
   std::function<bool(uint32_t)> writers;
   std::function<bool(uint32_t)> readers;
