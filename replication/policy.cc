@@ -99,6 +99,9 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
   const interco::replication::v1::BatchHeader& h = batch.header;
   const std::string origin = OriginToSiren(h.origin());
   bool records = false;
+  // The owner's chain is applied in order, so every node judges its policy changes
+  // against the same versions: each must come after all before it.
+  uint64_t last_version = history.current_version();
   for (const interco::replication::v1::Change& c : batch.changes) {
     if (!c.has_policy()) {
       records = true;
@@ -112,6 +115,12 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
     absl::StatusOr<RegistryPolicy> p = CompilePolicyChange(
         OriginToSiren(history.owner()), c.policy(), h.policy_version(), h.max_hlc());
     if (!p.ok()) return p.status();
+    if (c.policy().version() <= last_version) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "policy change version ", c.policy().version(), " of registry ", h.stream(),
+          " does not come after version ", last_version));
+    }
+    last_version = c.policy().version();
   }
   if (!records || h.origin() == history.owner()) return absl::OkStatus();
   const RegistryPolicy* policy = history.At(h.policy_version());

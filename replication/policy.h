@@ -74,8 +74,9 @@ class PolicyHistory {
 // Whether a verified batch may enter its stream under `history`. OK; PERMISSION_DENIED
 // (saying why) if its origin is not a writer in the policy version its header names, or
 // it carries a policy change and its origin is not the owner, or a policy change is
-// malformed (its version is not after the header's policy_version and at most the
-// batch's greatest HLC, or its policy does not compile); UNAVAILABLE if this node has not
+// malformed (its version is not after the header's policy_version and every version
+// applied before it, or beyond the batch's greatest HLC, or its policy does not
+// compile); UNAVAILABLE if this node has not
 // applied that policy version yet (the owner's change is still on its way: try again
 // once it is applied).
 absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history);

@@ -258,7 +258,8 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
   if (info.peers_size() > 0) {
     std::cout << "\n";
     // REFUSED: malformed, unverified (signature), unauthorized (policy) or of a frozen origin.
-    // HELD: quarantined (clock ahead) or waiting for the policy version they were written under.
+    // HELD: times a received batch was held back: quarantined (clock ahead) or waiting for
+    // the policy version it was written under.
     Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "MISSING", "SENT", "APPLIED",
                  "REFUSED", "UNVERIFIED", "HELD"});
     for (int c = 4; c <= 9; ++c) peers.AlignRight(c);

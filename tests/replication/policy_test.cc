@@ -146,6 +146,19 @@ TEST(AuthorizeBatchTest, OnlyTheOwnerChangesThePolicyAndOnlyForward) {
       AuthorizeBatch(Batch(kOwnerOrigin, 0, 110, {PolicyChangeOf(Writers({kViriat}), 120)}), h)
           .code(),
       absl::StatusCode::kPermissionDenied);
+  // A version that does not come after those already applied would rewrite history.
+  PolicyHistory later(Compiled(Writers({kBourg})));
+  later.Add(130, Compiled(Policy()));
+  const absl::Status rewrite = AuthorizeBatch(
+      Batch(kOwnerOrigin, 0, 150, {PolicyChangeOf(Writers({kViriat}), 120)}), later);
+  EXPECT_EQ(rewrite.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(rewrite.message().find("does not come after version 130"), std::string::npos)
+      << rewrite;
+  EXPECT_EQ(AuthorizeBatch(Batch(kOwnerOrigin, 0, 150, {PolicyChangeOf(Writers({kViriat}), 140),
+                                                         PolicyChangeOf(Policy(), 135)}),
+                           later)
+                .code(),
+            absl::StatusCode::kPermissionDenied);
   // A policy that does not compile is refused, not applied half.
   EXPECT_EQ(AuthorizeBatch(Batch(kOwnerOrigin, 0, 150, {PolicyChangeOf(Writers({"12"}), 120)}), h)
                 .code(),
