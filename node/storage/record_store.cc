@@ -628,6 +628,13 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (!schema.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", schema.status().message()));
   }
+  // A definition read from a node (`registry get`) carries the policy in force there, not
+  // the one declared at creation that every replica must declare.
+  if (def.policy_version() != 0) {
+    return absl::InvalidArgumentError(
+        "registry.policy_version: output only; a replica declares the policy the registry "
+        "was created with (its later versions come from the owner)");
+  }
   // `members` is output only: the declared policy (version 0) has none, and every node
   // compiles it alike. On the owner's node, `members_of` is resolved from the directory
   // into a first policy change, which replicates.

@@ -412,6 +412,11 @@ TEST_F(PolicyStoreTest, MembersOfDeclaredAtCreationBecomeTheOwnersFirstPolicyCha
   EXPECT_GT(owner_side->policy_version(), 0u);
   EXPECT_THAT(owner_side->policy().writers().members(), ElementsAre(kEpci, kViriat));
 
+  // The owner's current definition is not a declaration.
+  EXPECT_EQ(viriat_.store->CreateRegistry("agenda", *owner_side, Principal{"interco.test", kViriat, ""})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
   // A member declaring the same registry starts from version 0, without members, until
   // the owner's change arrives.
   absl::StatusOr<Registry> member_side =
