@@ -153,6 +153,21 @@ class PolicyStoreTest : public ::testing::Test {
     return false;
   }
 
+  // The owner's directory of EPCIs: the EPCI and the SIRENs of its member communes.
+  void LoadDirectory(const std::vector<std::string>& member_sirens) {
+    ASSERT_TRUE(epci_.store
+                    ->CreateRegistry(std::string(RecordStore::kDirectoryEpci),
+                                     EpciDirectoryDefinition(), epci_.admin())
+                    .ok());
+    Value members;
+    for (const std::string& m : member_sirens) members.mutable_string_set_value()->add_values(m);
+    ASSERT_TRUE(epci_.store
+                    ->Write(std::string(RecordStore::kDirectoryEpci), kEpci,
+                            Upsert(std::string(RecordStore::kDirectoryMembers), members),
+                            epci_.admin())
+                    .ok());
+  }
+
   FakeClock clock_;
   Sha256Hasher hasher_;
   Node epci_{kEpci, "", nullptr};
@@ -368,18 +383,7 @@ TEST_F(PolicyStoreTest, MembersOfAnEpciResolveFromTheDirectoryOnTheOwnersNode) {
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr("registry.policy.writers.members_of[0]"));
 
-  ASSERT_TRUE(epci_.store
-                  ->CreateRegistry(std::string(RecordStore::kDirectoryEpci),
-                                   EpciDirectoryDefinition(), epci_.admin())
-                  .ok());
-  Value members;
-  members.mutable_string_set_value()->add_values(kViriat);
-  members.mutable_string_set_value()->add_values(kBourgEnBresse);
-  ASSERT_TRUE(epci_.store
-                  ->Write(std::string(RecordStore::kDirectoryEpci), kEpci,
-                          Upsert(std::string(RecordStore::kDirectoryMembers), members),
-                          epci_.admin())
-                  .ok());
+  LoadDirectory({kViriat, kBourgEnBresse});
 
   // A client's `members` is output only: replaced by the directory's.
   by_epci.mutable_writers()->add_members(kLyon);
@@ -394,17 +398,7 @@ TEST_F(PolicyStoreTest, MembersOfAnEpciResolveFromTheDirectoryOnTheOwnersNode) {
 }
 
 TEST_F(PolicyStoreTest, MembersOfDeclaredAtCreationBecomeTheOwnersFirstPolicyChange) {
-  ASSERT_TRUE(epci_.store
-                  ->CreateRegistry(std::string(RecordStore::kDirectoryEpci),
-                                   EpciDirectoryDefinition(), epci_.admin())
-                  .ok());
-  Value members;
-  members.mutable_string_set_value()->add_values(kViriat);
-  ASSERT_TRUE(epci_.store
-                  ->Write(std::string(RecordStore::kDirectoryEpci), kEpci,
-                          Upsert(std::string(RecordStore::kDirectoryMembers), members),
-                          epci_.admin())
-                  .ok());
+  LoadDirectory({kViriat});
   Registry def = ServicesDefinition();
   def.mutable_policy()->mutable_writers()->add_members_of(kEpci);
   absl::StatusOr<Registry> owner_side = epci_.store->CreateRegistry("agenda", def, epci_.admin());
