@@ -877,6 +877,7 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
+  std::vector<AuditEvent> policy_events;
   for (const Change& c : batch.changes) {
     if (c.has_policy()) {
       // This node's changes staged earlier in the group keep the version they were
@@ -894,7 +895,7 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
       e.set_caller(c.author());
       e.add_fields("policy");
       e.set_accepted(true);
-      StageAudit(g, std::move(e));
+      policy_events.push_back(std::move(e));  // audited once the whole batch is staged
       continue;
     }
     const std::string key_bytes = keys::Record(op.registry, c.key());
@@ -917,6 +918,7 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
   g.dirty.insert(op.registry);
+  for (AuditEvent& e : policy_events) StageAudit(g, std::move(e));
   // Later local writes are stamped after everything received.
   hlc_.AdvanceTo(h.max_hlc());
   return absl::OkStatus();

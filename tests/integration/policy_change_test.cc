@@ -225,6 +225,16 @@ TEST_F(PolicyChangeTest, MembersOfAnEpciGainAndLoseWriteAccessOnEveryNode) {
   EXPECT_TRUE(HasRecord(bourg, "mairie"));
   EXPECT_TRUE(HasRecord(lyon, "mairie"));
 
+  // Audit retention is each node's own setting, for its admins.
+  ASSERT_EQ(Cli(bourg, "admin", "registry set-retention services 30", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("audit_retention_days:  30"));
+  EXPECT_EQ(Services(bourg).audit_retention_days(), 30);
+  EXPECT_EQ(Services(lyon).audit_retention_days(), 0) << "not replicated";
+  EXPECT_NE(Cli(bourg, "app", "registry set-retention services 7", &out), 0);
+  EXPECT_THAT(out, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_NE(Cli(bourg, "admin", "registry set-retention services 99999", &out), 0);
+  EXPECT_THAT(out, HasSubstr("audit_retention_days"));
+
   // Nobody refused anything on the way: every batch was judged by the version it was
   // written under.
   auto node = v1::NodeService::NewStub(MtlsChannel(lyon.node->api_port(), ClientTlsDir(kLyon)));
