@@ -573,7 +573,8 @@ void RecordStore::StagePolicy(GroupState& g, RegistryRuntime& rt, const std::str
   g.dirty.insert(registry);
 }
 
-absl::Status RecordStore::ResolveMembers(std::string_view owner, Policy& policy) {
+absl::StatusOr<RecordStore::ResolvedPolicy> RecordStore::ResolveMembers(std::string_view owner,
+                                                                         Policy policy) {
   for (auto [list, name] : {std::pair{policy.mutable_writers(), "writers"},
                             std::pair{policy.mutable_readers(), "readers"}}) {
     std::set<std::string> members;
@@ -596,11 +597,13 @@ absl::Status RecordStore::ResolveMembers(std::string_view owner, Policy& policy)
     for (const std::string& m : members) list->add_members(m);
   }
   // The directory is data: a member that is not a SIREN is refused like a listed one.
-  if (auto compiled = replication::RegistryPolicy::Compile(owner, policy); !compiled.ok()) {
+  absl::StatusOr<replication::RegistryPolicy> compiled =
+      replication::RegistryPolicy::Compile(owner, policy);
+  if (!compiled.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("registry.", compiled.status().message(), " (from the directory)"));
   }
-  return absl::OkStatus();
+  return ResolvedPolicy{std::move(policy), *std::move(compiled)};
 }
 
 absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
@@ -644,11 +647,10 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   if (!policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("registry.", policy.status().message()));
   }
-  std::optional<Policy> resolved;
+  std::optional<ResolvedPolicy> resolved;
   if (def.owner() == authority_ && (def.policy().writers().members_of_size() > 0 ||
                                     def.policy().readers().members_of_size() > 0)) {
-    resolved = def.policy();
-    INTERCO_RETURN_IF_ERROR(ResolveMembers(def.owner(), *resolved));
+    INTERCO_ASSIGN_OR_RETURN(resolved, ResolveMembers(def.owner(), def.policy()));
   }
   if (g.registries.contains(op.registry) || CheckRegistry(op.registry).ok()) {
     return absl::AlreadyExistsError(absl::StrCat("registry \"", op.registry, "\" already exists"));
@@ -692,12 +694,12 @@ absl::Status RecordStore::ApplyUpdateRegistry(Op& op, GroupState& g) {
     return absl::InvalidArgumentError(
         "update_mask: required; paths: \"policy\", \"audit_retention_days\"");
   }
-  if (!op.etag.empty() && op.etag != PublicRegistry(rt).etag()) {
+  if (!op.etag.empty() && op.etag != EtagOf(rt.meta)) {
     return absl::AbortedError(absl::StrCat("etag: registry ", op.registry,
                                            " changed since \"", op.etag, "\""));
   }
   const std::string owner = rt.meta.registry().owner();
-  std::optional<Policy> policy;
+  std::optional<ResolvedPolicy> policy;
   std::optional<int32_t> retention;
   for (size_t i = 0; i < op.paths.size(); ++i) {
     const std::string& path = op.paths[i];
@@ -712,13 +714,13 @@ absl::Status RecordStore::ApplyUpdateRegistry(Op& op, GroupState& g) {
             op.caller.Author(), " may not set the policy of registry ", op.registry,
             " (only its owner ", owner, ")"));
       }
-      policy = op.definition.policy();
-      policy->mutable_writers()->clear_members();
-      policy->mutable_readers()->clear_members();
-      if (auto compiled = replication::RegistryPolicy::Compile(owner, *policy); !compiled.ok()) {
+      Policy given = op.definition.policy();
+      given.mutable_writers()->clear_members();
+      given.mutable_readers()->clear_members();
+      if (auto compiled = replication::RegistryPolicy::Compile(owner, given); !compiled.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("registry.", compiled.status().message()));
       }
-      INTERCO_RETURN_IF_ERROR(ResolveMembers(owner, *policy));
+      INTERCO_ASSIGN_OR_RETURN(policy, ResolveMembers(owner, std::move(given)));
     } else if (path == "audit_retention_days") {
       if (op.caller.siren != authority_) {
         return absl::PermissionDeniedError(absl::StrCat(
@@ -750,20 +752,17 @@ absl::Status RecordStore::ApplyUpdateRegistry(Op& op, GroupState& g) {
 }
 
 void RecordStore::StageOwnPolicyChange(GroupState& g, RegistryRuntime& rt,
-                                       const std::string& registry, Policy policy,
+                                       const std::string& registry, ResolvedPolicy policy,
                                        const replication::Principal& author) {
   PolicyChange change;
-  *change.mutable_policy() = std::move(policy);
+  *change.mutable_policy() = std::move(policy.first);
   change.set_version(hlc_.Now());
-  absl::StatusOr<replication::RegistryPolicy> compiled =
-      replication::RegistryPolicy::Compile(rt.meta.registry().owner(), change.policy());
-  INTERCO_CHECK(compiled.ok());  // checked by the caller
   Change c;
   *c.mutable_policy() = change;
   c.set_author(author.Author());
   // Staged before the new version is in force: the batch names the version it changes.
   StageOwnChange(g, rt, registry, c.SerializeAsString(), change.version());
-  StagePolicy(g, rt, registry, change, *std::move(compiled));
+  StagePolicy(g, rt, registry, change, std::move(policy.second));
 }
 
 absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
@@ -948,12 +947,16 @@ void RecordStore::Unsubscribe(uint64_t subscription) {
 // ---------------------------------------------------------------------------------------
 // Public operations.
 
+std::string RecordStore::EtagOf(const RegistryMeta& meta) {
+  return absl::StrFormat("%016x",
+                         meta.definition_hlc() != 0 ? meta.definition_hlc() : meta.create_hlc());
+}
+
 Registry RecordStore::PublicRegistry(const RegistryRuntime& rt) const {
   Registry out = rt.meta.registry();
   replication::HlcToTimestamp(rt.meta.create_hlc(), *out.mutable_create_time());
   out.set_record_count(rt.meta.record_count());
-  out.set_etag(absl::StrFormat(
-      "%016x", rt.meta.definition_hlc() != 0 ? rt.meta.definition_hlc() : rt.meta.create_hlc()));
+  out.set_etag(EtagOf(rt.meta));
   out.set_policy_version(rt.policies->current_version());
   return out;
 }

@@ -304,11 +304,16 @@ class RecordStore {
   void StagePolicy(GroupState& g, RegistryRuntime& rt, const std::string& registry,
                    const interco::replication::v1::PolicyChange& change,
                    replication::RegistryPolicy compiled);
+  // A policy and its compiled form, `members` resolved.
+  using ResolvedPolicy = std::pair<interco::v1::Policy, replication::RegistryPolicy>;
   // A policy change of this node's (the owner's): one change of its chain, in force at once.
   void StageOwnPolicyChange(GroupState& g, RegistryRuntime& rt, const std::string& registry,
-                            interco::v1::Policy policy, const replication::Principal& author);
-  // Fills the `members` of each access list from the directory registry (committed state).
-  absl::Status ResolveMembers(std::string_view owner, interco::v1::Policy& policy);
+                            ResolvedPolicy policy, const replication::Principal& author);
+  // Fills the `members` of each access list from the directory registry (committed state)
+  // and compiles the result.
+  absl::StatusOr<ResolvedPolicy> ResolveMembers(std::string_view owner, interco::v1::Policy policy);
+  // The registry's etag: the HLC of the latest change of its definition.
+  static std::string EtagOf(const interco::internal::v1::RegistryMeta& meta);
   // Stages a record's new state with its index, counter and feed changes.
   void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                    const std::string& id, const replication::RecordState& before,

@@ -460,6 +460,19 @@ class PolicyVersionsTest : public ReplicatorTrustTest {
     a_.store.SetPolicy(kStream, p);
     return LastBatch(a_);
   }
+  // A batch of C's, signed by C, of one change.
+  Batch SignedByC(const Change& c, uint64_t first_seq, std::string prev_hash, uint64_t max_hlc,
+                  uint64_t policy_version) {
+    BatchParams params;
+    params.origin = kC;
+    params.epoch = 1;
+    params.stream = kStream;
+    params.first_seq = first_seq;
+    params.prev_hash = std::move(prev_hash);
+    params.max_hlc = max_hlc;
+    params.policy_version = policy_version;
+    return *BuildBatch(params, {c.SerializeAsString()}, hasher_, &c_.signer, nullptr);
+  }
   static Batch LastBatch(Authority& n) {
     const uint64_t seq = n.store.Position(kStream)->at(OriginKey{n.origin, 1}).seq;
     return (*n.store.ReadBatches(kStream, OriginKey{n.origin, 1}, seq - 1, 1)).front();
@@ -521,16 +534,9 @@ TEST_F(PolicyVersionsTest, ARemovedWriterKeepsWhatItWroteBeforeSeeingTheRemovalA
   Change c;
   c.set_key("ecole");
   *c.mutable_delta() = v_.store.Records(kStream).at("mairie");
-  BatchParams params;
-  params.origin = kC;
-  params.epoch = 1;
-  params.stream = kStream;
-  params.first_seq = 2;
-  params.prev_hash = hasher_.Sha256(concurrent.header());
-  params.max_hlc = HybridLogicalClock::Pack(clock_.NowMillis() + 10, 0);
-  params.policy_version = v_.store.Policies(kStream)->current_version();
-  const Batch forged =
-      *BuildBatch(params, {c.SerializeAsString()}, hasher_, &c_.signer, nullptr);
+  const Batch forged = SignedByC(c, 2, hasher_.Sha256(concurrent.header()),
+                                 HybridLogicalClock::Pack(clock_.NowMillis() + 10, 0),
+                                 v_.store.Policies(kStream)->current_version());
   SendBatch(kC, forged);
   EXPECT_EQ(Held(kC), 1u);
   EXPECT_EQ(Stats(kC).unauthorized, 1u);
@@ -556,13 +562,7 @@ TEST_F(PolicyVersionsTest, APolicyChangeByAnyoneButTheOwnerIsRefusedAndNotForwar
   c.mutable_policy()->mutable_policy()->mutable_writers()->set_all_authorities(true);
   const uint64_t hlc = HybridLogicalClock::Pack(clock_.NowMillis() + 10, 0);
   c.mutable_policy()->set_version(hlc);
-  BatchParams params;
-  params.origin = kC;
-  params.epoch = 1;
-  params.stream = kStream;
-  params.max_hlc = hlc;
-  params.policy_version = c_.store.Policies(kStream)->current_version();
-  const Batch grab = *BuildBatch(params, {c.SerializeAsString()}, hasher_, &c_.signer, nullptr);
+  const Batch grab = SignedByC(c, 1, "", hlc, c_.store.Policies(kStream)->current_version());
   Connect(kC);
   Connect(kR);
   SendCertificate(kC, kC);
