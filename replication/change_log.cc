@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/check.h"
+#include "replication/base/limits.h"
+#include "replication/base/status_macros.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
 
@@ -36,34 +38,105 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   header.set_prev_hash(params.prev_hash);
   header.set_body_hash(BodyHash(batch.changes(), hasher));
   header.set_policy_version(params.policy_version);
-  if (signer != nullptr) header.set_signer(signer->KeyId());
   batch.set_header(header.SerializeAsString());
-  if (signer != nullptr) {
-    absl::StatusOr<std::string> signature =
-        signer->Sign(header.signer(), SignedMessage(batch.header()));
-    if (!signature.ok()) return signature.status();
-    batch.set_signature(*std::move(signature));
-  }
+  if (signer != nullptr) INTERCO_RETURN_IF_ERROR(SignBatch(batch, *signer));
   if (header_hash != nullptr) *header_hash = hasher.Sha256(batch.header());
   return batch;
 }
 
-std::string SignedMessage(std::string_view header) {
+absl::Status SignBatch(Batch& batch, Signer& signer) {
+  std::string key_id = signer.KeyId();
+  INTERCO_ASSIGN_OR_RETURN(std::string signature,
+                           signer.Sign(key_id, SignedMessage(key_id, batch.header())));
+  batch.set_signer(std::move(key_id));
+  batch.set_signature(std::move(signature));
+  return absl::OkStatus();
+}
+
+std::string SignedMessage(std::string_view key_id, std::string_view header) {
   static constexpr std::string_view kLabel("interco.replication.v1.Batch\0", 29);
   std::string message;
-  message.reserve(kLabel.size() + header.size());
+  message.reserve(kLabel.size() + key_id.size() + header.size());
   message.append(kLabel);
+  message.append(key_id);
   message.append(header);
   return message;
 }
 
-absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier) {
-  if (batch.raw.signature().empty() || batch.header.signer().empty()) {
-    return absl::UnauthenticatedError("batch is not signed");
+namespace {
+
+absl::Status VerifySignature(const BatchHeader& h, std::string_view header, std::string_view signer,
+                             std::string_view signature, Verifier& verifier) {
+  if (signature.empty() || signer.empty()) return absl::UnauthenticatedError("batch is not signed");
+  const int64_t at = static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc()));
+  return verifier.Verify(h.origin(), signer, at, SignedMessage(signer, header), signature);
+}
+
+// Whether `next` continues `prev` in one origin's chain. DATA_LOSS saying why not.
+absl::Status Continues(const BatchHeader& prev, std::string_view prev_hash, const BatchHeader& next) {
+  if (next.origin() != prev.origin() || next.stream() != prev.stream() ||
+      next.epoch() != prev.epoch()) {
+    return absl::DataLossError("a run mixes origins, streams or epochs");
   }
-  const int64_t at = static_cast<int64_t>(HybridLogicalClock::Millis(batch.header.max_hlc()));
-  return verifier.Verify(batch.header.origin(), batch.header.signer(), at,
-                         SignedMessage(batch.raw.header()), batch.raw.signature());
+  if (next.first_seq() != prev.first_seq() + prev.count()) {
+    return absl::DataLossError(absl::StrCat("a run skips from sequence number ",
+                                            prev.first_seq() + prev.count() - 1, " to ",
+                                            next.first_seq()));
+  }
+  if (next.prev_hash() != prev_hash) {
+    return absl::DataLossError(absl::StrCat("batch ", next.first_seq(),
+                                            " does not chain to the batch before it"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier) {
+  return VerifySignature(batch.header, batch.raw.header(), batch.raw.signer(), batch.raw.signature(),
+                         verifier);
+}
+
+absl::Status CheckRun(const std::vector<DecodedBatch>& run) {
+  if (run.empty()) return absl::DataLossError("an empty run of batches");
+  if (run.size() > limits::kRunBatchesMax) {
+    return absl::DataLossError(absl::StrCat("a run of ", run.size(), " batches (at most ",
+                                            limits::kRunBatchesMax, ")"));
+  }
+  for (size_t i = 0; i < run.size(); ++i) {
+    const bool last = i + 1 == run.size();
+    if (run[i].raw.signature().empty() == last) {
+      return absl::DataLossError(last ? "a run does not end with a signed batch"
+                                      : "a signed batch inside a run");
+    }
+    if (i > 0) {
+      INTERCO_RETURN_IF_ERROR(Continues(run[i - 1].header, run[i - 1].header_hash, run[i].header));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VerifyCovered(std::string_view header, const std::vector<std::string>& following,
+                           std::string_view signer, std::string_view signature, Hasher& hasher,
+                           Verifier& verifier) {
+  BatchHeader prev;
+  if (!prev.ParseFromArray(header.data(), static_cast<int>(header.size()))) {
+    return absl::DataLossError("batch header does not parse");
+  }
+  if (following.size() > limits::kRunBatchesMax) {
+    return absl::DataLossError("a chain proof longer than a run");
+  }
+  std::string prev_hash = hasher.Sha256(header);
+  std::string_view last = header;
+  for (const std::string& next_bytes : following) {
+    BatchHeader next;
+    if (!next.ParseFromString(next_bytes)) return absl::DataLossError("a proof header does not parse");
+    INTERCO_RETURN_IF_ERROR(Continues(prev, prev_hash, next));
+    prev = std::move(next);
+    prev_hash = hasher.Sha256(next_bytes);
+    last = next_bytes;
+  }
+  return VerifySignature(prev, last, signer, signature, verifier);
 }
 
 absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
@@ -86,8 +159,8 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   if (h.prev_hash().size() != 0 && h.prev_hash().size() != 32) {
     return absl::DataLossError("batch prev_hash is not a SHA-256 digest");
   }
-  if (h.signer().size() != 0 && h.signer().size() != 32) {
-    return absl::DataLossError("batch signer is not a certificate digest");
+  if (batch.signer().size() != (batch.signature().empty() ? 0 : 32)) {
+    return absl::DataLossError("batch signer is not the digest of a certificate");
   }
   if (BodyHash(batch.changes(), hasher) != h.body_hash()) {
     return absl::DataLossError("batch body does not match its header's body hash");

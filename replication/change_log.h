@@ -29,21 +29,43 @@ struct BatchParams {
   uint64_t policy_version = 0;
 };
 
-// Builds a batch of serialized Change messages (at least one), signed by `signer`
-// (nullptr: unsigned, which every verifying peer refuses; for benchmarks that measure
-// what signing costs). Also returns the hash of its header, which the next batch chains
-// to. The signer's error if it cannot sign.
+// Builds a batch of serialized Change messages (at least one), signed by `signer`, or
+// unsigned if `signer` is null: an unsigned batch is covered by the next signed batch of
+// its chain (see SignBatch) and is only sent together with it. Also returns the hash of
+// its header, which the next batch chains to. The signer's error if it cannot sign.
 absl::StatusOr<interco::replication::v1::Batch> BuildBatch(const BatchParams& params,
                                                            std::vector<std::string> changes,
                                                            Hasher& hasher, Signer* signer,
                                                            std::string* header_hash);
 
-// The bytes an origin signs for a batch header: a domain label, a zero byte, the header.
-std::string SignedMessage(std::string_view header);
+// Signs `batch` (header unchanged) with the signer's current key: sets its signer and
+// signature. The signer's error if it cannot sign.
+absl::Status SignBatch(interco::replication::v1::Batch& batch, Signer& signer);
+
+// The bytes an origin signs for a batch header: a domain label, a zero byte, the key ID
+// of the signing certificate, the header.
+std::string SignedMessage(std::string_view key_id, std::string_view header);
 
 // Checks a decoded batch's signature (see Verifier::Verify), at the batch's signing time
 // (the wall-clock part of its greatest HLC). UNAUTHENTICATED for an unsigned batch.
 absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
+
+// Checks the shape of a run of decoded batches as a BatchFrame carries it: at most
+// limits::kRunBatchesMax batches of one origin epoch and stream, consecutive, each
+// chained to the one before (prev_hash), all unsigned but the last, which is signed.
+// DATA_LOSS with what is wrong. The caller then verifies the last one's signature, which
+// covers them all.
+absl::Status CheckRun(const std::vector<DecodedBatch>& run);
+
+// Proves the batch whose header bytes are `header` through its chain: `following` are
+// the headers of the batches after it, up to the signed one (empty if the batch itself
+// is signed); `signer` and `signature` are that signed batch's. OK if every header
+// continues the one before (same origin, stream and epoch; next sequence numbers;
+// prev_hash = SHA-256 of the previous header) and the signature verifies (VerifyBatch).
+// DATA_LOSS for a broken chain; the verifier's error for the signature.
+absl::Status VerifyCovered(std::string_view header, const std::vector<std::string>& following,
+                           std::string_view signer, std::string_view signature, Hasher& hasher,
+                           Verifier& verifier);
 
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
 // count matching the changes, every change parses (a record change names a valid

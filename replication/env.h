@@ -44,7 +44,7 @@ class Hasher {
 class Signer {
  public:
   virtual ~Signer() = default;
-  // SHA-256 of the DER certificate whose key signs now (BatchHeader.signer).
+  // SHA-256 of the DER certificate whose key signs now (Batch.signer).
   virtual std::string KeyId() = 0;
   // The signature of `message` by the key of certificate `key_id` (the one KeyId() named
   // for the header): the current key, or the one it replaced if a rotation happened
@@ -90,6 +90,9 @@ struct DecodedBatch {
   interco::replication::v1::Batch raw;
   // SHA-256 of raw.header: the prev_hash of the origin's next batch.
   std::string header_hash;
+  // For an unsigned batch, the rest of its run, which proves it (filled in by the engine
+  // once the run's signature verified); empty for a signed one.
+  interco::replication::v1::ChainProof proof;
 };
 
 // The replicated state of a node, as the engine needs it.

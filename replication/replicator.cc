@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "replication/base/limits.h"
 #include "replication/change_log.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
@@ -11,6 +12,7 @@ namespace interco::replication {
 namespace {
 
 using interco::replication::v1::Ack;
+using interco::replication::v1::Batch;
 using interco::replication::v1::BatchFrame;
 using interco::replication::v1::BatchHeader;
 using interco::replication::v1::Hello;
@@ -154,29 +156,42 @@ void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::
 }
 
 void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
-  peer.stats.batches_received++;
+  peer.stats.batches_received += static_cast<uint64_t>(frame.batches_size());
   HandleCertificates(peer, frame.certificates());
   const std::string& stream = frame.stream();
   if (!Replicates(stream)) {
     peer.stats.rejected++;
     return;
   }
-  absl::StatusOr<DecodedBatch> decoded = DecodeBatch(frame.batch(), hasher_);
-  if (!decoded.ok() || decoded->header.stream() != stream) {
+  std::vector<DecodedBatch> run;
+  absl::Status shape = absl::OkStatus();
+  for (const Batch& b : frame.batches()) {
+    absl::StatusOr<DecodedBatch> decoded = DecodeBatch(b, hasher_);
+    if (!decoded.ok()) {
+      shape = decoded.status();
+      break;
+    }
+    if (decoded->header.stream() != stream) {
+      shape = absl::DataLossError("batch of another stream than its frame");
+      break;
+    }
+    run.push_back(*std::move(decoded));
+  }
+  if (shape.ok()) shape = CheckRun(run);
+  if (!shape.ok()) {
+    // Malformed, or not a run that its last signature covers: nothing of it is applied.
     peer.stats.rejected++;
     BatchHeader parsed;
-    const bool has_header = parsed.ParseFromString(frame.batch().header());
-    store_.OnRefused(peer_id, stream, has_header ? &parsed : nullptr,
-                     decoded.ok() ? absl::DataLossError("batch of another stream than its frame")
-                                  : decoded.status());
+    const bool has_header =
+        frame.batches_size() > 0 && parsed.ParseFromString(frame.batches(0).header());
+    store_.OnRefused(peer_id, stream, has_header ? &parsed : nullptr, shape);
     return;
   }
-  const BatchHeader& h = decoded->header;
-  const OriginKey key{h.origin(), h.epoch()};
-  const uint64_t last = h.first_seq() + h.count() - 1;
-  if (frozen_.contains(h.origin())) {
+  const BatchHeader& first = run.front().header;
+  const OriginKey key{first.origin(), first.epoch()};
+  if (frozen_.contains(first.origin())) {
     peer.stats.frozen++;
-    store_.OnRefused(peer_id, stream, &h,
+    store_.OnRefused(peer_id, stream, &first,
                      absl::FailedPreconditionError("origin frozen after a fork of its chain"));
     return;
   }
@@ -186,42 +201,67 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     return;
   }
   const OriginPos held = (*vv)[key];
-  if (h.first_seq() <= held.seq) {
-    // A range we hold (wholly or in part): a duplicate (relays and rewinds make them) or
-    // a fork.
-    bool same = false;
-    CheckHeldBatch(peer_id, peer, stream, *decoded, held.seq, &same);
-    if (!same) return;
-    peer.stats.duplicates++;
-  } else if (absl::Status s = VerifyBatch(*decoded, verifier_); !s.ok()) {
+  // The batches of the run this node holds already: the same ones (relays and rewinds
+  // resend them), or proof of a fork once the run is believed.
+  size_t fresh = 0;
+  std::optional<HeldCheck> conflict;
+  while (fresh < run.size() && run[fresh].header.first_seq() <= held.seq) {
+    HeldCheck check = CheckHeld(stream, run[fresh], held.seq);
+    if (!check.same) {
+      conflict = std::move(check);
+      break;
+    }
+    fresh++;
+  }
+  if (!conflict && fresh == run.size()) {
+    // All held: no signature to check. The sender holds them: never send them back.
+    peer.stats.duplicates += run.size();
+    NoteSenderHolds(peer, stream, run.back().header);
+    SendAck(peer_id, stream, key, held.seq, held.max_hlc);
+    return;
+  }
+  // Something new (or different): believe the run only if its one signature verifies.
+  if (absl::Status s = VerifyBatch(run.back(), verifier_); !s.ok()) {
     // Forged, altered, or signed by a certificate that does not speak for the origin:
     // nothing of it is believed, stored or forwarded.
     peer.stats.unverified++;
-    store_.OnRefused(peer_id, stream, &h, s);
+    store_.OnRefused(peer_id, stream, &run.back().header, s);
     if (absl::IsNotFound(s)) {
       // Its certificate was lost on the way: restating our position makes the sender
       // rewind, which resends certificates with the batches.
       Nack(peer_id, peer);
     }
     return;
-  } else if (absl::Status why = store_.Authorize(stream, *decoded); !why.ok()) {
-    if (absl::IsUnavailable(why)) {
-      // Written under a policy version whose owner's change has not reached us: held (if
-      // it is the origin's next batch) and applied when the owner's change is.
-      peer.stats.policy_waits++;
-      const auto slot = std::make_pair(stream, key);
-      if (h.first_seq() == held.seq + 1 &&
-          (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
-        held_.insert_or_assign(slot, Held{peer_id, *std::move(decoded)});
-      }
-      return;
+  }
+  // Each unsigned batch is proven by the batches after it, up to the signed end.
+  for (size_t i = 0; i + 1 < run.size(); ++i) {
+    for (size_t j = i + 1; j < run.size(); ++j) {
+      Batch* f = run[i].proof.add_following();
+      f->set_header(run[j].raw.header());
+      f->set_signature(run[j].raw.signature());
+      f->set_signer(run[j].raw.signer());
     }
-    // Authentic, but its origin may not write this registry: refused, not forwarded.
-    peer.stats.unauthorized++;
-    store_.OnRefused(peer_id, stream, &h, why);
+  }
+  if (conflict) {
+    Freeze(peer_id, peer, stream, std::move(conflict->mine), run[fresh]);
     return;
   }
-  // Whatever happens next, the sender holds this batch: never send it back.
+  peer.stats.duplicates += fresh;
+  bool applied = false;
+  for (size_t i = fresh; i < run.size(); ++i) {
+    const Step step = HandleVerified(peer_id, peer, stream, std::move(run[i]));
+    applied |= step == Step::kApplied;
+    if (step == Step::kRefused) break;
+  }
+  if (applied) {
+    RetryHeld(stream);
+    PumpAll();
+  }
+}
+
+void Replicator::NoteSenderHolds(Peer& peer, const std::string& stream, const BatchHeader& h) {
+  const OriginKey key{h.origin(), h.epoch()};
+  const uint64_t last = h.first_seq() + h.count() - 1;
   OriginPos& known = peer.known[stream][key];
   if (last > known.seq) {
     known.seq = last;
@@ -229,9 +269,39 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   }
   uint64_t& sent = peer.sent[stream][key];
   sent = std::max(sent, last);
+}
+
+Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const std::string& stream,
+                                            DecodedBatch batch) {
+  const BatchHeader& h = batch.header;
+  const OriginKey key{h.origin(), h.epoch()};
+  if (absl::Status why = store_.Authorize(stream, batch); !why.ok()) {
+    if (absl::IsUnavailable(why)) {
+      // Written under a policy version whose owner's change has not reached us: held (if
+      // it is the origin's next batch) and applied when the owner's change is.
+      peer.stats.policy_waits++;
+      absl::StatusOr<VersionVector> vv = store_.Position(stream);
+      const auto slot = std::make_pair(stream, key);
+      if (vv.ok() && h.first_seq() == (*vv)[key].seq + 1 &&
+          (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
+        held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
+      }
+      return Step::kWaiting;
+    }
+    // Authentic, but its origin may not write this registry: refused, not forwarded.
+    peer.stats.unauthorized++;
+    store_.OnRefused(peer_id, stream, &h, why);
+    return Step::kRefused;
+  }
+  // Whatever happens next, the sender holds this batch: never send it back.
+  NoteSenderHolds(peer, stream, h);
+  absl::StatusOr<VersionVector> vv = store_.Position(stream);
+  if (!vv.ok()) return Step::kRefused;
+  const OriginPos held = (*vv)[key];
+  const uint64_t last = h.first_seq() + h.count() - 1;
   if (last <= held.seq) {
     SendAck(peer_id, stream, key, held.seq, held.max_hlc);
-    return;
+    return Step::kWaiting;
   }
   if (h.first_seq() != held.seq + 1) {
     // Something before it was lost or is late. Keep it for when the gap fills, and
@@ -241,16 +311,13 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     auto& buffered = reorder_[{stream, key}];
     if (reorder_size_ < options_.reorder_buffer_batches_max &&
         !buffered.contains(h.first_seq())) {
-      buffered.emplace(h.first_seq(), *std::move(decoded));
+      buffered.emplace(h.first_seq(), std::move(batch));
       reorder_size_++;
     }
     Nack(peer_id, peer);
-    return;
+    return Step::kWaiting;
   }
-  if (ApplyInOrder(peer_id, peer, stream, *std::move(decoded))) {
-    RetryHeld(stream);
-    PumpAll();
-  }
+  return ApplyInOrder(peer_id, peer, stream, std::move(batch)) ? Step::kApplied : Step::kRefused;
 }
 
 void Replicator::RetryHeld(const std::string& stream) {
@@ -287,34 +354,29 @@ void Replicator::Nack(uint32_t peer_id, Peer& peer) {
   }
 }
 
-void Replicator::CheckHeldBatch(uint32_t peer_id, Peer& peer, const std::string& stream,
-                                const DecodedBatch& batch, uint64_t held_seq, bool* same) {
-  *same = false;
+Replicator::HeldCheck Replicator::CheckHeld(const std::string& stream, const DecodedBatch& batch,
+                                            uint64_t held_seq) {
+  HeldCheck out;
   const BatchHeader& h = batch.header;
   const OriginKey key{h.origin(), h.epoch()};
   // Batches travel unchanged, so the same position means the same first sequence number
   // and the same header bytes. The log is dense up to held_seq: if no batch of it starts
   // at first_seq, the origin cut its history differently.
-  std::optional<interco::replication::v1::Batch> mine;
-  absl::StatusOr<std::vector<interco::replication::v1::Batch>> read =
-      store_.ReadBatches(stream, key, h.first_seq() - 1, 1);
+  absl::StatusOr<std::vector<Batch>> read = store_.ReadBatches(stream, key, h.first_seq() - 1, 1);
   if (read.ok() && !read->empty()) {
     BatchHeader mh;
     if (mh.ParseFromString(read->front().header()) && mh.first_seq() == h.first_seq()) {
       if (read->front().header() == batch.raw.header()) {
-        *same = true;
-        return;
+        out.same = true;
+        return out;
       }
-      mine = std::move(read->front());
+      out.mine = std::move(read->front());
     }
   }
-  if (!mine) mine = BatchEndingAt(stream, key, std::min(held_seq, h.first_seq() + h.count() - 1));
-  if (absl::Status s = VerifyBatch(batch, verifier_); !s.ok()) {
-    peer.stats.unverified++;  // a relay's forgery, not the origin's doing
-    store_.OnRefused(peer_id, stream, &h, s);
-    return;
+  if (!out.mine) {
+    out.mine = BatchEndingAt(stream, key, std::min(held_seq, h.first_seq() + h.count() - 1));
   }
-  Freeze(peer_id, peer, stream, std::move(mine), batch.raw);
+  return out;
 }
 
 std::optional<interco::replication::v1::Batch> Replicator::BatchEndingAt(
@@ -335,16 +397,36 @@ std::optional<interco::replication::v1::Batch> Replicator::BatchEndingAt(
   }
 }
 
-void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
-                        std::optional<interco::replication::v1::Batch> held,
-                        const interco::replication::v1::Batch& received) {
+interco::replication::v1::ChainProof Replicator::ProofInLog(const std::string& stream,
+                                                             const Batch& batch) {
+  interco::replication::v1::ChainProof proof;
   BatchHeader h;
-  h.ParseFromString(received.header());
+  if (!batch.signature().empty() || !h.ParseFromString(batch.header())) return proof;
+  absl::StatusOr<std::vector<Batch>> read =
+      store_.ReadBatches(stream, OriginKey{h.origin(), h.epoch()}, h.first_seq() + h.count() - 1,
+                         limits::kRunBatchesMax);
+  if (!read.ok()) return proof;
+  for (Batch& b : *read) {
+    b.clear_changes();
+    const bool end = !b.signature().empty();
+    *proof.add_following() = std::move(b);
+    if (end) return proof;
+  }
+  return interco::replication::v1::ChainProof();  // its signed end is not held here
+}
+
+void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
+                        std::optional<Batch> held, const DecodedBatch& received) {
+  const BatchHeader& h = received.header;
   interco::replication::v1::ForkEvidence evidence;
   evidence.set_origin(h.origin());
   evidence.set_stream(stream);
-  if (held) *evidence.mutable_held() = *std::move(held);
-  *evidence.mutable_received() = received;
+  if (held) {
+    *evidence.mutable_held_proof() = ProofInLog(stream, *held);
+    *evidence.mutable_held() = *std::move(held);
+  }
+  *evidence.mutable_received() = received.raw;
+  *evidence.mutable_received_proof() = received.proof;
   evidence.set_received_from(peer_id);
   evidence.set_detected_ms(clock_.NowMillis());
   peer.stats.forks++;
@@ -386,7 +468,7 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     if (h.prev_hash() != held.last_hash) {
       // Signed by the origin, yet it continues another history than the one we hold:
       // the origin forked its chain.
-      Freeze(peer_id, peer, stream, BatchEndingAt(stream, key, held.seq), batch.raw);
+      Freeze(peer_id, peer, stream, BatchEndingAt(stream, key, held.seq), batch);
       break;
     }
     const int64_t ahead_ms =
@@ -474,26 +556,40 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
                          peer.sessions.contains(key.origin);
       while (pos.seq > sent && in_flight < options_.in_flight_changes_max) {
         if (defer && RecentlyApplied(stream, key, sent + 1)) break;
-        absl::StatusOr<std::vector<interco::replication::v1::Batch>> batches =
-            store_.ReadBatches(stream, key, sent, options_.read_batches_max);
+        // Whole runs only: an unsigned batch goes with the signed one that ends its run.
+        absl::StatusOr<std::vector<Batch>> batches = store_.ReadBatches(
+            stream, key, sent, std::max(options_.read_batches_max, 2 * limits::kRunBatchesMax));
         if (!batches.ok() || batches->empty()) break;  // the log cannot serve: repair
         bool progressed = false;
-        for (auto& batch : *batches) {
+        PeerMessage m;
+        uint64_t run_changes = 0;
+        for (Batch& batch : *batches) {
           BatchHeader h;
-          if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + 1) break;
+          if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + run_changes + 1) break;
           if (!reads_now && !store_.MayReadBatch(stream, peer_id, h.policy_version())) break;
-          PeerMessage m;
-          m.mutable_batch()->set_stream(stream);
-          *m.mutable_batch()->mutable_batch() = std::move(batch);
-          AttachCertificate(peer, h.signer(), *m.mutable_batch());
+          BatchFrame& frame = *m.mutable_batch();
+          frame.set_stream(stream);
+          const bool end = !batch.signature().empty();
+          const std::string signer = batch.signer();
+          *frame.add_batches() = std::move(batch);
+          run_changes += h.count();
+          if (!end) {
+            // The rest of its run follows; the signed end may not be written yet (an
+            // origin signs its tail once idle): then the run waits for it.
+            if (static_cast<size_t>(frame.batches_size()) >= limits::kRunBatchesMax) break;
+            continue;
+          }
+          AttachCertificate(peer, signer, frame);
           if (!transport_.Send(peer_id, m)) {
             // Queue full or session gone: later (and the certificate with it).
-            if (m.batch().certificates().der_size() > 0) peer.certs_sent.erase(h.signer());
+            if (frame.certificates().der_size() > 0) peer.certs_sent.erase(signer);
             return;
           }
-          peer.stats.batches_sent++;
-          sent += h.count();
-          in_flight += h.count();
+          peer.stats.batches_sent += static_cast<uint64_t>(frame.batches_size());
+          sent += run_changes;
+          in_flight += run_changes;
+          run_changes = 0;
+          m.Clear();
           progressed = true;
           if (in_flight >= options_.in_flight_changes_max) break;
         }

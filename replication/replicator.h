@@ -134,23 +134,38 @@ class Replicator {
                uint64_t max_hlc);
   void HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
   void HandleAck(Peer& peer, const interco::replication::v1::Ack& ack);
+  // A frame: one run of an origin's batches, believed once its last (signed) batch
+  // verifies, then taken batch by batch.
   void HandleBatch(uint32_t peer_id, Peer& peer,
                    const interco::replication::v1::BatchFrame& frame);
+  // What became of one verified batch.
+  enum class Step { kApplied, kWaiting, kRefused };
+  Step HandleVerified(uint32_t peer_id, Peer& peer, const std::string& stream, DecodedBatch batch);
+  // The peer holds the batch with header `h`: it is not sent back.
+  void NoteSenderHolds(Peer& peer, const std::string& stream,
+                       const interco::replication::v1::BatchHeader& h);
   // Restates our position to the peer (at most once per status interval), so that it
   // rewinds to what we hold.
   void Nack(uint32_t peer_id, Peer& peer);
   void HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs);
-  // Whether a received batch whose range this node already holds is the same batch.
-  // If it is not and its signature verifies, the origin forked: records the proof and
-  // freezes the origin.
-  void CheckHeldBatch(uint32_t peer_id, Peer& peer, const std::string& stream,
-                      const DecodedBatch& batch, uint64_t held_seq, bool* same);
+  // Whether a received batch whose range this node already holds is the same batch; if
+  // not, the batch of ours it conflicts with (if the log still has it).
+  struct HeldCheck {
+    bool same = false;
+    std::optional<interco::replication::v1::Batch> mine;
+  };
+  HeldCheck CheckHeld(const std::string& stream, const DecodedBatch& batch, uint64_t held_seq);
   // The batch of the log ending at `seq`, if the log holds it.
   std::optional<interco::replication::v1::Batch> BatchEndingAt(const std::string& stream,
                                                                OriginKey key, uint64_t seq);
+  // The proof of an unsigned batch of the log: the batches after it up to the signed
+  // one, changes omitted (empty for a signed batch, or if the log lacks its end).
+  interco::replication::v1::ChainProof ProofInLog(const std::string& stream,
+                                                  const interco::replication::v1::Batch& batch);
+  // The origin of `received` (authentic) forked its chain: records the proof and freezes
+  // the origin.
   void Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
-              std::optional<interco::replication::v1::Batch> held,
-              const interco::replication::v1::Batch& received);
+              std::optional<interco::replication::v1::Batch> held, const DecodedBatch& received);
   // Attaches the certificate of `key_id` to `frame` unless this session already carried it.
   void AttachCertificate(Peer& peer, const std::string& key_id,
                          interco::replication::v1::BatchFrame& frame);

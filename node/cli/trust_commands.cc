@@ -50,7 +50,12 @@ absl::Status RunProvenance(Session& session, const Args& args, const CommandOpti
       interco::replication::v1::BatchHeader h;
       h.ParseFromString(provenance.batches(v.batch()).header());
       batch = absl::StrCat(h.epoch(), ":", h.first_seq());
-      signer = absl::BytesToHexString(h.signer()).substr(0, 16);
+      const auto& pb = provenance.batches(v.batch());
+      signer = absl::BytesToHexString(pb.signature().empty() ? pb.following_signer() : pb.signer())
+                   .substr(0, 16);
+      if (pb.signature().empty()) {
+        absl::StrAppend(&signer, " (+", pb.following_headers_size(), ")");
+      }
     }
     table.AddRow({v.field(), value, v.authority(), v.author(),
                   google::protobuf::util::TimeUtil::ToString(v.write_time()), batch, signer});

@@ -346,13 +346,15 @@ void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage m
     for (const std::string& der : message.batch().certificates().der()) {
       (void)certificates_.AddCertificate(der);  // the engine adds it again and counts refusals
     }
-    const auto& batch = message.batch().batch();
+    // One signature per run: the frame's last batch.
+    const auto& batches = message.batch().batches();
     interco::replication::v1::BatchHeader h;
-    if (h.ParseFromString(batch.header())) {
+    if (!batches.empty() && h.ParseFromString(batches.rbegin()->header())) {
+      const auto& end = *batches.rbegin();
       certificates_.VerifyAhead(
-          h.origin(), h.signer(),
+          h.origin(), end.signer(),
           static_cast<int64_t>(replication::HybridLogicalClock::Millis(h.max_hlc())),
-          replication::SignedMessage(batch.header()), batch.signature());
+          replication::SignedMessage(end.signer(), end.header()), end.signature());
     }
   }
   Post([this, peer = session->peer(), id = session->id(), m = std::move(message)] {

@@ -80,6 +80,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       for (const AuditEvent& given : op.audit_events) StageAudit(g, given);
       return;
     case Op::Type::kNewEpoch:
+    case Op::Type::kSignTails:
       return;
     case Op::Type::kCreateRegistry:
       e.set_action(AuditEvent::CREATE_REGISTRY);

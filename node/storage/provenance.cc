@@ -12,7 +12,9 @@
 #include "node/crypto/sha256.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store.h"
+#include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
+#include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
 
@@ -88,6 +90,52 @@ absl::StatusOr<std::optional<Batch>> RecordStore::BatchHolding(std::string_view 
   return found;
 }
 
+absl::StatusOr<std::vector<Batch>> RecordStore::FollowingUpToSigned(std::string_view registry,
+                                                                    replication::OriginKey key,
+                                                                    Batch& batch) {
+  BatchHeader h;
+  if (!h.ParseFromString(batch.header())) return absl::DataLossError("log batch header does not parse");
+  const std::string prefix =
+      keys::Log(registry, key.origin, key.epoch, 0).substr(0, registry.size() + 1 + 8);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::vector<Batch> out;
+    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+    // The batch itself first: it may have been signed since it was read (a tail).
+    it->Seek(Slice(keys::Log(registry, key.origin, key.epoch, h.first_seq())));
+    for (; it->Valid() && it->key().starts_with(Slice(prefix)) &&
+           out.size() <= limits::kRunBatchesMax;
+         it->Next()) {
+      Batch b;
+      if (!b.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return absl::DataLossError(absl::StrCat("log batch of ", ToAbsl(registry), " does not parse"));
+      }
+      const bool end = !b.signature().empty();
+      if (out.empty() && b.header() == batch.header()) {
+        if (end) {
+          batch = std::move(b);
+          return out;  // signed itself
+        }
+        out.push_back(Batch());  // placeholder for the batch itself
+        continue;
+      }
+      b.clear_changes();
+      out.push_back(std::move(b));
+      if (end) {
+        out.erase(out.begin());
+        return out;
+      }
+    }
+    INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
+    if (key.origin != origin_ || attempt > 0) break;
+    // Our own fresh tail, not signed yet: sign it now.
+    auto op = std::make_unique<Op>();
+    op->type = Op::Type::kSignTails;
+    INTERCO_RETURN_IF_ERROR(EnqueueAndWait(std::move(op)));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("the signature covering a batch of ", ToAbsl(registry), " has not arrived yet"));
+}
+
 absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::string_view registry,
                                                                       std::string_view id) {
   INTERCO_ASSIGN_OR_RETURN(RecordState state, LiveState(registry, id));
@@ -151,14 +199,25 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
           out.batches(it->second).change_index() != static_cast<uint32_t>(change_index)) {
         interco::v1::ProvenanceBatch* pb = out.add_batches();
         pb->set_header(batch->header());
+        std::vector<Batch> following;
+        if (batch->signature().empty()) {
+          INTERCO_ASSIGN_OR_RETURN(following, FollowingUpToSigned(registry, key, *batch));
+        }
         pb->set_signature(batch->signature());
+        pb->set_signer(batch->signer());
+        for (const Batch& f : following) pb->add_following_headers(f.header());
+        if (!following.empty()) {
+          pb->set_following_signature(following.back().signature());
+          pb->set_following_signer(following.back().signer());
+        }
         for (const std::string& c : batch->changes()) pb->add_change_digests(Sha256(c));
         pb->set_change(batch->changes(change_index));
         pb->set_change_index(static_cast<uint32_t>(change_index));
         it = batch_index.insert_or_assign(where, out.batches_size() - 1).first;
       }
       p->set_batch(it->second);
-      if (!h.signer().empty()) signers.insert(h.signer());
+      const interco::v1::ProvenanceBatch& proven = out.batches(it->second);
+      signers.insert(proven.signature().empty() ? proven.following_signer() : proven.signer());
       break;
     }
   }

@@ -206,6 +206,32 @@ absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStore
   return store;
 }
 
+absl::Status RecordStore::LoadUnsignedTail(const std::string& registry, const RegistryRuntime& rt) {
+  const auto pos = rt.position.find(replication::OriginKey{origin_, epoch_});
+  if (pos == rt.position.end() || pos->second.seq == 0) return absl::OkStatus();
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+  it->SeekForPrev(ToSlice(keys::Log(registry, origin_, epoch_, pos->second.seq)));
+  if (!it->Valid()) return FromRocksStatus(it->status(), "reading the change log");
+  Batch tail;
+  BatchHeader h;
+  if (!tail.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+      !h.ParseFromString(tail.header())) {
+    return absl::DataLossError(absl::StrCat("the last batch of ", registry, " does not parse"));
+  }
+  if (!tail.signature().empty() || h.origin() != origin_ || h.epoch() != epoch_) {
+    return absl::OkStatus();
+  }
+  // Left unsigned by a crash: its run is closed (signed) at the next seal or idle moment.
+  UnsignedRun run;
+  run.tail = std::move(tail);
+  run.epoch = epoch_;
+  run.first_seq = h.first_seq();
+  run.batches = limits::kRunBatchesMax;
+  run.policy_version = h.policy_version();
+  unsigned_runs_[registry] = std::move(run);
+  return absl::OkStatus();
+}
+
 absl::Status RecordStore::Load() {
   NodeMeta meta;
   INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kMeta, keys::kNodeMeta));
@@ -288,6 +314,7 @@ absl::Status RecordStore::Load() {
       INTERCO_RETURN_IF_ERROR(ParseStored(*stream, state, "stream state"));
       rt.position = FromStreamState(state);
     }
+    INTERCO_RETURN_IF_ERROR(LoadUnsignedTail(std::string(ToView(it->key())), rt));
     loaded.emplace(std::string(ToView(it->key())), std::move(rt));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "loading registries"));
@@ -309,25 +336,80 @@ void RecordStore::Enqueue(std::unique_ptr<Op> op) {
 void RecordStore::CommitLoop() {
   std::vector<std::unique_ptr<Op>> group;
   while (true) {
+    bool idle = false;
+    bool stop = false;
     {
       absl::MutexLock l(&mu_);
-      mu_.Await(absl::Condition(
+      const absl::Condition ready(
           +[](RecordStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
             return s->stopping_ || !s->queue_.empty();
           },
-          this));
-      if (queue_.empty()) return;  // stopping, and drained
-      // Everything that queued up while the previous group committed, bounded.
-      while (!queue_.empty() && group.size() < limits::kCommitGroupMutationsMax) {
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+          this);
+      if (signer_ != nullptr && !unsigned_runs_.empty()) {
+        // A run of own batches waits for its signature: sign its tail once nothing more
+        // comes for a moment.
+        idle = !mu_.AwaitWithTimeout(ready, absl::Milliseconds(limits::kSignIdleMillis));
+      } else {
+        mu_.Await(ready);
       }
+      if (!idle) {
+        if (queue_.empty()) {
+          stop = true;  // stopping, and drained
+        } else {
+          // Everything that queued up while the previous group committed, bounded.
+          while (!queue_.empty() && group.size() < limits::kCommitGroupMutationsMax) {
+            group.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+          }
+        }
+      }
+    }
+    if (idle || stop) {
+      if (signer_ != nullptr) SignIdleTails();
+      if (stop) return;
+      continue;
     }
     ApplyGroup(group);
     absl::MutexLock l(&done_mu_);
     done_queue_.push_back(std::move(group));
     group.clear();
   }
+}
+
+void RecordStore::SignIdleTails() {
+  if (unsigned_runs_.empty()) return;
+  GroupState g;
+  if (!StageTailSignatures(g).ok()) return;  // retried at the next idle moment
+  if (!db_->Write(g.batch, /*sync=*/false).ok()) return;
+  for (auto& [registry, run] : g.runs) unsigned_runs_.erase(registry);
+  if (local_commit_listener_) local_commit_listener_();
+}
+
+std::optional<RecordStore::UnsignedRun> RecordStore::RunOf(const GroupState& g,
+                                                           const std::string& registry) const {
+  if (auto it = g.runs.find(registry); it != g.runs.end()) return it->second;
+  if (auto it = unsigned_runs_.find(registry); it != unsigned_runs_.end()) return it->second;
+  return std::nullopt;
+}
+
+absl::Status RecordStore::StageTailSignatures(GroupState& g, const std::string* registry) {
+  std::vector<std::string> registries;
+  if (registry != nullptr) {
+    registries.push_back(*registry);
+  } else {
+    for (const auto& [r, run] : unsigned_runs_) registries.push_back(r);
+    for (const auto& [r, run] : g.runs) registries.push_back(r);
+  }
+  for (const std::string& r : registries) {
+    std::optional<UnsignedRun> run = RunOf(g, r);
+    if (!run) continue;
+    if (signer_ == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
+    INTERCO_RETURN_IF_ERROR(replication::SignBatch(run->tail, *signer_));
+    g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(r, origin_, run->epoch, run->first_seq)),
+                run->tail.SerializeAsString());
+    g.runs[r] = std::nullopt;
+  }
+  return absl::OkStatus();
 }
 
 void RecordStore::CompleteLoop() {
@@ -433,8 +515,14 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kWrite: op->status = ApplyWrite(*op, g); break;
       case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
       case Op::Type::kAudit: break;
+      case Op::Type::kSignTails: op->status = StageTailSignatures(g); break;
       case Op::Type::kNewEpoch:
-        // The HLC moves to now as well: the copy's high water may be far behind.
+        // The old epoch's chains end signed; the HLC moves to now as well: the copy's
+        // high water may be far behind.
+        if (absl::Status s = StageTailSignatures(g); !s.ok()) {
+          op->status = s;
+          break;
+        }
         epoch_++;
         hlc_.AdvanceTo(hlc_.Now());
         g.new_epoch = true;
@@ -474,7 +562,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   }
   // Every op failed or was a no-op: only audit events (if any) to write, without waiting
   // for the disk (no write is acknowledged by them).
-  if (touched.empty() && g.audit.empty() && !g.new_epoch) return;
+  if (touched.empty() && g.audit.empty() && !g.new_epoch && g.runs.empty()) return;
 
   NodeMeta node_meta;
   node_meta.set_authority(authority_);
@@ -501,12 +589,21 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&mu_);
     committed_epoch_ = epoch_;
   }
+  bool signed_tail = false;
+  for (auto& [registry, run] : g.runs) {
+    if (run) {
+      unsigned_runs_[registry] = *std::move(run);
+    } else {
+      unsigned_runs_.erase(registry);
+      signed_tail = true;
+    }
+  }
   if (!g.audit.empty()) {
     absl::MutexLock l(&audit_mu_);
     for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
   }
   Notify(touched);
-  if (!g.changes.empty() && local_commit_listener_) local_commit_listener_();
+  if ((!g.changes.empty() || signed_tail) && local_commit_listener_) local_commit_listener_();
 }
 
 absl::StatusOr<RecordStore::RegistryRuntime*> RecordStore::Staged(GroupState& g,
@@ -543,12 +640,44 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
   params.max_hlc = g.max_hlc[registry];
   params.policy_version = g.policy_version[registry];
   const size_t count = changes.size();
-  std::string header_hash;
-  absl::StatusOr<Batch> built =
-      replication::BuildBatch(params, std::exchange(changes, {}), hasher_, signer_, &header_hash);
   g.max_hlc.erase(registry);
   g.policy_version.erase(registry);
+  // A run holds batches of one policy version (a peer may read one version and not the
+  // next, and a run is sent whole): a new version first closes the run before it.
+  std::optional<UnsignedRun> run = RunOf(g, registry);
+  if (run && (run->policy_version != params.policy_version || run->epoch != epoch_)) {
+    INTERCO_RETURN_IF_ERROR(StageTailSignatures(g, &registry));
+    run.reset();
+  }
+  std::string header_hash;
+  absl::StatusOr<Batch> built = replication::BuildBatch(params, std::exchange(changes, {}), hasher_,
+                                                        /*signer=*/nullptr, &header_hash);
   if (!built.ok()) return built.status();
+  if (signer_ != nullptr) {
+    // One signature per run: under load, batches stay unsigned until the run is long,
+    // large or old enough; the next signed batch (or the idle tail, signed by the
+    // committer) covers them.
+    const int64_t now = clock_.MonotonicMillis();
+    UnsignedRun next = run ? *std::move(run) : UnsignedRun{};
+    if (next.batches == 0) {
+      next.since_ms = now;
+      next.policy_version = params.policy_version;
+      next.epoch = epoch_;
+    }
+    next.batches++;
+    next.changes += count;
+    next.bytes += built->ByteSizeLong();
+    if (next.batches < limits::kRunBatchesMax && next.changes < limits::kRunChangesUnsignedMax &&
+        next.bytes < limits::kRunBytesUnsignedMax &&
+        now - next.since_ms < limits::kSignIntervalMillis && now >= next.since_ms) {
+      next.tail = *built;
+      next.first_seq = params.first_seq;
+      g.runs[registry] = std::move(next);
+    } else {
+      INTERCO_RETURN_IF_ERROR(replication::SignBatch(*built, *signer_));
+      g.runs[registry] = std::nullopt;
+    }
+  }
   g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
               built->SerializeAsString());
   pos.seq += count;
@@ -1367,7 +1496,15 @@ void RecordStore::SetLocalCommitListener(std::function<void()> listener) {
   local_commit_listener_ = std::move(listener);
 }
 
-void RecordStore::SetSigner(replication::Signer* signer) { signer_ = signer; }
+void RecordStore::SetSigner(replication::Signer* signer) {
+  signer_ = signer;
+  if (signer == nullptr) return;
+  // Tails left unsigned by a crash (or an earlier run without a key) are signed now.
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kSignTails;
+  op->done = [](Op&) {};
+  Enqueue(std::move(op));
+}
 
 absl::StatusOr<uint32_t> RecordStore::StartNewEpoch() {
   // Through the commit queue, so that it is ordered with writes (the committer owns epoch_).

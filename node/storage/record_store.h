@@ -280,6 +280,8 @@ class RecordStore {
   RecordStore(const RecordStoreOptions& options, std::unique_ptr<RocksDbStore> db);
 
   absl::Status Load();
+  // Notes the unsigned tail of this node's chain of `registry`, if a crash left one.
+  absl::Status LoadUnsignedTail(const std::string& registry, const RegistryRuntime& rt);
   // Queues `op` for the committer thread, which calls op->done when it is committed or
   // failed.
   void Enqueue(std::unique_ptr<Op> op);
@@ -298,8 +300,31 @@ class RecordStore {
   // Adds a change of this node's own to the group's next batch of `registry`.
   void StageOwnChange(GroupState& g, const RegistryRuntime& rt, const std::string& registry,
                       std::string change, uint64_t hlc);
-  // Seals the group's own changes of `registry` into one signed batch of the log.
+  // Seals the group's own changes of `registry` into one batch of the log: signed, or
+  // left unsigned at the end of a run that a later signature covers (docs/TRUST.md, "One
+  // signature per run").
   absl::Status StageOwnBatch(GroupState& g, const std::string& registry);
+  // This node's own batches at the end of a stream's log that no signature covers yet:
+  // the run the next batch may extend. Committer thread only.
+  struct UnsignedRun {
+    // The last batch of the run (unsigned) and where the log holds it.
+    interco::replication::v1::Batch tail;
+    uint32_t epoch = 0;
+    uint64_t first_seq = 0;
+    size_t batches = 0;
+    uint64_t changes = 0;
+    size_t bytes = 0;
+    // Steady clock when the run began.
+    int64_t since_ms = 0;
+    // The policy version of its batches: a new version starts a new run.
+    uint64_t policy_version = 0;
+  };
+  // The run `registry`'s next own batch would extend, as staged in the group.
+  std::optional<UnsignedRun> RunOf(const GroupState& g, const std::string& registry) const;
+  // Stages the signature of the unsigned tail of `registry` (every registry if null).
+  absl::Status StageTailSignatures(GroupState& g, const std::string* registry = nullptr);
+  // Signs every unsigned tail now (the commit queue was idle): one unsynced write.
+  void SignIdleTails();
   // Makes a policy version known (and in force if it is the newest), staged in the group.
   void StagePolicy(GroupState& g, RegistryRuntime& rt, const std::string& registry,
                    const interco::replication::v1::PolicyChange& change,
@@ -337,6 +362,12 @@ class RecordStore {
   std::shared_ptr<const replication::PolicyHistory> PolicyOf(std::string_view registry);
   // The batch of one origin epoch (whose log ends at last_seq) holding the change
   // stamped `hlc`: the first whose greatest HLC reaches it. nullopt if none does.
+  // The proof of an unsigned batch of the log: the batches after it in its origin's chain
+  // up to the first signed one, changes omitted. Signs our own tail if it is not yet;
+  // empty if `batch` is signed by now (then `batch` is replaced by its signed copy).
+  // UNAVAILABLE if the log does not hold that signed batch yet.
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> FollowingUpToSigned(
+      std::string_view registry, replication::OriginKey key, interco::replication::v1::Batch& batch);
   absl::StatusOr<std::optional<interco::replication::v1::Batch>> BatchHolding(
       std::string_view registry, replication::OriginKey key, uint64_t last_seq, uint64_t hlc);
   // Audit: the event of an op's outcome, staged into the group.
@@ -359,6 +390,8 @@ class RecordStore {
   Sha256Hasher hasher_;
   std::function<void()> local_commit_listener_;
   replication::Signer* signer_ = nullptr;
+  // Committer thread only (and Load, before it starts).
+  std::map<std::string, UnsignedRun> unsigned_runs_;
   replication::Clock& clock_;
   const int32_t node_audit_retention_days_;
   absl::Mutex audit_mu_;

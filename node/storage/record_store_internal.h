@@ -17,7 +17,16 @@
 namespace interco::node {
 
 struct RecordStore::Op {
-  enum class Type { kCreateRegistry, kUpdateRegistry, kWrite, kApplyRemote, kAudit, kNewEpoch };
+  enum class Type {
+    kCreateRegistry,
+    kUpdateRegistry,
+    kWrite,
+    kApplyRemote,
+    kAudit,
+    kNewEpoch,
+    // Signs this node's unsigned batches at the end of its streams.
+    kSignTails,
+  };
   Type type = Type::kWrite;
   std::string registry;
   std::string key;
@@ -59,6 +68,9 @@ struct RecordStore::GroupState {
   std::map<std::string, AuditChain> audit;
   // The group starts a new origin epoch (NodeMeta must be written).
   bool new_epoch = false;
+  // Unsigned runs of own batches as the group leaves them, per registry (nullopt: its
+  // tail is now signed); unsigned_runs_ takes them once the group is durable.
+  std::map<std::string, std::optional<UnsignedRun>> runs;
 };
 
 }  // namespace interco::node

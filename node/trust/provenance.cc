@@ -77,9 +77,18 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
     if (Sha256(b.change()) != b.change_digests(static_cast<int>(b.change_index()))) {
       return Invalid(absl::StrCat(where, ": the change shown is not the one at its index"));
     }
-    const int64_t at = static_cast<int64_t>(replication::HybridLogicalClock::Millis(h.max_hlc()));
-    if (absl::Status s = (*certs)->Verify(h.origin(), h.signer(), at,
-                                          replication::SignedMessage(b.header()), b.signature());
+    // Signed itself, or covered by the signed batch its chain leads to.
+    const bool own = !b.signature().empty();
+    if (own != b.following_headers().empty() || own != b.following_signature().empty()) {
+      return Invalid(absl::StrCat(where, own ? ": a signed batch with a chain proof"
+                                             : ": an unsigned batch without its chain proof"));
+    }
+    Sha256Hasher hasher;
+    const std::vector<std::string> following(b.following_headers().begin(),
+                                             b.following_headers().end());
+    if (absl::Status s = replication::VerifyCovered(
+            b.header(), following, own ? b.signer() : b.following_signer(),
+            own ? b.signature() : b.following_signature(), hasher, **certs);
         !s.ok()) {
       return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
     }

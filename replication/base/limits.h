@@ -60,6 +60,15 @@ inline constexpr int64_t kPeerBackoffMinMillis = 100;
 inline constexpr int64_t kPeerBackoffMaxMillis = 5000;
 
 // Trust and audit.
+// One signature per run of batches (docs/TRUST.md, "One signature per run"): an origin
+// leaves a batch unsigned while its unsigned run stays under these bounds and younger
+// than kSignIntervalMillis, and signs the tail once its commit queue has been idle for
+// kSignIdleMillis. A frame carries one run; receivers refuse longer ones.
+inline constexpr size_t kRunBatchesMax = 32;
+inline constexpr uint64_t kRunChangesUnsignedMax = 1024;
+inline constexpr size_t kRunBytesUnsignedMax = 4 << 20;
+inline constexpr int64_t kSignIntervalMillis = 2;
+inline constexpr int64_t kSignIdleMillis = 1;
 // Signatures verified ahead of the engine (on session reader threads) and remembered.
 inline constexpr size_t kVerifiedAheadMax = 8192;
 // Audit events of refused batches per peer and second (burst: twice as many); the rest

@@ -403,9 +403,9 @@ TEST(RotationTest, NodeCertificateRotatedDuringSyncLosesNothing) {
     EXPECT_TRUE(reader->GetRecordProvenance(&ctx, req, &p).ok());
     auto verified = node::VerifyProvenance(p, pki + "/ca.crt");
     EXPECT_TRUE(verified.ok()) << id << ": " << verified.status();
-    replication::v1::BatchHeader h;
-    if (p.batches_size() > 0) h.ParseFromString(p.batches(0).header());
-    return h.signer();
+    if (p.batches_size() == 0) return std::string();
+    const v1::ProvenanceBatch& b = p.batches(0);
+    return b.signature().empty() ? b.following_signer() : b.signer();
   };
   const std::string before = signer_of("r1000");
   const std::string after = signer_of(absl::StrCat("r", 1000 + kWrites - 1));

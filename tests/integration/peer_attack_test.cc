@@ -156,10 +156,12 @@ class PeerAttackTest : public ::testing::Test {
     return s;
   }
   // Sends a batch frame, carrying the certificates queued by SendCertificate.
-  static bool SendBatch(Session& s, const Batch& b) {
+  static bool SendBatch(Session& s, const Batch& b) { return SendRun(s, {b}); }
+  // Sends a frame holding a run of batches.
+  static bool SendRun(Session& s, const std::vector<Batch>& run) {
     PeerMessage m;
     m.mutable_batch()->set_stream(kStream);
-    *m.mutable_batch()->mutable_batch() = b;
+    for (const Batch& b : run) *m.mutable_batch()->add_batches() = b;
     for (const std::string& der : s.pending_certificates) {
       m.mutable_batch()->mutable_certificates()->add_der(der);
     }
@@ -200,9 +202,17 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   Batch bad_sig = MakeBatch(kLyon, 1, "", "bad-signature", signer_.get(), nullptr);
   bad_sig.mutable_signature()->front() ^= 1;
   ASSERT_TRUE(SendBatch(s, bad_sig));
-  // 3. An unsigned batch.
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().unverified() >= 2; }))
+      << LyonStatus().ShortDebugString();
+  // 3. An unsigned batch without the signed batch that would end its run; then a run
+  //    whose unsigned batch was altered after its origin chained it.
   ASSERT_TRUE(SendBatch(s, MakeBatch(kLyon, 1, "", "unsigned", nullptr, nullptr)));
-  ASSERT_TRUE(WaitFor([&] { return LyonStatus().unverified() >= 3; }))
+  std::string first_hash;
+  Batch run_first = MakeBatch(kLyon, 1, "", "run-first", nullptr, &first_hash);
+  const Batch run_end = MakeBatch(kLyon, 2, first_hash, "run-end", signer_.get(), nullptr);
+  run_first.mutable_changes(0)->back() ^= 1;
+  ASSERT_TRUE(SendRun(s, {run_first, run_end}));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 2; }))
       << LyonStatus().ShortDebugString();
 
   // 4. A batch genuinely signed by Bourg, a partner of the federation, relayed by Lyon:
@@ -219,7 +229,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   c.mutable_delta()->mutable_fields(0)->mutable_value()->set_string_value("altered");
   altered.set_changes(0, c.SerializeAsString());
   ASSERT_TRUE(SendBatch(s, altered));
-  ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 1; }));
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 3; }));
 
   // 6. The genuine batch is applied; sent again (a replay), it is only a duplicate.
   std::string hash;
@@ -231,7 +241,8 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   const v1::PeerStatus st = LyonStatus();
   EXPECT_EQ(st.batches_applied(), 1u) << st.ShortDebugString();
   EXPECT_EQ(st.forks(), 0u);
-  for (const char* id : {"forged", "bad-signature", "unsigned", "bourg-write", "altered"}) {
+  for (const char* id :
+       {"forged", "bad-signature", "unsigned", "run-first", "run-end", "bourg-write", "altered"}) {
     EXPECT_FALSE(HasRecord(id)) << id << " was stored";
   }
   grpc::ClientContext get_ctx;
@@ -244,7 +255,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   // 7. An oversized message: the transport refuses it and ends that session only.
   PeerMessage huge;
   huge.mutable_batch()->set_stream(kStream);
-  huge.mutable_batch()->mutable_batch()->set_header(std::string(40 << 20, 'x'));
+  huge.mutable_batch()->add_batches()->set_header(std::string(40 << 20, 'x'));
   s.stream->Write(huge);
   PeerMessage ignored;
   while (s.stream->Read(&ignored)) {
@@ -281,11 +292,11 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
     }
   }
   EXPECT_EQ(applied, 2);
-  EXPECT_GE(refused, 5) << reasons;
+  EXPECT_GE(refused, 6) << reasons;
   EXPECT_NE(reasons.find(absl::StrCat("origin ", kBourg, " is not a writer")), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("signed by a certificate of"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("signature does not verify"), std::string::npos) << reasons;
-  EXPECT_NE(reasons.find("not signed"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("does not end with a signed batch"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("body hash"), std::string::npos) << reasons;
 }
 

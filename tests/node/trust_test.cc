@@ -19,6 +19,7 @@
 #include "node/trust/batch_signer.h"
 #include "node/trust/certificate_store.h"
 #include "node/trust/provenance.h"
+#include "replication/base/limits.h"
 #include "replication/change_log.h"
 #include "replication/ids.h"
 #include "tests/testing/test_env.h"
@@ -63,8 +64,8 @@ TEST(TrustTest, SignsWithTheNodeKeyAndVerifiesAgainstItsCertificate) {
   EXPECT_EQ((*signer)->KeyId(), Sha256(LeafDer(dir)));
   EXPECT_EQ(certs->size(), 1u) << "the signer's own certificate is known";
 
-  const std::string message = replication::SignedMessage("header bytes");
   const std::string key_id = (*signer)->KeyId();
+  const std::string message = replication::SignedMessage(key_id, "header bytes");
   auto signature = (*signer)->Sign(key_id, message);
   ASSERT_TRUE(signature.ok());
   EXPECT_EQ(signature->size(), 64u);
@@ -178,7 +179,38 @@ TEST_F(TrustStoreTest, CertificatesPersistInTheStore) {
   EXPECT_EQ(certs->Certificate(Sha256(der)), der);
 }
 
-TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
+// Every batch of Lyon's chain of "equipements" once its tail is signed (the committer
+// signs it after a moment without writes).
+std::vector<interco::replication::v1::Batch> SignedChain(RecordStore& store) {
+  for (int i = 0; i < 200; ++i) {
+    auto batches = store.ReadBatches("equipements", {Origin(kLyon), 1}, 0, 1000);
+    if (batches.ok() && !batches->empty() && !batches->back().signature().empty()) {
+      return *std::move(batches);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ADD_FAILURE() << "the tail of the chain was never signed";
+  return {};
+}
+
+// Checks that each batch of `chain` is signed or covered by the next signed one.
+void ExpectEveryBatchCovered(const std::vector<interco::replication::v1::Batch>& chain,
+                             CertificateStore& certs) {
+  Sha256Hasher hasher;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    std::vector<std::string> following;
+    size_t end = i;
+    while (chain[end].signature().empty() && end + 1 < chain.size()) {
+      following.push_back(chain[++end].header());
+    }
+    EXPECT_TRUE(replication::VerifyCovered(chain[i].header(), following, chain[end].signer(),
+                                           chain[end].signature(), hasher, certs)
+                    .ok())
+        << "batch " << i;
+  }
+}
+
+TEST_F(TrustStoreTest, EveryCommitGroupIsOneBatchCoveredByASignature) {
   auto [store, certs, signer] = OpenSignedWithRegistry();
   const replication::Principal me{kFederation, kLyon, ""};
   for (const char* id : {"piscine", "gymnase"}) {
@@ -187,20 +219,82 @@ TEST_F(TrustStoreTest, EveryCommitGroupIsOneSignedBatch) {
     w.fields["nom"].set_string_value(id);
     ASSERT_TRUE(store->Write("equipements", id, w, me).ok());
   }
-  auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
-  ASSERT_TRUE(batches.ok());
-  ASSERT_EQ(batches->size(), 2u);
+  const auto batches = SignedChain(*store);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches.back().signer(), signer->KeyId());
+  ExpectEveryBatchCovered(batches, *certs);
   Sha256Hasher hasher;
-  for (const auto& b : *batches) {
+  for (const auto& b : batches) {
     auto decoded = replication::DecodeBatch(b, hasher);
     ASSERT_TRUE(decoded.ok());
-    EXPECT_EQ(decoded->header.signer(), signer->KeyId());
+    if (b.signature().empty()) continue;
     EXPECT_TRUE(replication::VerifyBatch(*decoded, *certs).ok());
     // A bit flipped anywhere in the signed header breaks it.
     auto tampered = *decoded;
     tampered.raw.mutable_header()->back() ^= 1;
     EXPECT_FALSE(replication::VerifyBatch(tampered, *certs).ok());
   }
+}
+
+TEST_F(TrustStoreTest, BurstsOfWritesShareSignaturesAndEveryBatchIsCovered) {
+  auto [store, certs, signer] = OpenSignedWithRegistry();
+  const replication::Principal me{kFederation, kLyon, ""};
+  // 4 writers at once: commit groups follow each other faster than the signing interval
+  // (2 ms), so most batches are left to the signature of a later one.
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i) {
+        replication::LocalWrite w;
+        w.kind = replication::LocalWrite::Kind::kUpdate;
+        w.allow_missing = true;
+        w.fields["nom"].set_string_value(absl::StrCat("v", i));
+        EXPECT_TRUE(store->Write("equipements", absl::StrCat("r", t, "-", i % 10), w, me).ok());
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  const auto chain = SignedChain(*store);
+  ASSERT_FALSE(chain.empty());
+  size_t signed_batches = 0, run = 0, longest_run = 0;
+  for (const auto& b : chain) {
+    run++;
+    longest_run = std::max(longest_run, run);
+    if (!b.signature().empty()) {
+      signed_batches++;
+      run = 0;
+    }
+  }
+  EXPECT_LT(signed_batches, chain.size()) << "no batch was left to a later signature";
+  EXPECT_LE(longest_run, limits::kRunBatchesMax);
+  ExpectEveryBatchCovered(chain, *certs);
+}
+
+TEST_F(TrustStoreTest, ATailLeftUnsignedIsSignedWhenTheKeyIsBack) {
+  {
+    // Written without a key (as if the node stopped before signing its tail).
+    auto store = OpenStore(kLyon);
+    interco::v1::Registry def;
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    ASSERT_TRUE(store->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+    replication::LocalWrite w;
+    w.kind = replication::LocalWrite::Kind::kCreate;
+    w.fields["nom"].set_string_value("piscine");
+    ASSERT_TRUE(store->Write("equipements", "piscine", w, {kFederation, kLyon, ""}).ok());
+    auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
+    ASSERT_EQ(batches->size(), 1u);
+    ASSERT_TRUE(batches->back().signature().empty());
+  }
+  const std::string tls = testing::NodeTlsDir(kLyon);
+  auto store = OpenStore(kLyon);
+  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
+  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
+  store->SetSigner(signer.get());
+  const auto chain = SignedChain(*store);
+  ASSERT_EQ(chain.size(), 1u);
+  ExpectEveryBatchCovered(chain, *certs);
 }
 
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {
@@ -281,7 +375,26 @@ TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught
     }
     (*b.mutable_record()->mutable_fields())["entrees"].set_int64_value(20);
   });
-  expect_refused("signature", [](auto& b) { b.mutable_batches(0)->mutable_signature()->front() ^= 1; });
+  expect_refused("signature", [](auto& b) {
+    auto* pb = b.mutable_batches(0);
+    (pb->signature().empty() ? pb->mutable_following_signature() : pb->mutable_signature())
+        ->front() ^= 1;
+  });
+  // A batch left unsigned is proven by the chain of headers up to the signed one.
+  for (int i = 0; i < p->batches_size(); ++i) {
+    if (!p->batches(i).signature().empty()) continue;
+    expect_refused("chain header", [i](auto& b) {
+      b.mutable_batches(i)->mutable_following_headers(0)->back() ^= 1;
+    });
+    expect_refused("chain cut short", [i](auto& b) {
+      b.mutable_batches(i)->mutable_following_headers()->RemoveLast();
+    });
+    expect_refused("chain proof dropped", [i](auto& b) {
+      b.mutable_batches(i)->clear_following_headers();
+      b.mutable_batches(i)->clear_following_signature();
+    });
+    break;
+  }
   expect_refused("change", [](auto& b) { b.mutable_batches(0)->mutable_change()->back() ^= 1; });
   expect_refused("digest", [](auto& b) { b.mutable_batches(0)->mutable_change_digests(0)->front() ^= 1; });
   expect_refused("missing value", [](auto& b) { b.mutable_values()->RemoveLast(); });
@@ -403,8 +516,8 @@ TEST_F(PrivatePkiTest, RevokedCertificateSignsNothingAfterItsRevocation) {
   auto signer_certs = NewCertificateStore(dir_ + "/ca.crt");
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(bourg), *signer_certs);
   ASSERT_TRUE(verifier->AddCertificate(LeafDer(bourg)).ok());
-  const std::string message = replication::SignedMessage("h");
   const std::string key_id = signer->KeyId();
+  const std::string message = replication::SignedMessage(key_id, "h");
   const std::string signature = *signer->Sign(key_id, message);
   const int64_t before = NowMs() - 60'000;
   ASSERT_TRUE(verifier->Verify(Origin(kBourg), key_id, before, message, signature).ok());
@@ -423,7 +536,7 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   auto certs = NewCertificateStore(dir_ + "/ca.crt");
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(lyon), *certs);
   const std::string old_key = signer->KeyId();
-  const std::string m1 = replication::SignedMessage("before rotation");
+  const std::string m1 = replication::SignedMessage(old_key, "before rotation");
   const std::string s1 = *signer->Sign(old_key, m1);
 
   // certs/pki.sh renew reissues the certificate (a new serial: a new key ID).
@@ -435,11 +548,11 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   }
   ASSERT_NE(new_key, old_key) << "the rotated certificate was not picked up";
   EXPECT_EQ(new_key, Sha256(LeafDer(lyon)));
-  const std::string m2 = replication::SignedMessage("after rotation");
+  const std::string m2 = replication::SignedMessage(new_key, "after rotation");
   const std::string s2 = *signer->Sign(new_key, m2);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), new_key, NowMs(), m2, s2).ok());
   // A batch committed just before the rotation, naming the old key, is still signed by it.
-  const std::string m3 = replication::SignedMessage("committed before, signed after");
+  const std::string m3 = replication::SignedMessage(old_key, "committed before, signed after");
   const std::string s3 = *signer->Sign(old_key, m3);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m3, s3).ok());
   EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m1, s1).ok());

@@ -67,7 +67,9 @@ struct Authority {
       : origin(o),
         trust(hasher),
         signer(trust, origin),
-        store(origin, {kStream}, clock, hasher, &signer, schema) {}
+        store(origin, {kStream}, clock, hasher, &signer, schema) {
+    store.run_batches_max = 1;  // every batch signed, unless a test makes runs
+  }
   // Commits one write; returns the batch it made.
   Batch Write(const std::string& key, const std::string& value) {
     LocalWrite w;
@@ -115,10 +117,13 @@ class ReplicatorTrustTest : public ::testing::Test {
     pending_certs_[from].push_back(SimTrust::CertificateOf(origin));
   }
 
-  void SendBatch(uint32_t from, const Batch& batch) {
+  void SendBatch(uint32_t from, const Batch& batch) { SendRun(from, {batch}); }
+
+  // One frame: a run of batches (all unsigned but the last, for a well-formed one).
+  void SendRun(uint32_t from, const std::vector<Batch>& run) {
     PeerMessage m;
     m.mutable_batch()->set_stream(kStream);
-    *m.mutable_batch()->mutable_batch() = batch;
+    for (const Batch& b : run) *m.mutable_batch()->add_batches() = b;
     for (std::string& der : pending_certs_[from]) {
       m.mutable_batch()->mutable_certificates()->add_der(std::move(der));
     }
@@ -139,16 +144,18 @@ class ReplicatorTrustTest : public ::testing::Test {
     int n = 0;
     for (const auto& [to, m] : transport_.sent) {
       if (to != peer || !m.has_batch()) continue;
-      BatchHeader h;
-      h.ParseFromString(m.batch().batch().header());
-      if (h.origin() == origin) ++n;
+      for (const Batch& b : m.batch().batches()) {
+        BatchHeader h;
+        h.ParseFromString(b.header());
+        if (h.origin() == origin) ++n;
+      }
     }
     return n;
   }
 
   // Re-signs a batch's (possibly altered) header with `signer`.
   static Batch Resigned(Batch b, Signer& signer) {
-    b.set_signature(*signer.Sign(signer.KeyId(), SignedMessage(b.header())));
+    EXPECT_TRUE(SignBatch(b, signer).ok());
     return b;
   }
 
@@ -267,7 +274,7 @@ TEST_F(ReplicatorTrustTest, RelayCannotSignForAnotherOrigin) {
   EXPECT_EQ(Stats(kR).unverified, 1u);
 }
 
-TEST_F(ReplicatorTrustTest, UnsignedBatchIsRefused) {
+TEST_F(ReplicatorTrustTest, UnsignedBatchWithoutItsSignedRunEndIsRefused) {
   a_.Write("piscine", "Piscine municipale");
   BatchParams p;
   p.origin = kA;
@@ -281,7 +288,7 @@ TEST_F(ReplicatorTrustTest, UnsignedBatchIsRefused) {
   Connect(kR);
   SendBatch(kR, *BuildBatch(p, {c.SerializeAsString()}, hasher_, nullptr, nullptr));
   EXPECT_EQ(Held(kA), 0u);
-  EXPECT_EQ(Stats(kR).unverified, 1u);
+  EXPECT_EQ(Stats(kR).rejected, 1u);  // a frame must end with a signed batch
 }
 
 TEST_F(ReplicatorTrustTest, ReplayedBatchIsNotAppliedTwice) {
@@ -574,12 +581,167 @@ TEST_F(PolicyVersionsTest, APolicyChangeByAnyoneButTheOwnerIsRefusedAndNotForwar
   EXPECT_EQ(BatchesSentTo(kR, kC), 0);
 }
 
+// One signature per run: an origin under load signs the last batch of a run, whose
+// signature covers the batches before it through their hash chain.
+class RunTest : public ReplicatorTrustTest {
+ protected:
+  // `n` writes of `who` left unsigned, then its tail signed: one run.
+  std::vector<Batch> Run(Authority& who, int n, const std::string& prefix,
+                         size_t run_batches_max = limits::kRunBatchesMax) {
+    who.store.run_batches_max = run_batches_max;
+    const uint64_t before = who.store.Position(kStream)->operator[](OriginKey{who.origin, 1}).seq;
+    for (int i = 0; i < n; ++i) who.Write(absl::StrCat(prefix, i), absl::StrCat("valeur ", i));
+    who.store.SignTails();
+    return *who.store.ReadBatches(kStream, OriginKey{who.origin, 1}, before, 100);
+  }
+  void ExpectRefusedWhole(std::vector<Batch> run, const std::string& what) {
+    const PeerStats before = Stats(kR);
+    SendRun(kR, run);
+    EXPECT_EQ(Held(kA), 0u) << what;
+    EXPECT_EQ(Stats(kR).rejected + Stats(kR).unverified, before.rejected + before.unverified + 1)
+        << what;
+  }
+};
+
+TEST_F(RunTest, ARunIsAppliedWholeWithOneSignatureAndRelayedAsOneFrame) {
+  const std::vector<Batch> run = Run(a_, 5, "r");
+  ASSERT_EQ(run.size(), 5u);
+  for (size_t i = 0; i < run.size(); ++i) EXPECT_EQ(run[i].signature().empty(), i + 1 < run.size());
+  Connect(kR);
+  Connect(kC);
+  SendCertificate(kR, kA);
+  SendRun(kR, run);
+  EXPECT_EQ(Held(kA), 5u);
+  EXPECT_EQ(v_.store.Records(kStream).size(), 5u);
+  EXPECT_EQ(Stats(kR).batches_applied, 5u);
+  // Relayed at once (C has no session with A) and unchanged, as one frame: the run and
+  // its one signature.
+  int frames = 0;
+  for (const auto& [to, m] : transport_.sent) {
+    if (to != kC || !m.has_batch()) continue;
+    ++frames;
+    ASSERT_EQ(m.batch().batches_size(), 5);
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(m.batch().batches(i).SerializeAsString(), run[static_cast<size_t>(i)].SerializeAsString());
+    }
+  }
+  EXPECT_EQ(frames, 1);
+  // The same run again (a rewind, another relay): recognised, not verified nor applied twice.
+  SendRun(kR, run);
+  EXPECT_EQ(Stats(kR).duplicates, 5u);
+  EXPECT_EQ(Stats(kR).batches_applied, 5u);
+}
+
+TEST_F(RunTest, ARelayCannotAlterTruncateReorderOrExtendARun) {
+  const std::vector<Batch> run = Run(a_, 4, "r");
+  Connect(kR);
+  SendCertificate(kR, kA);
+  {
+    auto bad = run;  // an unsigned batch's change altered
+    bad[1].mutable_changes(0)->back() ^= 1;
+    ExpectRefusedWhole(bad, "change of an unsigned batch");
+  }
+  {
+    auto bad = run;  // an unsigned batch's header altered (a later stamp, to win races)
+    BatchHeader h;
+    h.ParseFromString(bad[1].header());
+    h.set_max_hlc(h.max_hlc() + 1);
+    bad[1].set_header(h.SerializeAsString());
+    ExpectRefusedWhole(bad, "header of an unsigned batch");
+  }
+  {
+    auto bad = run;  // the signed end dropped
+    bad.pop_back();
+    ExpectRefusedWhole(bad, "run without its signed end");
+  }
+  {
+    auto bad = run;  // reordered
+    std::swap(bad[0], bad[1]);
+    ExpectRefusedWhole(bad, "reordered run");
+  }
+  {
+    auto bad = run;  // an unsigned batch of the relay's making spliced in
+    Authority a_fake(kA, clock_, hasher_, schema_);
+    a_fake.store.run_batches_max = limits::kRunBatchesMax;
+    bad.insert(bad.begin() + 2, a_fake.Write("x", "forgé"));
+    ExpectRefusedWhole(bad, "spliced batch");
+  }
+  {
+    auto bad = run;  // the end's signature moved onto an unsigned batch
+    bad[2].set_signature(bad.back().signature());
+    bad[2].set_signer(bad.back().signer());
+    ExpectRefusedWhole(bad, "signature inside the run");
+  }
+  {
+    auto bad = run;  // the end's signature altered
+    bad.back().mutable_signature()->front() ^= 1;
+    ExpectRefusedWhole(bad, "signature");
+  }
+  {
+    // Longer than any origin makes (its signed end would be the 33rd batch).
+    Authority a_long(kA, clock_, hasher_, schema_);
+    const std::vector<Batch> big =
+        Run(a_long, static_cast<int>(limits::kRunBatchesMax) + 1, "big", 1000);
+    ASSERT_EQ(big.size(), limits::kRunBatchesMax + 1);
+    ExpectRefusedWhole(big, "run too long");
+  }
+  // The genuine run still goes through, after all that.
+  SendRun(kR, run);
+  EXPECT_EQ(Held(kA), 4u);
+}
+
+TEST_F(RunTest, AForkInsideARunIsProvenThroughBothChains) {
+  const std::vector<Batch> run = Run(a_, 3, "r");
+  Authority a_restored(kA, clock_, hasher_, schema_);
+  const std::vector<Batch> other = Run(a_restored, 2, "autre");
+  ASSERT_NE(run[0].header(), other[0].header());
+  Connect(kR);
+  SendCertificate(kR, kA);
+  SendRun(kR, run);
+  ASSERT_EQ(Held(kA), 3u);
+  SendRun(kR, other);
+  EXPECT_EQ(Stats(kR).forks, 1u);
+  EXPECT_TRUE(engine_->FrozenOrigins().contains(kA));
+  ASSERT_EQ(v_.store.forks().size(), 1u);
+  const auto& proof = v_.store.forks()[0];
+  EXPECT_EQ(proof.held().header(), run[0].header());
+  EXPECT_EQ(proof.received().header(), other[0].header());
+  // Both unsigned batches are proven by their chains up to their signed ends.
+  auto verify = [&](const Batch& b, const interco::replication::v1::ChainProof& chain) {
+    std::vector<std::string> headers;
+    for (const Batch& f : chain.following()) headers.push_back(f.header());
+    const Batch& end = chain.following().empty() ? b : *chain.following().rbegin();
+    return VerifyCovered(b.header(), headers, end.signer(), end.signature(), hasher_, v_.trust);
+  };
+  EXPECT_EQ(proof.held_proof().following_size(), 2);
+  EXPECT_EQ(proof.received_proof().following_size(), 1);
+  EXPECT_TRUE(verify(proof.held(), proof.held_proof()).ok());
+  EXPECT_TRUE(verify(proof.received(), proof.received_proof()).ok());
+}
+
+TEST_F(RunTest, AnOwnUnsignedTailIsSentOnlyOnceSigned) {
+  Connect(kC);
+  v_.store.run_batches_max = limits::kRunBatchesMax;
+  for (int i = 0; i < 3; ++i) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    w.fields["nom"].set_string_value(absl::StrCat("valeur ", i));
+    v_.store.Commit(kStream, {{absl::StrCat("k", i), w}});
+    engine_->OnLocalCommit();
+  }
+  EXPECT_EQ(BatchesSentTo(kC, kV), 0) << "a run went out before its signature";
+  ASSERT_TRUE(v_.store.SignTails());
+  engine_->OnLocalCommit();
+  EXPECT_EQ(BatchesSentTo(kC, kV), 3);
+}
+
 TEST_F(ReplicatorTrustTest, MalformedMessagesAreRefusedAndTheSessionGoesOn) {
   Connect(kR);
   engine_->OnMessage(kR, PeerMessage());  // no kind
   PeerMessage garbage;
   garbage.mutable_batch()->set_stream(kStream);
-  garbage.mutable_batch()->mutable_batch()->set_header("\xff\xff\xff");
+  garbage.mutable_batch()->add_batches()->set_header("\xff\xff\xff");
   engine_->OnMessage(kR, garbage);
   garbage.mutable_batch()->mutable_certificates()->add_der("not a certificate");
   engine_->OnMessage(kR, garbage);

@@ -175,13 +175,16 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
   result_.messages++;
   const PeerMessage* sent = &m;
   PeerMessage altered;
-  if (options_.byzantine_relay && from == 0 && m.has_batch()) {
+  if (options_.byzantine_relay && from == 0 && m.has_batch() && m.batch().batches_size() > 0) {
     interco::replication::v1::BatchHeader h;
-    h.ParseFromString(m.batch().batch().header());
+    const int n = m.batch().batches_size();
+    const int i = static_cast<int>(UniformInt(0, n - 1));
+    h.ParseFromString(m.batch().batches(i).header());
     if (h.origin() != nodes_[0].siren && Uniform() < 0.5) {
       altered = m;
-      auto* b = altered.mutable_batch()->mutable_batch();
-      switch (UniformInt(0, 2)) {
+      auto* frame = altered.mutable_batch();
+      auto* b = frame->mutable_batches(i);
+      switch (UniformInt(0, 4)) {
         case 0:  // a change's bytes
           b->mutable_changes(0)->back() ^= 1;
           break;
@@ -189,8 +192,23 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
           h.set_max_hlc(h.max_hlc() + 1);
           b->set_header(h.SerializeAsString());
           break;
-        default:  // the signature
-          b->mutable_signature()->front() ^= 1;
+        case 2:  // the run's signature
+          frame->mutable_batches(n - 1)->mutable_signature()->front() ^= 1;
+          break;
+        case 3:  // the run without its signed end (when it has unsigned batches)
+          if (n == 1) {
+            b->mutable_signature()->back() ^= 1;
+          } else {
+            frame->mutable_batches()->RemoveLast();
+          }
+          break;
+        default:  // two batches swapped (or the only one given a later stamp)
+          if (n == 1) {
+            h.set_max_hlc(h.max_hlc() + 1);
+            b->set_header(h.SerializeAsString());
+          } else {
+            frame->mutable_batches()->SwapElements(0, n - 1);
+          }
           break;
       }
       sent = &altered;
@@ -453,6 +471,8 @@ void World::ScheduleTick(int n) {
     Node& node = nodes_[static_cast<size_t>(n)];
     if (node.up) {
       MaybeWrite(n);
+      // The node's commit queue is idle now and then: it signs its unsigned tails.
+      if (Uniform() < 0.3 && node.store->SignTails()) node.engine->OnLocalCommit();
       node.engine->Tick();
     } else if (node.restart_at >= 0 && now_ >= node.restart_at) {
       node.restart_at = -1;

@@ -203,13 +203,39 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     params.policy_version = p->current_version();
   }
   const size_t count = changes.size();
+  auto run = runs_.find(stream);
+  if (run != runs_.end() && run->second.policy_version != params.policy_version) {
+    SignTail(stream);  // a run holds one policy version
+    run = runs_.end();
+  }
   std::string header_hash;
   Batch batch =
-      *replication::BuildBatch(params, std::move(changes), hasher_, signer_, &header_hash);
+      *replication::BuildBatch(params, std::move(changes), hasher_, nullptr, &header_hash);
+  const size_t length = (run == runs_.end() ? 0 : run->second.batches) + 1;
+  if (signer_ != nullptr && length >= run_batches_max) {
+    INTERCO_CHECK(replication::SignBatch(batch, *signer_).ok());
+    runs_.erase(stream);
+  } else {
+    runs_[stream] = Run{length, params.policy_version, params.first_seq};
+  }
   log_[stream][key][params.first_seq] = std::move(batch);
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, max_hlc);
   pos.last_hash = header_hash;
+}
+
+void SimStore::SignTail(const std::string& stream) {
+  auto run = runs_.find(stream);
+  if (run == runs_.end() || signer_ == nullptr) return;
+  Batch& tail = log_[stream][OriginKey{origin_, 1}].at(run->second.tail_first_seq);
+  INTERCO_CHECK(replication::SignBatch(tail, *signer_).ok());
+  runs_.erase(run);
+}
+
+bool SimStore::SignTails() {
+  if (runs_.empty() || signer_ == nullptr) return false;
+  while (!runs_.empty()) SignTail(runs_.begin()->first);
+  return true;
 }
 
 absl::Status SimStore::Authorize(const std::string& stream,

@@ -112,6 +112,11 @@ class SimStore final : public replication::ReplicaStore {
   // Checks that every origin's log is dense from 1 and chained. Empty if fine.
   std::string CheckLog();
   uint64_t hlc_last() const { return hlc_.last(); }
+  // One signature per run, as a node does it: own batches stay unsigned until the run
+  // reaches `run_batches_max` (or its policy version changes); SignTails signs the
+  // tails (the node's idle moment). False if there was nothing to sign.
+  size_t run_batches_max = 4;
+  bool SignTails();
 
  private:
   const uint32_t origin_;
@@ -128,6 +133,15 @@ class SimStore final : public replication::ReplicaStore {
   std::map<std::string, replication::PolicyHistory> policies_;
   // Appends a batch of this node's own changes to the stream's log.
   void AppendOwn(const std::string& stream, std::vector<std::string> changes, uint64_t max_hlc);
+  // Per stream, the unsigned run at the end of our own chain: its length, its policy
+  // version and the first sequence number of its tail.
+  struct Run {
+    size_t batches = 0;
+    uint64_t policy_version = 0;
+    uint64_t tail_first_seq = 0;
+  };
+  std::map<std::string, Run> runs_;
+  void SignTail(const std::string& stream);
 };
 
 }  // namespace interco::sim
