@@ -9,6 +9,8 @@
 //      N nodes with fixed link delay — delivery latency (median, max) and messages per write.
 //
 // Prints a table, then one JSON object per line. See docs/BENCHMARKS.md.
+#include <zlib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -242,6 +244,7 @@ void CatchUpBench() {
   const std::string dir = interco::testing::MakeTempDir("catchup");
   // 1. Fill the source's store directly (group commit, many writes in flight).
   uint64_t payload = 0;
+  std::string payload_text;  // names and values, in write order: what compression starts from
   {
     interco::node::SystemClock clock;
     interco::node::RecordStoreOptions o;
@@ -279,7 +282,10 @@ void CatchUpBench() {
       w.fields["commune"].set_string_value(absl::StrCat("0", 1000 + i % 500));
       w.fields["adresse"].set_string_value(absl::StrCat(i % 300, " rue de la République"));
       w.fields["telephone"].set_string_value(absl::StrCat("04 74 ", 10 + i % 89, " 00 00"));
-      for (const auto& [k, v] : w.fields) payload += k.size() + v.string_value().size();
+      for (const auto& [k, v] : w.fields) {
+        payload += k.size() + v.string_value().size();
+        absl::StrAppend(&payload_text, k, v.string_value());
+      }
       in_flight++;
       (*store)->WriteAsync("bench", absl::StrCat("r", i), std::move(w), admin,
                            [&](absl::StatusOr<interco::v1::Record> r) {
@@ -345,19 +351,32 @@ void CatchUpBench() {
   if (have < n) std::fprintf(stderr, "catch-up: stalled at %lld records\n", static_cast<long long>(have));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t wire = SentTo(target_peer) - written_before;
+  // The payload compressed on its own (zlib, default level): what the wire is held to.
+  uLongf compressed = compressBound(static_cast<uLong>(payload_text.size()));
+  std::string out(compressed, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(out.data()), &compressed,
+                reinterpret_cast<const Bytef*>(payload_text.data()),
+                static_cast<uLong>(payload_text.size()), Z_DEFAULT_COMPRESSION) != Z_OK) {
+    compressed = 0;
+  }
+  const double wire_to_compressed =
+      compressed == 0 ? 0 : static_cast<double>(wire) / static_cast<double>(compressed);
   std::printf("catch-up: %lld of %lld records in %.2f s: %.0f records/s, %.1f MB/s on the wire "
-              "(%.2f x the field payload of %.1f MB)\n",
+              "(%.2f x the field payload of %.1f MB, %.2f x that payload compressed, %.2f MB)\n",
               static_cast<long long>(have), static_cast<long long>(n), secs,
               static_cast<double>(have) / secs, static_cast<double>(wire) / 1e6 / secs,
               static_cast<double>(wire) / static_cast<double>(payload),
-              static_cast<double>(payload) / 1e6);
+              static_cast<double>(payload) / 1e6, wire_to_compressed,
+              static_cast<double>(compressed) / 1e6);
   std::printf("{\"bench\":\"replication\",\"phase\":\"catch_up\",\"records\":%lld,\"caught_up\":%lld,"
               "\"seconds\":%.3f,\"records_per_s\":%.0f,\"wire_mb\":%.2f,\"mb_per_s\":%.2f,"
-              "\"payload_mb\":%.2f,\"wire_to_payload\":%.2f}\n",
+              "\"payload_mb\":%.2f,\"wire_to_payload\":%.2f,\"compressed_payload_mb\":%.2f,"
+              "\"wire_to_compressed_payload\":%.2f}\n",
               static_cast<long long>(n), static_cast<long long>(have), secs,
               static_cast<double>(have) / secs, static_cast<double>(wire) / 1e6,
               static_cast<double>(wire) / 1e6 / secs, static_cast<double>(payload) / 1e6,
-              static_cast<double>(wire) / static_cast<double>(payload));
+              static_cast<double>(wire) / static_cast<double>(payload),
+              static_cast<double>(compressed) / 1e6, wire_to_compressed);
   source.Terminate();
   target.Terminate();
 }

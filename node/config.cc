@@ -52,6 +52,7 @@ void ApplyDefaults(NodeConfig& c) {
     c.set_health_address("127.0.0.1:7080");
   }
   if (c.durability().empty()) c.set_durability("sync");
+  if (c.peer_compression().empty()) c.set_peer_compression("gzip");
   if (c.feed_retention_entries() == 0) {
     c.set_feed_retention_entries(limits::kFeedRetentionEntriesDefault);
   }
@@ -114,6 +115,10 @@ absl::Status ValidateConfig(const NodeConfig& c) {
   }
   if (c.peers_size() > 0 && c.peer_listen_address().empty()) {
     return absl::InvalidArgumentError("peer_listen_address: required when peers are configured");
+  }
+  if (c.peer_compression() != "gzip" && c.peer_compression() != "none") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "peer_compression: \"", c.peer_compression(), "\" is neither \"gzip\" nor \"none\""));
   }
   if (c.durability() != "sync" && c.durability() != "async") {
     return absl::InvalidArgumentError(

@@ -34,6 +34,7 @@ ABSL_FLAG(std::string, health_listen, "",
           "Plaintext health address host:port (default 127.0.0.1:7080; 'off' disables)");
 ABSL_FLAG(std::string, tls_dir, "", "Directory with tls.crt, tls.key, ca.crt");
 ABSL_FLAG(std::string, durability, "", "sync (default) or async");
+ABSL_FLAG(std::string, peer_compression, "", "compression of peer messages: gzip (default) or none");
 ABSL_FLAG(std::string, crl_dir, "", "Directory of CRLs (<issuer hash>.r0) to enforce");
 ABSL_FLAG(std::string, peer_listen, "", "mTLS peer (replication) address host:port");
 ABSL_FLAG(std::vector<std::string>, peers, {},
@@ -66,6 +67,7 @@ absl::StatusOr<NodeConfig> BuildConfig() {
       [&](auto v) { config.set_health_address(v == "off" ? "" : v); });
   set(absl::GetFlag(FLAGS_tls_dir), [&](auto v) { config.set_tls_dir(v); });
   set(absl::GetFlag(FLAGS_durability), [&](auto v) { config.set_durability(v); });
+  set(absl::GetFlag(FLAGS_peer_compression), [&](auto v) { config.set_peer_compression(v); });
   set(absl::GetFlag(FLAGS_crl_dir), [&](auto v) { config.mutable_tls()->set_crl_dir(v); });
   set(absl::GetFlag(FLAGS_peer_listen), [&](auto v) { config.set_peer_listen_address(v); });
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {

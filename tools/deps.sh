@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build pkg-config g++ ccache git openssl ca-certificates
   libssl-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev grpc-proto
+  librocksdb-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev grpc-proto zlib1g-dev
   python3 procps
 )
 # Reference peers for the benchmarks only (bench/): etcd and RocksDB's db_bench.

@@ -127,6 +127,8 @@ class World {
   Link* FindLink(int a, int b);
   void ScheduleTick(int n);
   void MaybeWrite(int n);
+  // Tells the engine of local commits, and signs the unsigned tail 1 ms later.
+  void LocalCommitted(int n);
   LocalWrite RandomWrite();
   bool Converged();
   std::string DumpPositions();
@@ -288,6 +290,7 @@ void World::Restart(int n) {
   Node& node = nodes_[static_cast<size_t>(n)];
   if (node.up) return;
   node.up = true;
+  node.store->SignTails();  // a tail its crash left unsigned, as the node does at start
   StartEngine(n);
   for (Link& l : links_) {
     if (l.a == n || l.b == n) Connect(l);
@@ -443,27 +446,40 @@ void World::MaybeWrite(int n) {
   if (Uniform() >= options_.write_rate * kTickMs / 1000.0) return;
   const std::string& stream =
       node.streams[static_cast<size_t>(UniformInt(0, static_cast<int64_t>(node.streams.size()) - 1))];
-  std::vector<SimStore::Write> writes;
-  const int64_t count = UniformInt(1, 3);
-  for (int64_t i = 0; i < count; ++i) {
-    writes.push_back({absl::StrCat("k", UniformInt(0, kKeysPerStream - 1)), RandomWrite()});
+  // Now and then a burst of commits, which the node's runs share one signature.
+  const int64_t commits = faults_ && Uniform() < 0.3 ? UniformInt(2, 6) : 1;
+  for (int64_t c = 0; c < commits; ++c) {
+    std::vector<SimStore::Write> writes;
+    const int64_t count = UniformInt(1, 3);
+    for (int64_t i = 0; i < count; ++i) {
+      writes.push_back({absl::StrCat("k", UniformInt(0, kKeysPerStream - 1)), RandomWrite()});
+    }
+    if (const replication::PolicyHistory* p = node.store->Policies(stream);
+        p != nullptr && !p->Current().MayWrite(node.siren)) {
+      result_.refused_writes++;  // refused by the policy in force here: not acknowledged
+    }
+    replication::VersionVector vv = node.store->Position(stream).value();
+    const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
+    for (auto& [key, delta] : node.store->Commit(stream, writes)) {
+      acked_.push_back(AckedWrite{stream, key, std::move(delta)});
+    }
+    vv = node.store->Position(stream).value();
+    const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
+    for (uint64_t s = before + 1; s <= after; ++s) {
+      pending_[{stream, node.siren, s}] = {now_, 1};
+      result_.writes++;
+    }
   }
-  if (const replication::PolicyHistory* p = node.store->Policies(stream);
-      p != nullptr && !p->Current().MayWrite(node.siren)) {
-    result_.refused_writes++;  // refused by the policy in force here: not acknowledged
-  }
-  replication::VersionVector vv = node.store->Position(stream).value();
-  const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
-  for (auto& [key, delta] : node.store->Commit(stream, writes)) {
-    acked_.push_back(AckedWrite{stream, key, std::move(delta)});
-  }
-  vv = node.store->Position(stream).value();
-  const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
-  for (uint64_t s = before + 1; s <= after; ++s) {
-    pending_[{stream, node.siren, s}] = {now_, 1};
-    result_.writes++;
-  }
-  node.engine->OnLocalCommit();
+  LocalCommitted(n);
+}
+
+void World::LocalCommitted(int n) {
+  nodes_[static_cast<size_t>(n)].engine->OnLocalCommit();
+  // As the node's committer: the unsigned tail is signed once nothing more comes (1 ms).
+  At(now_ + 1, [this, n] {
+    Node& node = nodes_[static_cast<size_t>(n)];
+    if (node.up && node.store->SignTails()) node.engine->OnLocalCommit();
+  });
 }
 
 void World::ScheduleTick(int n) {
@@ -471,8 +487,6 @@ void World::ScheduleTick(int n) {
     Node& node = nodes_[static_cast<size_t>(n)];
     if (node.up) {
       MaybeWrite(n);
-      // The node's commit queue is idle now and then: it signs its unsigned tails.
-      if (Uniform() < 0.3 && node.store->SignTails()) node.engine->OnLocalCommit();
       node.engine->Tick();
     } else if (node.restart_at >= 0 && now_ >= node.restart_at) {
       node.restart_at = -1;
@@ -618,7 +632,7 @@ SimResult World::Run() {
       // Half the time, only writers read: the others stop receiving what is written next.
       if (Uniform() < 0.5) p.mutable_readers()->set_all_authorities(true);
       nodes_[0].store->SetPolicy("commun", p);
-      nodes_[0].engine->OnLocalCommit();
+      LocalCommitted(0);
       result_.policy_changes++;
     }
     if (options_.crashes && Uniform() < 0.05) {
@@ -644,7 +658,7 @@ SimResult World::Run() {
     interco::v1::Policy readers;
     readers.mutable_readers()->set_all_authorities(true);
     nodes_[0].store->SetPolicy("commun", readers);
-    nodes_[0].engine->OnLocalCommit();
+    LocalCommitted(0);
     result_.policy_changes++;
   }
   const int64_t heal_start = now_;
@@ -662,6 +676,7 @@ SimResult World::Run() {
   }
   result_.failure = Check();
   for (Node& node : nodes_) {
+    result_.unsigned_batches += node.store->unsigned_batches();
     for (const auto& [peer, st] : node.engine->Stats()) {
       result_.refused += st.unverified + st.rejected;
       result_.policy_waits += st.policy_waits;

@@ -72,6 +72,8 @@ struct SimResult {
   uint64_t policy_changes = 0;
   uint64_t refused_writes = 0;
   uint64_t policy_waits = 0;
+  // Batches their origin left to the signature of a later batch of the run.
+  uint64_t unsigned_batches = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;

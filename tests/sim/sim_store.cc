@@ -217,6 +217,7 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     runs_.erase(stream);
   } else {
     runs_[stream] = Run{length, params.policy_version, params.first_seq};
+    unsigned_batches_++;
   }
   log_[stream][key][params.first_seq] = std::move(batch);
   pos.seq += count;

@@ -117,6 +117,8 @@ class SimStore final : public replication::ReplicaStore {
   // tails (the node's idle moment). False if there was nothing to sign.
   size_t run_batches_max = 4;
   bool SignTails();
+  // Own batches sealed unsigned so far.
+  uint64_t unsigned_batches() const { return unsigned_batches_; }
 
  private:
   const uint32_t origin_;
@@ -141,6 +143,7 @@ class SimStore final : public replication::ReplicaStore {
     uint64_t tail_first_seq = 0;
   };
   std::map<std::string, Run> runs_;
+  uint64_t unsigned_batches_ = 0;
   void SignTail(const std::string& stream);
 };
 

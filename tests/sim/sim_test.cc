@@ -30,7 +30,7 @@ TEST(SimTest, SeedSweep) {
     count = 1;
   }
   int64_t worst_convergence_ms = 0;
-  uint64_t writes = 0, messages = 0, crashes = 0;
+  uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -44,12 +44,18 @@ TEST(SimTest, SeedSweep) {
     writes += r.writes;
     messages += r.messages;
     crashes += r.crashes;
+    unsigned_batches += r.unsigned_batches;
   }
-  std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes; "
-              "slowest convergence after healing %lld ms\n",
+  std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
+              "covered by a later signature; slowest convergence after healing %lld ms\n",
               static_cast<unsigned long long>(count), static_cast<unsigned long long>(first),
               static_cast<unsigned long long>(writes), static_cast<unsigned long long>(messages),
-              static_cast<unsigned long long>(crashes), static_cast<long long>(worst_convergence_ms));
+              static_cast<unsigned long long>(crashes),
+              static_cast<unsigned long long>(unsigned_batches),
+              static_cast<long long>(worst_convergence_ms));
+  if (count > 10) {
+    EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
+  }
 }
 
 // A relay that alters what it forwards: nothing it altered is applied anywhere (states
