@@ -53,6 +53,11 @@ void ApplyDefaults(NodeConfig& c) {
   }
   if (c.durability().empty()) c.set_durability("sync");
   if (c.peer_compression().empty()) c.set_peer_compression("gzip");
+  if (c.backup_dir().empty() && !c.data_dir().empty()) {
+    std::string dir = c.data_dir();
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    c.set_backup_dir(dir + ".backups");
+  }
   if (c.feed_retention_entries() == 0) {
     c.set_feed_retention_entries(limits::kFeedRetentionEntriesDefault);
   }

@@ -29,6 +29,7 @@ ABSL_FLAG(std::string, authority, "", "SIREN of the authority running the node")
 ABSL_FLAG(std::string, display_name, "", "Name of the authority");
 ABSL_FLAG(std::string, federation, "", "Federation trust domain (default interco.local)");
 ABSL_FLAG(std::string, data_dir, "", "Directory of the store");
+ABSL_FLAG(std::string, backup_dir, "", "Directory of backups (default: the data directory + .backups)");
 ABSL_FLAG(std::string, listen, "", "mTLS API address host:port (default 127.0.0.1:7443)");
 ABSL_FLAG(std::string, health_listen, "",
           "Plaintext health address host:port (default 127.0.0.1:7080; 'off' disables)");
@@ -68,6 +69,7 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   set(absl::GetFlag(FLAGS_tls_dir), [&](auto v) { config.set_tls_dir(v); });
   set(absl::GetFlag(FLAGS_durability), [&](auto v) { config.set_durability(v); });
   set(absl::GetFlag(FLAGS_peer_compression), [&](auto v) { config.set_peer_compression(v); });
+  set(absl::GetFlag(FLAGS_backup_dir), [&](auto v) { config.set_backup_dir(v); });
   set(absl::GetFlag(FLAGS_crl_dir), [&](auto v) { config.mutable_tls()->set_crl_dir(v); });
   set(absl::GetFlag(FLAGS_peer_listen), [&](auto v) { config.set_peer_listen_address(v); });
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {

@@ -49,6 +49,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   absl::StatusOr<std::unique_ptr<RecordStore>> store = RecordStore::Open(so);
   if (!store.ok()) return store.status();
   server->store_ = *std::move(store);
+  if (server->store_->opened_from_backup()) {
+    log::Warning(absl::StrCat("the store is a backup: this node starts origin epoch ",
+                           server->store_->epoch(), ", and gets its changes made after the "
+                           "backup back from its partners"));
+  }
 
   // Signed provenance: the node signs its batches with its certificate's key and checks
   // every origin's signature against certificates of the federation CA.
@@ -84,7 +89,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
 
   server->registry_service_ =
       std::make_unique<RegistryService>(*server->store_, config.federation());
-  server->admin_service_ = std::make_unique<AdminService>(*server->store_, config.federation());
+  server->admin_service_ =
+      std::make_unique<AdminService>(*server->store_, config.federation(), config.backup_dir());
   server->node_service_ =
       std::make_unique<NodeService>(*server->store_, server->peers_.get(), config, absl::Now());
 

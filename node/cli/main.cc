@@ -131,6 +131,14 @@ const std::vector<Command>& Commands() {
        "      Needs an admin certificate of the node's authority",
        {"limit"},
        RunAudit},
+      {"backup",
+       "backup NAME",
+       "a consistent copy of the node's store, made while it runs, in its backup\n"
+       "      directory (NodeConfig.backup_dir/NAME, on the node's host); a node\n"
+       "      restored from it starts a new origin epoch by itself. Needs an admin\n"
+       "      certificate of the node's authority",
+       {},
+       RunBackup},
       {"provenance",
        "provenance REGISTRY ID [--out FILE.json]",
        "who authored each value of a record (authority, client, time) and the\n"

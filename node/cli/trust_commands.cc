@@ -1,4 +1,4 @@
-// `interco audit`, `interco provenance` and `interco verify-provenance`.
+// `interco audit`, `interco provenance`, `interco verify-provenance` and `interco backup`.
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -125,6 +125,24 @@ absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& 
   std::cout << "head: " << head.chain() << " #" << head.seq() << " "
             << absl::BytesToHexString(head.hash()).substr(0, 16)
             << (head.signature().empty() ? " (unsigned)" : " (signed by the node)") << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunBackup(Session& session, const Args& args, const CommandOptions& /*options*/) {
+  if (args.size() != 1) return Usage("backup NAME");
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  interco::v1::CreateBackupRequest request;
+  request.set_backup_id(args[0]);
+  interco::v1::Backup backup;
+  grpc::ClientContext context;
+  client->SetDeadline(context);
+  INTERCO_RETURN_IF_ERROR(RpcError(client->admin().CreateBackup(&context, request, &backup)));
+  if (session.json()) return PrintJson(backup);
+  std::cout << "backup " << backup.backup_id() << " in " << backup.directory() << " ("
+            << backup.size_bytes() << " bytes, origin epoch " << backup.epoch() << ")\n"
+            << "to restore: stop the node, put this directory in place of its data directory,\n"
+            << "and start it: it begins origin epoch " << backup.epoch() + 1
+            << " and gets its later changes back from its partners\n";
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 #include "node/storage/record_store.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <set>
 
@@ -20,6 +21,7 @@
 #include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
+#include "rocksdb/utilities/checkpoint.h"
 
 namespace interco::node {
 namespace {
@@ -206,6 +208,50 @@ absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStore
   return store;
 }
 
+absl::StatusOr<RecordStore::BackupInfo> RecordStore::CreateBackup(const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(directory, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat("backup ", directory, " already exists"));
+  }
+  const fs::path parent = fs::path(directory).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create the backup directory ", parent.string(), ": ", ec.message()));
+  }
+  BackupInfo info;
+  info.directory = directory;
+  info.created_ms = clock_.NowMillis();
+  {
+    rocksdb::Checkpoint* raw = nullptr;
+    INTERCO_RETURN_IF_ERROR(FromRocksStatus(rocksdb::Checkpoint::Create(&db_->db(), &raw),
+                                            "preparing the backup"));
+    std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+    INTERCO_RETURN_IF_ERROR(
+        FromRocksStatus(checkpoint->CreateCheckpoint(directory), "writing the backup"));
+  }
+  // Mark the copy: a node that opens it takes a new epoch.
+  {
+    RocksDbOptions ro;
+    ro.path = directory;
+    INTERCO_ASSIGN_OR_RETURN(std::unique_ptr<RocksDbStore> copy, RocksDbStore::Open(ro));
+    INTERCO_ASSIGN_OR_RETURN(auto raw, copy->Get(Cf::kMeta, keys::kNodeMeta));
+    NodeMeta meta;
+    if (!raw.has_value()) return absl::DataLossError("the backup has no node metadata");
+    INTERCO_RETURN_IF_ERROR(ParseStored(*raw, meta, "node metadata of the backup"));
+    info.epoch = meta.epoch();
+    meta.set_backup(true);
+    rocksdb::WriteBatch wb;
+    wb.Put(copy->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+    INTERCO_RETURN_IF_ERROR(copy->Write(wb, /*sync=*/true));
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(directory, ec)) {
+    if (entry.is_regular_file(ec)) info.size_bytes += static_cast<int64_t>(entry.file_size(ec));
+  }
+  return info;
+}
+
 absl::Status RecordStore::LoadUnsignedTail(const std::string& registry, const RegistryRuntime& rt) {
   const auto pos = rt.position.find(replication::OriginKey{origin_, epoch_});
   if (pos == rt.position.end() || pos->second.seq == 0) return absl::OkStatus();
@@ -321,6 +367,22 @@ absl::Status RecordStore::Load() {
   {
     absl::MutexLock l(&mu_);
     registries_ = std::move(loaded);
+  }
+  if (meta.backup()) {
+    // A backup put in place of the store: its original may have gone on writing after the
+    // copy, so the next sequence numbers of this epoch may be taken. A new epoch starts a
+    // new chain (unsigned tails of the old one are still signed, with their old epoch).
+    epoch_ = meta.epoch() + 1;
+    meta.set_epoch(epoch_);
+    meta.clear_backup();
+    rocksdb::WriteBatch wb;
+    wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+    INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
+    {
+      absl::MutexLock l(&mu_);
+      committed_epoch_ = epoch_;
+    }
+    opened_from_backup_ = true;
   }
   return LoadAudit();
 }

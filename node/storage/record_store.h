@@ -234,6 +234,19 @@ class RecordStore {
   void Audit(std::vector<interco::v1::AuditEvent> events);
   // A page of one chain, newest first. INVALID_ARGUMENT for a bad token, NOT_FOUND for an
   // unknown chain.
+  // A consistent copy of the store in `directory` (which must not exist; its parent is
+  // created), marked so that a node opening it starts a new origin epoch
+  // (NodeMeta.backup). ALREADY_EXISTS if `directory` exists.
+  struct BackupInfo {
+    std::string directory;
+    uint32_t epoch = 0;
+    int64_t size_bytes = 0;
+    int64_t created_ms = 0;
+  };
+  absl::StatusOr<BackupInfo> CreateBackup(const std::string& directory);
+  // Whether this store was a backup when opened: it then took a new origin epoch.
+  bool opened_from_backup() const { return opened_from_backup_; }
+
   absl::StatusOr<AuditPage> ListAudit(std::string_view chain, int32_t page_size,
                                       std::string_view page_token);
   // The chain of a registry's events ("registries/<id>"), or "node" for "".
@@ -392,6 +405,7 @@ class RecordStore {
   replication::Signer* signer_ = nullptr;
   // Committer thread only (and Load, before it starts).
   std::map<std::string, UnsignedRun> unsigned_runs_;
+  bool opened_from_backup_ = false;
   replication::Clock& clock_;
   const int32_t node_audit_retention_days_;
   absl::Mutex audit_mu_;

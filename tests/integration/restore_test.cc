@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "interco/v1/admin_service.grpc.pb.h"
 #include "interco/v1/node_service.grpc.pb.h"
 #include "interco/v1/registry_service.grpc.pb.h"
 #include "tests/testing/test_env.h"
@@ -170,6 +171,73 @@ TEST_F(RestoreTest, WithoutANewEpochTheReusedCountersAreAForkThatFreezesTheOrigi
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(Count(*bourg_, kBourg), 10);
   EXPECT_EQ(Info(*bourg_, kBourg).frozen_origins_size(), 0);
+}
+
+TEST_F(RestoreTest, ABackupPutBackInPlaceStartsANewEpochByItself) {
+  auto lyon = Start(kLyon, lyon_port_, kBourg, bourg_port_);
+  CreateRegistry(*lyon, kLyon);
+  for (int i = 1; i <= 5; ++i) Write(*lyon, absl::StrCat("r", i));
+  ASSERT_TRUE(WaitForCount(*bourg_, kBourg, 5));
+
+  // Online, through the admin API: only an admin of the node's own authority, a good
+  // name, once.
+  auto backup = [&](const std::string& siren, const std::string& role, const std::string& id,
+                    v1::Backup* out) {
+    auto stub = v1::AdminService::NewStub(MtlsChannel(lyon->api_port(), ClientTlsDir(siren, role)));
+    grpc::ClientContext ctx;
+    v1::CreateBackupRequest req;
+    req.set_backup_id(id);
+    return stub->CreateBackup(&ctx, req, out);
+  };
+  v1::Backup made;
+  EXPECT_EQ(backup(kLyon, "app", "b1", &made).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(backup(kBourg, "admin", "b1", &made).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  for (const char* bad : {"", "../escape", ".hidden", "Majuscule", "a/b"}) {
+    const grpc::Status s = backup(kLyon, "admin", bad, &made);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(s.error_message().find("backup_id"), std::string::npos) << s.error_message();
+  }
+  // The CLI, as an operator runs it.
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco"), " --addr=127.0.0.1:",
+                                             lyon->api_port(), " --tls_dir=",
+                                             ClientTlsDir(kLyon, "admin"), " backup avant-r6"),
+                                &out),
+            0)
+      << out;
+  const std::string copy = absl::StrCat(dir_, "/", kLyon, ".backups/avant-r6");
+  EXPECT_NE(out.find(copy), std::string::npos) << out;
+  EXPECT_NE(out.find("origin epoch 1"), std::string::npos) << out;
+  EXPECT_EQ(backup(kLyon, "admin", "avant-r6", &made).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  // Lyon goes on writing after the backup, and its partner gets it.
+  for (int i = 6; i <= 10; ++i) Write(*lyon, absl::StrCat("r", i));
+  ASSERT_TRUE(WaitForCount(*bourg_, kBourg, 10));
+  ASSERT_EQ(lyon->Terminate() & 0x7f, 0);
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("rm -rf ", dir_, "/", kLyon, " && cp -a ", copy, " ",
+                                             dir_, "/", kLyon),
+                                &out),
+            0)
+      << out;
+
+  // Restored as is, no flag: a new epoch, so writing offline reuses nothing.
+  ASSERT_EQ(bourg_->Terminate() & 0x7f, 0);
+  lyon = Start(kLyon, lyon_port_, kBourg, bourg_port_);
+  EXPECT_EQ(Info(*lyon, kLyon).epoch(), 2u);
+  EXPECT_EQ(Count(*lyon, kLyon), 5);
+  Write(*lyon, "r11");
+  ASSERT_TRUE(bourg_->Start(&out)) << out;
+  EXPECT_TRUE(WaitForCount(*bourg_, kBourg, 11));
+  EXPECT_TRUE(WaitForCount(*lyon, kLyon, 11)) << Count(*lyon, kLyon);
+  for (NodeProcess* node : {lyon.get(), bourg_.get()}) {
+    const v1::NodeInfo info = Info(*node, node == lyon.get() ? kLyon : kBourg);
+    EXPECT_EQ(info.frozen_origins_size(), 0);
+    for (const auto& p : info.peers()) EXPECT_EQ(p.forks(), 0u);
+  }
+  // Restarted again, it stays on that epoch (the mark is gone).
+  ASSERT_EQ(lyon->Terminate() & 0x7f, 0);
+  lyon = Start(kLyon, lyon_port_, kBourg, bourg_port_);
+  EXPECT_EQ(Info(*lyon, kLyon).epoch(), 2u);
 }
 
 }  // namespace
