@@ -295,6 +295,7 @@ void CatchUpBench() {
     }
     while (in_flight.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (failed > 0) std::fprintf(stderr, "catch-up fill: %lld writes failed\n", static_cast<long long>(failed.load()));
+    store->reset();  // closed before its signer goes
   }
   // 2. The two nodes.
   const int source_peer = interco::testing::FreePort(), target_peer = interco::testing::FreePort();

@@ -259,6 +259,7 @@ std::vector<interco::replication::v1::Batch> RemoteBatches(int count, int per_ba
     p.first_seq = seq;
     p.prev_hash = prev;
     p.max_hlc = hlc;
+    p.run_index = static_cast<uint32_t>(b % run);
     seq += static_cast<uint64_t>(per_batch);
     const bool end = (b + 1) % run == 0 || b + 1 == count;
     out.push_back(*interco::replication::BuildBatch(p, std::move(changes), hasher,

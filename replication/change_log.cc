@@ -38,6 +38,7 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   header.set_prev_hash(params.prev_hash);
   header.set_body_hash(BodyHash(batch.changes(), hasher));
   header.set_policy_version(params.policy_version);
+  header.set_run_index(params.run_index);
   batch.set_header(header.SerializeAsString());
   if (signer != nullptr) INTERCO_RETURN_IF_ERROR(SignBatch(batch, *signer));
   if (header_hash != nullptr) *header_hash = hasher.Sha256(batch.header());
@@ -109,8 +110,18 @@ absl::Status CheckRun(const std::vector<DecodedBatch>& run) {
       return absl::DataLossError(last ? "a run does not end with a signed batch"
                                       : "a signed batch inside a run");
     }
+    if (run[i].header.run_index() >= limits::kRunBatchesMax) {
+      return absl::DataLossError(absl::StrCat("batch ", run[i].header.first_seq(), " claims ",
+                                              run[i].header.run_index(),
+                                              " unsigned batches before it"));
+    }
     if (i > 0) {
       INTERCO_RETURN_IF_ERROR(Continues(run[i - 1].header, run[i - 1].header_hash, run[i].header));
+      if (run[i].header.run_index() != run[i - 1].header.run_index() + 1) {
+        // Its origin signed the batch before it: that signature was stripped.
+        return absl::DataLossError(absl::StrCat("batch ", run[i - 1].header.first_seq(),
+                                                " arrives unsigned, but its origin signed it"));
+      }
     }
   }
   return absl::OkStatus();

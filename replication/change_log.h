@@ -27,6 +27,8 @@ struct BatchParams {
   uint64_t max_hlc = 0;
   // Version of the registry policy the origin had applied (BatchHeader.policy_version).
   uint64_t policy_version = 0;
+  // Unsigned batches right before this one (BatchHeader.run_index).
+  uint32_t run_index = 0;
 };
 
 // Builds a batch of serialized Change messages (at least one), signed by `signer`, or
@@ -52,7 +54,9 @@ absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
 
 // Checks the shape of a run of decoded batches as a BatchFrame carries it: at most
 // limits::kRunBatchesMax batches of one origin epoch and stream, consecutive, each
-// chained to the one before (prev_hash), all unsigned but the last, which is signed.
+// chained to the one before (prev_hash), all unsigned but the last, which is signed, and
+// each counting one more unsigned predecessor (run_index) than the one before it — so a
+// batch that its origin signed cannot arrive stripped of its signature.
 // DATA_LOSS with what is wrong. The caller then verifies the last one's signature, which
 // covers them all.
 absl::Status CheckRun(const std::vector<DecodedBatch>& run);

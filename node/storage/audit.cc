@@ -244,8 +244,8 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
     message.push_back('\0');
     keys::PutBigEndian64(message, head.seq());
     message.append(head.hash());
-    head.set_signer(signer_->KeyId());
-    absl::StatusOr<std::string> signature = signer_->Sign(head.signer(), message);
+    head.set_signer(signer_.load()->KeyId());
+    absl::StatusOr<std::string> signature = signer_.load()->Sign(head.signer(), message);
     if (signature.ok()) head.set_signature(*std::move(signature));
   }
   return page;

@@ -253,28 +253,33 @@ absl::StatusOr<RecordStore::BackupInfo> RecordStore::CreateBackup(const std::str
 }
 
 absl::Status RecordStore::LoadUnsignedTail(const std::string& registry, const RegistryRuntime& rt) {
-  const auto pos = rt.position.find(replication::OriginKey{origin_, epoch_});
-  if (pos == rt.position.end() || pos->second.seq == 0) return absl::OkStatus();
-  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
-  it->SeekForPrev(ToSlice(keys::Log(registry, origin_, epoch_, pos->second.seq)));
-  if (!it->Valid()) return FromRocksStatus(it->status(), "reading the change log");
-  Batch tail;
-  BatchHeader h;
-  if (!tail.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
-      !h.ParseFromString(tail.header())) {
-    return absl::DataLossError(absl::StrCat("the last batch of ", registry, " does not parse"));
+  // Every chain of this node's (older epochs too: a new epoch taken without a key leaves
+  // the old chain's tail to sign).
+  for (const auto& [key, pos] : rt.position) {
+    if (key.origin != origin_ || pos.seq == 0) continue;
+    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+    it->SeekForPrev(ToSlice(keys::Log(registry, origin_, key.epoch, pos.seq)));
+    if (!it->Valid()) return FromRocksStatus(it->status(), "reading the change log");
+    Batch tail;
+    BatchHeader h;
+    if (!tail.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+        !h.ParseFromString(tail.header())) {
+      return absl::DataLossError(absl::StrCat("the last batch of ", registry, " does not parse"));
+    }
+    if (!tail.signature().empty() || h.origin() != origin_ || h.epoch() != key.epoch) continue;
+    // Left unsigned by a crash: its run is closed (signed) as soon as the key is loaded.
+    UnsignedRun run;
+    run.tail = std::move(tail);
+    run.epoch = key.epoch;
+    run.first_seq = h.first_seq();
+    run.batches = limits::kRunBatchesMax;
+    run.policy_version = h.policy_version();
+    if (key.epoch == epoch_) {
+      unsigned_runs_[registry] = std::move(run);
+    } else {
+      old_tails_.emplace_back(registry, std::move(run));
+    }
   }
-  if (!tail.signature().empty() || h.origin() != origin_ || h.epoch() != epoch_) {
-    return absl::OkStatus();
-  }
-  // Left unsigned by a crash: its run is closed (signed) at the next seal or idle moment.
-  UnsignedRun run;
-  run.tail = std::move(tail);
-  run.epoch = epoch_;
-  run.first_seq = h.first_seq();
-  run.batches = limits::kRunBatchesMax;
-  run.policy_version = h.policy_version();
-  unsigned_runs_[registry] = std::move(run);
   return absl::OkStatus();
 }
 
@@ -407,7 +412,7 @@ void RecordStore::CommitLoop() {
             return s->stopping_ || !s->queue_.empty();
           },
           this);
-      if (signer_ != nullptr && !unsigned_runs_.empty()) {
+      if (signer_ != nullptr && (!unsigned_runs_.empty() || !old_tails_.empty())) {
         // A run of own batches waits for its signature: sign its tail once nothing more
         // comes for a moment.
         idle = !mu_.AwaitWithTimeout(ready, absl::Milliseconds(limits::kSignIdleMillis));
@@ -426,9 +431,9 @@ void RecordStore::CommitLoop() {
         }
       }
     }
-    if (idle || stop) {
+    if (stop) return;  // an unsigned tail left is signed at the next start
+    if (idle) {
       if (signer_ != nullptr) SignIdleTails();
-      if (stop) return;
       continue;
     }
     ApplyGroup(group);
@@ -439,12 +444,13 @@ void RecordStore::CommitLoop() {
 }
 
 void RecordStore::SignIdleTails() {
-  if (unsigned_runs_.empty()) return;
+  if (unsigned_runs_.empty() && old_tails_.empty()) return;
   GroupState g;
   if (!StageTailSignatures(g).ok()) return;  // retried at the next idle moment
   if (!db_->Write(g.batch, /*sync=*/false).ok()) return;
   for (auto& [registry, run] : g.runs) unsigned_runs_.erase(registry);
-  if (local_commit_listener_) local_commit_listener_();
+  if (g.old_tails_signed) old_tails_.clear();
+  NotifyLocalCommit();
 }
 
 std::optional<RecordStore::UnsignedRun> RecordStore::RunOf(const GroupState& g,
@@ -466,10 +472,19 @@ absl::Status RecordStore::StageTailSignatures(GroupState& g, const std::string* 
     std::optional<UnsignedRun> run = RunOf(g, r);
     if (!run) continue;
     if (signer_ == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
-    INTERCO_RETURN_IF_ERROR(replication::SignBatch(run->tail, *signer_));
+    INTERCO_RETURN_IF_ERROR(replication::SignBatch(run->tail, *signer_.load()));
     g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(r, origin_, run->epoch, run->first_seq)),
                 run->tail.SerializeAsString());
     g.runs[r] = std::nullopt;
+  }
+  if (registry == nullptr && !old_tails_.empty()) {
+    if (signer_ == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
+    for (auto [r, run] : old_tails_) {
+      INTERCO_RETURN_IF_ERROR(replication::SignBatch(run.tail, *signer_.load()));
+      g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(r, origin_, run.epoch, run.first_seq)),
+                  run.tail.SerializeAsString());
+    }
+    g.old_tails_signed = true;
   }
   return absl::OkStatus();
 }
@@ -579,11 +594,14 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kAudit: break;
       case Op::Type::kSignTails: op->status = StageTailSignatures(g); break;
       case Op::Type::kNewEpoch:
-        // The old epoch's chains end signed; the HLC moves to now as well: the copy's
-        // high water may be far behind.
-        if (absl::Status s = StageTailSignatures(g); !s.ok()) {
-          op->status = s;
-          break;
+        // The old epoch's chains end signed (without a key, as with `interco-node
+        // --new_epoch`, they are signed at the next start that has one); the HLC moves to
+        // now as well: the copy's high water may be far behind.
+        if (signer_ != nullptr) {
+          if (absl::Status s = StageTailSignatures(g); !s.ok()) {
+            op->status = s;
+            break;
+          }
         }
         epoch_++;
         hlc_.AdvanceTo(hlc_.Now());
@@ -607,6 +625,15 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       return;
     }
   }
+  // A run that no later batch of its registry closes, while other work keeps the queue
+  // from going idle, is signed once it is old enough.
+  if (signer_ != nullptr) {
+    const int64_t now = clock_.MonotonicMillis();
+    for (const auto& [registry, run] : unsigned_runs_) {
+      if (g.runs.contains(registry) || now - run.since_ms < limits::kSignIntervalMillis) continue;
+      (void)StageTailSignatures(g, &registry);  // on failure, the idle moment retries
+    }
+  }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
     if (!g.dirty.contains(registry)) continue;
@@ -624,7 +651,9 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   }
   // Every op failed or was a no-op: only audit events (if any) to write, without waiting
   // for the disk (no write is acknowledged by them).
-  if (touched.empty() && g.audit.empty() && !g.new_epoch && g.runs.empty()) return;
+  if (touched.empty() && g.audit.empty() && !g.new_epoch && g.runs.empty() && !g.old_tails_signed) {
+    return;
+  }
 
   NodeMeta node_meta;
   node_meta.set_authority(authority_);
@@ -651,7 +680,8 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&mu_);
     committed_epoch_ = epoch_;
   }
-  bool signed_tail = false;
+  bool signed_tail = g.old_tails_signed;
+  if (g.old_tails_signed) old_tails_.clear();
   for (auto& [registry, run] : g.runs) {
     if (run) {
       unsigned_runs_[registry] = *std::move(run);
@@ -665,7 +695,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
   }
   Notify(touched);
-  if ((!g.changes.empty() || signed_tail) && local_commit_listener_) local_commit_listener_();
+  if (!g.changes.empty() || signed_tail) NotifyLocalCommit();
 }
 
 absl::StatusOr<RecordStore::RegistryRuntime*> RecordStore::Staged(GroupState& g,
@@ -711,6 +741,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
     INTERCO_RETURN_IF_ERROR(StageTailSignatures(g, &registry));
     run.reset();
   }
+  params.run_index = run ? static_cast<uint32_t>(run->batches) : 0;
   std::string header_hash;
   absl::StatusOr<Batch> built = replication::BuildBatch(params, std::exchange(changes, {}), hasher_,
                                                         /*signer=*/nullptr, &header_hash);
@@ -736,7 +767,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
       next.first_seq = params.first_seq;
       g.runs[registry] = std::move(next);
     } else {
-      INTERCO_RETURN_IF_ERROR(replication::SignBatch(*built, *signer_));
+      INTERCO_RETURN_IF_ERROR(replication::SignBatch(*built, *signer_.load()));
       g.runs[registry] = std::nullopt;
     }
   }
@@ -1555,6 +1586,7 @@ absl::Status RecordStore::EnqueueAndWait(std::unique_ptr<Op> op,
 }
 
 void RecordStore::SetLocalCommitListener(std::function<void()> listener) {
+  absl::MutexLock l(&listener_mu_);
   local_commit_listener_ = std::move(listener);
 }
 

@@ -16,6 +16,7 @@
 #ifndef INTERCO_NODE_STORAGE_RECORD_STORE_H_
 #define INTERCO_NODE_STORAGE_RECORD_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -222,7 +223,8 @@ class RecordStore {
   // The current origin epoch.
   uint32_t epoch();
   // Signs the batches of this node's commits (nullptr: unsigned, which peers refuse;
-  // for benchmarks of what signing costs). Set once, before writes start.
+  // for benchmarks of what signing costs). Set once, before writes start; the signer
+  // must outlive the store (its committer signs idle tails until the store closes).
   void SetSigner(replication::Signer* signer);
 
   // --- Audit log (node/storage/audit.cc). Every API write and registry creation is
@@ -401,10 +403,20 @@ class RecordStore {
   const uint64_t feed_retention_;
   std::unique_ptr<RocksDbStore> db_;
   Sha256Hasher hasher_;
-  std::function<void()> local_commit_listener_;
-  replication::Signer* signer_ = nullptr;
+  // Called with listener_mu_ held, so that replacing it waits for a call in progress.
+  absl::Mutex listener_mu_;
+  std::function<void()> local_commit_listener_ ABSL_GUARDED_BY(listener_mu_);
+  void NotifyLocalCommit() {
+    absl::MutexLock l(&listener_mu_);
+    if (local_commit_listener_) local_commit_listener_();
+  }
+  // Set once the node's key is loaded, read by the committer thread.
+  std::atomic<replication::Signer*> signer_{nullptr};
   // Committer thread only (and Load, before it starts).
   std::map<std::string, UnsignedRun> unsigned_runs_;
+  // Unsigned tails of this node's chains of earlier epochs (a new epoch taken without a
+  // key), per registry.
+  std::vector<std::pair<std::string, UnsignedRun>> old_tails_;
   bool opened_from_backup_ = false;
   replication::Clock& clock_;
   const int32_t node_audit_retention_days_;

@@ -71,6 +71,8 @@ struct RecordStore::GroupState {
   // Unsigned runs of own batches as the group leaves them, per registry (nullopt: its
   // tail is now signed); unsigned_runs_ takes them once the group is durable.
   std::map<std::string, std::optional<UnsignedRun>> runs;
+  // RecordStore::old_tails_ are signed in this group.
+  bool old_tails_signed = false;
 };
 
 }  // namespace interco::node

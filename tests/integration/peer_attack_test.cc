@@ -110,7 +110,8 @@ class PeerAttackTest : public ::testing::Test {
 
   // A batch of one change creating record `id`, from `origin`, at position `seq`.
   Batch MakeBatch(const std::string& origin_siren, uint64_t seq, const std::string& prev_hash,
-                  const std::string& id, replication::Signer* signer, std::string* hash) {
+                  const std::string& id, replication::Signer* signer, std::string* hash,
+                  uint32_t run_index = 0) {
     const uint32_t origin = Origin(origin_siren);
     const uint64_t hlc = static_cast<uint64_t>(NowMs()) << replication::HybridLogicalClock::kLogicalBits;
     interco::replication::v1::Change c;
@@ -133,6 +134,7 @@ class PeerAttackTest : public ::testing::Test {
     p.first_seq = seq;
     p.prev_hash = prev_hash;
     p.max_hlc = hlc;
+    p.run_index = run_index;
     return *replication::BuildBatch(p, {c.SerializeAsString()}, hasher_, signer, hash);
   }
 
@@ -209,7 +211,7 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   ASSERT_TRUE(SendBatch(s, MakeBatch(kLyon, 1, "", "unsigned", nullptr, nullptr)));
   std::string first_hash;
   Batch run_first = MakeBatch(kLyon, 1, "", "run-first", nullptr, &first_hash);
-  const Batch run_end = MakeBatch(kLyon, 2, first_hash, "run-end", signer_.get(), nullptr);
+  const Batch run_end = MakeBatch(kLyon, 2, first_hash, "run-end", signer_.get(), nullptr, 1);
   run_first.mutable_changes(0)->back() ^= 1;
   ASSERT_TRUE(SendRun(s, {run_first, run_end}));
   ASSERT_TRUE(WaitFor([&] { return LyonStatus().rejected() >= 2; }))

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -141,6 +142,10 @@ class TrustStoreTest : public ::testing::Test {
     std::unique_ptr<RecordStore> store;
     std::unique_ptr<CertificateStore> certs;
     std::unique_ptr<BatchSigner> signer;
+    Signed() = default;
+    Signed(Signed&&) = default;
+    // The store signs until it is closed: it goes first.
+    ~Signed() { store.reset(); }
   };
   Signed OpenSignedWithRegistry(const std::vector<std::pair<std::string, interco::v1::FieldType>>& extra = {}) {
     const std::string tls = testing::NodeTlsDir(kLyon);
@@ -270,6 +275,45 @@ TEST_F(TrustStoreTest, BurstsOfWritesShareSignaturesAndEveryBatchIsCovered) {
   ExpectEveryBatchCovered(chain, *certs);
 }
 
+TEST_F(TrustStoreTest, ATailIsSignedEvenWhileOtherRegistriesKeepTheNodeBusy) {
+  auto [store, certs, signer] = OpenSignedWithRegistry();
+  interco::v1::Registry other;
+  auto* f = other.mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  ASSERT_TRUE(store->CreateRegistry("associations", other, {kFederation, kLyon, "admin"}).ok());
+  const replication::Principal me{kFederation, kLyon, ""};
+  // Writers on "associations" never let the commit queue go idle...
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; !stop; ++i) {
+        replication::LocalWrite w;
+        w.kind = replication::LocalWrite::Kind::kUpdate;
+        w.allow_missing = true;
+        w.fields["nom"].set_string_value(absl::StrCat("v", i));
+        (void)store->Write("associations", absl::StrCat("a", t, "-", i % 10), w, me);
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // ...while one write goes to "equipements": its batch must still get its signature.
+  replication::LocalWrite w;
+  w.kind = replication::LocalWrite::Kind::kCreate;
+  w.fields["nom"].set_string_value("piscine");
+  ASSERT_TRUE(store->Write("equipements", "piscine", w, me).ok());
+  bool signed_in_time = false;
+  for (int i = 0; i < 100 && !signed_in_time; ++i) {
+    auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
+    signed_in_time = batches.ok() && batches->size() == 1 && !batches->back().signature().empty();
+    if (!signed_in_time) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  for (auto& t : writers) t.join();
+  EXPECT_TRUE(signed_in_time) << "the tail waited for the node to go idle";
+}
+
 TEST_F(TrustStoreTest, ATailLeftUnsignedIsSignedWhenTheKeyIsBack) {
   {
     // Written without a key (as if the node stopped before signing its tail).
@@ -293,8 +337,9 @@ TEST_F(TrustStoreTest, ATailLeftUnsignedIsSignedWhenTheKeyIsBack) {
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
   store->SetSigner(signer.get());
   const auto chain = SignedChain(*store);
-  ASSERT_EQ(chain.size(), 1u);
+  EXPECT_EQ(chain.size(), 1u);
   ExpectEveryBatchCovered(chain, *certs);
+  store.reset();  // closed before its signer goes
 }
 
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {

@@ -685,6 +685,17 @@ TEST_F(RunTest, ARelayCannotAlterTruncateReorderOrExtendARun) {
     ASSERT_EQ(big.size(), limits::kRunBatchesMax + 1);
     ExpectRefusedWhole(big, "run too long");
   }
+  {
+    // Two runs made one, the first one's signature stripped: a receiver would hold a
+    // longer unsigned stretch than its origin made, and could not pass it on.
+    Authority a_two(kA, clock_, hasher_, schema_);
+    std::vector<Batch> both = Run(a_two, 3, "x");
+    const std::vector<Batch> second = Run(a_two, 3, "y");
+    both.back().clear_signature();
+    both.back().clear_signer();
+    both.insert(both.end(), second.begin(), second.end());
+    ExpectRefusedWhole(both, "signature stripped");
+  }
   // The genuine run still goes through, after all that.
   SendRun(kR, run);
   EXPECT_EQ(Held(kA), 4u);

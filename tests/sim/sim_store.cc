@@ -208,6 +208,7 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     SignTail(stream);  // a run holds one policy version
     run = runs_.end();
   }
+  params.run_index = run == runs_.end() ? 0 : static_cast<uint32_t>(run->second.batches);
   std::string header_hash;
   Batch batch =
       *replication::BuildBatch(params, std::move(changes), hasher_, nullptr, &header_hash);
