@@ -29,6 +29,19 @@ bash tools/build.sh "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -- interco_n
 node_bin=build/node/interco-node
 cli_bin=build/node/cli/interco
 
+# Demo stores of an older store format are moved aside (the data is imported again).
+store_format=2
+if [[ -d $run ]] && [[ $(cat "$run/store-format" 2>/dev/null) != "$store_format" ]]; then
+  for siren in "$epci" "$bourg" "$viriat"; do
+    if [[ -d $run/$siren ]]; then
+      mv "$run/$siren" "$run/$siren.format-old.$(date +%s)"
+      echo "== moved the demo store of $siren aside (older store format)"
+    fi
+  done
+fi
+mkdir -p "$run"
+echo "$store_format" >"$run/store-format"
+
 echo "== dev certificates (federation $federation) in $run/certs"
 mkdir -p "$run"
 bash certs/dev-certs.sh "$run/certs" "$federation" "$epci" "$bourg" "$viriat" >/dev/null

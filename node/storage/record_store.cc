@@ -45,7 +45,9 @@ using interco::v1::Value;
 using replication::FieldValues;
 using replication::RecordState;
 
-constexpr uint32_t kFormatVersion = 1;
+// 2: signatures per run (Batch.signer, BatchHeader.run_index); batches of version 1
+// (signer in the header) no longer verify, and there is no migration.
+constexpr uint32_t kFormatVersion = 2;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -292,10 +294,11 @@ absl::Status RecordStore::Load() {
       return absl::FailedPreconditionError(
           absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
     }
-    if (meta.format_version() > kFormatVersion) {
+    if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads up to ",
-          kFormatVersion));
+          "the store has format version ", meta.format_version(), "; this node reads version ",
+          kFormatVersion, " only (a store of version 1 predates signatures per run and has no "
+          "migration: start from an empty store and let the partners send it everything)"));
     }
   } else {
     meta.set_authority(authority_);

@@ -7,6 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "interco/internal/v1/storage.pb.h"
+#include "node/storage/keys.h"
+#include "node/storage/rocksdb_store.h"
 #include "tests/testing/test_env.h"
 
 namespace interco::node {
@@ -219,6 +222,31 @@ TEST_F(RecordStoreTest, RefusesStoreOfAnotherAuthority) {
   o.authority = kBourg;
   o.clock = &clock_;
   EXPECT_EQ(RecordStore::Open(o).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
+  store_.reset();
+  {
+    // A store of format version 1 (batches signed one by one, signer in the header).
+    RocksDbOptions ro;
+    ro.path = dir_;
+    auto db = RocksDbStore::Open(ro);
+    ASSERT_TRUE(db.ok()) << db.status();
+    interco::internal::v1::NodeMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(*(*db)->Get(Cf::kMeta, keys::kNodeMeta).value()));
+    meta.set_format_version(1);
+    rocksdb::WriteBatch wb;
+    wb.Put((*db)->handle(Cf::kMeta), rocksdb::Slice(keys::kNodeMeta.data(), keys::kNodeMeta.size()),
+           meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  RecordStoreOptions o;
+  o.path = dir_;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  const absl::Status s = RecordStore::Open(o).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("format version 1"));
 }
 
 TEST_F(RecordStoreTest, ConcurrentWritersAllLandConsistently) {
