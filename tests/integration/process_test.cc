@@ -397,6 +397,14 @@ uint64_t FillDirectory(const NodeProcess& node, const v1::CreateRegistryRequest&
         f["commune"].set_string_value(absl::StrCat("0", 1000 + i % 500));
         f["adresse"].set_string_value(absl::StrCat(i % 300, " rue de la République"));
         f["telephone"].set_string_value(absl::StrCat("04 74 ", 10 + i % 89, " 00 00"));
+        // Opening hours, as such directories write them: text that repeats itself, so
+        // that even a frame of one record compresses (how many records share a frame
+        // depends on timing).
+        std::string hours;
+        for (const char* day : {"lundi", "mardi", "mercredi", "jeudi", "vendredi"}) {
+          absl::StrAppend(&hours, day, " : 8h30-12h00 et 13h30-", 17 + i % 2, "h00 ; ");
+        }
+        f["horaires"].set_string_value(hours + "samedi et dimanche : fermé");
         for (const auto& [k, v] : f) payload += k.size() + v.string_value().size();
         grpc::ClientContext call;
         v1::Record out;
@@ -459,7 +467,7 @@ TEST(ProcessTest, PeerTrafficIsCompressed) {
   create.set_registry_id("annuaire");
   create.mutable_registry()->set_owner(kLyon);
   create.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
-  for (const char* f : {"nom", "commune", "adresse", "telephone"}) {
+  for (const char* f : {"nom", "commune", "adresse", "telephone", "horaires"}) {
     auto* spec = create.mutable_registry()->mutable_schema()->add_fields();
     spec->set_name(f);
     spec->set_type(v1::FIELD_TYPE_STRING);
