@@ -127,6 +127,15 @@ absl::Status CheckRun(const std::vector<DecodedBatch>& run) {
   return absl::OkStatus();
 }
 
+interco::replication::v1::ChainProof ProofOf(const DecodedBatch& batch) {
+  interco::replication::v1::ChainProof proof;
+  if (batch.run == nullptr || !batch.raw.signature().empty()) return proof;
+  for (size_t i = batch.run_position + 1; i < batch.run->size(); ++i) {
+    *proof.add_following() = (*batch.run)[i];
+  }
+  return proof;
+}
+
 absl::Status VerifyCovered(std::string_view header, const std::vector<std::string>& following,
                            std::string_view signer, std::string_view signature, Hasher& hasher,
                            Verifier& verifier) {

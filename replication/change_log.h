@@ -61,6 +61,10 @@ absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
 // covers them all.
 absl::Status CheckRun(const std::vector<DecodedBatch>& run);
 
+// The proof of a batch that arrived unsigned: the rest of the run it arrived in (empty if
+// it was signed).
+interco::replication::v1::ChainProof ProofOf(const DecodedBatch& batch);
+
 // Proves the batch whose header bytes are `header` through its chain: `following` are
 // the headers of the batches after it, up to the signed one (empty if the batch itself
 // is signed); `signer` and `signature` are that signed batch's. OK if every header

@@ -8,6 +8,7 @@
 #define INTERCO_REPLICATION_ENV_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,9 +91,11 @@ struct DecodedBatch {
   interco::replication::v1::Batch raw;
   // SHA-256 of raw.header: the prev_hash of the origin's next batch.
   std::string header_hash;
-  // For an unsigned batch, the rest of its run, which proves it (filled in by the engine
-  // once the run's signature verified); empty for a signed one.
-  interco::replication::v1::ChainProof proof;
+  // The run it arrived in, each batch reduced to header, signature and signer (set by
+  // the engine once the run's signature verified; shared by the run's batches), and its
+  // place in it: the batches after it prove it (ProofOf).
+  std::shared_ptr<const std::vector<interco::replication::v1::Batch>> run;
+  size_t run_position = 0;
 };
 
 // The replicated state of a node, as the engine needs it.

@@ -234,13 +234,13 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     return;
   }
   // Each unsigned batch is proven by the batches after it, up to the signed end.
-  for (size_t i = 0; i + 1 < run.size(); ++i) {
-    for (size_t j = i + 1; j < run.size(); ++j) {
-      Batch* f = run[i].proof.add_following();
-      f->set_header(run[j].raw.header());
-      f->set_signature(run[j].raw.signature());
-      f->set_signer(run[j].raw.signer());
-    }
+  auto headers = std::make_shared<std::vector<Batch>>(run.size());
+  for (size_t i = 0; i < run.size(); ++i) {
+    (*headers)[i].set_header(run[i].raw.header());
+    (*headers)[i].set_signature(run[i].raw.signature());
+    (*headers)[i].set_signer(run[i].raw.signer());
+    run[i].run = headers;
+    run[i].run_position = i;
   }
   if (conflict) {
     Freeze(peer_id, peer, stream, std::move(conflict->mine), run[fresh]);
@@ -426,7 +426,7 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
     *evidence.mutable_held() = *std::move(held);
   }
   *evidence.mutable_received() = received.raw;
-  *evidence.mutable_received_proof() = received.proof;
+  *evidence.mutable_received_proof() = ProofOf(received);
   evidence.set_received_from(peer_id);
   evidence.set_detected_ms(clock_.NowMillis());
   peer.stats.forks++;

@@ -474,21 +474,23 @@ absl::Status RecordStore::StageTailSignatures(GroupState& g, const std::string* 
   for (const std::string& r : registries) {
     std::optional<UnsignedRun> run = RunOf(g, r);
     if (!run) continue;
-    if (signer_ == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
-    INTERCO_RETURN_IF_ERROR(replication::SignBatch(run->tail, *signer_.load()));
-    g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(r, origin_, run->epoch, run->first_seq)),
-                run->tail.SerializeAsString());
+    INTERCO_RETURN_IF_ERROR(StageTailSignature(g, r, *std::move(run)));
     g.runs[r] = std::nullopt;
   }
   if (registry == nullptr && !old_tails_.empty()) {
-    if (signer_ == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
-    for (auto [r, run] : old_tails_) {
-      INTERCO_RETURN_IF_ERROR(replication::SignBatch(run.tail, *signer_.load()));
-      g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(r, origin_, run.epoch, run.first_seq)),
-                  run.tail.SerializeAsString());
-    }
+    for (const auto& [r, run] : old_tails_) INTERCO_RETURN_IF_ERROR(StageTailSignature(g, r, run));
     g.old_tails_signed = true;
   }
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::StageTailSignature(GroupState& g, const std::string& registry,
+                                             UnsignedRun run) {
+  replication::Signer* signer = signer_.load();
+  if (signer == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
+  INTERCO_RETURN_IF_ERROR(replication::SignBatch(run.tail, *signer));
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, run.epoch, run.first_seq)),
+              run.tail.SerializeAsString());
   return absl::OkStatus();
 }
 

@@ -338,6 +338,8 @@ class RecordStore {
   std::optional<UnsignedRun> RunOf(const GroupState& g, const std::string& registry) const;
   // Stages the signature of the unsigned tail of `registry` (every registry if null).
   absl::Status StageTailSignatures(GroupState& g, const std::string* registry = nullptr);
+  // Stages `run`'s tail, signed, in place of its unsigned copy in the log.
+  absl::Status StageTailSignature(GroupState& g, const std::string& registry, UnsignedRun run);
   // Signs every unsigned tail now (the commit queue was idle): one unsynced write.
   void SignIdleTails();
   // Makes a policy version known (and in force if it is the newest), staged in the group.
