@@ -108,10 +108,17 @@ int64_t CounterValue(const FieldState& f) {
                                               std::numeric_limits<int64_t>::max()));
 }
 
+// What a change says its writer had seen belongs to the change, not to the state.
+void ClearSeen(FieldState& f) {
+  f.clear_seen_age();
+  f.clear_seen_origin();
+}
+
 bool MergeField(FieldState& a, const FieldState& b) {
   if (b.incarnation() != a.incarnation()) {
     if (b.incarnation() < a.incarnation()) return false;
     a = b;
+    ClearSeen(a);
     return true;
   }
   bool changed = false;
@@ -223,6 +230,11 @@ absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* cu
   }
   if (spec.type() != interco::v1::FIELD_TYPE_STRING_SET) {
     if (value != nullptr) *f.mutable_value() = *value;
+    // The register value this write replaces, seen here: its loss is no conflict.
+    if (same_life && stamp.hlc > current->hlc()) {
+      f.set_seen_age(stamp.hlc - current->hlc());
+      if (current->origin() != stamp.origin) f.set_seen_origin(current->origin());
+    }
     return f;
   }
   // Observed-remove set: remove every observed add of an element that is not wanted,
@@ -281,6 +293,11 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
       return invalid("set elements on a field that is not a string set");
     }
     if (!counter && !f.counter().empty()) return invalid("counter entries on a non-counter field");
+    if ((set || counter) && (f.seen_age() != 0 || f.seen_origin() != 0)) {
+      return invalid("a seen register write on a set or counter field");
+    }
+    if (f.seen_age() == 0 && f.seen_origin() != 0) return invalid("seen_origin without seen_age");
+    if (f.seen_age() != 0 && f.seen_age() >= f.hlc()) return invalid("seen_age reaches back before the clock's origin");
     if ((set || counter) && f.has_value() && f.value().kind_case() != Value::KIND_NOT_SET) {
       return invalid("a register value on a set or counter field");
     }
@@ -338,7 +355,9 @@ bool MergeRecordState(RecordState& state, const RecordState& delta) {
       ++i;
     } else if (i == a->size() || b[j].name() < a->Get(i).name()) {
       if (FieldAlive(b[j].incarnation(), cl)) {
-        *merged.Add() = b[j];
+        FieldState* f = merged.Add();
+        *f = b[j];
+        ClearSeen(*f);
         changed = true;
       }
       ++j;

@@ -29,6 +29,11 @@ inline constexpr uint32_t kSetElementsDefault = 1024;
 inline constexpr uint32_t kSetElementsMax = 10000;
 // Serialized CRDT state of one record, metadata and tombstones included.
 inline constexpr size_t kRecordStateBytesMax = 1 << 20;
+// Conflict journal of one record: lost writes kept (the oldest dropped beyond, counted),
+// writes seen ahead of their arrival, and the journal's serialized size.
+inline constexpr int kConflictsPerRecordMax = 64;
+inline constexpr int kSeenAheadPerRecordMax = 256;
+inline constexpr size_t kConflictBytesPerRecordMax = 1 << 20;
 
 // Reads.
 inline constexpr int32_t kPageSizeDefault = 100;

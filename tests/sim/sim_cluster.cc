@@ -133,6 +133,7 @@ class World {
   bool Converged();
   std::string DumpPositions();
   std::string Check();
+  std::string CheckConflicts();
 
   const SimOptions options_;
   std::mt19937_64 rng_;
@@ -578,6 +579,7 @@ std::string World::Check() {
       }
     }
   }
+  if (std::string c = CheckConflicts(); !c.empty()) return c;
   if (options_.policy_changes) {
     // Every node ends with the owner's last policy version in force.
     const uint64_t owner_version = nodes_[0].store->Policies("commun")->current_version();
@@ -601,6 +603,76 @@ std::string World::Check() {
     const uint64_t bound_ms = static_cast<uint64_t>(now_ + options_.clock_skew_max_ms + 1000);
     if (replication::HybridLogicalClock::Millis(nodes_[i].store->hlc_last()) > bound_ms) {
       return absl::StrCat("node ", i, ": HLC beyond any wall clock");
+    }
+  }
+  return "";
+}
+
+// Every register write that lost a race is in every node's conflict journal, and nothing
+// else is: the losers of a record are the register writes of its final life that are
+// neither a final value nor named as seen by another write (computed from the log).
+std::string World::CheckConflicts() {
+  using Id = std::tuple<std::string, std::string, uint64_t, uint32_t>;  // key, field, stamp
+  for (const auto& [stream, subs] : subscribers_) {
+    SimStore& ref = *nodes_[static_cast<size_t>(*subs.begin())].store;
+    const auto& records = ref.Records(stream);
+    std::set<Id> seen;
+    std::map<Id, std::string> writes;
+    for (const interco::replication::v1::Change& c : ref.LoggedChanges(stream)) {
+      auto it = records.find(c.key());
+      if (c.has_policy() || it == records.end() || !replication::IsLive(it->second)) continue;
+      const uint32_t life = replication::LifeOf(it->second.causal_length());
+      for (const replication::FieldState& f : c.delta().fields()) {
+        const interco::v1::FieldSpec* spec = schema_.Find(f.name());
+        if (f.incarnation() != life || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
+            spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
+          continue;
+        }
+        writes[Id{c.key(), f.name(), f.hlc(), f.origin()}] = f.value().SerializeAsString();
+        if (auto s = replication::SeenBy(f)) seen.insert(Id{c.key(), f.name(), s->hlc, s->origin});
+      }
+    }
+    std::map<Id, std::string> expected;
+    for (const auto& [id, value] : writes) {
+      const auto& [key, field, hlc, origin] = id;
+      bool final_value = false;
+      for (const replication::FieldState& f : records.at(key).fields()) {
+        final_value |= f.name() == field && f.hlc() == hlc && f.origin() == origin;
+      }
+      if (!final_value && !seen.contains(id)) expected[id] = value;
+    }
+    result_.conflicts += expected.size();
+    for (int i : subs) {
+      std::map<Id, std::string> held;
+      std::set<std::string> bounded;  // records whose journal dropped entries: not compared
+      for (const auto& [key, journal] : nodes_[static_cast<size_t>(i)].store->Conflicts(stream)) {
+        if (journal.dropped() > 0) bounded.insert(key);
+        if (!journal.seen_ahead().empty()) {
+          return absl::StrCat(stream, "/", key, ": node ", i, " still expects ",
+                              journal.seen_ahead_size(), " writes it has seen named");
+        }
+        for (const auto& l : journal.lost()) {
+          held[Id{key, l.loser().name(), l.loser().hlc(), l.loser().origin()}] =
+              l.loser().value().SerializeAsString();
+        }
+      }
+      for (const auto& [id, value] : expected) {
+        if (bounded.contains(std::get<0>(id))) continue;
+        auto it = held.find(id);
+        if (it == held.end() || it->second != value) {
+          return absl::StrCat(stream, "/", std::get<0>(id), " field ", std::get<1>(id),
+                              ": a write that lost a race (origin ", std::get<3>(id),
+                              ") is missing from node ", i, "'s conflict journal");
+        }
+      }
+      for (const auto& [id, value] : held) {
+        if (!bounded.contains(std::get<0>(id)) && !expected.contains(id)) {
+          return absl::StrCat(stream, "/", std::get<0>(id), " field ", std::get<1>(id),
+                              ": node ", i, "'s conflict journal holds a write of origin ",
+                              std::get<3>(id), " that did not lose a race");
+        }
+      }
+      result_.conflicts_bounded += bounded.size();
     }
   }
   return "";

@@ -72,6 +72,10 @@ struct SimResult {
   uint64_t policy_changes = 0;
   uint64_t refused_writes = 0;
   uint64_t policy_waits = 0;
+  // Register writes that lost a race (each in every node's conflict journal), and records
+  // whose journal reached its bound on some node (not compared there).
+  uint64_t conflicts = 0;
+  uint64_t conflicts_bounded = 0;
   // Batches their origin left to the signature of a later batch of the run.
   uint64_t unsigned_batches = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last

@@ -8,6 +8,7 @@
 #include "replication/base/check.h"
 #include "replication/base/strings.h"
 #include "replication/change_log.h"
+#include "replication/conflict_journal.h"
 #include "replication/ids.h"
 
 namespace interco::sim {
@@ -141,9 +142,18 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   }
   auto& records = records_[stream];
   auto policies = policies_.find(stream);
+  auto& conflicts = conflicts_[stream];
+  const replication::VersionVector& before = position_[stream];
   for (const Change& c : batch.changes) {
     if (!c.has_policy()) {
-      replication::MergeRecordState(records[c.key()], c.delta());
+      RecordState& state = records[c.key()];
+      replication::RecordConflicts& journal = conflicts[c.key()];
+      replication::UpdateConflicts(
+          schema_, state, c.delta(),
+          [&](replication::Stamp s) { return replication::ReceivedBefore(before, h, s); },
+          journal);
+      if (journal.ByteSizeLong() == 0) conflicts.erase(c.key());
+      replication::MergeRecordState(state, c.delta());
     } else if (policies != policies_.end()) {
       replication::PolicyHistory& history = policies->second;
       history.Add(c.policy().version(),
@@ -175,6 +185,11 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     const replication::Stamp stamp{hlc_.Now(), origin_};
     auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
     if (!plan.ok() || !plan->has_value()) continue;
+    // A local write replaces what it saw; it can only end a life, and its journal.
+    replication::RecordConflicts& journal = conflicts_[stream][w.key];
+    replication::UpdateConflicts(schema_, records[w.key], (*plan)->delta,
+                                 [](replication::Stamp) { return true; }, journal);
+    if (journal.ByteSizeLong() == 0) conflicts_[stream].erase(w.key);
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
@@ -305,6 +320,20 @@ std::vector<uint32_t> SimStore::FrozenOrigins() {
   for (const auto& f : forks_) out.push_back(f.origin());
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<Change> SimStore::LoggedChanges(const std::string& stream) {
+  std::vector<Change> out;
+  for (auto& [key, batches] : log_[stream]) {
+    for (auto& [first, batch] : batches) {
+      for (const std::string& bytes : batch.changes()) {
+        Change c;
+        INTERCO_CHECK(c.ParseFromString(bytes));
+        out.push_back(std::move(c));
+      }
+    }
+  }
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "replication/conflict_journal.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
 #include "replication/policy.h"
@@ -109,6 +110,12 @@ class SimStore final : public replication::ReplicaStore {
   const std::map<std::string, replication::RecordState>& Records(const std::string& stream) {
     return records_[stream];
   }
+  // The conflict journal of each record that has one.
+  const std::map<std::string, replication::RecordConflicts>& Conflicts(const std::string& stream) {
+    return conflicts_[stream];
+  }
+  // Every change of the stream's log, origin by origin in order.
+  std::vector<interco::replication::v1::Change> LoggedChanges(const std::string& stream);
   // Checks that every origin's log is dense from 1 and chained. Empty if fine.
   std::string CheckLog();
   uint64_t hlc_last() const { return hlc_.last(); }
@@ -129,6 +136,7 @@ class SimStore final : public replication::ReplicaStore {
   std::vector<interco::replication::v1::ForkEvidence> forks_;
   replication::HybridLogicalClock hlc_;
   std::map<std::string, std::map<std::string, replication::RecordState>> records_;
+  std::map<std::string, std::map<std::string, replication::RecordConflicts>> conflicts_;
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;

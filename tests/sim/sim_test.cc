@@ -30,7 +30,8 @@ TEST(SimTest, SeedSweep) {
     count = 1;
   }
   int64_t worst_convergence_ms = 0;
-  uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0;
+  uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
+           conflicts_bounded = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -45,16 +46,22 @@ TEST(SimTest, SeedSweep) {
     messages += r.messages;
     crashes += r.crashes;
     unsigned_batches += r.unsigned_batches;
+    conflicts += r.conflicts;
+    conflicts_bounded += r.conflicts_bounded;
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
-              "covered by a later signature; slowest convergence after healing %lld ms\n",
+              "covered by a later signature, %llu lost races journaled (%llu bounded record "
+              "journals); slowest convergence after healing %lld ms\n",
               static_cast<unsigned long long>(count), static_cast<unsigned long long>(first),
               static_cast<unsigned long long>(writes), static_cast<unsigned long long>(messages),
               static_cast<unsigned long long>(crashes),
               static_cast<unsigned long long>(unsigned_batches),
+              static_cast<unsigned long long>(conflicts),
+              static_cast<unsigned long long>(conflicts_bounded),
               static_cast<long long>(worst_convergence_ms));
   if (count > 10) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
+    EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";
   }
 }
 
