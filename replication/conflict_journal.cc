@@ -110,8 +110,7 @@ bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
   const uint32_t cl = std::max(current.causal_length(), delta.causal_length());
   if (cl != current.causal_length() && (journal.lost_size() > 0 || journal.seen_ahead_size() > 0)) {
     // A life ended: its races are over (edits lost to a delete are not conflicts).
-    journal.clear_lost();
-    journal.clear_seen_ahead();
+    journal.Clear();
     changed = true;
   }
   if (cl % 2 == 0) return changed;
@@ -146,6 +145,35 @@ bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
     }
   }
   return changed;
+}
+
+bool JournalUntouched(const RegistrySchema& schema, const RecordState& current,
+                      const RecordState& delta) {
+  // Only a live record has a journal, and only the end of its life clears it.
+  if (IsLive(current) && delta.causal_length() > current.causal_length()) return false;
+  const uint32_t cl = std::max(current.causal_length(), delta.causal_length());
+  if (cl % 2 == 0) return true;
+  const uint32_t life = LifeOf(cl);
+  for (const FieldState& b : delta.fields()) {
+    if (b.incarnation() != life) continue;
+    const interco::v1::FieldSpec* spec = schema.Find(b.name());
+    if (spec == nullptr || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
+        spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
+      continue;
+    }
+    const FieldState* a = FindLiveField(current, b.name(), life);
+    const std::optional<Stamp> seen = SeenBy(b);
+    if (a == nullptr) {
+      // A first value of the field in this life; no write replaced it knowingly yet
+      // (such a write would be the field's value here).
+      if (seen.has_value()) return false;
+      continue;
+    }
+    const Stamp sa{a->hlc(), a->origin()};
+    if (Stamp{b.hlc(), b.origin()} == sa) continue;
+    if (!(Stamp{b.hlc(), b.origin()} > sa && seen == sa)) return false;
+  }
+  return true;
 }
 
 bool ReceivedBefore(const VersionVector& position,

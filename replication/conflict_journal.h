@@ -48,6 +48,13 @@ bool UpdateConflicts(const RegistrySchema& schema,
                      const interco::replication::v1::RecordState& delta,
                      const std::function<bool(Stamp)>& received, RecordConflicts& journal);
 
+// Whether UpdateConflicts would neither read nor change the record's journal for this
+// change: the common case of a change that creates a record, adds fields, or replaces
+// values its writer had seen. A store may then skip loading the journal.
+bool JournalUntouched(const RegistrySchema& schema,
+                      const interco::replication::v1::RecordState& current,
+                      const interco::replication::v1::RecordState& delta);
+
 // The `received` of UpdateConflicts for a change of the batch with header `batch` that a
 // store applies holding `position` for the batch's stream (before the batch): a stamp of
 // the batch's origin up to the batch's greatest HLC, or of an origin whose changes this

@@ -56,6 +56,7 @@ absl::Status RunDelete(Session& session, const Args& args, const CommandOptions&
 absl::Status RunWatch(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunImport(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunConflicts(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunBackup(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunProvenance(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunVerifyProvenance(Session& session, const Args& args,

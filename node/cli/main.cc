@@ -85,6 +85,14 @@ const std::vector<Command>& Commands() {
        "      Table: ID and the first 6 fields; json: one record per line",
        {"prefix", "where", "limit"},
        RunList},
+      {"conflicts",
+       "conflicts REGISTRY [ID] [--limit N]",
+       "the conflict journal: writes that lost a race to a write that had not seen\n"
+       "      them (record, field, losing value, its authority and time, the write it\n"
+       "      lost to here); --limit defaults to 100, 0 lists all. json: one\n"
+       "      interco.v1.Conflict per line",
+       {"limit"},
+       RunConflicts},
       {"put",
        "put REGISTRY ID JSON [--etag E]",
        "upsert the fields of the JSON object, e.g. '{\"nom\":\"Ars\",\"population\":860}';\n"

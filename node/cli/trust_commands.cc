@@ -1,4 +1,5 @@
-// `interco audit`, `interco provenance`, `interco verify-provenance` and `interco backup`.
+// `interco audit`, `interco conflicts`, `interco provenance`, `interco verify-provenance`
+// and `interco backup`.
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -125,6 +126,53 @@ absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& 
   std::cout << "head: " << head.chain() << " #" << head.seq() << " "
             << absl::BytesToHexString(head.hash()).substr(0, 16)
             << (head.signature().empty() ? " (unsigned)" : " (signed by the node)") << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunConflicts(Session& session, const Args& args, const CommandOptions& options) {
+  if (args.empty() || args.size() > 2) return Usage("conflicts REGISTRY [ID] [--limit N]");
+  INTERCO_RETURN_IF_ERROR(CheckRegistryId(args[0]));
+  if (args.size() == 2) INTERCO_RETURN_IF_ERROR(CheckRecordId(args[1]));
+  INTERCO_ASSIGN_OR_RETURN(const int64_t limit, options.GetInt("limit", 100, 0, INT64_MAX));
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  interco::v1::ListConflictsRequest request;
+  request.set_parent(RegistryName(args[0]));
+  if (args.size() == 2) request.set_record_id(args[1]);
+  std::vector<interco::v1::Conflict> conflicts;
+  uint64_t dropped = 0;
+  constexpr int64_t kPageMax = limits::kPageSizeMax;
+  do {
+    const int64_t wanted = limit == 0 ? kPageMax : limit - static_cast<int64_t>(conflicts.size());
+    request.set_page_size(static_cast<int32_t>(std::min(wanted, kPageMax)));
+    interco::v1::ListConflictsResponse response;
+    grpc::ClientContext context;
+    client->SetDeadline(context);
+    INTERCO_RETURN_IF_ERROR(
+        RpcError(client->registries().ListConflicts(&context, request, &response)));
+    dropped += response.dropped();
+    for (auto& c : *response.mutable_conflicts()) conflicts.push_back(std::move(c));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty() &&
+           (limit == 0 || static_cast<int64_t>(conflicts.size()) < limit));
+  if (limit != 0 && static_cast<int64_t>(conflicts.size()) > limit) conflicts.resize(limit);
+  if (session.json()) {
+    for (const auto& c : conflicts) INTERCO_RETURN_IF_ERROR(PrintJson(c));
+    return absl::OkStatus();
+  }
+  const std::string prefix = absl::StrCat(RegistryName(args[0]), "/records/");
+  Table table({"RECORD", "FIELD", "LOST VALUE", "BY", "AT", "LOST TO", "AT"});
+  for (const auto& c : conflicts) {
+    std::string record = c.record();
+    if (record.starts_with(prefix)) record = record.substr(prefix.size());
+    table.AddRow({record, c.field(), c.has_losing_value() ? FormatValue(c.losing_value()) : "(cleared)",
+                  c.losing_origin(), google::protobuf::util::TimeUtil::ToString(c.losing_time()),
+                  c.winning_origin(), google::protobuf::util::TimeUtil::ToString(c.winning_time())});
+  }
+  table.Print(std::cout);
+  if (dropped > 0) {
+    std::cout << dropped << " older lost writes of these records were dropped (journal bound "
+              << limits::kConflictsPerRecordMax << " per record)\n";
+  }
   return absl::OkStatus();
 }
 

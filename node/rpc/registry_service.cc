@@ -228,6 +228,30 @@ grpc::ServerUnaryReactor* RegistryService::GetRecordProvenance(
   return Done(ctx, s);
 }
 
+grpc::ServerUnaryReactor* RegistryService::ListConflicts(
+    grpc::CallbackServerContext* ctx, const interco::v1::ListConflictsRequest* request,
+    interco::v1::ListConflictsResponse* response) {
+  absl::Status s = [&]() -> absl::Status {
+    INTERCO_ASSIGN_OR_RETURN(replication::Principal caller, CallerOf(*ctx, federation_));
+    INTERCO_ASSIGN_OR_RETURN(std::string registry, ParseRegistryName(request->parent(), "parent"));
+    if (!request->record_id().empty()) {
+      if (absl::Status v = replication::ValidateRecordId(request->record_id()); !v.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("record_id: ", v.message()));
+      }
+    }
+    INTERCO_RETURN_IF_ERROR(store_.CheckAccess(registry, caller, /*write=*/false));
+    INTERCO_ASSIGN_OR_RETURN(ConflictPage page,
+                             store_.ListConflicts(registry, request->record_id(),
+                                                  request->page_size(), request->page_token()));
+    for (auto& c : page.conflicts) *response->add_conflicts() = std::move(c);
+    response->set_next_page_token(page.next_page_token);
+    response->set_dropped(page.dropped);
+    return absl::OkStatus();
+  }();
+  LogIfServerFault("ListConflicts", s);
+  return Done(ctx, s);
+}
+
 grpc::ServerUnaryReactor* RegistryService::GetRecord(grpc::CallbackServerContext* ctx,
                                                      const interco::v1::GetRecordRequest* request,
                                                      Record* response) {

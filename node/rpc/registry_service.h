@@ -42,6 +42,9 @@ class RegistryService final : public interco::v1::RegistryService::CallbackServi
   grpc::ServerUnaryReactor* BatchGetRecords(grpc::CallbackServerContext* ctx,
                                             const interco::v1::BatchGetRecordsRequest* request,
                                             interco::v1::BatchGetRecordsResponse* response) override;
+  grpc::ServerUnaryReactor* ListConflicts(grpc::CallbackServerContext* ctx,
+                                          const interco::v1::ListConflictsRequest* request,
+                                          interco::v1::ListConflictsResponse* response) override;
   grpc::ServerUnaryReactor* ListRecords(grpc::CallbackServerContext* ctx,
                                         const interco::v1::ListRecordsRequest* request,
                                         interco::v1::ListRecordsResponse* response) override;

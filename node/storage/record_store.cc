@@ -14,6 +14,7 @@
 #include "interco/replication/v1/state.pb.h"
 #include "node/crypto/sha256.h"
 #include "replication/change_log.h"
+#include "replication/conflict_journal.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
@@ -1019,12 +1020,48 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
     replication::ToRecord(name, current, op.record);
     return absl::OkStatus();
   }
+  // A local write replaces what it saw: it journals nothing, but a delete ends the races
+  // of the record's life.
+  INTERCO_RETURN_IF_ERROR(StageConflicts(rt, g, op.registry, op.key, current, planned->delta,
+                                         [](replication::Stamp) { return true; }));
   Change change;
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
   change.set_author(op.caller.Author());
   StageOwnChange(g, rt, op.registry, change.SerializeAsString(), stamp.hlc);
   StageRecord(rt, g, op.registry, op.key, current, std::move(planned->merged), &op.record);
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::StageConflicts(RegistryRuntime& rt, GroupState& g,
+                                         const std::string& registry, const std::string& id,
+                                         const RecordState& current, const RecordState& delta,
+                                         const std::function<bool(replication::Stamp)>& received) {
+  if (replication::JournalUntouched(*rt.schema, current, delta)) return absl::OkStatus();
+  const std::string key = keys::Record(registry, id);
+  auto it = g.conflicts.find(key);
+  if (it == g.conflicts.end()) {
+    replication::RecordConflicts loaded;
+    if (replication::IsLive(current)) {  // only a live record has a journal
+      INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kConflicts, key));
+      if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, loaded, "conflict journal"));
+    }
+    it = g.conflicts.emplace(key, std::move(loaded)).first;
+  }
+  replication::RecordConflicts& journal = it->second;
+  const int before = journal.lost_size();
+  if (!replication::UpdateConflicts(*rt.schema, current, delta, received, journal)) {
+    return absl::OkStatus();
+  }
+  rt.meta.set_conflict_count(rt.meta.conflict_count() + journal.lost_size() - before);
+  if (journal.ByteSizeLong() == 0) {
+    g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
+  } else {
+    const std::string bytes = journal.SerializeAsString();
+    g.bytes += bytes.size();
+    g.batch.Put(db_->handle(Cf::kConflicts), ToSlice(key), bytes);
+  }
+  g.dirty.insert(registry);
   return absl::OkStatus();
 }
 
@@ -1132,6 +1169,10 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
       INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key_bytes));
       if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, current, "record"));
     }
+    // Even a change that loses everywhere (and changes no state) may be a conflict.
+    INTERCO_RETURN_IF_ERROR(StageConflicts(
+        rt, g, op.registry, c.key(), current, c.delta(),
+        [&](replication::Stamp s) { return replication::ReceivedBefore(rt.position, h, s); }));
     RecordState merged = current;
     if (!replication::MergeRecordState(merged, c.delta())) continue;  // already absorbed
     StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
@@ -1185,6 +1226,7 @@ Registry RecordStore::PublicRegistry(const RegistryRuntime& rt) const {
   out.set_record_count(rt.meta.record_count());
   out.set_etag(EtagOf(rt.meta));
   out.set_policy_version(rt.policies->current_version());
+  out.set_conflict_count(rt.meta.conflict_count());
   return out;
 }
 
@@ -1314,6 +1356,73 @@ absl::StatusOr<std::vector<Record>> RecordStore::BatchGetRecords(
   db_->db().ReleaseSnapshot(snap);
   if (!status.ok()) return status;
   return out;
+}
+
+absl::StatusOr<ConflictPage> RecordStore::ListConflicts(std::string_view registry,
+                                                        std::string_view record_id,
+                                                        int32_t page_size,
+                                                        std::string_view page_token) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  if (page_size > limits::kPageSizeMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
+  }
+  const size_t max = static_cast<size_t>(page_size == 0 ? limits::kPageSizeDefault : page_size);
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  const uint64_t fingerprint = Fnv64(absl::StrCat("conflicts\n", ToAbsl(registry), "\n", ToAbsl(record_id)));
+  PageToken token;
+  if (!page_token.empty()) {
+    INTERCO_RETURN_IF_ERROR(DecodeToken(page_token, "page_token", token));
+    if (token.request_fingerprint() != fingerprint) {
+      return absl::InvalidArgumentError("page_token: was issued for another registry or record");
+    }
+  }
+  const std::string prefix = keys::RegistryPrefix(registry);
+  std::string start = prefix + std::string(record_id);
+  if (!token.after_key().empty()) {
+    std::string after = prefix + token.after_key();
+    after.push_back('\0');  // strictly after
+    start = std::max(start, after);
+  }
+  ConflictPage page;
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kConflicts);
+  std::string last;
+  bool more = false;
+  for (it->Seek(ToSlice(start)); it->Valid(); it->Next()) {
+    const std::string_view k = ToView(it->key());
+    if (!k.starts_with(prefix)) break;
+    const std::string_view id = k.substr(prefix.size());
+    if (!record_id.empty() && id != record_id) break;
+    replication::RecordConflicts journal;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), journal, "conflict journal"));
+    // A page ends with a record, and holds at least one.
+    if (!page.conflicts.empty() &&
+        page.conflicts.size() + static_cast<size_t>(journal.lost_size()) > max) {
+      more = true;
+      break;
+    }
+    last = std::string(id);
+    page.dropped += journal.dropped();
+    const std::string name = RecordName(registry, id);
+    for (const auto& lost : journal.lost()) {
+      interco::v1::Conflict& c = page.conflicts.emplace_back();
+      c.set_record(name);
+      c.set_field(lost.loser().name());
+      if (lost.loser().has_value()) *c.mutable_losing_value() = lost.loser().value();
+      c.set_losing_origin(replication::OriginToSiren(lost.loser().origin()));
+      replication::HlcToTimestamp(lost.loser().hlc(), *c.mutable_losing_time());
+      c.set_winning_origin(replication::OriginToSiren(lost.winner_origin()));
+      replication::HlcToTimestamp(lost.winner_hlc(), *c.mutable_winning_time());
+    }
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "listing conflicts"));
+  if (more) {
+    PageToken next;
+    next.set_after_key(last);
+    next.set_request_fingerprint(fingerprint);
+    page.next_page_token = EncodeToken(next);
+  }
+  return page;
 }
 
 absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
@@ -1700,6 +1809,30 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
       return absl::DataLossError(absl::StrCat("registry ", registry, ": ", live,
                                               " live records but a count of ",
                                               rt.meta.record_count()));
+    }
+    // Conflict journals: of live records only, parsed, adding up to the registry's count.
+    int64_t lost = 0;
+    it = db_->NewIterator(Cf::kConflicts, snap);
+    for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+         it->Next()) {
+      replication::RecordConflicts journal;
+      absl::StatusOr<std::optional<std::string>> record =
+          db_->Get(Cf::kRecords, ToView(it->key()), snap);
+      RecordState state;
+      if (!journal.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+          !record.ok() || !record->has_value() || !state.ParseFromString(**record) ||
+          !replication::IsLive(state)) {
+        release();
+        return absl::DataLossError(absl::StrCat("conflict journal ", it->key().ToString(),
+                                                " does not parse or has no live record"));
+      }
+      lost += journal.lost_size();
+    }
+    if (lost != rt.meta.conflict_count()) {
+      release();
+      return absl::DataLossError(absl::StrCat("registry ", registry, ": ", lost,
+                                              " lost writes in its journals but a count of ",
+                                              rt.meta.conflict_count()));
     }
     std::set<std::string> actual_index;
     it = db_->NewIterator(Cf::kIndex, snap);

@@ -39,6 +39,7 @@
 #include "interco/v1/provenance.pb.h"
 #include "interco/v1/record.pb.h"
 #include "interco/v1/registry.pb.h"
+#include "interco/v1/registry_service.pb.h"
 #include "interco/replication/v1/state.pb.h"
 #include "node/crypto/sha256.h"
 #include "replication/base/limits.h"
@@ -93,6 +94,14 @@ struct ListQuery {
 struct RecordPage {
   std::vector<interco::v1::Record> records;
   std::string next_page_token;
+};
+
+// A page of a registry's conflict journal.
+struct ConflictPage {
+  std::vector<interco::v1::Conflict> conflicts;
+  std::string next_page_token;
+  // Lost writes the listed records' journals dropped to stay bounded.
+  uint64_t dropped = 0;
 };
 
 struct RegistryPage {
@@ -173,6 +182,13 @@ class RecordStore {
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::RecordProvenance> Provenance(std::string_view registry,
                                                            std::string_view id);
+
+  // The conflict journal of a registry (or of one record if `record_id` is not empty):
+  // see interco.v1.ListConflictsRequest. NOT_FOUND for an unknown registry,
+  // INVALID_ARGUMENT for a bad page size or token.
+  absl::StatusOr<ConflictPage> ListConflicts(std::string_view registry,
+                                             std::string_view record_id, int32_t page_size,
+                                             std::string_view page_token);
 
   using WriteCallback = std::function<void(absl::StatusOr<interco::v1::Record>)>;
   // Applies a local write (see replication::PlanLocalWrite for its errors) and calls
@@ -356,6 +372,12 @@ class RecordStore {
   absl::StatusOr<ResolvedPolicy> ResolveMembers(std::string_view owner, interco::v1::Policy policy);
   // The registry's etag: the HLC of the latest change of its definition.
   static std::string EtagOf(const interco::internal::v1::RegistryMeta& meta);
+  // Updates the conflict journal of record `id` (state `current`) for `delta`, about to
+  // be merged into it (replication::UpdateConflicts), staged in the group.
+  absl::Status StageConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
+                              const std::string& id, const replication::RecordState& current,
+                              const replication::RecordState& delta,
+                              const std::function<bool(replication::Stamp)>& received);
   // Stages a record's new state with its index, counter and feed changes.
   void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                    const std::string& id, const replication::RecordState& before,

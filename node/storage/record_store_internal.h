@@ -13,6 +13,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "node/storage/record_store.h"
+#include "replication/conflict_journal.h"
 
 namespace interco::node {
 
@@ -55,6 +56,8 @@ struct RecordStore::GroupState {
   std::map<std::string, RegistryRuntime> registries;
   // Record states written earlier in the group, by records-family key.
   absl::flat_hash_map<std::string, replication::RecordState> records;
+  // Conflict journals read or written earlier in the group, by records-family key.
+  absl::flat_hash_map<std::string, replication::RecordConflicts> conflicts;
   // Serialized changes per registry, for this group's change-log batches.
   std::map<std::string, std::vector<std::string>> changes;
   std::map<std::string, uint64_t> max_hlc;

@@ -12,7 +12,7 @@ namespace interco::node {
 namespace {
 
 constexpr std::array<const char*, static_cast<int>(Cf::kCount)> kCfNames = {
-    "meta", "registries", "records", "index", "feed", "log", "audit"};
+    "meta", "registries", "records", "index", "feed", "log", "audit", "conflicts"};
 
 }  // namespace
 

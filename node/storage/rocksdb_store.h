@@ -20,7 +20,17 @@
 namespace interco::node {
 
 // Column families; see node/storage/keys.h for what each holds.
-enum class Cf : int { kMeta = 0, kRegistries, kRecords, kIndex, kFeed, kLog, kAudit, kCount };
+enum class Cf : int {
+  kMeta = 0,
+  kRegistries,
+  kRecords,
+  kIndex,
+  kFeed,
+  kLog,
+  kAudit,
+  kConflicts,
+  kCount
+};
 
 struct RocksDbOptions {
   // Directory of the database; created if missing.

@@ -387,6 +387,15 @@ TEST_F(ApiTest, RegistryPolicyIsEnforcedOnEveryCall) {
     v1::RecordProvenance p;
     EXPECT_EQ(other->GetRecordProvenance(&ctx, req, &p).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
+  for (auto* stub : {bourg.get(), other.get()}) {
+    grpc::ClientContext ctx;
+    v1::ListConflictsRequest req;
+    req.set_parent("registries/prive");
+    v1::ListConflictsResponse r;
+    EXPECT_EQ(stub->ListConflicts(&ctx, req, &r).error_code(),
+              stub == bourg.get() ? grpc::StatusCode::OK : grpc::StatusCode::PERMISSION_DENIED)
+        << "the conflict journal is for the registry's readers";
+  }
   {
     grpc::ClientContext ctx;
     v1::WatchRecordsRequest req;
@@ -629,6 +638,45 @@ TEST_F(ApiTest, BadInputGetsTheRightStatusAndChangesNothing) {
          return stub_->ListRecords(&ctx, req, &out);
        },
        grpc::StatusCode::INVALID_ARGUMENT, "parent"},
+      {"conflicts: bad record id",
+       [this] {
+         v1::ListConflictsRequest req;
+         req.set_parent("registries/services");
+         req.set_record_id("a b");
+         grpc::ClientContext ctx;
+         v1::ListConflictsResponse out;
+         return stub_->ListConflicts(&ctx, req, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "record_id"},
+      {"conflicts: page size over the limit",
+       [this] {
+         v1::ListConflictsRequest req;
+         req.set_parent("registries/services");
+         req.set_page_size(5000);
+         grpc::ClientContext ctx;
+         v1::ListConflictsResponse out;
+         return stub_->ListConflicts(&ctx, req, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "page_size"},
+      {"conflicts: bad page token",
+       [this] {
+         v1::ListConflictsRequest req;
+         req.set_parent("registries/services");
+         req.set_page_token("%%%");
+         grpc::ClientContext ctx;
+         v1::ListConflictsResponse out;
+         return stub_->ListConflicts(&ctx, req, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "page_token"},
+      {"conflicts: unknown registry",
+       [this] {
+         v1::ListConflictsRequest req;
+         req.set_parent("registries/nope");
+         grpc::ClientContext ctx;
+         v1::ListConflictsResponse out;
+         return stub_->ListConflicts(&ctx, req, &out);
+       },
+       grpc::StatusCode::NOT_FOUND, "nope"},
       {"create of an existing record",
        [this] {
          v1::CreateRecordRequest req;

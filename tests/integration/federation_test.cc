@@ -60,10 +60,43 @@ std::map<std::string, std::string> Snapshot(const Member& m) {
   return out;
 }
 
+// The conflict journal of "services" on a node, as "record|field|value|origin|time" lines.
+std::set<std::string> Conflicts(const Member& m, int64_t* registry_count = nullptr) {
+  std::set<std::string> out;
+  auto stub = Stub(m);
+  v1::ListConflictsRequest req;
+  req.set_parent("registries/services");
+  req.set_page_size(7);  // several pages
+  do {
+    grpc::ClientContext ctx;
+    v1::ListConflictsResponse resp;
+    grpc::Status s = stub->ListConflicts(&ctx, req, &resp);
+    if (!s.ok()) {
+      ADD_FAILURE() << s.error_message();
+      return {};
+    }
+    for (const auto& c : resp.conflicts()) {
+      out.insert(absl::StrCat(c.record(), "|", c.field(), "|", c.losing_value().ShortDebugString(),
+                              "|", c.losing_origin(), "|", c.losing_time().ShortDebugString()));
+    }
+    req.set_page_token(resp.next_page_token());
+  } while (!req.page_token().empty());
+  if (registry_count != nullptr) {
+    grpc::ClientContext ctx;
+    v1::GetRegistryRequest get;
+    get.set_name("registries/services");
+    v1::Registry r;
+    EXPECT_TRUE(stub->GetRegistry(&ctx, get, &r).ok());
+    *registry_count = r.conflict_count();
+  }
+  return out;
+}
+
 class FederationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const std::string dir = testing::MakeTempDir("federation");
+    dir_ = dir;
     members_.resize(3);
     members_[0].siren = kLyon;
     members_[1].siren = kBourg;
@@ -131,6 +164,7 @@ class FederationTest : public ::testing::Test {
   }
 
   std::vector<Member> members_;
+  std::string dir_;
 };
 
 TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
@@ -182,6 +216,10 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
   for (const auto& [key, n] : acked) {
     EXPECT_TRUE(state.contains(absl::StrCat("registries/services/records/", key))) << key;
   }
+  // Writes of a field that raced are in every node's conflict journal alike.
+  const std::set<std::string> conflicts = Conflicts(members_[0]);
+  EXPECT_EQ(Conflicts(members_[1]), conflicts);
+  EXPECT_EQ(Conflicts(members_[2]), conflicts);
   // The relay reports its peers connected and nothing missing.
   auto info_stub = v1::NodeService::NewStub(
       MtlsChannel(members_[1].node->api_port(), ClientTlsDir(kBourg)));
@@ -246,6 +284,110 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
 // A counter incremented concurrently on the three nodes (each increment a read, then a
 // write guarded by the etag read, retried on ABORTED): every increment counts once on
 // every node, although no two nodes ever saw the same value when they wrote.
+// Lyon and L'Abergement each rename the same record while the relay between them is down.
+// Once it is back, the later write wins everywhere and the other is in every node's
+// conflict journal; a write made knowing the winner adds nothing; a delete ends it all.
+TEST_F(FederationTest, ARaceLostWhileCutOffIsJournaledOnEveryNode) {
+  auto update = [&](const Member& m, const char* field, v1::Value value) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/mairie");
+    (*req.mutable_record()->mutable_fields())[field] = value;
+    req.mutable_update_mask()->add_paths(field);
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  auto text = [](const char* s) {
+    v1::Value v;
+    v.set_string_value(s);
+    return v;
+  };
+  std::map<std::string, std::string> state;
+  update(members_[0], "nom", text("Mairie"));
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+
+  members_[1].node->Kill();
+  update(members_[0], "nom", text("Mairie de Lyon"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  update(members_[2], "nom", text("Mairie de L'Abergement"));
+  v1::Value n;
+  n.set_int64_value(5);
+  update(members_[2], "n", n);  // another field: no race
+  std::string error;
+  ASSERT_TRUE(members_[1].node->Start(&error)) << error;
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+  EXPECT_NE(state.at("registries/services/records/mairie").find("Abergement"), std::string::npos)
+      << state.at("registries/services/records/mairie");
+
+  auto journaled_everywhere = [&](size_t expected) {
+    for (int i = 0; i < 50; ++i) {
+      bool all = true;
+      for (const auto& m : members_) all = all && Conflicts(m).size() == expected;
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  };
+  ASSERT_TRUE(journaled_everywhere(1));
+  for (const auto& m : members_) {
+    int64_t count = -1;
+    const std::set<std::string> c = Conflicts(m, &count);
+    ASSERT_EQ(c.size(), 1u) << m.siren;
+    EXPECT_EQ(count, 1) << m.siren;
+    const std::string& line = *c.begin();
+    EXPECT_TRUE(line.starts_with("registries/services/records/mairie|nom|string_value: \"Mairie de Lyon\"|"))
+        << line;
+    EXPECT_NE(line.find(absl::StrCat("|", kLyon, "|")), std::string::npos) << line;
+    EXPECT_EQ(Conflicts(m), Conflicts(members_[0])) << m.siren;
+  }
+  // The CLI, for one record.
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kAbergement, "viewer"),
+                                             " ", testing::BinaryPath("interco"),
+                                             " --addr=127.0.0.1:", members_[2].node->api_port(),
+                                             " conflicts services mairie"),
+                                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("Mairie de Lyon"), std::string::npos) << out;
+  EXPECT_NE(out.find(kLyon), std::string::npos) << out;
+  EXPECT_NE(out.find(kAbergement), std::string::npos) << out;
+
+  // Bourg renames it knowing the current name: no new conflict anywhere.
+  update(members_[1], "nom", text("Mairie de Bourg"));
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  EXPECT_NE(state.at("registries/services/records/mairie").find("Bourg"), std::string::npos);
+  ASSERT_TRUE(journaled_everywhere(1));
+
+  // A delete ends the record's races.
+  {
+    v1::DeleteRecordRequest req;
+    req.set_name("registries/services/records/mairie");
+    grpc::ClientContext ctx;
+    google::protobuf::Empty e;
+    ASSERT_TRUE(Stub(members_[0])->DeleteRecord(&ctx, req, &e).ok());
+  }
+  ASSERT_TRUE(journaled_everywhere(0));
+  for (const auto& m : members_) {
+    int64_t count = -1;
+    Conflicts(m, &count);
+    EXPECT_EQ(count, 0) << m.siren;
+  }
+  // Each store is consistent: journals of live records only, adding up to the counts.
+  for (auto& m : members_) {
+    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
+    std::string report;
+    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
+                                               " --check --authority=", m.siren, " --data_dir=",
+                                               dir_, "/", m.siren),
+                                  &report),
+              0)
+        << report;
+  }
+}
+
 TEST_F(FederationTest, ConcurrentIncrementsOfACounterAllCount) {
   constexpr int kIncrementsPerNode = 15;
   {

@@ -59,6 +59,9 @@ Value Str(const std::string& s) {
   return v;
 }
 
+// Changes for which JournalUntouched held (the fast path is exercised).
+size_t untouched_count = 0;
+
 // One node's copy of one record: its state, its journal, and the greatest HLC it applied
 // per origin (what it has received: origins' changes arrive in order).
 struct Replica {
@@ -74,7 +77,16 @@ struct Replica {
       auto it = applied.find(s.origin);
       return it != applied.end() && it->second >= s.hlc;
     };
-    UpdateConflicts(Schema4(), state, delta, received, journal);
+    const RecordConflicts before = journal;
+    const bool untouched = JournalUntouched(Schema4(), state, delta);
+    const bool changed = UpdateConflicts(Schema4(), state, delta, received, journal);
+    if (untouched) {
+      // A store may skip the journal: it must not have mattered, whatever it held.
+      EXPECT_FALSE(changed) << before.DebugString() << " -> " << journal.DebugString();
+      RecordConflicts empty;
+      EXPECT_FALSE(UpdateConflicts(Schema4(), state, delta, received, empty));
+      ++untouched_count;
+    }
     MergeRecordState(state, delta);
     applied[from] = std::max(applied[from], max_hlc);
     clock = std::max(clock, max_hlc);
@@ -404,8 +416,9 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
       }
     }
   }
-  // The histories hold both kinds of overwrite.
+  // The histories hold both kinds of overwrite, and changes that skip the journal.
   EXPECT_GT(losers, 300u);
+  EXPECT_GT(untouched_count, 1000u);
   EXPECT_GT(knowing, 1000u);
 }
 

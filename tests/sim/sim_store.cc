@@ -147,12 +147,15 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   for (const Change& c : batch.changes) {
     if (!c.has_policy()) {
       RecordState& state = records[c.key()];
-      replication::RecordConflicts& journal = conflicts[c.key()];
-      replication::UpdateConflicts(
-          schema_, state, c.delta(),
-          [&](replication::Stamp s) { return replication::ReceivedBefore(before, h, s); },
-          journal);
-      if (journal.ByteSizeLong() == 0) conflicts.erase(c.key());
+      // As the node does: the journal is skipped when it cannot matter.
+      if (!replication::JournalUntouched(schema_, state, c.delta())) {
+        replication::RecordConflicts& journal = conflicts[c.key()];
+        replication::UpdateConflicts(
+            schema_, state, c.delta(),
+            [&](replication::Stamp s) { return replication::ReceivedBefore(before, h, s); },
+            journal);
+        if (journal.ByteSizeLong() == 0) conflicts.erase(c.key());
+      }
       replication::MergeRecordState(state, c.delta());
     } else if (policies != policies_.end()) {
       replication::PolicyHistory& history = policies->second;
@@ -186,10 +189,12 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
     if (!plan.ok() || !plan->has_value()) continue;
     // A local write replaces what it saw; it can only end a life, and its journal.
-    replication::RecordConflicts& journal = conflicts_[stream][w.key];
-    replication::UpdateConflicts(schema_, records[w.key], (*plan)->delta,
-                                 [](replication::Stamp) { return true; }, journal);
-    if (journal.ByteSizeLong() == 0) conflicts_[stream].erase(w.key);
+    if (!replication::JournalUntouched(schema_, records[w.key], (*plan)->delta)) {
+      replication::RecordConflicts& journal = conflicts_[stream][w.key];
+      replication::UpdateConflicts(schema_, records[w.key], (*plan)->delta,
+                                   [](replication::Stamp) { return true; }, journal);
+      if (journal.ByteSizeLong() == 0) conflicts_[stream].erase(w.key);
+    }
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
