@@ -104,7 +104,7 @@ void Ed25519Phase() {
   Trust t = MakeTrust(kLyon, nullptr);
   const std::string key_id = t.signer->KeyId();
   // A batch header is ~150 bytes; the signed message adds the domain label.
-  const std::string message = interco::replication::SignedMessage(key_id, std::string(150, 'h'));
+  const std::string message = interco::replication::SignedMessage(key_id, 0, std::string(150, 'h'));
   const uint32_t origin = *interco::replication::SirenToOrigin(kLyon);
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -296,9 +296,9 @@ double ApplyRun(const std::vector<interco::replication::v1::Batch>& batches, boo
       if (b.signature().empty()) continue;
       interco::replication::v1::BatchHeader h;
       h.ParseFromString(b.header());
-      t.certs->VerifyAhead(h.origin(), b.signer(),
-                           static_cast<int64_t>(interco::replication::HybridLogicalClock::Millis(h.max_hlc())),
-                           interco::replication::SignedMessage(b.signer(), b.header()), b.signature());
+      t.certs->VerifyAhead(h.origin(), b.signer(), b.signed_at_ms(),
+                           interco::replication::SignedMessage(b.signer(), b.signed_at_ms(), b.header()),
+                           b.signature());
     }
   });
   std::vector<interco::replication::DecodedBatch> run_batches;

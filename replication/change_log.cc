@@ -1,5 +1,7 @@
 #include "replication/change_log.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "replication/base/check.h"
 #include "replication/base/limits.h"
@@ -40,26 +42,33 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   header.set_policy_version(params.policy_version);
   header.set_run_index(params.run_index);
   batch.set_header(header.SerializeAsString());
-  if (signer != nullptr) INTERCO_RETURN_IF_ERROR(SignBatch(batch, *signer));
+  if (signer != nullptr) INTERCO_RETURN_IF_ERROR(SignBatch(batch, *signer, params.now_ms));
   if (header_hash != nullptr) *header_hash = hasher.Sha256(batch.header());
   return batch;
 }
 
-absl::Status SignBatch(Batch& batch, Signer& signer) {
+absl::Status SignBatch(Batch& batch, Signer& signer, int64_t now_ms) {
+  BatchHeader h;
+  if (!h.ParseFromString(batch.header())) return absl::DataLossError("batch header does not parse");
+  const int64_t sealed_ms = static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc()));
+  const int64_t signed_at = std::max(now_ms, sealed_ms);
   std::string key_id = signer.KeyId();
   INTERCO_ASSIGN_OR_RETURN(std::string signature,
-                           signer.Sign(key_id, SignedMessage(key_id, batch.header())));
+                           signer.Sign(key_id, SignedMessage(key_id, signed_at, batch.header())));
   batch.set_signer(std::move(key_id));
+  batch.set_signed_at_ms(signed_at);
   batch.set_signature(std::move(signature));
   return absl::OkStatus();
 }
 
-std::string SignedMessage(std::string_view key_id, std::string_view header) {
+std::string SignedMessage(std::string_view key_id, int64_t signed_at_ms, std::string_view header) {
   static constexpr std::string_view kLabel("interco.replication.v1.Batch\0", 29);
   std::string message;
-  message.reserve(kLabel.size() + key_id.size() + header.size());
+  message.reserve(kLabel.size() + key_id.size() + 8 + header.size());
   message.append(kLabel);
   message.append(key_id);
+  const auto at = static_cast<uint64_t>(signed_at_ms);
+  for (int shift = 56; shift >= 0; shift -= 8) message.push_back(static_cast<char>(at >> shift));
   message.append(header);
   return message;
 }
@@ -67,10 +76,13 @@ std::string SignedMessage(std::string_view key_id, std::string_view header) {
 namespace {
 
 absl::Status VerifySignature(const BatchHeader& h, std::string_view header, std::string_view signer,
-                             std::string_view signature, Verifier& verifier) {
+                             std::string_view signature, int64_t signed_at_ms, Verifier& verifier) {
   if (signature.empty() || signer.empty()) return absl::UnauthenticatedError("batch is not signed");
-  const int64_t at = static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc()));
-  return verifier.Verify(h.origin(), signer, at, SignedMessage(signer, header), signature);
+  if (signed_at_ms < static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc()))) {
+    return absl::UnauthenticatedError("batch signed before the time of its changes");
+  }
+  return verifier.Verify(h.origin(), signer, signed_at_ms,
+                         SignedMessage(signer, signed_at_ms, header), signature);
 }
 
 // Whether `next` continues `prev` in one origin's chain. DATA_LOSS saying why not.
@@ -95,7 +107,7 @@ absl::Status Continues(const BatchHeader& prev, std::string_view prev_hash, cons
 
 absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier) {
   return VerifySignature(batch.header, batch.raw.header(), batch.raw.signer(), batch.raw.signature(),
-                         verifier);
+                         batch.raw.signed_at_ms(), verifier);
 }
 
 absl::Status CheckRun(const std::vector<DecodedBatch>& run) {
@@ -137,8 +149,8 @@ interco::replication::v1::ChainProof ProofOf(const DecodedBatch& batch) {
 }
 
 absl::Status VerifyCovered(std::string_view header, const std::vector<std::string>& following,
-                           std::string_view signer, std::string_view signature, Hasher& hasher,
-                           Verifier& verifier) {
+                           std::string_view signer, std::string_view signature,
+                           int64_t signed_at_ms, Hasher& hasher, Verifier& verifier) {
   BatchHeader prev;
   if (!prev.ParseFromArray(header.data(), static_cast<int>(header.size()))) {
     return absl::DataLossError("batch header does not parse");
@@ -156,7 +168,7 @@ absl::Status VerifyCovered(std::string_view header, const std::vector<std::strin
     prev_hash = hasher.Sha256(next_bytes);
     last = next_bytes;
   }
-  return VerifySignature(prev, last, signer, signature, verifier);
+  return VerifySignature(prev, last, signer, signature, signed_at_ms, verifier);
 }
 
 absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {

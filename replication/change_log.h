@@ -29,6 +29,8 @@ struct BatchParams {
   uint64_t policy_version = 0;
   // Unsigned batches right before this one (BatchHeader.run_index).
   uint32_t run_index = 0;
+  // Wall clock when a signer signs it (see SignBatch).
+  int64_t now_ms = 0;
 };
 
 // Builds a batch of serialized Change messages (at least one), signed by `signer`, or
@@ -40,16 +42,18 @@ absl::StatusOr<interco::replication::v1::Batch> BuildBatch(const BatchParams& pa
                                                            Hasher& hasher, Signer* signer,
                                                            std::string* header_hash);
 
-// Signs `batch` (header unchanged) with the signer's current key: sets its signer and
-// signature. The signer's error if it cannot sign.
-absl::Status SignBatch(interco::replication::v1::Batch& batch, Signer& signer);
+// Signs `batch` (header unchanged) with the signer's current key at wall-clock time
+// `now_ms`: sets its signer, signing time (never before the wall-clock part of the
+// header's max_hlc) and signature. The signer's error if it cannot sign.
+absl::Status SignBatch(interco::replication::v1::Batch& batch, Signer& signer, int64_t now_ms);
 
 // The bytes an origin signs for a batch header: a domain label, a zero byte, the key ID
-// of the signing certificate, the header.
-std::string SignedMessage(std::string_view key_id, std::string_view header);
+// of the signing certificate, the signing time (8 bytes, big endian), the header.
+std::string SignedMessage(std::string_view key_id, int64_t signed_at_ms, std::string_view header);
 
-// Checks a decoded batch's signature (see Verifier::Verify), at the batch's signing time
-// (the wall-clock part of its greatest HLC). UNAUTHENTICATED for an unsigned batch.
+// Checks a decoded batch's signature (see Verifier::Verify) at its signing time, which
+// must not precede the wall-clock part of its greatest HLC. UNAUTHENTICATED for an
+// unsigned batch, or one signed before it was sealed.
 absl::Status VerifyBatch(const DecodedBatch& batch, Verifier& verifier);
 
 // Checks the shape of a run of decoded batches as a BatchFrame carries it: at most
@@ -67,13 +71,13 @@ interco::replication::v1::ChainProof ProofOf(const DecodedBatch& batch);
 
 // Proves the batch whose header bytes are `header` through its chain: `following` are
 // the headers of the batches after it, up to the signed one (empty if the batch itself
-// is signed); `signer` and `signature` are that signed batch's. OK if every header
-// continues the one before (same origin, stream and epoch; next sequence numbers;
-// prev_hash = SHA-256 of the previous header) and the signature verifies (VerifyBatch).
-// DATA_LOSS for a broken chain; the verifier's error for the signature.
+// is signed); `signer`, `signature` and `signed_at_ms` are that signed batch's. OK if
+// every header continues the one before (same origin, stream and epoch; next sequence
+// numbers; prev_hash = SHA-256 of the previous header) and the signature verifies
+// (VerifyBatch). DATA_LOSS for a broken chain; the verifier's error for the signature.
 absl::Status VerifyCovered(std::string_view header, const std::vector<std::string>& following,
-                           std::string_view signer, std::string_view signature, Hasher& hasher,
-                           Verifier& verifier);
+                           std::string_view signer, std::string_view signature,
+                           int64_t signed_at_ms, Hasher& hasher, Verifier& verifier);
 
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
 // count matching the changes, every change parses (a record change names a valid

@@ -18,7 +18,8 @@ using interco::replication::v1::BatchHeader;
 using interco::replication::v1::Hello;
 using interco::replication::v1::PeerMessage;
 
-constexpr uint32_t kProtocolVersion = 1;
+// Version 2: a batch's signature covers its signing time (Batch.signed_at_ms).
+constexpr uint32_t kProtocolVersion = 2;
 
 }  // namespace
 
@@ -239,6 +240,7 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     (*headers)[i].set_header(run[i].raw.header());
     (*headers)[i].set_signature(run[i].raw.signature());
     (*headers)[i].set_signer(run[i].raw.signer());
+    (*headers)[i].set_signed_at_ms(run[i].raw.signed_at_ms());
     run[i].run = headers;
     run[i].run_position = i;
   }

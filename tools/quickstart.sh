@@ -30,7 +30,7 @@ node_bin=build/node/interco-node
 cli_bin=build/node/cli/interco
 
 # Demo stores of an older store format are moved aside (the data is imported again).
-store_format=2
+store_format=3
 if [[ -d $run ]] && [[ $(cat "$run/store-format" 2>/dev/null) != "$store_format" ]]; then
   for siren in "$epci" "$bourg" "$viriat"; do
     if [[ -d $run/$siren ]]; then

@@ -354,10 +354,10 @@ void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage m
     interco::replication::v1::BatchHeader h;
     if (!batches.empty() && h.ParseFromString(batches.rbegin()->header())) {
       const auto& end = *batches.rbegin();
-      certificates_.VerifyAhead(
-          h.origin(), end.signer(),
-          static_cast<int64_t>(replication::HybridLogicalClock::Millis(h.max_hlc())),
-          replication::SignedMessage(end.signer(), end.header()), end.signature());
+      certificates_.VerifyAhead(h.origin(), end.signer(), end.signed_at_ms(),
+                                replication::SignedMessage(end.signer(), end.signed_at_ms(),
+                                                           end.header()),
+                                end.signature());
     }
   }
   Post([this, peer = session->peer(), id = session->id(), m = std::move(message)] {

@@ -205,10 +205,12 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
         }
         pb->set_signature(batch->signature());
         pb->set_signer(batch->signer());
+        pb->set_signed_at_ms(batch->signed_at_ms());
         for (const Batch& f : following) pb->add_following_headers(f.header());
         if (!following.empty()) {
           pb->set_following_signature(following.back().signature());
           pb->set_following_signer(following.back().signer());
+          pb->set_signed_at_ms(following.back().signed_at_ms());
         }
         for (const std::string& c : batch->changes()) pb->add_change_digests(Sha256(c));
         pb->set_change(batch->changes(change_index));

@@ -48,7 +48,7 @@ using replication::RecordState;
 
 // 2: signatures per run (Batch.signer, BatchHeader.run_index); batches of version 1
 // (signer in the header) no longer verify, and there is no migration.
-constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kFormatVersion = 3;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -298,8 +298,9 @@ absl::Status RecordStore::Load() {
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the store has format version ", meta.format_version(), "; this node reads version ",
-          kFormatVersion, " only (a store of version 1 predates signatures per run and has no "
-          "migration: start from an empty store and let the partners send it everything)"));
+          kFormatVersion, " only (version 2 predates signing times in signatures, version 1 "
+          "signatures per run; there is no migration: start from an empty store and let the "
+          "partners send it everything)"));
     }
   } else {
     meta.set_authority(authority_);
@@ -489,7 +490,7 @@ absl::Status RecordStore::StageTailSignature(GroupState& g, const std::string& r
                                              UnsignedRun run) {
   replication::Signer* signer = signer_.load();
   if (signer == nullptr) return absl::FailedPreconditionError("no key to sign the change log with");
-  INTERCO_RETURN_IF_ERROR(replication::SignBatch(run.tail, *signer));
+  INTERCO_RETURN_IF_ERROR(replication::SignBatch(run.tail, *signer, clock_.NowMillis()));
   g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, run.epoch, run.first_seq)),
               run.tail.SerializeAsString());
   return absl::OkStatus();
@@ -773,7 +774,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
       next.first_seq = params.first_seq;
       g.runs[registry] = std::move(next);
     } else {
-      INTERCO_RETURN_IF_ERROR(replication::SignBatch(*built, *signer_.load()));
+      INTERCO_RETURN_IF_ERROR(replication::SignBatch(*built, *signer_.load(), clock_.NowMillis()));
       g.runs[registry] = std::nullopt;
     }
   }

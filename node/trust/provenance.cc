@@ -88,7 +88,7 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
                                              b.following_headers().end());
     if (absl::Status s = replication::VerifyCovered(
             b.header(), following, own ? b.signer() : b.following_signer(),
-            own ? b.signature() : b.following_signature(), hasher, **certs);
+            own ? b.signature() : b.following_signature(), b.signed_at_ms(), hasher, **certs);
         !s.ok()) {
       return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
     }

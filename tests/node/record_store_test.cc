@@ -227,14 +227,14 @@ TEST_F(RecordStoreTest, RefusesStoreOfAnotherAuthority) {
 TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
   store_.reset();
   {
-    // A store of format version 1 (batches signed one by one, signer in the header).
+    // A store of format version 2 (signatures without their signing time).
     RocksDbOptions ro;
     ro.path = dir_;
     auto db = RocksDbStore::Open(ro);
     ASSERT_TRUE(db.ok()) << db.status();
     interco::internal::v1::NodeMeta meta;
     ASSERT_TRUE(meta.ParseFromString(*(*db)->Get(Cf::kMeta, keys::kNodeMeta).value()));
-    meta.set_format_version(1);
+    meta.set_format_version(2);
     rocksdb::WriteBatch wb;
     wb.Put((*db)->handle(Cf::kMeta), rocksdb::Slice(keys::kNodeMeta.data(), keys::kNodeMeta.size()),
            meta.SerializeAsString());
@@ -246,7 +246,7 @@ TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
   o.clock = &clock_;
   const absl::Status s = RecordStore::Open(o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("format version 1"));
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("format version 2"));
 }
 
 TEST_F(RecordStoreTest, ConcurrentWritersAllLandConsistently) {

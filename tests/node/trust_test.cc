@@ -66,7 +66,7 @@ TEST(TrustTest, SignsWithTheNodeKeyAndVerifiesAgainstItsCertificate) {
   EXPECT_EQ(certs->size(), 1u) << "the signer's own certificate is known";
 
   const std::string key_id = (*signer)->KeyId();
-  const std::string message = replication::SignedMessage(key_id, "header bytes");
+  const std::string message = replication::SignedMessage(key_id, NowMs(), "header bytes");
   auto signature = (*signer)->Sign(key_id, message);
   ASSERT_TRUE(signature.ok());
   EXPECT_EQ(signature->size(), 64u);
@@ -209,7 +209,8 @@ void ExpectEveryBatchCovered(const std::vector<interco::replication::v1::Batch>&
       following.push_back(chain[++end].header());
     }
     EXPECT_TRUE(replication::VerifyCovered(chain[i].header(), following, chain[end].signer(),
-                                           chain[end].signature(), hasher, certs)
+                                           chain[end].signature(), chain[end].signed_at_ms(),
+                                           hasher, certs)
                     .ok())
         << "batch " << i;
   }
@@ -342,6 +343,70 @@ TEST_F(TrustStoreTest, ATailLeftUnsignedIsSignedWhenTheKeyIsBack) {
   store.reset();  // closed before its signer goes
 }
 
+// The wall clock of `offset_ms` ago.
+class PastClock final : public replication::Clock {
+ public:
+  explicit PastClock(int64_t offset_ms) : offset_ms_(offset_ms) {}
+  int64_t NowMillis() override { return system_.NowMillis() - offset_ms_; }
+  int64_t MonotonicMillis() override { return system_.MonotonicMillis(); }
+
+ private:
+  SystemClock system_;
+  const int64_t offset_ms_;
+};
+
+// A tail left unsigned by a crash, from before the certificate the node holds when it
+// restarts (renewed, or re-keyed, while the node was down). The signature is judged at
+// its signing time, inside the signed bytes: the certificate was valid then.
+TEST_F(TrustStoreTest, ATailOlderThanTheCertificateIsSignedAtRestartAndVerifies) {
+  constexpr int64_t kTenYearsMs = 10LL * 365 * 86400 * 1000;
+  {
+    PastClock past(kTenYearsMs);  // long before any dev certificate's notBefore
+    RecordStoreOptions o;
+    o.path = dir_ + "/store";
+    o.authority = kLyon;
+    o.clock = &past;
+    auto store = RecordStore::Open(o);
+    ASSERT_TRUE(store.ok()) << store.status();
+    interco::v1::Registry def;
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    ASSERT_TRUE((*store)->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+    replication::LocalWrite w;
+    w.kind = replication::LocalWrite::Kind::kCreate;
+    w.fields["nom"].set_string_value("piscine");
+    ASSERT_TRUE((*store)->Write("equipements", "piscine", w, {kFederation, kLyon, ""}).ok());
+  }
+  const std::string tls = testing::NodeTlsDir(kLyon);
+  auto store = OpenStore(kLyon);
+  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
+  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
+  store->SetSigner(signer.get());
+  const auto chain = SignedChain(*store);
+  ASSERT_EQ(chain.size(), 1u);
+  ExpectEveryBatchCovered(chain, *certs);
+  const interco::replication::v1::Batch& b = chain[0];
+  interco::replication::v1::BatchHeader h;
+  ASSERT_TRUE(h.ParseFromString(b.header()));
+  const int64_t written = static_cast<int64_t>(replication::HybridLogicalClock::Millis(h.max_hlc()));
+  EXPECT_GT(b.signed_at_ms(), written + kTenYearsMs - 60'000);
+  // Judged at the time of its changes, the certificate would not have been valid yet.
+  EXPECT_EQ(certs->Verify(Origin(kLyon), b.signer(), written,
+                          replication::SignedMessage(b.signer(), b.signed_at_ms(), b.header()),
+                          b.signature())
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  // The signing time is signed: moved back, or before the changes, it does not verify.
+  Sha256Hasher hasher;
+  for (const int64_t at : {written, written - 1, b.signed_at_ms() + 1}) {
+    EXPECT_FALSE(
+        replication::VerifyCovered(b.header(), {}, b.signer(), b.signature(), at, hasher, *certs).ok())
+        << at;
+  }
+  store.reset();  // closed before its signer goes
+}
+
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {
   const std::string tls = testing::NodeTlsDir(kLyon);
   auto [store, certs, signer] = OpenSignedWithRegistry(
@@ -424,6 +489,9 @@ TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught
     auto* pb = b.mutable_batches(0);
     (pb->signature().empty() ? pb->mutable_following_signature() : pb->mutable_signature())
         ->front() ^= 1;
+  });
+  expect_refused("signing time", [](auto& b) {
+    b.mutable_batches(0)->set_signed_at_ms(b.batches(0).signed_at_ms() - 1);
   });
   // A batch left unsigned is proven by the chain of headers up to the signed one.
   for (int i = 0; i < p->batches_size(); ++i) {
@@ -562,7 +630,7 @@ TEST_F(PrivatePkiTest, RevokedCertificateSignsNothingAfterItsRevocation) {
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(bourg), *signer_certs);
   ASSERT_TRUE(verifier->AddCertificate(LeafDer(bourg)).ok());
   const std::string key_id = signer->KeyId();
-  const std::string message = replication::SignedMessage(key_id, "h");
+  const std::string message = replication::SignedMessage(key_id, NowMs(), "h");
   const std::string signature = *signer->Sign(key_id, message);
   const int64_t before = NowMs() - 60'000;
   ASSERT_TRUE(verifier->Verify(Origin(kBourg), key_id, before, message, signature).ok());
@@ -581,7 +649,7 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   auto certs = NewCertificateStore(dir_ + "/ca.crt");
   auto signer = *BatchSigner::Open(TlsFiles::InDirectory(lyon), *certs);
   const std::string old_key = signer->KeyId();
-  const std::string m1 = replication::SignedMessage(old_key, "before rotation");
+  const std::string m1 = replication::SignedMessage(old_key, NowMs(), "before rotation");
   const std::string s1 = *signer->Sign(old_key, m1);
 
   // certs/pki.sh renew reissues the certificate (a new serial: a new key ID).
@@ -593,11 +661,11 @@ TEST_F(PrivatePkiTest, RotatedCertificateSignsNewBatchesAndOldOnesStillVerify) {
   }
   ASSERT_NE(new_key, old_key) << "the rotated certificate was not picked up";
   EXPECT_EQ(new_key, Sha256(LeafDer(lyon)));
-  const std::string m2 = replication::SignedMessage(new_key, "after rotation");
+  const std::string m2 = replication::SignedMessage(new_key, NowMs(), "after rotation");
   const std::string s2 = *signer->Sign(new_key, m2);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), new_key, NowMs(), m2, s2).ok());
   // A batch committed just before the rotation, naming the old key, is still signed by it.
-  const std::string m3 = replication::SignedMessage(old_key, "committed before, signed after");
+  const std::string m3 = replication::SignedMessage(old_key, NowMs(), "committed before, signed after");
   const std::string s3 = *signer->Sign(old_key, m3);
   EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m3, s3).ok());
   EXPECT_TRUE(certs->Verify(Origin(kLyon), old_key, NowMs() - 1000, m1, s1).ok());

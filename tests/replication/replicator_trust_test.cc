@@ -106,7 +106,7 @@ class ReplicatorTrustTest : public ::testing::Test {
   void Connect(uint32_t peer) {
     engine_->OnConnected(peer);
     PeerMessage m;
-    m.mutable_hello()->set_protocol_version(1);
+    m.mutable_hello()->set_protocol_version(2);
     m.mutable_hello()->set_node(peer);
     m.mutable_hello()->add_streams()->set_stream(kStream);
     engine_->OnMessage(peer, m);
@@ -155,7 +155,7 @@ class ReplicatorTrustTest : public ::testing::Test {
 
   // Re-signs a batch's (possibly altered) header with `signer`.
   static Batch Resigned(Batch b, Signer& signer) {
-    EXPECT_TRUE(SignBatch(b, signer).ok());
+    EXPECT_TRUE(SignBatch(b, signer, b.signed_at_ms()).ok());
     return b;
   }
 
@@ -722,7 +722,8 @@ TEST_F(RunTest, AForkInsideARunIsProvenThroughBothChains) {
     std::vector<std::string> headers;
     for (const Batch& f : chain.following()) headers.push_back(f.header());
     const Batch& end = chain.following().empty() ? b : *chain.following().rbegin();
-    return VerifyCovered(b.header(), headers, end.signer(), end.signature(), hasher_, v_.trust);
+    return VerifyCovered(b.header(), headers, end.signer(), end.signature(), end.signed_at_ms(),
+                         hasher_, v_.trust);
   };
   EXPECT_EQ(proof.held_proof().following_size(), 2);
   EXPECT_EQ(proof.received_proof().following_size(), 1);

@@ -187,9 +187,13 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
       altered = m;
       auto* frame = altered.mutable_batch();
       auto* b = frame->mutable_batches(i);
-      switch (UniformInt(0, 4)) {
+      switch (UniformInt(0, 5)) {
         case 0:  // a change's bytes
           b->mutable_changes(0)->back() ^= 1;
+          break;
+        case 5:  // the run's signing time, moved back (to a time its key was still valid)
+          frame->mutable_batches(n - 1)->set_signed_at_ms(
+              frame->batches(n - 1).signed_at_ms() - 1000);
           break;
         case 1:  // the header: a later stamp, to win LWW races
           h.set_max_hlc(h.max_hlc() + 1);

@@ -98,6 +98,7 @@ SimStore::SimStore(uint32_t origin, std::vector<std::string> streams, replicatio
       hasher_(hasher),
       signer_(signer),
       schema_(schema),
+      clock_(clock),
       hlc_(clock, 0) {}
 
 void SimStore::AddStream(const std::string& stream) {
@@ -234,7 +235,7 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
       *replication::BuildBatch(params, std::move(changes), hasher_, nullptr, &header_hash);
   const size_t length = (run == runs_.end() ? 0 : run->second.batches) + 1;
   if (signer_ != nullptr && length >= run_batches_max) {
-    INTERCO_CHECK(replication::SignBatch(batch, *signer_).ok());
+    INTERCO_CHECK(replication::SignBatch(batch, *signer_, clock_.NowMillis()).ok());
     runs_.erase(stream);
   } else {
     runs_[stream] = Run{length, params.policy_version, params.first_seq};
@@ -250,7 +251,7 @@ void SimStore::SignTail(const std::string& stream) {
   auto run = runs_.find(stream);
   if (run == runs_.end() || signer_ == nullptr) return;
   Batch& tail = log_[stream][OriginKey{origin_, 1}].at(run->second.tail_first_seq);
-  INTERCO_CHECK(replication::SignBatch(tail, *signer_).ok());
+  INTERCO_CHECK(replication::SignBatch(tail, *signer_, clock_.NowMillis()).ok());
   runs_.erase(run);
 }
 

@@ -133,6 +133,7 @@ class SimStore final : public replication::ReplicaStore {
   replication::Hasher& hasher_;
   replication::Signer* const signer_;
   const replication::RegistrySchema& schema_;
+  replication::Clock& clock_;
   std::vector<interco::replication::v1::ForkEvidence> forks_;
   replication::HybridLogicalClock hlc_;
   std::map<std::string, std::map<std::string, replication::RecordState>> records_;
