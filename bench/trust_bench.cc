@@ -245,7 +245,7 @@ std::vector<interco::replication::v1::Batch> RemoteBatches(int count, int per_ba
       for (const char* name : {"commune", "nom"}) {
         auto* f = d->add_fields();
         f->set_name(name);
-        f->set_incarnation(1);
+        interco::replication::SetLifeOfField(*f, 1);
         f->set_hlc(hlc);
         f->set_origin(origin);
         f->mutable_value()->set_string_value(absl::StrCat(name, " ", seq + static_cast<uint64_t>(i)));

@@ -60,7 +60,7 @@ bool AddLost(RecordConflicts& journal, const FieldState& loser, Stamp winner) {
   if (l == nullptr) return false;
   FieldState& kept = *l->mutable_loser();
   kept.set_name(loser.name());
-  kept.set_incarnation(loser.incarnation());
+  kept.set_recreations(loser.recreations());
   kept.set_hlc(loser.hlc());
   kept.set_origin(loser.origin());
   if (loser.has_value()) *kept.mutable_value() = loser.value();
@@ -90,7 +90,7 @@ bool AddSeenAhead(RecordConflicts& journal, const std::string& name, Stamp seen)
 
 const FieldState* FindLiveField(const RecordState& state, const std::string& name, uint32_t life) {
   for (const FieldState& f : state.fields()) {
-    if (f.name() == name) return f.incarnation() == life ? &f : nullptr;
+    if (f.name() == name) return LifeOfField(f) == life ? &f : nullptr;
   }
   return nullptr;
 }
@@ -116,7 +116,7 @@ bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
   if (cl % 2 == 0) return changed;
   const uint32_t life = LifeOf(cl);
   for (const FieldState& b : delta.fields()) {
-    if (b.incarnation() != life) continue;
+    if (LifeOfField(b) != life) continue;
     const interco::v1::FieldSpec* spec = schema.Find(b.name());
     if (spec == nullptr || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
         spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
@@ -155,7 +155,7 @@ bool JournalUntouched(const RegistrySchema& schema, const RecordState& current,
   if (cl % 2 == 0) return true;
   const uint32_t life = LifeOf(cl);
   for (const FieldState& b : delta.fields()) {
-    if (b.incarnation() != life) continue;
+    if (LifeOfField(b) != life) continue;
     const interco::v1::FieldSpec* spec = schema.Find(b.name());
     if (spec == nullptr || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
         spec->type() == interco::v1::FIELD_TYPE_COUNTER) {

@@ -58,10 +58,10 @@ Elements Subtract(const Elements& adds, const Elements& removed) {
   return out;
 }
 
-// Whether a field state of life `incarnation` can still matter to a record with this
+// Whether a field state of life `life` can still matter to a record with this
 // causal length: it belongs to the current life and that life is not deleted.
-bool FieldAlive(uint32_t incarnation, uint32_t causal_length) {
-  return 2 * static_cast<uint64_t>(incarnation) >= static_cast<uint64_t>(causal_length) + 1;
+bool FieldAlive(uint64_t life, uint32_t causal_length) {
+  return 2 * life >= static_cast<uint64_t>(causal_length) + 1;
 }
 
 // Per-origin maximum of two counter entry lists sorted by origin.
@@ -115,8 +115,8 @@ void ClearSeen(FieldState& f) {
 }
 
 bool MergeField(FieldState& a, const FieldState& b) {
-  if (b.incarnation() != a.incarnation()) {
-    if (b.incarnation() < a.incarnation()) return false;
+  if (LifeOfField(b) != LifeOfField(a)) {
+    if (LifeOfField(b) < LifeOfField(a)) return false;
     a = b;
     ClearSeen(a);
     return true;
@@ -195,13 +195,13 @@ const FieldState* FindField(const RecordState& state, std::string_view name) {
 // The delta of one field for a local write of `value` (absent: clear). INVALID_ARGUMENT
 // for a counter value out of range.
 absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* current,
-                                     uint32_t incarnation, const Value* value, Stamp stamp) {
+                                     uint32_t life, const Value* value, Stamp stamp) {
   FieldState f;
   f.set_name(spec.name());
-  f.set_incarnation(incarnation);
+  SetLifeOfField(f, life);
   f.set_hlc(stamp.hlc);
   f.set_origin(stamp.origin);
-  const bool same_life = current != nullptr && current->incarnation() == incarnation;
+  const bool same_life = current != nullptr && LifeOfField(*current) == life;
   if (spec.type() == interco::v1::FIELD_TYPE_COUNTER) {
     // PN-counter: this origin's totals move by the difference between the value written
     // (0 when cleared) and the value seen; concurrent writers' differences add up.
@@ -285,7 +285,7 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
     }
     const FieldSpec* spec = schema.Find(f.name());
     if (spec == nullptr) return invalid("no such field in the schema");
-    if (f.incarnation() > life) return invalid("of a later life than the record's");
+    if (LifeOfField(f) > life) return invalid("of a later life than the record's");
     if (f.origin() != origin) return invalid("stamped by another origin than the batch's");
     const bool set = spec->type() == interco::v1::FIELD_TYPE_STRING_SET;
     const bool counter = spec->type() == interco::v1::FIELD_TYPE_COUNTER;
@@ -347,14 +347,14 @@ bool MergeRecordState(RecordState& state, const RecordState& delta) {
   int i = 0, j = 0;
   while (i < a->size() || j < b.size()) {
     if (j == b.size() || (i < a->size() && a->Get(i).name() < b[j].name())) {
-      if (FieldAlive(a->Get(i).incarnation(), cl)) {
+      if (FieldAlive(LifeOfField(a->Get(i)), cl)) {
         merged.Add()->Swap(a->Mutable(i));
       } else {
         changed = true;
       }
       ++i;
     } else if (i == a->size() || b[j].name() < a->Get(i).name()) {
-      if (FieldAlive(b[j].incarnation(), cl)) {
+      if (FieldAlive(LifeOfField(b[j]), cl)) {
         FieldState* f = merged.Add();
         *f = b[j];
         ClearSeen(*f);
@@ -364,7 +364,7 @@ bool MergeRecordState(RecordState& state, const RecordState& delta) {
     } else {
       FieldState* f = a->Mutable(i);
       changed |= MergeField(*f, b[j]);
-      if (FieldAlive(f->incarnation(), cl)) {
+      if (FieldAlive(LifeOfField(*f), cl)) {
         merged.Add()->Swap(f);
       } else {
         changed = true;
@@ -384,7 +384,7 @@ std::string ComputeEtag(const RecordState& state) {
   h.AddInt(state.cl_origin());
   for (const FieldState& f : state.fields()) {
     h.Add(f.name());
-    h.AddInt(f.incarnation());
+    h.AddInt(LifeOfField(f));
     h.AddInt(f.hlc());
     h.AddInt(f.origin());
     h.AddInt(static_cast<uint64_t>(f.elements_size()));
@@ -403,7 +403,7 @@ void VisibleFields(const RecordState& state, FieldValues& out) {
   if (!IsLive(state)) return;
   const uint32_t life = LifeOf(state.causal_length());
   for (const FieldState& f : state.fields()) {
-    if (f.incarnation() != life) continue;
+    if (LifeOfField(f) != life) continue;
     Value v;
     if (VisibleValue(f, v)) out[f.name()] = std::move(v);
   }
@@ -425,7 +425,7 @@ void ToRecord(std::string_view name, const RecordState& state, interco::v1::Reco
   Stamp latest{state.cl_hlc(), state.cl_origin()};
   const uint32_t life = LifeOf(state.causal_length());
   for (const FieldState& f : state.fields()) {
-    if (f.incarnation() == life) latest = std::max(latest, Stamp{f.hlc(), f.origin()});
+    if (LifeOfField(f) == life) latest = std::max(latest, Stamp{f.hlc(), f.origin()});
   }
   HlcToTimestamp(latest.hlc, *out.mutable_update_time());
   out.set_update_origin(OriginToSiren(latest.origin));
@@ -499,7 +499,7 @@ absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema&
     }
     std::sort(targets.begin(), targets.end(),
               [](const FieldSpec* x, const FieldSpec* y) { return x->name() < y->name(); });
-    const uint32_t incarnation = LifeOf(delta.causal_length());
+    const uint32_t life = LifeOf(delta.causal_length());
     for (const FieldSpec* spec : targets) {
       auto it = write.fields.find(spec->name());
       const Value* value =
@@ -511,7 +511,7 @@ absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema&
             "record.fields[", spec->name(), "]: required field cannot be cleared"));
       }
       absl::StatusOr<FieldState> field =
-          PlanField(*spec, FindField(current, spec->name()), incarnation, value, stamp);
+          PlanField(*spec, FindField(current, spec->name()), life, value, stamp);
       if (!field.ok()) return field.status();
       *delta.add_fields() = *std::move(field);
     }

@@ -2,7 +2,7 @@
 //
 // A record's state (interco.replication.v1.RecordState) is a join-semilattice:
 //   - each scalar field is a last-writer-wins register ordered by
-//     (incarnation, hlc, origin);
+//     (life, hlc, origin);
 //   - each string-set field is an add-wins observed-remove set whose adds are tagged
 //     with their (hlc, origin) stamp;
 //   - deletion is a causal length: odd alive, even deleted, merged by maximum; field
@@ -53,8 +53,15 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
 // Whether the record exists (odd causal length).
 bool IsLive(const RecordState& state);
 
-// The life (incarnation) that a causal length belongs to: 1 for 1 and 2, 2 for 3 and 4...
+// The life that a causal length belongs to: 1 for 1 and 2, 2 for 3 and 4...
 inline uint32_t LifeOf(uint32_t causal_length) { return (causal_length + 1) / 2; }
+
+// The life a field state belongs to. It is stored as the number of re-creations before
+// it (FieldState.recreations), so that fields of a record's first life carry no byte for
+// it; 64 bits, so that no stored value wraps.
+inline uint64_t LifeOfField(const FieldState& f) { return uint64_t{f.recreations()} + 1; }
+// `life` >= 1.
+inline void SetLifeOfField(FieldState& f, uint32_t life) { f.set_recreations(life - 1); }
 
 // Opaque version string: changes whenever the state changes.
 std::string ComputeEtag(const RecordState& state);

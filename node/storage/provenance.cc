@@ -146,7 +146,7 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
   std::vector<Stamped> values;
   const uint32_t life = replication::LifeOf(state.causal_length());
   for (const FieldState& f : state.fields()) {
-    if (f.incarnation() != life || !record.fields().contains(f.name())) continue;
+    if (replication::LifeOfField(f) != life || !record.fields().contains(f.name())) continue;
     if (!f.counter().empty()) {
       for (const auto& e : f.counter()) {
         values.push_back({f.name(), "", e.hlc(), e.origin(), true,

@@ -123,7 +123,7 @@ class PeerAttackTest : public ::testing::Test {
     d->set_cl_origin(origin);
     auto* f = d->add_fields();
     f->set_name("nom");
-    f->set_incarnation(1);
+    replication::SetLifeOfField(*f, 1);
     f->set_hlc(hlc);
     f->set_origin(origin);
     f->mutable_value()->set_string_value(id);

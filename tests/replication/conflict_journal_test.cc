@@ -296,7 +296,7 @@ TEST(ConflictJournalTest, SeenIsValidatedAndOnlyOnRegisters) {
   delta.set_causal_length(1);
   FieldState* f = delta.add_fields();
   f->set_name("label");
-  f->set_incarnation(1);
+  SetLifeOfField(*f, 1);
   f->set_hlc(HybridLogicalClock::Pack(kBaseMs, 0));
   f->set_origin(kA);
   f->set_seen_origin(kB);
@@ -388,7 +388,7 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
       for (const auto& log : logs) {
         for (const auto& [delta, hlc] : log) {
           for (const FieldState& f : delta.fields()) {
-            if (auto s = SeenBy(f); s && f.incarnation() == life) seen.emplace(f.name(), s->hlc, s->origin);
+            if (auto s = SeenBy(f); s && LifeOfField(f) == life) seen.emplace(f.name(), s->hlc, s->origin);
           }
         }
       }
@@ -396,7 +396,7 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
         for (const auto& [delta, hlc] : log) {
           for (const FieldState& f : delta.fields()) {
             const auto id = std::make_tuple(f.name(), f.hlc(), f.origin());
-            if (f.incarnation() != life || seen.contains(id) || finals.contains(id)) continue;
+            if (LifeOfField(f) != life || seen.contains(id) || finals.contains(id)) continue;
             expected.emplace(f.name(), f.hlc(), f.origin(), f.value().SerializeAsString());
           }
         }

@@ -282,7 +282,7 @@ TEST(PlanLocalWriteTest, CreateMakesLiveRecordWithSuppliedFields) {
   EXPECT_EQ(delta.cl_origin(), kA);
   EXPECT_THAT(FieldNames(delta), ElementsAre("code", "label", "tags"));
   for (const FieldState& f : delta.fields()) {
-    EXPECT_EQ(f.incarnation(), 1u) << f.name();
+    EXPECT_EQ(LifeOfField(f), 1u) << f.name();
     EXPECT_EQ(f.hlc(), At(10, kA).hlc) << f.name();
     EXPECT_EQ(f.origin(), kA) << f.name();
   }
@@ -313,7 +313,7 @@ TEST(PlanLocalWriteTest, CreateAfterDeleteStartsNewLife) {
   EXPECT_EQ(delta.causal_length(), 3u);
   EXPECT_EQ(delta.cl_hlc(), At(6, kA).hlc);
   ASSERT_EQ(delta.fields_size(), 1);
-  EXPECT_EQ(delta.fields(0).incarnation(), 2u);
+  EXPECT_EQ(LifeOfField(delta.fields(0)), 2u);
   EXPECT_TRUE(IsLive(state));
   EXPECT_EQ(View(state), (std::map<std::string, std::string>{{"code", "string_value: \"new\""}}));
 }
@@ -900,7 +900,7 @@ TEST(RecordMergeTest, RecreateAfterDeleteBeatsTheDeleteAndOldFieldsDoNotReappear
   EXPECT_TRUE(IsLive(merged));
   EXPECT_EQ(merged.causal_length(), 3u);
   EXPECT_EQ(View(merged), (std::map<std::string, std::string>{{"code", "string_value: \"new\""}}));
-  for (const FieldState& f : merged.fields()) EXPECT_EQ(f.incarnation(), 2u) << f.name();
+  for (const FieldState& f : merged.fields()) EXPECT_EQ(LifeOfField(f), 2u) << f.name();
   // What A sees after B's late edit arrives is the same.
   EXPECT_FALSE(MergeRecordState(at_a, deltas[3]));
   EXPECT_EQ(Bytes(at_a), Bytes(merged));
@@ -1021,11 +1021,11 @@ TEST(RecordViewTest, VisibleFieldsShowsOnlyTheCurrentLife) {
   state.set_causal_length(3);
   FieldState* code = state.add_fields();
   code->set_name("code");
-  code->set_incarnation(2);
+  SetLifeOfField(*code, 2);
   *code->mutable_value() = Str("new");
   FieldState* label = state.add_fields();
   label->set_name("label");
-  label->set_incarnation(1);
+  SetLifeOfField(*label, 1);
   *label->mutable_value() = Str("old");
   EXPECT_EQ(View(state), (std::map<std::string, std::string>{{"code", "string_value: \"new\""}}));
 }
@@ -1789,7 +1789,7 @@ TEST(ValidateDeltaTest, MalformedDeltasAreRefusedNamingTheField) {
           "(zzz): no such field");
   refused("wrong type", [](RecordState& d) { d.mutable_fields(0)->mutable_value()->set_int64_value(3); },
           "(label)");
-  refused("later life", [](RecordState& d) { d.mutable_fields(0)->set_incarnation(9); },
+  refused("later life", [](RecordState& d) { SetLifeOfField(*d.mutable_fields(0), 9); },
           "later life");
   refused("elements on a register", [](RecordState& d) {
     *d.mutable_fields(0)->add_elements() = d.fields(1).elements(0);

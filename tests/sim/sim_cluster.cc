@@ -628,7 +628,7 @@ std::string World::CheckConflicts() {
       const uint32_t life = replication::LifeOf(it->second.causal_length());
       for (const replication::FieldState& f : c.delta().fields()) {
         const interco::v1::FieldSpec* spec = schema_.Find(f.name());
-        if (f.incarnation() != life || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
+        if (replication::LifeOfField(f) != life || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
             spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
           continue;
         }
