@@ -1,5 +1,7 @@
 #include "replication/replicator.h"
 
+#include <set>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -323,6 +325,9 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
 }
 
 void Replicator::RetryHeld(const std::string& stream) {
+  // Senders of runs whose held batch was followed by others: those were dropped while it
+  // waited, and the sender is asked for them now rather than at its ack timeout.
+  std::set<uint32_t> ask;
   for (bool progress = true; progress;) {
     progress = false;
     for (auto it = held_.begin(); it != held_.end();) {
@@ -343,8 +348,17 @@ void Replicator::RetryHeld(const std::string& stream) {
         store_.OnRefused(h.from, stream, &h.batch.header, why);
         continue;
       }
-      progress |= ApplyInOrder(h.from, from, stream, std::move(h.batch));
+      const bool rest_dropped =
+          h.batch.run != nullptr && h.batch.run_position + 1 < h.batch.run->size();
+      if (ApplyInOrder(h.from, from, stream, std::move(h.batch))) {
+        progress = true;
+        if (rest_dropped) ask.insert(h.from);
+      }
     }
+  }
+  for (uint32_t peer_id : ask) {
+    Peer& peer = peers_[peer_id];
+    if (peer.connected) Nack(peer_id, peer);
   }
 }
 

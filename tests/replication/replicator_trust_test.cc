@@ -519,6 +519,35 @@ TEST_F(PolicyVersionsTest, AnAddedWritersBatchWaitsForThePolicyChangeThenApplies
   EXPECT_EQ(v_.store.Records(kStream).count("mairie"), 1u);
 }
 
+// A run whose first batch waits for the policy version: the rest of the run is dropped
+// meanwhile (only the origin's next batch is held), and asked for again as soon as the
+// held one applies, not at the sender's ack timeout.
+TEST_F(PolicyVersionsTest, TheRestOfARunWaitingForItsPolicyIsAskedForOnceItApplies) {
+  const Batch policy = SetPolicy(WritersC());
+  Deliver(c_, policy);
+  c_.store.run_batches_max = 3;
+  std::vector<Batch> run = {c_.Write("mairie", "Mairie"), c_.Write("ecole", "École"),
+                            c_.Write("stade", "Stade")};
+  ASSERT_TRUE(run[0].signature().empty());
+  ASSERT_FALSE(run[2].signature().empty());
+  Connect(kC);
+  SendCertificate(kC, kC);
+  SendRun(kC, run);
+  EXPECT_EQ(Held(kC), 0u);
+  transport_.sent.clear();
+
+  Connect(kA);
+  SendCertificate(kA, kA);
+  SendBatch(kA, policy);
+  EXPECT_EQ(Held(kC), 1u) << "the held batch applies with the policy";
+  bool asked = false;
+  for (const auto& [to, m] : transport_.sent) asked |= to == kC && m.has_hello();
+  EXPECT_TRUE(asked) << "C is not told where V stands";
+  // C resends from there: the rest of its run.
+  SendRun(kC, {run[1], run[2]});
+  EXPECT_EQ(Held(kC), 3u);
+}
+
 TEST_F(PolicyVersionsTest, ARemovedWriterKeepsWhatItWroteBeforeSeeingTheRemovalAndNothingAfter) {
   const Batch added = SetPolicy(WritersC());
   Deliver(c_, added);
