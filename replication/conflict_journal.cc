@@ -178,12 +178,20 @@ bool JournalUntouched(const RegistrySchema& schema, const RecordState& current,
 
 bool ReceivedBefore(const VersionVector& position,
                     const interco::replication::v1::BatchHeader& batch, Stamp stamp) {
-  if (stamp.origin == batch.origin() && stamp.hlc <= batch.max_hlc()) return true;
-  for (auto it = position.lower_bound(OriginKey{stamp.origin, 0});
-       it != position.end() && it->first.origin == stamp.origin; ++it) {
-    if (it->second.max_hlc >= stamp.hlc) return true;
+  if (stamp.origin == batch.origin() && stamp.hlc <= batch.max_hlc() && batch.epoch() == 1) {
+    return true;  // an earlier change of this batch, or of its chain
   }
-  return false;
+  // A stamp does not say its epoch, and epochs of one origin arrive independently: only
+  // an origin's first epoch, when no other is known, tells for sure (its changes arrive
+  // in order). Otherwise "not received" is the safe answer: the stamp is remembered as
+  // seen ahead, which is harmless if it had in fact arrived (it never arrives again).
+  auto it = position.lower_bound(OriginKey{stamp.origin, 0});
+  if (it == position.end() || it->first.origin != stamp.origin || it->first.epoch != 1) {
+    return false;
+  }
+  auto next = std::next(it);
+  if (next != position.end() && next->first.origin == stamp.origin) return false;
+  return it->second.max_hlc >= stamp.hlc;
 }
 
 }  // namespace interco::replication

@@ -58,7 +58,11 @@ bool JournalUntouched(const RegistrySchema& schema,
 // The `received` of UpdateConflicts for a change of the batch with header `batch` that a
 // store applies holding `position` for the batch's stream (before the batch): a stamp of
 // the batch's origin up to the batch's greatest HLC, or of an origin whose changes this
-// store holds up to that stamp's HLC (an origin's changes arrive in order).
+// store holds up to that stamp's HLC (an origin's changes arrive in order) — for an
+// origin of which only the first epoch is known. For an origin restored from a backup
+// (several epochs, or a later one only) the answer is "not received": a stamp does not
+// say its epoch. A stamp wrongly taken as not received only leaves a useless seen-ahead
+// entry; one wrongly taken as received would journal a write that was not lost.
 bool ReceivedBefore(const VersionVector& position,
                     const interco::replication::v1::BatchHeader& batch, Stamp stamp);
 

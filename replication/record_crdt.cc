@@ -273,6 +273,11 @@ bool IsLive(const RecordState& state) { return state.causal_length() % 2 == 1; }
 
 absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
                            uint32_t origin) {
+  if (delta.causal_length() > limits::kCausalLengthMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "delta.causal_length: ", delta.causal_length(), " is over the maximum ",
+        limits::kCausalLengthMax));
+  }
   const uint32_t life = LifeOf(delta.causal_length());
   for (int i = 0; i < delta.fields_size(); ++i) {
     const FieldState& f = delta.fields(i);
@@ -458,6 +463,11 @@ absl::StatusOr<std::optional<PlannedWrite>> PlanLocalWrite(const RegistrySchema&
   PlannedWrite plan;
   RecordState& delta = plan.delta;
   const bool creating = !live && write.kind != Kind::kDelete;
+  if ((creating || write.kind == Kind::kDelete) &&
+      current.causal_length() >= limits::kCausalLengthMax) {
+    return absl::ResourceExhaustedError(
+        "the record was deleted and re-created too many times (causal length at its maximum)");
+  }
   if (creating || write.kind == Kind::kDelete) {
     delta.set_causal_length(current.causal_length() + 1);
     delta.set_cl_hlc(stamp.hlc);

@@ -26,6 +26,7 @@
 #include "interco/replication/v1/state.pb.h"
 #include "interco/v1/record.pb.h"
 #include "interco/v1/value.pb.h"
+#include "replication/base/check.h"
 #include "replication/hlc.h"
 #include "replication/registry_schema.h"
 
@@ -60,8 +61,11 @@ inline uint32_t LifeOf(uint32_t causal_length) { return (causal_length + 1) / 2;
 // it (FieldState.recreations), so that fields of a record's first life carry no byte for
 // it; 64 bits, so that no stored value wraps.
 inline uint64_t LifeOfField(const FieldState& f) { return uint64_t{f.recreations()} + 1; }
-// `life` >= 1.
-inline void SetLifeOfField(FieldState& f, uint32_t life) { f.set_recreations(life - 1); }
+// `life` >= 1 (causal lengths are bounded by limits::kCausalLengthMax, so lives never wrap).
+inline void SetLifeOfField(FieldState& f, uint32_t life) {
+  INTERCO_CHECK(life >= 1);
+  f.set_recreations(life - 1);
+}
 
 // Opaque version string: changes whenever the state changes.
 std::string ComputeEtag(const RecordState& state);

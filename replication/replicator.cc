@@ -289,6 +289,8 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
       if (vv.ok() && h.first_seq() == (*vv)[key].seq + 1 &&
           (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
         held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
+      } else {
+        dropped_waiting_.emplace(stream, peer_id);
       }
       return Step::kWaiting;
     }
@@ -325,9 +327,7 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
 }
 
 void Replicator::RetryHeld(const std::string& stream) {
-  // Senders of runs whose held batch was followed by others: those were dropped while it
-  // waited, and the sender is asked for them now rather than at its ack timeout.
-  std::set<uint32_t> ask;
+  bool applied = false;
   for (bool progress = true; progress;) {
     progress = false;
     for (auto it = held_.begin(); it != held_.end();) {
@@ -348,17 +348,24 @@ void Replicator::RetryHeld(const std::string& stream) {
         store_.OnRefused(h.from, stream, &h.batch.header, why);
         continue;
       }
-      const bool rest_dropped =
-          h.batch.run != nullptr && h.batch.run_position + 1 < h.batch.run->size();
       if (ApplyInOrder(h.from, from, stream, std::move(h.batch))) {
         progress = true;
-        if (rest_dropped) ask.insert(h.from);
+        applied = true;
       }
     }
   }
-  for (uint32_t peer_id : ask) {
-    Peer& peer = peers_[peer_id];
-    if (peer.connected) Nack(peer_id, peer);
+  if (!applied) return;
+  // Batches that waited for a policy version and were dropped (the rest of a held
+  // batch's run, later batches of its origin): their senders are asked for them now,
+  // rather than at their ack timeout.
+  for (auto it = dropped_waiting_.lower_bound({stream, 0});
+       it != dropped_waiting_.end() && it->first == stream;) {
+    auto peer = peers_.find(it->second);
+    if (peer != peers_.end() && peer->second.connected) {
+      peer->second.last_nack_ms = -1;  // once, whatever the last restatement
+      Nack(it->second, peer->second);
+    }
+    it = dropped_waiting_.erase(it);
   }
 }
 

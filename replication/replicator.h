@@ -206,6 +206,9 @@ class Replicator {
     DecodedBatch batch;
   };
   std::map<std::pair<std::string, OriginKey>, Held> held_;
+  // (stream, peer) that sent batches waiting for a policy version which were not held
+  // (not the origin's next, or no room): asked for again when a held batch applies.
+  std::set<std::pair<std::string, uint32_t>> dropped_waiting_;
   // Applies the held batches of `stream` whose policy version has arrived (and refuses
   // those it now says may not enter).
   void RetryHeld(const std::string& stream);

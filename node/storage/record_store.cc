@@ -616,6 +616,20 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
         break;
     }
     AuditOutcome(*op, g);
+    if (!g.broken.ok()) break;
+  }
+  if (!g.broken.ok()) {
+    // An op failed half-way through staging: commit none of the group (each op may be
+    // retried; a remote batch comes again).
+    for (const auto& op : group) {
+      if (op->status.ok()) {
+        op->status = absl::UnavailableError(
+            absl::StrCat("not committed (another change of its commit group failed: ",
+                         g.broken.message(), "); retry"));
+      }
+    }
+    if (g.new_epoch) epoch_--;
+    return;
   }
 
   // One change-log batch per registry: this node's changes of the group, chained to its
@@ -1141,6 +1155,17 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
+  // From here on the batch is staged change by change: a failure half-way breaks the
+  // group (nothing of it is committed).
+  absl::Status changes_staged = StageRemoteChanges(op, g, rt);
+  if (!changes_staged.ok()) g.broken = changes_staged;
+  return changes_staged;
+}
+
+absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt) {
+  const replication::DecodedBatch& batch = *op.remote;
+  const BatchHeader& h = batch.header;
+  replication::OriginPos& pos = rt.position[replication::OriginKey{h.origin(), h.epoch()}];
   std::vector<AuditEvent> policy_events;
   for (const Change& c : batch.changes) {
     if (c.has_policy()) {

@@ -325,6 +325,9 @@ class RecordStore {
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
   absl::Status ApplyWrite(Op& op, GroupState& g);
   absl::Status ApplyRemote(Op& op, GroupState& g);
+  // The part of ApplyRemote after its checks: stages the batch's changes, its log entry
+  // and position. An error leaves part of it staged (the caller breaks the group).
+  absl::Status StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt);
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   // The registry's staged runtime in the group (loaded from the committed one at first use).
   absl::StatusOr<RegistryRuntime*> Staged(GroupState& g, const std::string& registry);

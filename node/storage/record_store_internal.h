@@ -56,6 +56,10 @@ struct RecordStore::GroupState {
   std::map<std::string, RegistryRuntime> registries;
   // Record states written earlier in the group, by records-family key.
   absl::flat_hash_map<std::string, replication::RecordState> records;
+  // Set when an op failed after staging part of its effect (a remote batch whose record
+  // or journal could not be read half-way): the group is then not committed at all, so
+  // that nothing is half-applied.
+  absl::Status broken;
   // Conflict journals read or written earlier in the group, by records-family key.
   absl::flat_hash_map<std::string, replication::RecordConflicts> conflicts;
   // Serialized changes per registry, for this group's change-log batches.

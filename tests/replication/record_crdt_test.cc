@@ -28,6 +28,7 @@
 #include "interco/v1/record.pb.h"
 #include "interco/v1/registry.pb.h"
 #include "interco/v1/value.pb.h"
+#include "replication/base/limits.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
 #include "replication/registry_schema.h"
@@ -1747,6 +1748,22 @@ TEST(RecordCrdtPropertyTest, ChangedIsFalseExactlyWhenStateDidNotChange) {
 
 // --- ValidateDelta -------------------------------------------------------------------------
 
+TEST(PlanLocalWriteTest, ARecordAtTheLastCausalLengthIsNoLongerDeletedOrRecreated) {
+  RecordState at_max;
+  at_max.set_causal_length(limits::kCausalLengthMax);  // odd: alive
+  at_max.set_cl_hlc(At(0, kA).hlc);
+  at_max.set_cl_origin(kA);
+  auto del = PlanLocalWrite(TestSchema(), at_max, Delete(), At(10, kB));
+  EXPECT_EQ(del.status().code(), absl::StatusCode::kResourceExhausted) << del.status();
+  // Its fields can still be written, in its last life.
+  auto update = PlanLocalWrite(TestSchema(), at_max,
+                               Update(Values({{"code", Str("01053")}}), {"code"}), At(20, kB));
+  ASSERT_TRUE(update.ok()) << update.status();
+  ASSERT_TRUE(update->has_value());
+  EXPECT_EQ(LifeOfField((*update)->delta.fields(0)), LifeOf(limits::kCausalLengthMax));
+  EXPECT_TRUE(ValidateDelta(TestSchema(), (*update)->delta, kB).ok());
+}
+
 TEST(ValidateDeltaTest, EveryDeltaAWriterPlansPasses) {
   int checked = 0;
   for (uint64_t seed : Seeds()) {
@@ -1791,6 +1808,10 @@ TEST(ValidateDeltaTest, MalformedDeltasAreRefusedNamingTheField) {
           "(label)");
   refused("later life", [](RecordState& d) { SetLifeOfField(*d.mutable_fields(0), 9); },
           "later life");
+  refused("causal length that would wrap a life", [](RecordState& d) {
+    d.set_causal_length(0xFFFFFFFF);
+    d.clear_fields();
+  }, "delta.causal_length");
   refused("elements on a register", [](RecordState& d) {
     *d.mutable_fields(0)->add_elements() = d.fields(1).elements(0);
   }, "not a string set");

@@ -548,6 +548,30 @@ TEST_F(PolicyVersionsTest, TheRestOfARunWaitingForItsPolicyIsAskedForOnceItAppli
   EXPECT_EQ(Held(kC), 3u);
 }
 
+// The same with batches sent in frames of their own: the first is held, the next ones
+// dropped, and asked for once it applies.
+TEST_F(PolicyVersionsTest, LaterBatchesWaitingForTheirPolicyAreAskedForOnceTheFirstApplies) {
+  const Batch policy = SetPolicy(WritersC());
+  Deliver(c_, policy);
+  const std::vector<Batch> batches = {c_.Write("mairie", "Mairie"), c_.Write("ecole", "École")};
+  Connect(kC);
+  SendCertificate(kC, kC);
+  for (const Batch& b : batches) SendBatch(kC, b);
+  EXPECT_EQ(Held(kC), 0u);
+  engine_->Tick();  // a restatement of V's position now would not delay the ask below
+  transport_.sent.clear();
+
+  Connect(kA);
+  SendCertificate(kA, kA);
+  SendBatch(kA, policy);
+  EXPECT_EQ(Held(kC), 1u);
+  bool asked = false;
+  for (const auto& [to, m] : transport_.sent) asked |= to == kC && m.has_hello();
+  EXPECT_TRUE(asked) << "C is not told where V stands";
+  SendBatch(kC, batches[1]);
+  EXPECT_EQ(Held(kC), 2u);
+}
+
 TEST_F(PolicyVersionsTest, ARemovedWriterKeepsWhatItWroteBeforeSeeingTheRemovalAndNothingAfter) {
   const Batch added = SetPolicy(WritersC());
   Deliver(c_, added);

@@ -1,0 +1,247 @@
+// The conflict journal in a real store: remote batches of three origins racing on the same
+// fields, applied in different orders on two nodes; ListConflicts paging; and a remote batch
+// that fails half-way (a corrupt journal) leaving nothing of itself behind.
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/keys.h"
+#include "node/storage/record_store.h"
+#include "node/storage/rocksdb_store.h"
+#include "replication/change_log.h"
+#include "tests/testing/test_env.h"
+
+namespace interco::node {
+namespace {
+
+using ::interco::testing::FakeClock;
+using ::interco::testing::MakeTempDir;
+using replication::LocalWrite;
+using replication::OriginKey;
+using replication::Principal;
+
+constexpr char kRegistry[] = "services";
+// CA du Bassin de Bourg-en-Bresse, two member communes, and Lyon (the receiver).
+constexpr char kEpci[] = "200071751";
+constexpr char kBourg[] = "210100533";
+constexpr char kViriat[] = "210104519";
+constexpr char kLyon[] = "200046977";
+
+struct Node {
+  std::string siren;
+  std::string dir;
+  std::unique_ptr<RecordStore> store;
+};
+
+LocalWrite Named(const std::string& nom) {
+  LocalWrite w;
+  w.kind = LocalWrite::Kind::kUpdate;
+  w.allow_missing = true;
+  w.fields["nom"].set_string_value(nom);
+  w.mask.push_back("nom");
+  return w;
+}
+
+class ConflictStoreTest : public ::testing::Test {
+ protected:
+  ConflictStoreTest() {
+    nodes_.resize(4);
+    const char* sirens[] = {kEpci, kBourg, kViriat, kLyon};
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      nodes_[i].siren = sirens[i];
+      nodes_[i].dir = MakeTempDir(absl::StrCat("conflicts-", sirens[i]));
+      Open(nodes_[i]);
+      interco::v1::Registry def;
+      def.set_owner(kEpci);
+      def.mutable_policy()->mutable_writers()->set_all_authorities(true);
+      auto* f = def.mutable_schema()->add_fields();
+      f->set_name("nom");
+      f->set_type(interco::v1::FIELD_TYPE_STRING);
+      EXPECT_TRUE(nodes_[i].store->CreateRegistry(kRegistry, def, Admin(nodes_[i])).ok());
+    }
+  }
+
+  static Principal Admin(const Node& n) { return Principal{"interco.test", n.siren, "admin"}; }
+
+  void Open(Node& n) {
+    n.store.reset();
+    RecordStoreOptions o;
+    o.path = n.dir;
+    o.authority = n.siren;
+    o.clock = &clock_;
+    auto s = RecordStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    n.store = *std::move(s);
+  }
+
+  void Write(Node& n, const std::string& id, const std::string& nom) {
+    clock_.Advance(10);
+    ASSERT_TRUE(n.store->Write(kRegistry, id, Named(nom), Admin(n)).ok());
+  }
+
+  // Applies what `from` originated and `to` lacks.
+  absl::Status Carry(Node& from, Node& to) {
+    const OriginKey key{from.store->origin(), from.store->epoch()};
+    const uint64_t held = (*to.store->Position(kRegistry))[key].seq;
+    auto batches = from.store->ReadBatches(kRegistry, key, held, 1000);
+    if (!batches.ok()) return batches.status();
+    for (const auto& b : *batches) {
+      auto decoded = replication::DecodeBatch(b, hasher_);
+      if (!decoded.ok()) return decoded.status();
+      if (absl::Status s = to.store->ApplyRemoteBatch(kRegistry, *decoded); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Every conflict a node lists, page by page: (record, field, losing origin, value).
+  std::set<std::tuple<std::string, std::string, std::string, std::string>> Listed(
+      Node& n, int32_t page_size, int* pages = nullptr) {
+    std::set<std::tuple<std::string, std::string, std::string, std::string>> out;
+    std::string token;
+    int count = 0;
+    do {
+      auto page = n.store->ListConflicts(kRegistry, "", page_size, token);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      ++count;
+      for (const auto& c : page->conflicts) {
+        out.emplace(c.record(), c.field(), c.losing_origin(), c.losing_value().string_value());
+      }
+      token = page->next_page_token;
+    } while (!token.empty());
+    if (pages != nullptr) *pages = count;
+    return out;
+  }
+
+  FakeClock clock_;
+  Sha256Hasher hasher_;
+  std::vector<Node> nodes_;
+};
+
+TEST_F(ConflictStoreTest, RacesAreJournaledAlikeInAnyOrderAndListedByRecord) {
+  Node& epci = nodes_[0];
+  Node& bourg = nodes_[1];
+  Node& viriat = nodes_[2];
+  Node& lyon = nodes_[3];
+  // Three origins rename r1 without seeing each other; two rename r2; r3 is written once.
+  Write(epci, "r1", "Mairie (EPCI)");
+  Write(bourg, "r1", "Mairie (Bourg)");
+  Write(viriat, "r1", "Mairie (Viriat)");  // the latest: wins
+  Write(bourg, "r2", "École (Bourg)");
+  Write(viriat, "r2", "École (Viriat)");
+  Write(epci, "r3", "Stade");
+  // Lyon gets them origin by origin; the EPCI in the other order.
+  for (Node* from : {&viriat, &epci, &bourg}) ASSERT_TRUE(Carry(*from, lyon).ok());
+  for (Node* from : {&bourg, &viriat}) ASSERT_TRUE(Carry(*from, epci).ok());
+
+  const std::set<std::tuple<std::string, std::string, std::string, std::string>> expected = {
+      {"registries/services/records/r1", "nom", kEpci, "Mairie (EPCI)"},
+      {"registries/services/records/r1", "nom", kBourg, "Mairie (Bourg)"},
+      {"registries/services/records/r2", "nom", kBourg, "École (Bourg)"},
+  };
+  int pages = 0;
+  EXPECT_EQ(Listed(lyon, 100), expected);
+  EXPECT_EQ(Listed(epci, 100), expected);
+  // A page holds whole records: r1's two entries, then r2's one.
+  EXPECT_EQ(Listed(lyon, 1, &pages), expected);
+  EXPECT_EQ(pages, 2);
+  EXPECT_EQ(lyon.store->GetRegistry(kRegistry)->conflict_count(), 3);
+  auto one = lyon.store->ListConflicts(kRegistry, "r2", 0, "");
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->conflicts.size(), 1u);
+  EXPECT_EQ(one->conflicts[0].winning_origin(), kViriat);
+  EXPECT_TRUE(lyon.store->ListConflicts(kRegistry, "r3", 0, "")->conflicts.empty());
+  // Bad pages, and a token of another query.
+  auto first = lyon.store->ListConflicts(kRegistry, "", 1, "");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(lyon.store->ListConflicts(kRegistry, "r2", 1, first->next_page_token).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(lyon.store->ListConflicts(kRegistry, "", -1, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(lyon.store->ListConflicts(kRegistry, "", 1, "garbage").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(lyon.store->ListConflicts("nope", "", 1, "").status().code(),
+            absl::StatusCode::kNotFound);
+  auto check = lyon.store->CheckConsistency();
+  EXPECT_TRUE(check.ok()) << check.status();
+
+  // A knowing rename on Lyon, once carried, adds nothing; a delete empties the record's
+  // journal.
+  Write(lyon, "r1", "Mairie");
+  ASSERT_TRUE(Carry(lyon, epci).ok());
+  EXPECT_EQ(Listed(epci, 100), expected);
+  clock_.Advance(10);
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  ASSERT_TRUE(lyon.store->Write(kRegistry, "r1", del, Admin(lyon)).ok());
+  ASSERT_TRUE(Carry(lyon, epci).ok());
+  for (Node* n : {&lyon, &epci}) {
+    EXPECT_EQ(Listed(*n, 100).size(), 1u);
+    EXPECT_EQ(n->store->GetRegistry(kRegistry)->conflict_count(), 1);
+    auto c = n->store->CheckConsistency();
+    EXPECT_TRUE(c.ok()) << c.status();
+  }
+}
+
+TEST_F(ConflictStoreTest, ABatchFailingHalfWayLeavesNothingOfItself) {
+  Node& bourg = nodes_[1];
+  Node& viriat = nodes_[2];
+  Node& lyon = nodes_[3];
+  Write(bourg, "r1", "Mairie (Bourg)");
+  Write(bourg, "r2", "École (Bourg)");
+  Write(viriat, "r2", "École (Viriat)");
+  ASSERT_TRUE(Carry(viriat, lyon).ok());
+  ASSERT_TRUE(Carry(bourg, lyon).ok());
+  ASSERT_EQ(lyon.store->GetRegistry(kRegistry)->conflict_count(), 1);
+  // Bourg renames both in one batch, built from two of its writes.
+  Write(bourg, "r1", "Mairie de Bourg");
+  Write(bourg, "r2", "École de Bourg");
+  const OriginKey key{bourg.store->origin(), bourg.store->epoch()};
+  auto written = *bourg.store->ReadBatches(kRegistry, key, 0, 10);
+  ASSERT_EQ(written.size(), 4u);
+  auto third = *replication::DecodeBatch(written[2], hasher_);
+  auto fourth = *replication::DecodeBatch(written[3], hasher_);
+  replication::BatchParams params;
+  params.origin = key.origin;
+  params.epoch = key.epoch;
+  params.stream = kRegistry;
+  params.first_seq = 3;
+  params.prev_hash = hasher_.Sha256(written[1].header());
+  params.max_hlc = fourth.header.max_hlc();
+  auto both = replication::BuildBatch(
+      params, {third.changes[0].SerializeAsString(), fourth.changes[0].SerializeAsString()},
+      hasher_, nullptr, nullptr);
+  ASSERT_TRUE(both.ok());
+  // Lyon's journal of r2 is unreadable (a damaged disk).
+  lyon.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = lyon.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok()) << db.status();
+    rocksdb::WriteBatch wb;
+    const std::string k = keys::Record(kRegistry, "r2");
+    wb.Put((*db)->handle(Cf::kConflicts), rocksdb::Slice(k.data(), k.size()), "\xff\xff\xff");
+    ASSERT_TRUE((*db)->Write(wb, /*sync=*/true).ok());
+  }
+  Open(lyon);
+  const absl::Status s =
+      lyon.store->ApplyRemoteBatch(kRegistry, *replication::DecodeBatch(*both, hasher_));
+  EXPECT_FALSE(s.ok());
+  // Its first change (r1) was staged before the second failed: nothing of it committed.
+  EXPECT_EQ(lyon.store->GetRecord(kRegistry, "r1")->fields().at("nom").string_value(),
+            "Mairie (Bourg)");
+  EXPECT_EQ((*lyon.store->Position(kRegistry))[key].seq, 2u);
+  // The node goes on: a local write commits.
+  clock_.Advance(10);
+  EXPECT_TRUE(lyon.store->Write(kRegistry, "r3", Named("Stade"), Admin(lyon)).ok());
+}
+
+}  // namespace
+}  // namespace interco::node
