@@ -154,6 +154,7 @@ void ApplyBench() {
         it->second = hlc;
       }
       c.set_author("217400423/sync");
+      interco::replication::CompactChange(c, kOrigin, hlc);  // as an origin logs it
       changes.push_back(c.SerializeAsString());
       payload_bytes += changes.back().size();
     }

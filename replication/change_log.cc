@@ -25,6 +25,44 @@ std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& chan
 
 }  // namespace
 
+void CompactChange(interco::replication::v1::Change& change, uint32_t origin, uint64_t hlc) {
+  if (!change.has_delta() || hlc == 0) return;
+  change.set_hlc(hlc);
+  auto* d = change.mutable_delta();
+  if (d->cl_origin() == origin && d->cl_hlc() == hlc) {
+    d->clear_cl_origin();
+    d->clear_cl_hlc();
+  }
+  auto own = [&](auto& stamped) {
+    if (stamped.origin() == origin) stamped.clear_origin();
+    if (stamped.hlc() == hlc) stamped.clear_hlc();
+  };
+  for (auto& f : *d->mutable_fields()) {
+    own(f);
+    for (auto& e : *f.mutable_elements()) own(e);
+    for (auto& c : *f.mutable_counter()) own(c);
+  }
+}
+
+void ExpandChange(interco::replication::v1::Change& change, uint32_t origin) {
+  if (!change.has_delta() || change.hlc() == 0) return;
+  const uint64_t hlc = change.hlc();
+  auto* d = change.mutable_delta();
+  if (d->causal_length() > 0 && d->cl_origin() == 0 && d->cl_hlc() == 0) {
+    d->set_cl_origin(origin);
+    d->set_cl_hlc(hlc);
+  }
+  auto fill = [&](auto& stamped) {
+    if (stamped.origin() == 0) stamped.set_origin(origin);
+    if (stamped.hlc() == 0) stamped.set_hlc(hlc);
+  };
+  for (auto& f : *d->mutable_fields()) {
+    fill(f);
+    for (auto& e : *f.mutable_elements()) fill(e);
+    for (auto& c : *f.mutable_counter()) fill(c);
+  }
+}
+
 absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::string> changes,
                                  Hasher& hasher, Signer* signer, std::string* header_hash) {
   INTERCO_CHECK(!changes.empty());
@@ -203,6 +241,7 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
     if (!c.ParseFromString(batch.changes(i))) {
       return absl::DataLossError(absl::StrCat("batch change ", i, " does not parse"));
     }
+    ExpandChange(c, h.origin());
     if (c.has_policy() ? !c.key().empty() || c.has_delta() : !ValidateRecordId(c.key()).ok()) {
       return absl::DataLossError(absl::StrCat("batch change ", i, " is neither a record change ",
                                               "nor a policy change"));

@@ -33,6 +33,13 @@ struct BatchParams {
   int64_t now_ms = 0;
 };
 
+// The form in which an origin logs and sends a record change made at `hlc`: the stamp
+// once (Change.hlc) and, in the delta, no origin that is `origin` nor HLC that is `hlc`
+// (see interco.replication.v1.Change.hlc). ExpandChange restores the full delta.
+void CompactChange(interco::replication::v1::Change& change, uint32_t origin, uint64_t hlc);
+// Fills in what CompactChange left out, for a change of a batch of `origin`.
+void ExpandChange(interco::replication::v1::Change& change, uint32_t origin);
+
 // Builds a batch of serialized Change messages (at least one), signed by `signer`, or
 // unsigned if `signer` is null: an unsigned batch is covered by the next signed batch of
 // its chain (see SignBatch) and is only sent together with it. Also returns the hash of

@@ -17,6 +17,7 @@
 #include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
+#include "replication/change_log.h"
 
 namespace interco::node {
 namespace {
@@ -185,7 +186,9 @@ absl::StatusOr<interco::v1::RecordProvenance> RecordStore::Provenance(std::strin
       Change change;
       for (int i = 0; i < batch->changes_size(); ++i) {
         Change c;
-        if (c.ParseFromString(batch->changes(i)) && c.key() == id && Writes(c, v)) {
+        if (!c.ParseFromString(batch->changes(i))) continue;
+        replication::ExpandChange(c, h.origin());
+        if (c.key() == id && Writes(c, v)) {
           change_index = i;
           change = std::move(c);
           break;

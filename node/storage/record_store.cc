@@ -1043,6 +1043,7 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
   change.set_author(op.caller.Author());
+  replication::CompactChange(change, origin_, stamp.hlc);
   StageOwnChange(g, rt, op.registry, change.SerializeAsString(), stamp.hlc);
   StageRecord(rt, g, op.registry, op.key, current, std::move(planned->merged), &op.record);
   return absl::OkStatus();

@@ -96,6 +96,7 @@ absl::StatusOr<std::string> VerifyProvenance(const interco::v1::RecordProvenance
     if (!c.ParseFromString(b.change()) || c.key() != record_id) {
       return Invalid(absl::StrCat(where, ": the change is not about record ", record_id));
     }
+    replication::ExpandChange(c, h.origin());
   }
 
   // Every value shown is proven, and every visible value has a proof.

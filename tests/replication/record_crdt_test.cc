@@ -29,6 +29,7 @@
 #include "interco/v1/registry.pb.h"
 #include "interco/v1/value.pb.h"
 #include "replication/base/limits.h"
+#include "replication/change_log.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
 #include "replication/registry_schema.h"
@@ -1606,6 +1607,31 @@ TEST(RecordCrdtPropertyTest, LocalWritesAreVisibleOnTheirOwnReplica) {
     }
     if (HasFailure()) break;
   }
+}
+
+// The compact form an origin logs a change in (its own stamps left out) expands back to
+// the very delta it planned, and is smaller.
+TEST(RecordCrdtPropertyTest, CompactChangesExpandToTheirDelta) {
+  size_t full = 0, compact = 0;
+  for (uint64_t seed : Seeds()) {
+    SCOPED_TRACE(::testing::Message() << "seed " << seed);
+    const History h = Generate(seed);
+    for (const WriteRecord& wr : h.writes) {
+      const RecordState& d = wr.delta;
+      const Stamp stamp = d.fields().empty() ? Stamp{d.cl_hlc(), d.cl_origin()}
+                                             : Stamp{d.fields(0).hlc(), d.fields(0).origin()};
+      interco::replication::v1::Change c;
+      c.set_key("r");
+      *c.mutable_delta() = d;
+      full += c.ByteSizeLong();
+      CompactChange(c, stamp.origin, stamp.hlc);
+      compact += c.ByteSizeLong();
+      ExpandChange(c, stamp.origin);
+      EXPECT_EQ(Bytes(c.delta()), Bytes(d)) << d.ShortDebugString();
+    }
+    if (HasFailure()) break;
+  }
+  EXPECT_LT(compact * 10, full * 7) << compact << " bytes compact, " << full << " full";
 }
 
 TEST(RecordCrdtPropertyTest, MergeIsIdempotent) {

@@ -201,6 +201,7 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     c.set_key(w.key);
     *c.mutable_delta() = (*plan)->delta;
     c.set_author(absl::StrCat(origin_, "/sim"));
+    replication::CompactChange(c, origin_, stamp.hlc);
     changes.push_back(c.SerializeAsString());
     deltas.emplace_back(w.key, std::move((*plan)->delta));
     max_hlc = stamp.hlc;
@@ -336,6 +337,7 @@ std::vector<Change> SimStore::LoggedChanges(const std::string& stream) {
       for (const std::string& bytes : batch.changes()) {
         Change c;
         INTERCO_CHECK(c.ParseFromString(bytes));
+        replication::ExpandChange(c, key.origin);
         out.push_back(std::move(c));
       }
     }
