@@ -138,6 +138,11 @@ absl::Status Continues(const BatchHeader& prev, std::string_view prev_hash, cons
     return absl::DataLossError(absl::StrCat("batch ", next.first_seq(),
                                             " does not chain to the batch before it"));
   }
+  // An origin's clock never goes back: so the signed end's time bounds the whole run.
+  if (next.max_hlc() < prev.max_hlc()) {
+    return absl::DataLossError(absl::StrCat("batch ", next.first_seq(),
+                                            " is stamped before the batch before it"));
+  }
   return absl::OkStatus();
 }
 

@@ -749,6 +749,26 @@ TEST_F(RunTest, ARelayCannotAlterTruncateReorderOrExtendARun) {
     both.insert(both.end(), second.begin(), second.end());
     ExpectRefusedWhole(both, "signature stripped");
   }
+  {
+    // Signed by the origin's key itself, but an unsigned batch is stamped after the signed
+    // end (and so after its signing time): an origin's clock never goes back along its
+    // chain, so a stolen key cannot slip late changes in before a backdated signature.
+    auto bad = run;
+    BatchHeader h;
+    h.ParseFromString(bad[1].header());
+    BatchHeader end;
+    end.ParseFromString(bad.back().header());
+    h.set_max_hlc(end.max_hlc() + (uint64_t{1000} << 16));
+    bad[1].set_header(h.SerializeAsString());
+    for (size_t i = 2; i < bad.size(); ++i) {
+      BatchHeader next;
+      next.ParseFromString(bad[i].header());
+      next.set_prev_hash(hasher_.Sha256(bad[i - 1].header()));
+      bad[i].set_header(next.SerializeAsString());
+    }
+    bad.back() = Resigned(bad.back(), a_.signer);
+    ExpectRefusedWhole(bad, "clock going back along the chain");
+  }
   // The genuine run still goes through, after all that.
   SendRun(kR, run);
   EXPECT_EQ(Held(kA), 4u);
