@@ -199,6 +199,7 @@ The federation is running. In another terminal, for example:
   $cli_bin --addr=127.0.0.1:${api_port[$epci]} get communes 01053
   $cli_bin --addr=127.0.0.1:${api_port[$epci]} watch services
   $cli_bin --addr=127.0.0.1:${api_port[$epci]} audit services
+  $cli_bin --addr=127.0.0.1:${api_port[$epci]} conflicts services   # writes that lost a race
   INTERCO_TLS_DIR=$run/certs/clients/$viriat/admin \\
     $cli_bin --addr=127.0.0.1:${api_port[$viriat]} put services mairie-01451-01 '{"telephone": "04 74 25 11 27"}'
 MSG
