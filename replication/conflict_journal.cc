@@ -88,6 +88,15 @@ bool AddSeenAhead(RecordConflicts& journal, const std::string& name, Stamp seen)
   return true;
 }
 
+// Whether a delta's field state is a register write of `life` (only registers race: sets
+// and counters merge every write).
+bool RegisterOfLife(const RegistrySchema& schema, const FieldState& f, uint32_t life) {
+  if (LifeOfField(f) != life) return false;
+  const interco::v1::FieldSpec* spec = schema.Find(f.name());
+  return spec != nullptr && spec->type() != interco::v1::FIELD_TYPE_STRING_SET &&
+         spec->type() != interco::v1::FIELD_TYPE_COUNTER;
+}
+
 const FieldState* FindLiveField(const RecordState& state, const std::string& name, uint32_t life) {
   for (const FieldState& f : state.fields()) {
     if (f.name() == name) return LifeOfField(f) == life ? &f : nullptr;
@@ -116,12 +125,7 @@ bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
   if (cl % 2 == 0) return changed;
   const uint32_t life = LifeOf(cl);
   for (const FieldState& b : delta.fields()) {
-    if (LifeOfField(b) != life) continue;
-    const interco::v1::FieldSpec* spec = schema.Find(b.name());
-    if (spec == nullptr || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
-        spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
-      continue;  // sets and counters merge every write: nothing loses
-    }
+    if (!RegisterOfLife(schema, b, life)) continue;
     const FieldState* a = FindLiveField(current, b.name(), life);
     const Stamp sb{b.hlc(), b.origin()};
     const std::optional<Stamp> seen = SeenBy(b);
@@ -155,12 +159,7 @@ bool JournalUntouched(const RegistrySchema& schema, const RecordState& current,
   if (cl % 2 == 0) return true;
   const uint32_t life = LifeOf(cl);
   for (const FieldState& b : delta.fields()) {
-    if (LifeOfField(b) != life) continue;
-    const interco::v1::FieldSpec* spec = schema.Find(b.name());
-    if (spec == nullptr || spec->type() == interco::v1::FIELD_TYPE_STRING_SET ||
-        spec->type() == interco::v1::FIELD_TYPE_COUNTER) {
-      continue;
-    }
+    if (!RegisterOfLife(schema, b, life)) continue;
     const FieldState* a = FindLiveField(current, b.name(), life);
     const std::optional<Stamp> seen = SeenBy(b);
     if (a == nullptr) {

@@ -87,6 +87,24 @@ absl::Status DecodeToken(std::string_view token, std::string_view field, Message
   return absl::OkStatus();
 }
 
+// The page size a list request asks for (0: the default). INVALID_ARGUMENT out of range.
+absl::StatusOr<size_t> PageSizeOf(int32_t page_size) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  if (page_size > limits::kPageSizeMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
+  }
+  return static_cast<size_t>(page_size == 0 ? limits::kPageSizeDefault : page_size);
+}
+
+// The token of the page after `key`, for a request with this fingerprint.
+std::string NextPageToken(std::string key, uint64_t fingerprint) {
+  PageToken next;
+  next.set_after_key(std::move(key));
+  next.set_request_fingerprint(fingerprint);
+  return EncodeToken(next);
+}
+
 absl::Status RegistryNotFound(std::string_view registry) {
   return absl::NotFoundError(absl::StrCat("registry \"", ToAbsl(registry), "\" not found"));
 }
@@ -1305,12 +1323,7 @@ std::vector<Registry> RecordStore::Registries() {
 
 absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
                                                          std::string_view page_token) {
-  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
-  if (page_size > limits::kPageSizeMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
-  }
-  if (page_size == 0) page_size = limits::kPageSizeDefault;
+  INTERCO_ASSIGN_OR_RETURN(const size_t max, PageSizeOf(page_size));
   PageToken token;
   if (!page_token.empty()) {
     INTERCO_RETURN_IF_ERROR(DecodeToken(page_token, "page_token", token));
@@ -1321,11 +1334,8 @@ absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
   RegistryPage page;
   for (Registry& r : Registries()) {
     if (!token.after_key().empty() && r.name() <= token.after_key()) continue;
-    if (page.registries.size() == static_cast<size_t>(page_size)) {
-      PageToken next;
-      next.set_after_key(page.registries.back().name());
-      next.set_request_fingerprint(Fnv64("registries"));
-      page.next_page_token = EncodeToken(next);
+    if (page.registries.size() == max) {
+      page.next_page_token = NextPageToken(page.registries.back().name(), Fnv64("registries"));
       break;
     }
     page.registries.push_back(std::move(r));
@@ -1389,12 +1399,7 @@ absl::StatusOr<ConflictPage> RecordStore::ListConflicts(std::string_view registr
                                                         std::string_view record_id,
                                                         int32_t page_size,
                                                         std::string_view page_token) {
-  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
-  if (page_size > limits::kPageSizeMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
-  }
-  const size_t max = static_cast<size_t>(page_size == 0 ? limits::kPageSizeDefault : page_size);
+  INTERCO_ASSIGN_OR_RETURN(const size_t max, PageSizeOf(page_size));
   INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
   const uint64_t fingerprint = Fnv64(absl::StrCat("conflicts\n", ToAbsl(registry), "\n", ToAbsl(record_id)));
   PageToken token;
@@ -1443,23 +1448,12 @@ absl::StatusOr<ConflictPage> RecordStore::ListConflicts(std::string_view registr
     }
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "listing conflicts"));
-  if (more) {
-    PageToken next;
-    next.set_after_key(last);
-    next.set_request_fingerprint(fingerprint);
-    page.next_page_token = EncodeToken(next);
-  }
+  if (more) page.next_page_token = NextPageToken(std::move(last), fingerprint);
   return page;
 }
 
 absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
-  if (q.page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
-  if (q.page_size > limits::kPageSizeMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size: must be at most ", limits::kPageSizeMax));
-  }
-  const size_t page_size =
-      static_cast<size_t>(q.page_size == 0 ? limits::kPageSizeDefault : q.page_size);
+  INTERCO_ASSIGN_OR_RETURN(const size_t page_size, PageSizeOf(q.page_size));
   if (q.filters.size() > limits::kFiltersMax) {
     return absl::InvalidArgumentError(
         absl::StrCat("filters: at most ", limits::kFiltersMax, " filters"));
@@ -1560,12 +1554,7 @@ absl::StatusOr<RecordPage> RecordStore::ListRecords(const ListQuery& q) {
   it.reset();
   db_->db().ReleaseSnapshot(snap);
   if (!status.ok()) return status;
-  if (more) {
-    PageToken next;
-    next.set_after_key(last_examined);
-    next.set_request_fingerprint(fingerprint);
-    page.next_page_token = EncodeToken(next);
-  }
+  if (more) page.next_page_token = NextPageToken(std::move(last_examined), fingerprint);
   return page;
 }
 

@@ -87,16 +87,7 @@ class ConflictStoreTest : public ::testing::Test {
 
   // Applies what `from` originated and `to` lacks.
   absl::Status Carry(Node& from, Node& to) {
-    const OriginKey key{from.store->origin(), from.store->epoch()};
-    const uint64_t held = (*to.store->Position(kRegistry))[key].seq;
-    auto batches = from.store->ReadBatches(kRegistry, key, held, 1000);
-    if (!batches.ok()) return batches.status();
-    for (const auto& b : *batches) {
-      auto decoded = replication::DecodeBatch(b, hasher_);
-      if (!decoded.ok()) return decoded.status();
-      if (absl::Status s = to.store->ApplyRemoteBatch(kRegistry, *decoded); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    return testing::CarryBatches(*from.store, *to.store, kRegistry);
   }
 
   // Every conflict a node lists, page by page: (record, field, losing origin, value).

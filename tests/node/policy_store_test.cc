@@ -119,16 +119,7 @@ class PolicyStoreTest : public ::testing::Test {
 
   // Applies what `from` originated in `registry` and `to` lacks; the first error.
   absl::Status Carry(Node& from, Node& to, const std::string& registry = kRegistry) {
-    const OriginKey key{from.store->origin(), from.store->epoch()};
-    const uint64_t held = (*to.store->Position(registry))[key].seq;
-    auto batches = from.store->ReadBatches(registry, key, held, 1000);
-    if (!batches.ok()) return batches.status();
-    for (const auto& b : *batches) {
-      auto decoded = replication::DecodeBatch(b, hasher_);
-      if (!decoded.ok()) return decoded.status();
-      if (absl::Status s = to.store->ApplyRemoteBatch(registry, *decoded); !s.ok()) return s;
-    }
-    return absl::OkStatus();
+    return testing::CarryBatches(*from.store, *to.store, registry);
   }
 
   // The header of the newest batch `n` originated in the registry.

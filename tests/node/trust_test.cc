@@ -126,11 +126,12 @@ class TrustStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = testing::MakeTempDir("trust"); }
 
-  std::unique_ptr<RecordStore> OpenStore(const std::string& siren) {
+  std::unique_ptr<RecordStore> OpenStore(const std::string& siren,
+                                         replication::Clock* clock = nullptr) {
     RecordStoreOptions o;
     o.path = dir_ + "/store";
     o.authority = siren;
-    o.clock = &clock_;
+    o.clock = clock != nullptr ? clock : &clock_;
     auto s = RecordStore::Open(o);
     EXPECT_TRUE(s.ok()) << s.status();
     return *std::move(s);
@@ -148,12 +149,7 @@ class TrustStoreTest : public ::testing::Test {
     ~Signed() { store.reset(); }
   };
   Signed OpenSignedWithRegistry(const std::vector<std::pair<std::string, interco::v1::FieldType>>& extra = {}) {
-    const std::string tls = testing::NodeTlsDir(kLyon);
-    Signed out;
-    out.store = OpenStore(kLyon);
-    out.certs = NewCertificateStore(tls + "/ca.crt", out.store.get());
-    out.signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *out.certs);
-    out.store->SetSigner(out.signer.get());
+    Signed out = ReopenSigned();
     interco::v1::Registry def;
     auto* f = def.mutable_schema()->add_fields();
     f->set_name("nom");
@@ -164,6 +160,35 @@ class TrustStoreTest : public ::testing::Test {
       f->set_type(type);
     }
     EXPECT_TRUE(out.store->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+    return out;
+  }
+
+  // Lyon's store written without a key (as if the node stopped before signing its tail):
+  // registry "equipements" and one record, in one unsigned batch. On `clock` if given.
+  void WriteUnsignedTail(replication::Clock* clock = nullptr) {
+    auto store = OpenStore(kLyon, clock);
+    interco::v1::Registry def;
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    ASSERT_TRUE(store->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
+    replication::LocalWrite w;
+    w.kind = replication::LocalWrite::Kind::kCreate;
+    w.fields["nom"].set_string_value("piscine");
+    ASSERT_TRUE(store->Write("equipements", "piscine", w, {kFederation, kLyon, ""}).ok());
+    auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
+    ASSERT_EQ(batches->size(), 1u);
+    ASSERT_TRUE(batches->back().signature().empty());
+  }
+
+  // Lyon's store reopened with its key (which signs the tail).
+  Signed ReopenSigned() {
+    const std::string tls = testing::NodeTlsDir(kLyon);
+    Signed out;
+    out.store = OpenStore(kLyon);
+    out.certs = NewCertificateStore(tls + "/ca.crt", out.store.get());
+    out.signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *out.certs);
+    out.store->SetSigner(out.signer.get());
     return out;
   }
 
@@ -316,31 +341,12 @@ TEST_F(TrustStoreTest, ATailIsSignedEvenWhileOtherRegistriesKeepTheNodeBusy) {
 }
 
 TEST_F(TrustStoreTest, ATailLeftUnsignedIsSignedWhenTheKeyIsBack) {
-  {
-    // Written without a key (as if the node stopped before signing its tail).
-    auto store = OpenStore(kLyon);
-    interco::v1::Registry def;
-    auto* f = def.mutable_schema()->add_fields();
-    f->set_name("nom");
-    f->set_type(interco::v1::FIELD_TYPE_STRING);
-    ASSERT_TRUE(store->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
-    replication::LocalWrite w;
-    w.kind = replication::LocalWrite::Kind::kCreate;
-    w.fields["nom"].set_string_value("piscine");
-    ASSERT_TRUE(store->Write("equipements", "piscine", w, {kFederation, kLyon, ""}).ok());
-    auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
-    ASSERT_EQ(batches->size(), 1u);
-    ASSERT_TRUE(batches->back().signature().empty());
-  }
-  const std::string tls = testing::NodeTlsDir(kLyon);
-  auto store = OpenStore(kLyon);
-  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
-  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
-  store->SetSigner(signer.get());
-  const auto chain = SignedChain(*store);
+  WriteUnsignedTail();
+  if (HasFatalFailure()) return;
+  Signed s = ReopenSigned();
+  const auto chain = SignedChain(*s.store);
   EXPECT_EQ(chain.size(), 1u);
-  ExpectEveryBatchCovered(chain, *certs);
-  store.reset();  // closed before its signer goes
+  ExpectEveryBatchCovered(chain, *s.certs);
 }
 
 // The wall clock of `offset_ms` ago.
@@ -360,30 +366,12 @@ class PastClock final : public replication::Clock {
 // its signing time, inside the signed bytes: the certificate was valid then.
 TEST_F(TrustStoreTest, ATailOlderThanTheCertificateIsSignedAtRestartAndVerifies) {
   constexpr int64_t kTenYearsMs = 10LL * 365 * 86400 * 1000;
-  {
-    PastClock past(kTenYearsMs);  // long before any dev certificate's notBefore
-    RecordStoreOptions o;
-    o.path = dir_ + "/store";
-    o.authority = kLyon;
-    o.clock = &past;
-    auto store = RecordStore::Open(o);
-    ASSERT_TRUE(store.ok()) << store.status();
-    interco::v1::Registry def;
-    auto* f = def.mutable_schema()->add_fields();
-    f->set_name("nom");
-    f->set_type(interco::v1::FIELD_TYPE_STRING);
-    ASSERT_TRUE((*store)->CreateRegistry("equipements", def, {kFederation, kLyon, "admin"}).ok());
-    replication::LocalWrite w;
-    w.kind = replication::LocalWrite::Kind::kCreate;
-    w.fields["nom"].set_string_value("piscine");
-    ASSERT_TRUE((*store)->Write("equipements", "piscine", w, {kFederation, kLyon, ""}).ok());
-  }
-  const std::string tls = testing::NodeTlsDir(kLyon);
-  auto store = OpenStore(kLyon);
-  auto certs = NewCertificateStore(tls + "/ca.crt", store.get());
-  auto signer = *BatchSigner::Open(TlsFiles::InDirectory(tls), *certs);
-  store->SetSigner(signer.get());
-  const auto chain = SignedChain(*store);
+  PastClock past(kTenYearsMs);  // long before any dev certificate's notBefore
+  WriteUnsignedTail(&past);
+  if (HasFatalFailure()) return;
+  Signed s = ReopenSigned();
+  CertificateStore* certs = s.certs.get();
+  const auto chain = SignedChain(*s.store);
   ASSERT_EQ(chain.size(), 1u);
   ExpectEveryBatchCovered(chain, *certs);
   const interco::replication::v1::Batch& b = chain[0];
@@ -404,7 +392,6 @@ TEST_F(TrustStoreTest, ATailOlderThanTheCertificateIsSignedAtRestartAndVerifies)
         replication::VerifyCovered(b.header(), {}, b.signer(), b.signature(), at, hasher, *certs).ok())
         << at;
   }
-  store.reset();  // closed before its signer goes
 }
 
 TEST_F(TrustStoreTest, ProvenanceOfEveryValueVerifiesOfflineAndTamperingIsCaught) {

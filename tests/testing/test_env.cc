@@ -21,9 +21,28 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/record_store.h"
 #include "node/tls/credentials.h"
+#include "replication/change_log.h"
 
 namespace interco::testing {
+
+absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
+                          const std::string& registry) {
+  node::Sha256Hasher hasher;
+  const replication::OriginKey key{from.origin(), from.epoch()};
+  absl::StatusOr<replication::VersionVector> position = to.Position(registry);
+  if (!position.ok()) return position.status();
+  auto batches = from.ReadBatches(registry, key, (*position)[key].seq, 1000);
+  if (!batches.ok()) return batches.status();
+  for (const auto& b : *batches) {
+    auto decoded = replication::DecodeBatch(b, hasher);
+    if (!decoded.ok()) return decoded.status();
+    if (absl::Status s = to.ApplyRemoteBatch(registry, *decoded); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 namespace {
 
 std::vector<std::string>& DirsToRemove() {

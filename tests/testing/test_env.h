@@ -11,9 +11,19 @@
 
 #include <grpcpp/channel.h>
 
+#include "absl/status/status.h"
 #include "replication/env.h"
 
+namespace interco::node {
+class RecordStore;
+}
+
 namespace interco::testing {
+
+// Applies to `to` the batches that `from` originated in `registry` (its current epoch)
+// and `to` lacks, decoded as the engine does, in order; the first error.
+absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
+                          const std::string& registry);
 
 // A fresh directory under the test temp dir, removed at process exit.
 std::string MakeTempDir(const std::string& tag);
