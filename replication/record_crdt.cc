@@ -278,6 +278,9 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
         "delta.causal_length: ", delta.causal_length(), " is over the maximum ",
         limits::kCausalLengthMax));
   }
+  if (delta.causal_length() > 0 && (delta.cl_hlc() == 0 || delta.cl_origin() == 0)) {
+    return absl::InvalidArgumentError("delta: a causal length without the stamp that set it");
+  }
   const uint32_t life = LifeOf(delta.causal_length());
   for (int i = 0; i < delta.fields_size(); ++i) {
     const FieldState& f = delta.fields(i);
@@ -292,6 +295,7 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
     if (spec == nullptr) return invalid("no such field in the schema");
     if (LifeOfField(f) > life) return invalid("of a later life than the record's");
     if (f.origin() != origin) return invalid("stamped by another origin than the batch's");
+    if (f.hlc() == 0) return invalid("without a stamp");
     const bool set = spec->type() == interco::v1::FIELD_TYPE_STRING_SET;
     const bool counter = spec->type() == interco::v1::FIELD_TYPE_COUNTER;
     if (!set && (!f.elements().empty() || !f.removed().empty())) {
@@ -317,6 +321,9 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
         if (list == &f.elements() && (*list)[j].origin() != origin) {
           return invalid("an element added by another origin than the batch's");
         }
+        if ((*list)[j].hlc() == 0 || (*list)[j].origin() == 0) {
+          return invalid("a set element without its add's stamp");
+        }
         Value one;
         one.mutable_string_set_value()->add_values((*list)[j].value());
         if (absl::Status s = schema.ValidateValue(*spec, one, path); !s.ok()) return s;
@@ -326,7 +333,7 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
     if (f.counter_size() > 1) return invalid("more than one counter entry");
     for (const CounterEntry& e : f.counter()) {
       constexpr uint64_t kMax = std::numeric_limits<int64_t>::max();
-      if (e.origin() != origin || e.increments() > kMax || e.decrements() > kMax) {
+      if (e.origin() != origin || e.hlc() == 0 || e.increments() > kMax || e.decrements() > kMax) {
         return invalid("a counter entry of another origin, or totals beyond 2^63 - 1");
       }
     }

@@ -290,7 +290,7 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
           (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
         held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
       } else {
-        dropped_waiting_.emplace(stream, peer_id);
+        dropped_waiting_.try_emplace({stream, peer_id}, std::move(batch));
       }
       return Step::kWaiting;
     }
@@ -327,7 +327,6 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
 }
 
 void Replicator::RetryHeld(const std::string& stream) {
-  bool applied = false;
   for (bool progress = true; progress;) {
     progress = false;
     for (auto it = held_.begin(); it != held_.end();) {
@@ -348,22 +347,22 @@ void Replicator::RetryHeld(const std::string& stream) {
         store_.OnRefused(h.from, stream, &h.batch.header, why);
         continue;
       }
-      if (ApplyInOrder(h.from, from, stream, std::move(h.batch))) {
-        progress = true;
-        applied = true;
-      }
+      progress |= ApplyInOrder(h.from, from, stream, std::move(h.batch));
     }
   }
-  if (!applied) return;
   // Batches that waited for a policy version and were dropped (the rest of a held
-  // batch's run, later batches of its origin): their senders are asked for them now,
-  // rather than at their ack timeout.
+  // batch's run, later batches of its origin): once that version is here, their senders
+  // are asked for them, rather than at their ack timeout.
   for (auto it = dropped_waiting_.lower_bound({stream, 0});
-       it != dropped_waiting_.end() && it->first == stream;) {
-    auto peer = peers_.find(it->second);
+       it != dropped_waiting_.end() && it->first.first == stream;) {
+    if (absl::IsUnavailable(store_.Authorize(stream, it->second))) {
+      ++it;
+      continue;
+    }
+    auto peer = peers_.find(it->first.second);
     if (peer != peers_.end() && peer->second.connected) {
       peer->second.last_nack_ms = -1;  // once, whatever the last restatement
-      Nack(it->second, peer->second);
+      Nack(it->first.second, peer->second);
     }
     it = dropped_waiting_.erase(it);
   }

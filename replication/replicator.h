@@ -206,9 +206,10 @@ class Replicator {
     DecodedBatch batch;
   };
   std::map<std::pair<std::string, OriginKey>, Held> held_;
-  // (stream, peer) that sent batches waiting for a policy version which were not held
-  // (not the origin's next, or no room): asked for again when a held batch applies.
-  std::set<std::pair<std::string, uint32_t>> dropped_waiting_;
+  // Per (stream, peer), a batch it sent that waited for a policy version and was not
+  // held (not the origin's next, or no room): the peer is asked for its batches again once
+  // that version is here.
+  std::map<std::pair<std::string, uint32_t>, DecodedBatch> dropped_waiting_;
   // Applies the held batches of `stream` whose policy version has arrived (and refuses
   // those it now says may not enter).
   void RetryHeld(const std::string& stream);

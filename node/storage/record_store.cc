@@ -647,6 +647,14 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       }
     }
     if (g.new_epoch) epoch_--;
+    // The group's audit events still go in: refusals decided before the store, fork
+    // records, and each op's outcome (this failure included).
+    GroupState audit_only;
+    for (const auto& op : group) AuditOutcome(*op, audit_only);
+    if (!audit_only.audit.empty() && db_->Write(audit_only.batch, /*sync=*/false).ok()) {
+      absl::MutexLock l(&audit_mu_);
+      for (auto& [chain, end] : audit_only.audit) audit_chains_[chain] = std::move(end);
+    }
     return;
   }
 

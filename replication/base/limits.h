@@ -30,8 +30,9 @@ inline constexpr uint32_t kSetElementsMax = 10000;
 // Serialized CRDT state of one record, metadata and tombstones included.
 inline constexpr size_t kRecordStateBytesMax = 1 << 20;
 // A record's causal length (creates and deletes), so that its life never wraps: a
-// record can be deleted and re-created about a billion times.
-inline constexpr uint32_t kCausalLengthMax = (uint32_t{1} << 31) - 1;
+// record can be deleted and re-created about a billion times. Even: a record at the
+// bound is deleted (it can always be deleted, never re-created past it).
+inline constexpr uint32_t kCausalLengthMax = uint32_t{1} << 31;
 // Conflict journal of one record: lost writes kept (the oldest dropped beyond, counted),
 // writes seen ahead of their arrival, and the journal's serialized size.
 inline constexpr int kConflictsPerRecordMax = 64;

@@ -229,6 +229,13 @@ TEST_F(ConflictStoreTest, ABatchFailingHalfWayLeavesNothingOfItself) {
   EXPECT_EQ(lyon.store->GetRecord(kRegistry, "r1")->fields().at("nom").string_value(),
             "Mairie (Bourg)");
   EXPECT_EQ((*lyon.store->Position(kRegistry))[key].seq, 2u);
+  // The failure is audited (nothing of the group is lost silently).
+  auto audit = lyon.store->ListAudit(RecordStore::AuditChainOf(kRegistry), 1, "");
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  ASSERT_EQ(audit->events.size(), 1u);
+  EXPECT_FALSE(audit->events[0].event().accepted());
+  EXPECT_NE(audit->events[0].event().reason().find("conflict journal"), std::string::npos)
+      << audit->events[0].event().ShortDebugString();
   // The node goes on: a local write commits.
   clock_.Advance(10);
   EXPECT_TRUE(lyon.store->Write(kRegistry, "r3", Named("Stade"), Admin(lyon)).ok());

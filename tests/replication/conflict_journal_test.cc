@@ -294,6 +294,8 @@ TEST(ConflictJournalTest, TheJournalIsBoundedAndCountsWhatItDrops) {
 TEST(ConflictJournalTest, SeenIsValidatedAndOnlyOnRegisters) {
   RecordState delta;
   delta.set_causal_length(1);
+  delta.set_cl_hlc(HybridLogicalClock::Pack(kBaseMs, 0));
+  delta.set_cl_origin(kA);
   FieldState* f = delta.add_fields();
   f->set_name("label");
   SetLifeOfField(*f, 1);

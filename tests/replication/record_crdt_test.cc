@@ -1774,20 +1774,28 @@ TEST(RecordCrdtPropertyTest, ChangedIsFalseExactlyWhenStateDidNotChange) {
 
 // --- ValidateDelta -------------------------------------------------------------------------
 
-TEST(PlanLocalWriteTest, ARecordAtTheLastCausalLengthIsNoLongerDeletedOrRecreated) {
-  RecordState at_max;
-  at_max.set_causal_length(limits::kCausalLengthMax);  // odd: alive
-  at_max.set_cl_hlc(At(0, kA).hlc);
-  at_max.set_cl_origin(kA);
-  auto del = PlanLocalWrite(TestSchema(), at_max, Delete(), At(10, kB));
-  EXPECT_EQ(del.status().code(), absl::StatusCode::kResourceExhausted) << del.status();
-  // Its fields can still be written, in its last life.
-  auto update = PlanLocalWrite(TestSchema(), at_max,
+TEST(PlanLocalWriteTest, ARecordInItsLastLifeCanBeDeletedButNotRecreated) {
+  RecordState last;
+  last.set_causal_length(limits::kCausalLengthMax - 1);  // odd: alive, in its last life
+  last.set_cl_hlc(At(0, kA).hlc);
+  last.set_cl_origin(kA);
+  // Its fields can still be written.
+  auto update = PlanLocalWrite(TestSchema(), last,
                                Update(Values({{"code", Str("01053")}}), {"code"}), At(20, kB));
   ASSERT_TRUE(update.ok()) << update.status();
   ASSERT_TRUE(update->has_value());
-  EXPECT_EQ(LifeOfField((*update)->delta.fields(0)), LifeOf(limits::kCausalLengthMax));
+  EXPECT_EQ(LifeOfField((*update)->delta.fields(0)), LifeOf(limits::kCausalLengthMax - 1));
   EXPECT_TRUE(ValidateDelta(TestSchema(), (*update)->delta, kB).ok());
+  // It can be deleted (to the bound)...
+  auto del = PlanLocalWrite(TestSchema(), last, Delete(), At(30, kB));
+  ASSERT_TRUE(del.ok()) << del.status();
+  ASSERT_TRUE(del->has_value());
+  EXPECT_EQ((*del)->merged.causal_length(), limits::kCausalLengthMax);
+  EXPECT_TRUE(ValidateDelta(TestSchema(), (*del)->delta, kB).ok());
+  // ...and not re-created.
+  auto create = PlanLocalWrite(TestSchema(), (*del)->merged,
+                               Create(Values({{"code", Str("01053")}})), At(40, kB));
+  EXPECT_EQ(create.status().code(), absl::StatusCode::kResourceExhausted) << create.status();
 }
 
 TEST(ValidateDeltaTest, EveryDeltaAWriterPlansPasses) {
@@ -1838,6 +1846,15 @@ TEST(ValidateDeltaTest, MalformedDeltasAreRefusedNamingTheField) {
     d.set_causal_length(0xFFFFFFFF);
     d.clear_fields();
   }, "delta.causal_length");
+  refused("causal length without its stamp", [](RecordState& d) {
+    d.clear_cl_hlc();
+    d.clear_cl_origin();
+  }, "without the stamp");
+  refused("field without a stamp", [](RecordState& d) { d.mutable_fields(0)->clear_hlc(); },
+          "without a stamp");
+  refused("element without its stamp", [](RecordState& d) {
+    d.mutable_fields(1)->mutable_elements(0)->clear_hlc();
+  }, "without its add's stamp");
   refused("elements on a register", [](RecordState& d) {
     *d.mutable_fields(0)->add_elements() = d.fields(1).elements(0);
   }, "not a string set");
