@@ -98,10 +98,8 @@ bool RegisterOfLife(const RegistrySchema& schema, const FieldState& f, uint32_t 
 }
 
 const FieldState* FindLiveField(const RecordState& state, const std::string& name, uint32_t life) {
-  for (const FieldState& f : state.fields()) {
-    if (f.name() == name) return LifeOfField(f) == life ? &f : nullptr;
-  }
-  return nullptr;
+  const FieldState* f = FindField(state, name);
+  return f != nullptr && LifeOfField(*f) == life ? f : nullptr;
 }
 
 }  // namespace

@@ -184,14 +184,6 @@ bool VisibleValue(const FieldState& f, Value& out) {
   return false;
 }
 
-const FieldState* FindField(const RecordState& state, std::string_view name) {
-  auto it = std::lower_bound(
-      state.fields().begin(), state.fields().end(), name,
-      [](const FieldState& f, std::string_view n) { return std::string_view(f.name()) < n; });
-  if (it != state.fields().end() && it->name() == name) return &*it;
-  return nullptr;
-}
-
 // The delta of one field for a local write of `value` (absent: clear). INVALID_ARGUMENT
 // for a counter value out of range.
 absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* current,
@@ -270,6 +262,14 @@ absl::StatusOr<FieldState> PlanField(const FieldSpec& spec, const FieldState* cu
 }  // namespace
 
 bool IsLive(const RecordState& state) { return state.causal_length() % 2 == 1; }
+
+const FieldState* FindField(const RecordState& state, std::string_view name) {
+  auto it = std::lower_bound(
+      state.fields().begin(), state.fields().end(), name,
+      [](const FieldState& f, std::string_view n) { return std::string_view(f.name()) < n; });
+  if (it != state.fields().end() && it->name() == name) return &*it;
+  return nullptr;
+}
 
 absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
                            uint32_t origin) {

@@ -54,6 +54,9 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
 // Whether the record exists (odd causal length).
 bool IsLive(const RecordState& state);
 
+// The state of field `name` (fields are sorted by name), or nullptr.
+const FieldState* FindField(const RecordState& state, std::string_view name);
+
 // The life that a causal length belongs to: 1 for 1 and 2, 2 for 3 and 4...
 inline uint32_t LifeOf(uint32_t causal_length) { return (causal_length + 1) / 2; }
 

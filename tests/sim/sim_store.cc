@@ -143,20 +143,13 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   }
   auto& records = records_[stream];
   auto policies = policies_.find(stream);
-  auto& conflicts = conflicts_[stream];
   const replication::VersionVector& before = position_[stream];
   for (const Change& c : batch.changes) {
     if (!c.has_policy()) {
       RecordState& state = records[c.key()];
-      // As the node does: the journal is skipped when it cannot matter.
-      if (!replication::JournalUntouched(schema_, state, c.delta())) {
-        replication::RecordConflicts& journal = conflicts[c.key()];
-        replication::UpdateConflicts(
-            schema_, state, c.delta(),
-            [&](replication::Stamp s) { return replication::ReceivedBefore(before, h, s); },
-            journal);
-        if (journal.ByteSizeLong() == 0) conflicts.erase(c.key());
-      }
+      UpdateJournal(stream, c.key(), state, c.delta(), [&](replication::Stamp s) {
+        return replication::ReceivedBefore(before, h, s);
+      });
       replication::MergeRecordState(state, c.delta());
     } else if (policies != policies_.end()) {
       replication::PolicyHistory& history = policies->second;
@@ -190,12 +183,8 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
     if (!plan.ok() || !plan->has_value()) continue;
     // A local write replaces what it saw; it can only end a life, and its journal.
-    if (!replication::JournalUntouched(schema_, records[w.key], (*plan)->delta)) {
-      replication::RecordConflicts& journal = conflicts_[stream][w.key];
-      replication::UpdateConflicts(schema_, records[w.key], (*plan)->delta,
-                                   [](replication::Stamp) { return true; }, journal);
-      if (journal.ByteSizeLong() == 0) conflicts_[stream].erase(w.key);
-    }
+    UpdateJournal(stream, w.key, records[w.key], (*plan)->delta,
+                  [](replication::Stamp) { return true; });
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
@@ -328,6 +317,17 @@ std::vector<uint32_t> SimStore::FrozenOrigins() {
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
+}
+
+void SimStore::UpdateJournal(const std::string& stream, const std::string& key,
+                             const RecordState& current, const RecordState& delta,
+                             const std::function<bool(replication::Stamp)>& received) {
+  // As the node does: the journal is skipped when it cannot matter.
+  if (replication::JournalUntouched(schema_, current, delta)) return;
+  auto& journals = conflicts_[stream];
+  replication::RecordConflicts& journal = journals[key];
+  replication::UpdateConflicts(schema_, current, delta, received, journal);
+  if (journal.ByteSizeLong() == 0) journals.erase(key);
 }
 
 std::vector<Change> SimStore::LoggedChanges(const std::string& stream) {

@@ -142,6 +142,11 @@ class SimStore final : public replication::ReplicaStore {
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;
   std::map<std::string, replication::PolicyHistory> policies_;
+  // The conflict journal of record `key` for `delta`, about to be merged into `current`.
+  void UpdateJournal(const std::string& stream, const std::string& key,
+                     const replication::RecordState& current,
+                     const replication::RecordState& delta,
+                     const std::function<bool(replication::Stamp)>& received);
   // Appends a batch of this node's own changes to the stream's log.
   void AppendOwn(const std::string& stream, std::vector<std::string> changes, uint64_t max_hlc);
   // Per stream, the unsigned run at the end of our own chain: its length, its policy
