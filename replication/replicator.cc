@@ -20,8 +20,17 @@ using interco::replication::v1::BatchHeader;
 using interco::replication::v1::Hello;
 using interco::replication::v1::PeerMessage;
 
-// Version 2: a batch's signature covers its signing time (Batch.signed_at_ms).
-constexpr uint32_t kProtocolVersion = 2;
+// Version 3: a message gathers runs, acks and the status; new batches follow a tree.
+constexpr uint32_t kProtocolVersion = 3;
+
+// Whether `vv` holds everything `target` states.
+bool Dominates(const VersionVector& vv, const VersionVector& target) {
+  for (const auto& [key, pos] : target) {
+    auto it = vv.find(key);
+    if (it == vv.end() || it->second.seq < pos.seq) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -42,33 +51,22 @@ bool Replicator::Replicates(const std::string& stream) {
   return std::binary_search(streams.begin(), streams.end(), stream);
 }
 
-void Replicator::SendHello(uint32_t peer, bool reply_requested) {
-  peers_[peer].last_hello_ms = clock_.MonotonicMillis();
-  PeerMessage m;
-  Hello* hello = m.mutable_hello();
-  hello->set_protocol_version(kProtocolVersion);
-  hello->set_reply_requested(reply_requested);
-  FillSessions(*hello->mutable_sessions());
-  hello->set_node(options_.self);
-  for (const std::string& stream : store_.Streams()) {
-    absl::StatusOr<VersionVector> vv = store_.Position(stream);
-    if (!vv.ok()) continue;  // the peer will hear of this stream in the next Hello
-    ToProto(stream, *vv, *hello->add_streams());
-  }
-  transport_.Send(peer, m);
+void Replicator::SendHello(uint32_t peer_id, Peer& peer, bool reply_requested) {
+  (void)peer_id;
+  peer.last_hello_ms = clock_.MonotonicMillis();
+  peer.out.hello = true;
+  peer.out.hello_reply |= reply_requested;
 }
 
-void Replicator::SendAck(uint32_t peer, const std::string& stream, OriginKey key, uint64_t seq,
-                         uint64_t max_hlc) {
-  PeerMessage m;
-  auto* sp = m.mutable_ack()->add_streams();
-  sp->set_stream(stream);
-  auto* o = sp->add_origins();
-  o->set_origin(key.origin);
-  o->set_epoch(key.epoch);
-  o->set_seq(seq);
-  o->set_max_hlc(max_hlc);
-  transport_.Send(peer, m);
+void Replicator::QueueAck(Peer& peer, const std::string& stream, OriginKey key, uint64_t seq,
+                          uint64_t max_hlc, uint64_t changes) {
+  OriginPos& pos = peer.out.acks[stream][key];
+  if (seq > pos.seq) {
+    pos.seq = seq;
+    pos.max_hlc = max_hlc;
+  }
+  if (peer.out.acked_changes == 0) peer.out.ack_since_ms = clock_.MonotonicMillis();
+  peer.out.acked_changes += std::max<uint64_t>(changes, 1);
 }
 
 void Replicator::OnConnected(uint32_t peer_id) {
@@ -80,7 +78,8 @@ void Replicator::OnConnected(uint32_t peer_id) {
   peer.stats.connected = true;
   peer.stats.hello_received = false;
   peer.last_progress_ms = clock_.MonotonicMillis();
-  SendHello(peer_id, /*reply_requested=*/false);
+  SendHello(peer_id, peer, /*reply_requested=*/false);
+  Flush(peer_id, peer);
 }
 
 void Replicator::OnDisconnected(uint32_t peer_id) {
@@ -89,33 +88,35 @@ void Replicator::OnDisconnected(uint32_t peer_id) {
   peer.hello_received = false;
   peer.stats.connected = false;
   peer.stats.hello_received = false;
+  peer.out = Outbox();
+  UpdateTree();
+  FlushDue(/*tick=*/false);
 }
 
 void Replicator::OnMessage(uint32_t peer_id, const PeerMessage& message) {
   Peer& peer = peers_[peer_id];
   if (!peer.connected) return;  // a message of a session that is already gone
   peer.stats.last_contact_ms = clock_.MonotonicMillis();
-  switch (message.kind_case()) {
-    case PeerMessage::kHello:
-      HandleHello(peer_id, peer, message.hello());
-      break;
-    case PeerMessage::kAck:
-      HandleAck(peer, message.ack());
-      Pump(peer_id, peer);
-      break;
-    case PeerMessage::kBatch:
-      HandleBatch(peer_id, peer, message.batch());
-      break;
-    default:
-      peer.stats.rejected++;
-      break;
-  }
-}
-
-void Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
-  if (hello.protocol_version() != kProtocolVersion || hello.node() != peer_id) {
+  if (!message.has_hello() && !message.has_ack() && message.frames().empty()) {
     peer.stats.rejected++;
     return;
+  }
+  if (message.has_hello() && !HandleHello(peer_id, peer, message.hello())) return;
+  if (message.has_ack()) HandleAck(peer_id, peer, message.ack());
+  bool applied = false;
+  for (const BatchFrame& frame : message.frames()) applied |= HandleBatch(peer_id, peer, frame);
+  if (applied) {
+    PumpAll();
+  } else {
+    Pump(peer_id, peer);
+  }
+  FlushDue(/*tick=*/false);
+}
+
+bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
+  if (hello.protocol_version() != kProtocolVersion || hello.node() != peer_id) {
+    peer.stats.rejected++;
+    return false;
   }
   peer.hello_received = true;
   peer.stats.hello_received = true;
@@ -123,19 +124,25 @@ void Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.known.clear();
   peer.sessions = std::set<uint32_t>(hello.sessions().nodes().begin(),
                                      hello.sessions().nodes().end());
+  peer.wants = std::set<std::string>(hello.push_streams().begin(), hello.push_streams().end());
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
   }
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
-  if (hello.reply_requested()) SendHello(peer_id, /*reply_requested=*/false);
-  Pump(peer_id, peer);
+  if (hello.reply_requested()) SendHello(peer_id, peer, /*reply_requested=*/false);
+  // Its sessions and ours changed: so may the tree.
+  UpdateTree();
+  NoteLags(peer_id, peer);
+  return true;
 }
 
-void Replicator::HandleAck(Peer& peer, const Ack& ack) {
-  if (ack.has_sessions()) {
+void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
+  const bool status = ack.has_sessions();
+  if (status) {
     peer.sessions = std::set<uint32_t>(ack.sessions().nodes().begin(), ack.sessions().nodes().end());
+    peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
   }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
@@ -150,6 +157,10 @@ void Replicator::HandleAck(Peer& peer, const Ack& ack) {
     }
   }
   if (progress) peer.last_progress_ms = clock_.MonotonicMillis();
+  if (status) {
+    UpdateTree();
+    NoteLags(peer_id, peer);
+  }
 }
 
 void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs) {
@@ -158,13 +169,13 @@ void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::
   }
 }
 
-void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
+bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
   peer.stats.batches_received += static_cast<uint64_t>(frame.batches_size());
   HandleCertificates(peer, frame.certificates());
   const std::string& stream = frame.stream();
   if (!Replicates(stream)) {
     peer.stats.rejected++;
-    return;
+    return false;
   }
   std::vector<DecodedBatch> run;
   absl::Status shape = absl::OkStatus();
@@ -182,13 +193,15 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   }
   if (shape.ok()) shape = CheckRun(run);
   if (!shape.ok()) {
-    // Malformed, or not a run that its last signature covers: nothing of it is applied.
+    // Malformed, or not a run that its last signature covers: nothing of it is applied,
+    // and an honest relay never sends such a thing.
     peer.stats.rejected++;
+    MarkSuspect(peer_id);
     BatchHeader parsed;
     const bool has_header =
         frame.batches_size() > 0 && parsed.ParseFromString(frame.batches(0).header());
     store_.OnRefused(peer_id, stream, has_header ? &parsed : nullptr, shape);
-    return;
+    return false;
   }
   const BatchHeader& first = run.front().header;
   const OriginKey key{first.origin(), first.epoch()};
@@ -196,12 +209,12 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     peer.stats.frozen++;
     store_.OnRefused(peer_id, stream, &first,
                      absl::FailedPreconditionError("origin frozen after a fork of its chain"));
-    return;
+    return false;
   }
   absl::StatusOr<VersionVector> vv = store_.Position(stream);
   if (!vv.ok()) {
     peer.stats.rejected++;
-    return;
+    return false;
   }
   const OriginPos held = (*vv)[key];
   // The batches of the run this node holds already: the same ones (relays and rewinds
@@ -220,8 +233,16 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     // All held: no signature to check. The sender holds them: never send them back.
     peer.stats.duplicates += run.size();
     NoteSenderHolds(peer, stream, run.back().header);
-    SendAck(peer_id, stream, key, held.seq, held.max_hlc);
-    return;
+    QueueAck(peer, stream, key, held.seq, held.max_hlc, 0);
+    // A graft that only brings duplicates once we caught up is no longer needed.
+    auto up = uplink_.find(stream);
+    if (peer.grafted.contains(stream) && (up == uplink_.end() || up->second != peer_id) &&
+        Dominates(*vv, peer.known[stream])) {
+      peer.grafted.erase(stream);
+      peer.stats.prunes++;
+      UpdateTree();
+    }
+    return false;
   }
   // Something new (or different): believe the run only if its one signature verifies.
   if (absl::Status s = VerifyBatch(run.back(), verifier_); !s.ok()) {
@@ -233,8 +254,10 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
       // Its certificate was lost on the way: restating our position makes the sender
       // rewind, which resends certificates with the batches.
       Nack(peer_id, peer);
+    } else if (absl::IsUnauthenticated(s)) {
+      MarkSuspect(peer_id);  // batches travel unchanged: the relay altered it
     }
-    return;
+    return false;
   }
   // Each unsigned batch is proven by the batches after it, up to the signed end.
   auto headers = std::make_shared<std::vector<Batch>>(run.size());
@@ -248,7 +271,7 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
   }
   if (conflict) {
     Freeze(peer_id, peer, stream, std::move(conflict->mine), run[fresh]);
-    return;
+    return false;
   }
   peer.stats.duplicates += fresh;
   bool applied = false;
@@ -257,10 +280,8 @@ void Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& fra
     applied |= step == Step::kApplied;
     if (step == Step::kRefused) break;
   }
-  if (applied) {
-    RetryHeld(stream);
-    PumpAll();
-  }
+  if (applied) RetryHeld(stream);
+  return applied;
 }
 
 void Replicator::NoteSenderHolds(Peer& peer, const std::string& stream, const BatchHeader& h) {
@@ -306,7 +327,7 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
   const OriginPos held = (*vv)[key];
   const uint64_t last = h.first_seq() + h.count() - 1;
   if (last <= held.seq) {
-    SendAck(peer_id, stream, key, held.seq, held.max_hlc);
+    QueueAck(peer, stream, key, held.seq, held.max_hlc, 0);
     return Step::kWaiting;
   }
   if (h.first_seq() != held.seq + 1) {
@@ -370,9 +391,9 @@ void Replicator::RetryHeld(const std::string& stream) {
 
 void Replicator::Nack(uint32_t peer_id, Peer& peer) {
   const int64_t now = clock_.MonotonicMillis();
-  if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.status_interval_ms) {
+  if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.restate_interval_ms) {
     peer.last_nack_ms = now;
-    SendHello(peer_id, /*reply_requested=*/false);
+    SendHello(peer_id, peer, /*reply_requested=*/false);
   }
 }
 
@@ -469,14 +490,6 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
   }
 }
 
-void Replicator::AttachCertificate(Peer& peer, const std::string& key_id, BatchFrame& frame) {
-  if (key_id.empty() || peer.certs_sent.contains(key_id)) return;
-  std::optional<std::string> der = verifier_.Certificate(key_id);
-  if (!der) return;  // the peer will refuse the batch; nothing better to send
-  frame.mutable_certificates()->add_der(*std::move(der));
-  peer.certs_sent.insert(key_id);
-}
-
 bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream,
                               DecodedBatch batch) {
   bool applied_any = false;
@@ -506,8 +519,7 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     peer.stats.batches_applied++;
     applied_any = true;
     const uint64_t last = h.first_seq() + h.count() - 1;
-    applied_at_[{stream, key}].emplace_back(last, clock_.MonotonicMillis());
-    SendAck(peer_id, stream, key, last, std::max(held.max_hlc, h.max_hlc()));
+    QueueAck(peer, stream, key, last, std::max(held.max_hlc, h.max_hlc()), h.count());
     // A buffered batch that continues it?
     auto rit = reorder_.find({stream, key});
     if (rit == reorder_.end()) break;
@@ -548,6 +560,12 @@ uint64_t Replicator::InFlight(const Peer& peer) const {
 void Replicator::Rewind(Peer& peer) {
   peer.sent.clear();
   peer.certs_sent.clear();  // a certificate may have been lost with the batches
+  // Runs gathered and not sent yet are gathered again from the new position.
+  peer.out.frames.clear();
+  peer.out.frame_bytes = 0;
+  peer.out.frame_batches = 0;
+  peer.out.sent_before.clear();
+  peer.out.certs.clear();
   peer.last_progress_ms = clock_.MonotonicMillis();
 }
 
@@ -555,7 +573,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
   if (!peer.connected || !peer.hello_received) return;
   uint64_t in_flight = InFlight(peer);
   for (const std::string& stream : store_.Streams()) {
-    if (!peer.streams.contains(stream)) continue;
+    if (!peer.streams.contains(stream) || !PushesTo(peer_id, peer, stream)) continue;
     // A peer that may not read the stream now may still be owed batches written while
     // it could (the change that removed it, for one): judged batch by batch.
     const bool reads_now = store_.MayRead(stream, peer_id);
@@ -572,24 +590,18 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
       if (frozen_.contains(key.origin)) continue;  // a forked chain is not spread
       uint64_t& sent = sent_by_key[key];
       sent = std::max(sent, known[key].seq);
-      // The origin itself pushes its batches to the peers it has a session with: relay
-      // them only once they are old enough for the peer's status to have said otherwise.
-      const bool defer = key.origin != options_.self && key.origin != peer_id &&
-                         peer.sessions.contains(key.origin);
       while (pos.seq > sent && in_flight < options_.in_flight_changes_max) {
-        if (defer && RecentlyApplied(stream, key, sent + 1)) break;
         // Whole runs only: an unsigned batch goes with the signed one that ends its run.
         absl::StatusOr<std::vector<Batch>> batches = store_.ReadBatches(
             stream, key, sent, std::max(options_.read_batches_max, 2 * limits::kRunBatchesMax));
         if (!batches.ok() || batches->empty()) break;  // the log cannot serve: repair
         bool progressed = false;
-        PeerMessage m;
+        BatchFrame frame;
         uint64_t run_changes = 0;
         for (Batch& batch : *batches) {
           BatchHeader h;
           if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + run_changes + 1) break;
           if (!reads_now && !store_.MayReadBatch(stream, peer_id, h.policy_version())) break;
-          BatchFrame& frame = *m.mutable_batch();
           frame.set_stream(stream);
           const bool end = !batch.signature().empty();
           const std::string signer = batch.signer();
@@ -601,17 +613,12 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
             if (static_cast<size_t>(frame.batches_size()) >= limits::kRunBatchesMax) break;
             continue;
           }
-          AttachCertificate(peer, signer, frame);
-          if (!transport_.Send(peer_id, m)) {
-            // Queue full or session gone: later (and the certificate with it).
-            if (frame.certificates().der_size() > 0) peer.certs_sent.erase(signer);
-            return;
-          }
-          peer.stats.batches_sent += static_cast<uint64_t>(frame.batches_size());
+          const uint64_t before = sent;
+          if (!Gather(peer_id, peer, std::move(frame), stream, key, before, signer)) return;
           sent += run_changes;
           in_flight += run_changes;
           run_changes = 0;
-          m.Clear();
+          frame.Clear();
           progressed = true;
           if (in_flight >= options_.in_flight_changes_max) break;
         }
@@ -621,23 +628,197 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
   }
 }
 
-bool Replicator::RecentlyApplied(const std::string& stream, OriginKey key, uint64_t seq) {
-  auto it = applied_at_.find({stream, key});
-  if (it == applied_at_.end()) return false;
-  const int64_t now = clock_.MonotonicMillis();
-  auto& recent = it->second;
-  while (!recent.empty() && now - recent.front().second >= options_.relay_delay_ms) {
-    recent.pop_front();
-  }
-  if (recent.empty()) {
-    applied_at_.erase(it);
+bool Replicator::Gather(uint32_t peer_id, Peer& peer, BatchFrame frame, const std::string& stream,
+                        OriginKey key, uint64_t sent_before, const std::string& signer) {
+  const size_t bytes = frame.ByteSizeLong();
+  if (!peer.out.frames.empty() && peer.out.frame_bytes + bytes > limits::kPeerMessageGatherBytes &&
+      !Flush(peer_id, peer)) {
     return false;
   }
-  // The first batch ending at or after seq is the one holding it.
-  for (const auto& [last, when] : recent) {
-    if (last >= seq) return true;
+  if (!signer.empty() && !peer.certs_sent.contains(signer)) {
+    if (std::optional<std::string> der = verifier_.Certificate(signer)) {
+      frame.mutable_certificates()->add_der(*std::move(der));
+      peer.certs_sent.insert(signer);
+      peer.out.certs.push_back(signer);
+    }
+    // Otherwise the peer will refuse the run; there is nothing better to send.
   }
-  return false;
+  peer.out.sent_before.try_emplace({stream, key}, sent_before);
+  peer.out.frame_bytes += frame.ByteSizeLong();
+  peer.out.frame_batches += static_cast<size_t>(frame.batches_size());
+  peer.out.frames.push_back(std::move(frame));
+  return true;
+}
+
+bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
+  Outbox& out = peer.out;
+  if (!peer.connected || out.Empty()) return true;
+  const int64_t now = clock_.MonotonicMillis();
+  PeerMessage m;
+  if (out.hello) {
+    Hello* hello = m.mutable_hello();
+    hello->set_protocol_version(kProtocolVersion);
+    hello->set_reply_requested(out.hello_reply);
+    FillSessions(*hello->mutable_sessions());
+    hello->set_node(options_.self);
+    for (const std::string& stream : store_.Streams()) {
+      absl::StatusOr<VersionVector> vv = store_.Position(stream);
+      if (!vv.ok()) continue;  // the peer will hear of this stream in the next Hello
+      ToProto(stream, *vv, *hello->add_streams());
+    }
+    for (const std::string& stream : peer.declared) hello->add_push_streams(stream);
+  }
+  if (out.status && peer.hello_received) {
+    // Everything we hold of the streams we share, which acks whatever is pending.
+    Ack* ack = m.mutable_ack();
+    for (const std::string& stream : store_.Streams()) {
+      if (!peer.streams.contains(stream)) continue;
+      absl::StatusOr<VersionVector> vv = store_.Position(stream);
+      if (vv.ok()) ToProto(stream, *vv, *ack->add_streams());
+    }
+    FillSessions(*ack->mutable_sessions());
+    for (const std::string& stream : peer.declared) ack->add_push_streams(stream);
+  } else {
+    for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
+  }
+  for (BatchFrame& frame : out.frames) *m.add_frames() = std::move(frame);
+  if (m.ByteSizeLong() == 0) {
+    out = Outbox();  // a status before the peer's Hello: it comes with the next one
+    return true;
+  }
+  peer.last_flush_ms = now;
+  peer.flushed = true;
+  if (!transport_.Send(peer_id, m)) {
+    // Queue full or session gone: the runs are read again later (their certificates
+    // with them); the rest stays due.
+    for (const auto& [slot, before] : out.sent_before) {
+      uint64_t& sent = peer.sent[slot.first][slot.second];
+      sent = std::min(sent, before);
+    }
+    for (const std::string& key_id : out.certs) peer.certs_sent.erase(key_id);
+    out.frames.clear();
+    out.frame_bytes = 0;
+    out.frame_batches = 0;
+    out.sent_before.clear();
+    out.certs.clear();
+    return false;
+  }
+  peer.stats.messages_sent++;
+  peer.stats.batches_sent += out.frame_batches;
+  if (out.status && peer.hello_received) peer.last_status_ms = now;
+  out = Outbox();
+  return true;
+}
+
+void Replicator::FlushDue(bool tick) {
+  const int64_t now = clock_.MonotonicMillis();
+  for (auto& [id, peer] : peers_) {
+    if (!peer.connected || peer.out.Empty()) continue;
+    const Outbox& out = peer.out;
+    const bool gathered = out.hello || out.status || !out.frames.empty();
+    const bool idle = !peer.flushed || now - peer.last_flush_ms >= options_.flush_interval_ms;
+    const bool ack_due = out.acked_changes >= options_.in_flight_changes_max / 4 ||
+                         now - out.ack_since_ms >= options_.ack_delay_ms;
+    if ((gathered && (tick || idle)) || (!out.acks.empty() && ack_due)) Flush(id, peer);
+  }
+}
+
+void Replicator::UpdateTree() {
+  const std::vector<std::string> streams = store_.Streams();
+  size_t degree = 0;
+  for (const auto& [id, peer] : peers_) degree += peer.connected && peer.hello_received ? 1 : 0;
+  if (degree != degree_) {
+    // Our rank changed: every peer hears of it with its next message.
+    degree_ = degree;
+    for (auto& [id, peer] : peers_) peer.out.status |= peer.connected;
+  }
+  uplink_.clear();
+  for (const std::string& stream : streams) {
+    // Rank: more sessions first, then the smaller SIREN; we stay a root unless a peer
+    // outranks us.
+    size_t best_degree = degree;
+    uint32_t best = options_.self;
+    for (const auto& [id, peer] : peers_) {
+      if (!peer.connected || !peer.hello_received || suspects_.contains(id) ||
+          !peer.streams.contains(stream) || !store_.MayRead(stream, id)) {
+        continue;
+      }
+      const size_t d = peer.sessions.size();
+      if (d > best_degree || (d == best_degree && id < best)) {
+        best_degree = d;
+        best = id;
+      }
+    }
+    if (best != options_.self) uplink_[stream] = best;
+  }
+  for (auto& [id, peer] : peers_) {
+    if (!peer.connected) continue;
+    std::set<std::string> asked;
+    for (const std::string& stream : peer.grafted) {
+      if (std::binary_search(streams.begin(), streams.end(), stream)) asked.insert(stream);
+    }
+    for (const auto& [stream, up] : uplink_) {
+      if (up == id) asked.insert(stream);
+    }
+    if (asked != peer.declared) {
+      peer.declared = std::move(asked);
+      peer.out.status = true;
+    }
+  }
+}
+
+bool Replicator::PushesTo(uint32_t peer_id, const Peer& peer, const std::string& stream) const {
+  if (peer.wants.contains(stream)) return true;
+  auto it = uplink_.find(stream);
+  return it != uplink_.end() && it->second == peer_id;
+}
+
+void Replicator::MarkSuspect(uint32_t peer_id) {
+  if (!suspects_.insert(peer_id).second) return;
+  peers_[peer_id].stats.suspect = true;
+  UpdateTree();
+}
+
+void Replicator::NoteLags(uint32_t peer_id, Peer& peer) {
+  const int64_t now = clock_.MonotonicMillis();
+  for (const auto& [stream, theirs] : peer.known) {
+    if (peer.lags.contains(stream) || peer.grafted.contains(stream) || !Replicates(stream)) continue;
+    auto up = uplink_.find(stream);
+    if (up != uplink_.end() && up->second == peer_id) continue;  // it pushes to us anyway
+    absl::StatusOr<VersionVector> ours = store_.Position(stream);
+    if (!ours.ok()) continue;
+    Lag lag;
+    for (const auto& [key, pos] : theirs) {
+      if (frozen_.contains(key.origin)) continue;
+      auto it = ours->find(key);
+      if (it == ours->end() || it->second.seq < pos.seq) lag.target[key] = pos;
+    }
+    if (lag.target.empty()) continue;
+    lag.since_ms = now;
+    peer.lags.emplace(stream, std::move(lag));
+  }
+}
+
+void Replicator::CheckLags(Peer& peer) {
+  const int64_t now = clock_.MonotonicMillis();
+  bool grafted = false;
+  for (auto it = peer.lags.begin(); it != peer.lags.end();) {
+    absl::StatusOr<VersionVector> ours = store_.Position(it->first);
+    if (!ours.ok() || Dominates(*ours, it->second.target)) {
+      it = peer.lags.erase(it);
+      continue;
+    }
+    if (now - it->second.since_ms < options_.graft_delay_ms) {
+      ++it;
+      continue;
+    }
+    // The tree did not bring it: this peer pushes the stream to us too.
+    peer.grafted.insert(it->first);
+    peer.stats.grafts++;
+    grafted = true;
+    it = peer.lags.erase(it);
+  }
+  if (grafted) UpdateTree();
 }
 
 void Replicator::FillSessions(interco::replication::v1::Sessions& out) {
@@ -655,13 +836,15 @@ void Replicator::AnnounceStreamsIfChanged() {
   if (streams == announced_streams_) return;
   announced_streams_ = std::move(streams);
   for (auto& [id, peer] : peers_) {
-    if (peer.connected) SendHello(id, /*reply_requested=*/false);
+    if (peer.connected) SendHello(id, peer, /*reply_requested=*/false);
   }
+  UpdateTree();
 }
 
 void Replicator::OnLocalCommit() {
   AnnounceStreamsIfChanged();
   PumpAll();
+  FlushDue(/*tick=*/false);
 }
 
 void Replicator::Tick() {
@@ -671,28 +854,20 @@ void Replicator::Tick() {
     if (!peer.connected) continue;
     if (!peer.hello_received) {
       // Our Hello or theirs may have been lost: restate ours and ask for theirs.
-      if (now - peer.last_hello_ms >= options_.status_interval_ms) {
-        SendHello(id, /*reply_requested=*/true);
+      if (now - peer.last_hello_ms >= options_.restate_interval_ms) {
+        SendHello(id, peer, /*reply_requested=*/true);
       }
       continue;
     }
-    if (now - peer.last_status_ms >= options_.status_interval_ms) {
-      peer.last_status_ms = now;
-      PeerMessage m;
-      for (const std::string& stream : store_.Streams()) {
-        if (!peer.streams.contains(stream)) continue;
-        absl::StatusOr<VersionVector> vv = store_.Position(stream);
-        if (vv.ok()) ToProto(stream, *vv, *m.mutable_ack()->add_streams());
-      }
-      FillSessions(*m.mutable_ack()->mutable_sessions());
-      transport_.Send(id, m);
-    }
+    if (now - peer.last_status_ms >= options_.status_interval_ms) peer.out.status = true;
     if (InFlight(peer) > 0 && now - peer.last_progress_ms >= options_.ack_timeout_ms) {
       peer.stats.rewinds++;
       Rewind(peer);
     }
-    Pump(id, peer);
+    CheckLags(peer);
   }
+  PumpAll();
+  FlushDue(/*tick=*/true);
 }
 
 std::map<uint32_t, PeerStats> Replicator::Stats() {
@@ -701,6 +876,15 @@ std::map<uint32_t, PeerStats> Replicator::Stats() {
     PeerStats s = peer.stats;
     s.missing_by_origin.clear();
     s.in_flight = InFlight(peer);
+    s.uplink_streams.clear();
+    s.push_streams.clear();
+    for (const std::string& stream : store_.Streams()) {
+      auto up = uplink_.find(stream);
+      if (up != uplink_.end() && up->second == id) s.uplink_streams.push_back(stream);
+      if (peer.connected && peer.streams.contains(stream) && PushesTo(id, peer, stream)) {
+        s.push_streams.push_back(stream);
+      }
+    }
     for (const std::string& stream : store_.Streams()) {
       if (peer.hello_received && !peer.streams.contains(stream)) continue;
       if (!store_.MayRead(stream, id)) continue;

@@ -1,12 +1,17 @@
 // The replication engine of one node: a pure, single-threaded state machine.
 //
 // It keeps, per peer, what the peer holds of each stream (version vectors learned from
-// Hello, acks and the batches it sent us) and what was sent to it this session. It sends
-// each peer the log batches the peer lacks for the streams both replicate, in origin
-// order, with a bound on unacknowledged changes; applies received batches that are the
-// next of their origin; acks them; relays them onward (never back to a node that has
-// them); and repairs losses: a gap makes the receiver restate its position (Hello), an
-// ack timeout makes the sender rewind to the last acknowledged position.
+// Hello, acks and the batches it sent us) and what was sent to it this session. New
+// batches follow a spanning tree: per stream, each node takes the stream from one peer
+// (its uplink) and pushes what the peer lacks, in origin order and with a bound on
+// unacknowledged changes, to its uplink and to the peers that take the stream from it;
+// the other links carry a periodic status, and a node that stays behind a peer's status
+// grafts that peer (asks it to push too) until its pushes turn into duplicates. It
+// applies received batches that are the next of their origin, acks them, relays them
+// onward (never back to a node that has them), and repairs losses: a gap makes the
+// receiver restate its position (Hello), an ack timeout makes the sender rewind to the
+// last acknowledged position. What is due to a peer is gathered and sent as one message
+// at most every flush interval.
 //
 // Inputs are events (OnConnected, OnDisconnected, OnMessage, OnLocalCommit, Tick); the
 // clock, the transport, the store and the hasher come in through replication/env.h, so
@@ -33,19 +38,27 @@ namespace interco::replication {
 struct ReplicatorOptions {
   // SIREN of this node (as an origin number). Required.
   uint32_t self = 0;
-  // How often each peer is sent our positions (a cumulative ack that also tells it what
-  // we got from elsewhere). Default: 1000 ms.
-  int64_t status_interval_ms = 1000;
+  // What becomes due to a peer within this long of the last message sent to it waits for
+  // the next Tick (or for a full message), so that one message carries it all. Default:
+  // 100 ms.
+  int64_t flush_interval_ms = 100;
+  // An ack with nothing to ride on waits this long for a message to the peer, unless it
+  // frees a quarter of the peer's in-flight window. Default: 500 ms.
+  int64_t ack_delay_ms = 500;
+  // How often each peer is sent our full status: positions (a cumulative ack that also
+  // says what we got from elsewhere), sessions and push requests. Default: 5000 ms.
+  int64_t status_interval_ms = 5000;
+  // An unanswered Hello, or a gap, restates our Hello at most this often. Default: 1000 ms.
+  int64_t restate_interval_ms = 1000;
+  // A stream in which we stay behind what a lazy peer's status showed for this long is
+  // grafted: that peer is asked to push it to us too. Default: 2000 ms.
+  int64_t graft_delay_ms = 2000;
   // Unacknowledged changes older than this are sent again. Default: 5000 ms.
   int64_t ack_timeout_ms = 5000;
   // Changes sent to one peer and not yet acknowledged. Default: 8192.
   uint64_t in_flight_changes_max = 8192;
   // Batches read from the log per origin and per step. Default: 64.
   size_t read_batches_max = 64;
-  // A batch of another origin is relayed at once to a peer without a session with that
-  // origin, and after this delay to a peer that has one (if its status does not say it
-  // got the batch meanwhile). Default: 2000 ms.
-  int64_t relay_delay_ms = 2000;
   // Batches received ahead of a gap, kept until the gap fills. Default: 256.
   size_t reorder_buffer_batches_max = 256;
   // A batch whose greatest HLC is further ahead of the local wall clock than this is not
@@ -81,6 +94,18 @@ struct PeerStats {
   uint64_t in_flight = 0;
   // Changes this node holds that the peer is not known to hold, per origin SIREN.
   std::map<uint32_t, uint64_t> missing_by_origin;
+  // Messages sent to the peer.
+  uint64_t messages_sent = 0;
+  // The streams this node takes from the peer (it is our uplink for them), and the
+  // streams it pushes to the peer (the peer's uplink, or asked for); sorted.
+  std::vector<std::string> uplink_streams;
+  std::vector<std::string> push_streams;
+  // Streams grafted (we stayed behind the peer's status) and pruned (its pushes became
+  // duplicates).
+  uint64_t grafts = 0;
+  uint64_t prunes = 0;
+  // The peer relayed a forged or malformed batch: it is never taken as uplink again.
+  bool suspect = false;
 };
 
 class Replicator {
@@ -109,6 +134,30 @@ class Replicator {
   const std::set<uint32_t>& FrozenOrigins() const { return frozen_; }
 
  private:
+  // What is due to a peer, gathered until it is flushed as one message.
+  struct Outbox {
+    bool hello = false;
+    bool hello_reply = false;
+    bool status = false;
+    // Positions that moved (acks), merged; and the changes they acknowledge.
+    std::map<std::string, VersionVector> acks;
+    uint64_t acked_changes = 0;
+    int64_t ack_since_ms = 0;
+    std::vector<interco::replication::v1::BatchFrame> frames;
+    size_t frame_bytes = 0;
+    size_t frame_batches = 0;
+    // Per (stream, origin epoch) gathered, the sent position before its first run:
+    // restored if the message cannot be sent.
+    std::map<std::pair<std::string, OriginKey>, uint64_t> sent_before;
+    // Certificates attached to the gathered runs.
+    std::vector<std::string> certs;
+    bool Empty() const { return !hello && !status && acks.empty() && frames.empty(); }
+  };
+  // A stream in which the peer's status showed more than we hold, and since when.
+  struct Lag {
+    VersionVector target;
+    int64_t since_ms = 0;
+  };
   struct Peer {
     bool connected = false;
     bool hello_received = false;
@@ -121,6 +170,16 @@ class Replicator {
     std::map<std::string, std::map<OriginKey, uint64_t>> sent;
     // Key IDs of the certificates sent this session.
     std::set<std::string> certs_sent;
+    // Streams the peer asked us to push to it (its last Hello or status).
+    std::set<std::string> wants;
+    // Streams we asked the peer to push beyond the tree (we stayed behind it), and what
+    // we last asked it in all (our uplink streams included).
+    std::set<std::string> grafted;
+    std::set<std::string> declared;
+    std::map<std::string, Lag> lags;
+    Outbox out;
+    int64_t last_flush_ms = 0;
+    bool flushed = false;
     int64_t last_status_ms = 0;
     int64_t last_hello_ms = 0;
     int64_t last_progress_ms = 0;
@@ -128,15 +187,42 @@ class Replicator {
     PeerStats stats;
   };
 
-  void SendHello(uint32_t peer, bool reply_requested);
-  // A cumulative ack of one origin epoch of a stream.
-  void SendAck(uint32_t peer, const std::string& stream, OriginKey key, uint64_t seq,
-               uint64_t max_hlc);
-  void HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
-  void HandleAck(Peer& peer, const interco::replication::v1::Ack& ack);
+  // Gathers our Hello for the peer (sent with the next flush, at once for a new session).
+  void SendHello(uint32_t peer_id, Peer& peer, bool reply_requested);
+  // Gathers a cumulative ack of `changes` changes, up to `seq`, of one origin epoch.
+  void QueueAck(Peer& peer, const std::string& stream, OriginKey key, uint64_t seq,
+                uint64_t max_hlc, uint64_t changes);
+  // Adds a run to the peer's message (with the certificate of `signer` unless this
+  // session already carried it), sending what is gathered first if the run would
+  // overflow it. False if that send failed (nothing more should be gathered now).
+  bool Gather(uint32_t peer_id, Peer& peer, interco::replication::v1::BatchFrame frame,
+              const std::string& stream, OriginKey key, uint64_t sent_before,
+              const std::string& signer);
+  // Sends what is gathered for the peer as one message. On failure the runs are given
+  // back (sent again later) and the rest stays due.
+  bool Flush(uint32_t peer_id, Peer& peer);
+  // Flushes each peer whose message is due: anything, at a Tick or once flush_interval_ms
+  // passed since its last message; acks alone, after ack_delay_ms or when they free a
+  // quarter of the in-flight window.
+  void FlushDue(bool tick);
+  // Chooses each stream's uplink among connected peers (more sessions first, then the
+  // smaller SIREN; never a suspect one) and marks a status due to peers whose push
+  // request changed.
+  void UpdateTree();
+  // Whether new batches of `stream` are pushed to the peer (it takes the stream from us,
+  // asked for it, or is our uplink); otherwise it gets our status only.
+  bool PushesTo(uint32_t peer_id, const Peer& peer, const std::string& stream) const;
+  // After a status or Hello of a peer we do not take a stream from: notes the streams in
+  // which it is ahead of us.
+  void NoteLags(uint32_t peer_id, Peer& peer);
+  // Grafts the streams we stayed behind in for graft_delay_ms; forgets caught-up lags.
+  void CheckLags(Peer& peer);
+  // False if the Hello is refused (another protocol version or node).
+  bool HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
+  void HandleAck(uint32_t peer_id, Peer& peer, const interco::replication::v1::Ack& ack);
   // A frame: one run of an origin's batches, believed once its last (signed) batch
-  // verifies, then taken batch by batch.
-  void HandleBatch(uint32_t peer_id, Peer& peer,
+  // verifies, then taken batch by batch. True if something of it was applied.
+  bool HandleBatch(uint32_t peer_id, Peer& peer,
                    const interco::replication::v1::BatchFrame& frame);
   // What became of one verified batch.
   enum class Step { kApplied, kWaiting, kRefused };
@@ -166,9 +252,8 @@ class Replicator {
   // the origin.
   void Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
               std::optional<interco::replication::v1::Batch> held, const DecodedBatch& received);
-  // Attaches the certificate of `key_id` to `frame` unless this session already carried it.
-  void AttachCertificate(Peer& peer, const std::string& key_id,
-                         interco::replication::v1::BatchFrame& frame);
+  // The peer relayed a forged or malformed batch: it is never our uplink again.
+  void MarkSuspect(uint32_t peer_id);
   // Sends `peer` what it lacks, within its in-flight bound.
   void Pump(uint32_t peer_id, Peer& peer);
   void PumpAll();
@@ -193,11 +278,12 @@ class Replicator {
   // The streams every connected peer was last told of (a new session's Hello may already
   // say more: the next AnnounceStreamsIfChanged tells the others).
   std::vector<std::string> announced_streams_;
-  // When recent batches of each (stream, origin epoch) were applied here: (last seq, time),
-  // oldest first, for relay deferral; entries older than relay_delay_ms are dropped.
-  std::map<std::pair<std::string, OriginKey>, std::deque<std::pair<uint64_t, int64_t>>> applied_at_;
-  // Whether a batch starting at `seq` is recent enough to defer its relay.
-  bool RecentlyApplied(const std::string& stream, OriginKey key, uint64_t seq);
+  // Per stream, the peer we take it from (absent: none, we are a root of the tree).
+  std::map<std::string, uint32_t> uplink_;
+  // Our sessions with a Hello received, when the tree was last chosen (our rank).
+  size_t degree_ = 0;
+  // Peers found relaying forged or malformed batches (kept across their sessions).
+  std::set<uint32_t> suspects_;
   void FillSessions(interco::replication::v1::Sessions& out);
   // Batches held back until the policy version they were written under is applied here:
   // per (stream, origin epoch), the origin's next batch and the peer that sent it.

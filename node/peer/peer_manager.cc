@@ -345,12 +345,12 @@ std::shared_ptr<PeerManager::Session> PeerManager::OpenSession(uint32_t peer) {
 void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage message) {
   // Check signatures here, on the session's reader thread, so that the engine thread
   // finds them verified and spends its time applying.
-  if (message.has_batch()) {
-    for (const std::string& der : message.batch().certificates().der()) {
+  for (const auto& frame : message.frames()) {
+    for (const std::string& der : frame.certificates().der()) {
       (void)certificates_.AddCertificate(der);  // the engine adds it again and counts refusals
     }
     // One signature per run: the frame's last batch.
-    const auto& batches = message.batch().batches();
+    const auto& batches = frame.batches();
     interco::replication::v1::BatchHeader h;
     if (!batches.empty() && h.ParseFromString(batches.rbegin()->header())) {
       const auto& end = *batches.rbegin();
@@ -496,6 +496,12 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_unauthorized(st.unauthorized);
       s.set_policy_waits(st.policy_waits);
       s.set_frozen(st.frozen);
+      s.set_messages_sent(st.messages_sent);
+      for (const std::string& r : st.uplink_streams) s.add_uplink_registries(r);
+      for (const std::string& r : st.push_streams) s.add_push_registries(r);
+      s.set_grafts(st.grafts);
+      s.set_prunes(st.prunes);
+      s.set_suspect(st.suspect);
     }
     out.push_back(std::move(s));
   }

@@ -62,6 +62,9 @@ inline constexpr uint64_t kFeedRetentionEntriesDefault = 100000;
 inline constexpr int kGrpcMessageBytesMax = 8 << 20;
 // Peer messages carry whole batches: a commit group plus one record at most.
 inline constexpr int kPeerMessageBytesMax = 16 << 20;
+// A peer message gathers runs up to this size before it is sent (a single run may be
+// larger, up to kPeerMessageBytesMax).
+inline constexpr size_t kPeerMessageGatherBytes = 1 << 20;
 // Messages queued for one peer session before Send reports it full.
 inline constexpr size_t kPeerQueueMessagesMax = 4096;
 // Reconnection backoff.

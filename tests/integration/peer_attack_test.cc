@@ -151,7 +151,7 @@ class PeerAttackTest : public ::testing::Test {
     s.ctx = std::make_unique<grpc::ClientContext>();
     s.stream = s.stub->Sync(s.ctx.get());
     PeerMessage hello;
-    hello.mutable_hello()->set_protocol_version(2);
+    hello.mutable_hello()->set_protocol_version(3);
     hello.mutable_hello()->set_node(Origin(kLyon));
     hello.mutable_hello()->add_streams()->set_stream(kStream);
     EXPECT_TRUE(s.stream->Write(hello));
@@ -162,10 +162,11 @@ class PeerAttackTest : public ::testing::Test {
   // Sends a frame holding a run of batches.
   static bool SendRun(Session& s, const std::vector<Batch>& run) {
     PeerMessage m;
-    m.mutable_batch()->set_stream(kStream);
-    for (const Batch& b : run) *m.mutable_batch()->add_batches() = b;
+    auto* frame = m.add_frames();
+    frame->set_stream(kStream);
+    for (const Batch& b : run) *frame->add_batches() = b;
     for (const std::string& der : s.pending_certificates) {
-      m.mutable_batch()->mutable_certificates()->add_der(der);
+      frame->mutable_certificates()->add_der(der);
     }
     s.pending_certificates.clear();
     return s.stream->Write(m);
@@ -256,8 +257,8 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
 
   // 7. An oversized message: the transport refuses it and ends that session only.
   PeerMessage huge;
-  huge.mutable_batch()->set_stream(kStream);
-  huge.mutable_batch()->add_batches()->set_header(std::string(40 << 20, 'x'));
+  huge.add_frames()->set_stream(kStream);
+  huge.mutable_frames(0)->add_batches()->set_header(std::string(40 << 20, 'x'));
   s.stream->Write(huge);
   PeerMessage ignored;
   while (s.stream->Read(&ignored)) {

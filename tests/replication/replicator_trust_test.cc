@@ -15,159 +15,13 @@
 #include "replication/policy.h"
 #include "replication/ids.h"
 #include "replication/replicator.h"
+#include "tests/replication/engine_fixture.h"
 #include "tests/sim/sim_store.h"
 
 namespace interco::replication {
 namespace {
 
-using interco::replication::v1::Batch;
-using interco::replication::v1::BatchHeader;
-using interco::replication::v1::Change;
-using interco::replication::v1::PeerMessage;
-using sim::SimHasher;
-using sim::SimStore;
-using sim::SimTrust;
-
-const uint32_t kA = *SirenToOrigin("200046977");  // the origin
-const uint32_t kR = *SirenToOrigin("200071751");  // a relay (the suspect)
-const uint32_t kV = *SirenToOrigin("210100012");  // the node under test
-const uint32_t kC = *SirenToOrigin("217400423");  // another peer of the node
-constexpr char kStream[] = "equipements";
-
-class FixedClock final : public Clock {
- public:
-  int64_t NowMillis() override { return 1'790'000'000'000 + now_; }
-  int64_t MonotonicMillis() override { return now_; }
-  void Advance(int64_t ms) { now_ += ms; }
-
- private:
-  int64_t now_ = 1000;
-};
-
-class CaptureTransport final : public Transport {
- public:
-  bool Send(uint32_t peer, const PeerMessage& message) override {
-    sent.emplace_back(peer, message);
-    return true;
-  }
-  std::vector<std::pair<uint32_t, PeerMessage>> sent;
-};
-
-interco::v1::Schema TestSchema() {
-  interco::v1::Schema s;
-  auto* f = s.add_fields();
-  f->set_name("nom");
-  f->set_type(interco::v1::FIELD_TYPE_STRING);
-  return s;
-}
-
-// One authority's node: its store, signer and (own) verifier.
-struct Authority {
-  Authority(uint32_t o, Clock& clock, SimHasher& hasher, const RegistrySchema& schema)
-      : origin(o),
-        trust(hasher),
-        signer(trust, origin),
-        store(origin, {kStream}, clock, hasher, &signer, schema) {
-    store.run_batches_max = 1;  // every batch signed, unless a test makes runs
-  }
-  // Commits one write; returns the batch it made.
-  Batch Write(const std::string& key, const std::string& value) {
-    LocalWrite w;
-    w.kind = LocalWrite::Kind::kUpdate;
-    w.allow_missing = true;
-    w.fields["nom"].set_string_value(value);
-    store.Commit(kStream, {{key, w}});
-    const VersionVector vv = *store.Position(kStream);
-    const uint64_t seq = vv.at(OriginKey{origin, 1}).seq;
-    return (*store.ReadBatches(kStream, OriginKey{origin, 1}, seq - 1, 1)).front();
-  }
-  const uint32_t origin;
-  SimTrust trust;
-  SimTrust::OriginSigner signer;
-  SimStore store;
-};
-
-class ReplicatorTrustTest : public ::testing::Test {
- protected:
-  ReplicatorTrustTest()
-      : schema_(*RegistrySchema::Compile(TestSchema())),
-        a_(kA, clock_, hasher_, schema_),
-        v_(kV, clock_, hasher_, schema_) {
-    StartEngine();
-  }
-
-  void StartEngine() {
-    ReplicatorOptions o;
-    o.self = kV;
-    engine_ = std::make_unique<Replicator>(o, clock_, transport_, v_.store, hasher_, v_.trust);
-  }
-
-  // A session with `peer`, which says it holds nothing.
-  void Connect(uint32_t peer) {
-    engine_->OnConnected(peer);
-    PeerMessage m;
-    m.mutable_hello()->set_protocol_version(2);
-    m.mutable_hello()->set_node(peer);
-    m.mutable_hello()->add_streams()->set_stream(kStream);
-    engine_->OnMessage(peer, m);
-  }
-
-  // The next batch `from` sends carries the certificate of `origin`.
-  void SendCertificate(uint32_t from, uint32_t origin) {
-    pending_certs_[from].push_back(SimTrust::CertificateOf(origin));
-  }
-
-  void SendBatch(uint32_t from, const Batch& batch) { SendRun(from, {batch}); }
-
-  // One frame: a run of batches (all unsigned but the last, for a well-formed one).
-  void SendRun(uint32_t from, const std::vector<Batch>& run) {
-    PeerMessage m;
-    m.mutable_batch()->set_stream(kStream);
-    for (const Batch& b : run) *m.mutable_batch()->add_batches() = b;
-    for (std::string& der : pending_certs_[from]) {
-      m.mutable_batch()->mutable_certificates()->add_der(std::move(der));
-    }
-    pending_certs_[from].clear();
-    engine_->OnMessage(from, m);
-  }
-
-  uint64_t Held(uint32_t origin) {
-    const VersionVector vv = *v_.store.Position(kStream);
-    auto it = vv.find(OriginKey{origin, 1});
-    return it == vv.end() ? 0 : it->second.seq;
-  }
-
-  PeerStats Stats(uint32_t peer) { return engine_->Stats()[peer]; }
-
-  // Batches of `origin` the engine sent to `peer`.
-  int BatchesSentTo(uint32_t peer, uint32_t origin) {
-    int n = 0;
-    for (const auto& [to, m] : transport_.sent) {
-      if (to != peer || !m.has_batch()) continue;
-      for (const Batch& b : m.batch().batches()) {
-        BatchHeader h;
-        h.ParseFromString(b.header());
-        if (h.origin() == origin) ++n;
-      }
-    }
-    return n;
-  }
-
-  // Re-signs a batch's (possibly altered) header with `signer`.
-  static Batch Resigned(Batch b, Signer& signer) {
-    EXPECT_TRUE(SignBatch(b, signer, b.signed_at_ms()).ok());
-    return b;
-  }
-
-  FixedClock clock_;
-  SimHasher hasher_;
-  RegistrySchema schema_;
-  Authority a_;
-  Authority v_;
-  CaptureTransport transport_;
-  std::unique_ptr<Replicator> engine_;
-  std::map<uint32_t, std::vector<std::string>> pending_certs_;
-};
+class ReplicatorTrustTest : public EngineTest {};
 
 TEST_F(ReplicatorTrustTest, AppliesABatchSignedByItsOriginAndRelayed) {
   const Batch b1 = a_.Write("piscine", "Piscine municipale");
@@ -190,7 +44,8 @@ TEST_F(ReplicatorTrustTest, SendsTheCertificateBeforeTheFirstBatchItSigns) {
   // The first frame to C carries A's certificate; the next one does not repeat it.
   std::vector<int> certs;
   for (const auto& [to, m] : transport_.sent) {
-    if (to == kC && m.has_batch()) certs.push_back(m.batch().certificates().der_size());
+    if (to != kC) continue;
+    for (const auto& frame : m.frames()) certs.push_back(frame.certificates().der_size());
   }
   ASSERT_EQ(certs.size(), 2u);
   EXPECT_EQ(certs[0], 1);
@@ -667,15 +522,17 @@ TEST_F(RunTest, ARunIsAppliedWholeWithOneSignatureAndRelayedAsOneFrame) {
   EXPECT_EQ(Held(kA), 5u);
   EXPECT_EQ(v_.store.Records(kStream).size(), 5u);
   EXPECT_EQ(Stats(kR).batches_applied, 5u);
-  // Relayed at once (C has no session with A) and unchanged, as one frame: the run and
+  // Relayed at once (C takes the stream from us) and unchanged, as one frame: the run and
   // its one signature.
   int frames = 0;
   for (const auto& [to, m] : transport_.sent) {
-    if (to != kC || !m.has_batch()) continue;
-    ++frames;
-    ASSERT_EQ(m.batch().batches_size(), 5);
-    for (int i = 0; i < 5; ++i) {
-      EXPECT_EQ(m.batch().batches(i).SerializeAsString(), run[static_cast<size_t>(i)].SerializeAsString());
+    if (to != kC) continue;
+    for (const auto& frame : m.frames()) {
+      ++frames;
+      ASSERT_EQ(frame.batches_size(), 5);
+      for (int i = 0; i < 5; ++i) {
+        EXPECT_EQ(frame.batches(i).SerializeAsString(), run[static_cast<size_t>(i)].SerializeAsString());
+      }
     }
   }
   EXPECT_EQ(frames, 1);
@@ -823,14 +680,15 @@ TEST_F(RunTest, AnOwnUnsignedTailIsSentOnlyOnceSigned) {
 
 TEST_F(ReplicatorTrustTest, MalformedMessagesAreRefusedAndTheSessionGoesOn) {
   Connect(kR);
-  engine_->OnMessage(kR, PeerMessage());  // no kind
+  engine_->OnMessage(kR, PeerMessage());  // empty
   PeerMessage garbage;
-  garbage.mutable_batch()->set_stream(kStream);
-  garbage.mutable_batch()->add_batches()->set_header("\xff\xff\xff");
+  garbage.add_frames()->set_stream(kStream);
+  garbage.mutable_frames(0)->add_batches()->set_header("\xff\xff\xff");
   engine_->OnMessage(kR, garbage);
-  garbage.mutable_batch()->mutable_certificates()->add_der("not a certificate");
+  garbage.mutable_frames(0)->mutable_certificates()->add_der("not a certificate");
   engine_->OnMessage(kR, garbage);
-  EXPECT_EQ(Stats(kR).rejected, 4u);  // the message without kind, two bad batches, the certificate
+  EXPECT_EQ(Stats(kR).rejected, 4u);  // the empty message, two bad batches, the certificate
+  EXPECT_TRUE(Stats(kR).suspect) << "a relay of malformed batches stays a root's peer";
   const Batch b1 = a_.Write("piscine", "Piscine municipale");
   SendCertificate(kR, kA);
   SendBatch(kR, b1);

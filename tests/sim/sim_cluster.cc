@@ -178,14 +178,16 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
   result_.messages++;
   const PeerMessage* sent = &m;
   PeerMessage altered;
-  if (options_.byzantine_relay && from == 0 && m.has_batch() && m.batch().batches_size() > 0) {
+  if (options_.byzantine_relay && from == 0 && !m.frames().empty()) {
+    // One run of the message, chosen at random.
+    const int f = static_cast<int>(UniformInt(0, m.frames_size() - 1));
     interco::replication::v1::BatchHeader h;
-    const int n = m.batch().batches_size();
-    const int i = static_cast<int>(UniformInt(0, n - 1));
-    h.ParseFromString(m.batch().batches(i).header());
-    if (h.origin() != nodes_[0].siren && Uniform() < 0.5) {
+    const int n = m.frames(f).batches_size();
+    const int i = static_cast<int>(UniformInt(0, std::max(n, 1) - 1));
+    if (n > 0) h.ParseFromString(m.frames(f).batches(i).header());
+    if (n > 0 && h.origin() != nodes_[0].siren && Uniform() < 0.5) {
       altered = m;
-      auto* frame = altered.mutable_batch();
+      auto* frame = altered.mutable_frames(f);
       auto* b = frame->mutable_batches(i);
       switch (UniformInt(0, 5)) {
         case 0:  // a change's bytes
