@@ -260,15 +260,22 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
     // REFUSED: malformed, unverified (signature), unauthorized (policy) or of a frozen origin.
     // HELD: times a received batch was held back: quarantined (clock ahead) or waiting for
     // the policy version it was written under.
-    Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "MISSING", "SENT", "APPLIED",
+    // TREE: "uplink" (registries are taken from the peer), "pushed" (the peer takes some
+    // from us, or grafted them), "lazy" (status only), "suspect" (it relayed an altered
+    // batch: never our uplink).
+    Table peers({"PEER", "ADDRESS", "STATE", "LAST CONTACT", "TREE", "MISSING", "SENT", "APPLIED",
                  "REFUSED", "UNVERIFIED", "HELD"});
-    for (int c = 4; c <= 9; ++c) peers.AlignRight(c);
+    for (int c = 5; c <= 10; ++c) peers.AlignRight(c);
     for (const auto& p : info.peers()) {
       uint64_t missing = 0;
       for (const auto& [origin, n] : p.missing_changes()) missing += n;
       peers.AddRow({p.authority(), p.address().empty() ? "(dials us)" : p.address(),
                     p.connected() ? "connected" : "down",
                     p.has_last_contact_time() ? FormatTimestamp(p.last_contact_time()) : "never",
+                    p.suspect()                        ? "suspect"
+                    : p.uplink_registries_size() > 0 ? "uplink"
+                    : p.push_registries_size() > 0   ? "pushed"
+                                                       : "lazy",
                     absl::StrCat(missing), absl::StrCat(p.batches_sent()),
                     absl::StrCat(p.batches_applied()),
                     absl::StrCat(p.rejected() + p.unverified() + p.unauthorized() + p.frozen()),

@@ -242,6 +242,26 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
     for (const auto& [origin, missing] : p.missing_changes()) EXPECT_EQ(missing, 0u) << origin;
     EXPECT_EQ(p.unverified(), 0u) << p.authority();
     EXPECT_EQ(p.forks(), 0u) << p.authority();
+    // The broadcast tree of a line: the relay has the most sessions, so both ends take the
+    // registry from it, and it pushes to both.
+    EXPECT_EQ(std::vector<std::string>(p.push_registries().begin(), p.push_registries().end()),
+              std::vector<std::string>{"services"})
+        << p.authority();
+    EXPECT_TRUE(p.uplink_registries().empty()) << p.authority();
+    EXPECT_FALSE(p.suspect()) << p.authority();
+    EXPECT_GT(p.messages_sent(), 0u) << p.authority();
+  }
+  {
+    auto end_stub = v1::NodeService::NewStub(
+        MtlsChannel(members_[0].node->api_port(), ClientTlsDir(kLyon)));
+    grpc::ClientContext ctx;
+    v1::NodeInfo end_info;
+    ASSERT_TRUE(end_stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &end_info).ok());
+    ASSERT_EQ(end_info.peers_size(), 1);
+    EXPECT_EQ(end_info.peers(0).authority(), kBourg);
+    EXPECT_EQ(std::vector<std::string>(end_info.peers(0).uplink_registries().begin(),
+                                       end_info.peers(0).uplink_registries().end()),
+              std::vector<std::string>{"services"});
   }
   // Provenance at the end of the line: values written on all three nodes, relayed by
   // Bourg, are proven by their origins' signatures, checked offline with the CA alone.
