@@ -5,6 +5,7 @@
 //      local writer measures how much remote applies delay local writes.
 //   2. Catch-up: a node process with N records and an empty one connected over loopback
 //      mTLS; time until the empty node holds them all, and the bytes sent to it (TCP).
+//      Also: changes by column (the peer wire layout), encode/decode speed and size.
 //   3. Simulated propagation: the real engine in the deterministic simulator, a full mesh of
 //      N nodes with fixed link delay — delivery latency (median, max) and messages per write.
 //
@@ -29,6 +30,7 @@
 #include "node/trust/batch_signer.h"
 #include "node/trust/certificate_store.h"
 #include "replication/change_log.h"
+#include "replication/frame_codec.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
 #include "interco/v1/registry_service.grpc.pb.h"
@@ -61,6 +63,62 @@ double Percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
   return v[i];
+}
+
+// Size of `bytes` compressed by zlib at its default level (gRPC's gzip is the same
+// deflate).
+size_t Deflated(const std::string& bytes) {
+  uLongf n = compressBound(static_cast<uLong>(bytes.size()));
+  std::string out(n, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(out.data()), &n,
+                reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uLong>(bytes.size()),
+                Z_DEFAULT_COMPRESSION) != Z_OK) {
+    return 0;
+  }
+  return n;
+}
+
+// Changes by column (replication/frame_codec.h): encode and decode speed over frames of
+// eight batches, and the frames' deflated size either way.
+void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
+  std::vector<interco::replication::v1::BatchFrame> frames;
+  for (size_t i = 0; i < batches.size(); i += 8) {
+    auto& f = frames.emplace_back();
+    f.set_stream("bench");
+    for (size_t j = i; j < std::min(batches.size(), i + 8); ++j) *f.add_batches() = batches[j];
+  }
+  uint64_t changes = 0, raw_deflated = 0, columns_deflated = 0;
+  for (const auto& b : batches) changes += static_cast<uint64_t>(b.changes_size());
+  std::vector<interco::replication::v1::BatchFrame> encoded = frames;
+  const auto t0 = std::chrono::steady_clock::now();
+  interco::node::Sha256Hasher hasher;
+  for (auto& f : encoded) interco::replication::EncodeColumns(f, hasher);
+  const auto t1 = std::chrono::steady_clock::now();
+  std::vector<interco::replication::v1::BatchFrame> decoded = encoded;
+  const auto t2 = std::chrono::steady_clock::now();
+  bool ok = true;
+  for (auto& f : decoded) ok &= interco::replication::DecodeColumns(f, hasher).ok();
+  const auto t3 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < frames.size(); ++i) {
+    raw_deflated += Deflated(frames[i].SerializeAsString());
+    columns_deflated += Deflated(encoded[i].SerializeAsString());
+    ok &= decoded[i].SerializeAsString() == frames[i].SerializeAsString();
+  }
+  const double enc = std::chrono::duration<double>(t1 - t0).count();
+  const double dec = std::chrono::duration<double>(t3 - t2).count();
+  std::printf("columns: %llu changes in %zu frames: encode %.0f changes/s, decode %.0f changes/s; "
+              "deflated %.2f MB as changes, %.2f MB by column (%.2f x)%s\n",
+              static_cast<unsigned long long>(changes), frames.size(),
+              static_cast<double>(changes) / enc, static_cast<double>(changes) / dec,
+              static_cast<double>(raw_deflated) / 1e6, static_cast<double>(columns_deflated) / 1e6,
+              static_cast<double>(columns_deflated) / static_cast<double>(raw_deflated),
+              ok ? "" : "; ROUND TRIP FAILED");
+  std::printf("{\"bench\":\"replication\",\"phase\":\"columns\",\"changes\":%llu,"
+              "\"encode_changes_per_s\":%.0f,\"decode_changes_per_s\":%.0f,"
+              "\"deflated_changes_mb\":%.2f,\"deflated_columns_mb\":%.2f,\"round_trip\":%s}\n",
+              static_cast<unsigned long long>(changes), static_cast<double>(changes) / enc,
+              static_cast<double>(changes) / dec, static_cast<double>(raw_deflated) / 1e6,
+              static_cast<double>(columns_deflated) / 1e6, ok ? "true" : "false");
 }
 
 void ApplyBench() {
@@ -171,6 +229,8 @@ void ApplyBench() {
     batches.push_back(
         *interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev));
   }
+
+  CodecBench(batches);
 
   // A local writer meanwhile: its latency shows whether applies block local writes.
   std::atomic<bool> stop{false};

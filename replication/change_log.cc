@@ -15,6 +15,8 @@ namespace {
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
 
+}  // namespace
+
 std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& changes,
                      Hasher& hasher) {
   std::string digests;
@@ -22,8 +24,6 @@ std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& chan
   for (const std::string& c : changes) digests += hasher.Sha256(c);
   return hasher.Sha256(digests);
 }
-
-}  // namespace
 
 void CompactChange(interco::replication::v1::Change& change, uint32_t origin, uint64_t hlc) {
   if (!change.has_delta() || hlc == 0) return;

@@ -40,6 +40,11 @@ void CompactChange(interco::replication::v1::Change& change, uint32_t origin, ui
 // Fills in what CompactChange left out, for a change of a batch of `origin`.
 void ExpandChange(interco::replication::v1::Change& change, uint32_t origin);
 
+// BatchHeader.body_hash of a batch holding `changes`: SHA-256 over the concatenated
+// SHA-256 of each change's bytes.
+std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& changes,
+                     Hasher& hasher);
+
 // Builds a batch of serialized Change messages (at least one), signed by `signer`, or
 // unsigned if `signer` is null: an unsigned batch is covered by the next signed batch of
 // its chain (see SignBatch) and is only sent together with it. Also returns the hash of

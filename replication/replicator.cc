@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
 #include "replication/change_log.h"
+#include "replication/frame_codec.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
 
@@ -169,17 +170,26 @@ void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::
   }
 }
 
-bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& frame) {
-  peer.stats.batches_received += static_cast<uint64_t>(frame.batches_size());
-  HandleCertificates(peer, frame.certificates());
-  const std::string& stream = frame.stream();
+bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& received) {
+  peer.stats.batches_received += static_cast<uint64_t>(received.batches_size());
+  HandleCertificates(peer, received.certificates());
+  const std::string& stream = received.stream();
   if (!Replicates(stream)) {
     peer.stats.rejected++;
     return false;
   }
-  std::vector<DecodedBatch> run;
+  // Changes by column (the node's session reader restores them ahead; the simulator
+  // leaves it to here).
+  std::optional<BatchFrame> restored;
   absl::Status shape = absl::OkStatus();
+  if (received.has_columns()) {
+    restored = received;
+    shape = DecodeColumns(*restored, hasher_);
+  }
+  const BatchFrame& frame = restored ? *restored : received;
+  std::vector<DecodedBatch> run;
   for (const Batch& b : frame.batches()) {
+    if (!shape.ok()) break;
     absl::StatusOr<DecodedBatch> decoded = DecodeBatch(b, hasher_);
     if (!decoded.ok()) {
       shape = decoded.status();

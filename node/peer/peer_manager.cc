@@ -16,6 +16,7 @@
 #include "node/rpc/caller.h"
 #include "replication/base/limits.h"
 #include "replication/change_log.h"
+#include "replication/frame_codec.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
 
@@ -343,9 +344,11 @@ std::shared_ptr<PeerManager::Session> PeerManager::OpenSession(uint32_t peer) {
 }
 
 void PeerManager::Receive(const std::shared_ptr<Session>& session, PeerMessage message) {
-  // Check signatures here, on the session's reader thread, so that the engine thread
-  // finds them verified and spends its time applying.
-  for (const auto& frame : message.frames()) {
+  // Restore changes sent by column and check signatures here, on the session's reader
+  // thread, so that the engine thread finds them ready and spends its time applying. A
+  // frame whose columns do not decode is left as it came: the engine refuses it, saying why.
+  for (auto& frame : *message.mutable_frames()) {
+    (void)replication::DecodeColumns(frame, hasher_);
     for (const std::string& der : frame.certificates().der()) {
       (void)certificates_.AddCertificate(der);  // the engine adds it again and counts refusals
     }
@@ -386,7 +389,11 @@ void PeerManager::CloseSession(const std::shared_ptr<Session>& session) {
 
 void PeerManager::WriteLoop(Session& session,
                             const std::function<bool(const PeerMessage&)>& write) {
+  Sha256Hasher hasher;
   while (std::optional<PeerMessage> m = session.Pop()) {
+    // Changes by column compress to about their payload (replication/frame_codec.h); done
+    // on the session's writer thread, off the engine's.
+    for (auto& frame : *m->mutable_frames()) replication::EncodeColumns(frame, hasher);
     if (!write(*m)) break;
   }
   session.Close();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "replication/base/limits.h"
+#include "replication/frame_codec.h"
 #include "replication/replicator.h"
 #include "tests/replication/engine_fixture.h"
 
@@ -264,6 +265,37 @@ TEST_F(BroadcastTest, AMessageGathersRunsUpToItsBound) {
   EXPECT_EQ(runs, kRuns);
   EXPECT_GE(messages, 2u);
   EXPECT_LE(messages, 3u);
+}
+
+TEST_F(BroadcastTest, ARunSentByColumnIsRestoredAndApplied) {
+  Open(kR, {.sessions = 5});
+  auto by_column = [&](const Batch& batch) {
+    PeerMessage m;
+    auto* frame = m.add_frames();
+    frame->set_stream(kStream);
+    *frame->add_batches() = batch;
+    EXPECT_TRUE(EncodeColumns(*frame, hasher_));
+    frame->mutable_certificates()->add_der(SimTrust::CertificateOf(kA));
+    return m;
+  };
+  engine_->OnMessage(kR, by_column(A(1)));
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).batches_applied, 1u);
+  // Columns that do not decode: refused whole, and the relay is suspect.
+  PeerMessage broken = by_column(A(2));
+  broken.mutable_frames(0)->mutable_columns()->mutable_keys()->Clear();
+  engine_->OnMessage(kR, broken);
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).rejected, 1u);
+  EXPECT_TRUE(Stats(kR).suspect);
+  // Columns that decode to other bytes than the origin's: its signature refuses them.
+  PeerMessage altered = by_column(A(2));
+  altered.mutable_frames(0)->mutable_columns()->set_keys(0, "autre");
+  engine_->OnMessage(kR, altered);
+  EXPECT_EQ(Held(kA), 1u);
+  EXPECT_EQ(Stats(kR).unverified, 1u);
+  engine_->OnMessage(kR, by_column(A(2)));
+  EXPECT_EQ(Held(kA), 2u);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "replication/frame_codec.h"
 #include "replication/ids.h"
 
 namespace interco::sim {
@@ -224,6 +225,11 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
       result_.tampered++;
     }
   }
+  // As the node's session writer does: changes travel by column (the engine restores them).
+  PeerMessage wire = *sent;
+  for (auto& frame : *wire.mutable_frames()) {
+    replication::EncodeColumns(frame, nodes_[static_cast<size_t>(from)].hasher);
+  }
   const int copies = (faults_ && Uniform() < dup_) ? 2 : 1;
   for (int c = 0; c < copies; ++c) {
     if (faults_ && Uniform() < loss_) {
@@ -234,7 +240,7 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
                                                       : UniformInt(1, delay_max_);
     const uint64_t session = l->session;
     const uint32_t from_siren = nodes_[static_cast<size_t>(from)].siren;
-    At(now_ + delay, [this, l, session, to, from_siren, msg = *sent] {
+    At(now_ + delay, [this, l, session, to, from_siren, msg = wire] {
       Node& dst = nodes_[static_cast<size_t>(to)];
       if (!l->up || l->session != session || !dst.up) return;
       dst.engine->OnMessage(from_siren, msg);
