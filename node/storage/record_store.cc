@@ -833,7 +833,9 @@ void RecordStore::StagePolicy(GroupState& g, RegistryRuntime& rt, const std::str
   history->Add(change.version(), std::move(compiled));
   if (history->current_version() == change.version()) {
     *rt.meta.mutable_registry()->mutable_policy() = change.policy();
-    rt.meta.set_definition_hlc(std::max(rt.meta.definition_hlc(), change.version()));
+    // The etag must change even if this version is older than the last local change of
+    // the definition (a retention setting made here meanwhile).
+    rt.meta.set_definition_hlc(std::max(rt.meta.definition_hlc() + 1, change.version()));
   }
   rt.policies = std::move(history);
   const std::string bytes = change.SerializeAsString();
@@ -1012,7 +1014,7 @@ absl::Status RecordStore::ApplyUpdateRegistry(Op& op, GroupState& g) {
   // Checked in full: now staged, all or nothing.
   if (retention) {
     rt.meta.mutable_registry()->set_audit_retention_days(*retention);
-    rt.meta.set_definition_hlc(hlc_.Now());
+    rt.meta.set_definition_hlc(std::max(rt.meta.definition_hlc() + 1, hlc_.Now()));
     g.dirty.insert(op.registry);
   }
   if (policy) StageOwnPolicyChange(g, rt, op.registry, *std::move(policy), op.caller);

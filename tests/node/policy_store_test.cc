@@ -367,6 +367,32 @@ TEST_F(PolicyStoreTest, OnlyTheOwnersNodeAndAuthoritySetThePolicyAndBadUpdatesCh
   EXPECT_EQ(updated->policy_version(), 0u);
 }
 
+// The etag changes whenever the definition a reader sees changes, even when the owner's
+// policy change is older than this node's last change of its own settings.
+TEST_F(PolicyStoreTest, APolicyChangeOlderThanALocalSettingStillChangesTheEtag) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  Registry retention;
+  retention.set_audit_retention_days(30);
+  ASSERT_TRUE(viriat_.store
+                  ->UpdateRegistry(kRegistry, retention, {"audit_retention_days"}, "",
+                                   viriat_.admin())
+                  .ok());
+  const Registry before = *viriat_.store->GetRegistry(kRegistry);
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  const Registry after = *viriat_.store->GetRegistry(kRegistry);
+  ASSERT_GT(after.policy_version(), 0u);
+  EXPECT_NE(after.etag(), before.etag()) << "a client holding the old etag would overwrite "
+                                            "a definition it has not seen";
+  // And an update with the stale etag is refused.
+  retention.set_audit_retention_days(60);
+  EXPECT_EQ(viriat_.store
+                ->UpdateRegistry(kRegistry, retention, {"audit_retention_days"}, before.etag(),
+                                 viriat_.admin())
+                .status()
+                .code(),
+            absl::StatusCode::kAborted);
+}
+
 TEST_F(PolicyStoreTest, MembersOfAnEpciResolveFromTheDirectoryOnTheOwnersNode) {
   Policy by_epci;
   by_epci.mutable_writers()->add_members_of(kEpci);
