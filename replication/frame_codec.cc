@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "interco/replication/v1/state.pb.h"
+#include "replication/base/limits.h"
 #include "replication/change_log.h"
 
 namespace interco::replication {
@@ -105,6 +106,11 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
   if (!frame.has_columns()) return absl::OkStatus();
   const ChangeColumns& cols = frame.columns();
   const int n = cols.skeletons_size();
+  if (static_cast<size_t>(n) > limits::kFrameChangesMax ||
+      static_cast<size_t>(frame.batches_size()) > limits::kRunBatchesMax) {
+    return absl::DataLossError(absl::StrCat("a columnar frame of ", frame.batches_size(),
+                                            " batches and ", n, " changes is beyond a run"));
+  }
   if (cols.keys_size() != n || cols.hlc_deltas_size() != n || cols.authors_size() != n) {
     return absl::DataLossError(absl::StrCat("change columns of unequal lengths: ", n,
                                             " skeletons, ", cols.keys_size(), " keys, ",
@@ -140,12 +146,12 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
       return absl::DataLossError(absl::StrCat("two value columns for field ", column.name()));
     }
   }
-  std::vector<std::vector<std::string>> rebuilt(counts.size());
+  std::vector<google::protobuf::RepeatedPtrField<std::string>> changes(counts.size());
   uint64_t hlc = 0;
   int i = 0;
   Change c;
   for (size_t b = 0; b < counts.size(); ++b) {
-    rebuilt[b].reserve(static_cast<size_t>(counts[b]));
+    changes[b].Reserve(counts[b]);
     for (int k = 0; k < counts[b]; ++k, ++i) {
       c.Clear();
       if (!c.ParseFromString(cols.skeletons(i))) {
@@ -170,7 +176,7 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
           }
         }
       }
-      c.SerializeToString(&rebuilt[b].emplace_back());
+      c.SerializeToString(changes[b].Add());
     }
   }
   for (const auto& [name, cursor] : cursors) {
@@ -179,11 +185,6 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
                                               cursor.column->values_size() - cursor.next,
                                               " values no change takes"));
     }
-  }
-  std::vector<google::protobuf::RepeatedPtrField<std::string>> changes(rebuilt.size());
-  for (size_t b = 0; b < rebuilt.size(); ++b) {
-    changes[b].Reserve(static_cast<int>(rebuilt[b].size()));
-    for (std::string& bytes : rebuilt[b]) changes[b].Add(std::move(bytes));
   }
   // The headers' hashes, computed again where they were left out.
   std::vector<std::string> headers;

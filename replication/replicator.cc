@@ -45,6 +45,7 @@ Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport
       verifier_(verifier),
       announced_streams_(store_.Streams()) {
   for (uint32_t origin : store_.FrozenOrigins()) frozen_.insert(origin);
+  UpdateTree();  // a root of every stream, until peers say otherwise
 }
 
 bool Replicator::Replicates(const std::string& stream) {
@@ -123,9 +124,9 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.stats.hello_received = true;
   peer.streams.clear();
   peer.known.clear();
-  peer.sessions = std::set<uint32_t>(hello.sessions().nodes().begin(),
-                                     hello.sessions().nodes().end());
   peer.wants = std::set<std::string>(hello.push_streams().begin(), hello.push_streams().end());
+  peer.trees.clear();
+  for (const auto& t : hello.trees()) peer.trees[t.stream()] = TreeView{t.root(), t.distance()};
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
@@ -133,7 +134,7 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
   if (hello.reply_requested()) SendHello(peer_id, peer, /*reply_requested=*/false);
-  // Its sessions and ours changed: so may the tree.
+  // Its place in the trees, and our sessions, changed: so may our place.
   UpdateTree();
   NoteLags(peer_id, peer);
   return true;
@@ -142,8 +143,9 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
 void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   const bool status = ack.has_sessions();
   if (status) {
-    peer.sessions = std::set<uint32_t>(ack.sessions().nodes().begin(), ack.sessions().nodes().end());
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
+    peer.trees.clear();
+    for (const auto& t : ack.trees()) peer.trees[t.stream()] = TreeView{t.root(), t.distance()};
   }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
@@ -203,10 +205,8 @@ bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& rec
   }
   if (shape.ok()) shape = CheckRun(run);
   if (!shape.ok()) {
-    // Malformed, or not a run that its last signature covers: nothing of it is applied,
-    // and an honest relay never sends such a thing.
+    // Malformed, or not a run that its last signature covers: nothing of it is applied.
     peer.stats.rejected++;
-    MarkSuspect(peer_id);
     BatchHeader parsed;
     const bool has_header =
         frame.batches_size() > 0 && parsed.ParseFromString(frame.batches(0).header());
@@ -677,6 +677,12 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       ToProto(stream, *vv, *hello->add_streams());
     }
     for (const std::string& stream : peer.declared) hello->add_push_streams(stream);
+    for (const auto& [stream, view] : position_) {
+      auto* t = hello->add_trees();
+      t->set_stream(stream);
+      t->set_root(view.root);
+      t->set_distance(view.distance);
+    }
   }
   if (out.status && peer.hello_received) {
     // Everything we hold of the streams we share, which acks whatever is pending.
@@ -686,8 +692,19 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (vv.ok()) ToProto(stream, *vv, *ack->add_streams());
     }
+    // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
+    for (const auto& [stream, vv] : out.acks) {
+      if (!peer.streams.contains(stream)) ToProto(stream, vv, *ack->add_streams());
+    }
     FillSessions(*ack->mutable_sessions());
     for (const std::string& stream : peer.declared) ack->add_push_streams(stream);
+    for (const auto& [stream, view] : position_) {
+      if (!peer.streams.contains(stream)) continue;
+      auto* t = ack->add_trees();
+      t->set_stream(stream);
+      t->set_root(view.root);
+      t->set_distance(view.distance);
+    }
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
   }
@@ -735,31 +752,35 @@ void Replicator::FlushDue(bool tick) {
 
 void Replicator::UpdateTree() {
   const std::vector<std::string> streams = store_.Streams();
-  size_t degree = 0;
-  for (const auto& [id, peer] : peers_) degree += peer.connected && peer.hello_received ? 1 : 0;
-  if (degree != degree_) {
-    // Our rank changed: every peer hears of it with its next message.
-    degree_ = degree;
-    for (auto& [id, peer] : peers_) peer.out.status |= peer.connected;
-  }
+  std::map<std::string, TreeView> position;
   uplink_.clear();
   for (const std::string& stream : streams) {
-    // Rank: more sessions first, then the smaller SIREN; we stay a root unless a peer
-    // outranks us.
-    size_t best_degree = degree;
-    uint32_t best = options_.self;
+    // As the spanning tree protocol of Ethernet bridges: the smallest root heard of, then
+    // the shortest path to it, then the smallest SIREN.
+    TreeView best{options_.self, 0};
+    uint32_t up = 0;
     for (const auto& [id, peer] : peers_) {
       if (!peer.connected || !peer.hello_received || suspects_.contains(id) ||
-          !peer.streams.contains(stream) || !store_.MayRead(stream, id)) {
-        continue;
+          !peer.streams.contains(stream) || peer.wants.contains(stream) ||
+          !store_.MayRead(stream, id)) {
+        continue;  // a peer that takes the stream from us only repeats our own place
       }
-      const size_t d = peer.sessions.size();
-      if (d > best_degree || (d == best_degree && id < best)) {
-        best_degree = d;
-        best = id;
+      auto it = peer.trees.find(stream);
+      if (it == peer.trees.end() || it->second.distance + 1 >= limits::kTreeDistanceMax) continue;
+      const TreeView via{it->second.root, it->second.distance + 1};
+      if (via.root < best.root || (via.root == best.root && via.distance < best.distance) ||
+          (via.root == best.root && via.distance == best.distance && up != 0 && id < up)) {
+        best = via;
+        up = id;
       }
     }
-    if (best != options_.self) uplink_[stream] = best;
+    position[stream] = best;
+    if (up != 0) uplink_[stream] = up;
+  }
+  if (position != position_) {
+    // Our place changed: every peer hears of it with its next message.
+    position_ = std::move(position);
+    for (auto& [id, peer] : peers_) peer.out.status |= peer.connected;
   }
   for (auto& [id, peer] : peers_) {
     if (!peer.connected) continue;
@@ -805,8 +826,20 @@ void Replicator::NoteLags(uint32_t peer_id, Peer& peer) {
     }
     if (lag.target.empty()) continue;
     lag.since_ms = now;
+    lag.held = HeldOf(stream, lag.target);
     peer.lags.emplace(stream, std::move(lag));
   }
+}
+
+uint64_t Replicator::HeldOf(const std::string& stream, const VersionVector& target) {
+  absl::StatusOr<VersionVector> ours = store_.Position(stream);
+  if (!ours.ok()) return 0;
+  uint64_t held = 0;
+  for (const auto& [key, pos] : target) {
+    auto it = ours->find(key);
+    if (it != ours->end()) held += it->second.seq;
+  }
+  return held;
 }
 
 void Replicator::CheckLags(Peer& peer) {
@@ -817,6 +850,11 @@ void Replicator::CheckLags(Peer& peer) {
     if (!ours.ok() || Dominates(*ours, it->second.target)) {
       it = peer.lags.erase(it);
       continue;
+    }
+    // Still coming in (from the uplink, say): wait on.
+    if (const uint64_t held = HeldOf(it->first, it->second.target); held > it->second.held) {
+      it->second.held = held;
+      it->second.since_ms = now;
     }
     if (now - it->second.since_ms < options_.graft_delay_ms) {
       ++it;
@@ -870,7 +908,11 @@ void Replicator::Tick() {
       continue;
     }
     if (now - peer.last_status_ms >= options_.status_interval_ms) peer.out.status = true;
-    if (InFlight(peer) > 0 && now - peer.last_progress_ms >= options_.ack_timeout_ms) {
+    // The ack timeout runs from the last progress while something is in flight: with
+    // nothing in flight, the clock stays at now.
+    const uint64_t in_flight = InFlight(peer);
+    if (in_flight == 0) peer.last_progress_ms = now;
+    if (in_flight > 0 && now - peer.last_progress_ms >= options_.ack_timeout_ms) {
       peer.stats.rewinds++;
       Rewind(peer);
     }

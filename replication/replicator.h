@@ -104,7 +104,8 @@ struct PeerStats {
   // duplicates).
   uint64_t grafts = 0;
   uint64_t prunes = 0;
-  // The peer relayed a forged or malformed batch: it is never taken as uplink again.
+  // The peer relayed a batch whose signature does not verify (altered on the way): it is
+  // never taken as uplink again while this engine runs.
   bool suspect = false;
 };
 
@@ -153,17 +154,25 @@ class Replicator {
     std::vector<std::string> certs;
     bool Empty() const { return !hello && !status && acks.empty() && frames.empty(); }
   };
-  // A stream in which the peer's status showed more than we hold, and since when.
+  // A stream in which the peer's status showed more than we hold, since when, and how
+  // much of it we held then (progress restarts the wait).
   struct Lag {
     VersionVector target;
     int64_t since_ms = 0;
+    uint64_t held = 0;
+  };
+  // A place in a stream's broadcast tree.
+  struct TreeView {
+    uint32_t root = 0;
+    uint32_t distance = 0;
+    bool operator==(const TreeView&) const = default;
   };
   struct Peer {
     bool connected = false;
     bool hello_received = false;
     std::set<std::string> streams;
-    // The nodes the peer has a session with (from its Hello and status).
-    std::set<uint32_t> sessions;
+    // The peer's place in each stream's tree (its last Hello or status).
+    std::map<std::string, TreeView> trees;
     // What the peer holds, as far as we know.
     std::map<std::string, VersionVector> known;
     // Highest sequence number sent this session, per stream and origin epoch.
@@ -205,9 +214,10 @@ class Replicator {
   // passed since its last message; acks alone, after ack_delay_ms or when they free a
   // quarter of the in-flight window.
   void FlushDue(bool tick);
-  // Chooses each stream's uplink among connected peers (more sessions first, then the
-  // smaller SIREN; never a suspect one) and marks a status due to peers whose push
-  // request changed.
+  // Chooses each stream's root (the smallest SIREN we hear of, ourselves included) and
+  // uplink (the connected peer with the shortest path to it, then the smallest SIREN;
+  // never a suspect peer, nor one that takes the stream from us), and marks a status due
+  // to every peer if our place changed, and to peers whose push request changed.
   void UpdateTree();
   // Whether new batches of `stream` are pushed to the peer (it takes the stream from us,
   // asked for it, or is our uplink); otherwise it gets our status only.
@@ -252,7 +262,8 @@ class Replicator {
   // the origin.
   void Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
               std::optional<interco::replication::v1::Batch> held, const DecodedBatch& received);
-  // The peer relayed a forged or malformed batch: it is never our uplink again.
+  // The peer relayed a batch whose signature does not verify: it is never our uplink
+  // again.
   void MarkSuspect(uint32_t peer_id);
   // Sends `peer` what it lacks, within its in-flight bound.
   void Pump(uint32_t peer_id, Peer& peer);
@@ -278,11 +289,14 @@ class Replicator {
   // The streams every connected peer was last told of (a new session's Hello may already
   // say more: the next AnnounceStreamsIfChanged tells the others).
   std::vector<std::string> announced_streams_;
-  // Per stream, the peer we take it from (absent: none, we are a root of the tree).
+  // Per stream, the peer we take it from (absent: none, we are the root of the tree).
   std::map<std::string, uint32_t> uplink_;
-  // Our sessions with a Hello received, when the tree was last chosen (our rank).
-  size_t degree_ = 0;
-  // Peers found relaying forged or malformed batches (kept across their sessions).
+  // Our place in each stream's tree.
+  std::map<std::string, TreeView> position_;
+  // The sum of our positions over `target`'s origin epochs.
+  uint64_t HeldOf(const std::string& stream, const VersionVector& target);
+  // Peers found relaying batches whose signature does not verify (kept across their
+  // sessions).
   std::set<uint32_t> suspects_;
   void FillSessions(interco::replication::v1::Sessions& out);
   // Batches held back until the policy version they were written under is applied here:

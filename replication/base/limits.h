@@ -65,6 +65,10 @@ inline constexpr int kPeerMessageBytesMax = 16 << 20;
 // A peer message gathers runs up to this size before it is sent (a single run may be
 // larger, up to kPeerMessageBytesMax).
 inline constexpr size_t kPeerMessageGatherBytes = 1 << 20;
+// Broadcast tree: positions this many links or more from their root are ignored, so that
+// a root that went away is forgotten (distances count up to here) and the next smallest
+// SIREN takes over.
+inline constexpr uint32_t kTreeDistanceMax = 32;
 // Messages queued for one peer session before Send reports it full.
 inline constexpr size_t kPeerQueueMessagesMax = 4096;
 // Reconnection backoff.
@@ -77,6 +81,8 @@ inline constexpr int64_t kPeerBackoffMaxMillis = 5000;
 // than kSignIntervalMillis, and signs the tail once its commit queue has been idle for
 // kSignIdleMillis. A frame carries one run; receivers refuse longer ones.
 inline constexpr size_t kRunBatchesMax = 32;
+// Changes one frame may hold on the wire: a run's batches, each at most one commit group.
+inline constexpr size_t kFrameChangesMax = kRunBatchesMax * kCommitGroupMutationsMax;
 inline constexpr uint64_t kRunChangesUnsignedMax = 1024;
 inline constexpr size_t kRunBytesUnsignedMax = 4 << 20;
 inline constexpr int64_t kSignIntervalMillis = 2;

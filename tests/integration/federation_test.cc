@@ -242,18 +242,22 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
     for (const auto& [origin, missing] : p.missing_changes()) EXPECT_EQ(missing, 0u) << origin;
     EXPECT_EQ(p.unverified(), 0u) << p.authority();
     EXPECT_EQ(p.forks(), 0u) << p.authority();
-    // The broadcast tree of a line: the relay has the most sessions, so both ends take the
-    // registry from it, and it pushes to both.
+    // The broadcast tree of the line is rooted at the smallest SIREN, Lyon's: the relay
+    // takes the registry from Lyon and pushes it to L'Abergement, which takes it from the
+    // relay (and pushes its own writes up to it).
+    const std::vector<std::string> services{"services"};
     EXPECT_EQ(std::vector<std::string>(p.push_registries().begin(), p.push_registries().end()),
-              std::vector<std::string>{"services"})
+              services)
         << p.authority();
-    EXPECT_TRUE(p.uplink_registries().empty()) << p.authority();
+    EXPECT_EQ(std::vector<std::string>(p.uplink_registries().begin(), p.uplink_registries().end()),
+              p.authority() == kLyon ? services : std::vector<std::string>{})
+        << p.authority();
     EXPECT_FALSE(p.suspect()) << p.authority();
     EXPECT_GT(p.messages_sent(), 0u) << p.authority();
   }
   {
     auto end_stub = v1::NodeService::NewStub(
-        MtlsChannel(members_[0].node->api_port(), ClientTlsDir(kLyon)));
+        MtlsChannel(members_[2].node->api_port(), ClientTlsDir(kAbergement)));
     grpc::ClientContext ctx;
     v1::NodeInfo end_info;
     ASSERT_TRUE(end_stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &end_info).ok());

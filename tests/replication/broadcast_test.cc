@@ -16,16 +16,19 @@ namespace {
 
 class BroadcastTest : public EngineTest {
  protected:
-  // A peer's view of itself: `sessions` sessions, `held` batches of A, and whether it
-  // takes the stream from V.
+  // A peer's view of itself: its place in the stream's tree (`root` 0: itself), `held`
+  // batches of A, and whether it takes the stream from V.
   struct View {
-    int sessions = 1;
+    uint32_t root = 0;
+    uint32_t distance = 0;
     uint64_t held = 0;
     bool takes = false;
   };
 
-  static void Fill(const View& view, google::protobuf::RepeatedPtrField<v1::StreamPosition>& streams,
-                   v1::Sessions& sessions, google::protobuf::RepeatedPtrField<std::string>& push) {
+  static void Fill(uint32_t peer, const View& view,
+                   google::protobuf::RepeatedPtrField<v1::StreamPosition>& streams,
+                   v1::Sessions& sessions, google::protobuf::RepeatedPtrField<std::string>& push,
+                   google::protobuf::RepeatedPtrField<v1::TreePosition>& trees) {
     auto* sp = streams.Add();
     sp->set_stream(kStream);
     if (view.held > 0) {
@@ -35,8 +38,11 @@ class BroadcastTest : public EngineTest {
       o->set_seq(view.held);
     }
     sessions.add_nodes(kV);
-    for (int i = 1; i < view.sessions; ++i) sessions.add_nodes(static_cast<uint32_t>(100 + i));
     if (view.takes) *push.Add() = kStream;
+    auto* t = trees.Add();
+    t->set_stream(kStream);
+    t->set_root(view.root == 0 ? peer : view.root);
+    t->set_distance(view.distance);
   }
 
   // A session with `peer`, which opens with a Hello stating `view`.
@@ -46,7 +52,8 @@ class BroadcastTest : public EngineTest {
     v1::Hello& h = *m.mutable_hello();
     h.set_protocol_version(3);
     h.set_node(peer);
-    Fill(view, *h.mutable_streams(), *h.mutable_sessions(), *h.mutable_push_streams());
+    Fill(peer, view, *h.mutable_streams(), *h.mutable_sessions(), *h.mutable_push_streams(),
+         *h.mutable_trees());
     engine_->OnMessage(peer, m);
   }
 
@@ -54,8 +61,23 @@ class BroadcastTest : public EngineTest {
   void Status(uint32_t peer, const View& view) {
     PeerMessage m;
     v1::Ack& a = *m.mutable_ack();
-    Fill(view, *a.mutable_streams(), *a.mutable_sessions(), *a.mutable_push_streams());
+    Fill(peer, view, *a.mutable_streams(), *a.mutable_sessions(), *a.mutable_push_streams(),
+         *a.mutable_trees());
     engine_->OnMessage(peer, m);
+  }
+
+  // V's place in the stream's tree, as its last Hello or status to `peer` said.
+  std::pair<uint32_t, uint32_t> PlaceToldTo(uint32_t peer) const {
+    std::pair<uint32_t, uint32_t> place;
+    for (const PeerMessage& m : SentTo(peer)) {
+      const auto& trees = m.has_hello() ? m.hello().trees()
+                          : m.has_ack()  ? m.ack().trees()
+                                         : google::protobuf::RepeatedPtrField<v1::TreePosition>();
+      for (const auto& t : trees) {
+        if (t.stream() == kStream) place = {t.root(), t.distance()};
+      }
+    }
+    return place;
   }
 
   std::vector<PeerMessage> SentTo(uint32_t peer) const {
@@ -93,45 +115,61 @@ class BroadcastTest : public EngineTest {
   std::vector<Batch> batches_;
 };
 
-TEST_F(BroadcastTest, TakesTheStreamFromThePeerWithMostSessionsAndPushesAlongTheTree) {
-  Open(kC, {.sessions = 3});
-  Open(kR, {.sessions = 1});  // V now has 2 sessions: C (3) outranks it, R (1) does not
-  EXPECT_EQ(Stats(kC).uplink_streams, std::vector<std::string>{kStream});
-  EXPECT_TRUE(Stats(kR).uplink_streams.empty());
-  EXPECT_TRUE(AsksForPushes(kC));
-  EXPECT_FALSE(AsksForPushes(kR));
+TEST_F(BroadcastTest, TakesTheStreamFromThePeerClosestToTheSmallestSirenAndPushesAlongTheTree) {
+  // C's SIREN is greater than V's: V is the root of what it knows.
+  Open(kC, {});
+  EXPECT_TRUE(Stats(kC).uplink_streams.empty());
+  EXPECT_EQ(PlaceToldTo(kC), std::make_pair(kV, 0u));
+  // R's is smaller: V takes the stream from R, one link from the root.
+  Open(kR, {});
+  EXPECT_EQ(Stats(kR).uplink_streams, std::vector<std::string>{kStream});
+  EXPECT_TRUE(AsksForPushes(kR));
+  EXPECT_FALSE(AsksForPushes(kC));
+  EXPECT_EQ(PlaceToldTo(kC), std::make_pair(kR, 1u)) << "C did not hear of V's new place";
 
-  // A local write goes up the tree only: R neither takes the stream from V nor is its
+  // A local write goes up the tree only: C neither takes the stream from V nor is its
   // uplink, so it gets V's status and nothing more.
   v_.Write("piscine", "Piscine municipale");
   engine_->OnLocalCommit();
-  EXPECT_EQ(BatchesSentTo(kC, kV), 1);
-  EXPECT_EQ(BatchesSentTo(kR, kV), 0);
-  EXPECT_EQ(Stats(kR).push_streams, std::vector<std::string>{});
-
-  // Once R takes the stream from V, V pushes it what it lacks, and what comes next.
-  Status(kR, {.sessions = 1, .takes = true});
   EXPECT_EQ(BatchesSentTo(kR, kV), 1);
+  EXPECT_EQ(BatchesSentTo(kC, kV), 0);
+  EXPECT_EQ(Stats(kC).push_streams, std::vector<std::string>{});
+
+  // Once C takes the stream from V, V pushes it what it lacks, and what comes next.
+  Status(kC, {.root = kR, .distance = 2, .takes = true});
+  EXPECT_EQ(BatchesSentTo(kC, kV), 1);
   v_.Write("gymnase", "Gymnase");
   engine_->OnLocalCommit();
-  EXPECT_EQ(BatchesSentTo(kR, kV), 2);
   EXPECT_EQ(BatchesSentTo(kC, kV), 2);
-  EXPECT_EQ(Stats(kR).push_streams, std::vector<std::string>{kStream});
+  EXPECT_EQ(BatchesSentTo(kR, kV), 2);
+  EXPECT_EQ(Stats(kC).push_streams, std::vector<std::string>{kStream});
+
+  // C now hears of an even smaller root, A, three links away; it stops taking the stream
+  // from V, and V takes it from C.
+  Status(kC, {.root = kA, .distance = 3});
+  EXPECT_EQ(Stats(kC).uplink_streams, std::vector<std::string>{kStream});
+  EXPECT_TRUE(Stats(kR).uplink_streams.empty());
+  EXPECT_EQ(PlaceToldTo(kR), std::make_pair(kA, 4u));
 }
 
-TEST_F(BroadcastTest, EqualRanksGoToTheSmallerSiren) {
-  // One session each: C's SIREN is greater than V's, so V stays a root.
-  Open(kC, {.sessions = 1});
-  EXPECT_TRUE(Stats(kC).uplink_streams.empty());
-  // Two sessions each: R's SIREN is smaller than V's, so V takes the stream from R.
-  Open(kR, {.sessions = 2});
+TEST_F(BroadcastTest, AmongEqualPathsTheSmallerSirenAndNeverAPeerThatTakesFromUs) {
+  // Both offer the root A two links away: the smaller SIREN wins.
+  Open(kC, {.root = kA, .distance = 2});
+  Open(kR, {.root = kA, .distance = 2});
   EXPECT_EQ(Stats(kR).uplink_streams, std::vector<std::string>{kStream});
+  // R now takes the stream from V: its place is V's own, repeated; C becomes the uplink.
+  Status(kR, {.root = kA, .distance = 4, .takes = true});
+  EXPECT_EQ(Stats(kC).uplink_streams, std::vector<std::string>{kStream});
+  // A root heard of at the end of too long a path is forgotten (a root that went away
+  // counts up to there).
+  Status(kC, {.root = kA, .distance = limits::kTreeDistanceMax - 1});
   EXPECT_TRUE(Stats(kC).uplink_streams.empty());
+  EXPECT_EQ(PlaceToldTo(kC), std::make_pair(kV, 0u));
 }
 
 TEST_F(BroadcastTest, ARelayOfAnAlteredBatchIsNeverTakenAsUplink) {
-  Open(kR, {.sessions = 5});
-  Open(kC, {.sessions = 1});
+  Open(kR, {});
+  Open(kC, {});
   ASSERT_EQ(Stats(kR).uplink_streams, std::vector<std::string>{kStream});
   Batch altered = A(1);
   altered.mutable_signature()->back() ^= 1;
@@ -143,7 +181,7 @@ TEST_F(BroadcastTest, ARelayOfAnAlteredBatchIsNeverTakenAsUplink) {
   EXPECT_FALSE(AsksForPushes(kR));
   // A new session of the same relay does not clear it.
   engine_->OnDisconnected(kR);
-  Open(kR, {.sessions = 5});
+  Open(kR, {});
   EXPECT_TRUE(Stats(kR).uplink_streams.empty());
 }
 
@@ -151,8 +189,8 @@ TEST_F(BroadcastTest, GraftsALazyPeerItStaysBehindAndPrunesItOnceCaughtUp) {
   ReplicatorOptions o = Options();
   o.graft_delay_ms = 2000;
   StartEngine(o);
-  Open(kR, {.sessions = 5});  // the uplink
-  Open(kC, {.sessions = 1});  // lazy
+  Open(kR, {});  // the uplink (the smallest SIREN)
+  Open(kC, {});  // lazy
   ASSERT_FALSE(AsksForPushes(kC));
 
   // C's status shows two batches of A that V lacks; the tree does not bring them.
@@ -184,6 +222,36 @@ TEST_F(BroadcastTest, GraftsALazyPeerItStaysBehindAndPrunesItOnceCaughtUp) {
   engine_->Tick();
   EXPECT_EQ(Stats(kC).grafts, 1u);
   EXPECT_FALSE(AsksForPushes(kC));
+
+  // Nor one the tree keeps filling, however long it takes (a long catch-up): the wait
+  // starts again with each step, and a graft comes only once the steps stop.
+  Status(kC, {.held = 6});
+  for (size_t i = 4; i <= 5; ++i) {
+    clock_.Advance(1500);
+    SendRun(kR, {A(i)});
+    engine_->Tick();
+  }
+  clock_.Advance(1500);
+  engine_->Tick();
+  EXPECT_EQ(Stats(kC).grafts, 1u) << "grafted while the uplink was still bringing the stream";
+  clock_.Advance(500);
+  engine_->Tick();
+  EXPECT_EQ(Stats(kC).grafts, 2u);
+  EXPECT_TRUE(AsksForPushes(kC));
+}
+
+TEST_F(BroadcastTest, APushAfterAnIdleSpellIsNotTakenForALostOne) {
+  Open(kC, {.takes = true});
+  for (int i = 0; i < 100; ++i) {  // ten idle seconds
+    clock_.Advance(100);
+    engine_->Tick();
+  }
+  v_.Write("piscine", "Piscine municipale");
+  engine_->OnLocalCommit();
+  clock_.Advance(100);
+  engine_->Tick();  // the ack is on its way: nothing is resent
+  EXPECT_EQ(BatchesSentTo(kC, kV), 1);
+  EXPECT_EQ(Stats(kC).rewinds, 0u);
 }
 
 TEST_F(BroadcastTest, WhatIsDueWithinTheFlushIntervalGoesAsOneMessage) {
@@ -191,8 +259,8 @@ TEST_F(BroadcastTest, WhatIsDueWithinTheFlushIntervalGoesAsOneMessage) {
   o.flush_interval_ms = 100;
   o.ack_delay_ms = 500;
   StartEngine(o);
-  Open(kR, {.sessions = 5});               // the uplink
-  Open(kC, {.sessions = 1, .takes = true});  // takes the stream from V
+  Open(kR, {});                 // the uplink
+  Open(kC, {.takes = true});    // takes the stream from V
   engine_->Tick();                          // the statuses the tree asked for go
   const size_t to_c = SentTo(kC).size();
   const size_t to_r = SentTo(kR).size();
@@ -233,7 +301,7 @@ TEST_F(BroadcastTest, WhatIsDueWithinTheFlushIntervalGoesAsOneMessage) {
 }
 
 TEST_F(BroadcastTest, RunsOfAMessageTheTransportRefusedAreSentAgainWithTheirCertificate) {
-  Open(kC, {.sessions = 1, .takes = true});
+  Open(kC, {.takes = true});
   transport_.full = true;
   v_.Write("piscine", "Piscine municipale");
   engine_->OnLocalCommit();
@@ -248,7 +316,7 @@ TEST_F(BroadcastTest, RunsOfAMessageTheTransportRefusedAreSentAgainWithTheirCert
 }
 
 TEST_F(BroadcastTest, AMessageGathersRunsUpToItsBound) {
-  Open(kC, {.sessions = 1, .takes = true});
+  Open(kC, {.takes = true});
   const std::string big(4000, 'x');
   constexpr int kRuns = 400;  // 1.6 MB in all, pushed at the next Tick
   for (int i = 0; i < kRuns; ++i) v_.Write("k" + std::to_string(i), big);
@@ -268,7 +336,7 @@ TEST_F(BroadcastTest, AMessageGathersRunsUpToItsBound) {
 }
 
 TEST_F(BroadcastTest, ARunSentByColumnIsRestoredAndApplied) {
-  Open(kR, {.sessions = 5});
+  Open(kR, {});
   auto by_column = [&](const Batch& batch) {
     PeerMessage m;
     auto* frame = m.add_frames();
@@ -281,19 +349,21 @@ TEST_F(BroadcastTest, ARunSentByColumnIsRestoredAndApplied) {
   engine_->OnMessage(kR, by_column(A(1)));
   EXPECT_EQ(Held(kA), 1u);
   EXPECT_EQ(Stats(kR).batches_applied, 1u);
-  // Columns that do not decode: refused whole, and the relay is suspect.
+  // Columns that do not decode: refused whole (a later encoder's frame, say; the relay is
+  // not suspected for it).
   PeerMessage broken = by_column(A(2));
   broken.mutable_frames(0)->mutable_columns()->mutable_keys()->Clear();
   engine_->OnMessage(kR, broken);
   EXPECT_EQ(Held(kA), 1u);
   EXPECT_EQ(Stats(kR).rejected, 1u);
-  EXPECT_TRUE(Stats(kR).suspect);
+  EXPECT_FALSE(Stats(kR).suspect);
   // Columns that decode to other bytes than the origin's: its signature refuses them.
   PeerMessage altered = by_column(A(2));
   altered.mutable_frames(0)->mutable_columns()->set_keys(0, "autre");
   engine_->OnMessage(kR, altered);
   EXPECT_EQ(Held(kA), 1u);
   EXPECT_EQ(Stats(kR).unverified, 1u);
+  EXPECT_TRUE(Stats(kR).suspect);
   engine_->OnMessage(kR, by_column(A(2)));
   EXPECT_EQ(Held(kA), 2u);
 }

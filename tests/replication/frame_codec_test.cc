@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "replication/base/limits.h"
 #include "replication/change_log.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
@@ -231,6 +232,22 @@ TEST_F(FrameCodecTest, MalformedColumnsAreRefusedAndLeaveTheFrameAsItWas) {
        [](BatchFrame& f) { *f.mutable_columns()->add_values() = f.columns().values(0); }},
       {"a batch carrying its changes too",
        [](BatchFrame& f) { f.mutable_batches(0)->add_changes("x"); }},
+      {"more batches than a run",
+       [](BatchFrame& f) {
+         while (static_cast<size_t>(f.batches_size()) <= limits::kRunBatchesMax) {
+           *f.add_batches() = f.batches(0);
+         }
+       }},
+      {"more changes than a run",
+       [](BatchFrame& f) {
+         auto* c = f.mutable_columns();
+         while (static_cast<size_t>(c->skeletons_size()) <= limits::kFrameChangesMax) {
+           c->add_skeletons("");
+           c->add_keys("");
+           c->add_hlc_deltas(0);
+           c->add_authors("");
+         }
+       }},
       {"a header that does not parse",
        [](BatchFrame& f) { f.mutable_batches(0)->set_header("\xff\xff\xff"); }},
   };
