@@ -126,7 +126,9 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.known.clear();
   peer.wants = std::set<std::string>(hello.push_streams().begin(), hello.push_streams().end());
   peer.trees.clear();
-  for (const auto& t : hello.trees()) peer.trees[t.stream()] = TreeView{t.root(), t.distance()};
+  for (const auto& t : hello.trees()) {
+    peer.trees[t.stream()] = TreeView{t.root(), t.distance(), t.uplink()};
+  }
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
@@ -145,7 +147,9 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   if (status) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
     peer.trees.clear();
-    for (const auto& t : ack.trees()) peer.trees[t.stream()] = TreeView{t.root(), t.distance()};
+    for (const auto& t : ack.trees()) {
+      peer.trees[t.stream()] = TreeView{t.root(), t.distance(), t.uplink()};
+    }
   }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
@@ -682,6 +686,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       t->set_stream(stream);
       t->set_root(view.root);
       t->set_distance(view.distance);
+      t->set_uplink(view.uplink);
     }
   }
   if (out.status && peer.hello_received) {
@@ -704,6 +709,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       t->set_stream(stream);
       t->set_root(view.root);
       t->set_distance(view.distance);
+      t->set_uplink(view.uplink);
     }
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
@@ -757,17 +763,20 @@ void Replicator::UpdateTree() {
   for (const std::string& stream : streams) {
     // As the spanning tree protocol of Ethernet bridges: the smallest root heard of, then
     // the shortest path to it, then the smallest SIREN.
-    TreeView best{options_.self, 0};
+    TreeView best{options_.self, 0, 0};
     uint32_t up = 0;
     for (const auto& [id, peer] : peers_) {
       if (!peer.connected || !peer.hello_received || suspects_.contains(id) ||
-          !peer.streams.contains(stream) || peer.wants.contains(stream) ||
-          !store_.MayRead(stream, id)) {
-        continue;  // a peer that takes the stream from us only repeats our own place
+          !peer.streams.contains(stream) || !store_.MayRead(stream, id)) {
+        continue;
       }
       auto it = peer.trees.find(stream);
-      if (it == peer.trees.end() || it->second.distance + 1 >= limits::kTreeDistanceMax) continue;
-      const TreeView via{it->second.root, it->second.distance + 1};
+      // A peer that takes the stream from us only repeats our own place.
+      if (it == peer.trees.end() || it->second.uplink == options_.self ||
+          it->second.distance + 1 >= limits::kTreeDistanceMax) {
+        continue;
+      }
+      const TreeView via{it->second.root, it->second.distance + 1, id};
       if (via.root < best.root || (via.root == best.root && via.distance < best.distance) ||
           (via.root == best.root && via.distance == best.distance && up != 0 && id < up)) {
         best = via;

@@ -165,6 +165,7 @@ class Replicator {
   struct TreeView {
     uint32_t root = 0;
     uint32_t distance = 0;
+    uint32_t uplink = 0;
     bool operator==(const TreeView&) const = default;
   };
   struct Peer {

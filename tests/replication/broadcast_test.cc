@@ -21,6 +21,7 @@ class BroadcastTest : public EngineTest {
   struct View {
     uint32_t root = 0;
     uint32_t distance = 0;
+    uint32_t uplink = 0;
     uint64_t held = 0;
     bool takes = false;
   };
@@ -43,6 +44,7 @@ class BroadcastTest : public EngineTest {
     t->set_stream(kStream);
     t->set_root(view.root == 0 ? peer : view.root);
     t->set_distance(view.distance);
+    t->set_uplink(view.uplink);
   }
 
   // A session with `peer`, which opens with a Hello stating `view`.
@@ -136,7 +138,7 @@ TEST_F(BroadcastTest, TakesTheStreamFromThePeerClosestToTheSmallestSirenAndPushe
   EXPECT_EQ(Stats(kC).push_streams, std::vector<std::string>{});
 
   // Once C takes the stream from V, V pushes it what it lacks, and what comes next.
-  Status(kC, {.root = kR, .distance = 2, .takes = true});
+  Status(kC, {.root = kR, .distance = 2, .uplink = kV, .takes = true});
   EXPECT_EQ(BatchesSentTo(kC, kV), 1);
   v_.Write("gymnase", "Gymnase");
   engine_->OnLocalCommit();
@@ -157,8 +159,12 @@ TEST_F(BroadcastTest, AmongEqualPathsTheSmallerSirenAndNeverAPeerThatTakesFromUs
   Open(kC, {.root = kA, .distance = 2});
   Open(kR, {.root = kA, .distance = 2});
   EXPECT_EQ(Stats(kR).uplink_streams, std::vector<std::string>{kStream});
+  // R asks V to push the stream (a graft: it still takes it from elsewhere): R stays the
+  // uplink.
+  Status(kR, {.root = kA, .distance = 2, .uplink = kA, .takes = true});
+  EXPECT_EQ(Stats(kR).uplink_streams, std::vector<std::string>{kStream});
   // R now takes the stream from V: its place is V's own, repeated; C becomes the uplink.
-  Status(kR, {.root = kA, .distance = 4, .takes = true});
+  Status(kR, {.root = kA, .distance = 4, .uplink = kV, .takes = true});
   EXPECT_EQ(Stats(kC).uplink_streams, std::vector<std::string>{kStream});
   // A root heard of at the end of too long a path is forgotten (a root that went away
   // counts up to there).
