@@ -127,7 +127,7 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.wants = std::set<std::string>(hello.push_streams().begin(), hello.push_streams().end());
   peer.trees.clear();
   for (const auto& t : hello.trees()) {
-    peer.trees[t.stream()] = TreeView{t.root(), t.distance(), t.uplink()};
+    peer.trees[t.stream()] = TreePlace{t.root(), t.distance(), t.uplink()};
   }
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
@@ -148,7 +148,7 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
     peer.trees.clear();
     for (const auto& t : ack.trees()) {
-      peer.trees[t.stream()] = TreeView{t.root(), t.distance(), t.uplink()};
+      peer.trees[t.stream()] = TreePlace{t.root(), t.distance(), t.uplink()};
     }
   }
   bool progress = false;
@@ -758,12 +758,12 @@ void Replicator::FlushDue(bool tick) {
 
 void Replicator::UpdateTree() {
   const std::vector<std::string> streams = store_.Streams();
-  std::map<std::string, TreeView> position;
+  std::map<std::string, TreePlace> position;
   uplink_.clear();
   for (const std::string& stream : streams) {
     // As the spanning tree protocol of Ethernet bridges: the smallest root heard of, then
     // the shortest path to it, then the smallest SIREN.
-    TreeView best{options_.self, 0, 0};
+    TreePlace best{options_.self, 0, 0};
     uint32_t up = 0;
     for (const auto& [id, peer] : peers_) {
       if (!peer.connected || !peer.hello_received || suspects_.contains(id) ||
@@ -776,7 +776,7 @@ void Replicator::UpdateTree() {
           it->second.distance + 1 >= limits::kTreeDistanceMax) {
         continue;
       }
-      const TreeView via{it->second.root, it->second.distance + 1, id};
+      const TreePlace via{it->second.root, it->second.distance + 1, id};
       if (via.root < best.root || (via.root == best.root && via.distance < best.distance) ||
           (via.root == best.root && via.distance == best.distance && up != 0 && id < up)) {
         best = via;

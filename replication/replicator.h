@@ -109,6 +109,17 @@ struct PeerStats {
   bool suspect = false;
 };
 
+// A node's place in one stream's broadcast tree (interco.replication.v1.TreePosition).
+struct TreePlace {
+  // The smallest SIREN the node hears of among the stream's nodes (itself if none is
+  // smaller), its distance to it in links, and the peer it takes the stream from (0 for
+  // the root).
+  uint32_t root = 0;
+  uint32_t distance = 0;
+  uint32_t uplink = 0;
+  bool operator==(const TreePlace&) const = default;
+};
+
 class Replicator {
  public:
   // Every reference must outlive the engine.
@@ -130,6 +141,8 @@ class Replicator {
 
   // Per configured or seen peer.
   std::map<uint32_t, PeerStats> Stats();
+  // This node's place in each stream's broadcast tree.
+  const std::map<std::string, TreePlace>& TreePlaces() const { return position_; }
   // Origins frozen after a fork of their chain: their batches are neither applied nor
   // forwarded.
   const std::set<uint32_t>& FrozenOrigins() const { return frozen_; }
@@ -161,19 +174,12 @@ class Replicator {
     int64_t since_ms = 0;
     uint64_t held = 0;
   };
-  // A place in a stream's broadcast tree.
-  struct TreeView {
-    uint32_t root = 0;
-    uint32_t distance = 0;
-    uint32_t uplink = 0;
-    bool operator==(const TreeView&) const = default;
-  };
   struct Peer {
     bool connected = false;
     bool hello_received = false;
     std::set<std::string> streams;
     // The peer's place in each stream's tree (its last Hello or status).
-    std::map<std::string, TreeView> trees;
+    std::map<std::string, TreePlace> trees;
     // What the peer holds, as far as we know.
     std::map<std::string, VersionVector> known;
     // Highest sequence number sent this session, per stream and origin epoch.
@@ -293,7 +299,7 @@ class Replicator {
   // Per stream, the peer we take it from (absent: none, we are the root of the tree).
   std::map<std::string, uint32_t> uplink_;
   // Our place in each stream's tree.
-  std::map<std::string, TreeView> position_;
+  std::map<std::string, TreePlace> position_;
   // The sum of our positions over `target`'s origin epochs.
   uint64_t HeldOf(const std::string& stream, const VersionVector& target);
   // Peers found relaying batches whose signature does not verify (kept across their

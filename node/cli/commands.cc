@@ -284,6 +284,17 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
     }
     peers.Print(std::cout);
   }
+  if (info.trees_size() > 0) {
+    std::cout << "\n";
+    // This node's place in each registry's broadcast tree: new changes come from UPLINK.
+    Table trees({"REGISTRY", "ROOT", "DISTANCE", "UPLINK"});
+    trees.AlignRight(2);
+    for (const auto& t : info.trees()) {
+      trees.AddRow({t.registry(), t.root(), absl::StrCat(t.distance()),
+                    t.uplink().empty() ? "(root)" : t.uplink()});
+    }
+    trees.Print(std::cout);
+  }
   for (const auto& f : info.frozen_origins()) {
     std::cout << "\nALERT: origin " << f.authority() << " is frozen: it signed two histories of "
               << f.stream() << " at " << f.position() << " (seen from " << f.received_from()

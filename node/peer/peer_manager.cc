@@ -464,6 +464,25 @@ void PeerManager::DialLoop(interco::config::v1::PeerConfig peer) {
   }
 }
 
+std::vector<interco::v1::RegistryTree> PeerManager::Trees() {
+  auto shared = std::make_shared<
+      std::pair<std::map<std::string, replication::TreePlace>, absl::Notification>>();
+  Post([this, shared] {
+    shared->first = engine_->TreePlaces();
+    shared->second.Notify();
+  });
+  std::vector<interco::v1::RegistryTree> out;
+  if (!shared->second.WaitForNotificationWithTimeout(absl::Seconds(2))) return out;
+  for (const auto& [registry, place] : shared->first) {
+    interco::v1::RegistryTree& t = out.emplace_back();
+    t.set_registry(registry);
+    t.set_root(replication::OriginToSiren(place.root));
+    t.set_distance(place.distance);
+    if (place.uplink != 0) t.set_uplink(replication::OriginToSiren(place.uplink));
+  }
+  return out;
+}
+
 std::vector<interco::v1::PeerStatus> PeerManager::Status() {
   std::map<uint32_t, replication::PeerStats> stats;
   auto shared = std::make_shared<std::pair<std::map<uint32_t, replication::PeerStats>, absl::Notification>>();

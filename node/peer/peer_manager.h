@@ -63,6 +63,8 @@ class PeerManager {
   int port() const { return port_; }
   // A snapshot of every configured peer's state.
   std::vector<interco::v1::PeerStatus> Status();
+  // This node's place in each replicated registry's broadcast tree, by registry.
+  std::vector<interco::v1::RegistryTree> Trees();
 
   class Session;
 

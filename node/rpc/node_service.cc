@@ -38,6 +38,7 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
   response->set_caller(caller->Author());
   if (peers_ != nullptr) {
     for (auto& p : peers_->Status()) *response->add_peers() = std::move(p);
+    for (auto& t : peers_->Trees()) *response->add_trees() = std::move(t);
   }
   for (const auto& fork : store_.Forks()) {
     interco::replication::v1::BatchHeader h;

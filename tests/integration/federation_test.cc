@@ -266,6 +266,12 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
     EXPECT_EQ(std::vector<std::string>(end_info.peers(0).uplink_registries().begin(),
                                        end_info.peers(0).uplink_registries().end()),
               std::vector<std::string>{"services"});
+    // Its own place: two links from Lyon, the root, through the relay.
+    ASSERT_EQ(end_info.trees_size(), 1);
+    EXPECT_EQ(end_info.trees(0).registry(), "services");
+    EXPECT_EQ(end_info.trees(0).root(), kLyon);
+    EXPECT_EQ(end_info.trees(0).distance(), 2u);
+    EXPECT_EQ(end_info.trees(0).uplink(), kBourg);
   }
   // Provenance at the end of the line: values written on all three nodes, relayed by
   // Bourg, are proven by their origins' signatures, checked offline with the CA alone.
