@@ -10,8 +10,6 @@
 //      N nodes with fixed link delay — delivery latency (median, max) and messages per write.
 //
 // Prints a table, then one JSON object per line. See docs/BENCHMARKS.md.
-#include <zlib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -35,6 +33,7 @@
 #include "replication/ids.h"
 #include "interco/v1/registry_service.grpc.pb.h"
 #include "tests/sim/sim_cluster.h"
+#include "tests/testing/deflate.h"
 #include "tests/testing/test_env.h"
 
 ABSL_FLAG(int64_t, changes, 200000, "remote record changes to apply");
@@ -65,19 +64,6 @@ double Percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
-// Size of `bytes` compressed by zlib at its default level (gRPC's gzip is the same
-// deflate).
-size_t Deflated(const std::string& bytes) {
-  uLongf n = compressBound(static_cast<uLong>(bytes.size()));
-  std::string out(n, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(out.data()), &n,
-                reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uLong>(bytes.size()),
-                Z_DEFAULT_COMPRESSION) != Z_OK) {
-    return 0;
-  }
-  return n;
-}
-
 // Changes by column (replication/frame_codec.h): encode and decode speed over frames of
 // eight batches, and the frames' deflated size either way.
 void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
@@ -100,8 +86,8 @@ void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
   for (auto& f : decoded) ok &= interco::replication::DecodeColumns(f, hasher).ok();
   const auto t3 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < frames.size(); ++i) {
-    raw_deflated += Deflated(frames[i].SerializeAsString());
-    columns_deflated += Deflated(encoded[i].SerializeAsString());
+    raw_deflated += interco::testing::Deflated(frames[i].SerializeAsString());
+    columns_deflated += interco::testing::Deflated(encoded[i].SerializeAsString());
     ok &= decoded[i].SerializeAsString() == frames[i].SerializeAsString();
   }
   const double enc = std::chrono::duration<double>(t1 - t0).count();
@@ -442,13 +428,7 @@ void CatchUpBench() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const uint64_t wire = SentTo(target_peer) - written_before;
   // The payload compressed on its own (zlib, default level): what the wire is held to.
-  uLongf compressed = compressBound(static_cast<uLong>(payload_text.size()));
-  std::string out(compressed, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(out.data()), &compressed,
-                reinterpret_cast<const Bytef*>(payload_text.data()),
-                static_cast<uLong>(payload_text.size()), Z_DEFAULT_COMPRESSION) != Z_OK) {
-    compressed = 0;
-  }
+  const size_t compressed = interco::testing::Deflated(payload_text);
   const double wire_to_compressed =
       compressed == 0 ? 0 : static_cast<double>(wire) / static_cast<double>(compressed);
   std::printf("catch-up: %lld of %lld records in %.2f s: %.0f records/s, %.1f MB/s on the wire "

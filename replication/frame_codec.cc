@@ -117,11 +117,11 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
                                             cols.hlc_deltas_size(), " stamps, ",
                                             cols.authors_size(), " authors"));
   }
-  // How many changes each batch holds, from its header.
-  std::vector<int> counts;
+  // The batch headers: how many changes each holds.
+  std::vector<BatchHeader> parsed;
   int64_t sum = 0;
   for (const auto& batch : frame.batches()) {
-    BatchHeader h;
+    BatchHeader& h = parsed.emplace_back();
     if (!h.ParseFromString(batch.header())) {
       return absl::DataLossError("a batch header of a columnar frame does not parse");
     }
@@ -130,7 +130,6 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
     }
     sum += h.count();
     if (sum > n) break;
-    counts.push_back(static_cast<int>(h.count()));
   }
   if (sum != n) {
     return absl::DataLossError(absl::StrCat("the frame's batch headers count ", sum,
@@ -146,13 +145,14 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
       return absl::DataLossError(absl::StrCat("two value columns for field ", column.name()));
     }
   }
-  std::vector<google::protobuf::RepeatedPtrField<std::string>> changes(counts.size());
+  std::vector<google::protobuf::RepeatedPtrField<std::string>> changes(parsed.size());
   uint64_t hlc = 0;
   int i = 0;
   Change c;
-  for (size_t b = 0; b < counts.size(); ++b) {
-    changes[b].Reserve(counts[b]);
-    for (int k = 0; k < counts[b]; ++k, ++i) {
+  for (size_t b = 0; b < parsed.size(); ++b) {
+    const int count = static_cast<int>(parsed[b].count());
+    changes[b].Reserve(count);
+    for (int k = 0; k < count; ++k, ++i) {
       c.Clear();
       if (!c.ParseFromString(cols.skeletons(i))) {
         return absl::DataLossError(absl::StrCat("change skeleton ", i, " does not parse"));
@@ -189,10 +189,8 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
   // The headers' hashes, computed again where they were left out.
   std::vector<std::string> headers;
   if (cols.hashes_elided()) {
-    BatchHeader h;
     for (size_t b = 0; b < changes.size(); ++b) {
-      h.Clear();
-      h.ParseFromString(frame.batches(static_cast<int>(b)).header());  // parsed above
+      BatchHeader& h = parsed[b];
       if (!h.body_hash().empty() || (b > 0 && !h.prev_hash().empty())) {
         return absl::DataLossError(
             absl::StrCat("batch ", b, " of the frame carries a hash its columns say was left out"));

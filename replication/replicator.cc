@@ -53,8 +53,7 @@ bool Replicator::Replicates(const std::string& stream) {
   return std::binary_search(streams.begin(), streams.end(), stream);
 }
 
-void Replicator::SendHello(uint32_t peer_id, Peer& peer, bool reply_requested) {
-  (void)peer_id;
+void Replicator::SendHello(Peer& peer, bool reply_requested) {
   peer.last_hello_ms = clock_.MonotonicMillis();
   peer.out.hello = true;
   peer.out.hello_reply |= reply_requested;
@@ -80,7 +79,7 @@ void Replicator::OnConnected(uint32_t peer_id) {
   peer.stats.connected = true;
   peer.stats.hello_received = false;
   peer.last_progress_ms = clock_.MonotonicMillis();
-  SendHello(peer_id, peer, /*reply_requested=*/false);
+  SendHello(peer, /*reply_requested=*/false);
   Flush(peer_id, peer);
 }
 
@@ -125,17 +124,14 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   peer.streams.clear();
   peer.known.clear();
   peer.wants = std::set<std::string>(hello.push_streams().begin(), hello.push_streams().end());
-  peer.trees.clear();
-  for (const auto& t : hello.trees()) {
-    peer.trees[t.stream()] = TreePlace{t.root(), t.distance(), t.uplink()};
-  }
+  ReadTrees(hello.trees(), peer);
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
   }
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
-  if (hello.reply_requested()) SendHello(peer_id, peer, /*reply_requested=*/false);
+  if (hello.reply_requested()) SendHello(peer, /*reply_requested=*/false);
   // Its place in the trees, and our sessions, changed: so may our place.
   UpdateTree();
   NoteLags(peer_id, peer);
@@ -146,10 +142,7 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   const bool status = ack.has_sessions();
   if (status) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
-    peer.trees.clear();
-    for (const auto& t : ack.trees()) {
-      peer.trees[t.stream()] = TreePlace{t.root(), t.distance(), t.uplink()};
-    }
+    ReadTrees(ack.trees(), peer);
   }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
@@ -267,7 +260,7 @@ bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& rec
     if (absl::IsNotFound(s)) {
       // Its certificate was lost on the way: restating our position makes the sender
       // rewind, which resends certificates with the batches.
-      Nack(peer_id, peer);
+      Nack(peer);
     } else if (absl::IsUnauthenticated(s)) {
       MarkSuspect(peer_id);  // batches travel unchanged: the relay altered it
     }
@@ -355,7 +348,7 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
       buffered.emplace(h.first_seq(), std::move(batch));
       reorder_size_++;
     }
-    Nack(peer_id, peer);
+    Nack(peer);
     return Step::kWaiting;
   }
   return ApplyInOrder(peer_id, peer, stream, std::move(batch)) ? Step::kApplied : Step::kRefused;
@@ -397,17 +390,17 @@ void Replicator::RetryHeld(const std::string& stream) {
     auto peer = peers_.find(it->first.second);
     if (peer != peers_.end() && peer->second.connected) {
       peer->second.last_nack_ms = -1;  // once, whatever the last restatement
-      Nack(it->first.second, peer->second);
+      Nack(peer->second);
     }
     it = dropped_waiting_.erase(it);
   }
 }
 
-void Replicator::Nack(uint32_t peer_id, Peer& peer) {
+void Replicator::Nack(Peer& peer) {
   const int64_t now = clock_.MonotonicMillis();
   if (peer.last_nack_ms < 0 || now - peer.last_nack_ms >= options_.restate_interval_ms) {
     peer.last_nack_ms = now;
-    SendHello(peer_id, peer, /*reply_requested=*/false);
+    SendHello(peer, /*reply_requested=*/false);
   }
 }
 
@@ -575,11 +568,7 @@ void Replicator::Rewind(Peer& peer) {
   peer.sent.clear();
   peer.certs_sent.clear();  // a certificate may have been lost with the batches
   // Runs gathered and not sent yet are gathered again from the new position.
-  peer.out.frames.clear();
-  peer.out.frame_bytes = 0;
-  peer.out.frame_batches = 0;
-  peer.out.sent_before.clear();
-  peer.out.certs.clear();
+  peer.out.DropRuns();
   peer.last_progress_ms = clock_.MonotonicMillis();
 }
 
@@ -627,8 +616,7 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
             if (static_cast<size_t>(frame.batches_size()) >= limits::kRunBatchesMax) break;
             continue;
           }
-          const uint64_t before = sent;
-          if (!Gather(peer_id, peer, std::move(frame), stream, key, before, signer)) return;
+          if (!Gather(peer_id, peer, std::move(frame), stream, key, sent, signer)) return;
           sent += run_changes;
           in_flight += run_changes;
           run_changes = 0;
@@ -681,13 +669,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       ToProto(stream, *vv, *hello->add_streams());
     }
     for (const std::string& stream : peer.declared) hello->add_push_streams(stream);
-    for (const auto& [stream, view] : position_) {
-      auto* t = hello->add_trees();
-      t->set_stream(stream);
-      t->set_root(view.root);
-      t->set_distance(view.distance);
-      t->set_uplink(view.uplink);
-    }
+    WriteTrees(nullptr, *hello->mutable_trees());
   }
   if (out.status && peer.hello_received) {
     // Everything we hold of the streams we share, which acks whatever is pending.
@@ -703,14 +685,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
     }
     FillSessions(*ack->mutable_sessions());
     for (const std::string& stream : peer.declared) ack->add_push_streams(stream);
-    for (const auto& [stream, view] : position_) {
-      if (!peer.streams.contains(stream)) continue;
-      auto* t = ack->add_trees();
-      t->set_stream(stream);
-      t->set_root(view.root);
-      t->set_distance(view.distance);
-      t->set_uplink(view.uplink);
-    }
+    WriteTrees(&peer.streams, *ack->mutable_trees());
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
   }
@@ -729,11 +704,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       sent = std::min(sent, before);
     }
     for (const std::string& key_id : out.certs) peer.certs_sent.erase(key_id);
-    out.frames.clear();
-    out.frame_bytes = 0;
-    out.frame_batches = 0;
-    out.sent_before.clear();
-    out.certs.clear();
+    out.DropRuns();
     return false;
   }
   peer.stats.messages_sent++;
@@ -804,6 +775,26 @@ void Replicator::UpdateTree() {
       peer.declared = std::move(asked);
       peer.out.status = true;
     }
+  }
+}
+
+void Replicator::ReadTrees(
+    const google::protobuf::RepeatedPtrField<interco::replication::v1::TreePosition>& in,
+    Peer& peer) {
+  peer.trees.clear();
+  for (const auto& t : in) peer.trees[t.stream()] = TreePlace{t.root(), t.distance(), t.uplink()};
+}
+
+void Replicator::WriteTrees(
+    const std::set<std::string>* only,
+    google::protobuf::RepeatedPtrField<interco::replication::v1::TreePosition>& out) const {
+  for (const auto& [stream, place] : position_) {
+    if (only != nullptr && !only->contains(stream)) continue;
+    auto* t = out.Add();
+    t->set_stream(stream);
+    t->set_root(place.root);
+    t->set_distance(place.distance);
+    t->set_uplink(place.uplink);
   }
 }
 
@@ -893,7 +884,7 @@ void Replicator::AnnounceStreamsIfChanged() {
   if (streams == announced_streams_) return;
   announced_streams_ = std::move(streams);
   for (auto& [id, peer] : peers_) {
-    if (peer.connected) SendHello(id, peer, /*reply_requested=*/false);
+    if (peer.connected) SendHello(peer, /*reply_requested=*/false);
   }
   UpdateTree();
 }
@@ -912,7 +903,7 @@ void Replicator::Tick() {
     if (!peer.hello_received) {
       // Our Hello or theirs may have been lost: restate ours and ask for theirs.
       if (now - peer.last_hello_ms >= options_.restate_interval_ms) {
-        SendHello(id, peer, /*reply_requested=*/true);
+        SendHello(peer, /*reply_requested=*/true);
       }
       continue;
     }

@@ -166,6 +166,14 @@ class Replicator {
     // Certificates attached to the gathered runs.
     std::vector<std::string> certs;
     bool Empty() const { return !hello && !status && acks.empty() && frames.empty(); }
+    // Forgets the gathered runs (their bookkeeping with them).
+    void DropRuns() {
+      frames.clear();
+      frame_bytes = 0;
+      frame_batches = 0;
+      sent_before.clear();
+      certs.clear();
+    }
   };
   // A stream in which the peer's status showed more than we hold, since when, and how
   // much of it we held then (progress restarts the wait).
@@ -204,7 +212,7 @@ class Replicator {
   };
 
   // Gathers our Hello for the peer (sent with the next flush, at once for a new session).
-  void SendHello(uint32_t peer_id, Peer& peer, bool reply_requested);
+  void SendHello(Peer& peer, bool reply_requested);
   // Gathers a cumulative ack of `changes` changes, up to `seq`, of one origin epoch.
   void QueueAck(Peer& peer, const std::string& stream, OriginKey key, uint64_t seq,
                 uint64_t max_hlc, uint64_t changes);
@@ -226,6 +234,14 @@ class Replicator {
   // never a suspect peer, nor one that takes the stream from us), and marks a status due
   // to every peer if our place changed, and to peers whose push request changed.
   void UpdateTree();
+  // The peer's places in the trees, from its Hello or status; and ours, for one (of the
+  // streams in `only`, if set).
+  static void ReadTrees(
+      const google::protobuf::RepeatedPtrField<interco::replication::v1::TreePosition>& in,
+      Peer& peer);
+  void WriteTrees(
+      const std::set<std::string>* only,
+      google::protobuf::RepeatedPtrField<interco::replication::v1::TreePosition>& out) const;
   // Whether new batches of `stream` are pushed to the peer (it takes the stream from us,
   // asked for it, or is our uplink); otherwise it gets our status only.
   bool PushesTo(uint32_t peer_id, const Peer& peer, const std::string& stream) const;
@@ -249,7 +265,7 @@ class Replicator {
                        const interco::replication::v1::BatchHeader& h);
   // Restates our position to the peer (at most once per status interval), so that it
   // rewinds to what we hold.
-  void Nack(uint32_t peer_id, Peer& peer);
+  void Nack(Peer& peer);
   void HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs);
   // Whether a received batch whose range this node already holds is the same batch; if
   // not, the batch of ours it conflicts with (if the log still has it).
