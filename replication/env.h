@@ -136,6 +136,13 @@ class ReplicaStore {
   // The SIREN of the stream's owner, whose batches carry policy changes: sent first. 0 if
   // none. Default: 0.
   virtual uint32_t OwnerOf(const std::string& /*stream*/) { return 0; }
+  // Nodes known to replicate `stream` whether or not they have been heard of (their
+  // reports are awaited before anything is stable; see replication/stability.h). Default:
+  // the owner, if any.
+  virtual std::vector<uint32_t> Members(const std::string& stream) {
+    const uint32_t owner = OwnerOf(stream);
+    return owner == 0 ? std::vector<uint32_t>{} : std::vector<uint32_t>{owner};
+  }
   // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),
   // not verified, of a frozen origin, or proof of a fork. For the audit log; must not
   // block. Default: nothing.

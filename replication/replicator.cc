@@ -43,7 +43,8 @@ Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport
       store_(store),
       hasher_(hasher),
       verifier_(verifier),
-      announced_streams_(store_.Streams()) {
+      announced_streams_(store_.Streams()),
+      stability_(options.self) {
   for (uint32_t origin : store_.FrozenOrigins()) frozen_.insert(origin);
   UpdateTree();  // a root of every stream, until peers say otherwise
 }
@@ -128,6 +129,7 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
+    NoteReport(peer_id, sp);
   }
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
@@ -143,6 +145,11 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   if (status) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
     ReadTrees(ack.trees(), peer);
+    for (const auto& reports : ack.reports()) {
+      if (!Replicates(reports.stream())) continue;
+      absl::StatusOr<VersionVector> ours = store_.Position(reports.stream());
+      if (ours.ok()) stability_.Report(reports, *ours);
+    }
   }
   bool progress = false;
   for (const auto& sp : ack.streams()) {
@@ -656,6 +663,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
   Outbox& out = peer.out;
   if (!peer.connected || out.Empty()) return true;
   const int64_t now = clock_.MonotonicMillis();
+  const uint64_t reports_version = stability_.version();
   PeerMessage m;
   if (out.hello) {
     Hello* hello = m.mutable_hello();
@@ -686,6 +694,16 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
     FillSessions(*ack->mutable_sessions());
     for (const std::string& stream : peer.declared) ack->add_push_streams(stream);
     WriteTrees(&peer.streams, *ack->mutable_trees());
+    for (const std::string& stream : store_.Streams()) {
+      if (!peer.streams.contains(stream)) continue;
+      absl::StatusOr<VersionVector> vv = store_.Position(stream);
+      if (!vv.ok()) continue;
+      interco::replication::v1::StreamReports& reports = *ack->add_reports();
+      stability_.Write(stream, peer.reports_sent, peer_id, reports);
+      reports.set_stream(stream);
+      // Ours, whole (an ack names only what moved, not what we wrote meanwhile).
+      WriteReport(options_.self, *vv, *reports.add_members());
+    }
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
   }
@@ -709,7 +727,10 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
   }
   peer.stats.messages_sent++;
   peer.stats.batches_sent += out.frame_batches;
-  if (out.status && peer.hello_received) peer.last_status_ms = now;
+  if (out.status && peer.hello_received) {
+    peer.last_status_ms = now;
+    peer.reports_sent = reports_version;
+  }
   out = Outbox();
   return true;
 }
@@ -918,8 +939,36 @@ void Replicator::Tick() {
     }
     CheckLags(peer);
   }
+  for (const std::string& stream : store_.Streams()) {
+    absl::StatusOr<VersionVector> ours = store_.Position(stream);
+    if (ours.ok()) stability_.Take(stream, *ours);
+  }
   PumpAll();
   FlushDue(/*tick=*/true);
+}
+
+void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp) {
+  if (!Replicates(sp.stream())) return;
+  absl::StatusOr<VersionVector> ours = store_.Position(sp.stream());
+  if (ours.ok()) stability_.Report(sp.stream(), peer_id, FromProto(sp), *ours);
+}
+
+VersionVector Replicator::StableFrontier(const std::string& stream) {
+  absl::StatusOr<VersionVector> ours = store_.Position(stream);
+  if (!ours.ok()) return {};
+  stability_.Take(stream, *ours);
+  return stability_.Frontier(stream, *ours, store_.Members(stream));
+}
+
+std::map<std::string, StabilitySummary> Replicator::Stabilities() {
+  std::map<std::string, StabilitySummary> out;
+  for (const std::string& stream : store_.Streams()) {
+    absl::StatusOr<VersionVector> ours = store_.Position(stream);
+    if (!ours.ok()) continue;
+    stability_.Take(stream, *ours);
+    out[stream] = stability_.Summarize(stream, *ours, store_.Members(stream));
+  }
+  return out;
 }
 
 std::map<uint32_t, PeerStats> Replicator::Stats() {

@@ -31,6 +31,7 @@
 #include "interco/replication/v1/peer.pb.h"
 #include "replication/base/limits.h"
 #include "replication/env.h"
+#include "replication/stability.h"
 #include "replication/version_vector.h"
 
 namespace interco::replication {
@@ -146,6 +147,11 @@ class Replicator {
   // Origins frozen after a fork of their chain: their batches are neither applied nor
   // forwarded.
   const std::set<uint32_t>& FrozenOrigins() const { return frozen_; }
+  // The stable frontier of a stream (replication/stability.h): what every member of it
+  // holds, with nothing concurrent still to come here.
+  VersionVector StableFrontier(const std::string& stream);
+  // Per stream replicated: its members and how much of it is not stable yet.
+  std::map<std::string, StabilitySummary> Stabilities();
 
  private:
   // What is due to a peer, gathered until it is flushed as one message.
@@ -208,6 +214,8 @@ class Replicator {
     int64_t last_hello_ms = 0;
     int64_t last_progress_ms = 0;
     int64_t last_nack_ms = -1;
+    // Stability::version() at the last status sent: reports that grew since go next.
+    uint64_t reports_sent = 0;
     PeerStats stats;
   };
 
@@ -339,6 +347,10 @@ class Replicator {
   // Out-of-order batches per (stream, origin epoch), by first sequence number.
   std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
   size_t reorder_size_ = 0;
+  // Members' reports and the stable frontier of each stream.
+  Stability stability_;
+  // Merges the peer's statement of what it holds of `stream` into its report.
+  void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp);
 };
 
 }  // namespace interco::replication

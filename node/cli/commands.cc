@@ -287,11 +287,17 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
   if (info.trees_size() > 0) {
     std::cout << "\n";
     // This node's place in each registry's broadcast tree: new changes come from UPLINK.
-    Table trees({"REGISTRY", "ROOT", "DISTANCE", "UPLINK"});
+    // MEMBERS: nodes replicating it (WAITING: of which no usable report yet); UNSTABLE:
+    // changes held here that not every member is known to hold.
+    Table trees({"REGISTRY", "ROOT", "DISTANCE", "UPLINK", "MEMBERS", "WAITING", "UNSTABLE"});
     trees.AlignRight(2);
+    trees.AlignRight(4);
+    trees.AlignRight(5);
+    trees.AlignRight(6);
     for (const auto& t : info.trees()) {
       trees.AddRow({t.registry(), t.root(), absl::StrCat(t.distance()),
-                    t.uplink().empty() ? "(root)" : t.uplink()});
+                    t.uplink().empty() ? "(root)" : t.uplink(), absl::StrCat(t.members()),
+                    absl::StrCat(t.members_waiting()), absl::StrCat(t.unstable_changes())});
     }
     trees.Print(std::cout);
   }

@@ -465,20 +465,30 @@ void PeerManager::DialLoop(interco::config::v1::PeerConfig peer) {
 }
 
 std::vector<interco::v1::RegistryTree> PeerManager::Trees() {
-  auto shared = std::make_shared<
-      std::pair<std::map<std::string, replication::TreePlace>, absl::Notification>>();
+  struct Shared {
+    std::map<std::string, replication::TreePlace> places;
+    std::map<std::string, replication::StabilitySummary> stability;
+    absl::Notification done;
+  };
+  auto shared = std::make_shared<Shared>();
   Post([this, shared] {
-    shared->first = engine_->TreePlaces();
-    shared->second.Notify();
+    shared->places = engine_->TreePlaces();
+    shared->stability = engine_->Stabilities();
+    shared->done.Notify();
   });
   std::vector<interco::v1::RegistryTree> out;
-  if (!shared->second.WaitForNotificationWithTimeout(absl::Seconds(2))) return out;
-  for (const auto& [registry, place] : shared->first) {
+  if (!shared->done.WaitForNotificationWithTimeout(absl::Seconds(2))) return out;
+  for (const auto& [registry, place] : shared->places) {
     interco::v1::RegistryTree& t = out.emplace_back();
     t.set_registry(registry);
     t.set_root(replication::OriginToSiren(place.root));
     t.set_distance(place.distance);
     if (place.uplink != 0) t.set_uplink(replication::OriginToSiren(place.uplink));
+    if (auto s = shared->stability.find(registry); s != shared->stability.end()) {
+      t.set_members(static_cast<uint32_t>(s->second.members));
+      t.set_members_waiting(static_cast<uint32_t>(s->second.waiting));
+      t.set_unstable_changes(s->second.unstable);
+    }
   }
   return out;
 }

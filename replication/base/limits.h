@@ -69,6 +69,10 @@ inline constexpr size_t kPeerMessageGatherBytes = 1 << 20;
 // a root that went away is forgotten (distances count up to here) and the next smallest
 // SIREN takes over.
 inline constexpr uint32_t kTreeDistanceMax = 32;
+// Causal stability (replication/stability.h): members of one stream whose reports a node
+// keeps, and origin epochs in one report; reports beyond these are ignored.
+inline constexpr size_t kStreamMembersMax = 1024;
+inline constexpr size_t kReportOriginsMax = 4096;
 // Messages queued for one peer session before Send reports it full.
 inline constexpr size_t kPeerQueueMessagesMax = 4096;
 // Reconnection backoff.

@@ -272,6 +272,17 @@ TEST_F(FederationTest, ConvergesThroughARelayKilledMidStream) {
     EXPECT_EQ(end_info.trees(0).root(), kLyon);
     EXPECT_EQ(end_info.trees(0).distance(), 2u);
     EXPECT_EQ(end_info.trees(0).uplink(), kBourg);
+    // Causal stability: Lyon's report reaches the end of the line through the relay's
+    // status (one status interval per link), and then every change is held everywhere.
+    for (int i = 0; i < 300 && end_info.trees(0).unstable_changes() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      grpc::ClientContext again;
+      ASSERT_TRUE(end_stub->GetNodeInfo(&again, v1::GetNodeInfoRequest(), &end_info).ok());
+      ASSERT_EQ(end_info.trees_size(), 1);
+    }
+    EXPECT_EQ(end_info.trees(0).members(), 3u);
+    EXPECT_EQ(end_info.trees(0).members_waiting(), 0u);
+    EXPECT_EQ(end_info.trees(0).unstable_changes(), 0u) << "not stable within 30 s";
   }
   // Provenance at the end of the line: values written on all three nodes, relayed by
   // Bourg, are proven by their origins' signatures, checked offline with the CA alone.

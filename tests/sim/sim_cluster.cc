@@ -17,6 +17,9 @@ using replication::OriginKey;
 using replication::RecordState;
 
 constexpr int64_t kTickMs = 100;
+// After convergence, everything is stable within this long (reports cross one link per
+// status interval of 5 s; a line of 7 nodes has 6).
+constexpr int64_t kStabilitySettleMs = 60000;
 constexpr int kKeysPerStream = 6;
 
 interco::v1::Schema SimSchema() {
@@ -138,6 +141,16 @@ class World {
   // Once settled, each stream's uplinks form one tree over its subscribers, rooted at the
   // smallest SIREN among them.
   std::string CheckTree();
+  // Records the position each new change of node n's `stream` was written at: what n held
+  // just before (`before`), for its sequence numbers after `first_seq - 1`.
+  void NoteCommits(int n, const std::string& stream, const replication::VersionVector& before,
+                   uint64_t after_seq);
+  // At any time, on every node, the stable frontier of each stream is held by every
+  // subscriber, and every change of a subscriber that the node lacks was written by a
+  // subscriber that held the frontier: nothing concurrent with it can still arrive.
+  std::string CheckStability();
+  // Once settled, every node's frontier is everything (false while not yet).
+  bool StabilitySettled(std::string* lagging);
 
   const SimOptions options_;
   std::mt19937_64 rng_;
@@ -156,6 +169,10 @@ class World {
   std::vector<AckedWrite> acked_;
   // Delivery tracking: (stream, origin, seq) -> (commit time, subscribers reached).
   std::map<std::tuple<std::string, uint32_t, uint64_t>, std::pair<int64_t, int>> pending_;
+  // Per (stream, origin) and sequence number: what the origin held of the stream when it
+  // wrote that change.
+  std::map<std::pair<std::string, uint32_t>, std::map<uint64_t, replication::VersionVector>>
+      written_at_;
   SimResult result_;
 };
 
@@ -374,6 +391,12 @@ void World::BuildTopology() {
     node.signer = std::make_unique<SimTrust::OriginSigner>(*node.trust, node.siren);
     node.store = std::make_unique<SimStore>(node.siren, node.streams, *node.clock, node.hasher,
                                             node.signer.get(), schema_);
+    // Every node knows who replicates its streams (as a federation's configuration says).
+    for (const std::string& stream : node.streams) {
+      for (int m : subscribers_[stream]) {
+        node.store->members[stream].push_back(nodes_[static_cast<size_t>(m)].siren);
+      }
+    }
     if (options_.policy_changes && subscribers_["commun"].contains(i)) {
       interco::v1::Policy everyone;
       everyone.mutable_writers()->set_all_authorities(true);
@@ -474,19 +497,81 @@ void World::MaybeWrite(int n) {
         p != nullptr && !p->Current().MayWrite(node.siren)) {
       result_.refused_writes++;  // refused by the policy in force here: not acknowledged
     }
-    replication::VersionVector vv = node.store->Position(stream).value();
+    const replication::VersionVector held = node.store->Position(stream).value();
+    replication::VersionVector vv = held;
     const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
     for (auto& [key, delta] : node.store->Commit(stream, writes)) {
       acked_.push_back(AckedWrite{stream, key, std::move(delta)});
     }
     vv = node.store->Position(stream).value();
     const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
+    NoteCommits(n, stream, held, after);
     for (uint64_t s = before + 1; s <= after; ++s) {
       pending_[{stream, node.siren, s}] = {now_, 1};
       result_.writes++;
     }
   }
   LocalCommitted(n);
+}
+
+void World::NoteCommits(int n, const std::string& stream, const replication::VersionVector& before,
+                        uint64_t after_seq) {
+  const uint32_t siren = nodes_[static_cast<size_t>(n)].siren;
+  auto it = before.find(OriginKey{siren, 1});
+  const uint64_t first = (it == before.end() ? 0 : it->second.seq) + 1;
+  auto& at = written_at_[{stream, siren}];
+  for (uint64_t seq = first; seq <= after_seq; ++seq) at[seq] = before;
+}
+
+std::string World::CheckStability() {
+  for (const auto& [stream, subs] : subscribers_) {
+    for (int i : subs) {
+      Node& node = nodes_[static_cast<size_t>(i)];
+      if (!node.up) continue;
+      const replication::VersionVector frontier = node.engine->StableFrontier(stream);
+      if (frontier.empty()) continue;
+      const replication::VersionVector ours = node.store->Position(stream).value();
+      for (int m : subs) {
+        const Node& member = nodes_[static_cast<size_t>(m)];
+        const replication::VersionVector theirs = member.store->Position(stream).value();
+        if (replication::Missing(frontier, theirs) > 0) {
+          return absl::StrCat(stream, ": node ", i, "'s stable frontier is beyond what node ",
+                              m, " holds");
+        }
+        // What the node lacks of the member's own changes was written holding the frontier.
+        const OriginKey own{member.siren, 1};
+        auto have = ours.find(own);
+        auto wrote = theirs.find(own);
+        const uint64_t from = have == ours.end() ? 0 : have->second.seq;
+        const uint64_t to = wrote == theirs.end() ? 0 : wrote->second.seq;
+        const auto& at = written_at_[{stream, member.siren}];
+        for (uint64_t seq = from + 1; seq <= to; ++seq) {
+          auto w = at.find(seq);
+          if (w == at.end()) return absl::StrCat("no record of how ", m, " wrote ", seq);
+          if (replication::Missing(frontier, w->second) > 0) {
+            return absl::StrCat(stream, ": node ", i, "'s stable frontier is concurrent with ",
+                                "change ", seq, " of node ", m, ", which it lacks");
+          }
+        }
+      }
+    }
+  }
+  return "";
+}
+
+bool World::StabilitySettled(std::string* lagging) {
+  for (const auto& [stream, subs] : subscribers_) {
+    for (int i : subs) {
+      Node& node = nodes_[static_cast<size_t>(i)];
+      const replication::VersionVector ours = node.store->Position(stream).value();
+      const uint64_t unstable = replication::Missing(ours, node.engine->StableFrontier(stream));
+      if (unstable > 0) {
+        *lagging = absl::StrCat(stream, ": node ", i, " has ", unstable, " changes not stable");
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 void World::LocalCommitted(int n) {
@@ -741,6 +826,10 @@ SimResult World::Run() {
   faults_ = options_.fixed_delay_ms == 0;
   for (int64_t t = 500; t <= options_.fault_phase_ms; t += 500) {
     RunUntil(t);
+    if (std::string c = CheckStability(); !c.empty()) {
+      result_.failure = absl::StrCat("at ", now_, " ms: ", c);
+      return result_;
+    }
     if (!faults_) continue;
     if (options_.partitions && !links_.empty() && Uniform() < 0.3) {
       Link& l = links_[static_cast<size_t>(UniformInt(0, static_cast<int64_t>(links_.size()) - 1))];
@@ -756,7 +845,10 @@ SimResult World::Run() {
       }
       // Half the time, only writers read: the others stop receiving what is written next.
       if (Uniform() < 0.5) p.mutable_readers()->set_all_authorities(true);
+      const replication::VersionVector held = nodes_[0].store->Position("commun").value();
       nodes_[0].store->SetPolicy("commun", p);
+      NoteCommits(0, "commun", held,
+                  nodes_[0].store->Position("commun")->at(OriginKey{nodes_[0].siren, 1}).seq);
       LocalCommitted(0);
       result_.policy_changes++;
     }
@@ -782,13 +874,20 @@ SimResult World::Run() {
     // Everyone reads again, so that every node converges.
     interco::v1::Policy readers;
     readers.mutable_readers()->set_all_authorities(true);
+    const replication::VersionVector held = nodes_[0].store->Position("commun").value();
     nodes_[0].store->SetPolicy("commun", readers);
+    NoteCommits(0, "commun", held,
+                nodes_[0].store->Position("commun")->at(OriginKey{nodes_[0].siren, 1}).seq);
     LocalCommitted(0);
     result_.policy_changes++;
   }
   const int64_t heal_start = now_;
   while (now_ - heal_start < options_.converge_within_ms) {
     RunUntil(now_ + 250);
+    if (std::string c = CheckStability(); !c.empty()) {
+      result_.failure = absl::StrCat("at ", now_, " ms: ", c);
+      return result_;
+    }
     if (Converged()) {
       result_.converged_after_ms = now_ - heal_start;
       break;
@@ -807,6 +906,26 @@ SimResult World::Run() {
     const uint64_t messages = result_.messages;
     RunUntil(now_ + 6000);
     result_.failure = CheckTree();
+    result_.messages = messages;
+  }
+  if (result_.failure.empty()) {
+    // Reports reach every node in a status interval per link: everything becomes stable.
+    const uint64_t messages = result_.messages;
+    const int64_t settle_start = now_;
+    std::string lagging;
+    while (!StabilitySettled(&lagging)) {
+      if (now_ - settle_start > kStabilitySettleMs) {
+        result_.failure = absl::StrCat("not stable ", kStabilitySettleMs,
+                                       " ms after convergence: ", lagging);
+        break;
+      }
+      RunUntil(now_ + 1000);
+      if (std::string c = CheckStability(); !c.empty()) {
+        result_.failure = c;
+        break;
+      }
+    }
+    if (result_.failure.empty()) result_.stable_after_ms = now_ - settle_start;
     result_.messages = messages;
   }
   for (Node& node : nodes_) {

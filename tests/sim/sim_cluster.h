@@ -59,6 +59,8 @@ struct SimResult {
   std::string failure;
   std::string description;  // topology, fault profile
   int64_t converged_after_ms = -1;
+  // From convergence until every node's stable frontier held everything.
+  int64_t stable_after_ms = -1;
   uint64_t writes = 0;
   uint64_t messages = 0;
   uint64_t messages_dropped = 0;

@@ -281,6 +281,11 @@ uint32_t SimStore::OwnerOf(const std::string& stream) {
   return p == nullptr ? 0 : p->owner();
 }
 
+std::vector<uint32_t> SimStore::Members(const std::string& stream) {
+  auto it = members.find(stream);
+  return it == members.end() ? replication::ReplicaStore::Members(stream) : it->second;
+}
+
 void SimStore::DeclarePolicy(const std::string& stream,
                              const replication::RegistryPolicy& declared) {
   policies_.insert_or_assign(stream, replication::PolicyHistory(declared));

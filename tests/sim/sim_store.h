@@ -81,6 +81,10 @@ class SimStore final : public replication::ReplicaStore {
   bool MayRead(const std::string& stream, uint32_t node) override;
   bool MayReadBatch(const std::string& stream, uint32_t node, uint64_t policy_version) override;
   uint32_t OwnerOf(const std::string& stream) override;
+  std::vector<uint32_t> Members(const std::string& stream) override;
+  // The nodes that replicate each stream, as the simulation built them (unset: none
+  // declared).
+  std::map<std::string, std::vector<uint32_t>> members;
   // A fixed access rule for every stream (unset: everyone may), or...
   std::function<bool(uint32_t)> writers;
   std::function<bool(uint32_t)> readers;

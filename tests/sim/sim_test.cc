@@ -32,7 +32,7 @@ TEST(SimTest, SeedSweep) {
     ASSERT_TRUE(absl::SimpleAtoi(only, &first));
     count = 1;
   }
-  int64_t worst_convergence_ms = 0;
+  int64_t worst_convergence_ms = 0, worst_stability_ms = 0;
   uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
            conflicts_bounded = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
@@ -45,6 +45,7 @@ TEST(SimTest, SeedSweep) {
         << "\n  replay: INTERCO_SIM_SEED=" << seed << " " << ::testing::internal::GetArgvs()[0]
         << " --gtest_filter=SimTest.SeedSweep";
     worst_convergence_ms = std::max(worst_convergence_ms, r.converged_after_ms);
+    worst_stability_ms = std::max(worst_stability_ms, r.stable_after_ms);
     writes += r.writes;
     messages += r.messages;
     crashes += r.crashes;
@@ -54,14 +55,16 @@ TEST(SimTest, SeedSweep) {
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
               "covered by a later signature, %llu lost races journaled (%llu bounded record "
-              "journals); slowest convergence after healing %lld ms\n",
+              "journals); slowest convergence after healing %lld ms, then everything stable within "
+              "%lld ms\n",
               static_cast<unsigned long long>(count), static_cast<unsigned long long>(first),
               static_cast<unsigned long long>(writes), static_cast<unsigned long long>(messages),
               static_cast<unsigned long long>(crashes),
               static_cast<unsigned long long>(unsigned_batches),
               static_cast<unsigned long long>(conflicts),
               static_cast<unsigned long long>(conflicts_bounded),
-              static_cast<long long>(worst_convergence_ms));
+              static_cast<long long>(worst_convergence_ms),
+              static_cast<long long>(worst_stability_ms));
   if (count > 10) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
     EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";

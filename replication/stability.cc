@@ -1,0 +1,153 @@
+#include "replication/stability.h"
+
+#include <algorithm>
+#include <set>
+
+#include "replication/base/limits.h"
+
+namespace interco::replication {
+namespace {
+
+// Whether `a` holds everything `b` says, per origin epoch.
+bool Covers(const VersionVector& a, const VersionVector& b) {
+  for (const auto& [key, pos] : b) {
+    auto it = a.find(key);
+    if (pos.seq > 0 && (it == a.end() || it->second.seq < pos.seq)) return false;
+  }
+  return true;
+}
+
+// Raises `into` to `from`, pointwise. Returns whether it grew.
+bool MergeMax(VersionVector& into, const VersionVector& from) {
+  bool grew = false;
+  for (const auto& [key, pos] : from) {
+    if (pos.seq == 0) continue;
+    OriginPos& p = into[key];
+    if (pos.seq > p.seq) {
+      p.seq = pos.seq;
+      grew = true;
+    }
+  }
+  return grew;
+}
+
+}  // namespace
+
+void WriteReport(uint32_t member, const VersionVector& held,
+                 interco::replication::v1::MemberReport& out) {
+  out.set_member(member);
+  for (const auto& [key, pos] : held) {
+    auto* o = out.add_origins();
+    o->set_origin(key.origin);
+    o->set_epoch(key.epoch);
+    o->set_seq(pos.seq);
+  }
+}
+
+void Stability::TakeIfHeld(uint32_t member, Member& m, const VersionVector& report,
+                           const VersionVector& position) {
+  // The member's own changes up to its report must be here: then whatever of it we lack
+  // was written after it held all of the report.
+  for (const auto& [key, pos] : report) {
+    if (key.origin != member || pos.seq == 0) continue;
+    auto it = position.find(key);
+    if (it == position.end() || it->second.seq < pos.seq) return;
+  }
+  MergeMax(m.taken, report);
+}
+
+void Stability::Report(const std::string& stream, uint32_t member, const VersionVector& held,
+                       const VersionVector& position) {
+  if (member == 0 || member == self_ || held.size() > limits::kReportOriginsMax) return;
+  std::map<uint32_t, Member>& members = streams_[stream];
+  auto it = members.find(member);
+  if (it == members.end()) {
+    if (members.size() >= limits::kStreamMembersMax) return;
+    it = members.emplace(member, Member()).first;
+    it->second.version = ++version_;  // a new member is news, even holding nothing
+  }
+  Member& m = it->second;
+  if (MergeMax(m.reported, held)) m.version = ++version_;
+  TakeIfHeld(member, m, held, position);
+}
+
+void Stability::Report(const interco::replication::v1::StreamReports& in,
+                       const VersionVector& position) {
+  for (const auto& r : in.members()) {
+    if (static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) continue;
+    VersionVector held;
+    for (const auto& o : r.origins()) {
+      OriginPos& p = held[OriginKey{o.origin(), o.epoch()}];
+      p.seq = std::max(p.seq, o.seq());
+    }
+    Report(in.stream(), r.member(), held, position);
+  }
+}
+
+void Stability::Take(const std::string& stream, const VersionVector& position) {
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return;
+  for (auto& [member, m] : s->second) {
+    if (!Covers(m.taken, m.reported)) TakeIfHeld(member, m, m.reported, position);
+  }
+}
+
+VersionVector Stability::Frontier(const std::string& stream, const VersionVector& position,
+                                  const std::vector<uint32_t>& declared) const {
+  static const std::map<uint32_t, Member> kNone;
+  auto s = streams_.find(stream);
+  const std::map<uint32_t, Member>& members = s == streams_.end() ? kNone : s->second;
+  VersionVector frontier;
+  // A member without report (an origin of changes we hold, a declared one) holds nothing
+  // we know of.
+  for (const auto& [key, pos] : position) {
+    if (key.origin != self_ && !members.contains(key.origin)) return frontier;
+  }
+  for (uint32_t member : declared) {
+    if (member != self_ && !members.contains(member)) return frontier;
+  }
+  for (const auto& [key, pos] : position) {
+    uint64_t seq = pos.seq;
+    for (const auto& [member, m] : members) {
+      auto it = m.taken.find(key);
+      seq = std::min(seq, it == m.taken.end() ? 0 : it->second.seq);
+      if (seq == 0) break;
+    }
+    if (seq > 0) frontier[key].seq = seq;
+  }
+  return frontier;
+}
+
+StabilitySummary Stability::Summarize(const std::string& stream, const VersionVector& position,
+                                      const std::vector<uint32_t>& declared) const {
+  StabilitySummary out;
+  std::set<uint32_t> members{self_};
+  members.insert(declared.begin(), declared.end());
+  for (const auto& [key, pos] : position) members.insert(key.origin);
+  auto s = streams_.find(stream);
+  if (s != streams_.end()) {
+    for (const auto& [member, m] : s->second) {
+      members.insert(member);
+      if (!Covers(m.taken, m.reported)) out.waiting++;
+    }
+  }
+  for (uint32_t member : members) {
+    if (member != self_ && (s == streams_.end() || !s->second.contains(member))) out.waiting++;
+  }
+  out.members = members.size();
+  out.unstable = Missing(position, Frontier(stream, position, declared));
+  return out;
+}
+
+void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,
+                      interco::replication::v1::StreamReports& out) const {
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return;
+  out.set_stream(stream);
+  for (const auto& [member, m] : s->second) {
+    if (member == skip || m.version <= since) continue;
+    WriteReport(member, m.reported, *out.add_members());
+  }
+}
+
+}  // namespace interco::replication

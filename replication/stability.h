@@ -1,0 +1,103 @@
+// Causal stability: the changes of a stream that every member holds, and with which
+// nothing concurrent can still reach this node.
+//
+// A member's report is what it holds of the stream (its version vector, its own changes
+// included). Each node learns its peers' from their Hellos, statuses and acks, and relays
+// the reports it knows in its status (replication.v1.MemberReport), so every report
+// reaches every node of the stream. Reports of a member are merged by pointwise maximum:
+// they only grow, and any order of arrival gives the same result.
+//
+// A report of member M is *taken* only once this node holds M's own changes up to what
+// the report says: every write of M this node lacks was then made after M held the whole
+// report. The stable frontier is the pointwise minimum over the members (this node
+// included, with what it holds) of their taken reports. A change at or below it is held
+// by every member, and every change concurrent with it (made by a member that did not
+// have it yet) is already here: it can be collected without anything resurrecting it.
+// The members are this node, the nodes the store declares (the registry's owner), and the
+// nodes heard of as replicating the stream: every node with a report, every origin of a
+// change held. See docs/REPLICATION.md, "Stability".
+//
+// Pure and single-threaded, like the engine that owns it.
+#ifndef INTERCO_REPLICATION_STABILITY_H_
+#define INTERCO_REPLICATION_STABILITY_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "interco/replication/v1/peer.pb.h"
+#include "replication/version_vector.h"
+
+namespace interco::replication {
+
+// What a node knows of the stability of one stream.
+struct StabilitySummary {
+  // The members heard of, this node included.
+  size_t members = 0;
+  // Members whose newest report is not taken yet (this node lacks some of their own
+  // changes that the report names), or who have none.
+  size_t waiting = 0;
+  // Changes held here above the stable frontier.
+  uint64_t unstable = 0;
+};
+
+// `member`'s report stating `held`.
+void WriteReport(uint32_t member, const VersionVector& held,
+                 interco::replication::v1::MemberReport& out);
+
+class Stability {
+ public:
+  explicit Stability(uint32_t self) : self_(self) {}
+
+  // Merges what `member` is known to hold of `stream` (its own statement or a relayed
+  // report), and takes it at once if `position` (what this node holds) allows. A report
+  // states the member's whole position at some time, its own changes included (an ack,
+  // which names only what moved, is not one). Reports of
+  // this node itself, of member 0, beyond the member bound or with too many origins are
+  // ignored.
+  void Report(const std::string& stream, uint32_t member, const VersionVector& held,
+              const VersionVector& position);
+  void Report(const interco::replication::v1::StreamReports& in, const VersionVector& position);
+
+  // Takes the newest reports of `stream` that `position` now allows.
+  void Take(const std::string& stream, const VersionVector& position);
+
+  // The stable frontier of `stream` given `position`, this node's: per origin epoch of
+  // `position`, the greatest sequence number at or below which every member's taken
+  // report holds it (entries at 0 left out; max_hlc not set). `declared` names members
+  // known beyond those heard of (ReplicaStore::Members): until a report of each is
+  // taken, nothing is stable.
+  VersionVector Frontier(const std::string& stream, const VersionVector& position,
+                         const std::vector<uint32_t>& declared = {}) const;
+
+  StabilitySummary Summarize(const std::string& stream, const VersionVector& position,
+                             const std::vector<uint32_t>& declared = {}) const;
+
+  // A counter that grows whenever a report grows.
+  uint64_t version() const { return version_; }
+  // Adds to `out` the reports of `stream` that grew after version `since`, except the
+  // report of `skip` (the receiver knows its own best).
+  void Write(const std::string& stream, uint64_t since, uint32_t skip,
+             interco::replication::v1::StreamReports& out) const;
+
+ private:
+  struct Member {
+    // Every report merged: what is relayed.
+    VersionVector reported;
+    // The reports taken, merged.
+    VersionVector taken;
+    // version_ when `reported` last grew.
+    uint64_t version = 0;
+  };
+  void TakeIfHeld(uint32_t member, Member& m, const VersionVector& report,
+                  const VersionVector& position);
+
+  const uint32_t self_;
+  std::map<std::string, std::map<uint32_t, Member>> streams_;
+  uint64_t version_ = 0;
+};
+
+}  // namespace interco::replication
+
+#endif  // INTERCO_REPLICATION_STABILITY_H_

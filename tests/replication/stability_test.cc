@@ -1,0 +1,283 @@
+// Causal stability: members' reports, when a report is taken, and the stable frontier;
+// then the engine learning reports from its peers and relaying them in its status.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "replication/base/limits.h"
+#include "replication/stability.h"
+#include "tests/replication/engine_fixture.h"
+
+namespace interco::replication {
+namespace {
+
+const uint32_t kX = *SirenToOrigin("200066231");  // a member no session reaches
+
+// A version vector of epoch-1 origins: {{origin, seq}, ...}.
+VersionVector Vv(std::initializer_list<std::pair<uint32_t, uint64_t>> entries) {
+  VersionVector vv;
+  for (const auto& [origin, seq] : entries) vv[OriginKey{origin, 1}].seq = seq;
+  return vv;
+}
+
+// The frontier as {{origin, seq}, ...}, for comparisons.
+std::vector<std::pair<uint32_t, uint64_t>> Flat(const VersionVector& vv) {
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  for (const auto& [key, pos] : vv) out.emplace_back(key.origin, pos.seq);
+  return out;
+}
+using Flattened = std::vector<std::pair<uint32_t, uint64_t>>;
+
+TEST(StabilityTest, TheFrontierIsWhatEveryMemberHolds) {
+  Stability s(kV);
+  const VersionVector ours = Vv({{kA, 5}, {kV, 3}});
+  s.Report(kStream, kA, Vv({{kA, 5}, {kV, 3}}), ours);
+  s.Report(kStream, kC, Vv({{kA, 2}, {kV, 3}}), ours);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}, {kV, 3}}));
+  // What we hold bounds it too.
+  EXPECT_EQ(Flat(s.Frontier(kStream, Vv({{kA, 1}, {kV, 3}}))), (Flattened{{kA, 1}, {kV, 3}}));
+  const StabilitySummary summary = s.Summarize(kStream, ours);
+  EXPECT_EQ(summary.members, 3u);
+  EXPECT_EQ(summary.waiting, 0u);
+  EXPECT_EQ(summary.unstable, 3u);  // A's 3, 4 and 5
+  // Another stream knows nothing of these members: alone, we hold what is stable; with
+  // A's changes and no report of A, nothing is.
+  EXPECT_EQ(Flat(s.Frontier("autre", Vv({{kV, 3}}))), (Flattened{{kV, 3}}));
+  EXPECT_TRUE(s.Frontier("autre", ours).empty());
+}
+
+TEST(StabilityTest, AMemberWithoutReportHoldsBackEverything) {
+  Stability s(kV);
+  // C wrote (its changes are here) but no report of it came: it may lack anything.
+  const VersionVector ours = Vv({{kA, 5}, {kC, 1}});
+  s.Report(kStream, kA, Vv({{kA, 5}, {kC, 1}}), ours);
+  EXPECT_TRUE(s.Frontier(kStream, ours).empty());
+  EXPECT_EQ(s.Summarize(kStream, ours).waiting, 1u);
+  s.Report(kStream, kC, Vv({{kA, 4}, {kC, 1}}), ours);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 4}, {kC, 1}}));
+  // A member that holds nothing holds the frontier at nothing.
+  s.Report(kStream, kX, {}, ours);
+  EXPECT_TRUE(s.Frontier(kStream, ours).empty());
+  EXPECT_EQ(s.Summarize(kStream, ours).members, 4u);
+}
+
+TEST(StabilityTest, AReportIsTakenOnlyOnceTheMembersOwnChangesUpToItAreHere) {
+  Stability s(kV);
+  VersionVector ours = Vv({{kA, 5}, {kC, 2}});
+  s.Report(kStream, kA, Vv({{kA, 5}, {kC, 4}}), ours);
+  s.Report(kStream, kC, Vv({{kA, 5}, {kC, 4}}), ours);
+  // C wrote 3 and 4 after holding A's 5: not here yet, so they may be concurrent with
+  // nothing we know... but A's report is A's, and it is taken; C's is not: C's 3 and 4
+  // could have been written before C held A's 3..5.
+  EXPECT_TRUE(s.Frontier(kStream, ours).empty());
+  EXPECT_EQ(s.Summarize(kStream, ours).waiting, 1u);
+  ours = Vv({{kA, 5}, {kC, 4}});
+  s.Take(kStream, ours);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 5}, {kC, 4}}));
+  EXPECT_EQ(s.Summarize(kStream, ours).waiting, 0u);
+}
+
+TEST(StabilityTest, AnOlderReportIsTakenEvenIfANewerOneWaits) {
+  Stability s(kV);
+  const VersionVector ours = Vv({{kA, 5}, {kC, 2}});
+  s.Report(kStream, kA, Vv({{kA, 5}, {kC, 2}}), ours);
+  s.Report(kStream, kC, Vv({{kA, 3}, {kC, 2}}), ours);  // taken on arrival
+  s.Report(kStream, kC, Vv({{kA, 5}, {kC, 4}}), ours);  // waits for C's 3 and 4
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 3}, {kC, 2}}));
+}
+
+TEST(StabilityTest, ReportsMergeByMaximumWhateverTheirOrder) {
+  const VersionVector ours = Vv({{kA, 9}});
+  const std::vector<VersionVector> reports = {Vv({{kA, 4}}), Vv({{kA, 7}}), Vv({{kA, 2}})};
+  std::vector<size_t> order = {0, 1, 2};
+  do {
+    Stability s(kV);
+    s.Report(kStream, kA, Vv({{kA, 9}}), ours);
+    for (size_t i : order) s.Report(kStream, kC, reports[i], ours);
+    EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 7}}));
+  } while (std::next_permutation(order.begin(), order.end()));
+}
+
+TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
+  Stability s(kV);
+  const VersionVector ours = Vv({{kA, 5}});
+  s.Report(kStream, kA, Vv({{kA, 5}}), ours);
+  s.Report(kStream, kC, Vv({{kA, 1}}), ours);
+  v1::StreamReports all;
+  s.Write(kStream, 0, kC, all);
+  ASSERT_EQ(all.members_size(), 1);  // A's; C knows its own best
+  EXPECT_EQ(all.members(0).member(), kA);
+  ASSERT_EQ(all.members(0).origins_size(), 1);
+  EXPECT_EQ(all.members(0).origins(0).seq(), 5u);
+
+  const uint64_t sent = s.version();
+  s.Report(kStream, kA, Vv({{kA, 4}}), ours);  // older: nothing new
+  v1::StreamReports none;
+  s.Write(kStream, sent, kX, none);
+  EXPECT_EQ(none.members_size(), 0);
+  s.Report(kStream, kC, Vv({{kA, 3}}), ours);
+  v1::StreamReports grown;
+  s.Write(kStream, sent, kX, grown);
+  ASSERT_EQ(grown.members_size(), 1);
+  EXPECT_EQ(grown.members(0).member(), kC);
+
+  // What a receiver reads back is the same report.
+  Stability r(kX);
+  r.Report(all, ours);
+  r.Report(grown, ours);
+  r.Report(kStream, kV, Vv({{kA, 5}}), ours);
+  EXPECT_EQ(Flat(r.Frontier(kStream, ours)), (Flattened{{kA, 3}}));
+}
+
+TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
+  Stability s(kV);
+  const VersionVector ours = Vv({{kA, 5}});
+  s.Report(kStream, kA, Vv({{kA, 5}}), ours);
+  s.Report(kStream, kV, Vv({{kA, 1}}), ours);  // what we hold is ours to say
+  s.Report(kStream, 0, Vv({{kA, 1}}), ours);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 5}}));
+  for (uint32_t m = 1; m <= limits::kStreamMembersMax + 10; ++m) {
+    s.Report(kStream, 1'000'000 + m, Vv({{kA, 5}}), ours);
+  }
+  // Ourselves, and the bound's worth of others (A among them).
+  EXPECT_EQ(s.Summarize(kStream, ours).members, limits::kStreamMembersMax + 1);
+  // A report with more origins than the bound is ignored whole.
+  VersionVector huge;
+  for (uint32_t o = 1; o <= limits::kReportOriginsMax + 1; ++o) huge[OriginKey{o, 1}].seq = 1;
+  Stability t(kV);
+  t.Report(kStream, kA, huge, ours);
+  EXPECT_EQ(t.Summarize(kStream, ours).members, 2u);
+  EXPECT_EQ(t.Summarize(kStream, ours).waiting, 1u) << "A's report should have been ignored";
+}
+
+class StabilityEngineTest : public EngineTest {
+ protected:
+  // A status from `peer` saying it holds `held` of A's batches and relaying `reports`.
+  void Status(uint32_t peer, uint64_t held, const std::vector<v1::MemberReport>& reports = {}) {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    auto* sp = ack.add_streams();
+    sp->set_stream(kStream);
+    if (held > 0) {
+      auto* o = sp->add_origins();
+      o->set_origin(kA);
+      o->set_epoch(1);
+      o->set_seq(held);
+    }
+    ack.mutable_sessions()->add_nodes(kV);
+    v1::StreamReports& r = *ack.add_reports();
+    r.set_stream(kStream);
+    *r.add_members() = ReportOf(peer, held);
+    for (const v1::MemberReport& report : reports) *r.add_members() = report;
+    engine_->OnMessage(peer, m);
+  }
+
+  static v1::MemberReport ReportOf(uint32_t member, uint64_t held_of_a) {
+    v1::MemberReport r;
+    r.set_member(member);
+    auto* o = r.add_origins();
+    o->set_origin(kA);
+    o->set_epoch(1);
+    o->set_seq(held_of_a);
+    return r;
+  }
+
+  Flattened Frontier() { return Flat(engine_->StableFrontier(kStream)); }
+
+  // A's next write, as the batch A sends.
+  Batch Write(int i) { return a_.Write("k" + std::to_string(i), "v"); }
+
+  // The reports V's last status to `peer` relayed, by member.
+  std::map<uint32_t, uint64_t> RelayedTo(uint32_t peer) {
+    std::map<uint32_t, uint64_t> out;
+    for (const auto& [to, m] : transport_.sent) {
+      if (to != peer || !m.has_ack() || !m.ack().has_sessions()) continue;
+      out.clear();
+      for (const auto& r : m.ack().reports()) {
+        for (const auto& member : r.members()) {
+          if (member.member() == kV) continue;  // V's own, in every status
+          out[member.member()] = member.origins().empty() ? 0 : member.origins(0).seq();
+        }
+      }
+    }
+    return out;
+  }
+
+  void NextStatus() {
+    clock_.Advance(Options().status_interval_ms);
+    engine_->Tick();
+  }
+};
+
+TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
+  Connect(kA);
+  Connect(kC);
+  SendCertificate(kA, kA);
+  SendBatch(kA, Write(1));
+  SendBatch(kA, Write(2));
+  ASSERT_EQ(Held(kA), 2u);
+  // C's Hello said it holds nothing.
+  EXPECT_TRUE(Frontier().empty());
+  Status(kC, 2);
+  // A's Hello said it held nothing; its status says what it holds now.
+  Status(kA, 2);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+
+  // C relays X's report: X is a member too, and holds only A's first batch.
+  Status(kC, 2, {ReportOf(kX, 1)});
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 1}}));
+  EXPECT_EQ(engine_->Stabilities()[kStream].members, 4u);
+  EXPECT_EQ(engine_->Stabilities()[kStream].unstable, 1u);
+
+  // V relays to each peer the others' reports, then only those that grew.
+  NextStatus();
+  EXPECT_EQ(RelayedTo(kA), (std::map<uint32_t, uint64_t>{{kC, 2}, {kX, 1}}));
+  EXPECT_EQ(RelayedTo(kC), (std::map<uint32_t, uint64_t>{{kA, 2}, {kX, 1}}));
+  Status(kC, 2, {ReportOf(kX, 2)});
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+  NextStatus();
+  EXPECT_EQ(RelayedTo(kA), (std::map<uint32_t, uint64_t>{{kX, 2}}));
+  // (C hears back what it relayed: V does not track who told it.)
+  EXPECT_EQ(RelayedTo(kC), (std::map<uint32_t, uint64_t>{{kX, 2}}));
+  NextStatus();
+  EXPECT_EQ(RelayedTo(kA), (std::map<uint32_t, uint64_t>{}));
+
+  // A new session hears every report again.
+  engine_->OnDisconnected(kC);
+  Connect(kC);
+  NextStatus();
+  EXPECT_EQ(RelayedTo(kC), (std::map<uint32_t, uint64_t>{{kA, 2}, {kX, 2}}));
+}
+
+TEST_F(StabilityEngineTest, AReportWaitsForItsMembersOwnChangesAndAnAckIsNone) {
+  Connect(kA);
+  Connect(kC);
+  SendCertificate(kA, kA);
+  SendBatch(kA, Write(1));
+  Status(kA, 1);
+  // A plain ack of C names A's 1 only: C may have written meanwhile, before it held A's 1.
+  PeerMessage ack;
+  auto* sp = ack.mutable_ack()->add_streams();
+  sp->set_stream(kStream);
+  auto* o = sp->add_origins();
+  o->set_origin(kA);
+  o->set_epoch(1);
+  o->set_seq(1);
+  engine_->OnMessage(kC, ack);
+  EXPECT_TRUE(Frontier().empty());
+  // C's status says it holds A's 1 and two batches of its own, which have not reached V:
+  // they may have been written before C held A's 1, concurrent with it.
+  v1::MemberReport c = ReportOf(kC, 1);
+  auto* own = c.add_origins();
+  own->set_origin(kC);
+  own->set_epoch(1);
+  own->set_seq(2);
+  Status(kA, 1, {c});  // relayed by A
+  EXPECT_TRUE(Frontier().empty());
+  EXPECT_EQ(engine_->Stabilities()[kStream].waiting, 1u);
+}
+
+}  // namespace
+}  // namespace interco::replication
