@@ -8,6 +8,9 @@
 //      Also: changes by column (the peer wire layout), encode/decode speed and size.
 //   3. Simulated propagation: the real engine in the deterministic simulator, a full mesh of
 //      N nodes with fixed link delay — delivery latency (median, max) and messages per write.
+//   4. Collection: N records created and deleted by a remote origin, then the owner's
+//      collection of their tombstones — records removed per second, bytes of the tombstone
+//      index per deleted record, and the store's size before and after a compaction.
 //
 // Prints a table, then one JSON object per line. See docs/BENCHMARKS.md.
 #include <algorithm>
@@ -51,6 +54,8 @@ ABSL_FLAG(double, sim_write_rate, 4,
           "Gossip Glomers broadcast workload)");
 ABSL_FLAG(bool, skip_sim, false, "skip the simulated propagation benchmark");
 ABSL_FLAG(int64_t, catchup_records, 100000, "records of the catch-up benchmark (0 skips it)");
+ABSL_FLAG(int64_t, collect_records, 100000,
+          "records deleted and collected in the collection benchmark (0 skips it)");
 
 namespace {
 
@@ -477,9 +482,121 @@ void SimBench() {
 
 }  // namespace
 
+void CollectBench() {
+  const int64_t total = absl::GetFlag(FLAGS_collect_records);
+  if (total <= 0) return;
+  const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-collect-bench-",
+                                       ::getpid());
+  std::filesystem::remove_all(dir);
+  interco::node::SystemClock clock;
+  interco::node::RecordStoreOptions o;
+  o.path = dir;
+  o.authority = "200046977";
+  o.clock = &clock;
+  auto store = interco::node::RecordStore::Open(o);
+  if (!store.ok()) {
+    std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
+    return;
+  }
+  constexpr uint32_t kOrigin = 217400423;
+  interco::v1::Registry def;
+  auto* spec = def.mutable_schema()->add_fields();
+  spec->set_name("nom");
+  spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  // Listed writers: a registry open to all is never collected.
+  def.mutable_policy()->mutable_writers()->add_authorities(
+      interco::replication::OriginToSiren(kOrigin));
+  const interco::replication::Principal admin{"interco.bench", "200046977", "admin"};
+  if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
+
+  // Each record created, then deleted, by the remote origin: batches of 512 changes.
+  interco::node::Sha256Hasher hasher;
+  std::string prev;
+  uint64_t seq = 1;
+  uint64_t hlc = interco::replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock.NowMillis()) - 60000, 0);
+  std::vector<Change> all;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int64_t k = 0; k < total; ++k) {
+      Change c;
+      c.set_key(absl::StrCat("equipement-", k));
+      ++hlc;
+      RecordState* d = c.mutable_delta();
+      d->set_causal_length(pass == 0 ? 1 : 2);
+      d->set_cl_hlc(hlc);
+      d->set_cl_origin(kOrigin);
+      if (pass == 0) {
+        auto* fs = d->add_fields();
+        fs->set_name("nom");
+        fs->set_hlc(hlc);
+        fs->set_origin(kOrigin);
+        fs->mutable_value()->set_string_value(absl::StrCat("Équipement sportif ", k));
+      }
+      c.set_author("217400423/sync");
+      interco::replication::CompactChange(c, kOrigin, hlc);
+      all.push_back(std::move(c));
+    }
+  }
+  for (size_t i = 0; i < all.size(); i += 512) {
+    std::vector<std::string> changes;
+    for (size_t j = i; j < std::min(all.size(), i + 512); ++j) {
+      changes.push_back(all[j].SerializeAsString());
+    }
+    interco::replication::BatchParams p;
+    p.origin = kOrigin;
+    p.epoch = 1;
+    p.stream = "bench";
+    p.first_seq = seq;
+    p.prev_hash = prev;
+    p.max_hlc = hlc;
+    seq += changes.size();
+    auto batch = interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev);
+    auto decoded = interco::replication::DecodeBatch(*batch, hasher);
+    if (absl::Status s = (*store)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
+      std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
+      return;
+    }
+  }
+  auto size_after_compaction = [&] {
+    if (absl::Status s = (*store)->Compact(); !s.ok()) {
+      std::fprintf(stderr, "compact: %s\n", s.ToString().c_str());
+    }
+    return (*store)->SizeOnDisk();
+  };
+  const int64_t before = size_after_compaction();
+  const int64_t index_bytes = (*store)->SizeByFamily()["tombstones"];
+  const interco::replication::VersionVector position = *(*store)->Position("bench");
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<bool> collected = (*store)->Collect("bench", position, position);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t after = size_after_compaction();
+  const uint64_t removed = (*store)->CollectedRecords("bench").value_or(0);
+  auto check = (*store)->CheckConsistency();
+  store->reset();
+  std::filesystem::remove_all(dir);
+  if (!collected.ok() || !*collected) {
+    std::fprintf(stderr, "collect: nothing collected\n");
+    return;
+  }
+  std::printf("collection: %llu tombstones in %.2f s (%.0f records/s, one commit); tombstone "
+              "index %.1f bytes per deleted record on disk; store %.2f MB before, %.2f MB after "
+              "(compacted); %s\n",
+              static_cast<unsigned long long>(removed), secs, static_cast<double>(removed) / secs,
+              static_cast<double>(index_bytes) / static_cast<double>(total),
+              static_cast<double>(before) / 1e6, static_cast<double>(after) / 1e6,
+              check.ok() ? "consistent" : check.status().ToString().c_str());
+  std::printf("{\"bench\":\"replication\",\"phase\":\"collect\",\"tombstones\":%llu,"
+              "\"seconds\":%.3f,\"records_per_s\":%.0f,\"index_bytes_per_tombstone\":%.1f,"
+              "\"store_bytes_before\":%lld,\"store_bytes_after\":%lld}\n",
+              static_cast<unsigned long long>(removed), secs, static_cast<double>(removed) / secs,
+              static_cast<double>(index_bytes) / static_cast<double>(total),
+              static_cast<long long>(before), static_cast<long long>(after));
+}
+
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   ApplyBench();
+  CollectBench();
   CatchUpBench();
   if (!absl::GetFlag(FLAGS_skip_sim)) SimBench();
   return 0;

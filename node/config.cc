@@ -68,6 +68,7 @@ void ApplyDefaults(NodeConfig& c) {
   if (c.clock_offset_max_ms() == 0) {
     c.set_clock_offset_max_ms(static_cast<uint32_t>(limits::kClockOffsetMaxMillisDefault));
   }
+  if (c.collect_interval_seconds() == 0) c.set_collect_interval_seconds(60);
 }
 
 TlsFiles TlsFilesOf(const NodeConfig& c) {

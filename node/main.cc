@@ -40,6 +40,8 @@ ABSL_FLAG(std::string, crl_dir, "", "Directory of CRLs (<issuer hash>.r0) to enf
 ABSL_FLAG(std::string, peer_listen, "", "mTLS peer (replication) address host:port");
 ABSL_FLAG(std::vector<std::string>, peers, {},
           "Peers to replicate with, as SIREN@host:port, comma-separated");
+ABSL_FLAG(uint32_t, collect_interval_seconds, 0,
+          "How often, at most, owned registries collect stable tombstones (default 60)");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, new_epoch, false,
           "After restoring a copy of the store: start a new origin epoch offline, then exit");
@@ -72,6 +74,9 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   set(absl::GetFlag(FLAGS_backup_dir), [&](auto v) { config.set_backup_dir(v); });
   set(absl::GetFlag(FLAGS_crl_dir), [&](auto v) { config.mutable_tls()->set_crl_dir(v); });
   set(absl::GetFlag(FLAGS_peer_listen), [&](auto v) { config.set_peer_listen_address(v); });
+  if (const uint32_t s = absl::GetFlag(FLAGS_collect_interval_seconds); s > 0) {
+    config.set_collect_interval_seconds(s);
+  }
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {
     const size_t at = p.find('@');
     if (at == std::string::npos) {

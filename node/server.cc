@@ -80,6 +80,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
     po.peers.assign(config.peers().begin(), config.peers().end());
     po.tls = TlsFilesOf(config);
     po.clock_offset_max_ms = config.clock_offset_max_ms();
+    po.collect_interval_ms = int64_t{config.collect_interval_seconds()} * 1000;
     po.compress = config.peer_compression() == "gzip";
     absl::StatusOr<std::unique_ptr<PeerManager>> peers =
         PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_);

@@ -136,9 +136,19 @@ class ReplicaStore {
   // The SIREN of the stream's owner, whose batches carry policy changes: sent first. 0 if
   // none. Default: 0.
   virtual uint32_t OwnerOf(const std::string& /*stream*/) { return 0; }
+  // On the stream's owner, asked now and then with the stable frontier and what a node
+  // must hold to act on it (replication/collection.h): if the registry may be collected
+  // and some tombstone set by a change at or below `frontier` remains, commits a
+  // collection (a change of this node's chain, collected here at once) and returns true.
+  // Default: false (nothing collected).
+  virtual absl::StatusOr<bool> Collect(const std::string& /*stream*/,
+                                       const VersionVector& /*frontier*/,
+                                       const VersionVector& /*required*/) {
+    return false;
+  }
   // Nodes known to replicate `stream` whether or not they have been heard of (their
-  // reports are awaited before anything is stable; see replication/stability.h). Default:
-  // the owner, if any.
+  // reports are awaited before anything is stable; see replication/stability.h): the
+  // owner, and the writers its policy lists. Default: the owner, if any.
   virtual std::vector<uint32_t> Members(const std::string& stream) {
     const uint32_t owner = OwnerOf(stream);
     return owner == 0 ? std::vector<uint32_t>{} : std::vector<uint32_t>{owner};

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/check.h"
+#include "replication/base/limits.h"
 #include "replication/ids.h"
 
 namespace interco::replication {
@@ -115,6 +116,24 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
     absl::StatusOr<RegistryPolicy> p = CompilePolicyChange(
         OriginToSiren(history.owner()), c.policy(), h.policy_version(), h.max_hlc());
     if (!p.ok()) return p.status();
+    if (c.policy().has_collection()) {
+      for (const auto* dots : {&c.policy().collection().frontier(),
+                               &c.policy().collection().required()}) {
+        if (static_cast<size_t>(dots->size()) > limits::kReportOriginsMax) {
+          return absl::PermissionDeniedError(
+              absl::StrCat("collection of registry ", h.stream(), " names too many origins"));
+        }
+        for (int i = 0; i < dots->size(); ++i) {
+          const auto& d = (*dots)[i];
+          if (d.seq() == 0 ||
+              (i > 0 && !(OriginKey{(*dots)[i - 1].origin(), (*dots)[i - 1].epoch()} <
+                          OriginKey{d.origin(), d.epoch()}))) {
+            return absl::PermissionDeniedError(absl::StrCat(
+                "collection of registry ", h.stream(), " is malformed (entry ", i, ")"));
+          }
+        }
+      }
+    }
     if (c.policy().version() <= last_version) {
       return absl::PermissionDeniedError(absl::StrCat(
           "policy change version ", c.policy().version(), " of registry ", h.stream(),

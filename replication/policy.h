@@ -39,6 +39,10 @@ class RegistryPolicy {
   bool MayWrite(uint32_t authority) const;
   bool MayRead(uint32_t authority) const;
   uint32_t owner() const { return owner_; }
+  // Whether the writers are listed (not every authority of the federation), and who they
+  // are besides the owner.
+  bool writers_listed() const { return !all_write_; }
+  const std::set<uint32_t>& writers() const { return writers_; }
 
  private:
   uint32_t owner_ = 0;
@@ -76,7 +80,8 @@ class PolicyHistory {
 // it carries a policy change and its origin is not the owner, or a policy change is
 // malformed (its version is not after the header's policy_version and every version
 // applied before it, or beyond the batch's greatest HLC, or its policy does not
-// compile); UNAVAILABLE if this node has not
+// compile, or its collection names more than limits::kReportOriginsMax origin epochs,
+// unsorted or at 0); UNAVAILABLE if this node has not
 // applied that policy version yet (the owner's change is still on its way: try again
 // once it is applied).
 absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history);

@@ -943,8 +943,31 @@ void Replicator::Tick() {
     absl::StatusOr<VersionVector> ours = store_.Position(stream);
     if (ours.ok()) stability_.Take(stream, *ours);
   }
+  CollectOwned();
   PumpAll();
   FlushDue(/*tick=*/true);
+}
+
+void Replicator::CollectOwned() {
+  const int64_t now = clock_.MonotonicMillis();
+  for (const std::string& stream : store_.Streams()) {
+    if (store_.OwnerOf(stream) != options_.self) continue;
+    auto tried = collect_tried_.find(stream);
+    if (tried != collect_tried_.end() && now - tried->second.first < options_.collect_interval_ms) {
+      continue;
+    }
+    VersionVector frontier = StableFrontier(stream);
+    if (frontier.empty()) continue;
+    if (tried != collect_tried_.end() && Missing(frontier, tried->second.second) == 0) continue;
+    // The frontier moved: whatever it says, it is not considered again for a while.
+    VersionVector required = stability_.Requirement(stream);
+    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required);
+    collect_tried_[stream] = {now, std::move(frontier)};
+    if (collected.ok() && *collected) {
+      collections_++;
+      OnLocalCommit();
+    }
+  }
 }
 
 void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp) {

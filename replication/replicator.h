@@ -65,6 +65,9 @@ struct ReplicatorOptions {
   // A batch whose greatest HLC is further ahead of the local wall clock than this is not
   // applied (quarantined) until the clock catches up. Default: 60 s.
   int64_t clock_offset_max_ms = limits::kClockOffsetMaxMillisDefault;
+  // As the owner of a stream, how often to consider a garbage collection (when the
+  // stable frontier moved). Default: 60 s.
+  int64_t collect_interval_ms = 60000;
 };
 
 // What the engine says about one peer.
@@ -152,6 +155,8 @@ class Replicator {
   VersionVector StableFrontier(const std::string& stream);
   // Per stream replicated: its members and how much of it is not stable yet.
   std::map<std::string, StabilitySummary> Stabilities();
+  // Collections this node committed as the owner of a stream.
+  uint64_t collections() const { return collections_; }
 
  private:
   // What is due to a peer, gathered until it is flushed as one message.
@@ -349,6 +354,13 @@ class Replicator {
   size_t reorder_size_ = 0;
   // Members' reports and the stable frontier of each stream.
   Stability stability_;
+  // Per owned stream, when a collection was last considered, and the frontier it was
+  // considered at (a collection is tried again only once the frontier moved).
+  std::map<std::string, std::pair<int64_t, VersionVector>> collect_tried_;
+  uint64_t collections_ = 0;
+  // As the owner of streams: commits a collection where the frontier moved and there is
+  // something to collect (ReplicaStore::Collect), at most every collect_interval_ms.
+  void CollectOwned();
   // Merges the peer's statement of what it holds of `stream` into its report.
   void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp);
 };

@@ -139,6 +139,20 @@ StabilitySummary Stability::Summarize(const std::string& stream, const VersionVe
   return out;
 }
 
+VersionVector Stability::Requirement(const std::string& stream) const {
+  VersionVector out;
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return out;
+  for (const auto& [member, m] : s->second) {
+    for (const auto& [key, pos] : m.taken) {
+      if (key.origin != member) continue;
+      OriginPos& p = out[key];
+      p.seq = std::max(p.seq, pos.seq);
+    }
+  }
+  return out;
+}
+
 void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,
                       interco::replication::v1::StreamReports& out) const {
   auto s = streams_.find(stream);

@@ -74,6 +74,11 @@ class Stability {
   StabilitySummary Summarize(const std::string& stream, const VersionVector& position,
                              const std::vector<uint32_t>& declared = {}) const;
 
+  // What a node must hold before it may act on this node's frontier as if it were its
+  // own: each member's own changes up to its taken report (every change concurrent with
+  // something stable is among them).
+  VersionVector Requirement(const std::string& stream) const;
+
   // A counter that grows whenever a report grows.
   uint64_t version() const { return version_; }
   // Adds to `out` the reports of `stream` that grew after version `since`, except the

@@ -240,7 +240,10 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
   if (session.json()) return PrintJson(info);
   std::vector<std::string> registries;
   for (const auto& r : info.registries()) {
-    registries.push_back(absl::StrCat(ToAbsl(LastSegment(r.name())), " (", r.record_count(), ")"));
+    registries.push_back(absl::StrCat(
+        ToAbsl(LastSegment(r.name())), " (", r.record_count(),
+        r.collected_records() > 0 ? absl::StrCat(", ", r.collected_records(), " collected") : "",
+        ")"));
   }
   PrintKeyValues(
       std::cout,

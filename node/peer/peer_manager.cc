@@ -104,6 +104,13 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
     return store_.MayReadBatch(stream, node, policy_version);
   }
   uint32_t OwnerOf(const std::string& stream) override { return store_.OwnerOf(stream); }
+  std::vector<uint32_t> Members(const std::string& stream) override {
+    return store_.Members(stream);
+  }
+  absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
+                               const replication::VersionVector& required) override {
+    return store_.Collect(stream, frontier, required);
+  }
   void OnRefused(uint32_t peer, const std::string& stream,
                  const interco::replication::v1::BatchHeader* header,
                  const absl::Status& why) override {
@@ -232,6 +239,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   replication::ReplicatorOptions ro;
   ro.self = m->self_;
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
+  ro.collect_interval_ms = options.collect_interval_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
                                                          *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);

@@ -42,6 +42,8 @@ struct PeerManagerOptions {
   // The node's certificate: server side of the peer port, client side when dialing.
   TlsFiles tls;
   int64_t clock_offset_max_ms = 60000;
+  // How often, at most, the owner of a registry collects its stable tombstones.
+  int64_t collect_interval_ms = 60000;
   // Whether peer messages are gzip-compressed (sent so, and asked so of the peer).
   bool compress = true;
 };

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "node/rpc/caller.h"
+#include "node/rpc/resource_names.h"
 #include "node/rpc/status.h"
 #include "node/version.h"
 #include "replication/ids.h"
@@ -31,6 +32,9 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
     s->set_name(r.name());
     s->set_owner(r.owner());
     s->set_record_count(r.record_count());
+    if (absl::StatusOr<std::string> id = ParseRegistryName(r.name(), "name"); id.ok()) {
+      s->set_collected_records(store_.CollectedRecords(*id).value_or(0));
+    }
   }
   response->set_store_size_bytes(store_.SizeOnDisk());
   response->set_durability(store_.sync() ? "sync" : "async");

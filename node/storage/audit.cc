@@ -81,6 +81,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       return;
     case Op::Type::kNewEpoch:
     case Op::Type::kSignTails:
+    case Op::Type::kCollect:  // housekeeping: the collection is in the change log
       return;
     case Op::Type::kCreateRegistry:
       e.set_action(AuditEvent::CREATE_REGISTRY);

@@ -19,6 +19,12 @@ uint64_t GetBigEndian64(std::string_view in) {
   return v;
 }
 
+uint32_t GetBigEndian32(std::string_view in) {
+  uint32_t v = 0;
+  for (size_t i = 0; i < 4 && i < in.size(); ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
 std::string RegistryPrefix(std::string_view registry) {
   std::string k(registry);
   k.push_back('\0');
@@ -97,6 +103,47 @@ std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint
   PutBigEndian32(k, epoch);
   PutBigEndian64(k, first_seq);
   return k;
+}
+
+std::string TombstonePrefix(std::string_view registry, uint32_t origin, uint32_t epoch) {
+  std::string k = RegistryPrefix(registry);
+  PutBigEndian32(k, origin);
+  PutBigEndian32(k, epoch);
+  return k;
+}
+
+std::string Tombstone(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t seq,
+                      std::string_view record) {
+  std::string k = TombstonePrefix(registry, origin, epoch);
+  PutBigEndian64(k, seq);
+  k.append(record);
+  return k;
+}
+
+std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_view registry) {
+  const size_t prefix = registry.size() + 1;
+  if (key.size() <= prefix + 16 || key.substr(0, registry.size()) != registry ||
+      key[registry.size()] != '\0') {
+    return std::nullopt;
+  }
+  TombstoneKey out;
+  out.origin = GetBigEndian32(key.substr(prefix, 4));
+  out.epoch = GetBigEndian32(key.substr(prefix + 4, 4));
+  out.seq = GetBigEndian64(key.substr(prefix + 8, 8));
+  out.record = key.substr(prefix + 16);
+  return out;
+}
+
+std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc) {
+  std::string v;
+  PutBigEndian32(v, causal_length);
+  PutBigEndian64(v, hlc);
+  return v;
+}
+
+std::optional<std::pair<uint32_t, uint64_t>> DecodeTombstoneValue(std::string_view value) {
+  if (value.size() != 12) return std::nullopt;
+  return std::make_pair(GetBigEndian32(value.substr(0, 4)), GetBigEndian64(value.substr(4, 8)));
 }
 
 std::string StreamState(std::string_view registry) { return absl::StrCat("stream/", ToAbsl(registry)); }

@@ -7,6 +7,11 @@
 //   feed        <registry>\0<seq:be64>                      -> internal.v1.FeedEntry
 //   log         <registry>\0<origin:be32><epoch:be32><first_seq:be64> -> replication.v1.Batch
 //   audit       <chain>\0<seq:be64>                       -> v1.AuditEvent (hash-chained)
+//   conflicts   <registry>\0<record>                        -> replication.v1.RecordConflicts
+//   tombstones  <registry>\0<origin:be32><epoch:be32><seq:be64><record>
+//                 -> <causal length:be32><hlc:be64>: the tombstone change <seq> of the origin
+//                    epoch set on the record (replication/collection.h); gone once collected
+//                    or covered by a collection
 //   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState;
 //               "cert/<key id: 32 bytes>" -> DER certificate of a batch signer;
 //               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence;
@@ -46,6 +51,23 @@ uint64_t FeedSeqOf(std::string_view key);
 
 std::string Log(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq);
 
+// A tombstone set by change `seq` of (origin, epoch) on `record`; and the prefix of those
+// of one origin epoch.
+std::string Tombstone(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t seq,
+                      std::string_view record);
+std::string TombstonePrefix(std::string_view registry, uint32_t origin, uint32_t epoch);
+// The sequence number and record ID of a tombstones-family key of `registry`.
+struct TombstoneKey {
+  uint32_t origin = 0;
+  uint32_t epoch = 0;
+  uint64_t seq = 0;
+  std::string_view record;
+};
+std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_view registry);
+std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc);
+// std::nullopt if malformed; else (causal length, hlc).
+std::optional<std::pair<uint32_t, uint64_t>> DecodeTombstoneValue(std::string_view value);
+
 // An audit event of `chain` ("registries/<registry>" or "node").
 std::string Audit(std::string_view chain, uint64_t seq);
 
@@ -62,6 +84,7 @@ std::string Policy(std::string_view registry, uint64_t version);
 void PutBigEndian64(std::string& out, uint64_t v);
 void PutBigEndian32(std::string& out, uint32_t v);
 uint64_t GetBigEndian64(std::string_view in);
+uint32_t GetBigEndian32(std::string_view in);
 
 }  // namespace interco::node::keys
 

@@ -48,7 +48,9 @@ using replication::RecordState;
 
 // 2: signatures per run (Batch.signer, BatchHeader.run_index); batches of version 1
 // (signer in the header) no longer verify, and there is no migration.
-constexpr uint32_t kFormatVersion = 3;
+// 4: the tombstones family (3 is read and upgraded: its deletes, not indexed, are never
+// collected).
+constexpr uint32_t kFormatVersion = 4;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -313,12 +315,18 @@ absl::Status RecordStore::Load() {
       return absl::FailedPreconditionError(
           absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
     }
+    if (meta.format_version() == 3) {
+      meta.set_format_version(kFormatVersion);
+      rocksdb::WriteBatch wb;
+      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+      INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
+    }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads version ",
-          kFormatVersion, " only (version 2 predates signing times in signatures, version 1 "
-          "signatures per run; there is no migration: start from an empty store and let the "
-          "partners send it everything)"));
+          "the store has format version ", meta.format_version(), "; this node reads versions 3 "
+          "and ", kFormatVersion, " only (version 2 predates signing times in signatures, "
+          "version 1 signatures per run; there is no migration: start from an empty store and "
+          "let the partners send it everything)"));
     }
   } else {
     meta.set_authority(authority_);
@@ -567,7 +575,35 @@ absl::Status RecordStore::Authorize(std::string_view registry,
                                     const replication::DecodedBatch& batch) {
   const auto policies = PolicyOf(registry);
   if (policies == nullptr) return RegistryNotFound(registry);
-  return replication::AuthorizeBatch(batch, *policies);
+  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *policies));
+  INTERCO_ASSIGN_OR_RETURN(replication::VersionVector position, Position(registry));
+  return replication::CollectionReady(batch, position);
+}
+
+std::vector<uint32_t> RecordStore::Members(std::string_view registry) {
+  const auto policies = PolicyOf(registry);
+  if (policies == nullptr) return {};
+  std::vector<uint32_t> out{policies->owner()};
+  if (policies->Current().writers_listed()) {
+    for (uint32_t w : policies->Current().writers()) {
+      if (w != policies->owner()) out.push_back(w);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
+                                          const replication::VersionVector& frontier,
+                                          const replication::VersionVector& required) {
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kCollect;
+  op->registry = std::string(registry);
+  op->frontier = frontier;
+  op->required = required;
+  bool collected = false;
+  INTERCO_RETURN_IF_ERROR(
+      EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
+  return collected;
 }
 
 bool RecordStore::MayReadBatch(std::string_view registry, uint32_t authority,
@@ -618,6 +654,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kApplyRemote: op->status = ApplyRemote(*op, g); break;
       case Op::Type::kAudit: break;
       case Op::Type::kSignTails: op->status = StageTailSignatures(g); break;
+      case Op::Type::kCollect: op->status = ApplyCollect(*op, g); break;
       case Op::Type::kNewEpoch:
         // The old epoch's chains end signed (without a key, as with `interco-node
         // --new_epoch`, they are signed at the next start that has one); the HLC moves to
@@ -831,7 +868,8 @@ void RecordStore::StagePolicy(GroupState& g, RegistryRuntime& rt, const std::str
                               const PolicyChange& change, replication::RegistryPolicy compiled) {
   auto history = std::make_shared<replication::PolicyHistory>(*rt.policies);
   history->Add(change.version(), std::move(compiled));
-  if (history->current_version() == change.version()) {
+  // A collection repeats the policy in force: the registry's definition is unchanged.
+  if (history->current_version() == change.version() && !change.has_collection()) {
     *rt.meta.mutable_registry()->mutable_policy() = change.policy();
     // The etag must change even if this version is older than the last local change of
     // the definition (a retention setting made here meanwhile).
@@ -1067,6 +1105,12 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   // of the record's life.
   INTERCO_RETURN_IF_ERROR(StageConflicts(rt, g, op.registry, op.key, current, planned->delta,
                                          [](replication::Stamp) { return true; }));
+  // This change's sequence number: the group's own changes of the registry form one batch
+  // after what is committed.
+  const uint64_t seq = rt.position[replication::OriginKey{origin_, epoch_}].seq +
+                       g.changes[op.registry].size() + 1;
+  StageTombstone(g, op.registry, op.key, planned->merged, planned->delta,
+                 replication::OriginKey{origin_, epoch_}, seq);
   Change change;
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
@@ -1165,8 +1209,10 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   const BatchHeader& h = batch.header;
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
-  // Judged again against the staged policy versions (the engine judged the committed ones).
+  // Judged again against the staged policy versions and position (the engine judged the
+  // committed ones).
   INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies));
+  INTERCO_RETURN_IF_ERROR(replication::CollectionReady(batch, rt.position));
   // Every change checked before any is staged: a malformed one refuses the whole batch.
   for (size_t i = 0; i < batch.changes.size(); ++i) {
     const Change& c = batch.changes[i];
@@ -1196,7 +1242,20 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   const BatchHeader& h = batch.header;
   replication::OriginPos& pos = rt.position[replication::OriginKey{h.origin(), h.epoch()}];
   std::vector<AuditEvent> policy_events;
-  for (const Change& c : batch.changes) {
+  for (size_t i = 0; i < batch.changes.size(); ++i) {
+    const Change& c = batch.changes[i];
+    const uint64_t seq = h.first_seq() + i;
+    if (c.has_policy() && c.policy().has_collection()) {
+      // The owner's collection, at its point of the owner's chain.
+      INTERCO_ASSIGN_OR_RETURN(
+          replication::RegistryPolicy compiled,
+          replication::CompilePolicyChange(rt.meta.registry().owner(), c.policy(),
+                                           h.policy_version(), h.max_hlc()));
+      StagePolicy(g, rt, op.registry, c.policy(), std::move(compiled));
+      INTERCO_RETURN_IF_ERROR(StageCollection(
+          g, rt, op.registry, replication::FromDots(c.policy().collection().frontier())).status());
+      continue;
+    }
     if (c.has_policy()) {
       // This node's changes staged earlier in the group keep the version they were
       // allowed under (their batch names the version in force at its first change, and
@@ -1230,6 +1289,8 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
         [&](replication::Stamp s) { return replication::ReceivedBefore(rt.position, h, s); }));
     RecordState merged = current;
     if (!replication::MergeRecordState(merged, c.delta())) continue;  // already absorbed
+    StageTombstone(g, op.registry, c.key(), merged, c.delta(),
+                   replication::OriginKey{h.origin(), h.epoch()}, seq);
     StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
   }
   g.batch.Put(db_->handle(Cf::kLog),
@@ -1243,6 +1304,115 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   for (AuditEvent& e : policy_events) StageAudit(g, std::move(e));
   // Later local writes are stamped after everything received.
   hlc_.AdvanceTo(h.max_hlc());
+  return absl::OkStatus();
+}
+
+void RecordStore::StageTombstone(GroupState& g, const std::string& registry,
+                                 const std::string& id, const RecordState& after,
+                                 const RecordState& delta, replication::OriginKey key,
+                                 uint64_t seq) {
+  std::optional<replication::Tombstone> t = replication::TombstoneSet(after, delta, key, seq);
+  if (!t) return;
+  std::string tkey = keys::Tombstone(registry, key.origin, key.epoch, seq, id);
+  std::string value = keys::EncodeTombstoneValue(t->causal_length, t->hlc);
+  g.batch.Put(db_->handle(Cf::kTombstones), ToSlice(tkey), value);
+  g.bytes += tkey.size() + value.size();
+  g.tombstones[std::move(tkey)] = std::move(value);
+}
+
+absl::StatusOr<RecordState> RecordStore::StagedState(GroupState& g, const std::string& key) {
+  if (auto it = g.records.find(key); it != g.records.end()) return it->second;
+  RecordState state;
+  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key));
+  if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, state, "record"));
+  return state;
+}
+
+absl::StatusOr<std::map<std::string, std::pair<std::string, replication::Tombstone>>>
+RecordStore::TombstonesUnder(GroupState& g, const std::string& registry,
+                             const replication::VersionVector& frontier) {
+  std::map<std::string, std::pair<std::string, replication::Tombstone>> out;
+  auto take = [&](std::string_view tkey, std::string_view value) -> absl::Status {
+    std::optional<keys::TombstoneKey> parsed = keys::ParseTombstone(tkey, registry);
+    std::optional<std::pair<uint32_t, uint64_t>> decoded = keys::DecodeTombstoneValue(value);
+    if (!parsed || !decoded) {
+      return absl::DataLossError(absl::StrCat("malformed tombstone entry in registry ", registry));
+    }
+    replication::Tombstone t{decoded->first, decoded->second,
+                             replication::OriginKey{parsed->origin, parsed->epoch}, parsed->seq};
+    out[std::string(tkey)] = {std::string(parsed->record), t};
+    return absl::OkStatus();
+  };
+  for (const auto& [key, pos] : frontier) {
+    const std::string lo = keys::TombstonePrefix(registry, key.origin, key.epoch);
+    std::string hi = lo;
+    keys::PutBigEndian64(hi, pos.seq + 1);
+    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kTombstones);
+    for (it->Seek(ToSlice(lo)); it->Valid() && it->key().ToStringView() < hi; it->Next()) {
+      INTERCO_RETURN_IF_ERROR(take(it->key().ToStringView(), it->value().ToStringView()));
+    }
+    INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading tombstones"));
+    for (auto s = g.tombstones.lower_bound(lo); s != g.tombstones.end() && s->first < hi; ++s) {
+      INTERCO_RETURN_IF_ERROR(take(s->first, s->second));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> RecordStore::StageCollection(GroupState& g, RegistryRuntime& rt,
+                                                      const std::string& registry,
+                                                      const replication::VersionVector& frontier) {
+  INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, registry, frontier));
+  uint64_t collected = 0;
+  for (const auto& [tkey, entry] : under) {
+    const auto& [id, tombstone] = entry;
+    const std::string key = keys::Record(registry, id);
+    INTERCO_ASSIGN_OR_RETURN(RecordState state, StagedState(g, key));
+    if (replication::Collectable(state, tombstone, frontier)) {
+      // A deleted record has no index entries, no journal, and does not count.
+      g.batch.Delete(db_->handle(Cf::kRecords), ToSlice(key));
+      g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
+      g.records[key] = RecordState();
+      g.conflicts.erase(key);
+      collected++;
+    }
+    // Collected, or no longer the record's tombstone: the entry has served.
+    g.batch.Delete(db_->handle(Cf::kTombstones), ToSlice(tkey));
+    g.tombstones.erase(tkey);
+  }
+  rt.meta.set_collected_records(rt.meta.collected_records() + collected);
+  g.dirty.insert(registry);
+  return collected;
+}
+
+absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
+  RegistryRuntime& rt = *staged;
+  if (rt.policies->owner() != origin_ ||
+      !replication::CollectionAllowed(rt.policies->Current()) || op.frontier.empty()) {
+    return absl::OkStatus();  // not ours to collect: nothing done
+  }
+  INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, op.registry, op.frontier));
+  bool any = false;
+  for (const auto& [tkey, entry] : under) {
+    INTERCO_ASSIGN_OR_RETURN(RecordState state,
+                             StagedState(g, keys::Record(op.registry, entry.first)));
+    any |= replication::Collectable(state, entry.second, op.frontier);
+  }
+  if (!any) return absl::OkStatus();
+  PolicyChange change;
+  *change.mutable_policy() = rt.meta.registry().policy();
+  change.set_version(hlc_.Now());
+  replication::ToDots(op.frontier, *change.mutable_collection()->mutable_frontier());
+  replication::ToDots(op.required, *change.mutable_collection()->mutable_required());
+  Change c;
+  *c.mutable_policy() = change;
+  c.set_author(replication::OriginToSiren(origin_));
+  // Staged before the new version is in force: the batch names the version before it.
+  StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
+  StagePolicy(g, rt, op.registry, change, rt.policies->Current());
+  INTERCO_RETURN_IF_ERROR(StageCollection(g, rt, op.registry, op.frontier).status());
+  op.collected = true;
   return absl::OkStatus();
 }
 
@@ -1362,6 +1532,21 @@ absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, st
     return absl::NotFoundError(absl::StrCat("record \"", ToAbsl(id), "\" not found in registry \"",
                                             ToAbsl(registry), "\""));
   }
+  return state;
+}
+
+absl::StatusOr<uint64_t> RecordStore::CollectedRecords(std::string_view registry) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
+  return rt.meta.collected_records();
+}
+
+absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,
+                                                                   std::string_view id) {
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
+  if (!raw.has_value()) return std::nullopt;
+  RecordState state;
+  INTERCO_RETURN_IF_ERROR(ParseStored(*raw, state, "record"));
   return state;
 }
 
@@ -1791,6 +1976,16 @@ std::vector<std::pair<std::string, std::string>> RecordStore::ScanMeta(std::stri
 }
 
 int64_t RecordStore::SizeOnDisk() { return db_->SizeOnDisk(); }
+
+std::map<std::string, int64_t> RecordStore::SizeByFamily() {
+  std::map<std::string, int64_t> out;
+  for (int i = 0; i < static_cast<int>(Cf::kCount); ++i) {
+    out[std::string(CfName(static_cast<Cf>(i)))] = db_->FamilySizeOnDisk(static_cast<Cf>(i));
+  }
+  return out;
+}
+
+absl::Status RecordStore::Compact() { return db_->CompactAll(); }
 
 // ---------------------------------------------------------------------------------------
 // Consistency check.

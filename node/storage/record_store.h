@@ -47,6 +47,7 @@
 #include "replication/hlc.h"
 #include "replication/version_vector.h"
 #include "replication/ids.h"
+#include "replication/collection.h"
 #include "replication/policy.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
@@ -169,9 +170,23 @@ class RecordStore {
   // (replication::PolicyHistory::MayReadBatch); the owner's origin number (0: unknown).
   bool MayReadBatch(std::string_view registry, uint32_t authority, uint64_t policy_version);
   uint32_t OwnerOf(std::string_view registry);
+  // The owner and the writers its policy lists (replication::ReplicaStore::Members).
+  std::vector<uint32_t> Members(std::string_view registry);
+  // As the registry's owner (replication::ReplicaStore::Collect): if its policy lists its
+  // writers and some tombstone set by a change at or below `frontier` remains, commits a
+  // collection (a policy change of this node's chain naming `frontier` and `required`) and
+  // removes those records here in the same write. Returns whether it did.
+  absl::StatusOr<bool> Collect(std::string_view registry, const replication::VersionVector& frontier,
+                               const replication::VersionVector& required);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);
+  // Deleted records whose tombstones collections removed here. NOT_FOUND if unknown.
+  absl::StatusOr<uint64_t> CollectedRecords(std::string_view registry);
+  // The stored CRDT state of a record, a deleted one's tombstone included; std::nullopt if
+  // there is none (never written here, or collected). NOT_FOUND for an unknown registry.
+  absl::StatusOr<std::optional<replication::RecordState>> StoredState(std::string_view registry,
+                                                                      std::string_view id);
   // All or nothing: NOT_FOUND names the first missing record.
   absl::StatusOr<std::vector<interco::v1::Record>> BatchGetRecords(
       std::string_view registry, const std::vector<std::string>& ids);
@@ -280,6 +295,11 @@ class RecordStore {
 
   // Bytes on disk (SST + WAL).
   int64_t SizeOnDisk();
+  // Bytes on disk of each column family's SST files, by family name.
+  std::map<std::string, int64_t> SizeByFamily();
+  // Flushes and compacts the whole store, so that the space of deleted and collected
+  // records returns to the file system (RocksDB otherwise does it in its own time).
+  absl::Status Compact();
   // Summaries of all registries, sorted by name.
   std::vector<interco::v1::Registry> Registries();
 
@@ -329,6 +349,25 @@ class RecordStore {
   // and position. An error leaves part of it staged (the caller breaks the group).
   absl::Status StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt);
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
+  absl::Status ApplyCollect(Op& op, GroupState& g);
+  // Notes the tombstone that change `seq` of `key` set on record `id`, if merging its
+  // `delta` made `after` that tombstone (replication::TombstoneSet).
+  void StageTombstone(GroupState& g, const std::string& registry, const std::string& id,
+                      const replication::RecordState& after,
+                      const replication::RecordState& delta, replication::OriginKey key,
+                      uint64_t seq);
+  // The tombstones of `registry` set by changes at or below `frontier` (committed or
+  // staged in the group): tombstones-family key -> (record ID, tombstone).
+  absl::StatusOr<std::map<std::string, std::pair<std::string, replication::Tombstone>>>
+  TombstonesUnder(GroupState& g, const std::string& registry,
+                  const replication::VersionVector& frontier);
+  // The record's state as staged in the group, or committed.
+  absl::StatusOr<replication::RecordState> StagedState(GroupState& g, const std::string& key);
+  // Applies a collection at `frontier`: removes every record whose tombstone it covers,
+  // and the tombstone entries it covers. Returns how many records went.
+  absl::StatusOr<uint64_t> StageCollection(GroupState& g, RegistryRuntime& rt,
+                                           const std::string& registry,
+                                           const replication::VersionVector& frontier);
   // The registry's staged runtime in the group (loaded from the committed one at first use).
   absl::StatusOr<RegistryRuntime*> Staged(GroupState& g, const std::string& registry);
   // Adds a change of this node's own to the group's next batch of `registry`.

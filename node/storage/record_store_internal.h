@@ -27,6 +27,8 @@ struct RecordStore::Op {
     kNewEpoch,
     // Signs this node's unsigned batches at the end of its streams.
     kSignTails,
+    // As the registry's owner: a collection of stable tombstones (RecordStore::Collect).
+    kCollect,
   };
   Type type = Type::kWrite;
   std::string registry;
@@ -41,6 +43,11 @@ struct RecordStore::Op {
   const replication::DecodedBatch* remote = nullptr;
   // kAudit: events to append.
   std::vector<interco::v1::AuditEvent> audit_events;
+  // kCollect: the owner's stable frontier and what a node must hold to act on it; and
+  // whether a collection was committed.
+  replication::VersionVector frontier;
+  replication::VersionVector required;
+  bool collected = false;
 
   absl::Status status;
   interco::v1::Record record;
@@ -80,6 +87,8 @@ struct RecordStore::GroupState {
   std::map<std::string, std::optional<UnsignedRun>> runs;
   // RecordStore::old_tails_ are signed in this group.
   bool old_tails_signed = false;
+  // Tombstones-family entries put earlier in the group (by key), with their values.
+  std::map<std::string, std::string> tombstones;
 };
 
 }  // namespace interco::node

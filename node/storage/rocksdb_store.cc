@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/filter_policy.h"
@@ -12,7 +13,8 @@ namespace interco::node {
 namespace {
 
 constexpr std::array<const char*, static_cast<int>(Cf::kCount)> kCfNames = {
-    "meta", "registries", "records", "index", "feed", "log", "audit", "conflicts"};
+    "meta", "registries", "records", "index", "feed", "log", "audit", "conflicts",
+    "tombstones"};
 
 }  // namespace
 
@@ -114,6 +116,25 @@ int64_t RocksDbStore::SizeOnDisk() {
     for (const auto& f : wal_files) total += f->SizeFileBytes();
   }
   return static_cast<int64_t>(total);
+}
+
+std::string_view CfName(Cf cf) { return kCfNames[static_cast<size_t>(cf)]; }
+
+int64_t RocksDbStore::FamilySizeOnDisk(Cf cf) {
+  uint64_t v = 0;
+  db_->GetIntProperty(handle(cf), rocksdb::DB::Properties::kTotalSstFilesSize, &v);
+  return static_cast<int64_t>(v);
+}
+
+absl::Status RocksDbStore::CompactAll() {
+  for (auto* h : handles_) {
+    INTERCO_RETURN_IF_ERROR(FromRocksStatus(db_->Flush(rocksdb::FlushOptions(), h), "flushing"));
+    rocksdb::CompactRangeOptions options;
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    INTERCO_RETURN_IF_ERROR(
+        FromRocksStatus(db_->CompactRange(options, h, nullptr, nullptr), "compacting"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace interco::node

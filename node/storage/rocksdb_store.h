@@ -29,6 +29,7 @@ enum class Cf : int {
   kLog,
   kAudit,
   kConflicts,
+  kTombstones,
   kCount
 };
 
@@ -40,6 +41,9 @@ struct RocksDbOptions {
   // Memtable size per column family. Default: 16 MiB.
   size_t write_buffer_bytes = 16 << 20;
 };
+
+// The family's name in the database ("records", "tombstones"...).
+std::string_view CfName(Cf cf);
 
 // rocksdb::Status -> absl::Status, keeping the message. Corruption becomes DATA_LOSS,
 // I/O errors UNAVAILABLE... `context` says what was being done.
@@ -66,6 +70,11 @@ class RocksDbStore {
 
   // Bytes of SST files and live WAL files.
   int64_t SizeOnDisk();
+  // Bytes of the SST files of one family (what is still in memtables not counted).
+  int64_t FamilySizeOnDisk(Cf cf);
+  // Flushes the memtables and compacts every family, so that deleted data leaves the
+  // disk.
+  absl::Status CompactAll();
 
   rocksdb::DB& db() { return *db_; }
   rocksdb::ColumnFamilyHandle* handle(Cf cf) { return handles_[static_cast<int>(cf)]; }

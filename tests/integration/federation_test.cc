@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "interco/v1/node_service.grpc.pb.h"
 #include "interco/replication/v1/state.pb.h"
@@ -110,6 +111,8 @@ class FederationTest : public ::testing::Test {
       o.authority = m.siren;
       o.data_dir = absl::StrCat(dir, "/", m.siren);
       o.extra_args.push_back(absl::StrCat("--peer_listen=127.0.0.1:", m.peer_port));
+      // Lyon, the owner, collects stable tombstones every second.
+      o.extra_args.push_back("--collect_interval_seconds=1");
       std::vector<std::string> peers;
       for (const std::string& p : m.peers) {
         for (const auto& other : members_) {
@@ -126,8 +129,10 @@ class FederationTest : public ::testing::Test {
       v1::CreateRegistryRequest req;
       req.set_registry_id("services");
       req.mutable_registry()->set_owner(kLyon);
-      // Every member writes it.
-      req.mutable_registry()->mutable_policy()->mutable_writers()->set_all_authorities(true);
+      // Every member writes it (listed: a registry open to all is never collected).
+      for (const auto& w : members_) {
+        req.mutable_registry()->mutable_policy()->mutable_writers()->add_authorities(w.siren);
+      }
       auto* f = req.mutable_registry()->mutable_schema()->add_fields();
       f->set_name("nom");
       f->set_type(v1::FIELD_TYPE_STRING);
@@ -605,6 +610,56 @@ TEST(RotationTest, NodeCertificateRotatedDuringSyncLosesNothing) {
   EXPECT_EQ(ups, 1u) << text;
   EXPECT_EQ(lyon->Terminate() & 0x7f, 0);
   EXPECT_EQ(bourg->Terminate() & 0x7f, 0);
+}
+
+// A deleted record's tombstone goes once the delete is causally stable: Lyon, the owner,
+// collects it, and each node applies the collection at the same point of Lyon's chain.
+// Created again afterwards, the record starts a new life everywhere.
+TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
+  auto put = [&](const Member& m, const std::string& nom) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/marche");
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
+    req.mutable_update_mask()->add_paths("nom");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    ASSERT_TRUE(Stub(m)->UpdateRecord(&ctx, req, &out).ok()) << m.siren;
+  };
+  auto collected = [&](const Member& m) -> uint64_t {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
+                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
+                    .ok());
+    for (const auto& r : info.registries()) {
+      if (r.name() == "registries/services") return r.collected_records();
+    }
+    return 0;
+  };
+  put(members_[2], "Marché du samedi");
+  std::map<std::string, std::string> state;
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  {
+    v1::DeleteRecordRequest req;
+    req.set_name("registries/services/records/marche");
+    grpc::ClientContext ctx;
+    google::protobuf::Empty e;
+    ASSERT_TRUE(Stub(members_[1])->DeleteRecord(&ctx, req, &e).ok());
+  }
+  // Reports of what each node holds cross one link per 5 s status: within a minute,
+  // every node has applied Lyon's collection.
+  bool everywhere = false;
+  for (int i = 0; i < 600 && !everywhere; ++i) {
+    everywhere = true;
+    for (const auto& m : members_) everywhere = everywhere && collected(m) == 1;
+    if (!everywhere) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& m : members_) EXPECT_EQ(collected(m), 1u) << m.siren;
+  put(members_[2], "Marche du dimanche");
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  EXPECT_THAT(state.at("registries/services/records/marche"),
+              ::testing::HasSubstr("Marche du dimanche"));
 }
 
 }  // namespace

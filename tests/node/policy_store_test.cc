@@ -441,5 +441,147 @@ TEST_F(PolicyStoreTest, MembersOfDeclaredAtCreationBecomeTheOwnersFirstPolicyCha
   EXPECT_TRUE(viriat_.store->Write("agenda", "conseil", Named("Conseil"), viriat_.admin()).ok());
 }
 
+// Garbage collection (replication/collection.h): the owner collects the tombstones its
+// stable frontier covers, with a change of its chain that every store applies at the
+// same point, once it holds what the collection requires.
+class CollectionStoreTest : public PolicyStoreTest {
+ protected:
+  CollectionStoreTest() {
+    bourg_.dir = MakeTempDir("policy-bourg");
+    Open(bourg_);
+    EXPECT_TRUE(bourg_.store->CreateRegistry(kRegistry, ServicesDefinition(),
+                                             Principal{"interco.test", kBourgEnBresse, ""})
+                    .ok());
+  }
+
+  void Delete(Node& n, const std::string& id) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kDelete;
+    ASSERT_TRUE(n.store->Write(kRegistry, id, w, n.admin()).ok()) << id;
+  }
+
+  // Whether `n` still stores record `id` (a tombstone counts).
+  bool Stores(Node& n, const std::string& id) {
+    absl::StatusOr<std::optional<replication::RecordState>> s = n.store->StoredState(kRegistry, id);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() && s->has_value();
+  }
+
+  replication::VersionVector Position(Node& n) { return *n.store->Position(kRegistry); }
+
+  Node bourg_{kBourgEnBresse, "", nullptr};
+};
+
+TEST_F(CollectionStoreTest, TheOwnerCollectsStableTombstonesAndEveryStoreTheSame) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "piscine", Named("Piscine"), viriat_.admin()).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "stade", Named("Stade"), viriat_.admin()).ok());
+  Delete(viriat_, "piscine");
+  ASSERT_TRUE(epci_.store->Write(kRegistry, "mairie", Named("Mairie"), epci_.admin()).ok());
+  Delete(epci_, "mairie");
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  // Viriat's last change (its delete) is not under the frontier yet: only Épci's is.
+  replication::VersionVector frontier = Position(epci_);
+  frontier[OriginKey{viriat_.store->origin(), 1}].seq -= 1;
+  const replication::VersionVector held = Position(epci_);
+
+  // Not the owner: nothing.
+  EXPECT_FALSE(*viriat_.store->Collect(kRegistry, frontier, held));
+  ASSERT_TRUE(*epci_.store->Collect(kRegistry, frontier, held));
+  EXPECT_FALSE(Stores(epci_, "mairie"));
+  EXPECT_TRUE(Stores(epci_, "piscine")) << "a delete beyond the frontier was collected";
+  EXPECT_TRUE(Stores(epci_, "stade"));
+  // Nothing more under that frontier.
+  EXPECT_FALSE(*epci_.store->Collect(kRegistry, frontier, held));
+  // The rest of it, later.
+  ASSERT_TRUE(*epci_.store->Collect(kRegistry, held, held));
+  EXPECT_FALSE(Stores(epci_, "piscine"));
+
+  // Viriat applies both collections in the owner's chain, to the same effect.
+  EXPECT_TRUE(Stores(viriat_, "mairie"));
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_FALSE(Stores(viriat_, "mairie"));
+  EXPECT_FALSE(Stores(viriat_, "piscine"));
+  EXPECT_TRUE(viriat_.store->GetRecord(kRegistry, "stade").ok());
+  // The registry's definition did not change (its etag neither).
+  EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->etag(),
+            epci_.store->GetRegistry(kRegistry)->etag());
+  EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->policy().writers().authorities_size(), 1);
+  // A record created again after the collection starts a new life everywhere.
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "piscine", Named("Piscine neuve"), viriat_.admin()).ok());
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  EXPECT_EQ(epci_.store->GetRecord(kRegistry, "piscine")->fields().at("nom").string_value(),
+            "Piscine neuve");
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+}
+
+TEST_F(CollectionStoreTest, ACollectionWaitsForWhatItRequires) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat, kBourgEnBresse}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  ASSERT_TRUE(Carry(epci_, bourg_).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "piscine", Named("Piscine"), viriat_.admin()).ok());
+  Delete(viriat_, "piscine");
+  // Bourg renamed the pool before it saw the delete; the owner has both.
+  ASSERT_TRUE(bourg_.store->Write(kRegistry, "piscine", Named("Piscine de Bourg"), bourg_.admin()).ok());
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  ASSERT_TRUE(Carry(bourg_, epci_).ok());
+  const replication::VersionVector held = Position(epci_);
+  ASSERT_TRUE(*epci_.store->Collect(kRegistry, held, held));
+  EXPECT_FALSE(Stores(epci_, "piscine"));
+
+  // Viriat lacks Bourg's rename, concurrent with the delete: collected before it came,
+  // the pool would come back with it. The collection waits.
+  absl::Status early = Carry(epci_, viriat_);
+  EXPECT_EQ(early.code(), absl::StatusCode::kUnavailable) << early;
+  EXPECT_TRUE(Stores(viriat_, "piscine"));
+  ASSERT_TRUE(Carry(bourg_, viriat_).ok());
+  EXPECT_FALSE(viriat_.store->GetRecord(kRegistry, "piscine").ok()) << "the delete won";
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_FALSE(Stores(viriat_, "piscine"));
+  // Bourg, which wrote after the collection was made, gets it too.
+  ASSERT_TRUE(Carry(viriat_, bourg_).ok());
+  ASSERT_TRUE(Carry(epci_, bourg_).ok());
+  EXPECT_FALSE(Stores(bourg_, "piscine"));
+}
+
+TEST_F(CollectionStoreTest, ARegistryOpenToEveryWriterIsNeverCollected) {
+  Policy open;
+  open.mutable_writers()->set_all_authorities(true);
+  ASSERT_TRUE(SetPolicy(epci_, open, epci_.admin()).ok());
+  ASSERT_TRUE(epci_.store->Write(kRegistry, "mairie", Named("Mairie"), epci_.admin()).ok());
+  Delete(epci_, "mairie");
+  const replication::VersionVector held = Position(epci_);
+  EXPECT_FALSE(*epci_.store->Collect(kRegistry, held, held));
+  EXPECT_TRUE(Stores(epci_, "mairie"));
+  // The members it counts: the owner alone (a node it never heard of could write).
+  EXPECT_EQ(epci_.store->Members(kRegistry), std::vector<uint32_t>{epci_.store->origin()});
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  EXPECT_EQ(epci_.store->Members(kRegistry).size(), 2u);
+  EXPECT_TRUE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_)));
+  EXPECT_FALSE(Stores(epci_, "mairie"));
+}
+
+TEST_F(CollectionStoreTest, TombstonesStayIndexedAcrossARestart) {
+  ASSERT_TRUE(epci_.store->Write(kRegistry, "mairie", Named("Mairie"), epci_.admin()).ok());
+  Delete(epci_, "mairie");
+  ASSERT_TRUE(epci_.store->Write(kRegistry, "ecole", Named("École"), epci_.admin()).ok());
+  Delete(epci_, "ecole");
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  Open(viriat_);
+  replication::VersionVector first = Position(epci_);
+  first.begin()->second.seq -= 1;  // the school's delete is not under it
+  ASSERT_TRUE(*epci_.store->Collect(kRegistry, first, first));
+  ASSERT_TRUE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_)));
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  EXPECT_FALSE(Stores(viriat_, "mairie"));
+  EXPECT_FALSE(Stores(viriat_, "ecole"));
+  Open(viriat_);
+  EXPECT_FALSE(Stores(viriat_, "mairie"));
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 0 records"));
+}
+
 }  // namespace
 }  // namespace interco::node

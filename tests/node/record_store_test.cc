@@ -1,6 +1,7 @@
 // RecordStore on a real RocksDB in a temporary directory.
 #include "node/storage/record_store.h"
 
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -224,22 +225,29 @@ TEST_F(RecordStoreTest, RefusesStoreOfAnotherAuthority) {
   EXPECT_EQ(RecordStore::Open(o).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
-  store_.reset();
-  {
-    // A store of format version 2 (signatures without their signing time).
-    RocksDbOptions ro;
-    ro.path = dir_;
-    auto db = RocksDbStore::Open(ro);
-    ASSERT_TRUE(db.ok()) << db.status();
-    interco::internal::v1::NodeMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(*(*db)->Get(Cf::kMeta, keys::kNodeMeta).value()));
-    meta.set_format_version(2);
+// Rewrites the store's format version (the store must be closed); returns the one it had.
+uint32_t SetFormatVersion(const std::string& dir, std::optional<uint32_t> version) {
+  RocksDbOptions ro;
+  ro.path = dir;
+  auto db = RocksDbStore::Open(ro);
+  EXPECT_TRUE(db.ok()) << db.status();
+  interco::internal::v1::NodeMeta meta;
+  EXPECT_TRUE(meta.ParseFromString(*(*db)->Get(Cf::kMeta, keys::kNodeMeta).value()));
+  const uint32_t had = meta.format_version();
+  if (version) {
+    meta.set_format_version(*version);
     rocksdb::WriteBatch wb;
     wb.Put((*db)->handle(Cf::kMeta), rocksdb::Slice(keys::kNodeMeta.data(), keys::kNodeMeta.size()),
            meta.SerializeAsString());
-    ASSERT_TRUE((*db)->Write(wb, true).ok());
+    EXPECT_TRUE((*db)->Write(wb, true).ok());
   }
+  return had;
+}
+
+TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
+  store_.reset();
+  // A store of format version 2 (signatures without their signing time).
+  SetFormatVersion(dir_, 2);
   RecordStoreOptions o;
   o.path = dir_;
   o.authority = kLyon;
@@ -247,6 +255,20 @@ TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
   const absl::Status s = RecordStore::Open(o).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("format version 2"));
+}
+
+TEST_F(RecordStoreTest, UpgradesAVersionThreeStoreInPlace) {
+  store_.reset();
+  // Version 3 had no tombstone index; its data is read as it is.
+  EXPECT_EQ(SetFormatVersion(dir_, 3), 4u);
+  RecordStoreOptions o;
+  o.path = dir_;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  auto reopened = RecordStore::Open(o);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  reopened->reset();
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 4u);
 }
 
 TEST_F(RecordStoreTest, ConcurrentWritersAllLandConsistently) {

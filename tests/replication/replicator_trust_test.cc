@@ -306,8 +306,7 @@ TEST(ReplicatorStreamsTest, ARegistryCreatedWhileConnectedIsAnnouncedToEveryPeer
 class PolicyVersionsTest : public ReplicatorTrustTest {
  protected:
   PolicyVersionsTest() : c_(kC, clock_, hasher_, schema_) {
-    const RegistryPolicy owner_only = *RegistryPolicy::Compile(OriginToSiren(kA), {});
-    for (Authority* n : {&a_, &c_, &v_}) n->store.DeclarePolicy(kStream, owner_only);
+    for (Authority* n : {&a_, &c_, &v_}) n->store.DeclarePolicy(kStream, kA, {});
     c_.trust.AddCertificate(SimTrust::CertificateOf(kA)).IgnoreError();
   }
 

@@ -279,5 +279,67 @@ TEST_F(StabilityEngineTest, AReportWaitsForItsMembersOwnChangesAndAnAckIsNone) {
   EXPECT_EQ(engine_->Stabilities()[kStream].waiting, 1u);
 }
 
+TEST_F(StabilityEngineTest, TheOwnerCollectsOnceTheDeleteIsStable) {
+  interco::v1::Policy listed;
+  for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
+  v_.store.DeclarePolicy(kStream, kV, listed);
+  EXPECT_EQ(v_.store.Members(kStream).size(), 1u);  // the sim store declares only the owner
+  ReplicatorOptions o = Options();
+  o.collect_interval_ms = 1000;
+  StartEngine(o);
+  Connect(kA);
+  Connect(kC);
+  v_.Write("marche", "Marché");
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  v_.store.Commit(kStream, {{"marche", del}});
+  ASSERT_EQ(v_.store.Records(kStream).count("marche"), 1u);
+  const uint64_t ours = v_.store.Position(kStream)->at(OriginKey{kV, 1}).seq;
+  auto holding = [&](uint64_t seq) {
+    v1::MemberReport r;
+    r.set_member(0);
+    auto* pos = r.add_origins();
+    pos->set_origin(kV);
+    pos->set_epoch(1);
+    pos->set_seq(seq);
+    return r;
+  };
+  auto status = [&](uint32_t peer, uint64_t seq) {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(kV);
+    ack.add_push_streams(kStream);  // it still takes the stream from V
+    v1::StreamReports& r = *ack.add_reports();
+    r.set_stream(kStream);
+    *r.add_members() = holding(seq);
+    r.mutable_members(0)->set_member(peer);
+    engine_->OnMessage(peer, m);
+  };
+  // A holds everything, C not the delete: nothing is collected.
+  status(kA, ours);
+  status(kC, ours - 1);
+  clock_.Advance(1000);
+  engine_->Tick();
+  EXPECT_EQ(engine_->collections(), 0u);
+  EXPECT_EQ(v_.store.Records(kStream).count("marche"), 1u);
+  // Once C holds it too, the next consideration collects it, and the collection goes to
+  // the peers as a change of V's chain.
+  status(kC, ours);
+  engine_->Tick();
+  EXPECT_EQ(engine_->collections(), 0u) << "considered again before the interval";
+  clock_.Advance(1000);
+  engine_->Tick();
+  EXPECT_EQ(engine_->collections(), 1u);
+  EXPECT_EQ(v_.store.Records(kStream).count("marche"), 0u);
+  EXPECT_EQ(v_.store.Position(kStream)->at(OriginKey{kV, 1}).seq, ours + 1);
+  EXPECT_EQ(BatchesSentTo(kA, kV), 3);
+  // Nothing more to collect: the frontier moving on does not make another.
+  status(kA, ours + 1);
+  status(kC, ours + 1);
+  clock_.Advance(1000);
+  engine_->Tick();
+  EXPECT_EQ(engine_->collections(), 1u);
+}
+
 }  // namespace
 }  // namespace interco::replication

@@ -17,9 +17,11 @@ using replication::OriginKey;
 using replication::RecordState;
 
 constexpr int64_t kTickMs = 100;
+// Owners consider a collection this often (the node's default is a minute).
+constexpr int64_t kCollectIntervalMs = 2000;
 // After convergence, everything is stable within this long (reports cross one link per
 // status interval of 5 s; a line of 7 nodes has 6).
-constexpr int64_t kStabilitySettleMs = 60000;
+constexpr int64_t kStabilitySettleMs = 120000;
 constexpr int kKeysPerStream = 6;
 
 interco::v1::Schema SimSchema() {
@@ -105,6 +107,9 @@ struct AckedWrite {
   std::string stream;
   std::string key;
   RecordState delta;
+  // The change: its origin and sequence number.
+  uint32_t origin = 0;
+  uint64_t seq = 0;
 };
 
 class World {
@@ -151,6 +156,9 @@ class World {
   std::string CheckStability();
   // Once settled, every node's frontier is everything (false while not yet).
   bool StabilitySettled(std::string* lagging);
+  // Once everything is stable, no deleted record is left where the policy lets the owner
+  // collect (false while one is).
+  bool AllCollected(std::string* left);
 
   const SimOptions options_;
   std::mt19937_64 rng_;
@@ -173,6 +181,16 @@ class World {
   // wrote that change.
   std::map<std::pair<std::string, uint32_t>, std::map<uint64_t, replication::VersionVector>>
       written_at_;
+  // Per (node, stream), the records collected there and the tombstone each had.
+  std::map<std::pair<int, std::string>, std::map<std::string, replication::Tombstone>> collected_;
+  // Whether change `seq` of `origin` to record `key` was written by a node that did not
+  // hold the delete whose tombstone node n collected last for that record: it belongs to
+  // a life that is gone (or was concurrent with its delete, which won).
+  bool InCollectedLife(int n, const std::string& stream, const std::string& key,
+                       uint32_t origin, uint64_t seq);
+  // The first change found to reach a node after it collected the record the change is
+  // about while concurrent with the record's delete (a resurrection); empty if none.
+  std::string hazard_;
   SimResult result_;
 };
 
@@ -276,6 +294,7 @@ void World::StartEngine(int n) {
   // Skews reach an hour; the offset bound must exceed them for the run to converge
   // (quarantine has its own scenario).
   ro.clock_offset_max_ms = 2 * options_.clock_skew_max_ms + 60000;
+  ro.collect_interval_ms = kCollectIntervalMs;
   node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
                                                           *node.store, node.hasher, *node.trust);
 }
@@ -397,13 +416,50 @@ void World::BuildTopology() {
         node.store->members[stream].push_back(nodes_[static_cast<size_t>(m)].siren);
       }
     }
-    if (options_.policy_changes && subscribers_["commun"].contains(i)) {
-      interco::v1::Policy everyone;
-      everyone.mutable_writers()->set_all_authorities(true);
+    for (const std::string& stream : node.streams) {
+      if (options_.policy_changes && stream == "commun") {
+        interco::v1::Policy everyone;
+        everyone.mutable_writers()->set_all_authorities(true);
+        node.store->DeclarePolicy(stream, nodes_[0].siren, everyone);
+        continue;
+      }
+      // Owned by its first subscriber, which lists every subscriber as a writer (so that
+      // its tombstones are collected).
+      interco::v1::Policy listed;
+      for (int m : subscribers_[stream]) {
+        listed.mutable_writers()->add_authorities(
+            replication::OriginToSiren(nodes_[static_cast<size_t>(m)].siren));
+      }
       node.store->DeclarePolicy(
-          "commun", *replication::RegistryPolicy::Compile(
-                        replication::OriginToSiren(nodes_[0].siren), everyone));
+          stream, nodes_[static_cast<size_t>(*subscribers_[stream].begin())].siren, listed);
     }
+    node.store->on_own_batch = [this, i](const std::string& stream,
+                                         const replication::VersionVector& before,
+                                         uint64_t last_seq) { NoteCommits(i, stream, before, last_seq); };
+    node.store->on_collect = [this, i](const std::string& stream, const std::string& key,
+                                       const replication::Tombstone& t) {
+      collected_[{i, stream}][key] = t;
+      result_.collected++;
+    };
+    node.store->on_change = [this, i](const std::string& stream, OriginKey key, uint64_t seq,
+                                      const interco::replication::v1::Change& change) {
+      // Once a record is collected here, nothing concurrent with its delete may come:
+      // every change of it that arrives was written by a node that held the delete.
+      auto collected = collected_.find({i, stream});
+      if (collected == collected_.end() || !hazard_.empty()) return;
+      auto t = collected->second.find(change.key());
+      if (t == collected->second.end()) return;
+      const auto& at = written_at_[{stream, key.origin}];
+      auto w = at.find(seq);
+      const replication::VersionVector none;
+      const replication::VersionVector& held = w == at.end() ? none : w->second;
+      auto d = held.find(t->second.key);
+      if (d == held.end() || d->second.seq < t->second.seq) {
+        hazard_ = absl::StrCat(stream, "/", change.key(), ": node ", i,
+                               " collected the record, then received change ", seq, " of ",
+                               key.origin, ", written concurrently with its delete");
+      }
+    };
     node.transport = std::make_unique<SimTransport>(*this, i);
     node.store->on_apply = [this](const std::string& stream, OriginKey key, uint64_t first,
                                   uint32_t count) {
@@ -497,15 +553,14 @@ void World::MaybeWrite(int n) {
         p != nullptr && !p->Current().MayWrite(node.siren)) {
       result_.refused_writes++;  // refused by the policy in force here: not acknowledged
     }
-    const replication::VersionVector held = node.store->Position(stream).value();
-    replication::VersionVector vv = held;
+    replication::VersionVector vv = node.store->Position(stream).value();
     const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
+    uint64_t seq = before;
     for (auto& [key, delta] : node.store->Commit(stream, writes)) {
-      acked_.push_back(AckedWrite{stream, key, std::move(delta)});
+      acked_.push_back(AckedWrite{stream, key, std::move(delta), node.siren, ++seq});
     }
     vv = node.store->Position(stream).value();
     const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
-    NoteCommits(n, stream, held, after);
     for (uint64_t s = before + 1; s <= after; ++s) {
       pending_[{stream, node.siren, s}] = {now_, 1};
       result_.writes++;
@@ -523,7 +578,21 @@ void World::NoteCommits(int n, const std::string& stream, const replication::Ver
   for (uint64_t seq = first; seq <= after_seq; ++seq) at[seq] = before;
 }
 
+bool World::InCollectedLife(int n, const std::string& stream, const std::string& key,
+                            uint32_t origin, uint64_t seq) {
+  auto collected = collected_.find({n, stream});
+  if (collected == collected_.end()) return false;
+  auto t = collected->second.find(key);
+  if (t == collected->second.end()) return false;
+  const auto& at = written_at_[{stream, origin}];
+  auto w = at.find(seq);
+  if (w == at.end()) return true;
+  auto d = w->second.find(t->second.key);
+  return d == w->second.end() || d->second.seq < t->second.seq;
+}
+
 std::string World::CheckStability() {
+  if (!hazard_.empty()) return hazard_;
   for (const auto& [stream, subs] : subscribers_) {
     for (int i : subs) {
       Node& node = nodes_[static_cast<size_t>(i)];
@@ -557,6 +626,23 @@ std::string World::CheckStability() {
     }
   }
   return "";
+}
+
+bool World::AllCollected(std::string* left) {
+  for (const auto& [stream, subs] : subscribers_) {
+    for (int i : subs) {
+      SimStore& store = *nodes_[static_cast<size_t>(i)].store;
+      const replication::PolicyHistory* p = store.Policies(stream);
+      if (p == nullptr || !replication::CollectionAllowed(p->Current())) continue;
+      for (const auto& [key, state] : store.Records(stream)) {
+        if (!replication::IsLive(state)) {
+          *left = absl::StrCat(stream, "/", key, " on node ", i);
+          return false;
+        }
+      }
+    }
+  }
+  return true;
 }
 
 bool World::StabilitySettled(std::string* lagging) {
@@ -639,7 +725,7 @@ std::string World::DumpPositions() {
                         (st.hello_received ? " hello" : ""), " sent=", st.batches_sent,
                         " recv=", st.batches_received, " applied=", st.batches_applied,
                         " dup=", st.duplicates, " gaps=", st.gaps, " rej=", st.rejected, " unv=", st.unverified, " forks=", st.forks,
-                        " quar=", st.quarantined, " rew=", st.rewinds, " inflight=", st.in_flight,
+                        " quar=", st.quarantined, " pw=", st.policy_waits, " unauth=", st.unauthorized, " rew=", st.rewinds, " inflight=", st.in_flight,
                         " missing=");
         for (const auto& [o, m] : st.missing_by_origin) absl::StrAppend(&out, o % 100000, ":", m, ",");
       }
@@ -671,6 +757,8 @@ std::string World::Check() {
   // (it is there, or superseded by a causally later or winning write).
   for (const AckedWrite& w : acked_) {
     for (int i : subscribers_[w.stream]) {
+      // Superseded by a delete that was then collected there.
+      if (InCollectedLife(i, w.stream, w.key, w.origin, w.seq)) continue;
       auto& recs = nodes_[static_cast<size_t>(i)].store->Records(w.stream);
       auto it = recs.find(w.key);
       RecordState copy = it == recs.end() ? RecordState() : it->second;
@@ -756,9 +844,13 @@ std::string World::CheckConflicts() {
     const auto& records = ref.Records(stream);
     std::set<Id> seen;
     std::map<Id, std::string> writes;
-    for (const interco::replication::v1::Change& c : ref.LoggedChanges(stream)) {
+    for (const SimStore::LoggedChange& logged : ref.LoggedChanges(stream)) {
+      const interco::replication::v1::Change& c = logged.change;
       auto it = records.find(c.key());
       if (c.has_policy() || it == records.end() || !replication::IsLive(it->second)) continue;
+      // A write of a life that was collected is not of the final life, whatever its
+      // number says (lives count again from 1 once a record is collected).
+      if (InCollectedLife(*subs.begin(), stream, c.key(), logged.key.origin, logged.seq)) continue;
       const uint32_t life = replication::LifeOf(it->second.causal_length());
       for (const replication::FieldState& f : c.delta().fields()) {
         const interco::v1::FieldSpec* spec = schema_.Find(f.name());
@@ -845,10 +937,7 @@ SimResult World::Run() {
       }
       // Half the time, only writers read: the others stop receiving what is written next.
       if (Uniform() < 0.5) p.mutable_readers()->set_all_authorities(true);
-      const replication::VersionVector held = nodes_[0].store->Position("commun").value();
       nodes_[0].store->SetPolicy("commun", p);
-      NoteCommits(0, "commun", held,
-                  nodes_[0].store->Position("commun")->at(OriginKey{nodes_[0].siren, 1}).seq);
       LocalCommitted(0);
       result_.policy_changes++;
     }
@@ -874,10 +963,7 @@ SimResult World::Run() {
     // Everyone reads again, so that every node converges.
     interco::v1::Policy readers;
     readers.mutable_readers()->set_all_authorities(true);
-    const replication::VersionVector held = nodes_[0].store->Position("commun").value();
     nodes_[0].store->SetPolicy("commun", readers);
-    NoteCommits(0, "commun", held,
-                nodes_[0].store->Position("commun")->at(OriginKey{nodes_[0].siren, 1}).seq);
     LocalCommitted(0);
     result_.policy_changes++;
   }
@@ -916,7 +1002,7 @@ SimResult World::Run() {
     while (!StabilitySettled(&lagging)) {
       if (now_ - settle_start > kStabilitySettleMs) {
         result_.failure = absl::StrCat("not stable ", kStabilitySettleMs,
-                                       " ms after convergence: ", lagging);
+                                       " ms after convergence: ", lagging, DumpPositions());
         break;
       }
       RunUntil(now_ + 1000);
@@ -926,10 +1012,24 @@ SimResult World::Run() {
       }
     }
     if (result_.failure.empty()) result_.stable_after_ms = now_ - settle_start;
+    // Then the owners collect every tombstone, and states are identical again.
+    const int64_t collect_start = now_;
+    std::string left;
+    while (result_.failure.empty() && !AllCollected(&left)) {
+      if (now_ - collect_start > kStabilitySettleMs) {
+        result_.failure = absl::StrCat("tombstones left ", kStabilitySettleMs,
+                                       " ms after everything was stable: ", left);
+        break;
+      }
+      RunUntil(now_ + 1000);
+      if (std::string c = CheckStability(); !c.empty()) result_.failure = c;
+    }
+    if (result_.failure.empty()) result_.failure = Check();
     result_.messages = messages;
   }
   for (Node& node : nodes_) {
     result_.unsigned_batches += node.store->unsigned_batches();
+    result_.collections += node.engine->collections();
     for (const auto& [peer, st] : node.engine->Stats()) {
       result_.refused += st.unverified + st.rejected;
       result_.policy_waits += st.policy_waits;

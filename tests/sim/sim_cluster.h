@@ -61,6 +61,9 @@ struct SimResult {
   int64_t converged_after_ms = -1;
   // From convergence until every node's stable frontier held everything.
   int64_t stable_after_ms = -1;
+  // Collections committed by owners, and records they removed (counted on every node).
+  uint64_t collections = 0;
+  uint64_t collected = 0;
   uint64_t writes = 0;
   uint64_t messages = 0;
   uint64_t messages_dropped = 0;

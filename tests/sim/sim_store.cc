@@ -144,18 +144,26 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   auto& records = records_[stream];
   auto policies = policies_.find(stream);
   const replication::VersionVector& before = position_[stream];
-  for (const Change& c : batch.changes) {
+  for (size_t i = 0; i < batch.changes.size(); ++i) {
+    const Change& c = batch.changes[i];
+    const uint64_t seq = h.first_seq() + i;
     if (!c.has_policy()) {
-      RecordState& state = records[c.key()];
-      UpdateJournal(stream, c.key(), state, c.delta(), [&](replication::Stamp s) {
-        return replication::ReceivedBefore(before, h, s);
-      });
-      replication::MergeRecordState(state, c.delta());
+      if (on_change) on_change(stream, key, seq, c);
+      auto it = records.find(c.key());
+      UpdateJournal(stream, c.key(), it == records.end() ? RecordState() : it->second, c.delta(),
+                    [&](replication::Stamp s) { return replication::ReceivedBefore(before, h, s); });
+      MergeChange(stream, c.key(), c.delta(), key, seq);
     } else if (policies != policies_.end()) {
       replication::PolicyHistory& history = policies->second;
       history.Add(c.policy().version(),
                   *replication::RegistryPolicy::Compile(
                       replication::OriginToSiren(history.owner()), c.policy().policy()));
+      if (history.current_version() == c.policy().version()) {
+        policy_in_force_[stream] = c.policy().policy();
+      }
+      if (c.policy().has_collection()) {
+        CollectAt(stream, replication::FromDots(c.policy().collection().frontier()));
+      }
     }
   }
   log_[stream][key][h.first_seq()] = batch.raw;
@@ -178,13 +186,19 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
       p != nullptr && !p->Current().MayWrite(origin_)) {
     return deltas;  // refused: nothing acknowledged
   }
+  const uint64_t first_seq = position_[stream][OriginKey{origin_, 1}].seq + 1;
   for (const Write& w : writes) {
     const replication::Stamp stamp{hlc_.Now(), origin_};
-    auto plan = replication::PlanLocalWrite(schema_, records[w.key], w.write, stamp);
+    auto found = records.find(w.key);
+    const RecordState current = found == records.end() ? RecordState() : found->second;
+    auto plan = replication::PlanLocalWrite(schema_, current, w.write, stamp);
     if (!plan.ok() || !plan->has_value()) continue;
     // A local write replaces what it saw; it can only end a life, and its journal.
-    UpdateJournal(stream, w.key, records[w.key], (*plan)->delta,
-                  [](replication::Stamp) { return true; });
+    UpdateJournal(stream, w.key, current, (*plan)->delta, [](replication::Stamp) { return true; });
+    if (auto t = replication::TombstoneSet((*plan)->merged, (*plan)->delta, OriginKey{origin_, 1},
+                                           first_seq + changes.size())) {
+      tombstones_[stream][w.key] = *t;
+    }
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
@@ -202,6 +216,7 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
 void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> changes,
                          uint64_t max_hlc) {
   const OriginKey key{origin_, 1};
+  const replication::VersionVector before = position_[stream];
   replication::OriginPos& pos = position_[stream][key];
   replication::BatchParams params;
   params.origin = origin_;
@@ -235,6 +250,65 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, max_hlc);
   pos.last_hash = header_hash;
+  if (on_own_batch) on_own_batch(stream, before, pos.seq);
+}
+
+void SimStore::MergeChange(const std::string& stream, const std::string& id,
+                           const RecordState& delta, OriginKey key, uint64_t seq) {
+  auto& records = records_[stream];
+  RecordState& state = records[id];
+  replication::MergeRecordState(state, delta);
+  if (auto t = replication::TombstoneSet(state, delta, key, seq)) tombstones_[stream][id] = *t;
+  if (state.causal_length() == 0 && state.fields().empty()) records.erase(id);
+}
+
+void SimStore::CollectAt(const std::string& stream, const replication::VersionVector& frontier) {
+  auto& records = records_[stream];
+  auto& tombstones = tombstones_[stream];
+  for (auto it = tombstones.begin(); it != tombstones.end();) {
+    auto f = frontier.find(it->second.key);
+    if (f == frontier.end() || f->second.seq < it->second.seq) {
+      ++it;  // set by a change the collection does not cover
+      continue;
+    }
+    auto record = records.find(it->first);
+    if (record != records.end() && replication::Collectable(record->second, it->second, frontier)) {
+      const replication::Tombstone t = it->second;
+      records.erase(record);
+      conflicts_[stream].erase(it->first);
+      if (on_collect) on_collect(stream, it->first, t);
+    }
+    it = tombstones.erase(it);  // collected, or no longer the record's tombstone
+  }
+}
+
+absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
+                                       const replication::VersionVector& frontier,
+                                       const replication::VersionVector& required) {
+  auto history = policies_.find(stream);
+  if (history == policies_.end() || history->second.owner() != origin_ ||
+      !replication::CollectionAllowed(history->second.Current())) {
+    return false;
+  }
+  const auto& records = records_[stream];
+  bool any = false;
+  for (const auto& [id, t] : tombstones_[stream]) {
+    auto record = records.find(id);
+    any |= record != records.end() && replication::Collectable(record->second, t, frontier);
+  }
+  if (!any) return false;
+  const uint64_t version = hlc_.Now();
+  Change c;
+  *c.mutable_policy()->mutable_policy() = policy_in_force_[stream];
+  c.mutable_policy()->set_version(version);
+  replication::ToDots(frontier, *c.mutable_policy()->mutable_collection()->mutable_frontier());
+  replication::ToDots(required, *c.mutable_policy()->mutable_collection()->mutable_required());
+  c.set_author(absl::StrCat(origin_, "/sim-collector"));
+  AppendOwn(stream, {c.SerializeAsString()}, version);
+  SignTail(stream);  // nothing else comes with it: signed at once, as an idle tail is
+  history->second.Add(version, history->second.Current());
+  CollectAt(stream, frontier);
+  return true;
 }
 
 void SimStore::SignTail(const std::string& stream) {
@@ -254,7 +328,8 @@ bool SimStore::SignTails() {
 absl::Status SimStore::Authorize(const std::string& stream,
                                  const replication::DecodedBatch& batch) {
   if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
-    return replication::AuthorizeBatch(batch, *p);
+    if (absl::Status s = replication::AuthorizeBatch(batch, *p); !s.ok()) return s;
+    return replication::CollectionReady(batch, position_[stream]);
   }
   if (writers && !writers(batch.header.origin())) {
     return absl::PermissionDeniedError("not a writer");
@@ -286,9 +361,12 @@ std::vector<uint32_t> SimStore::Members(const std::string& stream) {
   return it == members.end() ? replication::ReplicaStore::Members(stream) : it->second;
 }
 
-void SimStore::DeclarePolicy(const std::string& stream,
-                             const replication::RegistryPolicy& declared) {
-  policies_.insert_or_assign(stream, replication::PolicyHistory(declared));
+void SimStore::DeclarePolicy(const std::string& stream, uint32_t owner,
+                             const interco::v1::Policy& declared) {
+  policies_.insert_or_assign(
+      stream, replication::PolicyHistory(*replication::RegistryPolicy::Compile(
+                  replication::OriginToSiren(owner), declared)));
+  policy_in_force_[stream] = declared;
 }
 
 const replication::PolicyHistory* SimStore::Policies(const std::string& stream) const {
@@ -308,6 +386,7 @@ uint64_t SimStore::SetPolicy(const std::string& stream, const interco::v1::Polic
   AppendOwn(stream, {c.SerializeAsString()}, version);
   history.Add(version, *replication::RegistryPolicy::Compile(
                            replication::OriginToSiren(origin_), policy));
+  policy_in_force_[stream] = policy;
   return version;
 }
 
@@ -335,15 +414,16 @@ void SimStore::UpdateJournal(const std::string& stream, const std::string& key,
   if (journal.ByteSizeLong() == 0) journals.erase(key);
 }
 
-std::vector<Change> SimStore::LoggedChanges(const std::string& stream) {
-  std::vector<Change> out;
+std::vector<SimStore::LoggedChange> SimStore::LoggedChanges(const std::string& stream) {
+  std::vector<LoggedChange> out;
   for (auto& [key, batches] : log_[stream]) {
     for (auto& [first, batch] : batches) {
+      uint64_t seq = first;
       for (const std::string& bytes : batch.changes()) {
         Change c;
         INTERCO_CHECK(c.ParseFromString(bytes));
         replication::ExpandChange(c, key.origin);
-        out.push_back(std::move(c));
+        out.push_back(LoggedChange{key, seq++, std::move(c)});
       }
     }
   }

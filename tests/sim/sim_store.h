@@ -13,6 +13,7 @@
 #include "replication/conflict_journal.h"
 #include "replication/env.h"
 #include "replication/hlc.h"
+#include "replication/collection.h"
 #include "replication/policy.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
@@ -82,6 +83,24 @@ class SimStore final : public replication::ReplicaStore {
   bool MayReadBatch(const std::string& stream, uint32_t node, uint64_t policy_version) override;
   uint32_t OwnerOf(const std::string& stream) override;
   std::vector<uint32_t> Members(const std::string& stream) override;
+  // As the node does (replication/collection.h): the owner commits a collection of the
+  // tombstones set at or below the frontier, and every node collects them when it applies
+  // the collection.
+  absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
+                               const replication::VersionVector& required) override;
+  // Called for every record a collection removes here, with the tombstone it had.
+  std::function<void(const std::string& stream, const std::string& key,
+                     const replication::Tombstone& tombstone)>
+      on_collect;
+  // Called for every batch of this node's own, with what the node held just before it
+  // and the batch's last sequence number.
+  std::function<void(const std::string& stream, const replication::VersionVector& before,
+                     uint64_t last_seq)>
+      on_own_batch;
+  // Called for every change applied from a remote batch, before it is merged.
+  std::function<void(const std::string& stream, replication::OriginKey key, uint64_t seq,
+                     const interco::replication::v1::Change& change)>
+      on_change;
   // The nodes that replicate each stream, as the simulation built them (unset: none
   // declared).
   std::map<std::string, std::vector<uint32_t>> members;
@@ -90,7 +109,7 @@ class SimStore final : public replication::ReplicaStore {
   std::function<bool(uint32_t)> readers;
   // ...a versioned registry policy per stream, as the node keeps it: batches are judged
   // by replication::AuthorizeBatch, policy changes applied, local commits checked.
-  void DeclarePolicy(const std::string& stream, const replication::RegistryPolicy& declared);
+  void DeclarePolicy(const std::string& stream, uint32_t owner, const interco::v1::Policy& declared);
   const replication::PolicyHistory* Policies(const std::string& stream) const;
   // A local policy change (this node must own the stream). Returns its version.
   uint64_t SetPolicy(const std::string& stream, const interco::v1::Policy& policy);
@@ -119,7 +138,12 @@ class SimStore final : public replication::ReplicaStore {
     return conflicts_[stream];
   }
   // Every change of the stream's log, origin by origin in order.
-  std::vector<interco::replication::v1::Change> LoggedChanges(const std::string& stream);
+  struct LoggedChange {
+    replication::OriginKey key;
+    uint64_t seq = 0;
+    interco::replication::v1::Change change;
+  };
+  std::vector<LoggedChange> LoggedChanges(const std::string& stream);
   // Checks that every origin's log is dense from 1 and chained. Empty if fine.
   std::string CheckLog();
   uint64_t hlc_last() const { return hlc_.last(); }
@@ -146,6 +170,19 @@ class SimStore final : public replication::ReplicaStore {
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;
   std::map<std::string, replication::PolicyHistory> policies_;
+  // The policy in force per stream, as written (a collection repeats it).
+  std::map<std::string, interco::v1::Policy> policy_in_force_;
+  // Per stream and record, the tombstone the record got last (replication::TombstoneSet);
+  // the node keeps them in an index by change, to the same effect.
+  std::map<std::string, std::map<std::string, replication::Tombstone>> tombstones_;
+  // Merges a change of (key, seq) into record `id`, noting the tombstone it sets; drops a
+  // state that stays empty (a change that a collected record's tombstone would have
+  // absorbed).
+  void MergeChange(const std::string& stream, const std::string& id,
+                   const replication::RecordState& delta, replication::OriginKey key,
+                   uint64_t seq);
+  // Removes the records whose tombstone a collection at `frontier` covers.
+  void CollectAt(const std::string& stream, const replication::VersionVector& frontier);
   // The conflict journal of record `key` for `delta`, about to be merged into `current`.
   void UpdateJournal(const std::string& stream, const std::string& key,
                      const replication::RecordState& current,

@@ -1,0 +1,71 @@
+// Garbage collection of causally stable tombstones (interco.replication.v1.Collection).
+//
+// A deleted record keeps a tombstone (its causal length and the delete's stamp) so that
+// writes concurrent with the delete cannot bring it back. Once the delete is causally
+// stable (replication/stability.h), nothing concurrent with it can arrive any more and the
+// tombstone can go. Which tombstones go must be the same on every node, or states would
+// differ: so the registry's owner decides, with a Collection change of its chain that
+// names its frontier, and every node applies it at that point of the owner's chain, once
+// it holds what the collection requires (CollectionReady). It then removes every record
+// whose tombstone was set by a change at or below the frontier (Collectable). A batch
+// written after the collection names its policy version and waits, wherever it arrives,
+// until the collection is applied there.
+//
+// Only registries whose policy names its writers are collected (CollectionAllowed): in
+// a registry open to every authority, a node nobody has heard of could hold writes
+// concurrent with a delete that all known members consider stable.
+//
+// Pure functions.
+#ifndef INTERCO_REPLICATION_COLLECTION_H_
+#define INTERCO_REPLICATION_COLLECTION_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "interco/replication/v1/state.pb.h"
+#include "replication/env.h"
+#include "replication/policy.h"
+#include "replication/record_crdt.h"
+#include "replication/version_vector.h"
+
+namespace interco::replication {
+
+using Dots = google::protobuf::RepeatedPtrField<interco::replication::v1::Dot>;
+
+VersionVector FromDots(const Dots& dots);
+void ToDots(const VersionVector& vv, Dots& out);
+
+// OK if `position` holds what every collection of the batch requires (its frontier and
+// its requirements); UNAVAILABLE (held back until then) otherwise.
+absl::Status CollectionReady(const DecodedBatch& batch, const VersionVector& position);
+
+// Whether the owner may collect in a registry under `policy`: its writers are listed.
+bool CollectionAllowed(const RegistryPolicy& policy);
+
+// A tombstone and the change that set it.
+struct Tombstone {
+  // The record's causal length (even) and the delete's stamp, as the change left them.
+  uint32_t causal_length = 0;
+  uint64_t hlc = 0;
+  // The change: its origin epoch and sequence number.
+  OriginKey key;
+  uint64_t seq = 0;
+};
+
+// The tombstone that change `seq` of `key` (origin key.origin) set, if merging its
+// `delta` left the record deleted with the delta's own causal length and stamp (`after`
+// is the record's state once merged).
+std::optional<Tombstone> TombstoneSet(const RecordState& after, const RecordState& delta,
+                                      OriginKey key, uint64_t seq);
+
+// Whether a record whose state is `state` goes with a collection at `frontier`, given a
+// tombstone some change set on it: the record still holds that tombstone, and the change
+// is at or below the frontier.
+bool Collectable(const RecordState& state, const Tombstone& tombstone,
+                 const VersionVector& frontier);
+
+}  // namespace interco::replication
+
+#endif  // INTERCO_REPLICATION_COLLECTION_H_
