@@ -46,7 +46,7 @@ absl::Status CollectionReady(const DecodedBatch& batch, const VersionVector& pos
   return absl::OkStatus();
 }
 
-bool CollectionAllowed(const RegistryPolicy& policy) { return policy.writers_listed(); }
+bool CollectionAllowed(const PolicyHistory& history) { return history.writers_always_listed(); }
 
 std::optional<Tombstone> TombstoneSet(const RecordState& after, const RecordState& delta,
                                       OriginKey key, uint64_t seq) {

@@ -11,9 +11,11 @@
 // written after the collection names its policy version and waits, wherever it arrives,
 // until the collection is applied there.
 //
-// Only registries whose policy names its writers are collected (CollectionAllowed): in
-// a registry open to every authority, a node nobody has heard of could hold writes
-// concurrent with a delete that all known members consider stable.
+// Only registries whose policy has always named its writers are collected
+// (CollectionAllowed): in a registry open to every authority, a node nobody has heard of
+// could hold writes concurrent with a delete that all known members consider stable; and
+// a batch is judged by the policy version it names, so a writer of any past version
+// counts (PolicyHistory::AllWriters).
 //
 // Pure functions.
 #ifndef INTERCO_REPLICATION_COLLECTION_H_
@@ -41,8 +43,9 @@ void ToDots(const VersionVector& vv, Dots& out);
 // its requirements); UNAVAILABLE (held back until then) otherwise.
 absl::Status CollectionReady(const DecodedBatch& batch, const VersionVector& position);
 
-// Whether the owner may collect in a registry under `policy`: its writers are listed.
-bool CollectionAllowed(const RegistryPolicy& policy);
+// Whether the owner may collect in a registry with these policy versions: every one of
+// them lists its writers.
+bool CollectionAllowed(const PolicyHistory& history);
 
 // A tombstone and the change that set it.
 struct Tombstone {

@@ -148,7 +148,7 @@ class ReplicaStore {
   }
   // Nodes known to replicate `stream` whether or not they have been heard of (their
   // reports are awaited before anything is stable; see replication/stability.h): the
-  // owner, and the writers its policy lists. Default: the owner, if any.
+  // owner, and the writers any version of its policy lists. Default: the owner, if any.
   virtual std::vector<uint32_t> Members(const std::string& stream) {
     const uint32_t owner = OwnerOf(stream);
     return owner == 0 ? std::vector<uint32_t>{} : std::vector<uint32_t>{owner};

@@ -74,6 +74,21 @@ bool PolicyHistory::MayReadBatch(uint64_t version, uint32_t authority) const {
   return Current().MayRead(authority);
 }
 
+bool PolicyHistory::writers_always_listed() const {
+  for (const auto& [version, policy] : versions_) {
+    if (!policy.writers_listed()) return false;
+  }
+  return true;
+}
+
+std::set<uint32_t> PolicyHistory::AllWriters() const {
+  std::set<uint32_t> out{owner()};
+  for (const auto& [version, policy] : versions_) {
+    out.insert(policy.writers().begin(), policy.writers().end());
+  }
+  return out;
+}
+
 const RegistryPolicy* PolicyHistory::At(uint64_t version) const {
   auto it = versions_.find(version);
   return it == versions_.end() ? nullptr : &it->second;

@@ -70,6 +70,11 @@ class PolicyHistory {
   // that version or a later one known here (so a reader removed by a change still gets
   // that change, and one added gets what was written before), or under the current one.
   bool MayReadBatch(uint64_t version, uint32_t authority) const;
+  // Whether every version applied here lists its writers (none is open to every
+  // authority), and the owner with every writer any of them lists: the authorities whose
+  // batches may enter, whatever version they were written under.
+  bool writers_always_listed() const;
+  std::set<uint32_t> AllWriters() const;
 
  private:
   std::map<uint64_t, RegistryPolicy> versions_;

@@ -129,7 +129,7 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
-    NoteReport(peer_id, sp);
+    NoteReport(peer_id, sp, hello.epoch());
   }
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
@@ -671,6 +671,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
     hello->set_reply_requested(out.hello_reply);
     FillSessions(*hello->mutable_sessions());
     hello->set_node(options_.self);
+    hello->set_epoch(options_.epoch);
     for (const std::string& stream : store_.Streams()) {
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (!vv.ok()) continue;  // the peer will hear of this stream in the next Hello
@@ -699,10 +700,12 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (!vv.ok()) continue;
       interco::replication::v1::StreamReports& reports = *ack->add_reports();
-      stability_.Write(stream, peer.reports_sent, peer_id, reports);
+      auto sent = peer.reports_sent.find(stream);
+      stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
+                       reports);
       reports.set_stream(stream);
       // Ours, whole (an ack names only what moved, not what we wrote meanwhile).
-      WriteReport(options_.self, *vv, *reports.add_members());
+      WriteReport(options_.self, options_.epoch, *vv, *reports.add_members());
     }
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
@@ -729,7 +732,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
   peer.stats.batches_sent += out.frame_batches;
   if (out.status && peer.hello_received) {
     peer.last_status_ms = now;
-    peer.reports_sent = reports_version;
+    for (const auto& reports : m.ack().reports()) peer.reports_sent[reports.stream()] = reports_version;
   }
   out = Outbox();
   return true;
@@ -962,7 +965,9 @@ void Replicator::CollectOwned() {
     // The frontier moved: whatever it says, it is not considered again for a while.
     VersionVector required = stability_.Requirement(stream);
     absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required);
-    collect_tried_[stream] = {now, std::move(frontier)};
+    // A failure (the store busy, say) is tried again at the next interval, whatever the
+    // frontier; an answer holds until the frontier moves.
+    collect_tried_[stream] = {now, collected.ok() ? std::move(frontier) : VersionVector()};
     if (collected.ok() && *collected) {
       collections_++;
       OnLocalCommit();
@@ -970,10 +975,11 @@ void Replicator::CollectOwned() {
   }
 }
 
-void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp) {
+void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp,
+                            uint32_t epoch) {
   if (!Replicates(sp.stream())) return;
   absl::StatusOr<VersionVector> ours = store_.Position(sp.stream());
-  if (ours.ok()) stability_.Report(sp.stream(), peer_id, FromProto(sp), *ours);
+  if (ours.ok()) stability_.Report(sp.stream(), peer_id, FromProto(sp), *ours, epoch);
 }
 
 VersionVector Replicator::StableFrontier(const std::string& stream) {

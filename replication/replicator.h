@@ -39,6 +39,9 @@ namespace interco::replication {
 struct ReplicatorOptions {
   // SIREN of this node (as an origin number). Required.
   uint32_t self = 0;
+  // This node's origin epoch (1, plus one per restore from a backup): stated with its
+  // reports of what it holds.
+  uint32_t epoch = 1;
   // What becomes due to a peer within this long of the last message sent to it waits for
   // the next Tick (or for a full message), so that one message carries it all. Default:
   // 100 ms.
@@ -219,8 +222,9 @@ class Replicator {
     int64_t last_hello_ms = 0;
     int64_t last_progress_ms = 0;
     int64_t last_nack_ms = -1;
-    // Stability::version() at the last status sent: reports that grew since go next.
-    uint64_t reports_sent = 0;
+    // Per stream, Stability::version() at the last status that carried its reports: the
+    // reports that grew since go next (all of them for a stream not sent yet).
+    std::map<std::string, uint64_t> reports_sent;
     PeerStats stats;
   };
 
@@ -361,8 +365,10 @@ class Replicator {
   // As the owner of streams: commits a collection where the frontier moved and there is
   // something to collect (ReplicaStore::Collect), at most every collect_interval_ms.
   void CollectOwned();
-  // Merges the peer's statement of what it holds of `stream` into its report.
-  void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp);
+  // Merges the peer's statement of what it holds of `stream` (its Hello, made in its
+  // origin epoch `epoch`) into its report.
+  void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp,
+                  uint32_t epoch);
 };
 
 }  // namespace interco::replication

@@ -33,9 +33,10 @@ bool MergeMax(VersionVector& into, const VersionVector& from) {
 
 }  // namespace
 
-void WriteReport(uint32_t member, const VersionVector& held,
+void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
                  interco::replication::v1::MemberReport& out) {
   out.set_member(member);
+  out.set_epoch(epoch);
   for (const auto& [key, pos] : held) {
     auto* o = out.add_origins();
     o->set_origin(key.origin);
@@ -57,16 +58,25 @@ void Stability::TakeIfHeld(uint32_t member, Member& m, const VersionVector& repo
 }
 
 void Stability::Report(const std::string& stream, uint32_t member, const VersionVector& held,
-                       const VersionVector& position) {
+                       const VersionVector& position, uint32_t epoch) {
   if (member == 0 || member == self_ || held.size() > limits::kReportOriginsMax) return;
+  epoch = std::max<uint32_t>(epoch, 1);
   std::map<uint32_t, Member>& members = streams_[stream];
   auto it = members.find(member);
   if (it == members.end()) {
     if (members.size() >= limits::kStreamMembersMax) return;
     it = members.emplace(member, Member()).first;
+    it->second.epoch = epoch;
     it->second.version = ++version_;  // a new member is news, even holding nothing
   }
   Member& m = it->second;
+  if (epoch < m.epoch) return;  // from before the member was restored
+  if (epoch > m.epoch) {
+    // Restored from a backup: what it said before no longer holds.
+    m = Member();
+    m.epoch = epoch;
+    m.version = ++version_;
+  }
   if (MergeMax(m.reported, held)) m.version = ++version_;
   TakeIfHeld(member, m, held, position);
 }
@@ -80,7 +90,7 @@ void Stability::Report(const interco::replication::v1::StreamReports& in,
       OriginPos& p = held[OriginKey{o.origin(), o.epoch()}];
       p.seq = std::max(p.seq, o.seq());
     }
-    Report(in.stream(), r.member(), held, position);
+    Report(in.stream(), r.member(), held, position, r.epoch());
   }
 }
 
@@ -160,7 +170,7 @@ void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,
   out.set_stream(stream);
   for (const auto& [member, m] : s->second) {
     if (member == skip || m.version <= since) continue;
-    WriteReport(member, m.reported, *out.add_members());
+    WriteReport(member, m.epoch, m.reported, *out.add_members());
   }
 }
 

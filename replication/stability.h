@@ -42,8 +42,8 @@ struct StabilitySummary {
   uint64_t unstable = 0;
 };
 
-// `member`'s report stating `held`.
-void WriteReport(uint32_t member, const VersionVector& held,
+// `member`'s report stating `held`, made in its origin epoch `epoch`.
+void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
                  interco::replication::v1::MemberReport& out);
 
 class Stability {
@@ -56,8 +56,11 @@ class Stability {
   // which names only what moved, is not one). Reports of
   // this node itself, of member 0, beyond the member bound or with too many origins are
   // ignored.
+  // `epoch` is the member's origin epoch when it reported: a report of an earlier epoch
+  // than one already heard of is ignored, one of a later epoch replaces all that was known
+  // of the member (restored from a backup, it may hold less than it said before).
   void Report(const std::string& stream, uint32_t member, const VersionVector& held,
-              const VersionVector& position);
+              const VersionVector& position, uint32_t epoch = 1);
   void Report(const interco::replication::v1::StreamReports& in, const VersionVector& position);
 
   // Takes the newest reports of `stream` that `position` now allows.
@@ -94,6 +97,8 @@ class Stability {
     VersionVector taken;
     // version_ when `reported` last grew.
     uint64_t version = 0;
+    // The member's origin epoch of the reports kept.
+    uint32_t epoch = 1;
   };
   void TakeIfHeld(uint32_t member, Member& m, const VersionVector& report,
                   const VersionVector& position);

@@ -109,7 +109,12 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
   }
   absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
                                const replication::VersionVector& required) override {
-    return store_.Collect(stream, frontier, required);
+    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required);
+    if (!collected.ok()) {
+      log::Error(absl::StrCat("collection of registry ", stream,
+                              " failed (tried again later): ", collected.status().ToString()));
+    }
+    return collected;
   }
   void OnRefused(uint32_t peer, const std::string& stream,
                  const interco::replication::v1::BatchHeader* header,
@@ -238,6 +243,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   m->transport_ = std::make_unique<EngineTransport>(*m);
   replication::ReplicatorOptions ro;
   ro.self = m->self_;
+  ro.epoch = store.epoch();  // settled when the store opened (a restored copy starts a new one)
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
   ro.collect_interval_ms = options.collect_interval_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,

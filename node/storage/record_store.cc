@@ -48,8 +48,8 @@ using replication::RecordState;
 
 // 2: signatures per run (Batch.signer, BatchHeader.run_index); batches of version 1
 // (signer in the header) no longer verify, and there is no migration.
-// 4: the tombstones family (3 is read and upgraded: its deletes, not indexed, are never
-// collected).
+// 4: the tombstones family (a store of version 3 lacks the index of its deletes, which a
+// collection would then miss here and not elsewhere).
 constexpr uint32_t kFormatVersion = 4;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
@@ -315,18 +315,12 @@ absl::Status RecordStore::Load() {
       return absl::FailedPreconditionError(
           absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
     }
-    if (meta.format_version() == 3) {
-      meta.set_format_version(kFormatVersion);
-      rocksdb::WriteBatch wb;
-      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
-      INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
-    }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads versions 3 "
-          "and ", kFormatVersion, " only (version 2 predates signing times in signatures, "
-          "version 1 signatures per run; there is no migration: start from an empty store and "
-          "let the partners send it everything)"));
+          "the store has format version ", meta.format_version(), "; this node reads version ",
+          kFormatVersion, " only (version 3 has no index of tombstones, version 2 predates "
+          "signing times in signatures, version 1 signatures per run; there is no migration: "
+          "start from an empty store and let the partners send it everything)"));
     }
   } else {
     meta.set_authority(authority_);
@@ -583,11 +577,11 @@ absl::Status RecordStore::Authorize(std::string_view registry,
 std::vector<uint32_t> RecordStore::Members(std::string_view registry) {
   const auto policies = PolicyOf(registry);
   if (policies == nullptr) return {};
+  // Writers of every version: a batch is judged by the version it names.
+  const std::set<uint32_t> writers = policies->AllWriters();
   std::vector<uint32_t> out{policies->owner()};
-  if (policies->Current().writers_listed()) {
-    for (uint32_t w : policies->Current().writers()) {
-      if (w != policies->owner()) out.push_back(w);
-    }
+  for (uint32_t w : writers) {
+    if (w != policies->owner()) out.push_back(w);
   }
   return out;
 }
@@ -857,6 +851,15 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
   }
   g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
               built->SerializeAsString());
+  if (auto own = g.own_tombstones.find(registry); own != g.own_tombstones.end()) {
+    for (const GroupState::OwnTombstone& t : own->second) {
+      std::string tkey = keys::Tombstone(registry, origin_, epoch_, params.first_seq + t.index, t.id);
+      std::string value = keys::EncodeTombstoneValue(t.causal_length, t.hlc);
+      g.batch.Put(db_->handle(Cf::kTombstones), ToSlice(tkey), value);
+      g.tombstones[std::move(tkey)] = std::move(value);
+    }
+    g.own_tombstones.erase(own);
+  }
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, params.max_hlc);
   pos.last_hash = std::move(header_hash);
@@ -1105,12 +1108,12 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   // of the record's life.
   INTERCO_RETURN_IF_ERROR(StageConflicts(rt, g, op.registry, op.key, current, planned->delta,
                                          [](replication::Stamp) { return true; }));
-  // This change's sequence number: the group's own changes of the registry form one batch
-  // after what is committed.
-  const uint64_t seq = rt.position[replication::OriginKey{origin_, epoch_}].seq +
-                       g.changes[op.registry].size() + 1;
-  StageTombstone(g, op.registry, op.key, planned->merged, planned->delta,
-                 replication::OriginKey{origin_, epoch_}, seq);
+  // A tombstone of this change is indexed when the group's batch is sealed (StageOwnBatch).
+  if (auto t = replication::TombstoneSet(planned->merged, planned->delta,
+                                         replication::OriginKey{origin_, epoch_}, 0)) {
+    g.own_tombstones[op.registry].push_back(
+        GroupState::OwnTombstone{g.changes[op.registry].size(), op.key, t->causal_length, t->hlc});
+  }
   Change change;
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
@@ -1388,8 +1391,8 @@ absl::StatusOr<uint64_t> RecordStore::StageCollection(GroupState& g, RegistryRun
 absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
-  if (rt.policies->owner() != origin_ ||
-      !replication::CollectionAllowed(rt.policies->Current()) || op.frontier.empty()) {
+  if (rt.policies->owner() != origin_ || !replication::CollectionAllowed(*rt.policies) ||
+      op.frontier.empty()) {
     return absl::OkStatus();  // not ours to collect: nothing done
   }
   INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, op.registry, op.frontier));
@@ -1411,7 +1414,10 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
-  INTERCO_RETURN_IF_ERROR(StageCollection(g, rt, op.registry, op.frontier).status());
+  if (absl::Status s = StageCollection(g, rt, op.registry, op.frontier).status(); !s.ok()) {
+    g.broken = s;  // the change is staged: commit none of the group
+    return s;
+  }
   op.collected = true;
   return absl::OkStatus();
 }

@@ -89,6 +89,16 @@ struct RecordStore::GroupState {
   bool old_tails_signed = false;
   // Tombstones-family entries put earlier in the group (by key), with their values.
   std::map<std::string, std::string> tombstones;
+  // Tombstones this node's own changes set, per registry, indexed once the group's batch
+  // of the registry is sealed (its epoch and first sequence number known): the position
+  // of the change in the batch, the record, its causal length and the delete's HLC.
+  struct OwnTombstone {
+    size_t index = 0;
+    std::string id;
+    uint32_t causal_length = 0;
+    uint64_t hlc = 0;
+  };
+  std::map<std::string, std::vector<OwnTombstone>> own_tombstones;
 };
 
 }  // namespace interco::node

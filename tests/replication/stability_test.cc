@@ -131,6 +131,29 @@ TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
   EXPECT_EQ(Flat(r.Frontier(kStream, ours)), (Flattened{{kA, 3}}));
 }
 
+TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
+  Stability s(kV);
+  const VersionVector ours = Vv({{kA, 5}});
+  s.Report(kStream, kA, Vv({{kA, 5}}), ours);
+  s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 5}}));
+  // C was restored from a backup that held A's 2 only: it says so in its epoch 2.
+  s.Report(kStream, kC, Vv({{kA, 2}}), ours, 2);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}}));
+  // A relay still telling C's epoch-1 report changes nothing any more.
+  s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}}));
+  v1::StreamReports out;
+  s.Write(kStream, 0, kX, out);
+  for (const auto& r : out.members()) {
+    if (r.member() == kC) {
+      EXPECT_EQ(r.epoch(), 2u);
+    }
+  }
+  s.Report(kStream, kC, Vv({{kA, 4}}), ours, 2);
+  EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 4}}));
+}
+
 TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
   Stability s(kV);
   const VersionVector ours = Vv({{kA, 5}});

@@ -418,8 +418,11 @@ void World::BuildTopology() {
     }
     for (const std::string& stream : node.streams) {
       if (options_.policy_changes && stream == "commun") {
+        // Every node listed as a writer (so that it is collected), then churned.
         interco::v1::Policy everyone;
-        everyone.mutable_writers()->set_all_authorities(true);
+        for (const Node& other : nodes_) {
+          everyone.mutable_writers()->add_authorities(replication::OriginToSiren(other.siren));
+        }
         node.store->DeclarePolicy(stream, nodes_[0].siren, everyone);
         continue;
       }
@@ -633,7 +636,7 @@ bool World::AllCollected(std::string* left) {
     for (int i : subs) {
       SimStore& store = *nodes_[static_cast<size_t>(i)].store;
       const replication::PolicyHistory* p = store.Policies(stream);
-      if (p == nullptr || !replication::CollectionAllowed(p->Current())) continue;
+      if (p == nullptr || !replication::CollectionAllowed(*p)) continue;
       for (const auto& [key, state] : store.Records(stream)) {
         if (!replication::IsLive(state)) {
           *left = absl::StrCat(stream, "/", key, " on node ", i);

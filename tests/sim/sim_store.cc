@@ -287,7 +287,7 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
                                        const replication::VersionVector& required) {
   auto history = policies_.find(stream);
   if (history == policies_.end() || history->second.owner() != origin_ ||
-      !replication::CollectionAllowed(history->second.Current())) {
+      !replication::CollectionAllowed(history->second)) {
     return false;
   }
   const auto& records = records_[stream];

@@ -101,7 +101,7 @@ TEST(SimTest, ByzantineRelaySweep) {
 
 TEST(SimTest, PolicyChangeSweep) {
   const uint64_t count = EnvInt("INTERCO_SIM_POLICY_SEEDS", 200);
-  uint64_t changes = 0, refused_writes = 0, waits = 0, writes = 0;
+  uint64_t changes = 0, refused_writes = 0, waits = 0, writes = 0, collected = 0;
   for (uint64_t seed = 1; seed <= count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -113,14 +113,17 @@ TEST(SimTest, PolicyChangeSweep) {
     refused_writes += r.refused_writes;
     waits += r.policy_waits;
     writes += r.writes;
+    collected += r.collected;
   }
   std::printf("policy sim: %llu seeds, %llu policy versions, %llu writes committed, %llu "
-              "refused by the policy in force, %llu batches held for their policy version\n",
+              "refused by the policy in force, %llu batches held for their policy version "
+              "(collections among them), %llu tombstones collected\n",
               static_cast<unsigned long long>(count), static_cast<unsigned long long>(changes),
               static_cast<unsigned long long>(writes),
               static_cast<unsigned long long>(refused_writes),
-              static_cast<unsigned long long>(waits));
+              static_cast<unsigned long long>(waits), static_cast<unsigned long long>(collected));
   EXPECT_GT(changes, 0u);
+  EXPECT_GT(collected, 0u) << "nothing collected under policy churn";
   EXPECT_GT(refused_writes, 0u) << "no write was refused: the churn tests nothing";
 }
 
