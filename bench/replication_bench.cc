@@ -567,7 +567,8 @@ void CollectBench() {
   const int64_t index_bytes = (*store)->SizeByFamily()["tombstones"];
   const interco::replication::VersionVector position = *(*store)->Position("bench");
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<bool> collected = (*store)->Collect("bench", position, position);
+  absl::StatusOr<bool> collected =
+      (*store)->Collect("bench", position, position, (*store)->Members("bench"));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t after = size_after_compaction();
   const uint64_t removed = (*store)->CollectedRecords("bench").value_or(0);

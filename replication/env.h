@@ -136,14 +136,16 @@ class ReplicaStore {
   // The SIREN of the stream's owner, whose batches carry policy changes: sent first. 0 if
   // none. Default: 0.
   virtual uint32_t OwnerOf(const std::string& /*stream*/) { return 0; }
-  // On the stream's owner, asked now and then with the stable frontier and what a node
-  // must hold to act on it (replication/collection.h): if the registry may be collected
-  // and some tombstone set by a change at or below `frontier` remains, commits a
-  // collection (a change of this node's chain, collected here at once) and returns true.
-  // Default: false (nothing collected).
+  // On the stream's owner, asked now and then with the stable frontier, what a node must
+  // hold to act on it, and the members (Members()) the frontier waited for
+  // (replication/collection.h): if the registry may be collected, its policy names no
+  // writer beyond `members` (it may have changed since), and some tombstone set by a change
+  // at or below `frontier` remains, commits a collection (a change of this node's chain,
+  // collected here at once) and returns true. Default: false (nothing collected).
   virtual absl::StatusOr<bool> Collect(const std::string& /*stream*/,
                                        const VersionVector& /*frontier*/,
-                                       const VersionVector& /*required*/) {
+                                       const VersionVector& /*required*/,
+                                       const std::vector<uint32_t>& /*members*/) {
     return false;
   }
   // Nodes known to replicate `stream` whether or not they have been heard of (their

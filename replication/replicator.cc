@@ -959,12 +959,18 @@ void Replicator::CollectOwned() {
     if (tried != collect_tried_.end() && now - tried->second.first < options_.collect_interval_ms) {
       continue;
     }
-    VersionVector frontier = StableFrontier(stream);
+    absl::StatusOr<VersionVector> ours = store_.Position(stream);
+    if (!ours.ok()) continue;
+    // The members the frontier waits for, as the store says now: the collection is made
+    // only if the policy still names no other writer when it is staged.
+    const std::vector<uint32_t> members = store_.Members(stream);
+    stability_.Take(stream, *ours);
+    VersionVector frontier = stability_.Frontier(stream, *ours, members);
     if (frontier.empty()) continue;
     if (tried != collect_tried_.end() && Missing(frontier, tried->second.second) == 0) continue;
     // The frontier moved: whatever it says, it is not considered again for a while.
     VersionVector required = stability_.Requirement(stream);
-    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required);
+    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required, members);
     // A failure (the store busy, say) is tried again at the next interval, whatever the
     // frontier; an answer holds until the frontier moves.
     collect_tried_[stream] = {now, collected.ok() ? std::move(frontier) : VersionVector()};

@@ -61,6 +61,12 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
                        const VersionVector& position, uint32_t epoch) {
   if (member == 0 || member == self_ || held.size() > limits::kReportOriginsMax) return;
   epoch = std::max<uint32_t>(epoch, 1);
+  // Changes of a later epoch of the member are here: the report is from before it was
+  // restored (relayed late, or heard again after this node restarted).
+  for (auto it = position.lower_bound(OriginKey{member, epoch + 1});
+       it != position.end() && it->first.origin == member; ++it) {
+    if (it->second.seq > 0) return;
+  }
   std::map<uint32_t, Member>& members = streams_[stream];
   auto it = members.find(member);
   if (it == members.end()) {

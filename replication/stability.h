@@ -4,8 +4,11 @@
 // A member's report is what it holds of the stream (its version vector, its own changes
 // included). Each node learns its peers' from their Hellos, statuses and acks, and relays
 // the reports it knows in its status (replication.v1.MemberReport), so every report
-// reaches every node of the stream. Reports of a member are merged by pointwise maximum:
-// they only grow, and any order of arrival gives the same result.
+// reaches every node of the stream. Reports of a member within one of its origin epochs
+// are merged by pointwise maximum: they only grow, and any order of arrival gives the
+// same result. A report of a later epoch (the member was restored from a backup) replaces
+// the earlier ones; one of an earlier epoch than known, or than changes of the member
+// held here, is ignored.
 //
 // A report of member M is *taken* only once this node holds M's own changes up to what
 // the report says: every write of M this node lacks was then made after M held the whole
@@ -57,8 +60,9 @@ class Stability {
   // this node itself, of member 0, beyond the member bound or with too many origins are
   // ignored.
   // `epoch` is the member's origin epoch when it reported: a report of an earlier epoch
-  // than one already heard of is ignored, one of a later epoch replaces all that was known
-  // of the member (restored from a backup, it may hold less than it said before).
+  // than one already heard of, or than a change of the member in `position`, is ignored;
+  // one of a later epoch replaces all that was known of the member (restored from a
+  // backup, it may hold less than it said before).
   void Report(const std::string& stream, uint32_t member, const VersionVector& held,
               const VersionVector& position, uint32_t epoch = 1);
   void Report(const interco::replication::v1::StreamReports& in, const VersionVector& position);

@@ -108,8 +108,9 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
     return store_.Members(stream);
   }
   absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required) override {
-    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required);
+                               const replication::VersionVector& required,
+                               const std::vector<uint32_t>& members) override {
+    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required, members);
     if (!collected.ok()) {
       log::Error(absl::StrCat("collection of registry ", stream,
                               " failed (tried again later): ", collected.status().ToString()));

@@ -588,12 +588,14 @@ std::vector<uint32_t> RecordStore::Members(std::string_view registry) {
 
 absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
                                           const replication::VersionVector& frontier,
-                                          const replication::VersionVector& required) {
+                                          const replication::VersionVector& required,
+                                          const std::vector<uint32_t>& members) {
   auto op = std::make_unique<Op>();
   op->type = Op::Type::kCollect;
   op->registry = std::string(registry);
   op->frontier = frontier;
   op->required = required;
+  op->members = members;
   bool collected = false;
   INTERCO_RETURN_IF_ERROR(
       EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
@@ -856,6 +858,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
       std::string tkey = keys::Tombstone(registry, origin_, epoch_, params.first_seq + t.index, t.id);
       std::string value = keys::EncodeTombstoneValue(t.causal_length, t.hlc);
       g.batch.Put(db_->handle(Cf::kTombstones), ToSlice(tkey), value);
+      g.bytes += tkey.size() + value.size();
       g.tombstones[std::move(tkey)] = std::move(value);
     }
     g.own_tombstones.erase(own);
@@ -1394,6 +1397,11 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   if (rt.policies->owner() != origin_ || !replication::CollectionAllowed(*rt.policies) ||
       op.frontier.empty()) {
     return absl::OkStatus();  // not ours to collect: nothing done
+  }
+  // A writer added since the frontier was computed was not waited for: not now.
+  const std::set<uint32_t> counted(op.members.begin(), op.members.end());
+  for (uint32_t w : rt.policies->AllWriters()) {
+    if (!counted.contains(w)) return absl::OkStatus();
   }
   INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, op.registry, op.frontier));
   bool any = false;

@@ -172,12 +172,14 @@ class RecordStore {
   uint32_t OwnerOf(std::string_view registry);
   // The owner and the writers its policy lists (replication::ReplicaStore::Members).
   std::vector<uint32_t> Members(std::string_view registry);
-  // As the registry's owner (replication::ReplicaStore::Collect): if its policy lists its
-  // writers and some tombstone set by a change at or below `frontier` remains, commits a
+  // As the registry's owner (replication::ReplicaStore::Collect): if every version of its
+  // policy lists its writers, none of them beyond `members` (those the frontier waited
+  // for), and some tombstone set by a change at or below `frontier` remains, commits a
   // collection (a policy change of this node's chain naming `frontier` and `required`) and
   // removes those records here in the same write. Returns whether it did.
   absl::StatusOr<bool> Collect(std::string_view registry, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required);
+                               const replication::VersionVector& required,
+                               const std::vector<uint32_t>& members);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);

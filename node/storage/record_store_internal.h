@@ -47,6 +47,7 @@ struct RecordStore::Op {
   // whether a collection was committed.
   replication::VersionVector frontier;
   replication::VersionVector required;
+  std::vector<uint32_t> members;
   bool collected = false;
 
   absl::Status status;

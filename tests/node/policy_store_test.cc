@@ -474,6 +474,15 @@ class CollectionStoreTest : public PolicyStoreTest {
 
   replication::VersionVector Position(Node& n) { return *n.store->Position(kRegistry); }
 
+  // n's collection at `frontier`, waited for by the members n's store declares.
+  bool CollectOn(Node& n, const replication::VersionVector& frontier,
+                 const replication::VersionVector& required) {
+    absl::StatusOr<bool> collected =
+        n.store->Collect(kRegistry, frontier, required, n.store->Members(kRegistry));
+    EXPECT_TRUE(collected.ok()) << collected.status();
+    return collected.ok() && *collected;
+  }
+
   Node bourg_{kBourgEnBresse, "", nullptr};
 };
 
@@ -493,15 +502,15 @@ TEST_F(CollectionStoreTest, TheOwnerCollectsStableTombstonesAndEveryStoreTheSame
   const replication::VersionVector held = Position(epci_);
 
   // Not the owner: nothing.
-  EXPECT_FALSE(*viriat_.store->Collect(kRegistry, frontier, held));
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, frontier, held));
+  EXPECT_FALSE(CollectOn(viriat_, frontier, held));
+  ASSERT_TRUE(CollectOn(epci_, frontier, held));
   EXPECT_FALSE(Stores(epci_, "mairie"));
   EXPECT_TRUE(Stores(epci_, "piscine")) << "a delete beyond the frontier was collected";
   EXPECT_TRUE(Stores(epci_, "stade"));
   // Nothing more under that frontier.
-  EXPECT_FALSE(*epci_.store->Collect(kRegistry, frontier, held));
+  EXPECT_FALSE(CollectOn(epci_, frontier, held));
   // The rest of it, later.
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, held, held));
+  ASSERT_TRUE(CollectOn(epci_, held, held));
   EXPECT_FALSE(Stores(epci_, "piscine"));
 
   // Viriat applies both collections in the owner's chain, to the same effect.
@@ -534,7 +543,7 @@ TEST_F(CollectionStoreTest, ACollectionWaitsForWhatItRequires) {
   ASSERT_TRUE(Carry(viriat_, epci_).ok());
   ASSERT_TRUE(Carry(bourg_, epci_).ok());
   const replication::VersionVector held = Position(epci_);
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, held, held));
+  ASSERT_TRUE(CollectOn(epci_, held, held));
   EXPECT_FALSE(Stores(epci_, "piscine"));
 
   // Viriat lacks Bourg's rename, concurrent with the delete: collected before it came,
@@ -558,12 +567,12 @@ TEST_F(CollectionStoreTest, ARegistryEverOpenToEveryWriterIsNeverCollected) {
   Policy open;
   open.mutable_writers()->set_all_authorities(true);
   ASSERT_TRUE(SetPolicy(epci_, open, epci_.admin()).ok());
-  EXPECT_FALSE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_)));
+  EXPECT_FALSE(CollectOn(epci_, Position(epci_), Position(epci_)));
   EXPECT_TRUE(Stores(epci_, "mairie"));
   // Listed again: a batch written under the open version, by a node nobody heard of, may
   // still come (it is judged by the version it names). Still never collected.
   ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
-  EXPECT_FALSE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_)));
+  EXPECT_FALSE(CollectOn(epci_, Position(epci_), Position(epci_)));
   EXPECT_TRUE(Stores(epci_, "mairie"));
 }
 
@@ -578,6 +587,19 @@ TEST_F(CollectionStoreTest, AWriterOfAnyVersionIsAMember) {
   EXPECT_EQ(members, (std::vector<uint32_t>{*replication::SirenToOrigin(kEpci),
                                             *replication::SirenToOrigin(kBourgEnBresse),
                                             *replication::SirenToOrigin(kViriat)}));
+}
+
+TEST_F(CollectionStoreTest, AWriterAddedSinceTheFrontierWasComputedStopsTheCollection) {
+  ASSERT_TRUE(epci_.store->Write(kRegistry, "mairie", Named("Mairie"), epci_.admin()).ok());
+  Delete(epci_, "mairie");
+  const std::vector<uint32_t> members = epci_.store->Members(kRegistry);
+  // Viriat becomes a writer between the frontier and the collection: it was not waited
+  // for, and may not hold the delete.
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  EXPECT_FALSE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_), members));
+  EXPECT_TRUE(Stores(epci_, "mairie"));
+  EXPECT_TRUE(CollectOn(epci_, Position(epci_), Position(epci_)));
+  EXPECT_FALSE(Stores(epci_, "mairie"));
 }
 
 TEST_F(CollectionStoreTest, DeletesCommittedTogetherAreIndexedByTheirOwnChanges) {
@@ -621,7 +643,7 @@ TEST_F(CollectionStoreTest, DeletesCommittedTogetherAreIndexedByTheirOwnChanges)
   const uint64_t cut = (*epci_.store->Position(kRegistry))[own].seq - kRecords / 2;
   replication::VersionVector frontier;
   frontier[own].seq = cut;
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, frontier, frontier));
+  ASSERT_TRUE(CollectOn(epci_, frontier, frontier));
   for (const auto& [id, seq] : deleted_at) {
     EXPECT_EQ(Stores(epci_, id), seq > cut) << id << " deleted by change " << seq;
   }
@@ -637,8 +659,8 @@ TEST_F(CollectionStoreTest, TombstonesStayIndexedAcrossARestart) {
   Open(viriat_);
   replication::VersionVector first = Position(epci_);
   first.begin()->second.seq -= 1;  // the school's delete is not under it
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, first, first));
-  ASSERT_TRUE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_)));
+  ASSERT_TRUE(CollectOn(epci_, first, first));
+  ASSERT_TRUE(CollectOn(epci_, Position(epci_), Position(epci_)));
   ASSERT_TRUE(Carry(epci_, viriat_).ok());
   EXPECT_FALSE(Stores(viriat_, "mairie"));
   EXPECT_FALSE(Stores(viriat_, "ecole"));

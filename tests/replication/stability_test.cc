@@ -152,6 +152,19 @@ TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
   }
   s.Report(kStream, kC, Vv({{kA, 4}}), ours, 2);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 4}}));
+
+  // After a restart, this node knows nothing of C's epochs but holds a change of C's
+  // epoch 2: an epoch-1 report relayed late is still refused.
+  Stability restarted(kV);
+  VersionVector with_c2 = ours;
+  with_c2[OriginKey{kC, 2}].seq = 1;
+  restarted.Report(kStream, kA, Vv({{kA, 5}}), with_c2);
+  restarted.Report(kStream, kC, Vv({{kA, 5}}), with_c2, 1);
+  EXPECT_EQ(restarted.Summarize(kStream, with_c2).waiting, 1u) << "C's stale report was taken";
+  VersionVector c2 = Vv({{kA, 3}});
+  c2[OriginKey{kC, 2}].seq = 1;
+  restarted.Report(kStream, kC, c2, with_c2, 2);
+  EXPECT_EQ(restarted.Summarize(kStream, with_c2).waiting, 0u);
 }
 
 TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
@@ -306,7 +319,7 @@ TEST_F(StabilityEngineTest, TheOwnerCollectsOnceTheDeleteIsStable) {
   interco::v1::Policy listed;
   for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
   v_.store.DeclarePolicy(kStream, kV, listed);
-  EXPECT_EQ(v_.store.Members(kStream).size(), 1u);  // the sim store declares only the owner
+  EXPECT_EQ(v_.store.Members(kStream).size(), 3u);  // the owner and the writers
   ReplicatorOptions o = Options();
   o.collect_interval_ms = 1000;
   StartEngine(o);

@@ -284,11 +284,15 @@ void SimStore::CollectAt(const std::string& stream, const replication::VersionVe
 
 absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
                                        const replication::VersionVector& frontier,
-                                       const replication::VersionVector& required) {
+                                       const replication::VersionVector& required,
+                                       const std::vector<uint32_t>& counted) {
   auto history = policies_.find(stream);
   if (history == policies_.end() || history->second.owner() != origin_ ||
       !replication::CollectionAllowed(history->second)) {
     return false;
+  }
+  for (uint32_t w : history->second.AllWriters()) {
+    if (std::find(counted.begin(), counted.end(), w) == counted.end()) return false;
   }
   const auto& records = records_[stream];
   bool any = false;
@@ -357,8 +361,12 @@ uint32_t SimStore::OwnerOf(const std::string& stream) {
 }
 
 std::vector<uint32_t> SimStore::Members(const std::string& stream) {
-  auto it = members.find(stream);
-  return it == members.end() ? replication::ReplicaStore::Members(stream) : it->second;
+  if (auto it = members.find(stream); it != members.end()) return it->second;
+  if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
+    const std::set<uint32_t> all = p->AllWriters();  // as the node does
+    return std::vector<uint32_t>(all.begin(), all.end());
+  }
+  return replication::ReplicaStore::Members(stream);
 }
 
 void SimStore::DeclarePolicy(const std::string& stream, uint32_t owner,

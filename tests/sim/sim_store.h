@@ -87,7 +87,8 @@ class SimStore final : public replication::ReplicaStore {
   // tombstones set at or below the frontier, and every node collects them when it applies
   // the collection.
   absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required) override;
+                               const replication::VersionVector& required,
+                               const std::vector<uint32_t>& counted) override;
   // Called for every record a collection removes here, with the tombstone it had.
   std::function<void(const std::string& stream, const std::string& key,
                      const replication::Tombstone& tombstone)>
@@ -101,8 +102,8 @@ class SimStore final : public replication::ReplicaStore {
   std::function<void(const std::string& stream, replication::OriginKey key, uint64_t seq,
                      const interco::replication::v1::Change& change)>
       on_change;
-  // The nodes that replicate each stream, as the simulation built them (unset: none
-  // declared).
+  // The nodes that replicate each stream, as the simulation built them (unset: the owner
+  // and the writers of every policy version, as the node declares them).
   std::map<std::string, std::vector<uint32_t>> members;
   // A fixed access rule for every stream (unset: everyone may), or...
   std::function<bool(uint32_t)> writers;
