@@ -112,6 +112,20 @@ void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
               static_cast<double>(columns_deflated) / 1e6, ok ? "true" : "false");
 }
 
+// An empty store of Lyon's node in `dir` (removed first); says why on stderr if it cannot
+// be opened.
+absl::StatusOr<std::unique_ptr<interco::node::RecordStore>> OpenBenchStore(
+    const std::string& dir, interco::node::SystemClock& clock) {
+  std::filesystem::remove_all(dir);
+  interco::node::RecordStoreOptions o;
+  o.path = dir;
+  o.authority = "200046977";
+  o.clock = &clock;
+  auto store = interco::node::RecordStore::Open(o);
+  if (!store.ok()) std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
+  return store;
+}
+
 void ApplyBench() {
   const int64_t total = absl::GetFlag(FLAGS_changes);
   const int batch_size = absl::GetFlag(FLAGS_batch);
@@ -119,17 +133,9 @@ void ApplyBench() {
   const int keys = absl::GetFlag(FLAGS_keys);
   const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-replication-bench-",
                                        ::getpid());
-  std::filesystem::remove_all(dir);
   interco::node::SystemClock clock;
-  interco::node::RecordStoreOptions o;
-  o.path = dir;
-  o.authority = "200046977";
-  o.clock = &clock;
-  auto store = interco::node::RecordStore::Open(o);
-  if (!store.ok()) {
-    std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
-    return;
-  }
+  auto store = OpenBenchStore(dir, clock);
+  if (!store.ok()) return;
   interco::v1::Registry def;
   for (int f = 0; f < fields; ++f) {
     auto* spec = def.mutable_schema()->add_fields();
@@ -487,17 +493,9 @@ void CollectBench() {
   if (total <= 0) return;
   const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-collect-bench-",
                                        ::getpid());
-  std::filesystem::remove_all(dir);
   interco::node::SystemClock clock;
-  interco::node::RecordStoreOptions o;
-  o.path = dir;
-  o.authority = "200046977";
-  o.clock = &clock;
-  auto store = interco::node::RecordStore::Open(o);
-  if (!store.ok()) {
-    std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
-    return;
-  }
+  auto store = OpenBenchStore(dir, clock);
+  if (!store.ok()) return;
   constexpr uint32_t kOrigin = 217400423;
   interco::v1::Registry def;
   auto* spec = def.mutable_schema()->add_fields();
