@@ -126,6 +126,22 @@ absl::StatusOr<std::unique_ptr<interco::node::RecordStore>> OpenBenchStore(
   return store;
 }
 
+// The next unsigned batch of `origin` (epoch 1) in stream "bench": it starts at `seq` and
+// chains to `prev`, both moved past it.
+interco::replication::v1::Batch NextBatch(uint32_t origin, std::vector<std::string> changes,
+                                          uint64_t max_hlc, interco::replication::Hasher& hasher,
+                                          uint64_t& seq, std::string& prev) {
+  interco::replication::BatchParams p;
+  p.origin = origin;
+  p.epoch = 1;
+  p.stream = "bench";
+  p.first_seq = seq;
+  p.prev_hash = prev;
+  p.max_hlc = max_hlc;
+  seq += changes.size();
+  return *interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev);
+}
+
 void ApplyBench() {
   const int64_t total = absl::GetFlag(FLAGS_changes);
   const int batch_size = absl::GetFlag(FLAGS_batch);
@@ -215,16 +231,7 @@ void ApplyBench() {
       changes.push_back(c.SerializeAsString());
       payload_bytes += changes.back().size();
     }
-    interco::replication::BatchParams p;
-    p.origin = kOrigin;
-    p.epoch = 1;
-    p.stream = "bench";
-    p.first_seq = seq;
-    p.prev_hash = prev;
-    p.max_hlc = hlc;
-    seq += changes.size();
-    batches.push_back(
-        *interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev));
+    batches.push_back(NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev));
   }
 
   CodecBench(batches);
@@ -540,16 +547,9 @@ void CollectBench() {
     for (size_t j = i; j < std::min(all.size(), i + 512); ++j) {
       changes.push_back(all[j].SerializeAsString());
     }
-    interco::replication::BatchParams p;
-    p.origin = kOrigin;
-    p.epoch = 1;
-    p.stream = "bench";
-    p.first_seq = seq;
-    p.prev_hash = prev;
-    p.max_hlc = hlc;
-    seq += changes.size();
-    auto batch = interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev);
-    auto decoded = interco::replication::DecodeBatch(*batch, hasher);
+    const interco::replication::v1::Batch batch =
+        NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev);
+    auto decoded = interco::replication::DecodeBatch(batch, hasher);
     if (absl::Status s = (*store)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
       std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
       return;

@@ -4,17 +4,6 @@
 #include "replication/record_crdt.h"
 
 namespace interco::replication {
-namespace {
-
-bool Holds(const VersionVector& position, const Dots& dots) {
-  for (const auto& d : dots) {
-    auto it = position.find(OriginKey{d.origin(), d.epoch()});
-    if (it == position.end() || it->second.seq < d.seq()) return false;
-  }
-  return true;
-}
-
-}  // namespace
 
 VersionVector FromDots(const Dots& dots) {
   VersionVector vv;
@@ -37,7 +26,8 @@ absl::Status CollectionReady(const DecodedBatch& batch, const VersionVector& pos
   for (const auto& c : batch.changes) {
     if (!c.has_policy() || !c.policy().has_collection()) continue;
     const auto& collection = c.policy().collection();
-    if (!Holds(position, collection.frontier()) || !Holds(position, collection.required())) {
+    if (Missing(FromDots(collection.frontier()), position) > 0 ||
+        Missing(FromDots(collection.required()), position) > 0) {
       return absl::UnavailableError(absl::StrCat(
           "collection ", c.policy().version(), " of registry ", batch.header.stream(),
           " waits for changes it requires that have not arrived here yet"));

@@ -681,12 +681,21 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
     WriteTrees(nullptr, *hello->mutable_trees());
   }
   if (out.status && peer.hello_received) {
-    // Everything we hold of the streams we share, which acks whatever is pending.
+    // Everything we hold of the streams we share, which acks whatever is pending; and per
+    // stream, the members' reports that grew since the last status, with ours, whole (an
+    // ack names only what moved, not what we wrote meanwhile).
     Ack* ack = m.mutable_ack();
     for (const std::string& stream : store_.Streams()) {
       if (!peer.streams.contains(stream)) continue;
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
-      if (vv.ok()) ToProto(stream, *vv, *ack->add_streams());
+      if (!vv.ok()) continue;
+      ToProto(stream, *vv, *ack->add_streams());
+      interco::replication::v1::StreamReports& reports = *ack->add_reports();
+      auto sent = peer.reports_sent.find(stream);
+      stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
+                       reports);
+      reports.set_stream(stream);
+      WriteReport(options_.self, options_.epoch, *vv, *reports.add_members());
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
     for (const auto& [stream, vv] : out.acks) {
@@ -695,18 +704,6 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
     FillSessions(*ack->mutable_sessions());
     for (const std::string& stream : peer.declared) ack->add_push_streams(stream);
     WriteTrees(&peer.streams, *ack->mutable_trees());
-    for (const std::string& stream : store_.Streams()) {
-      if (!peer.streams.contains(stream)) continue;
-      absl::StatusOr<VersionVector> vv = store_.Position(stream);
-      if (!vv.ok()) continue;
-      interco::replication::v1::StreamReports& reports = *ack->add_reports();
-      auto sent = peer.reports_sent.find(stream);
-      stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
-                       reports);
-      reports.set_stream(stream);
-      // Ours, whole (an ack names only what moved, not what we wrote meanwhile).
-      WriteReport(options_.self, options_.epoch, *vv, *reports.add_members());
-    }
   } else {
     for (const auto& [stream, vv] : out.acks) ToProto(stream, vv, *m.mutable_ack()->add_streams());
   }
@@ -942,10 +939,6 @@ void Replicator::Tick() {
     }
     CheckLags(peer);
   }
-  for (const std::string& stream : store_.Streams()) {
-    absl::StatusOr<VersionVector> ours = store_.Position(stream);
-    if (ours.ok()) stability_.Take(stream, *ours);
-  }
   CollectOwned();
   PumpAll();
   FlushDue(/*tick=*/true);
@@ -959,13 +952,10 @@ void Replicator::CollectOwned() {
     if (tried != collect_tried_.end() && now - tried->second.first < options_.collect_interval_ms) {
       continue;
     }
-    absl::StatusOr<VersionVector> ours = store_.Position(stream);
-    if (!ours.ok()) continue;
     // The members the frontier waits for, as the store says now: the collection is made
     // only if the policy still names no other writer when it is staged.
     const std::vector<uint32_t> members = store_.Members(stream);
-    stability_.Take(stream, *ours);
-    VersionVector frontier = stability_.Frontier(stream, *ours, members);
+    VersionVector frontier = FrontierOf(stream, members);
     if (frontier.empty()) continue;
     if (tried != collect_tried_.end() && Missing(frontier, tried->second.second) == 0) continue;
     // The frontier moved: whatever it says, it is not considered again for a while.
@@ -989,10 +979,15 @@ void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::St
 }
 
 VersionVector Replicator::StableFrontier(const std::string& stream) {
+  return FrontierOf(stream, store_.Members(stream));
+}
+
+VersionVector Replicator::FrontierOf(const std::string& stream,
+                                     const std::vector<uint32_t>& members) {
   absl::StatusOr<VersionVector> ours = store_.Position(stream);
   if (!ours.ok()) return {};
   stability_.Take(stream, *ours);
-  return stability_.Frontier(stream, *ours, store_.Members(stream));
+  return stability_.Frontier(stream, *ours, members);
 }
 
 std::map<std::string, StabilitySummary> Replicator::Stabilities() {

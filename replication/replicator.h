@@ -365,6 +365,9 @@ class Replicator {
   // As the owner of streams: commits a collection where the frontier moved and there is
   // something to collect (ReplicaStore::Collect), at most every collect_interval_ms.
   void CollectOwned();
+  // The stable frontier of `stream` waiting for `members` (ReplicaStore::Members), once
+  // the reports our position now allows are taken.
+  VersionVector FrontierOf(const std::string& stream, const std::vector<uint32_t>& members);
   // Merges the peer's statement of what it holds of `stream` (its Hello, made in its
   // origin epoch `epoch`) into its report.
   void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp,

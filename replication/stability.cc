@@ -8,15 +8,6 @@
 namespace interco::replication {
 namespace {
 
-// Whether `a` holds everything `b` says, per origin epoch.
-bool Covers(const VersionVector& a, const VersionVector& b) {
-  for (const auto& [key, pos] : b) {
-    auto it = a.find(key);
-    if (pos.seq > 0 && (it == a.end() || it->second.seq < pos.seq)) return false;
-  }
-  return true;
-}
-
 // Raises `into` to `from`, pointwise. Returns whether it grew.
 bool MergeMax(VersionVector& into, const VersionVector& from) {
   bool grew = false;
@@ -104,7 +95,7 @@ void Stability::Take(const std::string& stream, const VersionVector& position) {
   auto s = streams_.find(stream);
   if (s == streams_.end()) return;
   for (auto& [member, m] : s->second) {
-    if (!Covers(m.taken, m.reported)) TakeIfHeld(member, m, m.reported, position);
+    if (Missing(m.reported, m.taken) > 0) TakeIfHeld(member, m, m.reported, position);
   }
 }
 
@@ -144,7 +135,7 @@ StabilitySummary Stability::Summarize(const std::string& stream, const VersionVe
   if (s != streams_.end()) {
     for (const auto& [member, m] : s->second) {
       members.insert(member);
-      if (!Covers(m.taken, m.reported)) out.waiting++;
+      if (Missing(m.reported, m.taken) > 0) out.waiting++;
     }
   }
   for (uint32_t member : members) {

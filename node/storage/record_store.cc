@@ -855,11 +855,9 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
               built->SerializeAsString());
   if (auto own = g.own_tombstones.find(registry); own != g.own_tombstones.end()) {
     for (const GroupState::OwnTombstone& t : own->second) {
-      std::string tkey = keys::Tombstone(registry, origin_, epoch_, params.first_seq + t.index, t.id);
-      std::string value = keys::EncodeTombstoneValue(t.causal_length, t.hlc);
-      g.batch.Put(db_->handle(Cf::kTombstones), ToSlice(tkey), value);
-      g.bytes += tkey.size() + value.size();
-      g.tombstones[std::move(tkey)] = std::move(value);
+      const uint64_t seq = params.first_seq + t.index;
+      PutTombstone(g, keys::Tombstone(registry, origin_, epoch_, seq, t.id),
+                   replication::Tombstone{t.causal_length, t.hlc, {origin_, epoch_}, seq});
     }
     g.own_tombstones.erase(own);
   }
@@ -1089,15 +1087,8 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
         absl::StrCat(op.caller.Author(), " may not write registry ", op.registry,
                      " (not among the writers of its policy)"));
   }
-  const std::string key = keys::Record(op.registry, op.key);
-
-  RecordState current;
-  if (auto it = g.records.find(key); it != g.records.end()) {
-    current = it->second;
-  } else {
-    INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key));
-    if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, current, "record"));
-  }
+  INTERCO_ASSIGN_OR_RETURN(RecordState current,
+                           StagedState(g, keys::Record(op.registry, op.key)));
 
   const replication::Stamp stamp{hlc_.Now(), origin_};
   INTERCO_ASSIGN_OR_RETURN(auto planned,
@@ -1258,8 +1249,11 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
           replication::CompilePolicyChange(rt.meta.registry().owner(), c.policy(),
                                            h.policy_version(), h.max_hlc()));
       StagePolicy(g, rt, op.registry, c.policy(), std::move(compiled));
-      INTERCO_RETURN_IF_ERROR(StageCollection(
-          g, rt, op.registry, replication::FromDots(c.policy().collection().frontier())).status());
+      INTERCO_ASSIGN_OR_RETURN(
+          std::vector<CollectionCandidate> candidates,
+          CollectionCandidates(g, op.registry,
+                               replication::FromDots(c.policy().collection().frontier())));
+      StageCollection(g, rt, op.registry, candidates);
       continue;
     }
     if (c.has_policy()) {
@@ -1281,14 +1275,8 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
       policy_events.push_back(std::move(e));  // audited once the whole batch is staged
       continue;
     }
-    const std::string key_bytes = keys::Record(op.registry, c.key());
-    RecordState current;
-    if (auto it = g.records.find(key_bytes); it != g.records.end()) {
-      current = it->second;
-    } else {
-      INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, key_bytes));
-      if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, current, "record"));
-    }
+    INTERCO_ASSIGN_OR_RETURN(RecordState current,
+                             StagedState(g, keys::Record(op.registry, c.key())));
     // Even a change that loses everywhere (and changes no state) may be a conflict.
     INTERCO_RETURN_IF_ERROR(StageConflicts(
         rt, g, op.registry, c.key(), current, c.delta(),
@@ -1319,8 +1307,11 @@ void RecordStore::StageTombstone(GroupState& g, const std::string& registry,
                                  uint64_t seq) {
   std::optional<replication::Tombstone> t = replication::TombstoneSet(after, delta, key, seq);
   if (!t) return;
-  std::string tkey = keys::Tombstone(registry, key.origin, key.epoch, seq, id);
-  std::string value = keys::EncodeTombstoneValue(t->causal_length, t->hlc);
+  PutTombstone(g, keys::Tombstone(registry, key.origin, key.epoch, seq, id), *t);
+}
+
+void RecordStore::PutTombstone(GroupState& g, std::string tkey, const replication::Tombstone& t) {
+  std::string value = keys::EncodeTombstoneValue(t.causal_length, t.hlc);
   g.batch.Put(db_->handle(Cf::kTombstones), ToSlice(tkey), value);
   g.bytes += tkey.size() + value.size();
   g.tombstones[std::move(tkey)] = std::move(value);
@@ -1365,30 +1356,39 @@ RecordStore::TombstonesUnder(GroupState& g, const std::string& registry,
   return out;
 }
 
-absl::StatusOr<uint64_t> RecordStore::StageCollection(GroupState& g, RegistryRuntime& rt,
-                                                      const std::string& registry,
-                                                      const replication::VersionVector& frontier) {
+absl::StatusOr<std::vector<RecordStore::CollectionCandidate>> RecordStore::CollectionCandidates(
+    GroupState& g, const std::string& registry, const replication::VersionVector& frontier) {
   INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, registry, frontier));
-  uint64_t collected = 0;
-  for (const auto& [tkey, entry] : under) {
+  std::vector<CollectionCandidate> out;
+  out.reserve(under.size());
+  for (auto& [tkey, entry] : under) {
     const auto& [id, tombstone] = entry;
-    const std::string key = keys::Record(registry, id);
+    std::string key = keys::Record(registry, id);
     INTERCO_ASSIGN_OR_RETURN(RecordState state, StagedState(g, key));
-    if (replication::Collectable(state, tombstone, frontier)) {
+    out.push_back(CollectionCandidate{tkey, std::move(key),
+                                      replication::Collectable(state, tombstone, frontier)});
+  }
+  return out;
+}
+
+void RecordStore::StageCollection(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                                  const std::vector<CollectionCandidate>& candidates) {
+  uint64_t collected = 0;
+  for (const CollectionCandidate& c : candidates) {
+    if (c.collectable) {
       // A deleted record has no index entries, no journal, and does not count.
-      g.batch.Delete(db_->handle(Cf::kRecords), ToSlice(key));
-      g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
-      g.records[key] = RecordState();
-      g.conflicts.erase(key);
+      g.batch.Delete(db_->handle(Cf::kRecords), ToSlice(c.record_key));
+      g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(c.record_key));
+      g.records[c.record_key] = RecordState();
+      g.conflicts.erase(c.record_key);
       collected++;
     }
     // Collected, or no longer the record's tombstone: the entry has served.
-    g.batch.Delete(db_->handle(Cf::kTombstones), ToSlice(tkey));
-    g.tombstones.erase(tkey);
+    g.batch.Delete(db_->handle(Cf::kTombstones), ToSlice(c.tombstone_key));
+    g.tombstones.erase(c.tombstone_key);
   }
   rt.meta.set_collected_records(rt.meta.collected_records() + collected);
   g.dirty.insert(registry);
-  return collected;
 }
 
 absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
@@ -1403,14 +1403,12 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   for (uint32_t w : rt.policies->AllWriters()) {
     if (!counted.contains(w)) return absl::OkStatus();
   }
-  INTERCO_ASSIGN_OR_RETURN(auto under, TombstonesUnder(g, op.registry, op.frontier));
-  bool any = false;
-  for (const auto& [tkey, entry] : under) {
-    INTERCO_ASSIGN_OR_RETURN(RecordState state,
-                             StagedState(g, keys::Record(op.registry, entry.first)));
-    any |= replication::Collectable(state, entry.second, op.frontier);
+  INTERCO_ASSIGN_OR_RETURN(std::vector<CollectionCandidate> candidates,
+                           CollectionCandidates(g, op.registry, op.frontier));
+  if (std::none_of(candidates.begin(), candidates.end(),
+                   [](const CollectionCandidate& c) { return c.collectable; })) {
+    return absl::OkStatus();
   }
-  if (!any) return absl::OkStatus();
   PolicyChange change;
   *change.mutable_policy() = rt.meta.registry().policy();
   change.set_version(hlc_.Now());
@@ -1422,10 +1420,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
-  if (absl::Status s = StageCollection(g, rt, op.registry, op.frontier).status(); !s.ok()) {
-    g.broken = s;  // the change is staged: commit none of the group
-    return s;
-  }
+  StageCollection(g, rt, op.registry, candidates);
   op.collected = true;
   return absl::OkStatus();
 }
@@ -1538,10 +1533,8 @@ absl::StatusOr<RegistryPage> RecordStore::ListRegistries(int32_t page_size,
 }
 
 absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, std::string_view id) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
-  INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
-  RecordState state;
-  if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, state, "record"));
+  INTERCO_ASSIGN_OR_RETURN(std::optional<RecordState> stored, StoredState(registry, id));
+  RecordState state = stored.value_or(RecordState());
   if (!replication::IsLive(state)) {
     return absl::NotFoundError(absl::StrCat("record \"", ToAbsl(id), "\" not found in registry \"",
                                             ToAbsl(registry), "\""));

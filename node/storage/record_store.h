@@ -352,6 +352,8 @@ class RecordStore {
   absl::Status StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt);
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   absl::Status ApplyCollect(Op& op, GroupState& g);
+  // Puts a tombstones-family entry in the group.
+  void PutTombstone(GroupState& g, std::string tkey, const replication::Tombstone& t);
   // Notes the tombstone that change `seq` of `key` set on record `id`, if merging its
   // `delta` made `after` that tombstone (replication::TombstoneSet).
   void StageTombstone(GroupState& g, const std::string& registry, const std::string& id,
@@ -365,11 +367,18 @@ class RecordStore {
                   const replication::VersionVector& frontier);
   // The record's state as staged in the group, or committed.
   absl::StatusOr<replication::RecordState> StagedState(GroupState& g, const std::string& key);
-  // Applies a collection at `frontier`: removes every record whose tombstone it covers,
-  // and the tombstone entries it covers. Returns how many records went.
-  absl::StatusOr<uint64_t> StageCollection(GroupState& g, RegistryRuntime& rt,
-                                           const std::string& registry,
-                                           const replication::VersionVector& frontier);
+  // What a collection at `frontier` goes through: each tombstone entry under it, its
+  // record, and whether the record goes (it still holds that tombstone).
+  struct CollectionCandidate {
+    std::string tombstone_key;
+    std::string record_key;
+    bool collectable = false;
+  };
+  absl::StatusOr<std::vector<CollectionCandidate>> CollectionCandidates(
+      GroupState& g, const std::string& registry, const replication::VersionVector& frontier);
+  // Applies a collection: removes the collectable records and every candidate's entry.
+  void StageCollection(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                       const std::vector<CollectionCandidate>& candidates);
   // The registry's staged runtime in the group (loaded from the committed one at first use).
   absl::StatusOr<RegistryRuntime*> Staged(GroupState& g, const std::string& registry);
   // Adds a change of this node's own to the group's next batch of `registry`.

@@ -448,16 +448,7 @@ void World::BuildTopology() {
                                       const interco::replication::v1::Change& change) {
       // Once a record is collected here, nothing concurrent with its delete may come:
       // every change of it that arrives was written by a node that held the delete.
-      auto collected = collected_.find({i, stream});
-      if (collected == collected_.end() || !hazard_.empty()) return;
-      auto t = collected->second.find(change.key());
-      if (t == collected->second.end()) return;
-      const auto& at = written_at_[{stream, key.origin}];
-      auto w = at.find(seq);
-      const replication::VersionVector none;
-      const replication::VersionVector& held = w == at.end() ? none : w->second;
-      auto d = held.find(t->second.key);
-      if (d == held.end() || d->second.seq < t->second.seq) {
+      if (hazard_.empty() && InCollectedLife(i, stream, change.key(), key.origin, seq)) {
         hazard_ = absl::StrCat(stream, "/", change.key(), ": node ", i,
                                " collected the record, then received change ", seq, " of ",
                                key.origin, ", written concurrently with its delete");
