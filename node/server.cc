@@ -91,7 +91,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   server->registry_service_ =
       std::make_unique<RegistryService>(*server->store_, config.federation());
   server->admin_service_ =
-      std::make_unique<AdminService>(*server->store_, config.federation(), config.backup_dir());
+      std::make_unique<AdminService>(*server->store_, server->peers_.get(), config.federation(),
+                                     config.backup_dir());
   server->node_service_ =
       std::make_unique<NodeService>(*server->store_, server->peers_.get(), config, absl::Now());
 

@@ -271,20 +271,27 @@ const FieldState* FindField(const RecordState& state, std::string_view name) {
   return nullptr;
 }
 
-absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
-                           uint32_t origin) {
+namespace {
+
+// ValidateDelta (`origin` set) and ValidateState (`origin` empty: stamps of any origin, as
+// many counter entries as origins, no seen register writes). `what` names the message.
+absl::Status ValidateStateOrDelta(const RegistrySchema& schema, const RecordState& delta,
+                                  std::optional<uint32_t> origin, const char* what) {
   if (delta.causal_length() > limits::kCausalLengthMax) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "delta.causal_length: ", delta.causal_length(), " is over the maximum ",
+        what, ".causal_length: ", delta.causal_length(), " is over the maximum ",
         limits::kCausalLengthMax));
   }
   if (delta.causal_length() > 0 && (delta.cl_hlc() == 0 || delta.cl_origin() == 0)) {
-    return absl::InvalidArgumentError("delta: a causal length without the stamp that set it");
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": a causal length without the stamp that set it"));
   }
   const uint32_t life = LifeOf(delta.causal_length());
+  // Stamped by the batch's origin (a delta), or by some origin (a state).
+  auto stamped_ok = [&](uint32_t o) { return origin ? o == *origin : o != 0; };
   for (int i = 0; i < delta.fields_size(); ++i) {
     const FieldState& f = delta.fields(i);
-    const std::string path = absl::StrCat("delta.fields[", i, "] (", f.name(), ")");
+    const std::string path = absl::StrCat(what, ".fields[", i, "] (", f.name(), ")");
     auto invalid = [&](const char* why) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": ", why));
     };
@@ -294,7 +301,7 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
     const FieldSpec* spec = schema.Find(f.name());
     if (spec == nullptr) return invalid("no such field in the schema");
     if (LifeOfField(f) > life) return invalid("of a later life than the record's");
-    if (f.origin() != origin) return invalid("stamped by another origin than the batch's");
+    if (!stamped_ok(f.origin())) return invalid("stamped by another origin than the batch's");
     if (f.hlc() == 0) return invalid("without a stamp");
     const bool set = spec->type() == interco::v1::FIELD_TYPE_STRING_SET;
     const bool counter = spec->type() == interco::v1::FIELD_TYPE_COUNTER;
@@ -304,6 +311,9 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
     if (!counter && !f.counter().empty()) return invalid("counter entries on a non-counter field");
     if ((set || counter) && (f.seen_age() != 0 || f.seen_origin() != 0)) {
       return invalid("a seen register write on a set or counter field");
+    }
+    if (!origin && (f.seen_age() != 0 || f.seen_origin() != 0)) {
+      return invalid("a seen register write in a state");
     }
     if (f.seen_age() == 0 && f.seen_origin() != 0) return invalid("seen_origin without seen_age");
     if (f.seen_age() != 0 && f.seen_age() >= f.hlc()) return invalid("seen_age reaches back before the clock's origin");
@@ -318,7 +328,7 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
         if (j > 0 && !ElementLess((*list)[j - 1], (*list)[j])) {
           return invalid("set elements are not sorted without duplicates");
         }
-        if (list == &f.elements() && (*list)[j].origin() != origin) {
+        if (list == &f.elements() && !stamped_ok((*list)[j].origin())) {
           return invalid("an element added by another origin than the batch's");
         }
         if ((*list)[j].hlc() == 0 || (*list)[j].origin() == 0) {
@@ -329,16 +339,43 @@ absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delt
         if (absl::Status s = schema.ValidateValue(*spec, one, path); !s.ok()) return s;
       }
     }
-    // A writer moves its own totals only.
-    if (f.counter_size() > 1) return invalid("more than one counter entry");
-    for (const CounterEntry& e : f.counter()) {
+    // A writer moves its own totals only; a state has one entry per origin, sorted.
+    if (origin && f.counter_size() > 1) return invalid("more than one counter entry");
+    for (int j = 0; j < f.counter_size(); ++j) {
+      const CounterEntry& e = f.counter(j);
       constexpr uint64_t kMax = std::numeric_limits<int64_t>::max();
-      if (e.origin() != origin || e.hlc() == 0 || e.increments() > kMax || e.decrements() > kMax) {
+      if (!stamped_ok(e.origin()) || e.hlc() == 0 || e.increments() > kMax ||
+          e.decrements() > kMax) {
         return invalid("a counter entry of another origin, or totals beyond 2^63 - 1");
+      }
+      if (j > 0 && !(f.counter(j - 1).origin() < e.origin())) {
+        return invalid("counter entries are not sorted by origin without duplicates");
       }
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
+                           uint32_t origin) {
+  return ValidateStateOrDelta(schema, delta, origin, "delta");
+}
+
+absl::Status ValidateState(const RegistrySchema& schema, const RecordState& state) {
+  return ValidateStateOrDelta(schema, state, std::nullopt, "state");
+}
+
+uint64_t MaxStamp(const RecordState& state) {
+  uint64_t max = state.cl_hlc();
+  for (const FieldState& f : state.fields()) {
+    max = std::max(max, f.hlc());
+    for (const auto& e : f.elements()) max = std::max(max, e.hlc());
+    for (const auto& e : f.removed()) max = std::max(max, e.hlc());
+    for (const CounterEntry& e : f.counter()) max = std::max(max, e.hlc());
+  }
+  return max;
 }
 
 bool MergeRecordState(RecordState& state, const RecordState& delta) {

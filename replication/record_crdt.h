@@ -51,6 +51,14 @@ bool MergeRecordState(RecordState& state, const RecordState& delta);
 absl::Status ValidateDelta(const RegistrySchema& schema, const RecordState& delta,
                            uint32_t origin);
 
+// Checks a whole record state received from a peer by repair, as ValidateDelta does a
+// delta but with stamps of any origin (one counter entry per origin, sorted) and no seen
+// register writes. INVALID_ARGUMENT naming the field ("state.fields[i] (name): ...").
+absl::Status ValidateState(const RegistrySchema& schema, const RecordState& state);
+
+// The greatest HLC anywhere in `state` (causal length, fields, set elements, counters).
+uint64_t MaxStamp(const RecordState& state);
+
 // Whether the record exists (odd causal length).
 bool IsLive(const RecordState& state);
 

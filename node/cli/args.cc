@@ -35,6 +35,8 @@ constexpr OptionSpec kCommandOptions[] = {
     {"out", true, false},
     {"ca", true, false},
     {"crl_dir", true, false},
+    {"peer", true, false},
+    {"dry_run", false, false},
 };
 
 // Abseil flags passed through to absl::ParseCommandLine; all take a value.

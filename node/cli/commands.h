@@ -58,6 +58,7 @@ absl::Status RunImport(Session& session, const Args& args, const CommandOptions&
 absl::Status RunAudit(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunConflicts(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunBackup(Session& session, const Args& args, const CommandOptions& options);
+absl::Status RunRepair(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunProvenance(Session& session, const Args& args, const CommandOptions& options);
 absl::Status RunVerifyProvenance(Session& session, const Args& args,
                                  const CommandOptions& options);

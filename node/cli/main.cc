@@ -147,6 +147,15 @@ const std::vector<Command>& Commands() {
        "      certificate of the node's authority",
        {},
        RunBackup},
+      {"repair",
+       "repair REGISTRY --peer SIREN [--dry_run]",
+       "compare the registry with a configured peer's copy by range fingerprints\n"
+       "      and merge the peer's states of the records that differ into this node's\n"
+       "      (a join: no write is undone; audited). --dry_run only counts them. Run it\n"
+       "      on both nodes to repair both ways. Needs an admin certificate of the\n"
+       "      node's authority",
+       {"peer", "dry_run"},
+       RunRepair},
       {"provenance",
        "provenance REGISTRY ID [--out FILE.json]",
        "who authored each value of a record (authority, client, time) and the\n"

@@ -1,5 +1,5 @@
 // `interco audit`, `interco conflicts`, `interco provenance`, `interco verify-provenance`
-// and `interco backup`.
+// `interco backup` and `interco repair`.
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -191,6 +191,36 @@ absl::Status RunBackup(Session& session, const Args& args, const CommandOptions&
             << "to restore: stop the node, put this directory in place of its data directory,\n"
             << "and start it: it begins origin epoch " << backup.epoch() + 1
             << " and gets its later changes back from its partners\n";
+  return absl::OkStatus();
+}
+
+absl::Status RunRepair(Session& session, const Args& args, const CommandOptions& options) {
+  if (args.size() != 1 || !options.Has("peer")) {
+    return Usage("repair REGISTRY --peer SIREN [--dry_run]");
+  }
+  INTERCO_ASSIGN_OR_RETURN(Client * client, session.client());
+  interco::v1::RepairRegistryRequest request;
+  request.set_name(absl::StrCat("registries/", args[0]));
+  request.set_peer(options.Get("peer"));
+  request.set_dry_run(options.GetSwitch("dry_run"));
+  interco::v1::RepairReport report;
+  grpc::ClientContext context;
+  client->SetDeadline(context);
+  INTERCO_RETURN_IF_ERROR(RpcError(client->admin().RepairRegistry(&context, request, &report)));
+  if (session.json()) return PrintJson(report);
+  std::cout << report.name() << " against " << report.peer() << ": "
+            << report.buckets_differing() << " buckets differ, " << report.records_only_here()
+            << " records differ here, " << report.records_only_there() << " there\n";
+  if (!report.dry_run()) {
+    std::cout << report.records_received() << " states received, " << report.records_changed()
+              << " records changed here";
+    if (report.records_refused() > 0) {
+      std::cout << ", " << report.records_refused() << " refused (stamped in the future)";
+    }
+    std::cout << "\n";
+  }
+  std::cout << report.rounds() << " requests, " << report.bytes_sent() << " bytes sent, "
+            << report.bytes_received() << " received, " << report.duration_ms() << " ms\n";
   return absl::OkStatus();
 }
 

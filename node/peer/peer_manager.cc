@@ -13,8 +13,11 @@
 #include "absl/synchronization/notification.h"
 #include "interco/replication/v1/peer_service.grpc.pb.h"
 #include "node/log.h"
+#include "node/peer/reconcile.h"
 #include "node/rpc/caller.h"
+#include "node/rpc/status.h"
 #include "replication/base/limits.h"
+#include "replication/base/strings.h"
 #include "replication/change_log.h"
 #include "replication/frame_codec.h"
 #include "replication/hlc.h"
@@ -198,17 +201,9 @@ class PeerManager::Service final : public interco::replication::v1::PeerService:
 
   grpc::Status Sync(grpc::ServerContext* ctx,
                     grpc::ServerReaderWriter<PeerMessage, PeerMessage>* stream) override {
-    absl::StatusOr<replication::Principal> caller = CallerOf(*ctx, m_.options_.federation);
-    if (!caller.ok()) {
-      log::Warning(absl::StrCat("refused peer session: ", caller.status().message()));
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
-    }
-    const uint32_t peer = replication::SirenToOrigin(caller->siren).value();
-    if (!caller->client.empty() || !m_.IsConfiguredPeer(peer)) {
-      log::Warning(absl::StrCat("refused peer session from ", caller->Author(),
-                                ": not a configured peer node"));
-      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat(caller->Author(), " is not a configured peer of this node"));
+    uint32_t peer = 0;
+    if (grpc::Status refused = Authenticate(*ctx, "peer session", peer); !refused.ok()) {
+      return refused;
     }
     std::shared_ptr<Session> session = m_.OpenSession(peer);
     std::thread writer([&] {
@@ -222,7 +217,35 @@ class PeerManager::Service final : public interco::replication::v1::PeerService:
     return grpc::Status::OK;
   }
 
+  grpc::Status Reconcile(grpc::ServerContext* ctx,
+                         const interco::replication::v1::ReconcileRequest* request,
+                         interco::replication::v1::ReconcileResponse* response) override {
+    uint32_t peer = 0;
+    if (grpc::Status refused = Authenticate(*ctx, "reconciliation", peer); !refused.ok()) {
+      return refused;
+    }
+    return ToGrpcStatus(ServeReconcile(m_.store_, peer, *request, *response));
+  }
+
  private:
+  // The calling node, if it is a configured peer (node certificate, not a client's).
+  grpc::Status Authenticate(const grpc::ServerContext& ctx, std::string_view what,
+                            uint32_t& peer) {
+    absl::StatusOr<replication::Principal> caller = CallerOf(ctx, m_.options_.federation);
+    if (!caller.ok()) {
+      log::Warning(absl::StrCat("refused ", ToAbsl(what), ": ", caller.status().message()));
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(caller.status().message()));
+    }
+    peer = replication::SirenToOrigin(caller->siren).value();
+    if (!caller->client.empty() || !m_.IsConfiguredPeer(peer)) {
+      log::Warning(absl::StrCat("refused ", ToAbsl(what), " from ", caller->Author(),
+                                ": not a configured peer node"));
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          absl::StrCat(caller->Author(), " is not a configured peer of this node"));
+    }
+    return grpc::Status::OK;
+  }
+
   PeerManager& m_;
 };
 
@@ -276,6 +299,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
     }
   });
   m->engine_thread_ = std::thread([raw] { raw->EngineLoop(); });
+  m->repair_thread_ = std::thread([raw] { raw->RepairLoop(); });
   for (const auto& peer : options.peers) {
     const uint32_t siren = replication::SirenToOrigin(peer.authority()).value();
     if (siren > m->self_) m->dialers_.emplace_back([raw, peer] { raw->DialLoop(peer); });
@@ -300,6 +324,81 @@ void PeerManager::Shutdown() {
   for (std::thread& t : dialers_) t.join();
   server_->Wait();
   engine_thread_.join();
+  if (repair_thread_.joinable()) repair_thread_.join();
+  std::deque<RepairJob> cancelled;
+  {
+    absl::MutexLock l(&mu_);
+    cancelled.swap(repairs_);
+  }
+  for (RepairJob& job : cancelled) job.done(absl::UnavailableError("the node is shutting down"));
+}
+
+void PeerManager::RepairAsync(std::string registry, std::string peer,
+                              replication::Principal caller, bool dry_run, RepairCallback done) {
+  if (absl::Status s = replication::ValidateSiren(peer); !s.ok()) {
+    done(absl::InvalidArgumentError(absl::StrCat("peer: ", s.message())));
+    return;
+  }
+  if (!IsConfiguredPeer(replication::SirenToOrigin(peer).value())) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("peer: ", peer, " is not a configured peer of this node")));
+    return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (!stopping_) {
+      repairs_.push_back(RepairJob{std::move(registry), std::move(peer), std::move(caller),
+                                   dry_run, std::move(done)});
+      return;
+    }
+  }
+  done(absl::UnavailableError("the node is shutting down"));
+}
+
+void PeerManager::RepairLoop() {
+  while (true) {
+    RepairJob job;
+    {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(
+          +[](PeerManager* m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(m->mu_) {
+            return m->stopping_ || !m->repairs_.empty();
+          },
+          this));
+      if (stopping_) return;
+      job = std::move(repairs_.front());
+      repairs_.pop_front();
+    }
+    const auto peer = std::find_if(options_.peers.begin(), options_.peers.end(),
+                                   [&](const auto& p) { return p.authority() == job.peer; });
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+        MakeChannelCredentials(options_.tls);
+    if (!creds.ok()) {
+      job.done(creds.status());
+      continue;
+    }
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(limits::kPeerMessageBytesMax);
+    args.SetMaxSendMessageSize(limits::kPeerMessageBytesMax);
+    auto stub = interco::replication::v1::PeerService::NewStub(
+        grpc::CreateCustomChannel(peer->address(), *creds, args));
+    RepairOptions ro;
+    ro.registry = job.registry;
+    ro.peer = replication::SirenToOrigin(job.peer).value();
+    ro.caller = job.caller;
+    ro.dry_run = job.dry_run;
+    ro.clock_offset_max_ms = options_.clock_offset_max_ms;
+    absl::StatusOr<interco::v1::RepairReport> report = RepairFrom(store_, *stub, clock_, ro);
+    if (report.ok()) {
+      log::Info(absl::StrCat("repair of ", job.registry, " from ", job.peer, ": ",
+                             report->records_only_here() + report->records_only_there(),
+                             " records differed, ", report->records_changed(), " changed here"));
+    } else {
+      log::Warning(absl::StrCat("repair of ", job.registry, " from ", job.peer, " failed: ",
+                                report.status().message()));
+    }
+    job.done(std::move(report));
+  }
 }
 
 bool PeerManager::IsConfiguredPeer(uint32_t siren) const {

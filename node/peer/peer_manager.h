@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "interco/config/v1/node_config.pb.h"
+#include "interco/v1/admin_service.pb.h"
 #include "interco/v1/node.pb.h"
 #include "node/storage/record_store.h"
 #include "node/tls/credentials.h"
@@ -67,6 +68,15 @@ class PeerManager {
   std::vector<interco::v1::PeerStatus> Status();
   // This node's place in each replicated registry's broadcast tree, by registry.
   std::vector<interco::v1::RegistryTree> Trees();
+
+  // Repairs this node's copy of `registry` from configured peer `peer` (a SIREN) by range
+  // fingerprints (node/peer/reconcile.h), on the manager's repair thread, one repair at a
+  // time; `done` runs there with the report or the error (UNAVAILABLE if the manager
+  // shuts down first). INVALID_ARGUMENT for a malformed SIREN, FAILED_PRECONDITION for a
+  // peer that is not configured.
+  using RepairCallback = std::function<void(absl::StatusOr<interco::v1::RepairReport>)>;
+  void RepairAsync(std::string registry, std::string peer, replication::Principal caller,
+                   bool dry_run, RepairCallback done);
 
   class Session;
 
@@ -115,6 +125,17 @@ class PeerManager {
   std::atomic<bool> local_commit_pending_{false};
   // Engine thread only: the session each peer's engine state belongs to.
   std::map<uint32_t, uint64_t> engine_sessions_;
+
+  void RepairLoop();
+  struct RepairJob {
+    std::string registry;
+    std::string peer;
+    replication::Principal caller;
+    bool dry_run = false;
+    RepairCallback done;
+  };
+  std::deque<RepairJob> repairs_ ABSL_GUARDED_BY(mu_);
+  std::thread repair_thread_;
 
   std::thread engine_thread_;
   std::vector<std::thread> dialers_;

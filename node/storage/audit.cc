@@ -24,8 +24,6 @@ using interco::v1::AuditEvent;
 constexpr std::string_view kNodeChain = "node";
 constexpr std::string_view kRegistryChainPrefix = "registries/";
 
-rocksdb::Slice Slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
-std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
 
 std::string ChainPrefix(std::string_view chain) {
   std::string p(chain);
@@ -52,11 +50,11 @@ absl::Status RecordStore::LoadAudit() {
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kAudit);
   for (const std::string& chain : chains) {
     const std::string prefix = ChainPrefix(chain);
-    it->SeekForPrev(Slice(keys::Audit(chain, UINT64_MAX)));
-    if (!it->Valid() || !View(it->key()).starts_with(prefix)) continue;
+    it->SeekForPrev(ToSlice(keys::Audit(chain, UINT64_MAX)));
+    if (!it->Valid() || !ToView(it->key()).starts_with(prefix)) continue;
     AuditChain& c = loaded[chain];
-    c.next_seq = keys::GetBigEndian64(View(it->key()).substr(prefix.size())) + 1;
-    c.last_hash = Sha256(View(it->value()));
+    c.next_seq = keys::GetBigEndian64(ToView(it->key()).substr(prefix.size())) + 1;
+    c.last_hash = Sha256(ToView(it->value()));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "loading the audit log"));
   absl::MutexLock l(&audit_mu_);
@@ -108,6 +106,12 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
         }
       }
       break;
+    case Op::Type::kRepair:
+      e.set_action(AuditEvent::REPAIR_RECORDS);
+      e.set_caller(op.caller.Author());
+      e.set_origin(replication::OriginToSiren(op.peer));
+      e.set_count(static_cast<uint32_t>(op.repaired_changed));
+      break;
     case Op::Type::kApplyRemote: {
       const auto& h = op.remote->header;
       e.set_action(AuditEvent::APPLY_BATCH);
@@ -153,7 +157,7 @@ void RecordStore::StageAudit(GroupState& g, AuditEvent event) {
   chain.last_hash = Sha256(stored);
   chain.next_seq++;
   g.bytes += stored.size();
-  g.batch.Put(db_->handle(Cf::kAudit), Slice(keys::Audit(event.chain(), event.seq())), Slice(stored));
+  g.batch.Put(db_->handle(Cf::kAudit), ToSlice(keys::Audit(event.chain(), event.seq())), ToSlice(stored));
 }
 
 void RecordStore::TrimAudit(GroupState& g, const std::string& chain) {
@@ -173,7 +177,7 @@ void RecordStore::TrimAudit(GroupState& g, const std::string& chain) {
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kAudit);
   std::string last_old;
   int n = 0;
-  for (it->Seek(Slice(prefix)); it->Valid() && View(it->key()).starts_with(prefix) && n < limits::kAuditTrimBatchMax;
+  for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix) && n < limits::kAuditTrimBatchMax;
        it->Next(), ++n) {
     AuditEvent e;
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) break;
@@ -185,7 +189,7 @@ void RecordStore::TrimAudit(GroupState& g, const std::string& chain) {
   if (!last_old.empty()) {
     std::string end = last_old;
     end.push_back('\0');  // just past it
-    g.batch.DeleteRange(db_->handle(Cf::kAudit), Slice(prefix), Slice(end));
+    g.batch.DeleteRange(db_->handle(Cf::kAudit), ToSlice(prefix), ToSlice(end));
   }
 }
 
@@ -217,9 +221,9 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kAudit);
   // Events at or after the head read above are not listed, so the page and the head agree.
   const uint64_t start = std::min(before - 1, end.next_seq - 1);
-  it->SeekForPrev(Slice(keys::Audit(chain, start)));
+  it->SeekForPrev(ToSlice(keys::Audit(chain, start)));
   uint64_t last_seq = 0;
-  for (; it->Valid() && View(it->key()).starts_with(prefix) &&
+  for (; it->Valid() && ToView(it->key()).starts_with(prefix) &&
          page.events.size() < static_cast<size_t>(page_size);
        it->Prev()) {
     interco::v1::AuditRecord r;
@@ -231,7 +235,7 @@ absl::StatusOr<AuditPage> RecordStore::ListAudit(std::string_view chain, int32_t
     page.events.push_back(std::move(r));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the audit log"));
-  if (it->Valid() && View(it->key()).starts_with(prefix) && last_seq > 1) {
+  if (it->Valid() && ToView(it->key()).starts_with(prefix) && last_seq > 1) {
     page.next_page_token = absl::StrCat(last_seq);
   }
   interco::v1::AuditHead& head = page.head;
@@ -261,7 +265,7 @@ absl::Status RecordStore::CheckAudit() {
     if (!e.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return absl::DataLossError("an audit event does not parse");
     }
-    if (keys::Audit(e.chain(), e.seq()) != View(it->key())) {
+    if (keys::Audit(e.chain(), e.seq()) != ToView(it->key())) {
       return absl::DataLossError(absl::StrCat("audit event ", e.chain(), "#", e.seq(), " is stored under another key"));
     }
     if (e.chain() == chain) {
@@ -271,7 +275,7 @@ absl::Status RecordStore::CheckAudit() {
     }
     chain = e.chain();
     prev_seq = e.seq();
-    prev_hash = Sha256(View(it->value()));
+    prev_hash = Sha256(ToView(it->value()));
   }
   return FromRocksStatus(it->status(), "checking the audit log");
 }

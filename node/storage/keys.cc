@@ -112,6 +112,26 @@ std::string TombstonePrefix(std::string_view registry, uint32_t origin, uint32_t
   return k;
 }
 
+std::string Fingerprint(std::string_view registry, uint32_t bucket) {
+  std::string k = RegistryPrefix(registry);
+  k.push_back(static_cast<char>((bucket >> 8) & 0xff));
+  k.push_back(static_cast<char>(bucket & 0xff));
+  return k;
+}
+
+std::optional<uint32_t> ParseFingerprint(std::string_view key, std::string_view registry) {
+  const std::string prefix = RegistryPrefix(registry);
+  if (key.size() != prefix.size() + 2 || !key.starts_with(prefix)) return std::nullopt;
+  return (static_cast<uint32_t>(static_cast<unsigned char>(key[prefix.size()])) << 8) |
+         static_cast<unsigned char>(key[prefix.size() + 1]);
+}
+
+std::string EncodeSum(uint64_t sum) {
+  std::string out;
+  PutBigEndian64(out, sum);
+  return out;
+}
+
 std::string Tombstone(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t seq,
                       std::string_view record) {
   std::string k = TombstonePrefix(registry, origin, epoch);

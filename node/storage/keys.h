@@ -68,6 +68,14 @@ std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc);
 // std::nullopt if malformed; else (causal length, hlc).
 std::optional<std::pair<uint32_t, uint64_t>> DecodeTombstoneValue(std::string_view value);
 
+// The sum of the digests of a bucket of the registry's live records (replication/repair.h):
+// value 8 bytes big-endian, moved by merge operands (RocksDbStore's Add64). A bucket key
+// is RegistryPrefix followed by the bucket as 2 bytes big-endian.
+std::string Fingerprint(std::string_view registry, uint32_t bucket);
+// The bucket of a fingerprints-family key of `registry`; std::nullopt if malformed.
+std::optional<uint32_t> ParseFingerprint(std::string_view key, std::string_view registry);
+std::string EncodeSum(uint64_t sum);
+
 // An audit event of `chain` ("registries/<registry>" or "node").
 std::string Audit(std::string_view chain, uint64_t seq);
 

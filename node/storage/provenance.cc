@@ -28,7 +28,6 @@ using interco::replication::v1::Change;
 using interco::replication::v1::FieldState;
 using replication::RecordState;
 
-rocksdb::Slice Slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
 // One visible value of a record and where it comes from.
 struct Stamped {
@@ -71,8 +70,8 @@ absl::StatusOr<std::optional<Batch>> RecordStore::BatchHolding(std::string_view 
   while (lo <= hi) {
     const uint64_t mid = lo + (hi - lo) / 2;
     // The batch holding `mid` starts at or before it.
-    it->SeekForPrev(Slice(keys::Log(registry, key.origin, key.epoch, mid)));
-    if (!it->Valid() || !it->key().starts_with(Slice(prefix))) break;
+    it->SeekForPrev(ToSlice(keys::Log(registry, key.origin, key.epoch, mid)));
+    if (!it->Valid() || !it->key().starts_with(ToSlice(prefix))) break;
     Batch batch;
     BatchHeader h;
     if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
@@ -102,8 +101,8 @@ absl::StatusOr<std::vector<Batch>> RecordStore::FollowingUpToSigned(std::string_
     std::vector<Batch> out;
     std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
     // The batch itself first: it may have been signed since it was read (a tail).
-    it->Seek(Slice(keys::Log(registry, key.origin, key.epoch, h.first_seq())));
-    for (; it->Valid() && it->key().starts_with(Slice(prefix)) &&
+    it->Seek(ToSlice(keys::Log(registry, key.origin, key.epoch, h.first_seq())));
+    for (; it->Valid() && it->key().starts_with(ToSlice(prefix)) &&
            out.size() <= limits::kRunBatchesMax;
          it->Next()) {
       Batch b;

@@ -15,6 +15,7 @@
 #include "node/crypto/sha256.h"
 #include "replication/change_log.h"
 #include "replication/conflict_journal.h"
+#include "replication/repair.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
@@ -50,20 +51,9 @@ using replication::RecordState;
 // (signer in the header) no longer verify, and there is no migration.
 // 4: the tombstones family (a store of version 3 lacks the index of its deletes, which a
 // collection would then miss here and not elsewhere).
-constexpr uint32_t kFormatVersion = 4;
+constexpr uint32_t kFormatVersion = 5;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
-
-rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
-std::string_view ToView(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
-
-template <typename Message>
-absl::Status ParseStored(std::string_view bytes, Message& out, std::string_view what) {
-  if (!out.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError(absl::StrCat("stored ", ToAbsl(what), " does not parse"));
-  }
-  return absl::OkStatus();
-}
 
 uint64_t Fnv64(std::string_view s) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -315,12 +305,17 @@ absl::Status RecordStore::Load() {
       return absl::FailedPreconditionError(
           absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
     }
+    if (meta.format_version() == 4) {
+      // Version 4 lacks only the fingerprints, which the records give.
+      INTERCO_RETURN_IF_ERROR(AddFingerprints(meta));
+    }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads version ",
-          kFormatVersion, " only (version 3 has no index of tombstones, version 2 predates "
-          "signing times in signatures, version 1 signatures per run; there is no migration: "
-          "start from an empty store and let the partners send it everything)"));
+          "the store has format version ", meta.format_version(), "; this node reads versions 4 "
+          "(upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
+          "tombstones, version 2 predates signing times in signatures, version 1 signatures "
+          "per run; there is no migration from those: start from an empty store and let the "
+          "partners send it everything)"));
     }
   } else {
     meta.set_authority(authority_);
@@ -651,6 +646,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kAudit: break;
       case Op::Type::kSignTails: op->status = StageTailSignatures(g); break;
       case Op::Type::kCollect: op->status = ApplyCollect(*op, g); break;
+      case Op::Type::kRepair: op->status = ApplyRepair(*op, g); break;
       case Op::Type::kNewEpoch:
         // The old epoch's chains end signed (without a key, as with `interco-node
         // --new_epoch`, they are signed at the next start that has one); the HLC moves to
@@ -713,6 +709,9 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       if (g.runs.contains(registry) || now - run.since_ms < limits::kSignIntervalMillis) continue;
       (void)StageTailSignatures(g, &registry);  // on failure, the idle moment retries
     }
+  }
+  for (const auto& [key, delta] : g.fingerprints) {
+    if (delta != 0) g.batch.Merge(db_->handle(Cf::kFingerprints), ToSlice(key), keys::EncodeSum(delta));
   }
   std::vector<std::string> touched;
   for (auto& [registry, rt] : g.registries) {
@@ -1186,6 +1185,14 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
   const std::string state_bytes = after.SerializeAsString();
   g.bytes += state_bytes.size();
   g.batch.Put(db_->handle(Cf::kRecords), ToSlice(key), state_bytes);
+
+  // The bucket sum of live records' digests moves by the new digest minus the old one.
+  if (was_live || is_live) {
+    uint64_t& sum =
+        g.fingerprints[keys::Fingerprint(registry, replication::FingerprintBucket(hasher_, id))];
+    if (was_live) sum -= replication::FingerprintDigest(hasher_, id, before.SerializeAsString());
+    if (is_live) sum += replication::FingerprintDigest(hasher_, id, state_bytes);
+  }
 
   FeedEntry entry;
   entry.set_kind(is_live ? interco::v1::CHANGE_KIND_UPSERT : interco::v1::CHANGE_KIND_DELETE);
@@ -2005,7 +2012,7 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
   }
   const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
   auto release = [&] { db_->db().ReleaseSnapshot(snap); };
-  uint64_t records = 0, index_entries = 0, feed_entries = 0, batches = 0;
+  uint64_t records = 0, index_entries = 0, feed_entries = 0, batches = 0, fingerprinted = 0;
   for (const auto& [registry, rt] : registries) {
     const std::string prefix = keys::RegistryPrefix(registry);
     // Records: count live ones, and collect the index entries they imply.
@@ -2094,6 +2101,20 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
       return absl::DataLossError(absl::StrCat("registry ", registry, ": feed ends at ", expect,
                                               ", metadata says ", rt.meta.feed_next_seq()));
     }
+    // Fingerprints: the stored bucket sums are those of the live records.
+    {
+      absl::StatusOr<std::map<uint32_t, uint64_t>> stored = ReadFingerprints(registry, snap);
+      absl::StatusOr<std::map<uint32_t, uint64_t>> computed = ComputeFingerprints(registry, snap);
+      if (!stored.ok() || !computed.ok() || *stored != *computed) {
+        release();
+        if (!stored.ok()) return stored.status();
+        if (!computed.ok()) return computed.status();
+        return absl::DataLossError(absl::StrCat(
+            "registry ", registry, ": fingerprints of ", stored->size(),
+            " buckets stored, its records make ", computed->size(), ", and they differ"));
+      }
+      fingerprinted += computed->size();
+    }
     // Change log, per origin epoch: sequence numbers without gaps, hashes chained, and
     // ending where the stream's position says.
     replication::VersionVector seen;
@@ -2133,7 +2154,8 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
   INTERCO_RETURN_IF_ERROR(CheckAudit());
   return absl::StrCat("ok: ", registries.size(), " registries, ", records, " records, ",
                       index_entries, " index entries, ", feed_entries, " feed entries, ",
-                      batches, " log batches, audit chains intact");
+                      fingerprinted, " fingerprint buckets, ", batches,
+                      " log batches, audit chains intact");
 }
 
 }  // namespace interco::node

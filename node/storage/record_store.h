@@ -55,6 +55,11 @@
 namespace interco::node {
 
 class RocksDbStore;
+}  // namespace interco::node
+namespace rocksdb {
+class Snapshot;
+}  // namespace rocksdb
+namespace interco::node {
 
 struct RecordStoreOptions {
   // Directory of the RocksDB store. Required.
@@ -260,6 +265,31 @@ class RecordStore {
   // must outlive the store (its committer signs idle tails until the store closes).
   void SetSigner(replication::Signer* signer);
 
+  // --- Repair (node/storage/repair.cc; replication/repair.h). Each registry keeps, in the
+  // same commits as its records, the sum of its live records' digests per bucket.
+  // The non-zero bucket sums. NOT_FOUND for an unknown registry.
+  absl::StatusOr<std::map<uint32_t, uint64_t>> FingerprintBuckets(std::string_view registry);
+  // A live record of a bucket, with its digest (and its serialized state when asked for).
+  struct BucketRecord {
+    uint32_t bucket = 0;
+    uint64_t digest = 0;
+    std::string id;
+    std::string state;
+  };
+  // The live records of `buckets` (increasing) in ID order; with `digests` not empty,
+  // only those whose digest is among them, states included. One scan of the registry's
+  // records. NOT_FOUND for an unknown registry.
+  absl::StatusOr<std::vector<BucketRecord>> BucketRecords(std::string_view registry,
+                                                          const std::vector<uint32_t>& buckets,
+                                                          const std::vector<uint64_t>& digests);
+  // Merges record states that `peer` sent by repair (a join: nothing written here is
+  // undone) in one commit, with their indexes, counts, feed entries and an audit event
+  // (REPAIR_RECORDS, `caller` having asked). Every state is checked first (INVALID_ARGUMENT
+  // naming it: nothing merged). Returns how many records changed. Blocks until durable.
+  absl::StatusOr<uint64_t> Repair(std::string_view registry, uint32_t peer,
+                                  std::vector<std::pair<std::string, replication::RecordState>> states,
+                                  const replication::Principal& caller);
+
   // --- Audit log (node/storage/audit.cc). Every API write and registry creation is
   // audited, accepted or refused, in the same commit as its effect; so is every
   // replicated batch applied. Chains: "registries/<id>" and "node".
@@ -352,6 +382,22 @@ class RecordStore {
   absl::Status StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt);
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   absl::Status ApplyCollect(Op& op, GroupState& g);
+  absl::Status ApplyRepair(Op& op, GroupState& g);
+  // Empties the conflict journal of a record whose life ended, staged in the group.
+  absl::Status DropConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
+                             const std::string& key);
+  // The stored non-zero bucket sums of `registry`, and the same computed from its records.
+  absl::StatusOr<std::map<uint32_t, uint64_t>> ReadFingerprints(std::string_view registry,
+                                                                const rocksdb::Snapshot* snapshot);
+  absl::StatusOr<std::map<uint32_t, uint64_t>> ComputeFingerprints(
+      std::string_view registry, const rocksdb::Snapshot* snapshot);
+  // Calls `fn` for each live record of `registry` whose bucket is `wanted`, in ID order.
+  absl::Status ScanBuckets(
+      std::string_view registry, const rocksdb::Snapshot* snapshot,
+      const std::function<bool(uint32_t)>& wanted,
+      const std::function<void(uint32_t bucket, std::string_view id, std::string_view state)>& fn);
+  // Upgrades a format-4 store: its fingerprints computed from its records, in one write.
+  absl::Status AddFingerprints(interco::internal::v1::NodeMeta& meta);
   // Puts a tombstones-family entry in the group.
   void PutTombstone(GroupState& g, std::string tkey, const replication::Tombstone& t);
   // Notes the tombstone that change `seq` of `key` set on record `id`, if merging its

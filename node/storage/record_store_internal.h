@@ -12,10 +12,27 @@
 #include <rocksdb/write_batch.h>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "node/storage/record_store.h"
+#include "replication/base/strings.h"
 #include "replication/conflict_journal.h"
 
 namespace interco::node {
+
+inline rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+inline std::string_view ToView(const rocksdb::Slice& s) {
+  return std::string_view(s.data(), s.size());
+}
+
+// Parses a stored message; DATA_LOSS naming `what` if it does not parse.
+template <typename Message>
+absl::Status ParseStored(std::string_view bytes, Message& out, std::string_view what) {
+  if (!out.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError(absl::StrCat("stored ", ToAbsl(what), " does not parse"));
+  }
+  return absl::OkStatus();
+}
 
 struct RecordStore::Op {
   enum class Type {
@@ -29,6 +46,8 @@ struct RecordStore::Op {
     kSignTails,
     // As the registry's owner: a collection of stable tombstones (RecordStore::Collect).
     kCollect,
+    // Record states a peer sent by repair, merged into ours (RecordStore::Repair).
+    kRepair,
   };
   Type type = Type::kWrite;
   std::string registry;
@@ -49,6 +68,11 @@ struct RecordStore::Op {
   replication::VersionVector required;
   std::vector<uint32_t> members;
   bool collected = false;
+  // kRepair: the peer the states come from (audited as their origin), the states, and how
+  // many of them changed a record here.
+  uint32_t peer = 0;
+  std::vector<std::pair<std::string, replication::RecordState>> repaired;
+  uint64_t repaired_changed = 0;
 
   absl::Status status;
   interco::v1::Record record;
@@ -100,6 +124,9 @@ struct RecordStore::GroupState {
     uint64_t hlc = 0;
   };
   std::map<std::string, std::vector<OwnTombstone>> own_tombstones;
+  // What the group adds to bucket sums of live records' digests (mod 2^64), by
+  // fingerprints-family key; written as merge operands.
+  std::map<std::string, uint64_t> fingerprints;
 };
 
 }  // namespace interco::node

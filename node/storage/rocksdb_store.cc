@@ -7,6 +7,7 @@
 #include "replication/base/strings.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/merge_operator.h"
 #include "rocksdb/table.h"
 
 namespace interco::node {
@@ -14,7 +15,31 @@ namespace {
 
 constexpr std::array<const char*, static_cast<int>(Cf::kCount)> kCfNames = {
     "meta", "registries", "records", "index", "feed", "log", "audit", "conflicts",
-    "tombstones"};
+    "tombstones", "fingerprints"};
+
+// The fingerprints family's values are 64-bit big-endian sums; a merge operand adds its
+// value to them (mod 2^64), so that a commit moves a bucket's sum without reading it.
+class Add64Operator final : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    if (value.size() != 8 || (existing != nullptr && existing->size() != 8)) return false;
+    uint64_t sum = Decode(value);
+    if (existing != nullptr) sum += Decode(*existing);
+    new_value->resize(8);
+    for (int i = 7; i >= 0; --i, sum >>= 8) (*new_value)[i] = static_cast<char>(sum & 0xff);
+    return true;
+  }
+  const char* Name() const override { return "interco.Add64"; }
+
+ private:
+  static uint64_t Decode(const rocksdb::Slice& s) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+    return v;
+  }
+};
 
 }  // namespace
 
@@ -58,6 +83,8 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(const RocksDbOp
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
   for (const char* name : kCfNames) descriptors.emplace_back(name, cf_options);
+  descriptors[1 + static_cast<int>(Cf::kFingerprints)].options.merge_operator =
+      std::make_shared<Add64Operator>();
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;

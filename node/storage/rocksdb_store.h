@@ -30,6 +30,7 @@ enum class Cf : int {
   kAudit,
   kConflicts,
   kTombstones,
+  kFingerprints,
   kCount
 };
 

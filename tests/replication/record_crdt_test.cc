@@ -1888,5 +1888,40 @@ TEST(ValidateDeltaTest, MalformedDeltasAreRefusedNamingTheField) {
   EXPECT_THAT(Message(ValidateDelta(CounterSchema(), huge, kA)), HasSubstr("2^63"));
 }
 
+// A whole state received by repair: stamps of several origins are fine there, not in a
+// delta; what no state holds (seen register writes, unsorted counters) is refused.
+TEST(ValidateStateTest, AcceptsMergedStatesOfSeveralOrigins) {
+  RecordState state;
+  MustWrite(state, Create(Values({{"code", Str("01053")}, {"tags", Set({"eau"})}})), At(1, kA));
+  MustWrite(state, Update(Values({{"label", Str("Bourg")}, {"tags", Set({"eau", "voirie"})}}),
+                          {"label", "tags"}),
+            At(2, kB));
+  EXPECT_TRUE(ValidateState(TestSchema(), state).ok());
+  EXPECT_FALSE(ValidateDelta(TestSchema(), state, kA).ok());
+  EXPECT_EQ(MaxStamp(state), At(2, kB).hlc);
+  // Deleted: still a valid state.
+  MustWrite(state, Delete(), At(3, kC));
+  EXPECT_TRUE(ValidateState(TestSchema(), state).ok());
+  EXPECT_EQ(MaxStamp(state), At(3, kC).hlc);
+}
+
+TEST(ValidateStateTest, RefusesWhatNoStateHolds) {
+  RecordState state;
+  MustWrite(state, Create(Values({{"code", Str("01053")}})), At(1, kA));
+  RecordState seen = state;
+  seen.mutable_fields(0)->set_seen_age(5);
+  EXPECT_THAT(Message(ValidateState(TestSchema(), seen)),
+              HasSubstr("state.fields[0] (code): a seen register write in a state"));
+  RecordState unknown = state;
+  unknown.add_fields()->set_name("zzz");
+  EXPECT_THAT(Message(ValidateState(TestSchema(), unknown)), HasSubstr("no such field"));
+  RecordState unstamped = state;
+  unstamped.mutable_fields(0)->set_origin(0);
+  EXPECT_FALSE(ValidateState(TestSchema(), unstamped).ok());
+  RecordState no_cl_stamp = state;
+  no_cl_stamp.set_cl_hlc(0);
+  EXPECT_THAT(Message(ValidateState(TestSchema(), no_cl_stamp)), HasSubstr("state: a causal length"));
+}
+
 }  // namespace
 }  // namespace interco::replication

@@ -1,0 +1,336 @@
+#include "node/peer/reconcile.h"
+
+#include <grpcpp/client_context.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "node/crypto/sha256.h"
+#include "replication/base/limits.h"
+#include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
+#include "replication/hlc.h"
+#include "replication/record_crdt.h"
+#include "replication/repair.h"
+
+namespace interco::node {
+namespace {
+
+using interco::replication::v1::ReconcileRequest;
+using interco::replication::v1::ReconcileResponse;
+using interco::replication::v1::RepairRecord;
+using replication::RecordState;
+
+// gRPC's length prefix of every message.
+constexpr uint64_t kGrpcPrefixBytes = 5;
+// States merged in one commit.
+constexpr size_t kMergeRecordsMax = 1024;
+constexpr size_t kMergeBytesMax = 4 << 20;
+
+std::vector<uint32_t> ToVector(const google::protobuf::RepeatedField<uint32_t>& r) {
+  return std::vector<uint32_t>(r.begin(), r.end());
+}
+
+absl::Status ServeTree(RecordStore& store, const std::string& registry,
+                       const interco::replication::v1::TreeQuery& q, ReconcileResponse& out) {
+  INTERCO_ASSIGN_OR_RETURN(auto buckets, store.FingerprintBuckets(registry));
+  const replication::FingerprintTree tree(buckets);
+  absl::StatusOr<std::vector<uint64_t>> sums = tree.ChildSums(q.level(), ToVector(q.nodes()));
+  if (!sums.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tree.", sums.status().message()));
+  }
+  out.mutable_sums()->Assign(sums->begin(), sums->end());
+  return absl::OkStatus();
+}
+
+absl::Status ServeBuckets(RecordStore& store, const std::string& registry,
+                          const interco::replication::v1::BucketQuery& q, ReconcileResponse& out) {
+  const std::vector<uint32_t> buckets = ToVector(q.buckets());
+  INTERCO_RETURN_IF_ERROR(replication::ValidateTreeIndexes(
+      replication::kFingerprintDepth, buckets, limits::kReconcileBucketsMax, "buckets.buckets"));
+  INTERCO_ASSIGN_OR_RETURN(std::vector<RecordStore::BucketRecord> records,
+                           store.BucketRecords(registry, buckets, {}));
+  std::map<uint32_t, std::vector<uint64_t>> by_bucket;
+  for (const auto& r : records) by_bucket[r.bucket].push_back(r.digest);
+  for (uint32_t b : buckets) {
+    std::vector<uint64_t>& digests = by_bucket[b];
+    std::sort(digests.begin(), digests.end());
+    out.add_buckets()->mutable_digests()->Assign(digests.begin(), digests.end());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServeRecords(RecordStore& store, const std::string& registry,
+                          const interco::replication::v1::RecordQuery& q, ReconcileResponse& out) {
+  if (static_cast<size_t>(q.keys_size() + q.digests_size()) > limits::kReconcileRecordsMax) {
+    return absl::InvalidArgumentError(absl::StrCat("records: ", q.keys_size() + q.digests_size(),
+                                                   " records asked for, over the maximum of ",
+                                                   limits::kReconcileRecordsMax));
+  }
+  for (int i = 0; i < q.keys_size(); ++i) {
+    if (absl::Status s = replication::ValidateRecordId(q.keys(i)); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("records.keys[", i, "]: ", s.message()));
+    }
+  }
+  const std::vector<uint32_t> buckets = ToVector(q.buckets());
+  INTERCO_RETURN_IF_ERROR(replication::ValidateTreeIndexes(
+      replication::kFingerprintDepth, buckets, limits::kReconcileBucketsMax, "records.buckets"));
+  if (q.digests_size() > 0 && buckets.empty()) {
+    return absl::InvalidArgumentError("records.buckets: digests asked for without their buckets");
+  }
+  size_t bytes = 0;
+  std::set<std::string> sent;  // a record asked for by key and by digest goes once
+  auto add = [&](std::string key, RecordState state) {
+    sent.insert(key);
+    RepairRecord* r = out.add_records();
+    r->set_key(std::move(key));
+    *r->mutable_state() = std::move(state);
+    bytes += r->ByteSizeLong();
+  };
+  int next_key = 0;
+  for (; next_key < q.keys_size() && bytes < limits::kReconcileResponseBytesMax; ++next_key) {
+    INTERCO_ASSIGN_OR_RETURN(std::optional<RecordState> state,
+                             store.StoredState(registry, q.keys(next_key)));
+    if (state.has_value()) add(q.keys(next_key), *std::move(state));
+  }
+  for (; next_key < q.keys_size(); ++next_key) out.add_more_keys(q.keys(next_key));
+  if (q.digests_size() == 0) return absl::OkStatus();
+  INTERCO_ASSIGN_OR_RETURN(
+      std::vector<RecordStore::BucketRecord> found,
+      store.BucketRecords(registry, buckets, std::vector<uint64_t>(q.digests().begin(), q.digests().end())));
+  std::set<uint64_t> left(q.digests().begin(), q.digests().end());
+  for (RecordStore::BucketRecord& r : found) {
+    if (bytes >= limits::kReconcileResponseBytesMax) break;
+    RecordState state;
+    if (!state.ParseFromString(r.state)) {
+      return absl::DataLossError(absl::StrCat("record ", r.id, " does not parse"));
+    }
+    left.erase(r.digest);
+    if (!sent.contains(r.id)) add(std::move(r.id), std::move(state));
+  }
+  // Digests gone meanwhile are simply not found; those not sent for size are named.
+  if (bytes >= limits::kReconcileResponseBytesMax) {
+    for (const RecordStore::BucketRecord& r : found) {
+      if (left.contains(r.digest)) out.add_more_digests(r.digest);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The repairing node's own store, as one side of the walk. Remembers which record each of
+// its digests is, for what it must ask the peer about.
+class LocalSide final : public replication::FingerprintSide {
+ public:
+  LocalSide(RecordStore& store, std::string registry, replication::FingerprintTree tree)
+      : store_(store), registry_(std::move(registry)), tree_(std::move(tree)) {}
+
+  absl::StatusOr<std::vector<uint64_t>> ChildSums(uint32_t level,
+                                                  const std::vector<uint32_t>& nodes) override {
+    return tree_.ChildSums(level, nodes);
+  }
+  absl::StatusOr<std::vector<std::vector<uint64_t>>> BucketDigests(
+      const std::vector<uint32_t>& buckets) override {
+    INTERCO_ASSIGN_OR_RETURN(std::vector<RecordStore::BucketRecord> records,
+                             store_.BucketRecords(registry_, buckets, {}));
+    std::map<uint32_t, std::vector<uint64_t>> by_bucket;
+    for (RecordStore::BucketRecord& r : records) {
+      by_bucket[r.bucket].push_back(r.digest);
+      ids_[{r.bucket, r.digest}] = std::move(r.id);
+    }
+    std::vector<std::vector<uint64_t>> out;
+    for (uint32_t b : buckets) out.push_back(std::move(by_bucket[b]));
+    return out;
+  }
+  // The record of a digest this side listed; empty if unknown.
+  std::string IdOf(uint32_t bucket, uint64_t digest) const {
+    auto it = ids_.find({bucket, digest});
+    return it == ids_.end() ? std::string() : it->second;
+  }
+
+ private:
+  RecordStore& store_;
+  const std::string registry_;
+  const replication::FingerprintTree tree_;
+  std::map<std::pair<uint32_t, uint64_t>, std::string> ids_;
+};
+
+// The peer, over PeerService.Reconcile; counts requests and bytes.
+class RemoteSide final : public replication::FingerprintSide {
+ public:
+  RemoteSide(interco::replication::v1::PeerService::StubInterface& stub, std::string registry,
+             int64_t timeout_ms)
+      : stub_(stub), registry_(std::move(registry)), timeout_ms_(timeout_ms) {}
+
+  absl::StatusOr<ReconcileResponse> Call(ReconcileRequest request) {
+    request.set_stream(registry_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
+    ReconcileResponse response;
+    grpc::Status s = stub_.Reconcile(&ctx, request, &response);
+    rounds++;
+    bytes_sent += request.ByteSizeLong() + kGrpcPrefixBytes;
+    if (!s.ok()) {
+      const auto code = static_cast<absl::StatusCode>(s.error_code());
+      return absl::Status(code, absl::StrCat("the peer refused reconciliation: ", s.error_message()));
+    }
+    bytes_received += response.ByteSizeLong() + kGrpcPrefixBytes;
+    return response;
+  }
+
+  absl::StatusOr<std::vector<uint64_t>> ChildSums(uint32_t level,
+                                                  const std::vector<uint32_t>& nodes) override {
+    ReconcileRequest request;
+    request.mutable_tree()->set_level(level);
+    request.mutable_tree()->mutable_nodes()->Assign(nodes.begin(), nodes.end());
+    INTERCO_ASSIGN_OR_RETURN(ReconcileResponse response, Call(std::move(request)));
+    return std::vector<uint64_t>(response.sums().begin(), response.sums().end());
+  }
+  absl::StatusOr<std::vector<std::vector<uint64_t>>> BucketDigests(
+      const std::vector<uint32_t>& buckets) override {
+    ReconcileRequest request;
+    request.mutable_buckets()->mutable_buckets()->Assign(buckets.begin(), buckets.end());
+    INTERCO_ASSIGN_OR_RETURN(ReconcileResponse response, Call(std::move(request)));
+    std::vector<std::vector<uint64_t>> out;
+    for (const auto& b : response.buckets()) out.emplace_back(b.digests().begin(), b.digests().end());
+    return out;
+  }
+
+  int rounds = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+
+ private:
+  interco::replication::v1::PeerService::StubInterface& stub_;
+  const std::string registry_;
+  const int64_t timeout_ms_;
+};
+
+}  // namespace
+
+absl::Status ServeReconcile(RecordStore& store, uint32_t peer, const ReconcileRequest& request,
+                            ReconcileResponse& response) {
+  const std::string& registry = request.stream();
+  INTERCO_RETURN_IF_ERROR(store.FingerprintBuckets(registry).status());  // NOT_FOUND if unknown
+  if (!store.MayRead(registry, peer)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "authority ", replication::OriginToSiren(peer), " may not read registry ", registry));
+  }
+  switch (request.query_case()) {
+    case ReconcileRequest::kTree: return ServeTree(store, registry, request.tree(), response);
+    case ReconcileRequest::kBuckets: return ServeBuckets(store, registry, request.buckets(), response);
+    case ReconcileRequest::kRecords: return ServeRecords(store, registry, request.records(), response);
+    case ReconcileRequest::QUERY_NOT_SET: break;
+  }
+  return absl::InvalidArgumentError("query: none given (tree, buckets or records)");
+}
+
+absl::StatusOr<interco::v1::RepairReport> RepairFrom(
+    RecordStore& store, interco::replication::v1::PeerService::StubInterface& stub,
+    replication::Clock& clock, const RepairOptions& options) {
+  const int64_t started = clock.MonotonicMillis();
+  interco::v1::RepairReport report;
+  report.set_name(absl::StrCat("registries/", options.registry));
+  report.set_peer(replication::OriginToSiren(options.peer));
+  report.set_dry_run(options.dry_run);
+  INTERCO_ASSIGN_OR_RETURN(auto buckets, store.FingerprintBuckets(options.registry));
+  LocalSide mine(store, options.registry, replication::FingerprintTree(buckets));
+  RemoteSide theirs(stub, options.registry, options.call_timeout_ms);
+  auto finish = [&] {
+    report.set_rounds(static_cast<uint32_t>(theirs.rounds));
+    report.set_bytes_sent(theirs.bytes_sent);
+    report.set_bytes_received(theirs.bytes_received);
+    report.set_duration_ms(clock.MonotonicMillis() - started);
+  };
+  INTERCO_ASSIGN_OR_RETURN(replication::FingerprintDifferences diff,
+                           replication::FindDifferences(mine, theirs));
+  report.set_buckets_differing(static_cast<uint32_t>(diff.buckets.size()));
+  report.set_records_only_here(diff.mine_only.size());
+  report.set_records_only_there(diff.theirs_only.size());
+  if (options.dry_run || (diff.mine_only.empty() && diff.theirs_only.empty())) {
+    finish();
+    return report;
+  }
+
+  // What to ask for: this side's differing records by ID (the peer may hold another
+  // state of them, a tombstone, or nothing), the peer's by digest.
+  std::vector<std::string> keys;
+  for (const auto& [bucket, digest] : diff.mine_only) {
+    std::string id = mine.IdOf(bucket, digest);
+    if (!id.empty()) keys.push_back(std::move(id));
+  }
+  std::vector<std::pair<uint32_t, uint64_t>> wanted = diff.theirs_only;
+  const int64_t horizon_ms = clock.NowMillis() + options.clock_offset_max_ms;
+  std::vector<std::pair<std::string, RecordState>> pending;
+  size_t pending_bytes = 0;
+  auto merge_pending = [&]() -> absl::Status {
+    if (pending.empty()) return absl::OkStatus();
+    INTERCO_ASSIGN_OR_RETURN(uint64_t changed, store.Repair(options.registry, options.peer,
+                                                            std::move(pending), options.caller));
+    report.set_records_changed(report.records_changed() + changed);
+    pending.clear();
+    pending_bytes = 0;
+    return absl::OkStatus();
+  };
+  // Each answer carries at least one record: this many requests always suffice.
+  size_t requests_left = keys.size() + wanted.size() + 1;
+  while (!keys.empty() || !wanted.empty()) {
+    if (requests_left-- == 0) return absl::DataLossError("the peer keeps putting records off");
+    ReconcileRequest request;
+    auto* q = request.mutable_records();
+    size_t room = limits::kReconcileRecordsMax;
+    while (!keys.empty() && room > 0) {
+      q->add_keys(std::move(keys.back()));
+      keys.pop_back();
+      room--;
+    }
+    std::set<uint32_t> in_buckets;
+    std::map<uint64_t, uint32_t> asked;  // digest -> its bucket
+    // Digests of at most kReconcileBucketsMax buckets per request.
+    std::vector<std::pair<uint32_t, uint64_t>> later;
+    for (const auto& [bucket, digest] : wanted) {
+      if (room > 0 && (in_buckets.contains(bucket) ||
+                       in_buckets.size() < limits::kReconcileBucketsMax)) {
+        in_buckets.insert(bucket);
+        asked[digest] = bucket;
+        q->add_digests(digest);
+        room--;
+      } else {
+        later.emplace_back(bucket, digest);
+      }
+    }
+    q->mutable_buckets()->Assign(in_buckets.begin(), in_buckets.end());
+    INTERCO_ASSIGN_OR_RETURN(ReconcileResponse response, theirs.Call(std::move(request)));
+    if (response.records().empty() &&
+        (!response.more_keys().empty() || !response.more_digests().empty())) {
+      return absl::DataLossError("the peer put off every record asked for");
+    }
+    for (const std::string& k : response.more_keys()) keys.push_back(k);
+    for (uint64_t d : response.more_digests()) {
+      if (auto it = asked.find(d); it != asked.end()) later.emplace_back(it->second, d);
+    }
+    wanted = std::move(later);
+    for (RepairRecord& r : *response.mutable_records()) {
+      report.set_records_received(report.records_received() + 1);
+      if (replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
+          static_cast<uint64_t>(horizon_ms)) {
+        report.set_records_refused(report.records_refused() + 1);
+        continue;
+      }
+      pending_bytes += r.ByteSizeLong();
+      pending.emplace_back(std::move(*r.mutable_key()), std::move(*r.mutable_state()));
+      if (pending.size() >= kMergeRecordsMax || pending_bytes >= kMergeBytesMax) {
+        INTERCO_RETURN_IF_ERROR(merge_pending());
+      }
+    }
+  }
+  INTERCO_RETURN_IF_ERROR(merge_pending());
+  finish();
+  return report;
+}
+
+}  // namespace interco::node

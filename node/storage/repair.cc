@@ -1,0 +1,183 @@
+// RecordStore: what range-fingerprint repair reads and writes (replication/repair.h,
+// docs/REPLICATION.md, "Repair"). The bucket sums themselves are kept by StageRecord.
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "node/storage/keys.h"
+#include "node/storage/record_store.h"
+#include "node/storage/record_store_internal.h"
+#include "node/storage/rocksdb_store.h"
+#include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
+#include "replication/repair.h"
+
+namespace interco::node {
+
+using interco::internal::v1::NodeMeta;
+using replication::RecordState;
+
+absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ReadFingerprints(
+    std::string_view registry, const rocksdb::Snapshot* snapshot) {
+  std::map<uint32_t, uint64_t> out;
+  const std::string prefix = keys::RegistryPrefix(registry);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kFingerprints, snapshot);
+  for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+       it->Next()) {
+    std::optional<uint32_t> bucket = keys::ParseFingerprint(ToView(it->key()), registry);
+    if (!bucket || it->value().size() != 8) {
+      return absl::DataLossError(absl::StrCat("malformed fingerprint entry in registry ", ToAbsl(registry)));
+    }
+    const uint64_t sum = keys::GetBigEndian64(ToView(it->value()));
+    if (sum != 0) out[*bucket] = sum;
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading fingerprints"));
+  return out;
+}
+
+absl::Status RecordStore::ScanBuckets(
+    std::string_view registry, const rocksdb::Snapshot* snapshot,
+    const std::function<bool(uint32_t)>& wanted,
+    const std::function<void(uint32_t bucket, std::string_view id, std::string_view state)>& fn) {
+  const std::string prefix = keys::RegistryPrefix(registry);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRecords, snapshot);
+  for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
+       it->Next()) {
+    const std::string_view id = ToView(it->key()).substr(prefix.size());
+    const uint32_t bucket = replication::FingerprintBucket(hasher_, id);
+    if (!wanted(bucket)) continue;
+    RecordState state;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), state, "record"));
+    if (replication::IsLive(state)) fn(bucket, id, ToView(it->value()));
+  }
+  return FromRocksStatus(it->status(), "reading records");
+}
+
+absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::FingerprintBuckets(
+    std::string_view registry) {
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  return ReadFingerprints(registry, nullptr);
+}
+
+absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecords(
+    std::string_view registry, const std::vector<uint32_t>& buckets,
+    const std::vector<uint64_t>& digests) {
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  std::vector<uint64_t> sorted_digests = digests;
+  std::sort(sorted_digests.begin(), sorted_digests.end());
+  std::vector<BucketRecord> out;
+  INTERCO_RETURN_IF_ERROR(ScanBuckets(
+      registry, nullptr,
+      [&](uint32_t b) { return std::binary_search(buckets.begin(), buckets.end(), b); },
+      [&](uint32_t bucket, std::string_view id, std::string_view state) {
+        const uint64_t digest = replication::FingerprintDigest(hasher_, id, state);
+        if (!digests.empty() &&
+            !std::binary_search(sorted_digests.begin(), sorted_digests.end(), digest)) {
+          return;
+        }
+        BucketRecord r{bucket, digest, std::string(id), ""};
+        if (!digests.empty()) r.state = std::string(state);
+        out.push_back(std::move(r));
+      }));
+  return out;
+}
+
+absl::StatusOr<uint64_t> RecordStore::Repair(
+    std::string_view registry, uint32_t peer,
+    std::vector<std::pair<std::string, RecordState>> states, const replication::Principal& caller) {
+  auto op = std::make_unique<Op>();
+  op->type = Op::Type::kRepair;
+  op->registry = std::string(registry);
+  op->peer = peer;
+  op->caller = caller;
+  op->repaired = std::move(states);
+  uint64_t changed = 0;
+  INTERCO_RETURN_IF_ERROR(
+      EnqueueAndWait(std::move(op), [&](Op& done) { changed = done.repaired_changed; }));
+  return changed;
+}
+
+absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
+  INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
+  RegistryRuntime& rt = *staged;
+  // Every state checked before any is merged: a malformed one refuses them all.
+  for (size_t i = 0; i < op.repaired.size(); ++i) {
+    const auto& [id, state] = op.repaired[i];
+    absl::Status s = replication::ValidateRecordId(id);
+    if (s.ok()) s = replication::ValidateState(*rt.schema, state);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("records[", i, "] (", id, ") from ",
+                       replication::OriginToSiren(op.peer), ": ", s.message()));
+    }
+  }
+  // From here on a failure (a record that cannot be read) breaks the group.
+  absl::Status merged_all = [&]() -> absl::Status {
+    for (auto& [id, state] : op.repaired) {
+      const std::string key = keys::Record(op.registry, id);
+      INTERCO_ASSIGN_OR_RETURN(RecordState current, StagedState(g, key));
+      RecordState merged = current;
+      if (!replication::MergeRecordState(merged, state)) continue;
+      // A journal belongs to one life of a live record.
+      if (replication::IsLive(current) &&
+          (!replication::IsLive(merged) ||
+           replication::LifeOf(merged.causal_length()) !=
+               replication::LifeOf(current.causal_length()))) {
+        INTERCO_RETURN_IF_ERROR(DropConflicts(rt, g, op.registry, key));
+      }
+      // Later local writes are stamped after everything merged.
+      hlc_.AdvanceTo(replication::MaxStamp(merged));
+      StageRecord(rt, g, op.registry, id, current, std::move(merged), nullptr);
+      op.repaired_changed++;
+    }
+    return absl::OkStatus();
+  }();
+  if (!merged_all.ok()) g.broken = merged_all;
+  return merged_all;
+}
+
+absl::Status RecordStore::DropConflicts(RegistryRuntime& rt, GroupState& g,
+                                        const std::string& registry, const std::string& key) {
+  auto it = g.conflicts.find(key);
+  if (it == g.conflicts.end()) {
+    replication::RecordConflicts loaded;
+    INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kConflicts, key));
+    if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, loaded, "conflict journal"));
+    it = g.conflicts.emplace(key, std::move(loaded)).first;
+  }
+  rt.meta.set_conflict_count(rt.meta.conflict_count() - it->second.lost_size());
+  it->second.Clear();
+  g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
+  g.dirty.insert(registry);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ComputeFingerprints(
+    std::string_view registry, const rocksdb::Snapshot* snapshot) {
+  std::map<uint32_t, uint64_t> sums;
+  INTERCO_RETURN_IF_ERROR(ScanBuckets(
+      registry, snapshot, [](uint32_t) { return true; },
+      [&](uint32_t bucket, std::string_view id, std::string_view state) {
+        sums[bucket] += replication::FingerprintDigest(hasher_, id, state);
+      }));
+  std::erase_if(sums, [](const auto& entry) { return entry.second == 0; });
+  return sums;
+}
+
+absl::Status RecordStore::AddFingerprints(NodeMeta& meta) {
+  rocksdb::WriteBatch wb;
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRegistries);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string registry(ToView(it->key()));
+    INTERCO_ASSIGN_OR_RETURN(auto sums, ComputeFingerprints(registry, nullptr));
+    for (const auto& [bucket, sum] : sums) {
+      wb.Put(db_->handle(Cf::kFingerprints), ToSlice(keys::Fingerprint(registry, bucket)),
+             keys::EncodeSum(sum));
+    }
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading registries"));
+  meta.set_format_version(5);
+  wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+  return db_->Write(wb, /*sync=*/true);
+}
+
+}  // namespace interco::node

@@ -1,0 +1,408 @@
+// Range-fingerprint repair between real stores (RocksDB in temporary directories) over
+// real gRPC on loopback with mutual TLS: the bucket sums every commit keeps, the peer's
+// answers (ServeReconcile) and the repairing side's merge (RepairFrom). The peer
+// manager's wiring and the admin API are tested with node processes in
+// tests/integration/federation_test.cc.
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <grpcpp/server_builder.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "interco/replication/v1/peer_service.grpc.pb.h"
+#include "node/peer/reconcile.h"
+#include "node/rpc/status.h"
+#include "node/storage/keys.h"
+#include "node/storage/record_store.h"
+#include "node/storage/rocksdb_store.h"
+#include "node/tls/credentials.h"
+#include "replication/ids.h"
+#include "tests/testing/test_env.h"
+
+namespace interco::node {
+namespace {
+
+using ::interco::testing::FakeClock;
+using ::interco::testing::kAbergement;
+using ::interco::testing::kBourg;
+using ::interco::testing::kFederation;
+using ::interco::testing::kLyon;
+using ::interco::testing::MakeTempDir;
+using ::testing::HasSubstr;
+using interco::replication::v1::ReconcileRequest;
+using interco::replication::v1::ReconcileResponse;
+using interco::v1::Registry;
+using replication::LocalWrite;
+using replication::Principal;
+using replication::RecordState;
+
+constexpr char kRegistry[] = "equipements";
+
+uint32_t Origin(const char* siren) { return *replication::SirenToOrigin(siren); }
+
+// Owned by Lyon, written and read by Lyon and Bourg only.
+Registry Definition() {
+  Registry r;
+  r.set_owner(kLyon);
+  auto* f = r.mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(interco::v1::FIELD_TYPE_STRING);
+  f->set_indexed(true);
+  f = r.mutable_schema()->add_fields();
+  f->set_name("activites");
+  f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+  r.mutable_policy()->mutable_writers()->add_authorities(kBourg);
+  return r;
+}
+
+LocalWrite Upsert(const std::string& nom, std::vector<std::string> activites = {}) {
+  LocalWrite w;
+  w.kind = LocalWrite::Kind::kUpdate;
+  w.allow_missing = true;
+  w.fields["nom"].set_string_value(nom);
+  w.mask.push_back("nom");
+  if (!activites.empty()) {
+    for (const std::string& a : activites) w.fields["activites"].mutable_string_set_value()->add_values(a);
+    w.mask.push_back("activites");
+  }
+  return w;
+}
+
+LocalWrite Delete() {
+  LocalWrite w;
+  w.kind = LocalWrite::Kind::kDelete;
+  return w;
+}
+
+// Answers Reconcile from one store, as the peer manager does for an authenticated peer.
+class ReconcileService final : public interco::replication::v1::PeerService::Service {
+ public:
+  ReconcileService(RecordStore& store, uint32_t peer) : store_(store), peer_(peer) {}
+  grpc::Status Reconcile(grpc::ServerContext* /*ctx*/, const ReconcileRequest* request,
+                         ReconcileResponse* response) override {
+    calls++;
+    return ToGrpcStatus(ServeReconcile(store_, peer_, *request, *response));
+  }
+  std::atomic<int> calls{0};
+
+ private:
+  RecordStore& store_;
+  const uint32_t peer_;
+};
+
+struct Node {
+  std::string siren;
+  std::string dir;
+  std::unique_ptr<RecordStore> store;
+  Principal admin() const { return Principal{kFederation, siren, "admin"}; }
+};
+
+class RepairStoreTest : public ::testing::Test {
+ protected:
+  RepairStoreTest() {
+    for (Node* n : {&lyon_, &bourg_}) {
+      n->dir = MakeTempDir(absl::StrCat("repair-", n->siren));
+      Open(*n);
+      auto r = n->store->CreateRegistry(kRegistry, Definition(), Principal{kFederation, n->siren, ""});
+      EXPECT_TRUE(r.ok()) << r.status();
+    }
+  }
+  ~RepairStoreTest() override {
+    for (auto& s : servers_) s->Shutdown();
+  }
+
+  void Open(Node& n) {
+    n.store.reset();
+    RecordStoreOptions o;
+    o.path = n.dir;
+    o.authority = n.siren;
+    o.clock = &clock_;
+    auto s = RecordStore::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    n.store = *std::move(s);
+  }
+
+  void Write(Node& n, const std::string& id, LocalWrite w) {
+    auto r = n.store->Write(kRegistry, id, std::move(w), n.admin());
+    ASSERT_TRUE(r.ok()) << id << ": " << r.status();
+  }
+
+  // Serves `from`'s store to `to` (as if `to` were the authenticated peer) over mTLS on
+  // loopback, with `from`'s node certificate; returns `to`'s stub.
+  std::unique_ptr<interco::replication::v1::PeerService::Stub> Serve(Node& from, Node& to) {
+    services_.push_back(std::make_unique<ReconcileService>(*from.store, Origin(to.siren.c_str())));
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(
+        "127.0.0.1:0",
+        MakeServerCredentials(TlsFiles::InDirectory(testing::NodeTlsDir(from.siren)), kFederation),
+        &port);
+    builder.RegisterService(services_.back().get());
+    servers_.push_back(builder.BuildAndStart());
+    return interco::replication::v1::PeerService::NewStub(
+        testing::MtlsChannel(port, testing::NodeTlsDir(to.siren)));
+  }
+
+  // `to` repairs its copy from `from`.
+  interco::v1::RepairReport Repair(Node& to, Node& from, bool dry_run = false) {
+    auto stub = Serve(from, to);
+    RepairOptions o;
+    o.registry = kRegistry;
+    o.peer = Origin(from.siren.c_str());
+    o.caller = to.admin();
+    o.dry_run = dry_run;
+    absl::StatusOr<interco::v1::RepairReport> report = RepairFrom(*to.store, *stub, clock_, o);
+    EXPECT_TRUE(report.ok()) << report.status();
+    return report.ok() ? *report : interco::v1::RepairReport();
+  }
+
+  std::map<uint32_t, uint64_t> Buckets(Node& n) { return *n.store->FingerprintBuckets(kRegistry); }
+
+  // Live records: resource name -> the public record, serialized deterministically.
+  std::map<std::string, std::string> Live(Node& n) {
+    std::map<std::string, std::string> out;
+    ListQuery q;
+    q.registry = kRegistry;
+    q.page_size = 1000;
+    while (true) {
+      auto page = n.store->ListRecords(q);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) return out;
+      for (const auto& r : page->records) {
+        // Deterministic: map fields in key order, so equal records compare equal.
+        std::string bytes;
+        google::protobuf::io::StringOutputStream stream(&bytes);
+        google::protobuf::io::CodedOutputStream coded(&stream);
+        coded.SetSerializationDeterministic(true);
+        r.SerializeToCodedStream(&coded);
+        coded.Trim();
+        out[r.name()] = std::move(bytes);
+      }
+      if (page->next_page_token.empty()) return out;
+      q.page_token = page->next_page_token;
+    }
+  }
+
+  FakeClock clock_;
+  Node lyon_{kLyon, "", nullptr};
+  Node bourg_{kBourg, "", nullptr};
+  std::vector<std::unique_ptr<ReconcileService>> services_;
+  std::vector<std::unique_ptr<grpc::Server>> servers_;
+};
+
+TEST_F(RepairStoreTest, EveryCommitKeepsTheBucketSumsOfLiveRecords) {
+  for (int i = 0; i < 200; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Gymnase ", i)));
+  for (int i = 0; i < 50; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert("Stade", {"football"}));
+  for (int i = 150; i < 180; ++i) Write(lyon_, absl::StrCat("eq-", i), Delete());
+  // CheckConsistency recomputes every bucket from the records.
+  auto check = lyon_.store->CheckConsistency();
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_THAT(*check, HasSubstr("fingerprint buckets"));
+  const auto buckets = Buckets(lyon_);
+  EXPECT_GT(buckets.size(), 150u);
+  EXPECT_LE(buckets.size(), 170u);
+
+  // The same records replicated: the same sums, whatever the batches.
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  EXPECT_EQ(Buckets(bourg_), buckets);
+  ASSERT_TRUE(bourg_.store->CheckConsistency().ok());
+  // And across a restart.
+  Open(lyon_);
+  EXPECT_EQ(Buckets(lyon_), buckets);
+  // Deleting everything empties them.
+  for (int i = 0; i < 200; ++i) {
+    if (i < 150 || i >= 180) Write(lyon_, absl::StrCat("eq-", i), Delete());
+  }
+  EXPECT_TRUE(Buckets(lyon_).empty());
+}
+
+TEST_F(RepairStoreTest, RepairBringsWhatTheLogsDidNotAndNothingTwice) {
+  for (int i = 0; i < 300; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Piscine ", i)));
+  for (int i = 0; i < 20; ++i) Write(bourg_, absl::StrCat("bourg-", i), Upsert("Halle"));
+  // Both edited one record concurrently, on different fields: both edits survive.
+  Write(lyon_, "eq-0", Upsert("Piscine olympique"));
+  LocalWrite tags;
+  tags.kind = LocalWrite::Kind::kUpdate;
+  tags.allow_missing = true;
+  tags.fields["activites"].mutable_string_set_value()->add_values("natation");
+  tags.mask.push_back("activites");
+  Write(bourg_, "eq-0", tags);
+
+  const interco::v1::RepairReport dry = Repair(bourg_, lyon_, /*dry_run=*/true);
+  EXPECT_EQ(dry.records_only_there(), 300u);
+  EXPECT_EQ(dry.records_only_here(), 21u);
+  EXPECT_EQ(dry.records_received(), 0u);
+  EXPECT_EQ(Live(bourg_).size(), 21u);
+
+  const interco::v1::RepairReport report = Repair(bourg_, lyon_);
+  EXPECT_EQ(report.records_only_there(), 300u);
+  EXPECT_EQ(report.records_only_here(), 21u);
+  // Lyon's 300 (eq-0 asked by key and by digest comes once); the 20 records Lyon lacks
+  // come back as nothing.
+  EXPECT_EQ(report.records_received(), 300u);
+  EXPECT_EQ(report.records_changed(), 300u);
+  EXPECT_GT(report.bytes_received(), 0u);
+  auto eq0 = bourg_.store->GetRecord(kRegistry, "eq-0");
+  ASSERT_TRUE(eq0.ok());
+  EXPECT_EQ(eq0->fields().at("nom").string_value(), "Piscine olympique");
+  EXPECT_EQ(eq0->fields().at("activites").string_set_value().values(0), "natation");
+  EXPECT_EQ(Live(bourg_).size(), 320u);
+
+  // The other way round, then both agree, and a further repair costs one request.
+  const interco::v1::RepairReport back = Repair(lyon_, bourg_);
+  EXPECT_EQ(back.records_only_there(), 21u);
+  EXPECT_EQ(back.records_changed(), 21u);
+  EXPECT_EQ(Buckets(lyon_), Buckets(bourg_));
+  EXPECT_EQ(Live(lyon_), Live(bourg_));
+  const interco::v1::RepairReport again = Repair(bourg_, lyon_);
+  EXPECT_EQ(again.buckets_differing(), 0u);
+  EXPECT_EQ(again.rounds(), 1u);
+  EXPECT_LT(again.bytes_sent() + again.bytes_received(), 200u);
+
+  // The change logs arrive later: every change is already absorbed, nothing moves.
+  const auto buckets = Buckets(bourg_);
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  ASSERT_TRUE(testing::CarryBatches(*bourg_.store, *lyon_.store, kRegistry).ok());
+  EXPECT_EQ(Buckets(bourg_), buckets);
+  EXPECT_EQ(Buckets(lyon_), buckets);
+  ASSERT_TRUE(lyon_.store->CheckConsistency().ok());
+  ASSERT_TRUE(bourg_.store->CheckConsistency().ok());
+
+  // Audited on the repaired node: who asked, from which peer, how many records changed.
+  auto audit = bourg_.store->ListAudit(RecordStore::AuditChainOf(kRegistry), 1000, "");
+  ASSERT_TRUE(audit.ok());
+  int repairs = 0;
+  for (const auto& e : audit->events) {
+    if (e.event().action() != interco::v1::AuditEvent::REPAIR_RECORDS) continue;
+    repairs++;
+    EXPECT_EQ(e.event().origin(), kLyon);
+    EXPECT_EQ(e.event().caller(), bourg_.admin().Author());
+    EXPECT_TRUE(e.event().accepted());
+  }
+  EXPECT_EQ(repairs, 1);  // one commit of 300 states
+}
+
+TEST_F(RepairStoreTest, ADeleteReachesACopyThatStillHasTheRecord) {
+  Write(lyon_, "gymnase", Upsert("Gymnase"));
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  Write(lyon_, "gymnase", Delete());
+  // Bourg's copy is live, Lyon's a tombstone that Lyon leaves out of its fingerprints: the
+  // difference is Bourg's, which asks for the record by ID and gets the tombstone.
+  const interco::v1::RepairReport report = Repair(bourg_, lyon_);
+  EXPECT_EQ(report.records_only_here(), 1u);
+  EXPECT_EQ(report.records_only_there(), 0u);
+  EXPECT_EQ(report.records_changed(), 1u);
+  EXPECT_EQ(bourg_.store->GetRecord(kRegistry, "gymnase").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Buckets(bourg_).empty());
+  auto registry = bourg_.store->GetRegistry(kRegistry);
+  EXPECT_EQ(registry->record_count(), 0);
+  ASSERT_TRUE(bourg_.store->CheckConsistency().ok());
+}
+
+TEST_F(RepairStoreTest, AMalformedStateRefusesTheWholeMerge) {
+  RecordState good;
+  good.set_causal_length(1);
+  good.set_cl_hlc(uint64_t{1} << 40);
+  good.set_cl_origin(Origin(kLyon));
+  auto* f = good.add_fields();
+  f->set_name("nom");
+  f->set_hlc(uint64_t{1} << 40);
+  f->set_origin(Origin(kLyon));
+  f->mutable_value()->set_string_value("Patinoire");
+  RecordState bad = good;
+  bad.mutable_fields(0)->set_name("inconnu");
+  auto merged = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}, {"b", bad}}, bourg_.admin());
+  EXPECT_EQ(merged.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(merged.status().message(), HasSubstr("records[1] (b) from 200046977"));
+  EXPECT_THAT(merged.status().message(), HasSubstr("no such field"));
+  EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "a")->has_value());
+  auto bad_id = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"", good}}, bourg_.admin());
+  EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
+  // The good one alone is merged.
+  auto ok = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}}, bourg_.admin());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, 1u);
+  EXPECT_EQ(bourg_.store->GetRecord(kRegistry, "a")->fields().at("nom").string_value(), "Patinoire");
+  // Merging it again changes nothing.
+  EXPECT_EQ(*bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}}, bourg_.admin()), 0u);
+}
+
+TEST_F(RepairStoreTest, AStateFromTheFutureIsRefused) {
+  Write(lyon_, "patinoire", Upsert("Patinoire"));
+  clock_.Advance(10 * 60 * 1000);  // Lyon's clock ran ten minutes ahead of Bourg's
+  Write(lyon_, "piscine", Upsert("Piscine"));
+  clock_.Advance(-10 * 60 * 1000);
+  const interco::v1::RepairReport report = Repair(bourg_, lyon_);
+  EXPECT_EQ(report.records_received(), 2u);
+  EXPECT_EQ(report.records_refused(), 1u);
+  EXPECT_EQ(report.records_changed(), 1u);
+  EXPECT_TRUE(bourg_.store->GetRecord(kRegistry, "patinoire").ok());
+  EXPECT_FALSE(bourg_.store->GetRecord(kRegistry, "piscine").ok());
+}
+
+TEST_F(RepairStoreTest, ThePeerAnswersOnlyWhatItMayAndSaysWhatIsWrong) {
+  Write(lyon_, "stade", Upsert("Stade"));
+  ReconcileRequest request;
+  ReconcileResponse response;
+  request.set_stream(kRegistry);
+  request.mutable_tree()->set_level(0);
+  request.mutable_tree()->add_nodes(0);
+  EXPECT_TRUE(ServeReconcile(*lyon_.store, Origin(kBourg), request, response).ok());
+  EXPECT_EQ(response.sums_size(), 16);
+  // A node outside the readers.
+  absl::Status denied = ServeReconcile(*lyon_.store, Origin(kAbergement), request, response);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  request.set_stream("inconnu");
+  EXPECT_EQ(ServeReconcile(*lyon_.store, Origin(kBourg), request, response).code(),
+            absl::StatusCode::kNotFound);
+  request.set_stream(kRegistry);
+  request.mutable_tree()->set_level(4);
+  absl::Status level = ServeReconcile(*lyon_.store, Origin(kBourg), request, response);
+  EXPECT_EQ(level.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(level.message(), HasSubstr("tree.level"));
+  request.mutable_buckets()->add_buckets(7);
+  request.mutable_buckets()->add_buckets(7);
+  absl::Status buckets = ServeReconcile(*lyon_.store, Origin(kBourg), request, response);
+  EXPECT_THAT(buckets.message(), HasSubstr("buckets.buckets[1]: not increasing"));
+  request.mutable_records()->add_digests(1);
+  absl::Status digests = ServeReconcile(*lyon_.store, Origin(kBourg), request, response);
+  EXPECT_THAT(digests.message(), HasSubstr("records.buckets"));
+  request.clear_query();
+  EXPECT_EQ(ServeReconcile(*lyon_.store, Origin(kBourg), request, response).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RepairStoreTest, AFormatFourStoreGetsItsFingerprintsAtOpen) {
+  for (int i = 0; i < 100; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Salle ", i)));
+  const auto buckets = Buckets(lyon_);
+  lyon_.store.reset();
+  {
+    // The store as format 4 left it: no fingerprints family content.
+    RocksDbOptions o;
+    o.path = lyon_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok());
+    rocksdb::WriteBatch wb;
+    auto it = (*db)->NewIterator(Cf::kFingerprints);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) wb.Delete((*db)->handle(Cf::kFingerprints), it->key());
+    interco::internal::v1::NodeMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kMeta, keys::kNodeMeta)));
+    meta.set_format_version(4);
+    wb.Put((*db)->handle(Cf::kMeta), std::string(keys::kNodeMeta), meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  Open(lyon_);
+  EXPECT_EQ(Buckets(lyon_), buckets);
+  ASSERT_TRUE(lyon_.store->CheckConsistency().ok());
+}
+
+}  // namespace
+}  // namespace interco::node
