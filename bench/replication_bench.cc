@@ -11,6 +11,9 @@
 //   4. Collection: N records created and deleted by a remote origin, then the owner's
 //      collection of their tombstones — records removed per second, bytes of the tombstone
 //      index per deleted record, and the store's size before and after a compaction.
+//   5. Repair: two stores holding the same N records, then d records changed on one only;
+//      the other repairs by range fingerprints over real gRPC (loopback mTLS) — bytes of
+//      the exchange per difference against the bound 3 KB + 1.5 KB x d, requests, time.
 //
 // Prints a table, then one JSON object per line. See docs/BENCHMARKS.md.
 #include <algorithm>
@@ -18,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <grpcpp/server_builder.h>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -25,7 +29,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "interco/replication/v1/peer_service.grpc.pb.h"
 #include "node/crypto/sha256.h"
+#include "node/peer/reconcile.h"
+#include "node/rpc/status.h"
+#include "node/tls/credentials.h"
 #include "node/storage/record_store.h"
 #include "node/system_clock.h"
 #include "node/trust/batch_signer.h"
@@ -54,6 +62,8 @@ ABSL_FLAG(double, sim_write_rate, 4,
           "Gossip Glomers broadcast workload)");
 ABSL_FLAG(bool, skip_sim, false, "skip the simulated propagation benchmark");
 ABSL_FLAG(int64_t, catchup_records, 100000, "records of the catch-up benchmark (0 skips it)");
+ABSL_FLAG(int64_t, repair_records, 1000000,
+          "records of the repair benchmark (0 skips it)");
 ABSL_FLAG(int64_t, collect_records, 100000,
           "records deleted and collected in the collection benchmark (0 skips it)");
 
@@ -115,11 +125,12 @@ void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
 // An empty store of Lyon's node in `dir` (removed first); says why on stderr if it cannot
 // be opened.
 absl::StatusOr<std::unique_ptr<interco::node::RecordStore>> OpenBenchStore(
-    const std::string& dir, interco::node::SystemClock& clock) {
+    const std::string& dir, interco::node::SystemClock& clock,
+    const std::string& authority = "200046977") {
   std::filesystem::remove_all(dir);
   interco::node::RecordStoreOptions o;
   o.path = dir;
-  o.authority = "200046977";
+  o.authority = authority;
   o.clock = &clock;
   auto store = interco::node::RecordStore::Open(o);
   if (!store.ok()) std::fprintf(stderr, "open: %s\n", store.status().ToString().c_str());
@@ -592,10 +603,164 @@ void CollectBench() {
               static_cast<long long>(before), static_cast<long long>(after));
 }
 
+// Serves Reconcile from one store to one peer, as the peer manager does once it has
+// authenticated the peer.
+class ReconcileServer final : public interco::replication::v1::PeerService::Service {
+ public:
+  ReconcileServer(interco::node::RecordStore& store, uint32_t peer) : store_(store), peer_(peer) {}
+  grpc::Status Reconcile(grpc::ServerContext* /*ctx*/,
+                         const interco::replication::v1::ReconcileRequest* request,
+                         interco::replication::v1::ReconcileResponse* response) override {
+    return interco::node::ToGrpcStatus(interco::node::ServeReconcile(store_, peer_, *request, *response));
+  }
+
+ private:
+  interco::node::RecordStore& store_;
+  const uint32_t peer_;
+};
+
+void RepairBench() {
+  using interco::testing::kBourg;
+  using interco::testing::kLyon;
+  const int64_t n = absl::GetFlag(FLAGS_repair_records);
+  if (n <= 0) return;
+  const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-repair-bench-", ::getpid());
+  interco::node::SystemClock clock;
+  std::filesystem::create_directories(dir);
+  auto source = OpenBenchStore(dir + "/source", clock, kLyon);
+  auto target = OpenBenchStore(dir + "/target", clock, kBourg);
+  if (!source.ok() || !target.ok()) return;
+  interco::v1::Registry def;
+  def.set_owner(kLyon);
+  for (const char* f : {"nom", "commune"}) {
+    auto* spec = def.mutable_schema()->add_fields();
+    spec->set_name(f);
+    spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  }
+  def.mutable_policy()->mutable_writers()->add_authorities("217400423");
+  def.mutable_policy()->mutable_readers()->add_authorities(kBourg);
+  for (auto* store : {source->get(), target->get()}) {
+    const interco::replication::Principal node{"interco.bench", store->authority(), ""};
+    if (!store->CreateRegistry("bench", def, node).ok()) return;
+  }
+  // The same records on both: one origin's batches of 512 changes, applied to each.
+  constexpr uint32_t kOrigin = 217400423;
+  interco::node::Sha256Hasher hasher;
+  std::string prev;
+  uint64_t seq = 1;
+  uint64_t hlc = interco::replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock.NowMillis()) - 60000, 0);
+  auto change = [&](int64_t k, const std::string& nom) {
+    Change c;
+    c.set_key(absl::StrCat("equipement-", k));
+    ++hlc;
+    RecordState* d = c.mutable_delta();
+    d->set_causal_length(1);
+    d->set_cl_hlc(hlc);
+    d->set_cl_origin(kOrigin);
+    for (const auto& [name, value] :
+         {std::pair<std::string, std::string>{"commune", absl::StrCat("0", 1000 + k % 400)},
+          std::pair<std::string, std::string>{"nom", nom}}) {
+      auto* fs = d->add_fields();
+      fs->set_name(name);
+      fs->set_hlc(hlc);
+      fs->set_origin(kOrigin);
+      fs->mutable_value()->set_string_value(value);
+    }
+    c.set_author("217400423/sync");
+    interco::replication::CompactChange(c, kOrigin, hlc);
+    return c.SerializeAsString();
+  };
+  auto apply = [&](std::vector<std::string> changes,
+                   std::initializer_list<interco::node::RecordStore*> stores) -> bool {
+    const interco::replication::v1::Batch batch =
+        NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev);
+    auto decoded = interco::replication::DecodeBatch(batch, hasher);
+    for (auto* store : stores) {
+      if (absl::Status s = store->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
+        std::fprintf(stderr, "repair fill: %s\n", s.ToString().c_str());
+        return false;
+      }
+    }
+    return true;
+  };
+  const auto fill0 = std::chrono::steady_clock::now();
+  for (int64_t k = 0; k < n; k += 512) {
+    std::vector<std::string> changes;
+    for (int64_t j = k; j < std::min(n, k + 512); ++j) {
+      changes.push_back(change(j, absl::StrCat("Équipement sportif ", j)));
+    }
+    if (!apply(std::move(changes), {source->get(), target->get()})) return;
+  }
+  const double fill_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - fill0).count();
+
+  // The source answers over loopback mTLS with its node certificate; the target dials
+  // with its own, as the peer manager does.
+  ReconcileServer service(**source, *interco::replication::SirenToOrigin(kBourg));
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0",
+                           interco::node::MakeServerCredentials(
+                               interco::node::TlsFiles::InDirectory(interco::testing::NodeTlsDir(kLyon)),
+                               interco::testing::kFederation),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  auto stub = interco::replication::v1::PeerService::NewStub(
+      interco::testing::MtlsChannel(port, interco::testing::NodeTlsDir(kBourg)));
+  std::printf("repair: %lld records on both stores (filled in %.1f s)\n", static_cast<long long>(n),
+              fill_secs);
+  int64_t next = 0;  // the records changed so far: 0..next-1, spread over the key space
+  for (int64_t d : {0, 1, 10, 100, 1000}) {
+    std::vector<std::string> changes;
+    for (int64_t i = 0; i < d; ++i, ++next) {
+      const int64_t k = (next * 7919) % n;
+      changes.push_back(change(k, absl::StrCat("Équipement sportif ", k, " (rénové)")));
+    }
+    if (!changes.empty() && !apply(std::move(changes), {source->get()})) return;
+    interco::node::RepairOptions o;
+    o.registry = "bench";
+    o.peer = *interco::replication::SirenToOrigin(kLyon);
+    o.caller = interco::replication::Principal{"interco.bench", kBourg, "admin"};
+    o.call_timeout_ms = 600000;
+    auto report = interco::node::RepairFrom(**target, *stub, clock, o);
+    if (!report.ok()) {
+      std::fprintf(stderr, "repair: %s\n", report.status().ToString().c_str());
+      return;
+    }
+    const uint64_t bytes = report->bytes_sent() + report->bytes_received();
+    const uint64_t bound = 3072 + 1536 * static_cast<uint64_t>(d);
+    std::printf("repair: d=%-5lld %6llu bytes (%s per difference), %u requests, %lld ms; "
+                "%llu records changed; bound 3 KB + 1.5 KB x d = %llu bytes: %s\n",
+                static_cast<long long>(d), static_cast<unsigned long long>(bytes),
+                d == 0 ? "-" : absl::StrCat(bytes / static_cast<uint64_t>(d)).c_str(),
+                report->rounds(), static_cast<long long>(report->duration_ms()),
+                static_cast<unsigned long long>(report->records_changed()),
+                static_cast<unsigned long long>(bound), bytes <= bound ? "within" : "OVER");
+    std::printf("{\"bench\":\"replication\",\"phase\":\"repair\",\"records\":%lld,"
+                "\"differences\":%lld,\"bytes\":%llu,\"bytes_sent\":%llu,"
+                "\"bytes_received\":%llu,\"requests\":%u,\"ms\":%lld,\"records_changed\":%llu,"
+                "\"bound_bytes\":%llu,\"within_bound\":%s}\n",
+                static_cast<long long>(n), static_cast<long long>(d),
+                static_cast<unsigned long long>(bytes),
+                static_cast<unsigned long long>(report->bytes_sent()),
+                static_cast<unsigned long long>(report->bytes_received()), report->rounds(),
+                static_cast<long long>(report->duration_ms()),
+                static_cast<unsigned long long>(report->records_changed()),
+                static_cast<unsigned long long>(bound), bytes <= bound ? "true" : "false");
+  }
+  server->Shutdown();
+  source->reset();
+  target->reset();
+  std::filesystem::remove_all(dir);
+}
+
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   ApplyBench();
   CollectBench();
+  RepairBench();
   CatchUpBench();
   if (!absl::GetFlag(FLAGS_skip_sim)) SimBench();
   return 0;

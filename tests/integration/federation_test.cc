@@ -662,5 +662,94 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
               ::testing::HasSubstr("Marche du dimanche"));
 }
 
+// Repair through the admin API and the CLI: converged copies compare in one request; a
+// registry filled on Lyon before Bourg held it is brought over by repair as well as by the
+// change log (whichever comes first, the other changes nothing); refusals name why.
+TEST_F(FederationTest, RepairComparesCopiesThroughTheAdminApi) {
+  auto repair = [&](const Member& m, const std::string& registry, const std::string& peer,
+                    const char* client, std::string* out) {
+    return testing::RunCommand(
+        absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(m.siren, client), " ",
+                     testing::BinaryPath("interco"), " --addr=127.0.0.1:", m.node->api_port(),
+                     " repair ", registry, " --peer ", peer, " 2>&1"),
+        out);
+  };
+  for (int i = 0; i < 20; ++i) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name(absl::StrCat("registries/services/records/r", i));
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(absl::StrCat("Salle ", i));
+    req.mutable_update_mask()->add_paths("nom");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    ASSERT_TRUE(Stub(members_[i % 3])->UpdateRecord(&ctx, req, &out).ok());
+  }
+  std::map<std::string, std::string> state;
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  std::string out;
+  ASSERT_EQ(repair(members_[1], "services", kLyon, "admin", &out), 0) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("registries/services against 200046977: 0 buckets differ"));
+  EXPECT_THAT(out, ::testing::HasSubstr("1 requests"));
+
+  // A registry of 200 records on Lyon, then declared on Bourg: repair right away.
+  auto create = [&](const Member& m) {
+    v1::CreateRegistryRequest req;
+    req.set_registry_id("salles");
+    req.mutable_registry()->set_owner(kLyon);
+    req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
+    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(v1::FIELD_TYPE_STRING);
+    grpc::ClientContext ctx;
+    v1::Registry created;
+    grpc::Status s = v1::RegistryService::NewStub(
+                         MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren, "admin")))
+                         ->CreateRegistry(&ctx, req, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  create(members_[0]);
+  for (int i = 0; i < 200; ++i) {
+    v1::CreateRecordRequest req;
+    req.set_parent("registries/salles");
+    req.set_record_id(absl::StrCat("s", i));
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(absl::StrCat("Salle ", i));
+    grpc::ClientContext ctx;
+    v1::Record created;
+    ASSERT_TRUE(Stub(members_[0])->CreateRecord(&ctx, req, &created).ok());
+  }
+  create(members_[1]);
+  ASSERT_EQ(repair(members_[1], "salles", kLyon, "admin", &out), 0) << out;
+  // Then both agree, whatever came first.
+  bool agree = false;
+  for (int i = 0; i < 100 && !agree; ++i) {
+    ASSERT_EQ(repair(members_[1], "salles", kLyon, "admin", &out), 0) << out;
+    agree = out.find(": 0 buckets differ") != std::string::npos;
+    if (!agree) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(agree) << out;
+  {
+    grpc::ClientContext ctx;
+    v1::GetRegistryRequest get;
+    get.set_name("registries/salles");
+    v1::Registry r;
+    ASSERT_TRUE(Stub(members_[1])->GetRegistry(&ctx, get, &r).ok());
+    EXPECT_EQ(r.record_count(), 200);
+  }
+
+  // Refusals: a peer that is not configured, a caller that is not an admin, a registry
+  // the peer may not let this node read.
+  EXPECT_EQ(repair(members_[2], "services", kLyon, "admin", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(out, ::testing::HasSubstr("200046977 is not a configured peer of this node"));
+  EXPECT_EQ(repair(members_[1], "services", kLyon, "app", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("PERMISSION_DENIED"));
+  EXPECT_EQ(repair(members_[1], "inconnu", kLyon, "admin", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("NOT_FOUND"));
+  create(members_[2]);  // L'Abergement declares it, but Lyon's policy does not let it read
+  EXPECT_EQ(repair(members_[2], "salles", kBourg, "admin", &out), 1);
+  EXPECT_THAT(out, ::testing::HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(out, ::testing::HasSubstr("may not read registry salles"));
+}
+
 }  // namespace
 }  // namespace interco
