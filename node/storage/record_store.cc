@@ -1289,9 +1289,12 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
         rt, g, op.registry, c.key(), current, c.delta(),
         [&](replication::Stamp s) { return replication::ReceivedBefore(rt.position, h, s); }));
     RecordState merged = current;
-    if (!replication::MergeRecordState(merged, c.delta())) continue;  // already absorbed
+    const bool changed = replication::MergeRecordState(merged, c.delta());
+    // A delete already absorbed (a repair brought its state) is still indexed by its
+    // change, so that the collection of it removes the record here too.
     StageTombstone(g, op.registry, c.key(), merged, c.delta(),
                    replication::OriginKey{h.origin(), h.epoch()}, seq);
+    if (!changed) continue;
     StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
   }
   g.batch.Put(db_->handle(Cf::kLog),

@@ -305,6 +305,18 @@ TEST_F(RepairStoreTest, ADeleteReachesACopyThatStillHasTheRecord) {
   auto registry = bourg_.store->GetRegistry(kRegistry);
   EXPECT_EQ(registry->record_count(), 0);
   ASSERT_TRUE(bourg_.store->CheckConsistency().ok());
+
+  // The delete itself arrives later and changes nothing, but it still indexes the
+  // tombstone: the owner's collection of it removes the record on Bourg as on Lyon.
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  const replication::VersionVector held = *lyon_.store->Position(kRegistry);
+  auto collected = lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry));
+  ASSERT_TRUE(collected.ok()) << collected.status();
+  ASSERT_TRUE(*collected);
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  EXPECT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value());
+  EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "gymnase")->has_value());
+  EXPECT_EQ(*bourg_.store->CollectedRecords(kRegistry), 1u);
 }
 
 TEST_F(RepairStoreTest, AMalformedStateRefusesTheWholeMerge) {
