@@ -145,6 +145,8 @@ void Server::Shutdown(absl::Duration grace) {
   }
   log::Info("shutting down: draining in-flight calls");
   health_service_->Shutdown();  // NOT_SERVING, and health watch streams end
+  // Repairs finish their API calls: queued ones fail now, a running one at its next request.
+  if (peers_ != nullptr) peers_->CancelRepairs();
   api_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
   if (health_server_ != nullptr) health_server_->Shutdown();
   api_server_->Wait();

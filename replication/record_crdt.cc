@@ -367,6 +367,18 @@ absl::Status ValidateState(const RegistrySchema& schema, const RecordState& stat
   return ValidateStateOrDelta(schema, state, std::nullopt, "state");
 }
 
+std::set<uint32_t> StampOrigins(const RecordState& state) {
+  std::set<uint32_t> out;
+  if (state.causal_length() > 0) out.insert(state.cl_origin());
+  for (const FieldState& f : state.fields()) {
+    out.insert(f.origin());
+    for (const auto& e : f.elements()) out.insert(e.origin());
+    for (const auto& e : f.removed()) out.insert(e.origin());
+    for (const CounterEntry& e : f.counter()) out.insert(e.origin());
+  }
+  return out;
+}
+
 uint64_t MaxStamp(const RecordState& state) {
   uint64_t max = state.cl_hlc();
   for (const FieldState& f : state.fields()) {

@@ -17,6 +17,7 @@
 #define INTERCO_REPLICATION_RECORD_CRDT_H_
 
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,8 @@ absl::Status ValidateState(const RegistrySchema& schema, const RecordState& stat
 
 // The greatest HLC anywhere in `state` (causal length, fields, set elements, counters).
 uint64_t MaxStamp(const RecordState& state);
+// Every origin that stamped something in `state` (the same parts).
+std::set<uint32_t> StampOrigins(const RecordState& state);
 
 // Whether the record exists (odd causal length).
 bool IsLive(const RecordState& state);

@@ -333,6 +333,16 @@ void PeerManager::Shutdown() {
   for (RepairJob& job : cancelled) job.done(absl::UnavailableError("the node is shutting down"));
 }
 
+void PeerManager::CancelRepairs() {
+  repairs_cancelled_ = true;
+  std::deque<RepairJob> cancelled;
+  {
+    absl::MutexLock l(&mu_);
+    cancelled.swap(repairs_);
+  }
+  for (RepairJob& job : cancelled) job.done(absl::UnavailableError("the node is shutting down"));
+}
+
 void PeerManager::RepairAsync(std::string registry, std::string peer,
                               replication::Principal caller, bool dry_run, RepairCallback done) {
   if (absl::Status s = replication::ValidateSiren(peer); !s.ok()) {
@@ -346,7 +356,7 @@ void PeerManager::RepairAsync(std::string registry, std::string peer,
   }
   {
     absl::MutexLock l(&mu_);
-    if (!stopping_) {
+    if (!stopping_ && !repairs_cancelled_) {
       repairs_.push_back(RepairJob{std::move(registry), std::move(peer), std::move(caller),
                                    dry_run, std::move(done)});
       return;
@@ -388,6 +398,8 @@ void PeerManager::RepairLoop() {
     ro.caller = job.caller;
     ro.dry_run = job.dry_run;
     ro.clock_offset_max_ms = options_.clock_offset_max_ms;
+    ro.federation = options_.federation;
+    ro.cancel = &repairs_cancelled_;
     absl::StatusOr<interco::v1::RepairReport> report = RepairFrom(store_, *stub, clock_, ro);
     if (report.ok()) {
       log::Info(absl::StrCat("repair of ", job.registry, " from ", job.peer, ": ",

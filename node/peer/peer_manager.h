@@ -77,6 +77,10 @@ class PeerManager {
   using RepairCallback = std::function<void(absl::StatusOr<interco::v1::RepairReport>)>;
   void RepairAsync(std::string registry, std::string peer, replication::Principal caller,
                    bool dry_run, RepairCallback done);
+  // Fails the queued repairs (UNAVAILABLE) and stops the running one before its next
+  // request to the peer; later ones are refused. For a shutdown: the API server waits for
+  // the calls that repairs finish.
+  void CancelRepairs();
 
   class Session;
 
@@ -135,6 +139,7 @@ class PeerManager {
     RepairCallback done;
   };
   std::deque<RepairJob> repairs_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> repairs_cancelled_{false};
   std::thread repair_thread_;
 
   std::thread engine_thread_;

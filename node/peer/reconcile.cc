@@ -100,25 +100,44 @@ absl::Status ServeRecords(RecordStore& store, const std::string& registry,
   }
   for (; next_key < q.keys_size(); ++next_key) out.add_more_keys(q.keys(next_key));
   if (q.digests_size() == 0) return absl::OkStatus();
+  // States are read only up to what the response may still carry (at least one).
+  const size_t room = bytes < limits::kReconcileResponseBytesMax
+                          ? limits::kReconcileResponseBytesMax - bytes
+                          : 1;
   INTERCO_ASSIGN_OR_RETURN(
       std::vector<RecordStore::BucketRecord> found,
-      store.BucketRecords(registry, buckets, std::vector<uint64_t>(q.digests().begin(), q.digests().end())));
-  std::set<uint64_t> left(q.digests().begin(), q.digests().end());
+      store.BucketRecords(registry, buckets,
+                          std::vector<uint64_t>(q.digests().begin(), q.digests().end()), room));
   for (RecordStore::BucketRecord& r : found) {
-    if (bytes >= limits::kReconcileResponseBytesMax) break;
+    if (!r.has_state) {
+      out.add_more_digests(r.digest);  // not sent for size: to be asked again
+      continue;
+    }
     RecordState state;
     if (!state.ParseFromString(r.state)) {
       return absl::DataLossError(absl::StrCat("record ", r.id, " does not parse"));
     }
-    left.erase(r.digest);
     if (!sent.contains(r.id)) add(std::move(r.id), std::move(state));
   }
-  // Digests gone meanwhile are simply not found; those not sent for size are named.
-  if (bytes >= limits::kReconcileResponseBytesMax) {
-    for (const RecordStore::BucketRecord& r : found) {
-      if (left.contains(r.digest)) out.add_more_digests(r.digest);
+  // Digests gone meanwhile are simply not found.
+  return absl::OkStatus();
+}
+
+absl::Status ServeScan(RecordStore& store, const std::string& registry,
+                       const interco::replication::v1::ScanQuery& q, ReconcileResponse& out) {
+  if (!q.start_after().empty()) {
+    if (absl::Status s = replication::ValidateRecordId(q.start_after()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("scan.start_after: ", s.message()));
     }
   }
+  INTERCO_ASSIGN_OR_RETURN(RecordStore::LiveScan scan,
+                           store.ScanLive(registry, q.start_after(), limits::kReconcileResponseBytesMax));
+  for (auto& [id, state] : scan.records) {
+    RepairRecord* r = out.add_records();
+    r->set_key(std::move(id));
+    *r->mutable_state() = std::move(state);
+  }
+  out.set_scan_resume(std::move(scan.resume));
   return absl::OkStatus();
 }
 
@@ -159,17 +178,25 @@ class LocalSide final : public replication::FingerprintSide {
   std::map<std::pair<uint32_t, uint64_t>, std::string> ids_;
 };
 
-// The peer, over PeerService.Reconcile; counts requests and bytes.
+// The peer, over PeerService.Reconcile; counts requests and bytes, checks that the node
+// answering is the peer, and keeps the policy version it first stated.
 class RemoteSide final : public replication::FingerprintSide {
  public:
-  RemoteSide(interco::replication::v1::PeerService::StubInterface& stub, std::string registry,
-             int64_t timeout_ms)
-      : stub_(stub), registry_(std::move(registry)), timeout_ms_(timeout_ms) {}
+  RemoteSide(interco::replication::v1::PeerService::StubInterface& stub,
+             const RepairOptions& options)
+      : stub_(stub),
+        options_(options),
+        expected_(absl::StrCat("spiffe://", options.federation, "/collectivite/",
+                               replication::OriginToSiren(options.peer))) {}
 
   absl::StatusOr<ReconcileResponse> Call(ReconcileRequest request) {
-    request.set_stream(registry_);
+    if (options_.cancel != nullptr && options_.cancel->load()) {
+      return absl::CancelledError("the repair was cancelled (the node is shutting down)");
+    }
+    request.set_stream(options_.registry);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(options_.call_timeout_ms));
     ReconcileResponse response;
     grpc::Status s = stub_.Reconcile(&ctx, request, &response);
     rounds++;
@@ -178,7 +205,19 @@ class RemoteSide final : public replication::FingerprintSide {
       const auto code = static_cast<absl::StatusCode>(s.error_code());
       return absl::Status(code, absl::StrCat("the peer refused reconciliation: ", s.error_message()));
     }
+    // The channel accepts any node of the federation: the answer counts only from the peer.
+    bool identity_ok = false;
+    if (auto auth = ctx.auth_context(); auth != nullptr) {
+      for (const auto& v : auth->FindPropertyValues("peer_spiffe_id")) {
+        identity_ok |= std::string(v.data(), v.size()) == expected_;
+      }
+    }
+    if (!identity_ok) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("the node that answered is not ", expected_));
+    }
     bytes_received += response.ByteSizeLong() + kGrpcPrefixBytes;
+    if (!policy_version) policy_version = response.policy_version();
     return response;
   }
 
@@ -203,11 +242,14 @@ class RemoteSide final : public replication::FingerprintSide {
   int rounds = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  // The peer's policy version in its first answer: what it had applied before it read
+  // anything it sent.
+  std::optional<uint64_t> policy_version;
 
  private:
   interco::replication::v1::PeerService::StubInterface& stub_;
-  const std::string registry_;
-  const int64_t timeout_ms_;
+  const RepairOptions& options_;
+  const std::string expected_;
 };
 
 }  // namespace
@@ -215,7 +257,9 @@ class RemoteSide final : public replication::FingerprintSide {
 absl::Status ServeReconcile(RecordStore& store, uint32_t peer, const ReconcileRequest& request,
                             ReconcileResponse& response) {
   const std::string& registry = request.stream();
-  INTERCO_RETURN_IF_ERROR(store.FingerprintBuckets(registry).status());  // NOT_FOUND if unknown
+  // NOT_FOUND if unknown; read before anything the response carries.
+  INTERCO_ASSIGN_OR_RETURN(uint64_t policy_version, store.PolicyVersion(registry));
+  response.set_policy_version(policy_version);
   if (!store.MayRead(registry, peer)) {
     return absl::PermissionDeniedError(absl::StrCat(
         "authority ", replication::OriginToSiren(peer), " may not read registry ", registry));
@@ -224,6 +268,7 @@ absl::Status ServeReconcile(RecordStore& store, uint32_t peer, const ReconcileRe
     case ReconcileRequest::kTree: return ServeTree(store, registry, request.tree(), response);
     case ReconcileRequest::kBuckets: return ServeBuckets(store, registry, request.buckets(), response);
     case ReconcileRequest::kRecords: return ServeRecords(store, registry, request.records(), response);
+    case ReconcileRequest::kScan: return ServeScan(store, registry, request.scan(), response);
     case ReconcileRequest::QUERY_NOT_SET: break;
   }
   return absl::InvalidArgumentError("query: none given (tree, buckets or records)");
@@ -239,7 +284,7 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   report.set_dry_run(options.dry_run);
   INTERCO_ASSIGN_OR_RETURN(auto buckets, store.FingerprintBuckets(options.registry));
   LocalSide mine(store, options.registry, replication::FingerprintTree(buckets));
-  RemoteSide theirs(stub, options.registry, options.call_timeout_ms);
+  RemoteSide theirs(stub, options);
   auto finish = [&] {
     report.set_rounds(static_cast<uint32_t>(theirs.rounds));
     report.set_bytes_sent(theirs.bytes_sent);
@@ -249,11 +294,19 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   INTERCO_ASSIGN_OR_RETURN(replication::FingerprintDifferences diff,
                            replication::FindDifferences(mine, theirs));
   report.set_buckets_differing(static_cast<uint32_t>(diff.buckets.size()));
+  INTERCO_ASSIGN_OR_RETURN(uint64_t own_version, store.PolicyVersion(options.registry));
+  const uint64_t peer_version = theirs.policy_version.value_or(0);
   report.set_records_only_here(diff.mine_only.size());
   report.set_records_only_there(diff.theirs_only.size());
   if (options.dry_run || (diff.mine_only.empty() && diff.theirs_only.empty())) {
     finish();
     return report;
+  }
+  if (peer_version < own_version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the peer has applied policy version ", peer_version, " of registry ", options.registry,
+        ", this node ", own_version,
+        " (collections it has not applied yet): repair from it once it has caught up"));
   }
 
   // What to ask for: this side's differing records by ID (the peer may hold another
@@ -267,15 +320,64 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   const int64_t horizon_ms = clock.NowMillis() + options.clock_offset_max_ms;
   std::vector<std::pair<std::string, RecordState>> pending;
   size_t pending_bytes = 0;
+  // Each request for records by digest makes the peer read the whole registry: when the
+  // peer holds many records this side lacks (at least as many as this side holds: a new
+  // copy), it sends them all in ID order instead, in one read.
+  INTERCO_ASSIGN_OR_RETURN(interco::v1::Registry held, store.GetRegistry(options.registry));
+  const bool scan = wanted.size() > options.scan_above &&
+                    wanted.size() >= static_cast<uint64_t>(held.record_count());
+  if (scan) wanted.clear();
   auto merge_pending = [&]() -> absl::Status {
     if (pending.empty()) return absl::OkStatus();
-    INTERCO_ASSIGN_OR_RETURN(uint64_t changed, store.Repair(options.registry, options.peer,
-                                                            std::move(pending), options.caller));
+    INTERCO_ASSIGN_OR_RETURN(uint64_t changed,
+                             store.Repair(options.registry, options.peer, peer_version,
+                                          std::move(pending), options.caller));
     report.set_records_changed(report.records_changed() + changed);
     pending.clear();
     pending_bytes = 0;
     return absl::OkStatus();
   };
+  // What was asked for: this side's differing IDs, and the peer's differing digests
+  // (any record, in a scan).
+  const std::set<std::string> asked_keys(keys.begin(), keys.end());
+  std::set<std::pair<uint32_t, uint64_t>> asked_digests(wanted.begin(), wanted.end());
+  Sha256Hasher hasher;
+  auto take = [&](RepairRecord& r) -> absl::Status {
+    report.set_records_received(report.records_received() + 1);
+    if (!scan && !asked_keys.contains(r.key())) {
+      const std::pair<uint32_t, uint64_t> fingerprint{
+          replication::FingerprintBucket(hasher, r.key()),
+          replication::FingerprintDigest(hasher, r.key(), r.state().SerializeAsString())};
+      if (!asked_digests.contains(fingerprint)) {
+        return absl::DataLossError(
+            absl::StrCat("the peer sent record ", r.key(), ", which was not asked for"));
+      }
+    }
+    if (replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
+        static_cast<uint64_t>(horizon_ms)) {
+      report.set_records_refused(report.records_refused() + 1);
+      return absl::OkStatus();
+    }
+    pending_bytes += r.ByteSizeLong();
+    pending.emplace_back(std::move(*r.mutable_key()), std::move(*r.mutable_state()));
+    if (pending.size() >= kMergeRecordsMax || pending_bytes >= kMergeBytesMax) {
+      return merge_pending();
+    }
+    return absl::OkStatus();
+  };
+  if (scan) {
+    std::string after;
+    do {
+      ReconcileRequest request;
+      request.mutable_scan()->set_start_after(after);
+      INTERCO_ASSIGN_OR_RETURN(ReconcileResponse response, theirs.Call(std::move(request)));
+      if (!response.scan_resume().empty() && response.scan_resume() <= after) {
+        return absl::DataLossError("the peer's scan does not move forward");
+      }
+      after = response.scan_resume();
+      for (RepairRecord& r : *response.mutable_records()) INTERCO_RETURN_IF_ERROR(take(r));
+    } while (!after.empty());
+  }
   // Each answer carries at least one record: this many requests always suffice.
   size_t requests_left = keys.size() + wanted.size() + 1;
   while (!keys.empty() || !wanted.empty()) {
@@ -309,24 +411,15 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
         (!response.more_keys().empty() || !response.more_digests().empty())) {
       return absl::DataLossError("the peer put off every record asked for");
     }
-    for (const std::string& k : response.more_keys()) keys.push_back(k);
+    for (const std::string& k : response.more_keys()) {
+      if (!asked_keys.contains(k)) return absl::DataLossError("the peer put off a key not asked for");
+      keys.push_back(k);
+    }
     for (uint64_t d : response.more_digests()) {
       if (auto it = asked.find(d); it != asked.end()) later.emplace_back(it->second, d);
     }
     wanted = std::move(later);
-    for (RepairRecord& r : *response.mutable_records()) {
-      report.set_records_received(report.records_received() + 1);
-      if (replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
-          static_cast<uint64_t>(horizon_ms)) {
-        report.set_records_refused(report.records_refused() + 1);
-        continue;
-      }
-      pending_bytes += r.ByteSizeLong();
-      pending.emplace_back(std::move(*r.mutable_key()), std::move(*r.mutable_state()));
-      if (pending.size() >= kMergeRecordsMax || pending_bytes >= kMergeBytesMax) {
-        INTERCO_RETURN_IF_ERROR(merge_pending());
-      }
-    }
+    for (RepairRecord& r : *response.mutable_records()) INTERCO_RETURN_IF_ERROR(take(r));
   }
   INTERCO_RETURN_IF_ERROR(merge_pending());
   finish();

@@ -8,6 +8,7 @@
 #ifndef INTERCO_NODE_PEER_RECONCILE_H_
 #define INTERCO_NODE_PEER_RECONCILE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -17,6 +18,7 @@
 #include "interco/replication/v1/peer_service.grpc.pb.h"
 #include "interco/v1/admin_service.pb.h"
 #include "node/storage/record_store.h"
+#include "replication/base/limits.h"
 #include "replication/env.h"
 #include "replication/ids.h"
 
@@ -30,6 +32,9 @@ absl::Status ServeReconcile(RecordStore& store, uint32_t peer,
 
 struct RepairOptions {
   std::string registry;
+  // The federation: the peer must answer with the certificate of
+  // spiffe://<federation>/collectivite/<peer's SIREN>.
+  std::string federation;
   // The peer's SIREN as an origin number.
   uint32_t peer = 0;
   // Who asked (audited with the merge).
@@ -37,6 +42,12 @@ struct RepairOptions {
   bool dry_run = false;
   // States stamped beyond now + this are refused (as remote batches are).
   int64_t clock_offset_max_ms = 60000;
+  // The peer's differing records are read by a scan of its whole registry, rather than
+  // asked for by digest, when there are more of them than this and at least as many as
+  // this side holds.
+  size_t scan_above = limits::kReconcileRecordsMax;
+  // Set (by another thread) to stop the repair before its next request.
+  const std::atomic<bool>* cancel = nullptr;
   // Deadline of each request to the peer.
   int64_t call_timeout_ms = 30000;
 };

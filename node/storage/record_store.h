@@ -275,18 +275,38 @@ class RecordStore {
     uint64_t digest = 0;
     std::string id;
     std::string state;
+    bool has_state = false;
   };
   // The live records of `buckets` (increasing) in ID order; with `digests` not empty,
-  // only those whose digest is among them, states included. One scan of the registry's
-  // records. NOT_FOUND for an unknown registry.
+  // only those whose digest is among them, states included until they reach
+  // `max_state_bytes` (later ones come without). One scan of the registry's records.
+  // NOT_FOUND for an unknown registry.
   absl::StatusOr<std::vector<BucketRecord>> BucketRecords(std::string_view registry,
                                                           const std::vector<uint32_t>& buckets,
-                                                          const std::vector<uint64_t>& digests);
+                                                          const std::vector<uint64_t>& digests,
+                                                          size_t max_state_bytes = SIZE_MAX);
+  // The live records after `start_after` in ID order, until their states reach `max_bytes`
+  // (at least one is returned); `resume` is the last ID returned when more remain.
+  struct LiveScan {
+    std::vector<std::pair<std::string, replication::RecordState>> records;
+    std::string resume;
+  };
+  absl::StatusOr<LiveScan> ScanLive(std::string_view registry, std::string_view start_after,
+                                    size_t max_bytes);
+  // The greatest policy version of the registry applied here (collections included).
+  // NOT_FOUND for an unknown registry.
+  absl::StatusOr<uint64_t> PolicyVersion(std::string_view registry);
   // Merges record states that `peer` sent by repair (a join: nothing written here is
   // undone) in one commit, with their indexes, counts, feed entries and an audit event
-  // (REPAIR_RECORDS, `caller` having asked). Every state is checked first (INVALID_ARGUMENT
-  // naming it: nothing merged). Returns how many records changed. Blocks until durable.
+  // (REPAIR_RECORDS, `caller` having asked). `peer_policy_version` is the policy version
+  // the peer had applied before it read them: FAILED_PRECONDITION if this node has
+  // applied a later one (the peer may hold records collected here). Every state is
+  // checked first (INVALID_ARGUMENT naming it: malformed, over
+  // limits::kRecordStateBytesMax, or stamped by an authority that no version of the
+  // policy lets write): nothing merged. Returns how many records changed. Blocks until
+  // durable.
   absl::StatusOr<uint64_t> Repair(std::string_view registry, uint32_t peer,
+                                  uint64_t peer_policy_version,
                                   std::vector<std::pair<std::string, replication::RecordState>> states,
                                   const replication::Principal& caller);
 

@@ -71,6 +71,7 @@ struct RecordStore::Op {
   // kRepair: the peer the states come from (audited as their origin), the states, and how
   // many of them changed a record here.
   uint32_t peer = 0;
+  uint64_t peer_policy_version = 0;
   std::vector<std::pair<std::string, replication::RecordState>> repaired;
   uint64_t repaired_changed = 0;
 

@@ -1,12 +1,14 @@
 // RecordStore: what range-fingerprint repair reads and writes (replication/repair.h,
 // docs/REPLICATION.md, "Repair"). The bucket sums themselves are kept by StageRecord.
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store.h"
 #include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
+#include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
 #include "replication/repair.h"
@@ -60,8 +62,9 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::FingerprintBuckets(
 
 absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecords(
     std::string_view registry, const std::vector<uint32_t>& buckets,
-    const std::vector<uint64_t>& digests) {
+    const std::vector<uint64_t>& digests, size_t max_state_bytes) {
   INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  size_t state_bytes = 0;
   std::vector<uint64_t> sorted_digests = digests;
   std::sort(sorted_digests.begin(), sorted_digests.end());
   std::vector<BucketRecord> out;
@@ -74,20 +77,59 @@ absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecord
             !std::binary_search(sorted_digests.begin(), sorted_digests.end(), digest)) {
           return;
         }
-        BucketRecord r{bucket, digest, std::string(id), ""};
-        if (!digests.empty()) r.state = std::string(state);
+        BucketRecord r{bucket, digest, std::string(id), "", false};
+        if (!digests.empty() && state_bytes < max_state_bytes) {
+          r.state = std::string(state);
+          r.has_state = true;
+          state_bytes += state.size();
+        }
         out.push_back(std::move(r));
       }));
   return out;
 }
 
+absl::StatusOr<RecordStore::LiveScan> RecordStore::ScanLive(std::string_view registry,
+                                                            std::string_view start_after,
+                                                            size_t max_bytes) {
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  const std::string prefix = keys::RegistryPrefix(registry);
+  LiveScan out;
+  size_t bytes = 0;
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRecords);
+  it->Seek(ToSlice(keys::Record(registry, start_after)));
+  for (; it->Valid() && ToView(it->key()).starts_with(prefix); it->Next()) {
+    const std::string_view id = ToView(it->key()).substr(prefix.size());
+    if (!start_after.empty() && id == start_after) continue;
+    if (!out.records.empty() && bytes >= max_bytes) {
+      out.resume = out.records.back().first;
+      break;
+    }
+    RecordState state;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), state, "record"));
+    if (!replication::IsLive(state)) continue;
+    bytes += id.size() + it->value().size();
+    out.records.emplace_back(std::string(id), std::move(state));
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading records"));
+  return out;
+}
+
+absl::StatusOr<uint64_t> RecordStore::PolicyVersion(std::string_view registry) {
+  std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
+  if (policies == nullptr) {
+    return absl::NotFoundError(absl::StrCat("registry ", ToAbsl(registry), " not found"));
+  }
+  return policies->current_version();
+}
+
 absl::StatusOr<uint64_t> RecordStore::Repair(
-    std::string_view registry, uint32_t peer,
+    std::string_view registry, uint32_t peer, uint64_t peer_policy_version,
     std::vector<std::pair<std::string, RecordState>> states, const replication::Principal& caller) {
   auto op = std::make_unique<Op>();
   op->type = Op::Type::kRepair;
   op->registry = std::string(registry);
   op->peer = peer;
+  op->peer_policy_version = peer_policy_version;
   op->caller = caller;
   op->repaired = std::move(states);
   uint64_t changed = 0;
@@ -99,11 +141,39 @@ absl::StatusOr<uint64_t> RecordStore::Repair(
 absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
+  // A peer behind this node's collections may hold records collected here: merging its
+  // states could bring them back.
+  if (rt.policies->current_version() > op.peer_policy_version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "registry ", op.registry, ": the peer ", replication::OriginToSiren(op.peer),
+        " has applied policy version ", op.peer_policy_version, ", this node ",
+        rt.policies->current_version(),
+        " (collections it has not applied yet); repair from it once it has caught up"));
+  }
+  // Authorities that some version of the policy lets write (any, if one was open).
+  const std::set<uint32_t> writers = rt.policies->AllWriters();
+  const bool ever_open = !rt.policies->writers_always_listed();
+  auto may_have_written = [&](uint32_t origin) { return ever_open || writers.contains(origin); };
   // Every state checked before any is merged: a malformed one refuses them all.
   for (size_t i = 0; i < op.repaired.size(); ++i) {
     const auto& [id, state] = op.repaired[i];
     absl::Status s = replication::ValidateRecordId(id);
     if (s.ok()) s = replication::ValidateState(*rt.schema, state);
+    if (s.ok() && state.ByteSizeLong() > limits::kRecordStateBytesMax) {
+      s = absl::InvalidArgumentError(absl::StrCat("state: ", state.ByteSizeLong(),
+                                                  " bytes, over the maximum of ",
+                                                  limits::kRecordStateBytesMax));
+    }
+    if (s.ok()) {
+      for (uint32_t origin : replication::StampOrigins(state)) {
+        if (!may_have_written(origin)) {
+          s = absl::InvalidArgumentError(
+              absl::StrCat("state: stamped by ", replication::OriginToSiren(origin),
+                           ", which no version of the registry's policy lets write"));
+          break;
+        }
+      }
+    }
     if (!s.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("records[", i, "] (", id, ") from ",
@@ -131,7 +201,10 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
     }
     return absl::OkStatus();
   }();
-  if (!merged_all.ok()) g.broken = merged_all;
+  if (!merged_all.ok()) {
+    g.broken = merged_all;
+    op.repaired_changed = 0;  // nothing of it is committed
+  }
   return merged_all;
 }
 

@@ -78,7 +78,7 @@ inline constexpr size_t kReportOriginsMax = 4096;
 // (at least one is always sent).
 inline constexpr size_t kReconcileNodesMax = 1024;
 inline constexpr size_t kReconcileBucketsMax = 1024;
-inline constexpr size_t kReconcileRecordsMax = 4096;
+inline constexpr size_t kReconcileRecordsMax = 16384;
 inline constexpr size_t kReconcileResponseBytesMax = 4 << 20;
 // Messages queued for one peer session before Send reports it full.
 inline constexpr size_t kPeerQueueMessagesMax = 4096;

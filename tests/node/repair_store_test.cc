@@ -7,8 +7,11 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +26,7 @@
 #include "node/storage/record_store.h"
 #include "node/storage/rocksdb_store.h"
 #include "node/tls/credentials.h"
+#include "replication/base/limits.h"
 #include "replication/ids.h"
 #include "tests/testing/test_env.h"
 
@@ -81,16 +85,20 @@ LocalWrite Delete() {
   return w;
 }
 
-// Answers Reconcile from one store, as the peer manager does for an authenticated peer.
+// Answers Reconcile from one store, as the peer manager does for an authenticated peer;
+// with `inject`, adds that record to every answer carrying records (a lying peer).
 class ReconcileService final : public interco::replication::v1::PeerService::Service {
  public:
   ReconcileService(RecordStore& store, uint32_t peer) : store_(store), peer_(peer) {}
   grpc::Status Reconcile(grpc::ServerContext* /*ctx*/, const ReconcileRequest* request,
                          ReconcileResponse* response) override {
     calls++;
-    return ToGrpcStatus(ServeReconcile(store_, peer_, *request, *response));
+    grpc::Status s = ToGrpcStatus(ServeReconcile(store_, peer_, *request, *response));
+    if (s.ok() && request->has_records() && inject.has_value()) *response->add_records() = *inject;
+    return s;
   }
   std::atomic<int> calls{0};
+  std::optional<interco::replication::v1::RepairRecord> inject;
 
  private:
   RecordStore& store_;
@@ -136,13 +144,17 @@ class RepairStoreTest : public ::testing::Test {
 
   // Serves `from`'s store to `to` (as if `to` were the authenticated peer) over mTLS on
   // loopback, with `from`'s node certificate; returns `to`'s stub.
-  std::unique_ptr<interco::replication::v1::PeerService::Stub> Serve(Node& from, Node& to) {
+  // `cert_of`: whose node certificate the server presents (default: `from`'s).
+  std::unique_ptr<interco::replication::v1::PeerService::Stub> Serve(Node& from, Node& to,
+                                                                     std::string cert_of = "") {
     services_.push_back(std::make_unique<ReconcileService>(*from.store, Origin(to.siren.c_str())));
     int port = 0;
     grpc::ServerBuilder builder;
     builder.AddListeningPort(
         "127.0.0.1:0",
-        MakeServerCredentials(TlsFiles::InDirectory(testing::NodeTlsDir(from.siren)), kFederation),
+        MakeServerCredentials(
+            TlsFiles::InDirectory(testing::NodeTlsDir(cert_of.empty() ? from.siren : cert_of)),
+            kFederation),
         &port);
     builder.RegisterService(services_.back().get());
     servers_.push_back(builder.BuildAndStart());
@@ -150,13 +162,21 @@ class RepairStoreTest : public ::testing::Test {
         testing::MtlsChannel(port, testing::NodeTlsDir(to.siren)));
   }
 
-  // `to` repairs its copy from `from`.
-  interco::v1::RepairReport Repair(Node& to, Node& from, bool dry_run = false) {
-    auto stub = Serve(from, to);
+  RepairOptions Options(Node& to, Node& from) {
     RepairOptions o;
     o.registry = kRegistry;
+    o.federation = kFederation;
     o.peer = Origin(from.siren.c_str());
     o.caller = to.admin();
+    return o;
+  }
+
+  // `to` repairs its copy from `from`.
+  interco::v1::RepairReport Repair(Node& to, Node& from, bool dry_run = false,
+                                   size_t scan_above = limits::kReconcileRecordsMax) {
+    auto stub = Serve(from, to);
+    RepairOptions o = Options(to, from);
+    o.scan_above = scan_above;
     o.dry_run = dry_run;
     absl::StatusOr<interco::v1::RepairReport> report = RepairFrom(*to.store, *stub, clock_, o);
     EXPECT_TRUE(report.ok()) << report.status();
@@ -289,6 +309,40 @@ TEST_F(RepairStoreTest, RepairBringsWhatTheLogsDidNotAndNothingTwice) {
   EXPECT_EQ(repairs, 1);  // one commit of 300 states
 }
 
+TEST_F(RepairStoreTest, ANewCopyReadsThePeersRegistryInOnePass) {
+  for (int i = 0; i < 120; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Court ", i)));
+  for (int i = 100; i < 120; ++i) Write(lyon_, absl::StrCat("eq-", i), Delete());
+  Write(bourg_, "bourg-0", Upsert("Halle"));
+  // Above 10 differing records (Bourg holds 1), Lyon's registry is read in ID order.
+  const interco::v1::RepairReport report = Repair(bourg_, lyon_, false, /*scan_above=*/10);
+  EXPECT_EQ(report.records_only_there(), 100u);
+  EXPECT_EQ(report.records_received(), 100u);  // live records only
+  EXPECT_EQ(report.records_changed(), 100u);
+  // Tree (4), digests (1), one scan request (all fits), Bourg's record by key (1).
+  EXPECT_EQ(report.rounds(), 7u);
+  EXPECT_EQ(Live(bourg_).size(), 101u);
+  Repair(lyon_, bourg_);
+  EXPECT_EQ(Buckets(lyon_), Buckets(bourg_));
+  ASSERT_TRUE(bourg_.store->CheckConsistency().ok());
+}
+
+TEST_F(RepairStoreTest, ScansResumeWhereTheyStopped) {
+  for (int i = 0; i < 30; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Court ", i)));
+  std::string after;
+  std::vector<std::string> seen;
+  for (int pass = 0; pass < 40; ++pass) {
+    auto scan = lyon_.store->ScanLive(kRegistry, after, /*max_bytes=*/100);
+    ASSERT_TRUE(scan.ok()) << scan.status();
+    for (const auto& [id, state] : scan->records) seen.push_back(id);
+    if (scan->resume.empty()) break;
+    EXPECT_GT(scan->resume, after);
+    after = scan->resume;
+  }
+  EXPECT_EQ(seen.size(), 30u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 30u);
+}
+
 TEST_F(RepairStoreTest, ADeleteReachesACopyThatStillHasTheRecord) {
   Write(lyon_, "gymnase", Upsert("Gymnase"));
   ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
@@ -319,6 +373,66 @@ TEST_F(RepairStoreTest, ADeleteReachesACopyThatStillHasTheRecord) {
   EXPECT_EQ(*bourg_.store->CollectedRecords(kRegistry), 1u);
 }
 
+// A peer that has not applied a collection may still hold the collected record live:
+// nothing is merged from it until it has caught up.
+TEST_F(RepairStoreTest, NothingIsMergedFromAPeerBehindTheCollections) {
+  Write(bourg_, "gymnase", Upsert("Gymnase"));
+  ASSERT_TRUE(testing::CarryBatches(*bourg_.store, *lyon_.store, kRegistry).ok());
+  Write(lyon_, "gymnase", Delete());
+  const replication::VersionVector held = *lyon_.store->Position(kRegistry);
+  ASSERT_TRUE(*lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry)));
+  ASSERT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value());
+
+  auto stub = Serve(bourg_, lyon_);
+  auto refused = RepairFrom(*lyon_.store, *stub, clock_, Options(lyon_, bourg_));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("has applied policy version 0"));
+  EXPECT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value()) << "resurrected";
+  // The store refuses such a merge by itself too.
+  auto merged = lyon_.store->Repair(kRegistry, Origin(kBourg), 0,
+                                    {{"gymnase", **bourg_.store->StoredState(kRegistry, "gymnase")}},
+                                    lyon_.admin());
+  EXPECT_EQ(merged.status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // Once Bourg has the delete and the collection, they agree.
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  const interco::v1::RepairReport report = Repair(lyon_, bourg_);
+  EXPECT_EQ(report.buckets_differing(), 0u);
+  EXPECT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value());
+}
+
+TEST_F(RepairStoreTest, OnlyThePeerIsHeardAndOnlyAboutWhatWasAsked) {
+  Write(lyon_, "stade", Upsert("Stade"));
+  // Another node of the federation answering at the peer's address.
+  auto impostor = Serve(lyon_, bourg_, kAbergement);
+  auto refused = RepairFrom(*bourg_.store, *impostor, clock_, Options(bourg_, lyon_));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("is not spiffe://interco.test/collectivite/200046977"));
+
+  // The peer adds a record nobody asked for: the repair stops, nothing merged.
+  auto stub = Serve(lyon_, bourg_);
+  interco::replication::v1::RepairRecord extra;
+  extra.set_key("piscine");
+  *extra.mutable_state() = **lyon_.store->StoredState(kRegistry, "stade");
+  services_.back()->inject = extra;
+  auto lied = RepairFrom(*bourg_.store, *stub, clock_, Options(bourg_, lyon_));
+  EXPECT_EQ(lied.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(lied.status().message(), HasSubstr("record piscine, which was not asked for"));
+  EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "piscine")->has_value());
+}
+
+TEST_F(RepairStoreTest, AStateStampedByAnAuthorityThatMayNotWriteIsRefused) {
+  RecordState state;
+  state.set_causal_length(1);
+  state.set_cl_hlc(uint64_t{1} << 40);
+  state.set_cl_origin(Origin(kAbergement));  // not a writer of the registry
+  auto merged = bourg_.store->Repair(kRegistry, Origin(kLyon), 0, {{"a", state}}, bourg_.admin());
+  EXPECT_EQ(merged.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(merged.status().message(),
+              HasSubstr("stamped by 210100012, which no version of the registry's policy lets write"));
+}
+
 TEST_F(RepairStoreTest, AMalformedStateRefusesTheWholeMerge) {
   RecordState good;
   good.set_causal_length(1);
@@ -331,20 +445,20 @@ TEST_F(RepairStoreTest, AMalformedStateRefusesTheWholeMerge) {
   f->mutable_value()->set_string_value("Patinoire");
   RecordState bad = good;
   bad.mutable_fields(0)->set_name("inconnu");
-  auto merged = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}, {"b", bad}}, bourg_.admin());
+  auto merged = bourg_.store->Repair(kRegistry, Origin(kLyon), 0, {{"a", good}, {"b", bad}}, bourg_.admin());
   EXPECT_EQ(merged.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(merged.status().message(), HasSubstr("records[1] (b) from 200046977"));
   EXPECT_THAT(merged.status().message(), HasSubstr("no such field"));
   EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "a")->has_value());
-  auto bad_id = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"", good}}, bourg_.admin());
+  auto bad_id = bourg_.store->Repair(kRegistry, Origin(kLyon), 0, {{"", good}}, bourg_.admin());
   EXPECT_EQ(bad_id.status().code(), absl::StatusCode::kInvalidArgument);
   // The good one alone is merged.
-  auto ok = bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}}, bourg_.admin());
+  auto ok = bourg_.store->Repair(kRegistry, Origin(kLyon), 0, {{"a", good}}, bourg_.admin());
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(*ok, 1u);
   EXPECT_EQ(bourg_.store->GetRecord(kRegistry, "a")->fields().at("nom").string_value(), "Patinoire");
   // Merging it again changes nothing.
-  EXPECT_EQ(*bourg_.store->Repair(kRegistry, Origin(kLyon), {{"a", good}}, bourg_.admin()), 0u);
+  EXPECT_EQ(*bourg_.store->Repair(kRegistry, Origin(kLyon), 0, {{"a", good}}, bourg_.admin()), 0u);
 }
 
 TEST_F(RepairStoreTest, AStateFromTheFutureIsRefused) {
