@@ -141,18 +141,27 @@ absl::StatusOr<FingerprintDifferences> FindDifferences(FingerprintSide& mine,
   }
   out.buckets = nodes;
   if (nodes.empty()) return out;
-  std::vector<std::vector<uint64_t>> a, b;
-  auto digests = [](FingerprintSide& side) {
-    return [&side](const std::vector<uint32_t>& slice) { return side.BucketDigests(slice); };
+  // Each side answers for as many of the buckets as it can at once; asked again for the
+  // rest until all are answered.
+  auto digests = [&nodes](FingerprintSide& side,
+                          int& calls) -> absl::StatusOr<std::vector<std::vector<uint64_t>>> {
+    std::vector<std::vector<uint64_t>> all;
+    while (all.size() < nodes.size()) {
+      const std::vector<uint32_t> rest(nodes.begin() + static_cast<ptrdiff_t>(all.size()),
+                                       nodes.end());
+      INTERCO_ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> part, side.BucketDigests(rest));
+      calls++;
+      if (part.empty() || part.size() > rest.size()) {
+        return absl::DataLossError(absl::StrCat(part.size(), " bucket digest lists received for ",
+                                                rest.size(), " asked"));
+      }
+      for (auto& list : part) all.push_back(std::move(list));
+    }
+    return all;
   };
   int my_calls = 0;
-  INTERCO_RETURN_IF_ERROR(InSlices(nodes, limits::kReconcileBucketsMax, a, my_calls, digests(mine)));
-  INTERCO_RETURN_IF_ERROR(
-      InSlices(nodes, limits::kReconcileBucketsMax, b, out.rounds, digests(theirs)));
-  if (a.size() != nodes.size() || b.size() != nodes.size()) {
-    return absl::DataLossError(absl::StrCat(b.size(), " bucket digest lists received for ",
-                                            nodes.size(), " asked"));
-  }
+  INTERCO_ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> a, digests(mine, my_calls));
+  INTERCO_ASSIGN_OR_RETURN(std::vector<std::vector<uint64_t>> b, digests(theirs, out.rounds));
   for (size_t i = 0; i < nodes.size(); ++i) {
     std::sort(a[i].begin(), a[i].end());
     std::sort(b[i].begin(), b[i].end());

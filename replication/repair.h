@@ -73,8 +73,9 @@ class FingerprintSide {
   // As FingerprintTree::ChildSums. At most limits::kReconcileNodesMax nodes per call.
   virtual absl::StatusOr<std::vector<uint64_t>> ChildSums(uint32_t level,
                                                           const std::vector<uint32_t>& nodes) = 0;
-  // The digests of the live records of each bucket, increasing, one list per bucket in
-  // order. At most limits::kReconcileBucketsMax buckets per call.
+  // The digests of the live records of each bucket, one list per bucket in order; for
+  // the first buckets only (at least one) when the answer would be too large, the walk
+  // then asking again for the rest.
   virtual absl::StatusOr<std::vector<std::vector<uint64_t>>> BucketDigests(
       const std::vector<uint32_t>& buckets) = 0;
 };
@@ -92,8 +93,8 @@ struct FingerprintDifferences {
 };
 
 // Walks both trees from the root down to the differing buckets, then compares their
-// digests. Calls are bounded as FingerprintSide says (larger sets are asked in several
-// calls). An error of either side ends it. The sides may change meanwhile (live writes):
+// digests. Tree calls name at most limits::kReconcileNodesMax nodes (larger sets are asked
+// in several calls). An error of either side ends it. The sides may change meanwhile (live writes):
 // the result is then only what was seen, which a later run catches up.
 absl::StatusOr<FingerprintDifferences> FindDifferences(FingerprintSide& mine,
                                                        FingerprintSide& theirs);

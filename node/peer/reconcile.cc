@@ -51,16 +51,14 @@ absl::Status ServeTree(RecordStore& store, const std::string& registry,
 absl::Status ServeBuckets(RecordStore& store, const std::string& registry,
                           const interco::replication::v1::BucketQuery& q, ReconcileResponse& out) {
   const std::vector<uint32_t> buckets = ToVector(q.buckets());
-  INTERCO_RETURN_IF_ERROR(replication::ValidateTreeIndexes(
-      replication::kFingerprintDepth, buckets, limits::kReconcileBucketsMax, "buckets.buckets"));
-  INTERCO_ASSIGN_OR_RETURN(std::vector<RecordStore::BucketRecord> records,
-                           store.BucketRecords(registry, buckets, {}));
-  std::map<uint32_t, std::vector<uint64_t>> by_bucket;
-  for (const auto& r : records) by_bucket[r.bucket].push_back(r.digest);
-  for (uint32_t b : buckets) {
-    std::vector<uint64_t>& digests = by_bucket[b];
-    std::sort(digests.begin(), digests.end());
-    out.add_buckets()->mutable_digests()->Assign(digests.begin(), digests.end());
+  INTERCO_RETURN_IF_ERROR(replication::ValidateTreeIndexes(replication::kFingerprintDepth, buckets,
+                                                           replication::kFingerprintBuckets,
+                                                           "buckets.buckets"));
+  INTERCO_ASSIGN_OR_RETURN(
+      std::vector<std::vector<uint64_t>> digests,
+      store.BucketDigests(registry, buckets, limits::kReconcileResponseBytesMax));
+  for (const std::vector<uint64_t>& list : digests) {
+    out.add_buckets()->mutable_digests()->Assign(list.begin(), list.end());
   }
   return absl::OkStatus();
 }

@@ -269,6 +269,12 @@ class RecordStore {
   // same commits as its records, the sum of its live records' digests per bucket.
   // The non-zero bucket sums. NOT_FOUND for an unknown registry.
   absl::StatusOr<std::map<uint32_t, uint64_t>> FingerprintBuckets(std::string_view registry);
+  // The digests of the live records of each of `buckets` (increasing), increasing, one
+  // list per bucket; for the first buckets only (at least one) once the lists reach
+  // `max_bytes` at 8 bytes a digest. One scan of the registry's records. NOT_FOUND for an
+  // unknown registry.
+  absl::StatusOr<std::vector<std::vector<uint64_t>>> BucketDigests(
+      std::string_view registry, const std::vector<uint32_t>& buckets, size_t max_bytes);
   // A live record of a bucket, with its digest (and its serialized state when asked for).
   struct BucketRecord {
     uint32_t bucket = 0;

@@ -60,6 +60,30 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::FingerprintBuckets(
   return ReadFingerprints(registry, nullptr);
 }
 
+absl::StatusOr<std::vector<std::vector<uint64_t>>> RecordStore::BucketDigests(
+    std::string_view registry, const std::vector<uint32_t>& buckets, size_t max_bytes) {
+  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  std::vector<std::pair<uint32_t, uint64_t>> found;  // (bucket, digest)
+  INTERCO_RETURN_IF_ERROR(ScanBuckets(
+      registry, nullptr,
+      [&](uint32_t b) { return std::binary_search(buckets.begin(), buckets.end(), b); },
+      [&](uint32_t bucket, std::string_view id, std::string_view state) {
+        found.emplace_back(bucket, replication::FingerprintDigest(hasher_, id, state));
+      }));
+  std::sort(found.begin(), found.end());
+  std::vector<std::vector<uint64_t>> out;
+  size_t bytes = 0;
+  auto it = found.begin();
+  for (uint32_t bucket : buckets) {
+    std::vector<uint64_t> digests;
+    for (; it != found.end() && it->first == bucket; ++it) digests.push_back(it->second);
+    bytes += 8 * digests.size();
+    if (!out.empty() && bytes > max_bytes) break;
+    out.push_back(std::move(digests));
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecords(
     std::string_view registry, const std::vector<uint32_t>& buckets,
     const std::vector<uint64_t>& digests, size_t max_state_bytes) {

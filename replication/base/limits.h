@@ -73,9 +73,10 @@ inline constexpr uint32_t kTreeDistanceMax = 32;
 // keeps, and origin epochs in one report; reports beyond these are ignored.
 inline constexpr size_t kStreamMembersMax = 1024;
 inline constexpr size_t kReportOriginsMax = 4096;
-// Repair (replication/repair.h): tree nodes or buckets named in one reconciliation
-// query, records asked for in one, and the size at which a response stops adding records
-// (at least one is always sent).
+// Repair (replication/repair.h): tree nodes named in one reconciliation query, buckets
+// named with the records asked for by digest in one, records asked for in one, and the
+// size at which a response stops adding records or bucket digests (at least one of them
+// is always sent).
 inline constexpr size_t kReconcileNodesMax = 1024;
 inline constexpr size_t kReconcileBucketsMax = 1024;
 inline constexpr size_t kReconcileRecordsMax = 16384;
