@@ -215,7 +215,8 @@ absl::Status RunRepair(Session& session, const Args& args, const CommandOptions&
     std::cout << report.records_received() << " states received, " << report.records_changed()
               << " records changed here";
     if (report.records_refused() > 0) {
-      std::cout << ", " << report.records_refused() << " refused (stamped in the future)";
+      std::cout << ", " << report.records_refused()
+                << " refused (stamped in the future, or by a writer not known here yet)";
     }
     std::cout << "\n";
   }

@@ -315,6 +315,7 @@ void PeerManager::Shutdown() {
     absl::MutexLock l(&mu_);
     if (stopping_) return;
     stopping_ = true;
+    repairs_cancelled_ = true;
     sessions = sessions_;
     for (auto& ctx : dialing_) ctx->TryCancel();
   }

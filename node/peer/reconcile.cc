@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -28,9 +29,11 @@ using replication::RecordState;
 
 // gRPC's length prefix of every message.
 constexpr uint64_t kGrpcPrefixBytes = 5;
-// States merged in one commit.
+// States merged in one commit: well within a commit group (limits::kCommitGroupBytesMax).
 constexpr size_t kMergeRecordsMax = 1024;
-constexpr size_t kMergeBytesMax = 4 << 20;
+constexpr size_t kMergeBytesMax = 1 << 20;
+// Attempts of a commit that the full commit queue turned away.
+constexpr int kMergeAttempts = 5;
 
 std::vector<uint32_t> ToVector(const google::protobuf::RepeatedField<uint32_t>& r) {
   return std::vector<uint32_t>(r.begin(), r.end());
@@ -181,15 +184,21 @@ class LocalSide final : public replication::FingerprintSide {
 class RemoteSide final : public replication::FingerprintSide {
  public:
   RemoteSide(interco::replication::v1::PeerService::StubInterface& stub,
-             const RepairOptions& options)
+             const RepairOptions& options, replication::Clock& clock)
       : stub_(stub),
         options_(options),
+        clock_(clock),
+        deadline_ms_(clock.MonotonicMillis() + options.deadline_ms),
         expected_(absl::StrCat("spiffe://", options.federation, "/collectivite/",
                                replication::OriginToSiren(options.peer))) {}
 
   absl::StatusOr<ReconcileResponse> Call(ReconcileRequest request) {
     if (options_.cancel != nullptr && options_.cancel->load()) {
-      return absl::CancelledError("the repair was cancelled (the node is shutting down)");
+      return absl::UnavailableError("the repair was cancelled: the node is shutting down");
+    }
+    if (clock_.MonotonicMillis() > deadline_ms_) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the repair took longer than ", options_.deadline_ms, " ms; run it again to go on"));
     }
     request.set_stream(options_.registry);
     grpc::ClientContext ctx;
@@ -247,6 +256,8 @@ class RemoteSide final : public replication::FingerprintSide {
  private:
   interco::replication::v1::PeerService::StubInterface& stub_;
   const RepairOptions& options_;
+  replication::Clock& clock_;
+  const int64_t deadline_ms_;
   const std::string expected_;
 };
 
@@ -269,7 +280,7 @@ absl::Status ServeReconcile(RecordStore& store, uint32_t peer, const ReconcileRe
     case ReconcileRequest::kScan: return ServeScan(store, registry, request.scan(), response);
     case ReconcileRequest::QUERY_NOT_SET: break;
   }
-  return absl::InvalidArgumentError("query: none given (tree, buckets or records)");
+  return absl::InvalidArgumentError("query: none given (tree, buckets, records or scan)");
 }
 
 absl::StatusOr<interco::v1::RepairReport> RepairFrom(
@@ -282,7 +293,7 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   report.set_dry_run(options.dry_run);
   INTERCO_ASSIGN_OR_RETURN(auto buckets, store.FingerprintBuckets(options.registry));
   LocalSide mine(store, options.registry, replication::FingerprintTree(buckets));
-  RemoteSide theirs(stub, options);
+  RemoteSide theirs(stub, options, clock);
   auto finish = [&] {
     report.set_rounds(static_cast<uint32_t>(theirs.rounds));
     report.set_bytes_sent(theirs.bytes_sent);
@@ -304,20 +315,18 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
     return absl::FailedPreconditionError(absl::StrCat(
         "the peer has applied policy version ", peer_version, " of registry ", options.registry,
         ", this node ", own_version,
-        " (collections it has not applied yet): repair from it once it has caught up"));
+        " (policy changes and collections it has not applied yet): repair from it once it has "
+        "caught up"));
   }
 
   // What to ask for: this side's differing records by ID (the peer may hold another
   // state of them, a tombstone, or nothing), the peer's by digest.
-  std::vector<std::string> keys;
+  std::set<std::string> keys;
   for (const auto& [bucket, digest] : diff.mine_only) {
     std::string id = mine.IdOf(bucket, digest);
-    if (!id.empty()) keys.push_back(std::move(id));
+    if (!id.empty()) keys.insert(std::move(id));
   }
-  std::vector<std::pair<uint32_t, uint64_t>> wanted = diff.theirs_only;
-  const int64_t horizon_ms = clock.NowMillis() + options.clock_offset_max_ms;
-  std::vector<std::pair<std::string, RecordState>> pending;
-  size_t pending_bytes = 0;
+  std::set<std::pair<uint32_t, uint64_t>> wanted(diff.theirs_only.begin(), diff.theirs_only.end());
   // Each request for records by digest makes the peer read the whole registry: when the
   // peer holds many records this side lacks (at least as many as this side holds: a new
   // copy), it sends them all in ID order instead, in one read.
@@ -325,82 +334,110 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   const bool scan = wanted.size() > options.scan_above &&
                     wanted.size() >= static_cast<uint64_t>(held.record_count());
   if (scan) wanted.clear();
+  // States stamped by an authority this node does not know as a writer (a policy version
+  // it has not applied yet) are left to the change logs.
+  INTERCO_ASSIGN_OR_RETURN(RecordStore::Writers writers, store.WritersEver(options.registry));
+
+  // Received states go to the store in commits of bounded size, each with the lowest
+  // policy version the peer stated for them (what it had applied before reading them).
+  std::vector<std::pair<std::string, RecordState>> pending;
+  size_t pending_bytes = 0;
+  uint64_t pending_version = UINT64_MAX;
   auto merge_pending = [&]() -> absl::Status {
     if (pending.empty()) return absl::OkStatus();
-    INTERCO_ASSIGN_OR_RETURN(uint64_t changed,
-                             store.Repair(options.registry, options.peer, peer_version,
-                                          std::move(pending), options.caller));
-    report.set_records_changed(report.records_changed() + changed);
+    absl::StatusOr<uint64_t> changed;
+    // A full commit queue asks to retry: a few times, then the repair stops.
+    for (int attempt = 0; attempt < kMergeAttempts; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
+      changed = store.Repair(options.registry, options.peer, pending_version, pending,
+                             options.caller);
+      if (changed.status().code() != absl::StatusCode::kUnavailable) break;
+    }
+    if (!changed.ok()) return changed.status();
+    report.set_records_changed(report.records_changed() + *changed);
     pending.clear();
     pending_bytes = 0;
+    pending_version = UINT64_MAX;
     return absl::OkStatus();
   };
-  // What was asked for: this side's differing IDs, and the peer's differing digests
-  // (any record, in a scan).
-  const std::set<std::string> asked_keys(keys.begin(), keys.end());
-  std::set<std::pair<uint32_t, uint64_t>> asked_digests(wanted.begin(), wanted.end());
   Sha256Hasher hasher;
-  auto take = [&](RepairRecord& r) -> absl::Status {
+  // `asked`: whether the record was asked for (a scan's are checked by the scan).
+  auto take = [&](RepairRecord& r, uint64_t version, bool asked) -> absl::Status {
     report.set_records_received(report.records_received() + 1);
-    if (!scan && !asked_keys.contains(r.key())) {
-      const std::pair<uint32_t, uint64_t> fingerprint{
-          replication::FingerprintBucket(hasher, r.key()),
-          replication::FingerprintDigest(hasher, r.key(), r.state().SerializeAsString())};
-      if (!asked_digests.contains(fingerprint)) {
-        return absl::DataLossError(
-            absl::StrCat("the peer sent record ", r.key(), ", which was not asked for"));
-      }
+    if (!asked) {
+      return absl::DataLossError(
+          absl::StrCat("the peer sent record ", r.key(), ", which was not asked for"));
     }
-    if (replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
-        static_cast<uint64_t>(horizon_ms)) {
+    const auto origins = replication::StampOrigins(r.state());
+    const bool known = writers.ever_open ||
+                       std::all_of(origins.begin(), origins.end(),
+                                   [&](uint32_t o) { return writers.writers.contains(o); });
+    const int64_t horizon_ms = clock.NowMillis() + options.clock_offset_max_ms;
+    if (!known || replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
+                      static_cast<uint64_t>(horizon_ms)) {
       report.set_records_refused(report.records_refused() + 1);
       return absl::OkStatus();
     }
     pending_bytes += r.ByteSizeLong();
+    pending_version = std::min(pending_version, version);
     pending.emplace_back(std::move(*r.mutable_key()), std::move(*r.mutable_state()));
     if (pending.size() >= kMergeRecordsMax || pending_bytes >= kMergeBytesMax) {
       return merge_pending();
     }
     return absl::OkStatus();
   };
+
   if (scan) {
     std::string after;
     do {
       ReconcileRequest request;
       request.mutable_scan()->set_start_after(after);
       INTERCO_ASSIGN_OR_RETURN(ReconcileResponse response, theirs.Call(std::move(request)));
-      if (!response.scan_resume().empty() && response.scan_resume() <= after) {
-        return absl::DataLossError("the peer's scan does not move forward");
+      // Live records, in increasing IDs after `after`, ending at the resume point.
+      std::string last = after;
+      for (const RepairRecord& r : response.records()) {
+        if (r.key() <= last || !replication::IsLive(r.state())) {
+          return absl::DataLossError("the peer's scan is out of order or not of live records");
+        }
+        last = r.key();
+      }
+      if (!response.scan_resume().empty() &&
+          (response.records().empty() || response.scan_resume() != last)) {
+        return absl::DataLossError("the peer's scan does not resume after what it sent");
       }
       after = response.scan_resume();
-      for (RepairRecord& r : *response.mutable_records()) INTERCO_RETURN_IF_ERROR(take(r));
+      for (RepairRecord& r : *response.mutable_records()) {
+        INTERCO_RETURN_IF_ERROR(take(r, response.policy_version(), true));
+      }
     } while (!after.empty());
   }
-  // Each answer carries at least one record: this many requests always suffice.
+
+  // Each answer carries at least one record asked for: this many requests always suffice.
   size_t requests_left = keys.size() + wanted.size() + 1;
   while (!keys.empty() || !wanted.empty()) {
     if (requests_left-- == 0) return absl::DataLossError("the peer keeps putting records off");
     ReconcileRequest request;
     auto* q = request.mutable_records();
     size_t room = limits::kReconcileRecordsMax;
+    std::set<std::string> asked_keys;
     while (!keys.empty() && room > 0) {
-      q->add_keys(std::move(keys.back()));
-      keys.pop_back();
+      asked_keys.insert(keys.extract(keys.begin()).value());
       room--;
     }
-    std::set<uint32_t> in_buckets;
-    std::map<uint64_t, uint32_t> asked;  // digest -> its bucket
+    for (const std::string& k : asked_keys) q->add_keys(k);
     // Digests of at most kReconcileBucketsMax buckets per request.
-    std::vector<std::pair<uint32_t, uint64_t>> later;
-    for (const auto& [bucket, digest] : wanted) {
-      if (room > 0 && (in_buckets.contains(bucket) ||
-                       in_buckets.size() < limits::kReconcileBucketsMax)) {
+    std::set<uint32_t> in_buckets;
+    std::set<std::pair<uint32_t, uint64_t>> asked_digests;
+    for (auto it = wanted.begin(); it != wanted.end() && room > 0;) {
+      const auto [bucket, digest] = *it;
+      if (in_buckets.contains(bucket) || in_buckets.size() < limits::kReconcileBucketsMax) {
         in_buckets.insert(bucket);
-        asked[digest] = bucket;
+        asked_digests.insert(*it);
         q->add_digests(digest);
+        it = wanted.erase(it);
         room--;
       } else {
-        later.emplace_back(bucket, digest);
+        ++it;
       }
     }
     q->mutable_buckets()->Assign(in_buckets.begin(), in_buckets.end());
@@ -409,15 +446,28 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
         (!response.more_keys().empty() || !response.more_digests().empty())) {
       return absl::DataLossError("the peer put off every record asked for");
     }
+    // What it put off, of what this request asked, is asked again.
     for (const std::string& k : response.more_keys()) {
       if (!asked_keys.contains(k)) return absl::DataLossError("the peer put off a key not asked for");
-      keys.push_back(k);
+      keys.insert(k);
     }
     for (uint64_t d : response.more_digests()) {
-      if (auto it = asked.find(d); it != asked.end()) later.emplace_back(it->second, d);
+      auto it = std::find_if(asked_digests.begin(), asked_digests.end(),
+                             [d](const auto& a) { return a.second == d; });
+      if (it == asked_digests.end()) {
+        return absl::DataLossError("the peer put off a digest not asked for");
+      }
+      wanted.insert(*it);
     }
-    wanted = std::move(later);
-    for (RepairRecord& r : *response.mutable_records()) INTERCO_RETURN_IF_ERROR(take(r));
+    for (RepairRecord& r : *response.mutable_records()) {
+      bool asked = asked_keys.contains(r.key());
+      if (!asked) {
+        asked = asked_digests.contains(
+            {replication::FingerprintBucket(hasher, r.key()),
+             replication::FingerprintDigest(hasher, r.key(), r.state().SerializeAsString())});
+      }
+      INTERCO_RETURN_IF_ERROR(take(r, response.policy_version(), asked));
+    }
   }
   INTERCO_RETURN_IF_ERROR(merge_pending());
   finish();

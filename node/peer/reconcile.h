@@ -48,8 +48,10 @@ struct RepairOptions {
   size_t scan_above = limits::kReconcileRecordsMax;
   // Set (by another thread) to stop the repair before its next request.
   const std::atomic<bool>* cancel = nullptr;
-  // Deadline of each request to the peer.
+  // Deadline of each request to the peer, and of the whole repair (checked before each
+  // request: DEADLINE_EXCEEDED, what was merged stays).
   int64_t call_timeout_ms = 30000;
+  int64_t deadline_ms = 3600 * 1000;
 };
 
 // Repairs `store`'s copy of a registry from the peer behind `stub`.

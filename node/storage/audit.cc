@@ -110,7 +110,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       e.set_action(AuditEvent::REPAIR_RECORDS);
       e.set_caller(op.caller.Author());
       e.set_origin(replication::OriginToSiren(op.peer));
-      e.set_count(static_cast<uint32_t>(op.repaired_changed));
+      if (op.status.ok()) e.set_count(static_cast<uint32_t>(op.repaired_changed));
       break;
     case Op::Type::kApplyRemote: {
       const auto& h = op.remote->header;

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -299,6 +300,13 @@ class RecordStore {
   };
   absl::StatusOr<LiveScan> ScanLive(std::string_view registry, std::string_view start_after,
                                     size_t max_bytes);
+  // Who some version of the registry's policy lets write: the owner and every listed
+  // writer, or anyone if a version was open. NOT_FOUND for an unknown registry.
+  struct Writers {
+    bool ever_open = false;
+    std::set<uint32_t> writers;
+  };
+  absl::StatusOr<Writers> WritersEver(std::string_view registry);
   // The greatest policy version of the registry applied here (collections included).
   // NOT_FOUND for an unknown registry.
   absl::StatusOr<uint64_t> PolicyVersion(std::string_view registry);

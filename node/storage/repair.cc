@@ -138,6 +138,14 @@ absl::StatusOr<RecordStore::LiveScan> RecordStore::ScanLive(std::string_view reg
   return out;
 }
 
+absl::StatusOr<RecordStore::Writers> RecordStore::WritersEver(std::string_view registry) {
+  std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
+  if (policies == nullptr) {
+    return absl::NotFoundError(absl::StrCat("registry ", ToAbsl(registry), " not found"));
+  }
+  return Writers{!policies->writers_always_listed(), policies->AllWriters()};
+}
+
 absl::StatusOr<uint64_t> RecordStore::PolicyVersion(std::string_view registry) {
   std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
   if (policies == nullptr) {
@@ -172,7 +180,8 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
         "registry ", op.registry, ": the peer ", replication::OriginToSiren(op.peer),
         " has applied policy version ", op.peer_policy_version, ", this node ",
         rt.policies->current_version(),
-        " (collections it has not applied yet); repair from it once it has caught up"));
+        " (policy changes and collections it has not applied yet); repair from it once it has "
+        "caught up"));
   }
   // Authorities that some version of the policy lets write (any, if one was open).
   const std::set<uint32_t> writers = rt.policies->AllWriters();

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -95,10 +96,12 @@ class ReconcileService final : public interco::replication::v1::PeerService::Ser
     calls++;
     grpc::Status s = ToGrpcStatus(ServeReconcile(store_, peer_, *request, *response));
     if (s.ok() && request->has_records() && inject.has_value()) *response->add_records() = *inject;
+    if (s.ok() && tamper) tamper(*request, *response);
     return s;
   }
   std::atomic<int> calls{0};
   std::optional<interco::replication::v1::RepairRecord> inject;
+  std::function<void(const ReconcileRequest&, ReconcileResponse&)> tamper;
 
  private:
   RecordStore& store_;
@@ -420,6 +423,96 @@ TEST_F(RepairStoreTest, OnlyThePeerIsHeardAndOnlyAboutWhatWasAsked) {
   EXPECT_EQ(lied.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(lied.status().message(), HasSubstr("record piscine, which was not asked for"));
   EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "piscine")->has_value());
+}
+
+// Scans paged by the peer are followed to the end; a scan out of order, or put-offs of
+// what was not asked, end the repair.
+TEST_F(RepairStoreTest, APeerThatPagesOrLiesIsFollowedOrStopped) {
+  for (int i = 0; i < 45; ++i) Write(lyon_, absl::StrCat("eq-", i), Upsert(absl::StrCat("Court ", i)));
+  auto page = [](const ReconcileRequest& request, ReconcileResponse& response) {
+    if (!request.has_scan() || response.records_size() <= 10) return;
+    response.mutable_records()->DeleteSubrange(10, response.records_size() - 10);
+    response.set_scan_resume(response.records(9).key());
+  };
+  {
+    auto stub = Serve(lyon_, bourg_);
+    services_.back()->tamper = page;
+    RepairOptions o = Options(bourg_, lyon_);
+    o.scan_above = 10;
+    auto report = RepairFrom(*bourg_.store, *stub, clock_, o);
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->records_changed(), 45u);
+    EXPECT_EQ(report->rounds(), 5u + 5u);  // tree and digests, then 5 pages of the scan
+  }
+  Write(lyon_, "eq-100", Upsert("Court 100"));
+  struct Case {
+    const char* what;
+    std::function<void(const ReconcileRequest&, ReconcileResponse&)> tamper;
+    bool scan;
+  };
+  const std::vector<Case> cases = {
+      {"the peer's scan is out of order",
+       [](const ReconcileRequest& request, ReconcileResponse& response) {
+         if (request.has_scan() && response.records_size() >= 2) {
+           response.mutable_records()->SwapElements(0, 1);
+         }
+       },
+       true},
+      {"does not resume after what it sent",
+       [](const ReconcileRequest& request, ReconcileResponse& response) {
+         if (request.has_scan()) response.set_scan_resume("zzz");
+       },
+       true},
+      {"put off a key not asked for",
+       [](const ReconcileRequest& request, ReconcileResponse& response) {
+         if (request.has_records()) response.add_more_keys("inconnu");
+       },
+       false},
+      {"put off a digest not asked for",
+       [](const ReconcileRequest& request, ReconcileResponse& response) {
+         if (request.has_records()) response.add_more_digests(12345);
+       },
+       false},
+  };
+  // A new, empty copy of Bourg's for the scans (it lacks everything).
+  Node fresh{kBourg, MakeTempDir("repair-fresh"), nullptr};
+  Open(fresh);
+  ASSERT_TRUE(fresh.store->CreateRegistry(kRegistry, Definition(), Principal{kFederation, kBourg, ""}).ok());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    Node& to = c.scan ? fresh : bourg_;
+    auto stub = Serve(lyon_, to);
+    services_.back()->tamper = c.tamper;
+    RepairOptions o = Options(to, lyon_);
+    o.scan_above = 10;
+    auto report = RepairFrom(*to.store, *stub, clock_, o);
+    EXPECT_EQ(report.status().code(), absl::StatusCode::kDataLoss) << report.status();
+    EXPECT_THAT(report.status().message(), HasSubstr(c.what));
+  }
+  EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "eq-100")->has_value());
+  EXPECT_TRUE(Buckets(fresh).empty());
+}
+
+// The policy version a peer states goes with what it sends: an answer stating an older one
+// (a peer put back from a backup meanwhile) is not merged.
+TEST_F(RepairStoreTest, StatesGoWithThePolicyVersionTheirAnswerStated) {
+  Write(bourg_, "gymnase", Upsert("Gymnase"));
+  Write(bourg_, "stade", Upsert("Stade"));
+  ASSERT_TRUE(testing::CarryBatches(*bourg_.store, *lyon_.store, kRegistry).ok());
+  Write(lyon_, "gymnase", Delete());
+  const replication::VersionVector held = *lyon_.store->Position(kRegistry);
+  ASSERT_TRUE(*lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry)));
+  ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
+  Write(bourg_, "piscine", Upsert("Piscine"));  // what Lyon lacks
+  auto stub = Serve(bourg_, lyon_);
+  services_.back()->tamper = [](const ReconcileRequest& request, ReconcileResponse& response) {
+    if (request.has_records()) response.set_policy_version(0);
+  };
+  auto report = RepairFrom(*lyon_.store, *stub, clock_, Options(lyon_, bourg_));
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition) << report.status();
+  EXPECT_FALSE(lyon_.store->StoredState(kRegistry, "piscine")->has_value());
+  services_.back()->tamper = nullptr;
+  EXPECT_EQ(Repair(lyon_, bourg_).records_changed(), 1u);
 }
 
 TEST_F(RepairStoreTest, AStateStampedByAnAuthorityThatMayNotWriteIsRefused) {
