@@ -711,6 +711,13 @@ void RepairBench() {
       interco::testing::MtlsChannel(port, interco::testing::NodeTlsDir(kBourg)));
   std::printf("repair: %lld records on both stores (filled in %.1f s)\n", static_cast<long long>(n),
               fill_secs);
+  // The target (Bourg's node) repairs from the source (Lyon's).
+  interco::node::RepairOptions options;
+  options.registry = "bench";
+  options.federation = interco::testing::kFederation;
+  options.peer = *interco::replication::SirenToOrigin(kLyon);
+  options.caller = interco::replication::Principal{"interco.bench", kBourg, "admin"};
+  options.call_timeout_ms = 600000;
   int64_t next = 0;  // the records changed so far: 0..next-1, spread over the key space
   for (int64_t d : {0, 1, 10, 100, 1000}) {
     std::vector<std::string> changes;
@@ -719,13 +726,7 @@ void RepairBench() {
       changes.push_back(change(k, absl::StrCat("Équipement sportif ", k, " (rénové)")));
     }
     if (!changes.empty() && !apply(std::move(changes), {source->get()})) return;
-    interco::node::RepairOptions o;
-    o.registry = "bench";
-    o.federation = interco::testing::kFederation;
-    o.peer = *interco::replication::SirenToOrigin(kLyon);
-    o.caller = interco::replication::Principal{"interco.bench", kBourg, "admin"};
-    o.call_timeout_ms = 600000;
-    auto report = interco::node::RepairFrom(**target, *stub, clock, o);
+    auto report = interco::node::RepairFrom(**target, *stub, clock, options);
     if (!report.ok()) {
       std::fprintf(stderr, "repair: %s\n", report.status().ToString().c_str());
       return;
@@ -759,13 +760,7 @@ void RepairBench() {
     const interco::replication::Principal node{"interco.bench", kBourg, ""};
     if (!(*fresh)->CreateRegistry("bench", def, node).ok()) return;
   }
-  interco::node::RepairOptions o;
-  o.registry = "bench";
-  o.federation = interco::testing::kFederation;
-  o.peer = *interco::replication::SirenToOrigin(kLyon);
-  o.caller = interco::replication::Principal{"interco.bench", kBourg, "admin"};
-  o.call_timeout_ms = 600000;
-  auto report = interco::node::RepairFrom(**fresh, *stub, clock, o);
+  auto report = interco::node::RepairFrom(**fresh, *stub, clock, options);
   if (report.ok()) {
     const double secs = static_cast<double>(report->duration_ms()) / 1000.0;
     const uint64_t bytes = report->bytes_sent() + report->bytes_received();
