@@ -142,8 +142,7 @@ absl::Status ValidateConfig(const NodeConfig& c) {
   // The node's own certificate must name the node's authority in the federation.
   absl::StatusOr<std::string> spiffe = SpiffeIdOfCertificateFile(files.cert_file);
   if (!spiffe.ok()) return absl::InvalidArgumentError(absl::StrCat("tls: ", spiffe.status().message()));
-  const std::string expected =
-      absl::StrCat("spiffe://", c.federation(), "/collectivite/", c.authority());
+  const std::string expected = NodeSpiffeId(c.federation(), c.authority());
   if (*spiffe != expected) {
     return absl::InvalidArgumentError(absl::StrCat("tls: the node certificate is for ", *spiffe,
                                                    ", expected ", expected));

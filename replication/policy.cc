@@ -89,6 +89,14 @@ std::set<uint32_t> PolicyHistory::AllWriters() const {
   return out;
 }
 
+bool PolicyHistory::MayHaveWritten(uint32_t authority) const {
+  if (authority == owner()) return true;
+  for (const auto& [version, policy] : versions_) {
+    if (!policy.writers_listed() || policy.writers().contains(authority)) return true;
+  }
+  return false;
+}
+
 const RegistryPolicy* PolicyHistory::At(uint64_t version) const {
   auto it = versions_.find(version);
   return it == versions_.end() ? nullptr : &it->second;

@@ -75,6 +75,9 @@ class PolicyHistory {
   // batches may enter, whatever version they were written under.
   bool writers_always_listed() const;
   std::set<uint32_t> AllWriters() const;
+  // Whether some version applied here lets `authority` write: it is the owner, a writer
+  // one of them lists, or one of them is open to every authority.
+  bool MayHaveWritten(uint32_t authority) const;
 
  private:
   std::map<uint64_t, RegistryPolicy> versions_;

@@ -534,8 +534,7 @@ bool PeerManager::SleepUnlessStopping(int64_t ms) {
 
 void PeerManager::DialLoop(interco::config::v1::PeerConfig peer) {
   const uint32_t siren = replication::SirenToOrigin(peer.authority()).value();
-  const std::string expected =
-      absl::StrCat("spiffe://", options_.federation, "/collectivite/", peer.authority());
+  const std::string expected = NodeSpiffeId(options_.federation, peer.authority());
   int64_t backoff = limits::kPeerBackoffMinMillis;
   while (true) {
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
@@ -558,13 +557,7 @@ void PeerManager::DialLoop(interco::config::v1::PeerConfig peer) {
       PeerMessage first;
       // The session starts once the peer speaks: its Hello proves the stream is up.
       if (stream->Read(&first)) {
-        bool identity_ok = false;
-        if (auto auth = ctx->auth_context(); auth != nullptr) {
-          for (const auto& v : auth->FindPropertyValues("peer_spiffe_id")) {
-            identity_ok |= std::string(v.data(), v.size()) == expected;
-          }
-        }
-        if (!identity_ok) {
+        if (!ServerIs(*ctx, expected)) {
           log::Warning(absl::StrCat("peer at ", peer.address(), " is not ", expected,
                                     "; closing"));
           ctx->TryCancel();

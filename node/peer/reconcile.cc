@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "node/crypto/sha256.h"
+#include "node/tls/credentials.h"
 #include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
 #include "replication/base/strings.h"
@@ -110,15 +111,11 @@ absl::Status ServeRecords(RecordStore& store, const std::string& registry,
       store.BucketRecords(registry, buckets,
                           std::vector<uint64_t>(q.digests().begin(), q.digests().end()), room));
   for (RecordStore::BucketRecord& r : found) {
-    if (!r.has_state) {
+    if (!r.state.has_value()) {
       out.add_more_digests(r.digest);  // not sent for size: to be asked again
       continue;
     }
-    RecordState state;
-    if (!state.ParseFromString(r.state)) {
-      return absl::DataLossError(absl::StrCat("record ", r.id, " does not parse"));
-    }
-    if (!sent.contains(r.id)) add(std::move(r.id), std::move(state));
+    if (!sent.contains(r.id)) add(std::move(r.id), *std::move(r.state));
   }
   // Digests gone meanwhile are simply not found.
   return absl::OkStatus();
@@ -189,8 +186,7 @@ class RemoteSide final : public replication::FingerprintSide {
         options_(options),
         clock_(clock),
         deadline_ms_(clock.MonotonicMillis() + options.deadline_ms),
-        expected_(absl::StrCat("spiffe://", options.federation, "/collectivite/",
-                               replication::OriginToSiren(options.peer))) {}
+        expected_(NodeSpiffeId(options.federation, replication::OriginToSiren(options.peer))) {}
 
   absl::StatusOr<ReconcileResponse> Call(ReconcileRequest request) {
     if (options_.cancel != nullptr && options_.cancel->load()) {
@@ -213,13 +209,7 @@ class RemoteSide final : public replication::FingerprintSide {
       return absl::Status(code, absl::StrCat("the peer refused reconciliation: ", s.error_message()));
     }
     // The channel accepts any node of the federation: the answer counts only from the peer.
-    bool identity_ok = false;
-    if (auto auth = ctx.auth_context(); auth != nullptr) {
-      for (const auto& v : auth->FindPropertyValues("peer_spiffe_id")) {
-        identity_ok |= std::string(v.data(), v.size()) == expected_;
-      }
-    }
-    if (!identity_ok) {
+    if (!ServerIs(ctx, expected_)) {
       return absl::PermissionDeniedError(
           absl::StrCat("the node that answered is not ", expected_));
     }
@@ -267,8 +257,8 @@ absl::Status ServeReconcile(RecordStore& store, uint32_t peer, const ReconcileRe
                             ReconcileResponse& response) {
   const std::string& registry = request.stream();
   // NOT_FOUND if unknown; read before anything the response carries.
-  INTERCO_ASSIGN_OR_RETURN(uint64_t policy_version, store.PolicyVersion(registry));
-  response.set_policy_version(policy_version);
+  INTERCO_ASSIGN_OR_RETURN(auto policies, store.Policies(registry));
+  response.set_policy_version(policies->current_version());
   if (!store.MayRead(registry, peer)) {
     return absl::PermissionDeniedError(absl::StrCat(
         "authority ", replication::OriginToSiren(peer), " may not read registry ", registry));
@@ -303,7 +293,8 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   INTERCO_ASSIGN_OR_RETURN(replication::FingerprintDifferences diff,
                            replication::FindDifferences(mine, theirs));
   report.set_buckets_differing(static_cast<uint32_t>(diff.buckets.size()));
-  INTERCO_ASSIGN_OR_RETURN(uint64_t own_version, store.PolicyVersion(options.registry));
+  INTERCO_ASSIGN_OR_RETURN(auto policies, store.Policies(options.registry));
+  const uint64_t own_version = policies->current_version();
   const uint64_t peer_version = theirs.policy_version.value_or(0);
   report.set_records_only_here(diff.mine_only.size());
   report.set_records_only_there(diff.theirs_only.size());
@@ -334,9 +325,6 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
   const bool scan = wanted.size() > options.scan_above &&
                     wanted.size() >= static_cast<uint64_t>(held.record_count());
   if (scan) wanted.clear();
-  // States stamped by an authority this node does not know as a writer (a policy version
-  // it has not applied yet) are left to the change logs.
-  INTERCO_ASSIGN_OR_RETURN(RecordStore::Writers writers, store.WritersEver(options.registry));
 
   // Received states go to the store in commits of bounded size, each with the lowest
   // policy version the peer stated for them (what it had applied before reading them).
@@ -368,10 +356,11 @@ absl::StatusOr<interco::v1::RepairReport> RepairFrom(
       return absl::DataLossError(
           absl::StrCat("the peer sent record ", r.key(), ", which was not asked for"));
     }
+    // States stamped by an authority this node does not know as a writer (a policy
+    // version it has not applied yet) are left to the change logs.
     const auto origins = replication::StampOrigins(r.state());
-    const bool known = writers.ever_open ||
-                       std::all_of(origins.begin(), origins.end(),
-                                   [&](uint32_t o) { return writers.writers.contains(o); });
+    const bool known = std::all_of(origins.begin(), origins.end(),
+                                   [&](uint32_t o) { return policies->MayHaveWritten(o); });
     const int64_t horizon_ms = clock.NowMillis() + options.clock_offset_max_ms;
     if (!known || replication::HybridLogicalClock::Millis(replication::MaxStamp(r.state())) >
                       static_cast<uint64_t>(horizon_ms)) {

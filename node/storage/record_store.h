@@ -23,7 +23,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -276,13 +275,12 @@ class RecordStore {
   // unknown registry.
   absl::StatusOr<std::vector<std::vector<uint64_t>>> BucketDigests(
       std::string_view registry, const std::vector<uint32_t>& buckets, size_t max_bytes);
-  // A live record of a bucket, with its digest (and its serialized state when asked for).
+  // A live record of a bucket, with its digest (and its state when asked for).
   struct BucketRecord {
     uint32_t bucket = 0;
     uint64_t digest = 0;
     std::string id;
-    std::string state;
-    bool has_state = false;
+    std::optional<replication::RecordState> state;
   };
   // The live records of `buckets` (increasing) in ID order; with `digests` not empty,
   // only those whose digest is among them, states included until they reach
@@ -300,16 +298,10 @@ class RecordStore {
   };
   absl::StatusOr<LiveScan> ScanLive(std::string_view registry, std::string_view start_after,
                                     size_t max_bytes);
-  // Who some version of the registry's policy lets write: the owner and every listed
-  // writer, or anyone if a version was open. NOT_FOUND for an unknown registry.
-  struct Writers {
-    bool ever_open = false;
-    std::set<uint32_t> writers;
-  };
-  absl::StatusOr<Writers> WritersEver(std::string_view registry);
-  // The greatest policy version of the registry applied here (collections included).
-  // NOT_FOUND for an unknown registry.
-  absl::StatusOr<uint64_t> PolicyVersion(std::string_view registry);
+  // Every policy version of the registry applied here (collections included; the
+  // greatest is in force). NOT_FOUND for an unknown registry.
+  absl::StatusOr<std::shared_ptr<const replication::PolicyHistory>> Policies(
+      std::string_view registry);
   // Merges record states that `peer` sent by repair (a join: nothing written here is
   // undone) in one commit, with their indexes, counts, feed entries and an audit event
   // (REPAIR_RECORDS, `caller` having asked). `peer_policy_version` is the policy version
@@ -425,11 +417,13 @@ class RecordStore {
                                                                 const rocksdb::Snapshot* snapshot);
   absl::StatusOr<std::map<uint32_t, uint64_t>> ComputeFingerprints(
       std::string_view registry, const rocksdb::Snapshot* snapshot);
-  // Calls `fn` for each live record of `registry` whose bucket is `wanted`, in ID order.
+  // Calls `fn` for each live record of `registry` whose bucket is `wanted`, in ID order,
+  // with its stored bytes and its parsed state.
   absl::Status ScanBuckets(
       std::string_view registry, const rocksdb::Snapshot* snapshot,
       const std::function<bool(uint32_t)>& wanted,
-      const std::function<void(uint32_t bucket, std::string_view id, std::string_view state)>& fn);
+      const std::function<void(uint32_t bucket, std::string_view id, std::string_view bytes,
+                               replication::RecordState& state)>& fn);
   // Upgrades a format-4 store: its fingerprints computed from its records, in one write.
   absl::Status AddFingerprints(interco::internal::v1::NodeMeta& meta);
   // Puts a tombstones-family entry in the group.

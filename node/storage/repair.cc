@@ -1,7 +1,6 @@
 // RecordStore: what range-fingerprint repair reads and writes (replication/repair.h,
 // docs/REPLICATION.md, "Repair"). The bucket sums themselves are kept by StageRecord.
 #include <algorithm>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "node/storage/keys.h"
@@ -39,7 +38,8 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ReadFingerprints(
 absl::Status RecordStore::ScanBuckets(
     std::string_view registry, const rocksdb::Snapshot* snapshot,
     const std::function<bool(uint32_t)>& wanted,
-    const std::function<void(uint32_t bucket, std::string_view id, std::string_view state)>& fn) {
+    const std::function<void(uint32_t bucket, std::string_view id, std::string_view bytes,
+                             RecordState& state)>& fn) {
   const std::string prefix = keys::RegistryPrefix(registry);
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRecords, snapshot);
   for (it->Seek(ToSlice(prefix)); it->Valid() && ToView(it->key()).starts_with(prefix);
@@ -49,7 +49,7 @@ absl::Status RecordStore::ScanBuckets(
     if (!wanted(bucket)) continue;
     RecordState state;
     INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), state, "record"));
-    if (replication::IsLive(state)) fn(bucket, id, ToView(it->value()));
+    if (replication::IsLive(state)) fn(bucket, id, ToView(it->value()), state);
   }
   return FromRocksStatus(it->status(), "reading records");
 }
@@ -67,8 +67,8 @@ absl::StatusOr<std::vector<std::vector<uint64_t>>> RecordStore::BucketDigests(
   INTERCO_RETURN_IF_ERROR(ScanBuckets(
       registry, nullptr,
       [&](uint32_t b) { return std::binary_search(buckets.begin(), buckets.end(), b); },
-      [&](uint32_t bucket, std::string_view id, std::string_view state) {
-        found.emplace_back(bucket, replication::FingerprintDigest(hasher_, id, state));
+      [&](uint32_t bucket, std::string_view id, std::string_view bytes, RecordState&) {
+        found.emplace_back(bucket, replication::FingerprintDigest(hasher_, id, bytes));
       }));
   std::sort(found.begin(), found.end());
   std::vector<std::vector<uint64_t>> out;
@@ -95,17 +95,16 @@ absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecord
   INTERCO_RETURN_IF_ERROR(ScanBuckets(
       registry, nullptr,
       [&](uint32_t b) { return std::binary_search(buckets.begin(), buckets.end(), b); },
-      [&](uint32_t bucket, std::string_view id, std::string_view state) {
-        const uint64_t digest = replication::FingerprintDigest(hasher_, id, state);
+      [&](uint32_t bucket, std::string_view id, std::string_view bytes, RecordState& state) {
+        const uint64_t digest = replication::FingerprintDigest(hasher_, id, bytes);
         if (!digests.empty() &&
             !std::binary_search(sorted_digests.begin(), sorted_digests.end(), digest)) {
           return;
         }
-        BucketRecord r{bucket, digest, std::string(id), "", false};
+        BucketRecord r{bucket, digest, std::string(id), std::nullopt};
         if (!digests.empty() && state_bytes < max_state_bytes) {
-          r.state = std::string(state);
-          r.has_state = true;
-          state_bytes += state.size();
+          r.state = std::move(state);
+          state_bytes += bytes.size();
         }
         out.push_back(std::move(r));
       }));
@@ -138,20 +137,13 @@ absl::StatusOr<RecordStore::LiveScan> RecordStore::ScanLive(std::string_view reg
   return out;
 }
 
-absl::StatusOr<RecordStore::Writers> RecordStore::WritersEver(std::string_view registry) {
+absl::StatusOr<std::shared_ptr<const replication::PolicyHistory>> RecordStore::Policies(
+    std::string_view registry) {
   std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
   if (policies == nullptr) {
     return absl::NotFoundError(absl::StrCat("registry ", ToAbsl(registry), " not found"));
   }
-  return Writers{!policies->writers_always_listed(), policies->AllWriters()};
-}
-
-absl::StatusOr<uint64_t> RecordStore::PolicyVersion(std::string_view registry) {
-  std::shared_ptr<const replication::PolicyHistory> policies = PolicyOf(registry);
-  if (policies == nullptr) {
-    return absl::NotFoundError(absl::StrCat("registry ", ToAbsl(registry), " not found"));
-  }
-  return policies->current_version();
+  return policies;
 }
 
 absl::StatusOr<uint64_t> RecordStore::Repair(
@@ -183,10 +175,6 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
         " (policy changes and collections it has not applied yet); repair from it once it has "
         "caught up"));
   }
-  // Authorities that some version of the policy lets write (any, if one was open).
-  const std::set<uint32_t> writers = rt.policies->AllWriters();
-  const bool ever_open = !rt.policies->writers_always_listed();
-  auto may_have_written = [&](uint32_t origin) { return ever_open || writers.contains(origin); };
   // Every state checked before any is merged: a malformed one refuses them all.
   for (size_t i = 0; i < op.repaired.size(); ++i) {
     const auto& [id, state] = op.repaired[i];
@@ -199,7 +187,7 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
     }
     if (s.ok()) {
       for (uint32_t origin : replication::StampOrigins(state)) {
-        if (!may_have_written(origin)) {
+        if (!rt.policies->MayHaveWritten(origin)) {
           s = absl::InvalidArgumentError(
               absl::StrCat("state: stamped by ", replication::OriginToSiren(origin),
                            ", which no version of the registry's policy lets write"));
@@ -262,8 +250,8 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ComputeFingerprints(
   std::map<uint32_t, uint64_t> sums;
   INTERCO_RETURN_IF_ERROR(ScanBuckets(
       registry, snapshot, [](uint32_t) { return true; },
-      [&](uint32_t bucket, std::string_view id, std::string_view state) {
-        sums[bucket] += replication::FingerprintDigest(hasher_, id, state);
+      [&](uint32_t bucket, std::string_view id, std::string_view bytes, RecordState&) {
+        sums[bucket] += replication::FingerprintDigest(hasher_, id, bytes);
       }));
   std::erase_if(sums, [](const auto& entry) { return entry.second == 0; });
   return sums;

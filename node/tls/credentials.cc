@@ -15,6 +15,7 @@
 #include "node/crypto/x509.h"
 #include "node/log.h"
 #include "node/tls/revocation.h"
+#include "replication/base/strings.h"
 #include "replication/ids.h"
 
 namespace interco::node {
@@ -140,6 +141,19 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
   options.pem_private_key = *key;
   options.pem_cert_chain = *cert;
   return grpc::SslCredentials(options);
+}
+
+std::string NodeSpiffeId(std::string_view federation, std::string_view siren) {
+  return absl::StrCat("spiffe://", ToAbsl(federation), "/collectivite/", ToAbsl(siren));
+}
+
+bool ServerIs(const grpc::ClientContext& ctx, std::string_view spiffe_id) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (auth == nullptr) return false;
+  for (const grpc::string_ref& v : auth->FindPropertyValues("peer_spiffe_id")) {
+    if (std::string_view(v.data(), v.size()) == spiffe_id) return true;
+  }
+  return false;
 }
 
 }  // namespace interco::node

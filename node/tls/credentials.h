@@ -10,6 +10,9 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
+
+#include <grpcpp/client_context.h>
 
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
@@ -50,6 +53,14 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsFiles& f
 // (and the target host name against the server certificate's SANs).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
     const TlsFiles& files);
+
+// The SPIFFE ID of an authority's node: spiffe://<federation>/collectivite/<SIREN>.
+std::string NodeSpiffeId(std::string_view federation, std::string_view siren);
+
+// Whether the server that answered on `ctx` presented the certificate of `spiffe_id`. The
+// channel credentials accept any certificate of the federation's CA: a caller that dials
+// a given node checks this before it trusts the answer.
+bool ServerIs(const grpc::ClientContext& ctx, std::string_view spiffe_id);
 
 }  // namespace interco::node
 

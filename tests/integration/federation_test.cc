@@ -39,6 +39,18 @@ std::unique_ptr<v1::RegistryService::Stub> Stub(const Member& m) {
   return v1::RegistryService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)));
 }
 
+// A registry `id` owned by Lyon, read by Bourg, with one string field "nom".
+v1::CreateRegistryRequest LyonRegistryReadByBourg(const std::string& id) {
+  v1::CreateRegistryRequest req;
+  req.set_registry_id(id);
+  req.mutable_registry()->set_owner(kLyon);
+  req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
+  auto* f = req.mutable_registry()->mutable_schema()->add_fields();
+  f->set_name("nom");
+  f->set_type(v1::FIELD_TYPE_STRING);
+  return req;
+}
+
 // The records of "services" on a node, by ID, as "field=value;..." strings.
 std::map<std::string, std::string> Snapshot(const Member& m) {
   std::map<std::string, std::string> out;
@@ -531,13 +543,7 @@ TEST(RotationTest, NodeCertificateRotatedDuringSyncLosesNothing) {
         MtlsChannel(node.api_port(), absl::StrCat(pki, "/clients/", siren, "/", client)));
   };
   for (auto [node, siren] : {std::pair{lyon.get(), kLyon}, std::pair{bourg.get(), kBourg}}) {
-    v1::CreateRegistryRequest req;
-    req.set_registry_id("services");
-    req.mutable_registry()->set_owner(kLyon);
-    req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
-    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
-    f->set_name("nom");
-    f->set_type(v1::FIELD_TYPE_STRING);
+    const v1::CreateRegistryRequest req = LyonRegistryReadByBourg("services");
     grpc::ClientContext ctx;
     v1::Registry reg;
     ASSERT_TRUE(stub(*node, siren, "admin")->CreateRegistry(&ctx, req, &reg).ok());
@@ -693,13 +699,7 @@ TEST_F(FederationTest, RepairComparesCopiesThroughTheAdminApi) {
 
   // A registry of 200 records on Lyon, then declared on Bourg: repair right away.
   auto create = [&](const Member& m) {
-    v1::CreateRegistryRequest req;
-    req.set_registry_id("salles");
-    req.mutable_registry()->set_owner(kLyon);
-    req.mutable_registry()->mutable_policy()->mutable_readers()->add_authorities(kBourg);
-    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
-    f->set_name("nom");
-    f->set_type(v1::FIELD_TYPE_STRING);
+    const v1::CreateRegistryRequest req = LyonRegistryReadByBourg("salles");
     grpc::ClientContext ctx;
     v1::Registry created;
     grpc::Status s = v1::RegistryService::NewStub(

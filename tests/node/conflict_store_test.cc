@@ -33,11 +33,7 @@ constexpr char kBourg[] = "210100533";
 constexpr char kViriat[] = "210104519";
 constexpr char kLyon[] = "200046977";
 
-struct Node {
-  std::string siren;
-  std::string dir;
-  std::unique_ptr<RecordStore> store;
-};
+using Node = testing::StoreNode;
 
 LocalWrite Named(const std::string& nom) {
   LocalWrite w;
@@ -70,14 +66,8 @@ class ConflictStoreTest : public ::testing::Test {
   static Principal Admin(const Node& n) { return Principal{"interco.test", n.siren, "admin"}; }
 
   void Open(Node& n) {
-    n.store.reset();
-    RecordStoreOptions o;
-    o.path = n.dir;
-    o.authority = n.siren;
-    o.clock = &clock_;
-    auto s = RecordStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    n.store = *std::move(s);
+    absl::Status s = n.Open(clock_);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   void Write(Node& n, const std::string& id, const std::string& nom) {

@@ -92,12 +92,7 @@ Registry WithPolicy(Policy p) {
   return r;
 }
 
-struct Node {
-  std::string siren;
-  std::string dir;
-  std::unique_ptr<RecordStore> store;
-  Principal admin() const { return Principal{"interco.test", siren, "admin"}; }
-};
+using Node = testing::StoreNode;
 
 class PolicyStoreTest : public ::testing::Test {
  protected:
@@ -112,14 +107,8 @@ class PolicyStoreTest : public ::testing::Test {
   }
 
   void Open(Node& n) {
-    n.store.reset();
-    RecordStoreOptions o;
-    o.path = n.dir;
-    o.authority = n.siren;
-    o.clock = &clock_;
-    auto s = RecordStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    n.store = *std::move(s);
+    absl::Status s = n.Open(clock_);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   // Applies what `from` originated in `registry` and `to` lacks; the first error.

@@ -108,12 +108,7 @@ class ReconcileService final : public interco::replication::v1::PeerService::Ser
   const uint32_t peer_;
 };
 
-struct Node {
-  std::string siren;
-  std::string dir;
-  std::unique_ptr<RecordStore> store;
-  Principal admin() const { return Principal{kFederation, siren, "admin"}; }
-};
+using Node = testing::StoreNode;
 
 class RepairStoreTest : public ::testing::Test {
  protected:
@@ -130,14 +125,8 @@ class RepairStoreTest : public ::testing::Test {
   }
 
   void Open(Node& n) {
-    n.store.reset();
-    RecordStoreOptions o;
-    o.path = n.dir;
-    o.authority = n.siren;
-    o.clock = &clock_;
-    auto s = RecordStore::Open(o);
-    ASSERT_TRUE(s.ok()) << s.status();
-    n.store = *std::move(s);
+    absl::Status s = n.Open(clock_);
+    ASSERT_TRUE(s.ok()) << s;
   }
 
   void Write(Node& n, const std::string& id, LocalWrite w) {

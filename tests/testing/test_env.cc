@@ -28,6 +28,18 @@
 
 namespace interco::testing {
 
+absl::Status StoreNode::Open(replication::Clock& clock) {
+  store.reset();
+  node::RecordStoreOptions o;
+  o.path = dir;
+  o.authority = siren;
+  o.clock = &clock;
+  absl::StatusOr<std::unique_ptr<node::RecordStore>> opened = node::RecordStore::Open(o);
+  if (!opened.ok()) return opened.status();
+  store = *std::move(opened);
+  return absl::OkStatus();
+}
+
 absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
                           const std::string& registry) {
   node::Sha256Hasher hasher;

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "replication/env.h"
+#include "replication/ids.h"
 
 namespace interco::node {
 class RecordStore;
@@ -53,6 +54,17 @@ std::shared_ptr<grpc::Channel> MtlsChannel(int port, const std::string& tls_dir)
 std::string BinaryPath(const std::string& name);
 
 // A wall clock the test moves by hand.
+// A node's store in a store-level test: its authority, its directory, and the store once
+// opened.
+struct StoreNode {
+  std::string siren;
+  std::string dir;
+  std::unique_ptr<node::RecordStore> store;
+  replication::Principal admin() const { return replication::Principal{kFederation, siren, "admin"}; }
+  // Closes the store if it is open, then opens the one in `dir` with `clock`.
+  absl::Status Open(replication::Clock& clock);
+};
+
 class FakeClock final : public replication::Clock {
  public:
   explicit FakeClock(int64_t now_ms = 1767225600000) : now_ms_(now_ms) {}
