@@ -577,10 +577,11 @@ void CollectBench() {
   const interco::replication::VersionVector position = *(*store)->Position("bench");
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<bool> collected =
-      (*store)->Collect("bench", position, position, (*store)->Members("bench"));
+      (*store)->Collect("bench",
+          interco::replication::CollectionPlan{position, position, (*store)->Members("bench")});
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t after = size_after_compaction();
-  const uint64_t removed = (*store)->CollectedRecords("bench").value_or(0);
+  const uint64_t removed = (*store)->CollectedOf("bench")->records;
   auto check = (*store)->CheckConsistency();
   store->reset();
   std::filesystem::remove_all(dir);

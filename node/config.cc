@@ -69,6 +69,7 @@ void ApplyDefaults(NodeConfig& c) {
     c.set_clock_offset_max_ms(static_cast<uint32_t>(limits::kClockOffsetMaxMillisDefault));
   }
   if (c.collect_interval_seconds() == 0) c.set_collect_interval_seconds(60);
+  if (c.journal_retention_seconds() == 0) c.set_journal_retention_seconds(30 * 24 * 3600);
 }
 
 TlsFiles TlsFilesOf(const NodeConfig& c) {

@@ -42,6 +42,9 @@ ABSL_FLAG(std::vector<std::string>, peers, {},
           "Peers to replicate with, as SIREN@host:port, comma-separated");
 ABSL_FLAG(uint32_t, collect_interval_seconds, 0,
           "How often, at most, owned registries collect stable tombstones (default 60)");
+ABSL_FLAG(uint32_t, journal_retention_seconds, 0,
+          "How long lost writes stay in the conflict journals of owned registries, from "
+          "their stamp (default 2592000: 30 days)");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, new_epoch, false,
           "After restoring a copy of the store: start a new origin epoch offline, then exit");
@@ -76,6 +79,9 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   set(absl::GetFlag(FLAGS_peer_listen), [&](auto v) { config.set_peer_listen_address(v); });
   if (const uint32_t s = absl::GetFlag(FLAGS_collect_interval_seconds); s > 0) {
     config.set_collect_interval_seconds(s);
+  }
+  if (const uint32_t s = absl::GetFlag(FLAGS_journal_retention_seconds); s > 0) {
+    config.set_journal_retention_seconds(s);
   }
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {
     const size_t at = p.find('@');

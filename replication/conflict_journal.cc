@@ -112,7 +112,7 @@ std::optional<Stamp> SeenBy(const FieldState& change) {
 
 bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
                      const RecordState& delta, const std::function<bool(Stamp)>& received,
-                     RecordConflicts& journal) {
+                     uint64_t journal_before, RecordConflicts& journal) {
   bool changed = false;
   const uint32_t cl = std::max(current.causal_length(), delta.causal_length());
   if (cl != current.causal_length() && (journal.lost_size() > 0 || journal.seen_ahead_size() > 0)) {
@@ -131,22 +131,47 @@ bool UpdateConflicts(const RegistrySchema& schema, const RecordState& current,
     if (a != nullptr) sa = Stamp{a->hlc(), a->origin()};
     if (sa == sb) continue;  // applied before
     if (sa.has_value() && sb > *sa) {
-      // `b` replaces `a`: a conflict unless b's writer had seen a.
-      if (seen != sa) changed |= AddLost(journal, *a, sb);
+      // `b` replaces `a`: a conflict unless b's writer had seen a (or a is past retention).
+      if (seen != sa && sa->hlc >= journal_before) changed |= AddLost(journal, *a, sb);
     } else if (Erase(*journal.mutable_seen_ahead(), KeyOf(b.name(), sb))) {
       changed = true;  // a write received earlier replaced it knowingly
-    } else if (sa.has_value()) {
+    } else if (sa.has_value() && sb.hlc >= journal_before) {
       changed |= AddLost(journal, b, *sa);  // it arrives beaten by a write that missed it
     }
     if (seen.has_value() && seen != sa) {
       if (Erase(*journal.mutable_lost(), KeyOf(b.name(), *seen))) {
         changed = true;  // journaled here, but b's writer saw it and replaced it
-      } else if (!received(*seen)) {
+      } else if (seen->hlc >= journal_before && !received(*seen)) {
         changed |= AddSeenAhead(journal, b.name(), *seen);
       }
     }
   }
   return changed;
+}
+
+size_t ExpireConflicts(uint64_t journal_before, RecordConflicts& journal, bool* changed) {
+  const int lost = journal.lost_size();
+  const int seen = journal.seen_ahead_size();
+  auto& l = *journal.mutable_lost();
+  l.erase(std::remove_if(l.begin(), l.end(),
+                         [&](const LostWrite& e) { return e.loser().hlc() < journal_before; }),
+          l.end());
+  auto& s = *journal.mutable_seen_ahead();
+  s.erase(std::remove_if(s.begin(), s.end(),
+                         [&](const FieldStamp& e) { return e.hlc() < journal_before; }),
+          s.end());
+  *changed = journal.lost_size() != lost || journal.seen_ahead_size() != seen;
+  return static_cast<size_t>(lost - journal.lost_size());
+}
+
+uint64_t OldestConflict(const RecordConflicts& journal) {
+  uint64_t oldest = 0;
+  auto take = [&](uint64_t hlc) {
+    if (oldest == 0 || hlc < oldest) oldest = hlc;
+  };
+  for (const LostWrite& l : journal.lost()) take(l.loser().hlc());
+  for (const FieldStamp& s : journal.seen_ahead()) take(s.hlc());
+  return oldest;
 }
 
 bool JournalUntouched(const RegistrySchema& schema, const RecordState& current,

@@ -14,6 +14,10 @@
 //   - a write that names a journaled one takes it out of the journal;
 //   - the end of a life (delete, re-create) empties the record's journal: edits of a
 //     deleted life are not conflicts (a delete beats concurrent edits, by design).
+//   - a retention, decided by the registry's owner (Collection.journal_before), removes
+//     the entries stamped below a cut, and no write stamped below it is journaled or
+//     remembered as seen ahead any more: removing them and not adding them commute, so
+//     every node that applied the same collections keeps the same entries.
 // Which write a loser lost to is what this node saw, and may differ between nodes.
 //
 // All functions are pure and thread-compatible.
@@ -39,14 +43,23 @@ std::optional<Stamp> SeenBy(const interco::replication::v1::FieldState& change);
 // change `delta` about to be merged into it (call it for every change applied, even one
 // that changes nothing: a write that loses changes no state). `received(stamp)` says
 // whether a write of this record with that stamp has been applied here before (so that
-// its absence from state and journal means it was superseded knowingly). Returns whether
-// the journal changed. Bounded by limits::kConflictsPerRecordMax entries (oldest dropped
+// its absence from state and journal means it was superseded knowingly). Writes stamped
+// below `journal_before` (the retention's cut, 0 for none) are neither journaled nor
+// remembered as seen ahead. Returns whether the journal changed. Bounded by limits::kConflictsPerRecordMax entries (oldest dropped
 // first, counted in `dropped`), limits::kSeenAheadPerRecordMax seen-ahead stamps and
 // limits::kConflictBytesPerRecordMax bytes.
 bool UpdateConflicts(const RegistrySchema& schema,
                      const interco::replication::v1::RecordState& current,
                      const interco::replication::v1::RecordState& delta,
-                     const std::function<bool(Stamp)>& received, RecordConflicts& journal);
+                     const std::function<bool(Stamp)>& received, uint64_t journal_before,
+                     RecordConflicts& journal);
+
+// Removes the lost writes and seen-ahead entries stamped below `journal_before`, and says
+// whether anything went. Returns the number of lost writes removed.
+size_t ExpireConflicts(uint64_t journal_before, RecordConflicts& journal, bool* changed);
+
+// The oldest stamp (HLC) of the journal's entries, lost or seen ahead; 0 if it has none.
+uint64_t OldestConflict(const RecordConflicts& journal);
 
 // Whether UpdateConflicts would neither read nor change the record's journal for this
 // change: the common case of a change that creates a record, adds fields, or replaces

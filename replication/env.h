@@ -98,6 +98,18 @@ struct DecodedBatch {
   size_t run_position = 0;
 };
 
+// What the owner of a stream offers to collect (ReplicaStore::Collect): see
+// replication/collection.h and interco.replication.v1.Collection.
+struct CollectionPlan {
+  // The stable frontier, and what a node must hold to act on it (Stability::Requirement).
+  VersionVector frontier;
+  VersionVector required;
+  // The members (ReplicaStore::Members) the frontier waited for.
+  std::vector<uint32_t> members;
+  // Journal entries stamped below this HLC go (0: none).
+  uint64_t journal_before = 0;
+};
+
 // The replicated state of a node, as the engine needs it.
 class ReplicaStore {
  public:
@@ -136,16 +148,15 @@ class ReplicaStore {
   // The SIREN of the stream's owner, whose batches carry policy changes: sent first. 0 if
   // none. Default: 0.
   virtual uint32_t OwnerOf(const std::string& /*stream*/) { return 0; }
-  // On the stream's owner, asked now and then with the stable frontier, what a node must
-  // hold to act on it, and the members (Members()) the frontier waited for
-  // (replication/collection.h): if the registry may be collected, its policy names no
-  // writer beyond `members` (it may have changed since), and some tombstone set by a change
-  // at or below `frontier` remains, commits a collection (a change of this node's chain,
-  // collected here at once) and returns true. Default: false (nothing collected).
+  // On the stream's owner, asked now and then with a CollectionPlan
+  // (replication/collection.h): if there is something to collect — the registry may be
+  // collected, its policy names no writer beyond the plan's members (it may have changed
+  // since) and some tombstone set by a change at or below the frontier remains; or some
+  // journal entry is stamped below the plan's journal_before — commits a collection of
+  // what there is (a change of this node's chain, collected here at once) and returns
+  // true. Default: false (nothing collected).
   virtual absl::StatusOr<bool> Collect(const std::string& /*stream*/,
-                                       const VersionVector& /*frontier*/,
-                                       const VersionVector& /*required*/,
-                                       const std::vector<uint32_t>& /*members*/) {
+                                       const CollectionPlan& /*plan*/) {
     return false;
   }
   // Nodes known to replicate `stream` whether or not they have been heard of (their

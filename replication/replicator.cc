@@ -946,24 +946,35 @@ void Replicator::Tick() {
 
 void Replicator::CollectOwned() {
   const int64_t now = clock_.MonotonicMillis();
+  // Journal entries stamped before the retention go; the cut moves with the wall clock.
+  uint64_t journal_before = 0;
+  if (options_.journal_retention_ms > 0) {
+    const int64_t cut_ms = clock_.NowMillis() - options_.journal_retention_ms;
+    if (cut_ms > 0) journal_before = HybridLogicalClock::Pack(static_cast<uint64_t>(cut_ms), 0);
+  }
   for (const std::string& stream : store_.Streams()) {
     if (store_.OwnerOf(stream) != options_.self) continue;
     auto tried = collect_tried_.find(stream);
     if (tried != collect_tried_.end() && now - tried->second.first < options_.collect_interval_ms) {
       continue;
     }
-    // The members the frontier waits for, as the store says now: the collection is made
-    // only if the policy still names no other writer when it is staged.
-    const std::vector<uint32_t> members = store_.Members(stream);
-    VersionVector frontier = FrontierOf(stream, members);
-    if (frontier.empty()) continue;
-    if (tried != collect_tried_.end() && Missing(frontier, tried->second.second) == 0) continue;
-    // The frontier moved: whatever it says, it is not considered again for a while.
-    VersionVector required = stability_.Requirement(stream);
-    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required, members);
+    CollectionPlan plan;
+    // The members the frontier waits for, as the store says now: tombstones are collected
+    // only if the policy still names no other writer when the collection is staged.
+    plan.members = store_.Members(stream);
+    plan.frontier = FrontierOf(stream, plan.members);
+    plan.journal_before = journal_before;
+    // Tombstones are looked for again once the frontier moved; journal entries each time
+    // (the store knows the oldest stamp of its journals, and says at once if none is due).
+    const bool moved = !plan.frontier.empty() &&
+                       (tried == collect_tried_.end() ||
+                        Missing(plan.frontier, tried->second.second) > 0);
+    if (!moved && journal_before == 0) continue;
+    plan.required = stability_.Requirement(stream);
+    absl::StatusOr<bool> collected = store_.Collect(stream, plan);
     // A failure (the store busy, say) is tried again at the next interval, whatever the
-    // frontier; an answer holds until the frontier moves.
-    collect_tried_[stream] = {now, collected.ok() ? std::move(frontier) : VersionVector()};
+    // frontier; an answer about tombstones holds until the frontier moves.
+    collect_tried_[stream] = {now, collected.ok() ? std::move(plan.frontier) : VersionVector()};
     if (collected.ok() && *collected) {
       collections_++;
       OnLocalCommit();

@@ -71,6 +71,10 @@ struct ReplicatorOptions {
   // As the owner of a stream, how often to consider a garbage collection (when the
   // stable frontier moved). Default: 60 s.
   int64_t collect_interval_ms = 60000;
+  // As the owner of a stream: how long, counted from its stamp, a lost write stays in
+  // the conflict journals. Its collections then name the HLC below which journal entries
+  // go (Collection.journal_before). 0: until the record's life ends.
+  int64_t journal_retention_ms = 0;
 };
 
 // What the engine says about one peer.

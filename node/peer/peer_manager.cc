@@ -110,10 +110,9 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
   std::vector<uint32_t> Members(const std::string& stream) override {
     return store_.Members(stream);
   }
-  absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required,
-                               const std::vector<uint32_t>& members) override {
-    absl::StatusOr<bool> collected = store_.Collect(stream, frontier, required, members);
+  absl::StatusOr<bool> Collect(const std::string& stream,
+                               const replication::CollectionPlan& plan) override {
+    absl::StatusOr<bool> collected = store_.Collect(stream, plan);
     if (!collected.ok()) {
       log::Error(absl::StrCat("collection of registry ", stream,
                               " failed (tried again later): ", collected.status().ToString()));
@@ -270,6 +269,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   ro.epoch = store.epoch();  // settled when the store opened (a restored copy starts a new one)
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
   ro.collect_interval_ms = options.collect_interval_ms;
+  ro.journal_retention_ms = options.journal_retention_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
                                                          *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);

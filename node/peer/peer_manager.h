@@ -45,6 +45,9 @@ struct PeerManagerOptions {
   int64_t clock_offset_max_ms = 60000;
   // How often, at most, the owner of a registry collects its stable tombstones.
   int64_t collect_interval_ms = 60000;
+  // How long, from its stamp, a lost write stays in the journals of a registry it owns
+  // (0: until the record's life ends).
+  int64_t journal_retention_ms = 0;
   // Whether peer messages are gzip-compressed (sent so, and asked so of the peer).
   bool compress = true;
 };

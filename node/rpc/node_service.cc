@@ -33,7 +33,10 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
     s->set_owner(r.owner());
     s->set_record_count(r.record_count());
     if (absl::StatusOr<std::string> id = ParseRegistryName(r.name(), "name"); id.ok()) {
-      s->set_collected_records(store_.CollectedRecords(*id).value_or(0));
+      if (auto collected = store_.CollectedOf(*id); collected.ok()) {
+        s->set_collected_records(collected->records);
+        s->set_expired_conflicts(collected->conflicts);
+      }
     }
   }
   response->set_store_size_bytes(store_.SizeOnDisk());

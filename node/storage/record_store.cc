@@ -582,15 +582,14 @@ std::vector<uint32_t> RecordStore::Members(std::string_view registry) {
 }
 
 absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
-                                          const replication::VersionVector& frontier,
-                                          const replication::VersionVector& required,
-                                          const std::vector<uint32_t>& members) {
+                                          const replication::CollectionPlan& plan) {
   auto op = std::make_unique<Op>();
   op->type = Op::Type::kCollect;
   op->registry = std::string(registry);
-  op->frontier = frontier;
-  op->required = required;
-  op->members = members;
+  op->frontier = plan.frontier;
+  op->required = plan.required;
+  op->members = plan.members;
+  op->journal_before = plan.journal_before;
   bool collected = false;
   INTERCO_RETURN_IF_ERROR(
       EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
@@ -1117,38 +1116,6 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
   return absl::OkStatus();
 }
 
-absl::Status RecordStore::StageConflicts(RegistryRuntime& rt, GroupState& g,
-                                         const std::string& registry, const std::string& id,
-                                         const RecordState& current, const RecordState& delta,
-                                         const std::function<bool(replication::Stamp)>& received) {
-  if (replication::JournalUntouched(*rt.schema, current, delta)) return absl::OkStatus();
-  const std::string key = keys::Record(registry, id);
-  auto it = g.conflicts.find(key);
-  if (it == g.conflicts.end()) {
-    replication::RecordConflicts loaded;
-    if (replication::IsLive(current)) {  // only a live record has a journal
-      INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kConflicts, key));
-      if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, loaded, "conflict journal"));
-    }
-    it = g.conflicts.emplace(key, std::move(loaded)).first;
-  }
-  replication::RecordConflicts& journal = it->second;
-  const int before = journal.lost_size();
-  if (!replication::UpdateConflicts(*rt.schema, current, delta, received, journal)) {
-    return absl::OkStatus();
-  }
-  rt.meta.set_conflict_count(rt.meta.conflict_count() + journal.lost_size() - before);
-  if (journal.ByteSizeLong() == 0) {
-    g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
-  } else {
-    const std::string bytes = journal.SerializeAsString();
-    g.bytes += bytes.size();
-    g.batch.Put(db_->handle(Cf::kConflicts), ToSlice(key), bytes);
-  }
-  g.dirty.insert(registry);
-  return absl::OkStatus();
-}
-
 void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                               const std::string& id, const RecordState& before, RecordState after,
                               Record* public_record) {
@@ -1261,6 +1228,8 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
           CollectionCandidates(g, op.registry,
                                replication::FromDots(c.policy().collection().frontier())));
       StageCollection(g, rt, op.registry, candidates);
+      INTERCO_RETURN_IF_ERROR(
+          ExpireJournals(g, rt, op.registry, c.policy().collection().journal_before()));
       continue;
     }
     if (c.has_policy()) {
@@ -1404,33 +1373,48 @@ void RecordStore::StageCollection(GroupState& g, RegistryRuntime& rt, const std:
 absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
-  if (rt.policies->owner() != origin_ || !replication::CollectionAllowed(*rt.policies) ||
-      op.frontier.empty()) {
-    return absl::OkStatus();  // not ours to collect: nothing done
-  }
-  // A writer added since the frontier was computed was not waited for: not now.
+  if (rt.policies->owner() != origin_) return absl::OkStatus();  // not ours: nothing done
+  // Tombstones, where the members are settled (a writer added since the frontier was
+  // computed was not waited for: not now).
+  std::vector<CollectionCandidate> candidates;
+  bool tombstones = replication::CollectionAllowed(*rt.policies) && !op.frontier.empty();
   const std::set<uint32_t> counted(op.members.begin(), op.members.end());
-  for (uint32_t w : rt.policies->AllWriters()) {
-    if (!counted.contains(w)) return absl::OkStatus();
+  for (uint32_t w : rt.policies->AllWriters()) tombstones = tombstones && counted.contains(w);
+  if (tombstones) {
+    INTERCO_ASSIGN_OR_RETURN(candidates, CollectionCandidates(g, op.registry, op.frontier));
+    tombstones = std::any_of(candidates.begin(), candidates.end(),
+                             [](const CollectionCandidate& c) { return c.collectable; });
   }
-  INTERCO_ASSIGN_OR_RETURN(std::vector<CollectionCandidate> candidates,
-                           CollectionCandidates(g, op.registry, op.frontier));
-  if (std::none_of(candidates.begin(), candidates.end(),
-                   [](const CollectionCandidate& c) { return c.collectable; })) {
-    return absl::OkStatus();
+  // Journal entries past the retention, in any registry (it needs no stability).
+  bool journals = false;
+  if (op.journal_before > rt.meta.journal_before()) {
+    INTERCO_ASSIGN_OR_RETURN(const uint64_t oldest, OldestJournalStamp(g, rt, op.registry));
+    journals = oldest < op.journal_before;
   }
+  if (!tombstones && !journals) return absl::OkStatus();
   PolicyChange change;
   *change.mutable_policy() = rt.meta.registry().policy();
   change.set_version(hlc_.Now());
-  replication::ToDots(op.frontier, *change.mutable_collection()->mutable_frontier());
-  replication::ToDots(op.required, *change.mutable_collection()->mutable_required());
+  interco::replication::v1::Collection& collection = *change.mutable_collection();
+  if (tombstones) {
+    replication::ToDots(op.frontier, *collection.mutable_frontier());
+    replication::ToDots(op.required, *collection.mutable_required());
+  }
+  if (journals) collection.set_journal_before(op.journal_before);
   Change c;
   *c.mutable_policy() = change;
   c.set_author(replication::OriginToSiren(origin_));
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
-  StageCollection(g, rt, op.registry, candidates);
+  if (tombstones) StageCollection(g, rt, op.registry, candidates);
+  if (journals) {
+    // Reading the journals may fail once the change is staged: the group then breaks.
+    if (absl::Status s = ExpireJournals(g, rt, op.registry, op.journal_before); !s.ok()) {
+      g.broken = s;
+      return s;
+    }
+  }
   op.collected = true;
   return absl::OkStatus();
 }
@@ -1552,9 +1536,9 @@ absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, st
   return state;
 }
 
-absl::StatusOr<uint64_t> RecordStore::CollectedRecords(std::string_view registry) {
+absl::StatusOr<RecordStore::Collected> RecordStore::CollectedOf(std::string_view registry) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
-  return rt.meta.collected_records();
+  return Collected{rt.meta.collected_records(), rt.meta.expired_conflicts()};
 }
 
 absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,
@@ -2065,6 +2049,16 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
                                                 " does not parse or has no live record"));
       }
       lost += journal.lost_size();
+      // Nothing below the retention's cut, nor below the oldest stamp the meta bounds.
+      const uint64_t oldest = replication::OldestConflict(journal);
+      if (oldest != 0 && (oldest < rt.meta.journal_before() ||
+                          (rt.meta.journal_oldest() != 0 && oldest < rt.meta.journal_oldest()))) {
+        release();
+        return absl::DataLossError(absl::StrCat(
+            "conflict journal ", it->key().ToString(), " holds an entry stamped ", oldest,
+            ", below the retention's cut ", rt.meta.journal_before(),
+            " or the oldest stamp on record ", rt.meta.journal_oldest()));
+      }
     }
     if (lost != rt.meta.conflict_count()) {
       release();

@@ -48,6 +48,7 @@
 #include "replication/version_vector.h"
 #include "replication/ids.h"
 #include "replication/collection.h"
+#include "replication/conflict_journal.h"
 #include "replication/policy.h"
 #include "replication/record_crdt.h"
 #include "replication/registry_schema.h"
@@ -177,19 +178,28 @@ class RecordStore {
   uint32_t OwnerOf(std::string_view registry);
   // The owner and the writers its policy lists (replication::ReplicaStore::Members).
   std::vector<uint32_t> Members(std::string_view registry);
-  // As the registry's owner (replication::ReplicaStore::Collect): if every version of its
-  // policy lists its writers, none of them beyond `members` (those the frontier waited
-  // for), and some tombstone set by a change at or below `frontier` remains, commits a
-  // collection (a policy change of this node's chain naming `frontier` and `required`) and
-  // removes those records here in the same write. Returns whether it did.
-  absl::StatusOr<bool> Collect(std::string_view registry, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required,
-                               const std::vector<uint32_t>& members);
+  // As the registry's owner (replication::ReplicaStore::Collect), commits a collection (a
+  // policy change of this node's chain) of what there is to collect, and collects it here
+  // in the same write:
+  //   - tombstones, if every version of the policy lists its writers, none of them beyond
+  //     the plan's members (those the frontier waited for), and some tombstone set by a
+  //     change at or below the plan's frontier remains (the collection names the frontier
+  //     and what is required);
+  //   - journal entries, if some is stamped below the plan's journal_before (the
+  //     collection names it).
+  // Returns whether it committed one.
+  absl::StatusOr<bool> Collect(std::string_view registry, const replication::CollectionPlan& plan);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);
-  // Deleted records whose tombstones collections removed here. NOT_FOUND if unknown.
-  absl::StatusOr<uint64_t> CollectedRecords(std::string_view registry);
+  // What collections removed here. NOT_FOUND for an unknown registry.
+  struct Collected {
+    // Deleted records whose tombstones went.
+    uint64_t records = 0;
+    // Lost writes that left the journals with the retention.
+    uint64_t conflicts = 0;
+  };
+  absl::StatusOr<Collected> CollectedOf(std::string_view registry);
   // The stored CRDT state of a record, a deleted one's tombstone included; std::nullopt if
   // there is none (never written here, or collected). NOT_FOUND for an unknown registry.
   absl::StatusOr<std::optional<replication::RecordState>> StoredState(std::string_view registry,
@@ -412,6 +422,21 @@ class RecordStore {
   // Empties the conflict journal of a record whose life ended, staged in the group.
   absl::Status DropConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                              const std::string& key);
+  // Calls `fn` with each conflict journal of `registry` (records-family key, a copy of the
+  // journal), as staged in the group or else committed.
+  absl::Status ForEachJournal(
+      GroupState& g, const std::string& registry,
+      const std::function<absl::Status(const std::string& key, replication::RecordConflicts&)>&
+          fn);
+  // The oldest stamp of the registry's journal entries (all ones if none): the bound kept
+  // in its meta, or, when unknown, read through the journals (and kept).
+  absl::StatusOr<uint64_t> OldestJournalStamp(GroupState& g, RegistryRuntime& rt,
+                                              const std::string& registry);
+  // Applies the retention of a collection: if `journal_before` is beyond the cut in force,
+  // removes the journal entries stamped below it, and keeps it (later writes stamped below
+  // it are not journaled).
+  absl::Status ExpireJournals(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                              uint64_t journal_before);
   // The stored non-zero bucket sums of `registry`, and the same computed from its records.
   absl::StatusOr<std::map<uint32_t, uint64_t>> ReadFingerprints(std::string_view registry,
                                                                 const rocksdb::Snapshot* snapshot);

@@ -62,11 +62,12 @@ struct RecordStore::Op {
   const replication::DecodedBatch* remote = nullptr;
   // kAudit: events to append.
   std::vector<interco::v1::AuditEvent> audit_events;
-  // kCollect: the owner's stable frontier and what a node must hold to act on it; and
-  // whether a collection was committed.
+  // kCollect: the owner's stable frontier and what a node must hold to act on it, the
+  // members it waited for, the journals' cut; and whether a collection was committed.
   replication::VersionVector frontier;
   replication::VersionVector required;
   std::vector<uint32_t> members;
+  uint64_t journal_before = 0;
   bool collected = false;
   // kRepair: the peer the states come from (audited as their origin), the states, and how
   // many of them changed a record here.

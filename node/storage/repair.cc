@@ -229,22 +229,6 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
   return merged_all;
 }
 
-absl::Status RecordStore::DropConflicts(RegistryRuntime& rt, GroupState& g,
-                                        const std::string& registry, const std::string& key) {
-  auto it = g.conflicts.find(key);
-  if (it == g.conflicts.end()) {
-    replication::RecordConflicts loaded;
-    INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kConflicts, key));
-    if (raw.has_value()) INTERCO_RETURN_IF_ERROR(ParseStored(*raw, loaded, "conflict journal"));
-    it = g.conflicts.emplace(key, std::move(loaded)).first;
-  }
-  rt.meta.set_conflict_count(rt.meta.conflict_count() - it->second.lost_size());
-  it->second.Clear();
-  g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
-  g.dirty.insert(registry);
-  return absl::OkStatus();
-}
-
 absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ComputeFingerprints(
     std::string_view registry, const rocksdb::Snapshot* snapshot) {
   std::map<uint32_t, uint64_t> sums;

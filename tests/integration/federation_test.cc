@@ -125,6 +125,7 @@ class FederationTest : public ::testing::Test {
       o.extra_args.push_back(absl::StrCat("--peer_listen=127.0.0.1:", m.peer_port));
       // Lyon, the owner, collects stable tombstones every second.
       o.extra_args.push_back("--collect_interval_seconds=1");
+      for (std::string& arg : ExtraArgs()) o.extra_args.push_back(std::move(arg));
       std::vector<std::string> peers;
       for (const std::string& p : m.peers) {
         for (const auto& other : members_) {
@@ -165,6 +166,9 @@ class FederationTest : public ::testing::Test {
       ASSERT_TRUE(s.ok()) << s.error_message();
     }
   }
+
+  // Flags every node gets beyond the fixture's.
+  virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
   bool WaitForConvergence(int seconds, std::map<std::string, std::string>* state) {
     for (int i = 0; i < seconds * 10; ++i) {
@@ -434,6 +438,87 @@ TEST_F(FederationTest, ARaceLostWhileCutOffIsJournaledOnEveryNode) {
     EXPECT_EQ(count, 0) << m.siren;
   }
   // Each store is consistent: journals of live records only, adding up to the counts.
+  for (auto& m : members_) {
+    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
+    std::string report;
+    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
+                                               " --check --authority=", m.siren, " --data_dir=",
+                                               dir_, "/", m.siren),
+                                  &report),
+              0)
+        << report;
+  }
+}
+
+// Lyon, the owner, keeps lost writes in the journals for 6 seconds.
+class JournalRetentionTest : public FederationTest {
+ protected:
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--journal_retention_seconds=6"};
+  }
+};
+
+// A race lost while cut off leaves every journal once older than the owner's retention,
+// whichever node got the loser before or after the owner's collection said so.
+TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention) {
+  auto rename = [&](const Member& m, const char* nom) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/mairie");
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
+    req.mutable_update_mask()->add_paths("nom");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  };
+  auto registry = [&](const Member& m) {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
+                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
+                    .ok());
+    for (const auto& r : info.registries()) {
+      if (r.name() == "registries/services") return r;
+    }
+    return v1::RegistrySummary();
+  };
+  std::map<std::string, std::string> state;
+  rename(members_[0], "Mairie");
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  members_[1].node->Kill();
+  rename(members_[0], "Mairie de Lyon");
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  rename(members_[2], "Mairie de L'Abergement");
+  std::string error;
+  ASSERT_TRUE(members_[1].node->Start(&error)) << error;
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+
+  // Lyon journaled its own write when L'Abergement's arrived (no cut was in force then:
+  // there was nothing to cut), then cut it with the retention; so does every node.
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; ++i) {
+    gone = registry(members_[0]).expired_conflicts() == 1;
+    for (const auto& m : members_) gone = gone && Conflicts(m).empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(gone) << "the lost write is still journaled 30 s after the race";
+  for (const auto& m : members_) {
+    int64_t count = -1;
+    EXPECT_TRUE(Conflicts(m, &count).empty()) << m.siren;
+    EXPECT_EQ(count, 0) << m.siren;
+    EXPECT_LE(registry(m).expired_conflicts(), 1u) << m.siren;
+  }
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
+                                             testing::BinaryPath("interco"), " --addr=127.0.0.1:",
+                                             members_[0].node->api_port(), " info"),
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("1 lost writes past retention")) << out;
+  // The value itself is untouched, and each store is consistent.
+  EXPECT_THAT(state.at("registries/services/records/mairie"), ::testing::HasSubstr("Abergement"));
   for (auto& m : members_) {
     ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
     std::string report;

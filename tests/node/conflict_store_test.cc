@@ -1,6 +1,7 @@
 // The conflict journal in a real store: remote batches of three origins racing on the same
-// fields, applied in different orders on two nodes; ListConflicts paging; and a remote batch
-// that fails half-way (a corrupt journal) leaving nothing of itself behind.
+// fields, applied in different orders on two nodes; ListConflicts paging; the owner's
+// journal retention, applied alike whether a loser arrives before or after it; and a remote
+// batch that fails half-way (a corrupt journal) leaving nothing of itself behind.
 #include <map>
 #include <memory>
 #include <set>
@@ -167,6 +168,63 @@ TEST_F(ConflictStoreTest, RacesAreJournaledAlikeInAnyOrderAndListedByRecord) {
     EXPECT_EQ(n->store->GetRegistry(kRegistry)->conflict_count(), 1);
     auto c = n->store->CheckConsistency();
     EXPECT_TRUE(c.ok()) << c.status();
+  }
+}
+
+// The EPCI owns the registry: its collection names the journals' cut, and every node
+// ends with the same losers, the older ones gone, whether a loser arrived before the cut
+// (removed) or after it (never journaled), and across a restart.
+TEST_F(ConflictStoreTest, TheOwnersRetentionCutsEveryJournalAlike) {
+  Node& epci = nodes_[0];
+  Node& bourg = nodes_[1];
+  Node& viriat = nodes_[2];
+  Node& lyon = nodes_[3];
+  Write(epci, "r1", "Mairie (EPCI)");
+  Write(bourg, "r1", "Mairie (Bourg)");
+  Write(viriat, "r1", "Mairie (Viriat)");
+  const uint64_t cut = replication::HybridLogicalClock::Pack(clock_.NowMillis() + 1, 0);
+  Write(bourg, "r2", "École (Bourg)");
+  Write(viriat, "r2", "École (Viriat)");
+  for (Node* from : {&bourg, &viriat}) ASSERT_TRUE(Carry(*from, epci).ok());
+  // Lyon has not heard from Bourg yet.
+  for (Node* from : {&viriat, &epci}) ASSERT_TRUE(Carry(*from, lyon).ok());
+  ASSERT_EQ(Listed(lyon, 100).size(), 1u);  // r1 of the EPCI
+  ASSERT_EQ(Listed(epci, 100).size(), 3u);
+
+  // Only the owner collects; nothing is due below a cut older than every entry.
+  const replication::CollectionPlan too_early{{}, {}, epci.store->Members(kRegistry), 1};
+  EXPECT_FALSE(*lyon.store->Collect(kRegistry, {{}, {}, {}, cut}));
+  EXPECT_FALSE(*epci.store->Collect(kRegistry, too_early));
+  const replication::VersionVector before = *epci.store->Position(kRegistry);
+  auto collected = epci.store->Collect(kRegistry, {{}, {}, epci.store->Members(kRegistry), cut});
+  ASSERT_TRUE(collected.ok()) << collected.status();
+  ASSERT_TRUE(*collected);
+  // A change of the owner's chain (the registry is open to all: its tombstones are never
+  // collected, its journals are).
+  EXPECT_EQ(replication::Missing(*epci.store->Position(kRegistry), before), 1u);
+  const std::set<std::tuple<std::string, std::string, std::string, std::string>> kept = {
+      {"registries/services/records/r2", "nom", kBourg, "École (Bourg)"}};
+  EXPECT_EQ(Listed(epci, 100), kept);
+  EXPECT_EQ(epci.store->GetRegistry(kRegistry)->conflict_count(), 1);
+  EXPECT_EQ(epci.store->CollectedOf(kRegistry)->conflicts, 2u);
+  EXPECT_FALSE(*epci.store->Collect(kRegistry, {{}, {}, epci.store->Members(kRegistry), cut}));
+
+  // Lyon applies the collection (removing r1 of the EPCI), restarts, then gets Bourg's
+  // writes: r1 of Bourg, below the cut, is not journaled; r2 of Bourg is.
+  ASSERT_TRUE(Carry(epci, lyon).ok());
+  EXPECT_TRUE(Listed(lyon, 100).empty());
+  EXPECT_EQ(lyon.store->CollectedOf(kRegistry)->conflicts, 1u);
+  Open(lyon);
+  ASSERT_TRUE(Carry(bourg, lyon).ok());
+  EXPECT_EQ(Listed(lyon, 100), kept);
+  EXPECT_EQ(lyon.store->GetRegistry(kRegistry)->conflict_count(), 1);
+  // Viriat applies it last, holding everything: the same again.
+  for (Node* from : {&bourg, &epci}) ASSERT_TRUE(Carry(*from, viriat).ok());
+  EXPECT_EQ(Listed(viriat, 100), kept);
+  EXPECT_EQ(viriat.store->CollectedOf(kRegistry)->conflicts, 2u);
+  for (Node* n : {&epci, &lyon, &viriat}) {
+    absl::StatusOr<std::string> check = n->store->CheckConsistency();
+    EXPECT_TRUE(check.ok()) << n->siren << ": " << check.status();
   }
 }
 

@@ -467,7 +467,8 @@ class CollectionStoreTest : public PolicyStoreTest {
   bool CollectOn(Node& n, const replication::VersionVector& frontier,
                  const replication::VersionVector& required) {
     absl::StatusOr<bool> collected =
-        n.store->Collect(kRegistry, frontier, required, n.store->Members(kRegistry));
+        n.store->Collect(kRegistry,
+            replication::CollectionPlan{frontier, required, n.store->Members(kRegistry)});
     EXPECT_TRUE(collected.ok()) << collected.status();
     return collected.ok() && *collected;
   }
@@ -585,7 +586,8 @@ TEST_F(CollectionStoreTest, AWriterAddedSinceTheFrontierWasComputedStopsTheColle
   // Viriat becomes a writer between the frontier and the collection: it was not waited
   // for, and may not hold the delete.
   ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
-  EXPECT_FALSE(*epci_.store->Collect(kRegistry, Position(epci_), Position(epci_), members));
+  EXPECT_FALSE(*epci_.store->Collect(kRegistry,
+      replication::CollectionPlan{Position(epci_), Position(epci_), members}));
   EXPECT_TRUE(Stores(epci_, "mairie"));
   EXPECT_TRUE(CollectOn(epci_, Position(epci_), Position(epci_)));
   EXPECT_FALSE(Stores(epci_, "mairie"));
@@ -636,7 +638,7 @@ TEST_F(CollectionStoreTest, DeletesCommittedTogetherAreIndexedByTheirOwnChanges)
   for (const auto& [id, seq] : deleted_at) {
     EXPECT_EQ(Stores(epci_, id), seq > cut) << id << " deleted by change " << seq;
   }
-  EXPECT_EQ(*epci_.store->CollectedRecords(kRegistry), static_cast<uint64_t>(kRecords / 2));
+  EXPECT_EQ(epci_.store->CollectedOf(kRegistry)->records, static_cast<uint64_t>(kRecords / 2));
 }
 
 TEST_F(CollectionStoreTest, TombstonesStayIndexedAcrossARestart) {

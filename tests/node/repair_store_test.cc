@@ -356,13 +356,14 @@ TEST_F(RepairStoreTest, ADeleteReachesACopyThatStillHasTheRecord) {
   // tombstone: the owner's collection of it removes the record on Bourg as on Lyon.
   ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
   const replication::VersionVector held = *lyon_.store->Position(kRegistry);
-  auto collected = lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry));
+  auto collected = lyon_.store->Collect(kRegistry,
+      replication::CollectionPlan{held, held, lyon_.store->Members(kRegistry)});
   ASSERT_TRUE(collected.ok()) << collected.status();
   ASSERT_TRUE(*collected);
   ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
   EXPECT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value());
   EXPECT_FALSE(bourg_.store->StoredState(kRegistry, "gymnase")->has_value());
-  EXPECT_EQ(*bourg_.store->CollectedRecords(kRegistry), 1u);
+  EXPECT_EQ(bourg_.store->CollectedOf(kRegistry)->records, 1u);
 }
 
 // A peer that has not applied a collection may still hold the collected record live:
@@ -372,7 +373,8 @@ TEST_F(RepairStoreTest, NothingIsMergedFromAPeerBehindTheCollections) {
   ASSERT_TRUE(testing::CarryBatches(*bourg_.store, *lyon_.store, kRegistry).ok());
   Write(lyon_, "gymnase", Delete());
   const replication::VersionVector held = *lyon_.store->Position(kRegistry);
-  ASSERT_TRUE(*lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry)));
+  ASSERT_TRUE(*lyon_.store->Collect(kRegistry,
+      replication::CollectionPlan{held, held, lyon_.store->Members(kRegistry)}));
   ASSERT_FALSE(lyon_.store->StoredState(kRegistry, "gymnase")->has_value());
 
   auto stub = Serve(bourg_, lyon_);
@@ -490,7 +492,8 @@ TEST_F(RepairStoreTest, StatesGoWithThePolicyVersionTheirAnswerStated) {
   ASSERT_TRUE(testing::CarryBatches(*bourg_.store, *lyon_.store, kRegistry).ok());
   Write(lyon_, "gymnase", Delete());
   const replication::VersionVector held = *lyon_.store->Position(kRegistry);
-  ASSERT_TRUE(*lyon_.store->Collect(kRegistry, held, held, lyon_.store->Members(kRegistry)));
+  ASSERT_TRUE(*lyon_.store->Collect(kRegistry,
+      replication::CollectionPlan{held, held, lyon_.store->Members(kRegistry)}));
   ASSERT_TRUE(testing::CarryBatches(*lyon_.store, *bourg_.store, kRegistry).ok());
   Write(bourg_, "piscine", Upsert("Piscine"));  // what Lyon lacks
   auto stub = Serve(bourg_, lyon_);

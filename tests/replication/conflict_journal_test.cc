@@ -27,6 +27,8 @@ using interco::v1::FieldSpec;
 using interco::v1::Schema;
 using interco::v1::Value;
 using Kind = LocalWrite::Kind;
+using interco::replication::v1::FieldStamp;
+using interco::replication::v1::LostWrite;
 
 constexpr uint32_t kA = 200046977;
 constexpr uint32_t kB = 210100012;
@@ -70,6 +72,16 @@ struct Replica {
   RecordState state;
   RecordConflicts journal;
   std::map<uint32_t, uint64_t> applied;
+  // The journal retention's cut in force (Collection.journal_before).
+  uint64_t cut = 0;
+
+  // Applies a collection's retention cut.
+  void Cut(uint64_t journal_before) {
+    if (journal_before <= cut) return;
+    cut = journal_before;
+    bool changed = false;
+    ExpireConflicts(journal_before, journal, &changed);
+  }
 
   // Applies a change of `from`.
   void Apply(uint32_t from, const RecordState& delta, uint64_t max_hlc) {
@@ -79,12 +91,12 @@ struct Replica {
     };
     const RecordConflicts before = journal;
     const bool untouched = JournalUntouched(Schema4(), state, delta);
-    const bool changed = UpdateConflicts(Schema4(), state, delta, received, journal);
+    const bool changed = UpdateConflicts(Schema4(), state, delta, received, cut, journal);
     if (untouched) {
       // A store may skip the journal: it must not have mattered, whatever it held.
       EXPECT_FALSE(changed) << before.DebugString() << " -> " << journal.DebugString();
       RecordConflicts empty;
-      EXPECT_FALSE(UpdateConflicts(Schema4(), state, delta, received, empty));
+      EXPECT_FALSE(UpdateConflicts(Schema4(), state, delta, received, cut, empty));
       ++untouched_count;
     }
     MergeRecordState(state, delta);
@@ -99,7 +111,7 @@ struct Replica {
     if (!planned.ok() || !planned->has_value()) return std::nullopt;
     RecordState delta = (*planned)->delta;
     const bool changed =
-        UpdateConflicts(Schema4(), state, delta, [](Stamp) { return true; }, journal);
+        UpdateConflicts(Schema4(), state, delta, [](Stamp) { return true; }, 0, journal);
     // A local write replaces what it saw: it never journals anything, it may only end a life.
     EXPECT_TRUE(!changed || journal.lost().empty()) << journal.DebugString();
     state = (*planned)->merged;
@@ -315,9 +327,12 @@ TEST(ConflictJournalTest, SeenIsValidatedAndOnlyOnRegisters) {
 // cross-origin orders. Every replica, whatever order it applies the changes in, ends with
 // the same losers: exactly the register writes of the final life that are neither the
 // final value nor named as seen by another write.
-TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
+// Random histories of one record on four writers, applied in many orders: every replica
+// ends with the same losers. With `retention`, a collection's cut (the stamp of a random
+// write) reaches each replica at a random point: it then holds the same losers less
+// those stamped below the cut, whenever the cut came.
+void CheckEveryOrder(bool retention, size_t* losers, size_t* knowing, size_t* expired) {
   const std::vector<uint32_t> origins = {kA, kB, kC, 219000015};
-  size_t losers = 0, knowing = 0;
   for (uint64_t seed = 1; seed <= 300; ++seed) {
     std::mt19937_64 rng(seed);
     auto uniform = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
@@ -364,11 +379,28 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
         }
       }
     }
-    // Fresh replicas applying every change, interleaving origins at random.
+    uint64_t cut = 0;
+    size_t total = 0;
+    for (const auto& log : logs) total += log.size();
+    if (retention && total > 0) {
+      size_t pick = static_cast<size_t>(uniform(static_cast<int>(total)));
+      for (const auto& log : logs) {
+        if (pick < log.size()) {
+          cut = log[pick].second;
+          break;
+        }
+        pick -= log.size();
+      }
+      for (Replica& n : nodes) n.Cut(cut);  // after everything
+    }
+    // Fresh replicas applying every change, interleaving origins at random (and the cut,
+    // if any, at a random point).
     for (int fresh = 0; fresh < 3; ++fresh) {
       Replica r = Node(900000007, 0);
       std::vector<size_t> next(origins.size());
-      for (;;) {
+      const size_t cut_at = static_cast<size_t>(uniform(static_cast<int>(total) + 1));
+      for (size_t applied = 0;; ++applied) {
+        if (applied == cut_at) r.Cut(cut);
         std::vector<size_t> ready;
         for (size_t o = 0; o < origins.size(); ++o) {
           if (next[o] < logs[o].size()) ready.push_back(o);
@@ -399,6 +431,10 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
           for (const FieldState& f : delta.fields()) {
             const auto id = std::make_tuple(f.name(), f.hlc(), f.origin());
             if (LifeOfField(f) != life || seen.contains(id) || finals.contains(id)) continue;
+            if (f.hlc() < cut) {
+              ++*expired;
+              continue;
+            }
             expected.emplace(f.name(), f.hlc(), f.origin(), f.value().SerializeAsString());
           }
         }
@@ -411,17 +447,104 @@ TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
                                                   << nodes[i].journal.DebugString();
       ASSERT_EQ(nodes[i].journal.seen_ahead_size(), 0) << "seed " << seed << " node " << i;
     }
-    losers += expected.size();
+    *losers += expected.size();
     for (const auto& log : logs) {
       for (const auto& [delta, hlc] : log) {
-        for (const FieldState& f : delta.fields()) knowing += SeenBy(f).has_value() ? 1 : 0;
+        for (const FieldState& f : delta.fields()) *knowing += SeenBy(f).has_value() ? 1 : 0;
       }
     }
   }
+}
+
+TEST(ConflictJournalTest, EveryOrderGivesTheSameLosers) {
+  size_t losers = 0, knowing = 0, expired = 0;
+  CheckEveryOrder(false, &losers, &knowing, &expired);
   // The histories hold both kinds of overwrite, and changes that skip the journal.
   EXPECT_GT(losers, 300u);
   EXPECT_GT(untouched_count, 1000u);
   EXPECT_GT(knowing, 1000u);
+  EXPECT_EQ(expired, 0u);
+}
+
+TEST(ConflictJournalTest, ARetentionCutGivesTheSameLosersWheneverItArrives) {
+  size_t losers = 0, knowing = 0, expired = 0;
+  CheckEveryOrder(true, &losers, &knowing, &expired);
+  // Some losers were kept, some went with the cut.
+  EXPECT_GT(losers, 100u);
+  EXPECT_GT(expired, 100u);
+}
+
+// Below the cut, nothing is added: neither a loser nor a seen value that has not arrived
+// (one that will never arrive, when `received` cannot tell, would otherwise stay).
+TEST(ConflictJournalTest, NothingStampedBelowTheCutIsAdded) {
+  const uint64_t t = HybridLogicalClock::Pack(kBaseMs, 0);
+  RecordState state;
+  state.set_causal_length(1);
+  FieldState* a = state.add_fields();
+  a->set_name("label");
+  a->set_hlc(t + 600);
+  a->set_origin(kA);
+  *a->mutable_value() = Str("a");
+  RecordState delta;
+  delta.set_causal_length(1);
+  FieldState* b = delta.add_fields();
+  b->set_name("label");
+  b->set_hlc(t + 700);
+  b->set_origin(kB);
+  *b->mutable_value() = Str("b");
+  b->set_seen_age(200);  // it had seen (t + 500, kC), not a
+  b->set_seen_origin(kC);
+  auto never = [](Stamp) { return false; };
+  RecordConflicts kept;
+  ASSERT_TRUE(UpdateConflicts(Schema4(), state, delta, never, 0, kept));
+  EXPECT_EQ(kept.lost_size(), 1);
+  EXPECT_EQ(kept.seen_ahead_size(), 1);
+  RecordConflicts partly;  // a's stamp and the seen one are below the cut
+  EXPECT_FALSE(UpdateConflicts(Schema4(), state, delta, never, t + 601, partly));
+  EXPECT_EQ(partly.ByteSizeLong(), 0u) << partly.DebugString();
+  RecordConflicts seen_only;  // only the seen one is
+  ASSERT_TRUE(UpdateConflicts(Schema4(), state, delta, never, t + 501, seen_only));
+  EXPECT_EQ(seen_only.lost_size(), 1);
+  EXPECT_EQ(seen_only.seen_ahead_size(), 0);
+  // A write arriving beaten by one that missed it, stamped below the cut: not journaled.
+  RecordState winner = state;
+  winner.mutable_fields(0)->set_hlc(t + 800);
+  RecordConflicts late;
+  EXPECT_FALSE(UpdateConflicts(Schema4(), winner, delta, never, t + 701, late));
+  EXPECT_EQ(late.ByteSizeLong(), 0u);
+  ASSERT_TRUE(UpdateConflicts(Schema4(), winner, delta, never, t + 700, late));
+  EXPECT_EQ(late.lost_size(), 1);
+  EXPECT_EQ(late.seen_ahead_size(), 0);
+}
+
+TEST(ConflictJournalTest, ExpiringRemovesEntriesBelowTheCutOnly) {
+  RecordConflicts journal;
+  auto lost = [&](uint64_t hlc, uint32_t origin) {
+    LostWrite* l = journal.add_lost();
+    l->mutable_loser()->set_name("label");
+    l->mutable_loser()->set_hlc(hlc);
+    l->mutable_loser()->set_origin(origin);
+  };
+  lost(100, kA);
+  lost(200, kB);
+  FieldStamp* s = journal.add_seen_ahead();
+  s->set_name("label");
+  s->set_hlc(150);
+  s->set_origin(kC);
+  journal.set_dropped(3);
+  EXPECT_EQ(OldestConflict(journal), 100u);
+  bool changed = true;
+  EXPECT_EQ(ExpireConflicts(100, journal, &changed), 0u);  // strictly below
+  EXPECT_FALSE(changed);
+  EXPECT_EQ(ExpireConflicts(151, journal, &changed), 1u);
+  EXPECT_TRUE(changed);
+  ASSERT_EQ(journal.lost_size(), 1);
+  EXPECT_EQ(journal.lost(0).loser().hlc(), 200u);
+  EXPECT_EQ(journal.seen_ahead_size(), 0);
+  EXPECT_EQ(journal.dropped(), 3u);  // what the bound dropped is still said
+  EXPECT_EQ(OldestConflict(journal), 200u);
+  EXPECT_EQ(ExpireConflicts(1000, journal, &changed), 1u);
+  EXPECT_EQ(OldestConflict(journal), 0u);
 }
 
 }  // namespace

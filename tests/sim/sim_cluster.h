@@ -52,6 +52,9 @@ struct SimOptions {
   // locally (never acknowledged); every batch is judged by the policy version it was
   // written under, held back where that version has not arrived yet.
   bool policy_changes = false;
+  // Journal retention of the owners (ReplicatorOptions::journal_retention_ms); -1: drawn
+  // from the seed (none for odd seeds, 2 to 9 s for even ones).
+  int64_t journal_retention_ms = -1;
 };
 
 // What a run found. `failure` is empty on success.
@@ -81,6 +84,9 @@ struct SimResult {
   // whose journal reached its bound on some node (not compared there).
   uint64_t conflicts = 0;
   uint64_t conflicts_bounded = 0;
+  // Of those, losers stamped below the journal retention's cut in force on a node (not
+  // expected in its journal; counted once per node).
+  uint64_t conflicts_expired = 0;
   // Batches their origin left to the signature of a later batch of the run.
   uint64_t unsigned_batches = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last

@@ -162,7 +162,8 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
         policy_in_force_[stream] = c.policy().policy();
       }
       if (c.policy().has_collection()) {
-        CollectAt(stream, replication::FromDots(c.policy().collection().frontier()));
+        CollectAt(stream, replication::FromDots(c.policy().collection().frontier()),
+                  c.policy().collection().journal_before());
       }
     }
   }
@@ -262,7 +263,17 @@ void SimStore::MergeChange(const std::string& stream, const std::string& id,
   if (state.causal_length() == 0 && state.fields().empty()) records.erase(id);
 }
 
-void SimStore::CollectAt(const std::string& stream, const replication::VersionVector& frontier) {
+void SimStore::CollectAt(const std::string& stream, const replication::VersionVector& frontier,
+                         uint64_t journal_before) {
+  if (journal_before > journal_before_[stream]) {
+    journal_before_[stream] = journal_before;
+    auto& journals = conflicts_[stream];
+    for (auto it = journals.begin(); it != journals.end();) {
+      bool changed = false;
+      replication::ExpireConflicts(journal_before, it->second, &changed);
+      it = it->second.ByteSizeLong() == 0 ? journals.erase(it) : std::next(it);
+    }
+  }
   auto& records = records_[stream];
   auto& tombstones = tombstones_[stream];
   for (auto it = tombstones.begin(); it != tombstones.end();) {
@@ -283,35 +294,47 @@ void SimStore::CollectAt(const std::string& stream, const replication::VersionVe
 }
 
 absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
-                                       const replication::VersionVector& frontier,
-                                       const replication::VersionVector& required,
-                                       const std::vector<uint32_t>& counted) {
+                                       const replication::CollectionPlan& plan) {
   auto history = policies_.find(stream);
-  if (history == policies_.end() || history->second.owner() != origin_ ||
-      !replication::CollectionAllowed(history->second)) {
-    return false;
-  }
+  if (history == policies_.end() || history->second.owner() != origin_) return false;
+  // As the node does: tombstones where the members are settled, journal entries anywhere.
+  bool tombstones = replication::CollectionAllowed(history->second) && !plan.frontier.empty();
   for (uint32_t w : history->second.AllWriters()) {
-    if (std::find(counted.begin(), counted.end(), w) == counted.end()) return false;
+    tombstones = tombstones &&
+                 std::find(plan.members.begin(), plan.members.end(), w) != plan.members.end();
   }
-  const auto& records = records_[stream];
-  bool any = false;
-  for (const auto& [id, t] : tombstones_[stream]) {
-    auto record = records.find(id);
-    any |= record != records.end() && replication::Collectable(record->second, t, frontier);
+  if (tombstones) {
+    const auto& records = records_[stream];
+    bool any = false;
+    for (const auto& [id, t] : tombstones_[stream]) {
+      auto record = records.find(id);
+      any |= record != records.end() && replication::Collectable(record->second, t, plan.frontier);
+    }
+    tombstones = any;
   }
-  if (!any) return false;
+  bool journals = false;
+  if (plan.journal_before > journal_before_[stream]) {
+    for (const auto& [id, journal] : conflicts_[stream]) {
+      const uint64_t oldest = replication::OldestConflict(journal);
+      journals |= oldest != 0 && oldest < plan.journal_before;
+    }
+  }
+  if (!tombstones && !journals) return false;
   const uint64_t version = hlc_.Now();
   Change c;
   *c.mutable_policy()->mutable_policy() = policy_in_force_[stream];
   c.mutable_policy()->set_version(version);
-  replication::ToDots(frontier, *c.mutable_policy()->mutable_collection()->mutable_frontier());
-  replication::ToDots(required, *c.mutable_policy()->mutable_collection()->mutable_required());
+  auto& collection = *c.mutable_policy()->mutable_collection();
+  if (tombstones) {
+    replication::ToDots(plan.frontier, *collection.mutable_frontier());
+    replication::ToDots(plan.required, *collection.mutable_required());
+  }
+  if (journals) collection.set_journal_before(plan.journal_before);
   c.set_author(absl::StrCat(origin_, "/sim-collector"));
   AppendOwn(stream, {c.SerializeAsString()}, version);
   SignTail(stream);  // nothing else comes with it: signed at once, as an idle tail is
   history->second.Add(version, history->second.Current());
-  CollectAt(stream, frontier);
+  CollectAt(stream, replication::FromDots(collection.frontier()), collection.journal_before());
   return true;
 }
 
@@ -418,7 +441,8 @@ void SimStore::UpdateJournal(const std::string& stream, const std::string& key,
   if (replication::JournalUntouched(schema_, current, delta)) return;
   auto& journals = conflicts_[stream];
   replication::RecordConflicts& journal = journals[key];
-  replication::UpdateConflicts(schema_, current, delta, received, journal);
+  replication::UpdateConflicts(schema_, current, delta, received, journal_before_[stream],
+                               journal);
   if (journal.ByteSizeLong() == 0) journals.erase(key);
 }
 

@@ -86,9 +86,8 @@ class SimStore final : public replication::ReplicaStore {
   // As the node does (replication/collection.h): the owner commits a collection of the
   // tombstones set at or below the frontier, and every node collects them when it applies
   // the collection.
-  absl::StatusOr<bool> Collect(const std::string& stream, const replication::VersionVector& frontier,
-                               const replication::VersionVector& required,
-                               const std::vector<uint32_t>& counted) override;
+  absl::StatusOr<bool> Collect(const std::string& stream,
+                               const replication::CollectionPlan& plan) override;
   // Called for every record a collection removes here, with the tombstone it had.
   std::function<void(const std::string& stream, const std::string& key,
                      const replication::Tombstone& tombstone)>
@@ -138,6 +137,8 @@ class SimStore final : public replication::ReplicaStore {
   const std::map<std::string, replication::RecordConflicts>& Conflicts(const std::string& stream) {
     return conflicts_[stream];
   }
+  // The journal retention's cut in force (Collection.journal_before; 0: none).
+  uint64_t JournalBefore(const std::string& stream) { return journal_before_[stream]; }
   // Every change of the stream's log, origin by origin in order.
   struct LoggedChange {
     replication::OriginKey key;
@@ -167,6 +168,7 @@ class SimStore final : public replication::ReplicaStore {
   replication::HybridLogicalClock hlc_;
   std::map<std::string, std::map<std::string, replication::RecordState>> records_;
   std::map<std::string, std::map<std::string, replication::RecordConflicts>> conflicts_;
+  std::map<std::string, uint64_t> journal_before_;
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;
@@ -182,8 +184,10 @@ class SimStore final : public replication::ReplicaStore {
   void MergeChange(const std::string& stream, const std::string& id,
                    const replication::RecordState& delta, replication::OriginKey key,
                    uint64_t seq);
-  // Removes the records whose tombstone a collection at `frontier` covers.
-  void CollectAt(const std::string& stream, const replication::VersionVector& frontier);
+  // Removes the records whose tombstone a collection at `frontier` covers, and the
+  // journal entries stamped below `journal_before` if it is beyond the cut in force.
+  void CollectAt(const std::string& stream, const replication::VersionVector& frontier,
+                 uint64_t journal_before);
   // The conflict journal of record `key` for `delta`, about to be merged into `current`.
   void UpdateJournal(const std::string& stream, const std::string& key,
                      const replication::RecordState& current,
