@@ -161,6 +161,9 @@ size_t ExpireConflicts(uint64_t journal_before, RecordConflicts& journal, bool* 
                          [&](const FieldStamp& e) { return e.hlc() < journal_before; }),
           s.end());
   *changed = journal.lost_size() != lost || journal.seen_ahead_size() != seen;
+  // A journal left empty says nothing of what its bound dropped: the entries are past
+  // retention anyway, and every node then holds the same (no) journal.
+  if (*changed && journal.lost().empty() && journal.seen_ahead().empty()) journal.clear_dropped();
   return static_cast<size_t>(lost - journal.lost_size());
 }
 

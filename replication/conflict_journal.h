@@ -55,7 +55,8 @@ bool UpdateConflicts(const RegistrySchema& schema,
                      RecordConflicts& journal);
 
 // Removes the lost writes and seen-ahead entries stamped below `journal_before`, and says
-// whether anything went. Returns the number of lost writes removed.
+// whether anything went (`dropped` goes too if nothing is left). Returns the number of
+// lost writes removed.
 size_t ExpireConflicts(uint64_t journal_before, RecordConflicts& journal, bool* changed);
 
 // The oldest stamp (HLC) of the journal's entries, lost or seen ahead; 0 if it has none.

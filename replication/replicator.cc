@@ -970,11 +970,13 @@ void Replicator::CollectOwned() {
                        (tried == collect_tried_.end() ||
                         Missing(plan.frontier, tried->second.second) > 0);
     if (!moved && journal_before == 0) continue;
+    VersionVector frontier = plan.frontier;
+    if (!moved) plan.frontier.clear();
     plan.required = stability_.Requirement(stream);
     absl::StatusOr<bool> collected = store_.Collect(stream, plan);
     // A failure (the store busy, say) is tried again at the next interval, whatever the
     // frontier; an answer about tombstones holds until the frontier moves.
-    collect_tried_[stream] = {now, collected.ok() ? std::move(plan.frontier) : VersionVector()};
+    collect_tried_[stream] = {now, collected.ok() ? std::move(frontier) : VersionVector()};
     if (collected.ok() && *collected) {
       collections_++;
       OnLocalCommit();

@@ -1359,7 +1359,8 @@ void RecordStore::StageCollection(GroupState& g, RegistryRuntime& rt, const std:
       g.batch.Delete(db_->handle(Cf::kRecords), ToSlice(c.record_key));
       g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(c.record_key));
       g.records[c.record_key] = RecordState();
-      g.conflicts.erase(c.record_key);
+      // An empty journal, not none: the committed one must not show through.
+      g.conflicts[c.record_key].Clear();
       collected++;
     }
     // Collected, or no longer the record's tombstone: the entry has served.
@@ -1388,7 +1389,12 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Journal entries past the retention, in any registry (it needs no stability).
   bool journals = false;
   if (op.journal_before > rt.meta.journal_before()) {
-    INTERCO_ASSIGN_OR_RETURN(const uint64_t oldest, OldestJournalStamp(g, rt, op.registry));
+    INTERCO_ASSIGN_OR_RETURN(uint64_t oldest, OldestJournalStamp(g, rt, op.registry));
+    if (oldest < op.journal_before) {
+      // The bound may be stale (entries went with their record's life): read them through.
+      rt.meta.set_journal_oldest(0);
+      INTERCO_ASSIGN_OR_RETURN(oldest, OldestJournalStamp(g, rt, op.registry));
+    }
     journals = oldest < op.journal_before;
   }
   if (!tombstones && !journals) return absl::OkStatus();

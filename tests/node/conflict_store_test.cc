@@ -2,6 +2,9 @@
 // fields, applied in different orders on two nodes; ListConflicts paging; the owner's
 // journal retention, applied alike whether a loser arrives before or after it; and a remote
 // batch that fails half-way (a corrupt journal) leaving nothing of itself behind.
+#include <atomic>
+#include <thread>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -226,6 +229,96 @@ TEST_F(ConflictStoreTest, TheOwnersRetentionCutsEveryJournalAlike) {
     absl::StatusOr<std::string> check = n->store->CheckConsistency();
     EXPECT_TRUE(check.ok()) << n->siren << ": " << check.status();
   }
+}
+
+// A delete and the collection that removes its record, committed in one group where the
+// record's journal was committed before: the journal goes with the record, whatever the
+// collection's retention cut says.
+TEST_F(ConflictStoreTest, ACollectionInTheGroupOfTheDeleteLeavesNoJournalBehind) {
+  constexpr char kListed[] = "listed";
+  Node& epci = nodes_[0];
+  Node& bourg = nodes_[1];
+  Node& viriat = nodes_[2];
+  Node& lyon = nodes_[3];
+  for (Node& n : nodes_) {
+    interco::v1::Registry def;
+    def.set_owner(kEpci);
+    for (const char* w : {kEpci, kBourg, kViriat}) {
+      def.mutable_policy()->mutable_writers()->add_authorities(w);
+    }
+    auto* f = def.mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(interco::v1::FIELD_TYPE_STRING);
+    ASSERT_TRUE(n.store->CreateRegistry(kListed, def, Admin(n)).ok());
+  }
+  auto write = [&](Node& n, const char* id, LocalWrite w) {
+    clock_.Advance(10);
+    ASSERT_TRUE(n.store->Write(kListed, id, std::move(w), Admin(n)).ok());
+  };
+  // Two races, Bourg's writes lost; r1 is then deleted, r2 keeps its journal (so that
+  // the EPCI's collection carries a cut).
+  write(bourg, "r1", Named("Mairie (Bourg)"));
+  write(bourg, "r2", Named("École (Bourg)"));
+  write(viriat, "r1", Named("Mairie (Viriat)"));
+  write(viriat, "r2", Named("École (Viriat)"));
+  const uint64_t cut = replication::HybridLogicalClock::Pack(clock_.NowMillis() + 1, 0);
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  write(viriat, "r1", del);
+  // Everything `from` originated, decoded.
+  auto originated = [&](Node& from) {
+    const OriginKey key{from.store->origin(), from.store->epoch()};
+    std::vector<replication::DecodedBatch> out;
+    auto batches = from.store->ReadBatches(kListed, key, 0, 10);
+    EXPECT_TRUE(batches.ok()) << batches.status();
+    if (!batches.ok()) return out;
+    for (const auto& b : *batches) out.push_back(*replication::DecodeBatch(b, hasher_));
+    return out;
+  };
+  // The EPCI holds everything and collects the deleted record, with a retention cut.
+  for (Node* from : {&bourg, &viriat}) {
+    for (const auto& b : originated(*from)) {
+      ASSERT_TRUE(epci.store->ApplyRemoteBatch(kListed, b).ok());
+    }
+  }
+  const replication::VersionVector all = *epci.store->Position(kListed);
+  ASSERT_TRUE(*epci.store->Collect(kListed, {all, all, epci.store->Members(kListed), cut}));
+  ASSERT_EQ(epci.store->CollectedOf(kListed)->records, 1u);
+  ASSERT_EQ(epci.store->CollectedOf(kListed)->conflicts, 1u);
+  // Lyon journals Bourg's loss, then gets Viriat's delete and the EPCI's collection, queued
+  // behind local writes so that they commit in one group.
+  for (const auto& b : originated(bourg)) {
+    ASSERT_TRUE(lyon.store->ApplyRemoteBatch(kListed, b).ok());
+  }
+  std::vector<replication::DecodedBatch> from_viriat = originated(viriat);
+  ASSERT_EQ(from_viriat.size(), 3u);
+  ASSERT_TRUE(lyon.store->ApplyRemoteBatch(kListed, from_viriat[0]).ok());
+  ASSERT_TRUE(lyon.store->ApplyRemoteBatch(kListed, from_viriat[1]).ok());
+  ASSERT_EQ(lyon.store->GetRegistry(kListed)->conflict_count(), 2);
+  std::vector<replication::DecodedBatch> from_epci = originated(epci);
+  ASSERT_EQ(from_epci.size(), 1u);
+  // Several groups of local writes: the two batches queue up behind them, one after the
+  // other, and the committer takes both at once.
+  std::atomic<int> pending{2000};
+  for (int i = 0; i < 2000; ++i) {
+    lyon.store->WriteAsync(kRegistry, absl::StrCat("w", i), Named("x"), Admin(lyon),
+                           [&](absl::StatusOr<interco::v1::Record>) { pending--; });
+  }
+  absl::Status deleted, collected;
+  std::thread d([&] { deleted = lyon.store->ApplyRemoteBatch(kListed, from_viriat[2]); });
+  std::this_thread::sleep_for(std::chrono::microseconds(200));
+  std::thread c([&] { collected = lyon.store->ApplyRemoteBatch(kListed, from_epci[0]); });
+  d.join();
+  c.join();
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(deleted.ok()) << deleted;
+  ASSERT_TRUE(collected.ok()) << collected;
+  EXPECT_EQ(lyon.store->CollectedOf(kListed)->records, 1u);
+  EXPECT_EQ(lyon.store->CollectedOf(kListed)->conflicts, 1u);  // r2's
+  EXPECT_EQ(lyon.store->GetRegistry(kListed)->conflict_count(), 0);
+  EXPECT_TRUE(lyon.store->ListConflicts(kListed, "", 100, "")->conflicts.empty());
+  absl::StatusOr<std::string> check = lyon.store->CheckConsistency();
+  EXPECT_TRUE(check.ok()) << check.status();
 }
 
 TEST_F(ConflictStoreTest, ABatchFailingHalfWayLeavesNothingOfItself) {

@@ -481,7 +481,7 @@ void World::BuildTopology() {
   journal_retention_ms_ = options_.journal_retention_ms >= 0 ? options_.journal_retention_ms
                           : options_.seed % 2 == 1
                               ? 0
-                              : 2000 + static_cast<int64_t>((options_.seed / 2) % 8) * 1000;
+                              : 5000 + static_cast<int64_t>((options_.seed / 2) % 12) * 5000;
   result_.description = absl::StrCat(
       "seed=", options_.seed, " nodes=", n, " topology=", kKinds[kind], " links=", links_.size(),
       " groupe=", group_size, " loss=", loss_, " dup=", dup_, " delay_max_ms=", delay_max_,

@@ -53,7 +53,7 @@ struct SimOptions {
   // written under, held back where that version has not arrived yet.
   bool policy_changes = false;
   // Journal retention of the owners (ReplicatorOptions::journal_retention_ms); -1: drawn
-  // from the seed (none for odd seeds, 2 to 9 s for even ones).
+  // from the seed (none for odd seeds, 5 to 60 s for even ones).
   int64_t journal_retention_ms = -1;
 };
 
