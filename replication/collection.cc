@@ -1,13 +1,24 @@
 #include "replication/collection.h"
 
+#include <algorithm>
+#include <iterator>
+#include <string_view>
+#include <tuple>
+
 #include "absl/strings/str_cat.h"
 #include "replication/record_crdt.h"
 
 namespace interco::replication {
 
+using interco::replication::v1::SetElement;
+
 VersionVector FromDots(const Dots& dots) {
   VersionVector vv;
-  for (const auto& d : dots) vv[OriginKey{d.origin(), d.epoch()}].seq = d.seq();
+  for (const auto& d : dots) {
+    OriginPos& pos = vv[OriginKey{d.origin(), d.epoch()}];
+    pos.seq = d.seq();
+    pos.max_hlc = d.hlc();
+  }
   return vv;
 }
 
@@ -19,6 +30,7 @@ void ToDots(const VersionVector& vv, Dots& out) {
     d->set_origin(key.origin);
     d->set_epoch(key.epoch);
     d->set_seq(pos.seq);
+    d->set_hlc(pos.max_hlc);
   }
 }
 
@@ -56,6 +68,93 @@ bool Collectable(const RecordState& state, const Tombstone& tombstone,
   }
   auto it = frontier.find(tombstone.key);
   return it != frontier.end() && it->second.seq >= tombstone.seq;
+}
+
+RecordState RemovalsOf(const RecordState& delta) {
+  RecordState out;
+  for (const FieldState& f : delta.fields()) {
+    if (f.removed().empty()) continue;
+    FieldState* r = out.add_fields();
+    r->set_name(f.name());
+    r->set_recreations(f.recreations());
+    *r->mutable_removed() = f.removed();
+  }
+  return out;
+}
+
+bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& frontier) {
+  auto it = frontier.lower_bound(OriginKey{origin, 0});
+  if (it == frontier.end() || it->first.origin != origin) return false;
+  auto next = std::next(it);
+  if (next != frontier.end() && next->first.origin == origin) return false;
+  return it->second.max_hlc != 0 && hlc <= it->second.max_hlc;
+}
+
+size_t PurgeRemovals(RecordState& state, const RecordState& removals,
+                     const VersionVector& frontier, bool* pending) {
+  size_t purged = 0;
+  for (const FieldState& r : removals.fields()) {
+    auto it = std::lower_bound(
+        state.mutable_fields()->begin(), state.mutable_fields()->end(), r.name(),
+        [](const FieldState& f, const std::string& n) { return f.name() < n; });
+    if (it == state.mutable_fields()->end() || it->name() != r.name() ||
+        LifeOfField(*it) != LifeOfField(r)) {
+      continue;  // the field's life ended: its removals went with it
+    }
+    auto& removed = *it->mutable_removed();
+    for (const SetElement& tag : r.removed()) {
+      auto at = std::lower_bound(removed.begin(), removed.end(), tag,
+                                 [](const SetElement& a, const SetElement& b) {
+                                   return std::make_tuple(std::string_view(a.value()), a.hlc(),
+                                                          a.origin()) <
+                                          std::make_tuple(std::string_view(b.value()), b.hlc(),
+                                                          b.origin());
+                                 });
+      if (at == removed.end() || at->value() != tag.value() || at->hlc() != tag.hlc() ||
+          at->origin() != tag.origin()) {
+        continue;  // gone already
+      }
+      if (!StampedAtOrBelow(tag.hlc(), tag.origin(), frontier)) {
+        *pending = true;
+        continue;
+      }
+      removed.erase(at);
+      ++purged;
+    }
+  }
+  return purged;
+}
+
+size_t DropPurgedRemovals(const RecordState& before, RecordState& after,
+                          const VersionVector& purged) {
+  if (purged.empty()) return 0;
+  size_t dropped = 0;
+  for (FieldState& f : *after.mutable_fields()) {
+    if (f.removed().empty()) continue;
+    const FieldState* was = FindField(before, f.name());
+    if (was != nullptr && LifeOfField(*was) != LifeOfField(f)) was = nullptr;
+    auto held = [&](const SetElement& tag) {
+      if (was == nullptr) return false;
+      for (const auto* list : {&was->elements(), &was->removed()}) {
+        for (const SetElement& e : *list) {
+          if (e.value() == tag.value() && e.hlc() == tag.hlc() && e.origin() == tag.origin()) {
+            return true;
+          }
+        }
+      }
+      return false;
+    };
+    auto& removed = *f.mutable_removed();
+    const int size = removed.size();
+    removed.erase(std::remove_if(removed.begin(), removed.end(),
+                                 [&](const SetElement& tag) {
+                                   return StampedAtOrBelow(tag.hlc(), tag.origin(), purged) &&
+                                          !held(tag);
+                                 }),
+                  removed.end());
+    dropped += static_cast<size_t>(size - removed.size());
+  }
+  return dropped;
 }
 
 }  // namespace interco::replication

@@ -11,6 +11,16 @@
 // written after the collection names its policy version and waits, wherever it arrives,
 // until the collection is applied there.
 //
+// Removed elements of string sets go the same way. An observed-remove set keeps the adds
+// it removed (their tags), so that an add arriving after its remove stays removed. Once
+// both the add and the remove are at or below the frontier, every node holds both and
+// neither can arrive again: the tag can go (PurgeRemovals). Each store indexes the
+// removes by the change that made them, as it does tombstones; the frontier carries the
+// HLC of each origin epoch's last change, which tells whether an add (known by its stamp
+// only) is at or below it. A node that applied a collection keeps out of its records the
+// removed elements it took out, should a concurrent remove of one arrive later
+// (DropPurgedRemovals).
+//
 // Only registries whose policy has always named its writers are collected
 // (CollectionAllowed): in a registry open to every authority, a node nobody has heard of
 // could hold writes concurrent with a delete that all known members consider stable; and
@@ -68,6 +78,32 @@ std::optional<Tombstone> TombstoneSet(const RecordState& after, const RecordStat
 // is at or below the frontier.
 bool Collectable(const RecordState& state, const Tombstone& tombstone,
                  const VersionVector& frontier);
+
+// The set elements `delta` removes (a state holding only the `removed` lists of its
+// fields, with their names and lives); empty if it removes none.
+RecordState RemovalsOf(const RecordState& delta);
+
+// Whether the change that stamped (hlc, origin) is at or below `frontier` (whose entries
+// carry the HLC of their last change): the origin has a single epoch in the frontier, and
+// the stamp is not after that epoch's last change there. With several epochs (an origin
+// restored from a backup) a stamp does not say which it belongs to: no.
+bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& frontier);
+
+// Removes from `state` the removed elements listed in `removals` (RemovalsOf a change at
+// or below `frontier`) whose add is at or below the frontier too. Returns how many went;
+// `pending` is set if some listed removal is still in the state with its add not yet
+// at or below the frontier (a later collection may take it).
+size_t PurgeRemovals(RecordState& state, const RecordState& removals,
+                     const VersionVector& frontier, bool* pending);
+
+// After merging a change into a record (`before` -> `after`), takes back out of `after`
+// the removed elements a collection at `purged` (the pointwise greatest frontier applied
+// here) removed before: those neither `before` held (added or removed) whose add is at
+// or below `purged`. A remove concurrent with a collected one may arrive after the
+// collection; without this it would bring back the tag where the collection came first
+// and not where it came last. Returns how many it took out.
+size_t DropPurgedRemovals(const RecordState& before, RecordState& after,
+                          const VersionVector& purged);
 
 }  // namespace interco::replication
 

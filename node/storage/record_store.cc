@@ -51,7 +51,9 @@ using replication::RecordState;
 // (signer in the header) no longer verify, and there is no migration.
 // 4: the tombstones family (a store of version 3 lacks the index of its deletes, which a
 // collection would then miss here and not elsewhere).
-constexpr uint32_t kFormatVersion = 5;
+// 5: the fingerprints family (added to a version-4 store at open).
+// 6: the removals family (a version-5 store gets it from its change log at open).
+constexpr uint32_t kFormatVersion = 6;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -306,13 +308,17 @@ absl::Status RecordStore::Load() {
           absl::StrCat("the store belongs to authority ", meta.authority(), ", not ", authority_));
     }
     if (meta.format_version() == 4) {
-      // Version 4 lacks only the fingerprints, which the records give.
+      // Version 4 lacks the fingerprints, which the records give...
       INTERCO_RETURN_IF_ERROR(AddFingerprints(meta));
+    }
+    if (meta.format_version() == 5) {
+      // ...and version 5 the index of removes, which the change log gives.
+      INTERCO_RETURN_IF_ERROR(AddRemovals(meta));
     }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the store has format version ", meta.format_version(), "; this node reads versions 4 "
-          "(upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
+          "and 5 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
           "tombstones, version 2 predates signing times in signatures, version 1 signatures "
           "per run; there is no migration from those: start from an empty store and let the "
           "partners send it everything)"));
@@ -859,6 +865,17 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
     }
     g.own_tombstones.erase(own);
   }
+  if (auto own = g.own_removals.find(registry); own != g.own_removals.end()) {
+    for (const GroupState::OwnRemovals& r : own->second) {
+      const std::string key =
+          keys::Tombstone(registry, origin_, epoch_, params.first_seq + r.index, r.id);
+      std::string value = r.removals.SerializeAsString();
+      g.batch.Put(db_->handle(Cf::kRemovals), ToSlice(key), value);
+      g.bytes += key.size() + value.size();
+      g.removals[key] = std::move(value);
+    }
+    g.own_removals.erase(own);
+  }
   pos.seq += count;
   pos.max_hlc = std::max(pos.max_hlc, params.max_hlc);
   pos.last_hash = std::move(header_hash);
@@ -1106,6 +1123,11 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
     g.own_tombstones[op.registry].push_back(
         GroupState::OwnTombstone{g.changes[op.registry].size(), op.key, t->causal_length, t->hlc});
   }
+  if (replication::RecordState removals = replication::RemovalsOf(planned->delta);
+      removals.fields_size() > 0) {
+    g.own_removals[op.registry].push_back(
+        GroupState::OwnRemovals{g.changes[op.registry].size(), op.key, std::move(removals)});
+  }
   Change change;
   change.set_key(op.key);
   *change.mutable_delta() = std::move(planned->delta);
@@ -1118,7 +1140,7 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
 
 void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                               const std::string& id, const RecordState& before, RecordState after,
-                              Record* public_record) {
+                              Record* public_record, bool quiet) {
   const bool was_live = replication::IsLive(before);
   const bool is_live = replication::IsLive(after);
 
@@ -1161,14 +1183,16 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
     if (is_live) sum += replication::FingerprintDigest(hasher_, id, state_bytes);
   }
 
-  FeedEntry entry;
-  entry.set_kind(is_live ? interco::v1::CHANGE_KIND_UPSERT : interco::v1::CHANGE_KIND_DELETE);
-  replication::ToRecord(RecordName(registry, id), after, *entry.mutable_record());
-  const uint64_t seq = rt.meta.feed_next_seq();
-  rt.meta.set_feed_next_seq(seq + 1);
-  g.batch.Put(db_->handle(Cf::kFeed), ToSlice(keys::Feed(registry, seq)),
-              entry.SerializeAsString());
-  if (public_record != nullptr) *public_record = entry.record();
+  if (!quiet) {
+    FeedEntry entry;
+    entry.set_kind(is_live ? interco::v1::CHANGE_KIND_UPSERT : interco::v1::CHANGE_KIND_DELETE);
+    replication::ToRecord(RecordName(registry, id), after, *entry.mutable_record());
+    const uint64_t seq = rt.meta.feed_next_seq();
+    rt.meta.set_feed_next_seq(seq + 1);
+    g.batch.Put(db_->handle(Cf::kFeed), ToSlice(keys::Feed(registry, seq)),
+                entry.SerializeAsString());
+    if (public_record != nullptr) *public_record = entry.record();
+  }
 
   if (was_live != is_live) rt.meta.set_record_count(rt.meta.record_count() + (is_live ? 1 : -1));
   g.records[key] = std::move(after);
@@ -1213,6 +1237,7 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   const BatchHeader& h = batch.header;
   replication::OriginPos& pos = rt.position[replication::OriginKey{h.origin(), h.epoch()}];
   std::vector<AuditEvent> policy_events;
+  replication::VersionVector purged = replication::FromDots(rt.meta.purged());
   for (size_t i = 0; i < batch.changes.size(); ++i) {
     const Change& c = batch.changes[i];
     const uint64_t seq = h.first_seq() + i;
@@ -1228,6 +1253,11 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
           CollectionCandidates(g, op.registry,
                                replication::FromDots(c.policy().collection().frontier())));
       StageCollection(g, rt, op.registry, candidates);
+      INTERCO_RETURN_IF_ERROR(StagePurge(g, rt, op.registry,
+                                         replication::FromDots(c.policy().collection().frontier()),
+                                         /*dry_run=*/false)
+                                  .status());
+      purged = replication::FromDots(rt.meta.purged());
       INTERCO_RETURN_IF_ERROR(
           ExpireJournals(g, rt, op.registry, c.policy().collection().journal_before()));
       continue;
@@ -1258,11 +1288,17 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
         rt, g, op.registry, c.key(), current, c.delta(),
         [&](replication::Stamp s) { return replication::ReceivedBefore(rt.position, h, s); }));
     RecordState merged = current;
-    const bool changed = replication::MergeRecordState(merged, c.delta());
+    bool changed = replication::MergeRecordState(merged, c.delta());
+    // A remove concurrent with a collected one does not bring its element back.
+    if (changed && replication::DropPurgedRemovals(current, merged, purged) > 0) {
+      changed = merged.SerializeAsString() != current.SerializeAsString();
+    }
     // A delete already absorbed (a repair brought its state) is still indexed by its
-    // change, so that the collection of it removes the record here too.
+    // change, so that the collection of it removes the record here too; so are removes.
     StageTombstone(g, op.registry, c.key(), merged, c.delta(),
                    replication::OriginKey{h.origin(), h.epoch()}, seq);
+    StageRemovals(g, op.registry, c.key(), c.delta(), replication::OriginKey{h.origin(), h.epoch()},
+                  seq);
     if (!changed) continue;
     StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
   }
@@ -1381,8 +1417,14 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   bool tombstones = replication::CollectionAllowed(*rt.policies) && !op.frontier.empty();
   const std::set<uint32_t> counted(op.members.begin(), op.members.end());
   for (uint32_t w : rt.policies->AllWriters()) tombstones = tombstones && counted.contains(w);
+  // Removed set elements, where the same holds.
+  bool removals = false;
+  replication::VersionVector frontier;
   if (tombstones) {
-    INTERCO_ASSIGN_OR_RETURN(candidates, CollectionCandidates(g, op.registry, op.frontier));
+    INTERCO_ASSIGN_OR_RETURN(frontier, StampFrontier(op.registry, op.frontier));
+    INTERCO_ASSIGN_OR_RETURN(candidates, CollectionCandidates(g, op.registry, frontier));
+    INTERCO_ASSIGN_OR_RETURN(removals,
+                             StagePurge(g, rt, op.registry, frontier, /*dry_run=*/true));
     tombstones = std::any_of(candidates.begin(), candidates.end(),
                              [](const CollectionCandidate& c) { return c.collectable; });
   }
@@ -1397,13 +1439,13 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
     }
     journals = oldest < op.journal_before;
   }
-  if (!tombstones && !journals) return absl::OkStatus();
+  if (!tombstones && !removals && !journals) return absl::OkStatus();
   PolicyChange change;
   *change.mutable_policy() = rt.meta.registry().policy();
   change.set_version(hlc_.Now());
   interco::replication::v1::Collection& collection = *change.mutable_collection();
-  if (tombstones) {
-    replication::ToDots(op.frontier, *collection.mutable_frontier());
+  if (tombstones || removals) {
+    replication::ToDots(frontier, *collection.mutable_frontier());
     replication::ToDots(op.required, *collection.mutable_required());
   }
   if (journals) collection.set_journal_before(op.journal_before);
@@ -1413,7 +1455,14 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
-  if (tombstones) StageCollection(g, rt, op.registry, candidates);
+  if (tombstones || removals) StageCollection(g, rt, op.registry, candidates);
+  if (removals) {
+    if (absl::Status s = StagePurge(g, rt, op.registry, frontier, /*dry_run=*/false).status();
+        !s.ok()) {
+      g.broken = s;
+      return s;
+    }
+  }
   if (journals) {
     // Reading the journals may fail once the change is staged: the group then breaks.
     if (absl::Status s = ExpireJournals(g, rt, op.registry, op.journal_before); !s.ok()) {
@@ -1544,7 +1593,8 @@ absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, st
 
 absl::StatusOr<RecordStore::Collected> RecordStore::CollectedOf(std::string_view registry) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
-  return Collected{rt.meta.collected_records(), rt.meta.expired_conflicts()};
+  return Collected{rt.meta.collected_records(), rt.meta.purged_removals(),
+                   rt.meta.expired_conflicts()};
 }
 
 absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,

@@ -196,6 +196,8 @@ class RecordStore {
   struct Collected {
     // Deleted records whose tombstones went.
     uint64_t records = 0;
+    // Removed set elements taken out of records.
+    uint64_t removals = 0;
     // Lost writes that left the journals with the retention.
     uint64_t conflicts = 0;
   };
@@ -530,10 +532,32 @@ class RecordStore {
                               const std::string& id, const replication::RecordState& current,
                               const replication::RecordState& delta,
                               const std::function<bool(replication::Stamp)>& received);
-  // Stages a record's new state with its index, counter and feed changes.
+  // Stages a record's new state with its index, counter and feed changes (no feed entry
+  // if `quiet`: a collection changes no visible value).
   void StageRecord(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                    const std::string& id, const replication::RecordState& before,
-                   replication::RecordState after, interco::v1::Record* public_record);
+                   replication::RecordState after, interco::v1::Record* public_record,
+                   bool quiet = false);
+  // Indexes in the removals family what change `seq` of `key` removed from record `id`'s
+  // sets, if anything (replication::RemovalsOf `delta`).
+  void StageRemovals(GroupState& g, const std::string& registry, const std::string& id,
+                     const replication::RecordState& delta, replication::OriginKey key,
+                     uint64_t seq);
+  // The removals-family entries of `registry` for changes at or below `frontier`
+  // (committed or staged): key -> (record ID, what the change removed).
+  absl::StatusOr<std::map<std::string, std::pair<std::string, replication::RecordState>>>
+  RemovalsUnder(GroupState& g, const std::string& registry,
+                const replication::VersionVector& frontier);
+  // Takes out of the records the removed set elements a collection at `frontier` covers
+  // (replication::PurgeRemovals), drops the entries it resolved, and keeps the frontier
+  // (RegistryMeta.purged). With `dry_run`, only says whether it would resolve any entry.
+  absl::StatusOr<bool> StagePurge(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                                  const replication::VersionVector& frontier, bool dry_run);
+  // The owner's frontier with the HLC of each entry's last change, read from the log.
+  absl::StatusOr<replication::VersionVector> StampFrontier(const std::string& registry,
+                                                           replication::VersionVector frontier);
+  // Upgrades a format-5 store: the removals its log holds indexed, in one write.
+  absl::Status AddRemovals(interco::internal::v1::NodeMeta& meta);
   // A copy of a registry's committed state (for the committer, which stages changes).
   absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
   // Cheap lookups for the read paths (no copy of the metadata or version vector).

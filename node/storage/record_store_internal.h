@@ -126,6 +126,17 @@ struct RecordStore::GroupState {
     uint64_t hlc = 0;
   };
   std::map<std::string, std::vector<OwnTombstone>> own_tombstones;
+  // Removals-family entries put earlier in the group (by key), with their values.
+  std::map<std::string, std::string> removals;
+  // Set elements this node's own changes removed, per registry, indexed once the group's
+  // batch of the registry is sealed: the position of the change in the batch, the record,
+  // and what it removed (replication::RemovalsOf).
+  struct OwnRemovals {
+    size_t index = 0;
+    std::string id;
+    replication::RecordState removals;
+  };
+  std::map<std::string, std::vector<OwnRemovals>> own_removals;
   // What the group adds to bucket sums of live records' digests (mod 2^64), by
   // fingerprints-family key; written as merge operands.
   std::map<std::string, uint64_t> fingerprints;

@@ -202,12 +202,18 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
     }
   }
   // From here on a failure (a record that cannot be read) breaks the group.
+  const replication::VersionVector purged = replication::FromDots(rt.meta.purged());
   absl::Status merged_all = [&]() -> absl::Status {
     for (auto& [id, state] : op.repaired) {
       const std::string key = keys::Record(op.registry, id);
       INTERCO_ASSIGN_OR_RETURN(RecordState current, StagedState(g, key));
       RecordState merged = current;
       if (!replication::MergeRecordState(merged, state)) continue;
+      // Removed elements a collection took out here stay out.
+      if (replication::DropPurgedRemovals(current, merged, purged) > 0 &&
+          merged.SerializeAsString() == current.SerializeAsString()) {
+        continue;
+      }
       // A journal belongs to one life of a live record.
       if (replication::IsLive(current) &&
           (!replication::IsLive(merged) ||

@@ -15,7 +15,7 @@ namespace {
 
 constexpr std::array<const char*, static_cast<int>(Cf::kCount)> kCfNames = {
     "meta", "registries", "records", "index", "feed", "log", "audit", "conflicts",
-    "tombstones", "fingerprints"};
+    "tombstones", "fingerprints", "removals"};
 
 // The fingerprints family's values are 64-bit big-endian sums; a merge operand adds its
 // value to them (mod 2^64), so that a commit moves a bucket's sum without reading it.

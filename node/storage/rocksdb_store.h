@@ -31,6 +31,7 @@ enum class Cf : int {
   kConflicts,
   kTombstones,
   kFingerprints,
+  kRemovals,
   kCount
 };
 

@@ -660,5 +660,164 @@ TEST_F(CollectionStoreTest, TombstonesStayIndexedAcrossARestart) {
   EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 0 records"));
 }
 
+// Removed elements of a string set go with the owner's collections, alike everywhere: a
+// remove concurrent with a collected one, arriving after the collection, leaves the record
+// as it leaves the owner, where it arrived before; restarts keep the index.
+// A registry of the EPCI with a string set, written by the EPCI, Viriat and Bourg.
+class SetCollectionStoreTest : public CollectionStoreTest {
+ protected:
+  static constexpr char kSets[] = "equipements";
+  SetCollectionStoreTest() {
+    for (Node* n : {&epci_, &viriat_, &bourg_}) {
+      Registry def;
+      def.set_owner(kEpci);
+      for (const char* w : {kEpci, kViriat, kBourgEnBresse}) {
+        def.mutable_policy()->mutable_writers()->add_authorities(w);
+      }
+      auto* f = def.mutable_schema()->add_fields();
+      f->set_name("tags");
+      f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+      EXPECT_TRUE(n->store->CreateRegistry(kSets, def, n->admin()).ok()) << n->siren;
+    }
+  }
+  void Tags(Node& n, std::vector<std::string> values) {
+    ASSERT_TRUE(n.store->Write(kSets, "piscine", Tags_(std::move(values)), n.admin()).ok())
+        << n.siren;
+  }
+  // How many removed elements the piscine's set keeps on `n`.
+  int Removed(Node& n) {
+    auto state = n.store->StoredState(kSets, "piscine");
+    EXPECT_TRUE(state.ok() && state->has_value());
+    return state.ok() && state->has_value() ? (*state)->fields(0).removed_size() : -1;
+  }
+  static LocalWrite Tags_(std::vector<std::string> values) {
+    Value v;
+    for (const std::string& t : values) v.mutable_string_set_value()->add_values(t);
+    return Upsert("tags", v);
+  }
+  std::string StateOf(Node& n) {
+    return (*n.store->StoredState(kSets, "piscine"))->SerializeAsString();
+  }
+  bool CollectAll(Node& n) {
+    const replication::VersionVector all = *n.store->Position(kSets);
+    absl::StatusOr<bool> collected =
+        n.store->Collect(kSets, replication::CollectionPlan{all, all, n.store->Members(kSets)});
+    EXPECT_TRUE(collected.ok()) << collected.status();
+    return collected.ok() && *collected;
+  }
+};
+
+TEST_F(SetCollectionStoreTest, RemovedSetElementsAreCollectedAlikeEverywhere) {
+  Tags(epci_, {"bassin", "sauna"});
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  // Both remove the sauna without seeing each other's remove.
+  Tags(epci_, {"bassin"});
+  Tags(viriat_, {"bassin", "plongeoir"});
+  ASSERT_TRUE(Carry(viriat_, epci_, kSets).ok());
+  ASSERT_EQ(Removed(epci_), 1);
+  // A frontier with the EPCI's changes only: its add and its remove of the sauna.
+  replication::VersionVector frontier = *epci_.store->Position(kSets);
+  frontier.erase(OriginKey{viriat_.store->origin(), 1});
+  absl::StatusOr<bool> collected = epci_.store->Collect(
+      kSets, replication::CollectionPlan{frontier, frontier, epci_.store->Members(kSets)});
+  ASSERT_TRUE(collected.ok()) << collected.status();
+  ASSERT_TRUE(*collected);
+  EXPECT_EQ(Removed(epci_), 0);
+  EXPECT_EQ(epci_.store->CollectedOf(kSets)->removals, 1u);
+  // Bourg gets the EPCI's chain, collection included, then Viriat's remove.
+  ASSERT_TRUE(Carry(epci_, bourg_, kSets).ok());
+  EXPECT_EQ(Removed(bourg_), 0);
+  Open(bourg_);
+  ASSERT_TRUE(Carry(viriat_, bourg_, kSets).ok());
+  EXPECT_EQ(Removed(bourg_), 0) << "a late remove brought a collected removal back";
+  EXPECT_EQ(StateOf(bourg_), StateOf(epci_));
+  // Viriat, which had both removes, applies the collection: the same again.
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->CollectedOf(kSets)->removals, 1u);
+  // The visible set is untouched.
+  auto record = epci_.store->GetRecord(kSets, "piscine");
+  ASSERT_TRUE(record.ok());
+  EXPECT_EQ(record->fields().at("tags").string_set_value().values_size(), 2);
+  // Viriat's remove is indexed too: the next collection, covering it, resolves it.
+  ASSERT_TRUE(CollectAll(epci_));
+  EXPECT_FALSE(CollectAll(epci_));
+  for (Node* n : {&epci_, &viriat_, &bourg_}) {
+    Open(*n);
+    absl::StatusOr<std::string> check = n->store->CheckConsistency();
+    EXPECT_TRUE(check.ok()) << n->siren << ": " << check.status();
+  }
+}
+
+// A remove whose add is not under the frontier stays: the add may still arrive where the
+// collection is applied (changes of different origins travel independently).
+TEST_F(SetCollectionStoreTest, ARemoveIsNotCollectedBeforeItsAdd) {
+  Tags(bourg_, {"sauna"});
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());
+  Tags(viriat_, {"bassin"});  // removes Bourg's sauna
+  // A deleted record of Viriat's, so that there is something to collect.
+  ASSERT_TRUE(viriat_.store->Write(kSets, "ecole", Tags_({"cour"}), viriat_.admin()).ok());
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  ASSERT_TRUE(viriat_.store->Write(kSets, "ecole", del, viriat_.admin()).ok());
+  // The EPCI holds Viriat's changes, not Bourg's add; its frontier is Viriat's alone.
+  ASSERT_TRUE(Carry(viriat_, epci_, kSets).ok());
+  const replication::VersionVector frontier = *viriat_.store->Position(kSets);
+  replication::VersionVector viriat_only;
+  const OriginKey viriat{viriat_.store->origin(), 1};
+  viriat_only[viriat] = frontier.at(viriat);
+  ASSERT_TRUE(*epci_.store->Collect(
+      kSets, replication::CollectionPlan{viriat_only, viriat_only, epci_.store->Members(kSets)}));
+  EXPECT_EQ(epci_.store->CollectedOf(kSets)->records, 1u);
+  EXPECT_EQ(epci_.store->CollectedOf(kSets)->removals, 0u);
+  EXPECT_EQ(Removed(epci_), 1);
+  // Bourg's add arrives: the sauna stays removed.
+  ASSERT_TRUE(Carry(bourg_, epci_, kSets).ok());
+  auto record = epci_.store->GetRecord(kSets, "piscine");
+  ASSERT_TRUE(record.ok());
+  const auto& values = record->fields().at("tags").string_set_value().values();
+  EXPECT_EQ(std::vector<std::string>(values.begin(), values.end()),
+            std::vector<std::string>{"bassin"});
+  // Once it is under the frontier, it goes.
+  ASSERT_TRUE(CollectAll(epci_));
+  EXPECT_EQ(Removed(epci_), 0);
+}
+
+// A store of format 5 had no index of removes: it gets it from its change log at open.
+TEST_F(SetCollectionStoreTest, AFormatFiveStoreGetsItsRemovesIndexedAtOpen) {
+  Tags(epci_, {"bassin", "sauna"});
+  Tags(epci_, {"bassin"});
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  Tags(viriat_, {"plongeoir"});
+  ASSERT_TRUE(Carry(viriat_, epci_, kSets).ok());
+  ASSERT_EQ(Removed(epci_), 2);
+  epci_.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = epci_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok());
+    rocksdb::WriteBatch wb;
+    auto it = (*db)->NewIterator(Cf::kRemovals);
+    int entries = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next(), ++entries) {
+      wb.Delete((*db)->handle(Cf::kRemovals), it->key());
+    }
+    EXPECT_EQ(entries, 2);  // the EPCI's remove and Viriat's
+    interco::internal::v1::NodeMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kMeta, keys::kNodeMeta)));
+    meta.set_format_version(5);
+    wb.Put((*db)->handle(Cf::kMeta), std::string(keys::kNodeMeta), meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  Open(epci_);
+  ASSERT_TRUE(CollectAll(epci_));
+  EXPECT_EQ(Removed(epci_), 0);
+  EXPECT_EQ(epci_.store->CollectedOf(kSets)->removals, 2u);
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_TRUE(epci_.store->CheckConsistency().ok());
+}
+
 }  // namespace
 }  // namespace interco::node

@@ -185,6 +185,14 @@ class World {
       written_at_;
   // Per (node, stream), the records collected there and the tombstone each had.
   std::map<std::pair<int, std::string>, std::map<std::string, replication::Tombstone>> collected_;
+  // Per (node, stream, record), the removed set elements collections took out there:
+  // (field, value, add hlc, add origin).
+  using Tag = std::tuple<std::string, std::string, uint64_t, uint32_t>;
+  std::map<std::tuple<int, std::string, std::string>, std::set<Tag>> purged_tags_;
+  uint64_t purged_count_ = 0;
+  // `delta` without the set elements (added or removed) that node n collected.
+  RecordState WithoutPurged(int n, const std::string& stream, const std::string& key,
+                            const RecordState& delta);
   // Whether change `seq` of `origin` to record `key` was written by a node that did not
   // hold the delete whose tombstone node n collected last for that record: it belongs to
   // a life that is gone (or was concurrent with its delete, which won).
@@ -447,8 +455,40 @@ void World::BuildTopology() {
       collected_[{i, stream}][key] = t;
       result_.collected++;
     };
+    node.store->on_purge = [this, i](const std::string& stream, const std::string& key,
+                                     const RecordState& before, const RecordState& after) {
+      auto& tags = purged_tags_[{i, stream, key}];
+      for (const replication::FieldState& f : before.fields()) {
+        const replication::FieldState* a = replication::FindField(after, f.name());
+        for (const auto& e : f.removed()) {
+          bool kept = false;
+          for (const auto& k : a == nullptr ? f.removed() : a->removed()) {
+            kept |= a != nullptr && k.value() == e.value() && k.hlc() == e.hlc() &&
+                    k.origin() == e.origin();
+          }
+          if (!kept) {
+            tags.emplace(f.name(), e.value(), e.hlc(), e.origin());
+            purged_count_++;
+          }
+        }
+      }
+    };
     node.store->on_change = [this, i](const std::string& stream, OriginKey key, uint64_t seq,
                                       const interco::replication::v1::Change& change) {
+      // Once a removed element is collected here, its add never comes again.
+      if (auto tags = purged_tags_.find({i, stream, change.key()});
+          hazard_.empty() && tags != purged_tags_.end()) {
+        for (const replication::FieldState& f : change.delta().fields()) {
+          for (const auto& e : f.elements()) {
+            if (tags->second.contains(Tag{f.name(), e.value(), e.hlc(), e.origin()})) {
+              hazard_ = absl::StrCat(stream, "/", change.key(), ": node ", i,
+                                     " collected the removed element ", e.value(), " of ",
+                                     f.name(), ", then received change ", seq, " of ",
+                                     key.origin, " adding it");
+            }
+          }
+        }
+      }
       // Once a record is collected here, nothing concurrent with its delete may come:
       // every change of it that arrives was written by a node that held the delete.
       if (hazard_.empty() && InCollectedLife(i, stream, change.key(), key.origin, seq)) {
@@ -631,6 +671,24 @@ std::string World::CheckStability() {
   return "";
 }
 
+RecordState World::WithoutPurged(int n, const std::string& stream, const std::string& key,
+                                 const RecordState& delta) {
+  auto tags = purged_tags_.find({n, stream, key});
+  if (tags == purged_tags_.end()) return delta;
+  RecordState out = delta;
+  for (replication::FieldState& f : *out.mutable_fields()) {
+    for (auto* list : {f.mutable_elements(), f.mutable_removed()}) {
+      list->erase(std::remove_if(list->begin(), list->end(),
+                                 [&](const interco::replication::v1::SetElement& e) {
+                                   return tags->second.contains(
+                                       Tag{f.name(), e.value(), e.hlc(), e.origin()});
+                                 }),
+                  list->end());
+    }
+  }
+  return out;
+}
+
 bool World::AllCollected(std::string* left) {
   for (const auto& [stream, subs] : subscribers_) {
     for (int i : subs) {
@@ -641,6 +699,13 @@ bool World::AllCollected(std::string* left) {
         if (!replication::IsLive(state)) {
           *left = absl::StrCat(stream, "/", key, " on node ", i);
           return false;
+        }
+        for (const replication::FieldState& f : state.fields()) {
+          if (!f.removed().empty()) {
+            *left = absl::StrCat(stream, "/", key, " field ", f.name(), " on node ", i, ": ",
+                                 f.removed_size(), " removed elements");
+            return false;
+          }
         }
       }
     }
@@ -765,7 +830,9 @@ std::string World::Check() {
       auto& recs = nodes_[static_cast<size_t>(i)].store->Records(w.stream);
       auto it = recs.find(w.key);
       RecordState copy = it == recs.end() ? RecordState() : it->second;
-      if (it == recs.end() || replication::MergeRecordState(copy, w.delta)) {
+      // A set element removed and then collected is superseded by its remove.
+      if (it == recs.end() ||
+          replication::MergeRecordState(copy, WithoutPurged(i, w.stream, w.key, w.delta))) {
         return absl::StrCat(w.stream, "/", w.key, ": an acknowledged write is missing on node ", i);
       }
     }
@@ -1040,6 +1107,7 @@ SimResult World::Run() {
     if (result_.failure.empty()) result_.failure = Check();
     result_.messages = messages;
   }
+  result_.purged = purged_count_;
   for (Node& node : nodes_) {
     result_.unsigned_batches += node.store->unsigned_batches();
     result_.collections += node.engine->collections();

@@ -67,6 +67,8 @@ struct SimResult {
   // Collections committed by owners, and records they removed (counted on every node).
   uint64_t collections = 0;
   uint64_t collected = 0;
+  // Removed set elements collections took out of records (counted on every node).
+  uint64_t purged = 0;
   uint64_t writes = 0;
   uint64_t messages = 0;
   uint64_t messages_dropped = 0;

@@ -200,6 +200,7 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
                                            first_seq + changes.size())) {
       tombstones_[stream][w.key] = *t;
     }
+    IndexRemovals(stream, w.key, (*plan)->delta, OriginKey{origin_, 1}, first_seq + changes.size());
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
@@ -258,13 +259,76 @@ void SimStore::MergeChange(const std::string& stream, const std::string& id,
                            const RecordState& delta, OriginKey key, uint64_t seq) {
   auto& records = records_[stream];
   RecordState& state = records[id];
+  const RecordState before = state;
   replication::MergeRecordState(state, delta);
+  // As the node does: a remove concurrent with a collected one brings nothing back.
+  replication::DropPurgedRemovals(before, state, purged_[stream]);
   if (auto t = replication::TombstoneSet(state, delta, key, seq)) tombstones_[stream][id] = *t;
+  IndexRemovals(stream, id, delta, key, seq);
   if (state.causal_length() == 0 && state.fields().empty()) records.erase(id);
+}
+
+void SimStore::IndexRemovals(const std::string& stream, const std::string& id,
+                             const RecordState& delta, OriginKey key, uint64_t seq) {
+  RecordState removals = replication::RemovalsOf(delta);
+  if (removals.fields_size() > 0) removals_[stream][{key, seq, id}] = std::move(removals);
+}
+
+bool SimStore::Purge(const std::string& stream, const replication::VersionVector& frontier,
+                     bool dry_run) {
+  auto& records = records_[stream];
+  auto& index = removals_[stream];
+  bool resolved = false;
+  for (auto it = index.begin(); it != index.end();) {
+    const auto& [key, seq, id] = it->first;
+    auto f = frontier.find(key);
+    if (f == frontier.end() || f->second.seq < seq) {
+      ++it;  // made by a change the collection does not cover
+      continue;
+    }
+    auto record = records.find(id);
+    RecordState after = record == records.end() ? RecordState() : record->second;
+    bool pending = false;
+    const size_t n = replication::PurgeRemovals(after, it->second, frontier, &pending);
+    if (pending) {
+      ++it;
+      continue;
+    }
+    resolved = true;
+    if (dry_run) return true;
+    if (n > 0) {
+      if (on_purge) on_purge(stream, id, record->second, after);
+      record->second = std::move(after);
+    }
+    it = index.erase(it);
+  }
+  if (!dry_run) {
+    for (const auto& [key, pos] : frontier) {
+      replication::OriginPos& kept = purged_[stream][key];
+      if (pos.seq > kept.seq) kept = pos;
+    }
+  }
+  return resolved;
+}
+
+replication::VersionVector SimStore::StampFrontier(const std::string& stream,
+                                                   replication::VersionVector frontier) {
+  for (auto& [key, pos] : frontier) {
+    const auto& batches = log_[stream][key];
+    auto it = batches.upper_bound(pos.seq);
+    INTERCO_CHECK(it != batches.begin());
+    --it;
+    BatchHeader h;
+    h.ParseFromString(it->second.header());
+    INTERCO_CHECK(h.first_seq() + h.count() - 1 == pos.seq);  // frontiers end batches
+    pos.max_hlc = h.max_hlc();
+  }
+  return frontier;
 }
 
 void SimStore::CollectAt(const std::string& stream, const replication::VersionVector& frontier,
                          uint64_t journal_before) {
+  Purge(stream, frontier, /*dry_run=*/false);
   if (journal_before > journal_before_[stream]) {
     journal_before_[stream] = journal_before;
     auto& journals = conflicts_[stream];
@@ -303,13 +367,17 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
     tombstones = tombstones &&
                  std::find(plan.members.begin(), plan.members.end(), w) != plan.members.end();
   }
+  bool removals = false;
+  replication::VersionVector frontier;
   if (tombstones) {
+    frontier = StampFrontier(stream, plan.frontier);
     const auto& records = records_[stream];
     bool any = false;
     for (const auto& [id, t] : tombstones_[stream]) {
       auto record = records.find(id);
-      any |= record != records.end() && replication::Collectable(record->second, t, plan.frontier);
+      any |= record != records.end() && replication::Collectable(record->second, t, frontier);
     }
+    removals = Purge(stream, frontier, /*dry_run=*/true);
     tombstones = any;
   }
   bool journals = false;
@@ -319,14 +387,14 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
       journals |= oldest != 0 && oldest < plan.journal_before;
     }
   }
-  if (!tombstones && !journals) return false;
+  if (!tombstones && !removals && !journals) return false;
   const uint64_t version = hlc_.Now();
   Change c;
   *c.mutable_policy()->mutable_policy() = policy_in_force_[stream];
   c.mutable_policy()->set_version(version);
   auto& collection = *c.mutable_policy()->mutable_collection();
-  if (tombstones) {
-    replication::ToDots(plan.frontier, *collection.mutable_frontier());
+  if (tombstones || removals) {
+    replication::ToDots(frontier, *collection.mutable_frontier());
     replication::ToDots(plan.required, *collection.mutable_required());
   }
   if (journals) collection.set_journal_before(plan.journal_before);

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "replication/conflict_journal.h"
@@ -92,6 +93,12 @@ class SimStore final : public replication::ReplicaStore {
   std::function<void(const std::string& stream, const std::string& key,
                      const replication::Tombstone& tombstone)>
       on_collect;
+  // Called for every record a collection takes removed set elements out of, with its
+  // state before and after.
+  std::function<void(const std::string& stream, const std::string& key,
+                     const replication::RecordState& before,
+                     const replication::RecordState& after)>
+      on_purge;
   // Called for every batch of this node's own, with what the node held just before it
   // and the batch's last sequence number.
   std::function<void(const std::string& stream, const replication::VersionVector& before,
@@ -169,6 +176,12 @@ class SimStore final : public replication::ReplicaStore {
   std::map<std::string, std::map<std::string, replication::RecordState>> records_;
   std::map<std::string, std::map<std::string, replication::RecordConflicts>> conflicts_;
   std::map<std::string, uint64_t> journal_before_;
+  // Per stream, the changes that removed set elements (origin epoch, seq, record) and what
+  // they removed; and the greatest collection frontier applied (RegistryMeta.purged).
+  std::map<std::string, std::map<std::tuple<replication::OriginKey, uint64_t, std::string>,
+                                 replication::RecordState>>
+      removals_;
+  std::map<std::string, replication::VersionVector> purged_;
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t,
                                   interco::replication::v1::Batch>>> log_;
   std::map<std::string, replication::VersionVector> position_;
@@ -184,6 +197,18 @@ class SimStore final : public replication::ReplicaStore {
   void MergeChange(const std::string& stream, const std::string& id,
                    const replication::RecordState& delta, replication::OriginKey key,
                    uint64_t seq);
+  // Indexes what change `seq` of `key` removed from record `id`'s sets.
+  void IndexRemovals(const std::string& stream, const std::string& id,
+                     const replication::RecordState& delta, replication::OriginKey key,
+                     uint64_t seq);
+  // Takes out of the records the removed elements a collection at `frontier` covers, as
+  // the node does (RecordStore::StagePurge); with `dry_run`, only says whether it would
+  // resolve an indexed remove.
+  bool Purge(const std::string& stream, const replication::VersionVector& frontier,
+             bool dry_run);
+  // The frontier with the HLC of each entry's last change, from the log.
+  replication::VersionVector StampFrontier(const std::string& stream,
+                                           replication::VersionVector frontier);
   // Removes the records whose tombstone a collection at `frontier` covers, and the
   // journal entries stamped below `journal_before` if it is beyond the cut in force.
   void CollectAt(const std::string& stream, const replication::VersionVector& frontier,

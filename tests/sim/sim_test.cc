@@ -34,7 +34,8 @@ TEST(SimTest, SeedSweep) {
   }
   int64_t worst_convergence_ms = 0, worst_stability_ms = 0;
   uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
-           conflicts_bounded = 0, conflicts_expired = 0, collections = 0, collected = 0;
+           conflicts_bounded = 0, conflicts_expired = 0, collections = 0, collected = 0,
+           purged = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -55,11 +56,13 @@ TEST(SimTest, SeedSweep) {
     conflicts_expired += r.conflicts_expired;
     collections += r.collections;
     collected += r.collected;
+    purged += r.purged;
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
               "covered by a later signature, %llu lost races journaled (%llu bounded record "
               "journals, %llu past the journal retention on some node); slowest convergence after healing %lld ms, then everything stable within "
-              "%lld ms; %llu collections removed %llu tombstones (counted on every node)\n",
+              "%lld ms; %llu collections removed %llu tombstones and %llu removed set elements "
+              "(counted on every node)\n",
               static_cast<unsigned long long>(count), static_cast<unsigned long long>(first),
               static_cast<unsigned long long>(writes), static_cast<unsigned long long>(messages),
               static_cast<unsigned long long>(crashes),
@@ -70,11 +73,13 @@ TEST(SimTest, SeedSweep) {
               static_cast<long long>(worst_convergence_ms),
               static_cast<long long>(worst_stability_ms),
               static_cast<unsigned long long>(collections),
-              static_cast<unsigned long long>(collected));
+              static_cast<unsigned long long>(collected),
+              static_cast<unsigned long long>(purged));
   if (count > 10) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
     EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";
     EXPECT_GT(collected, 0u) << "nothing collected: garbage collection is not tested";
+    EXPECT_GT(purged, 0u) << "no removed set element collected: it is not tested";
     EXPECT_GT(conflicts_expired, 0u) << "no lost write past retention: it is not tested";
   }
 }
