@@ -519,13 +519,17 @@ void CollectBench() {
   auto* spec = def.mutable_schema()->add_fields();
   spec->set_name("nom");
   spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  spec = def.mutable_schema()->add_fields();
+  spec->set_name("tags");
+  spec->set_type(interco::v1::FIELD_TYPE_STRING_SET);
   // Listed writers: a registry open to all is never collected.
   def.mutable_policy()->mutable_writers()->add_authorities(
       interco::replication::OriginToSiren(kOrigin));
   const interco::replication::Principal admin{"interco.bench", "200046977", "admin"};
   if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
 
-  // Each record created, then deleted, by the remote origin: batches of 512 changes.
+  // Each record created, then deleted, by the remote origin; and as many others given a
+  // tag, then losing it (a removed set element): batches of 512 changes.
   interco::node::Sha256Hasher hasher;
   std::string prev;
   uint64_t seq = 1;
@@ -553,6 +557,29 @@ void CollectBench() {
       all.push_back(std::move(c));
     }
   }
+  const uint64_t first_tag_hlc = hlc + 1;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int64_t k = 0; k < total; ++k) {
+      Change c;
+      c.set_key(absl::StrCat("salle-", k));
+      ++hlc;
+      RecordState* d = c.mutable_delta();
+      d->set_causal_length(1);
+      d->set_cl_hlc(first_tag_hlc + static_cast<uint64_t>(k));
+      d->set_cl_origin(kOrigin);
+      auto* fs = d->add_fields();
+      fs->set_name("tags");
+      fs->set_hlc(hlc);
+      fs->set_origin(kOrigin);
+      auto* e = pass == 0 ? fs->add_elements() : fs->add_removed();
+      e->set_value("accessible PMR");
+      e->set_hlc(first_tag_hlc + static_cast<uint64_t>(k));
+      e->set_origin(kOrigin);
+      c.set_author("217400423/sync");
+      interco::replication::CompactChange(c, kOrigin, hlc);
+      all.push_back(std::move(c));
+    }
+  }
   for (size_t i = 0; i < all.size(); i += 512) {
     std::vector<std::string> changes;
     for (size_t j = i; j < std::min(all.size(), i + 512); ++j) {
@@ -574,6 +601,7 @@ void CollectBench() {
   };
   const int64_t before = size_after_compaction();
   const int64_t index_bytes = (*store)->SizeByFamily()["tombstones"];
+  const int64_t removals_bytes = (*store)->SizeByFamily()["removals"];
   const interco::replication::VersionVector position = *(*store)->Position("bench");
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<bool> collected =
@@ -582,6 +610,7 @@ void CollectBench() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t after = size_after_compaction();
   const uint64_t removed = (*store)->CollectedOf("bench")->records;
+  const uint64_t purged = (*store)->CollectedOf("bench")->removals;
   auto check = (*store)->CheckConsistency();
   store->reset();
   std::filesystem::remove_all(dir);
@@ -589,18 +618,22 @@ void CollectBench() {
     std::fprintf(stderr, "collect: nothing collected\n");
     return;
   }
-  std::printf("collection: %llu tombstones in %.2f s (%.0f records/s, one commit); tombstone "
-              "index %.1f bytes per deleted record on disk; store %.2f MB before, %.2f MB after "
-              "(compacted); %s\n",
-              static_cast<unsigned long long>(removed), secs, static_cast<double>(removed) / secs,
-              static_cast<double>(index_bytes) / static_cast<double>(total),
+  const double items = static_cast<double>(removed + purged);
+  std::printf("collection: %llu tombstones and %llu removed set elements in %.2f s (%.0f "
+              "records/s, one commit); index %.1f bytes per deleted record, %.1f per removed "
+              "element on disk; store %.2f MB before, %.2f MB after (compacted); %s\n",
+              static_cast<unsigned long long>(removed), static_cast<unsigned long long>(purged),
+              secs, items / secs, static_cast<double>(index_bytes) / static_cast<double>(total),
+              static_cast<double>(removals_bytes) / static_cast<double>(total),
               static_cast<double>(before) / 1e6, static_cast<double>(after) / 1e6,
               check.ok() ? "consistent" : check.status().ToString().c_str());
   std::printf("{\"bench\":\"replication\",\"phase\":\"collect\",\"tombstones\":%llu,"
-              "\"seconds\":%.3f,\"records_per_s\":%.0f,\"index_bytes_per_tombstone\":%.1f,"
+              "\"removed_elements\":%llu,\"seconds\":%.3f,\"records_per_s\":%.0f,"
+              "\"index_bytes_per_tombstone\":%.1f,\"index_bytes_per_removed_element\":%.1f,"
               "\"store_bytes_before\":%lld,\"store_bytes_after\":%lld}\n",
-              static_cast<unsigned long long>(removed), secs, static_cast<double>(removed) / secs,
-              static_cast<double>(index_bytes) / static_cast<double>(total),
+              static_cast<unsigned long long>(removed), static_cast<unsigned long long>(purged),
+              secs, items / secs, static_cast<double>(index_bytes) / static_cast<double>(total),
+              static_cast<double>(removals_bytes) / static_cast<double>(total),
               static_cast<long long>(before), static_cast<long long>(after));
 }
 
