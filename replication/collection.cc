@@ -22,10 +22,10 @@ VersionVector FromDots(const Dots& dots) {
   return vv;
 }
 
-void ToDots(const VersionVector& vv, Dots& out) {
+void ToDots(const VersionVector& vv, Dots& out, bool keep_empty) {
   out.Clear();
   for (const auto& [key, pos] : vv) {
-    if (pos.seq == 0) continue;
+    if (pos.seq == 0 && !keep_empty) continue;
     auto* d = out.Add();
     d->set_origin(key.origin);
     d->set_epoch(key.epoch);
@@ -125,34 +125,42 @@ size_t PurgeRemovals(RecordState& state, const RecordState& removals,
   return purged;
 }
 
-size_t DropPurgedRemovals(const RecordState& before, RecordState& after,
-                          const VersionVector& purged) {
+namespace {
+
+bool TagLess(const SetElement& a, const SetElement& b) {
+  return std::make_tuple(std::string_view(a.value()), a.hlc(), a.origin()) <
+         std::make_tuple(std::string_view(b.value()), b.hlc(), b.origin());
+}
+
+// Whether sorted `list` holds `tag`.
+bool Holds(const google::protobuf::RepeatedPtrField<SetElement>& list, const SetElement& tag) {
+  auto it = std::lower_bound(list.begin(), list.end(), tag, TagLess);
+  return it != list.end() && !TagLess(tag, *it);
+}
+
+}  // namespace
+
+size_t DropPurgedRemovals(const RecordState& before, const RecordState& delta,
+                          RecordState& after, const VersionVector& purged) {
   if (purged.empty()) return 0;
   size_t dropped = 0;
-  for (FieldState& f : *after.mutable_fields()) {
-    if (f.removed().empty()) continue;
-    const FieldState* was = FindField(before, f.name());
-    if (was != nullptr && LifeOfField(*was) != LifeOfField(f)) was = nullptr;
-    auto held = [&](const SetElement& tag) {
-      if (was == nullptr) return false;
-      for (const auto* list : {&was->elements(), &was->removed()}) {
-        for (const SetElement& e : *list) {
-          if (e.value() == tag.value() && e.hlc() == tag.hlc() && e.origin() == tag.origin()) {
-            return true;
-          }
-        }
-      }
-      return false;
-    };
-    auto& removed = *f.mutable_removed();
-    const int size = removed.size();
-    removed.erase(std::remove_if(removed.begin(), removed.end(),
-                                 [&](const SetElement& tag) {
-                                   return StampedAtOrBelow(tag.hlc(), tag.origin(), purged) &&
-                                          !held(tag);
-                                 }),
-                  removed.end());
-    dropped += static_cast<size_t>(size - removed.size());
+  for (const FieldState& d : delta.fields()) {
+    if (d.removed().empty()) continue;
+    const FieldState* was = FindField(before, d.name());
+    auto it = std::lower_bound(
+        after.mutable_fields()->begin(), after.mutable_fields()->end(), d.name(),
+        [](const FieldState& f, const std::string& n) { return f.name() < n; });
+    if (it == after.mutable_fields()->end() || it->name() != d.name()) continue;
+    if (was != nullptr && LifeOfField(*was) != LifeOfField(*it)) was = nullptr;
+    auto& removed = *it->mutable_removed();
+    for (const SetElement& tag : d.removed()) {
+      if (!StampedAtOrBelow(tag.hlc(), tag.origin(), purged)) continue;
+      if (was != nullptr && (Holds(was->elements(), tag) || Holds(was->removed(), tag))) continue;
+      auto at = std::lower_bound(removed.begin(), removed.end(), tag, TagLess);
+      if (at == removed.end() || TagLess(tag, *at)) continue;
+      removed.erase(at);
+      ++dropped;
+    }
   }
   return dropped;
 }

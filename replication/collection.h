@@ -47,7 +47,9 @@ namespace interco::replication {
 using Dots = google::protobuf::RepeatedPtrField<interco::replication::v1::Dot>;
 
 VersionVector FromDots(const Dots& dots);
-void ToDots(const VersionVector& vv, Dots& out);
+// Entries at sequence number 0 are left out, unless `keep_empty` (a frontier names every
+// epoch of its origins, so that StampedAtOrBelow knows an origin has more than one).
+void ToDots(const VersionVector& vv, Dots& out, bool keep_empty = false);
 
 // OK if `position` holds what every collection of the batch requires (its frontier and
 // its requirements); UNAVAILABLE (held back until then) otherwise.
@@ -84,9 +86,10 @@ bool Collectable(const RecordState& state, const Tombstone& tombstone,
 RecordState RemovalsOf(const RecordState& delta);
 
 // Whether the change that stamped (hlc, origin) is at or below `frontier` (whose entries
-// carry the HLC of their last change): the origin has a single epoch in the frontier, and
-// the stamp is not after that epoch's last change there. With several epochs (an origin
-// restored from a backup) a stamp does not say which it belongs to: no.
+// carry the HLC of their last change, and which names every epoch of its origins known
+// to the owner, at 0 if none is under it): the origin has a single epoch in the frontier,
+// and the stamp is not after that epoch's last change there. With several epochs (an
+// origin restored from a backup) a stamp does not say which it belongs to: no.
 bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& frontier);
 
 // Removes from `state` the removed elements listed in `removals` (RemovalsOf a change at
@@ -96,14 +99,14 @@ bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& fronti
 size_t PurgeRemovals(RecordState& state, const RecordState& removals,
                      const VersionVector& frontier, bool* pending);
 
-// After merging a change into a record (`before` -> `after`), takes back out of `after`
-// the removed elements a collection at `purged` (the pointwise greatest frontier applied
-// here) removed before: those neither `before` held (added or removed) whose add is at
-// or below `purged`. A remove concurrent with a collected one may arrive after the
+// After merging `delta` (a change, or a peer's state) into a record (`before` ->
+// `after`), takes back out of `after` the removed elements of `delta` that a collection
+// at `purged` (the pointwise greatest frontier applied here) took out before: those
+// `before` did not hold (added or removed) whose add is at or below `purged`. A remove concurrent with a collected one may arrive after the
 // collection; without this it would bring back the tag where the collection came first
 // and not where it came last. Returns how many it took out.
-size_t DropPurgedRemovals(const RecordState& before, RecordState& after,
-                          const VersionVector& purged);
+size_t DropPurgedRemovals(const RecordState& before, const RecordState& delta,
+                          RecordState& after, const VersionVector& purged);
 
 }  // namespace interco::replication
 

@@ -448,8 +448,14 @@ std::string ComputeEtag(const RecordState& state) {
     h.AddInt(LifeOfField(f));
     h.AddInt(f.hlc());
     h.AddInt(f.origin());
+    // The live elements, each by its add; not the removed ones, which a collection takes
+    // out without changing what a reader sees.
     h.AddInt(static_cast<uint64_t>(f.elements_size()));
-    h.AddInt(static_cast<uint64_t>(f.removed_size()));
+    for (const SetElement& e : f.elements()) {
+      h.Add(e.value());
+      h.AddInt(e.hlc());
+      h.AddInt(e.origin());
+    }
     for (const CounterEntry& e : f.counter()) {
       h.AddInt(e.origin());
       h.AddInt(e.increments());

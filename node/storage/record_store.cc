@@ -1290,7 +1290,7 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
     RecordState merged = current;
     bool changed = replication::MergeRecordState(merged, c.delta());
     // A remove concurrent with a collected one does not bring its element back.
-    if (changed && replication::DropPurgedRemovals(current, merged, purged) > 0) {
+    if (changed && replication::DropPurgedRemovals(current, c.delta(), merged, purged) > 0) {
       changed = merged.SerializeAsString() != current.SerializeAsString();
     }
     // A delete already absorbed (a repair brought its state) is still indexed by its
@@ -1421,12 +1421,20 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   bool removals = false;
   replication::VersionVector frontier;
   if (tombstones) {
-    INTERCO_ASSIGN_OR_RETURN(frontier, StampFrontier(op.registry, op.frontier));
+    // Every epoch this node knows of the frontier's origins, at 0 if none is under it: an
+    // add is known by its stamp only, which does not say its epoch.
+    replication::VersionVector named = op.frontier;
+    for (const auto& [key, pos] : rt.position) {
+      auto same = named.lower_bound(replication::OriginKey{key.origin, 0});
+      if (same != named.end() && same->first.origin == key.origin) named.try_emplace(key);
+    }
+    INTERCO_ASSIGN_OR_RETURN(frontier, StampFrontier(op.registry, std::move(named)));
     INTERCO_ASSIGN_OR_RETURN(candidates, CollectionCandidates(g, op.registry, frontier));
     INTERCO_ASSIGN_OR_RETURN(removals,
                              StagePurge(g, rt, op.registry, frontier, /*dry_run=*/true));
-    tombstones = std::any_of(candidates.begin(), candidates.end(),
-                             [](const CollectionCandidate& c) { return c.collectable; });
+    // Under the frontier, an entry whose record moved on (created again) is dead: it goes
+    // too, on every node, so that no index entry outlives what it was for.
+    tombstones = !candidates.empty();
   }
   // Journal entries past the retention, in any registry (it needs no stability).
   bool journals = false;
@@ -1445,7 +1453,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   change.set_version(hlc_.Now());
   interco::replication::v1::Collection& collection = *change.mutable_collection();
   if (tombstones || removals) {
-    replication::ToDots(frontier, *collection.mutable_frontier());
+    replication::ToDots(frontier, *collection.mutable_frontier(), /*keep_empty=*/true);
     replication::ToDots(op.required, *collection.mutable_required());
   }
   if (journals) collection.set_journal_before(op.journal_before);
@@ -1455,8 +1463,10 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
-  if (tombstones || removals) StageCollection(g, rt, op.registry, candidates);
-  if (removals) {
+  if (tombstones || removals) {
+    StageCollection(g, rt, op.registry, candidates);
+    // As every node applying it: the removed set elements it covers, and its frontier
+    // kept (RegistryMeta.purged) whether or not it took any out.
     if (absl::Status s = StagePurge(g, rt, op.registry, frontier, /*dry_run=*/false).status();
         !s.ok()) {
       g.broken = s;

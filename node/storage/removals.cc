@@ -86,7 +86,8 @@ absl::StatusOr<bool> RecordStore::StagePurge(GroupState& g, RegistryRuntime& rt,
     g.removals.erase(rkey);
   }
   if (dry_run) return resolved;
-  // The greatest frontier applied, entry by entry, with the HLC of its last change.
+  // The greatest frontier applied, entry by entry, with the HLC of its last change (and
+  // every epoch it named, so that an origin with several stays known as such).
   replication::VersionVector kept = replication::FromDots(rt.meta.purged());
   for (const auto& [key, pos] : frontier) {
     replication::OriginPos& k = kept[key];
@@ -95,7 +96,7 @@ absl::StatusOr<bool> RecordStore::StagePurge(GroupState& g, RegistryRuntime& rt,
       k.max_hlc = pos.max_hlc;
     }
   }
-  replication::ToDots(kept, *rt.meta.mutable_purged());
+  replication::ToDots(kept, *rt.meta.mutable_purged(), /*keep_empty=*/true);
   rt.meta.set_purged_removals(rt.meta.purged_removals() + purged);
   g.dirty.insert(registry);
   return resolved;

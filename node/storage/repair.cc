@@ -210,7 +210,7 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
       RecordState merged = current;
       if (!replication::MergeRecordState(merged, state)) continue;
       // Removed elements a collection took out here stay out.
-      if (replication::DropPurgedRemovals(current, merged, purged) > 0 &&
+      if (replication::DropPurgedRemovals(current, state, merged, purged) > 0 &&
           merged.SerializeAsString() == current.SerializeAsString()) {
         continue;
       }

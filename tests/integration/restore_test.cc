@@ -57,9 +57,13 @@ class RestoreTest : public ::testing::Test {
     f->set_name("nom");
     f->set_type(v1::FIELD_TYPE_STRING);
     grpc::ClientContext ctx;
+    // The node has just started: wait for the channel rather than fail on a busy machine.
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     v1::Registry out;
     auto stub = v1::RegistryService::NewStub(MtlsChannel(node.api_port(), ClientTlsDir(siren, "admin")));
-    ASSERT_TRUE(stub->CreateRegistry(&ctx, req, &out).ok());
+    const grpc::Status s = stub->CreateRegistry(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
   }
 
   static void Write(NodeProcess& node, const std::string& id) {

@@ -681,8 +681,8 @@ class SetCollectionStoreTest : public CollectionStoreTest {
     }
   }
   void Tags(Node& n, std::vector<std::string> values) {
-    ASSERT_TRUE(n.store->Write(kSets, "piscine", Tags_(std::move(values)), n.admin()).ok())
-        << n.siren;
+    auto written = n.store->Write(kSets, "piscine", Tags_(std::move(values)), n.admin());
+    ASSERT_TRUE(written.ok()) << n.siren << ": " << written.status();
   }
   // How many removed elements the piscine's set keeps on `n`.
   int Removed(Node& n) {
@@ -781,6 +781,36 @@ TEST_F(SetCollectionStoreTest, ARemoveIsNotCollectedBeforeItsAdd) {
   // Once it is under the frontier, it goes.
   ASSERT_TRUE(CollectAll(epci_));
   EXPECT_EQ(Removed(epci_), 0);
+}
+
+// An origin restored from a backup has two epochs; its adds' stamps do not say which: the
+// owner names both in the frontier (one at 0 when none of it is under it), and the
+// removed elements that origin added stay.
+TEST_F(SetCollectionStoreTest, RemovedElementsAddedByARestoredOriginStay) {
+  Tags(bourg_, {"sauna"});
+  ASSERT_TRUE(bourg_.store->StartNewEpoch().ok());  // as after a restore
+  Tags(bourg_, {"sauna", "hammam"});
+  for (uint32_t epoch : {1u, 2u}) {
+    const OriginKey key{bourg_.store->origin(), epoch};
+    auto batches = bourg_.store->ReadBatches(kSets, key, 0, 100);
+    ASSERT_TRUE(batches.ok());
+    for (const auto& b : *batches) {
+      for (Node* to : {&viriat_, &epci_}) {
+        ASSERT_TRUE(to->store->ApplyRemoteBatch(kSets, *replication::DecodeBatch(b, hasher_)).ok());
+      }
+    }
+  }
+  Tags(viriat_, {"hammam"});  // removes the sauna, added in Bourg's first epoch
+  ASSERT_TRUE(Carry(viriat_, epci_, kSets).ok());
+  ASSERT_EQ(Removed(epci_), 1);
+  // A frontier without Bourg's first epoch (as if it were not stable yet).
+  replication::VersionVector frontier = *epci_.store->Position(kSets);
+  frontier.erase(OriginKey{bourg_.store->origin(), 1});
+  EXPECT_FALSE(*epci_.store->Collect(
+      kSets, replication::CollectionPlan{frontier, frontier, epci_.store->Members(kSets)}));
+  EXPECT_EQ(Removed(epci_), 1);
+  EXPECT_FALSE(CollectAll(epci_));
+  EXPECT_EQ(Removed(epci_), 1);
 }
 
 // A store of format 5 had no index of removes: it gets it from its change log at open.

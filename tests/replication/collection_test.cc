@@ -123,14 +123,14 @@ TEST(CollectionTest, ALateConcurrentRemoveDoesNotBringACollectedRemovalBack) {
   const RecordState before = late;
   MergeRecordState(late, second_remove);
   EXPECT_EQ(late.fields(0).removed_size(), 1);  // what merging alone would do
-  EXPECT_EQ(DropPurgedRemovals(before, late, f), 1u);
+  EXPECT_EQ(DropPurgedRemovals(before, second_remove, late, f), 1u);
   EXPECT_EQ(late.SerializeAsString(), early.SerializeAsString());
 
   // A remove of an element still held is kept, even if its add is covered.
   RecordState held = base;
   const RecordState was = held;
   MergeRecordState(held, second_remove);
-  EXPECT_EQ(DropPurgedRemovals(was, held, f), 0u);
+  EXPECT_EQ(DropPurgedRemovals(was, second_remove, held, f), 0u);
   EXPECT_EQ(held.fields(0).removed_size(), 1);
   EXPECT_EQ(held.fields(0).elements_size(), 0);
   // Nothing is dropped without a collection.
@@ -138,7 +138,7 @@ TEST(CollectionTest, ALateConcurrentRemoveDoesNotBringACollectedRemovalBack) {
   MergeRecordState(none, first_remove);
   const RecordState none_before = none;
   MergeRecordState(none, second_remove);
-  EXPECT_EQ(DropPurgedRemovals(none_before, none, VersionVector()), 0u);
+  EXPECT_EQ(DropPurgedRemovals(none_before, second_remove, none, VersionVector()), 0u);
 }
 
 }  // namespace

@@ -159,6 +159,7 @@ class World {
   // Once everything is stable, no deleted record is left where the policy lets the owner
   // collect (false while one is).
   bool AllCollected(std::string* left);
+  std::string CheckBoundedMetadata();
 
   const SimOptions options_;
   std::mt19937_64 rng_;
@@ -689,12 +690,46 @@ RecordState World::WithoutPurged(int n, const std::string& stream, const std::st
   return out;
 }
 
+// Once everything is stable and collected, nothing of the history is kept beside the log:
+// no index entry waits for a collection, every record is of its current life alone, a
+// set holds only its live elements, and a counter one entry per origin.
+std::string World::CheckBoundedMetadata() {
+  for (const auto& [stream, subs] : subscribers_) {
+    for (int i : subs) {
+      SimStore& store = *nodes_[static_cast<size_t>(i)].store;
+      const replication::PolicyHistory* p = store.Policies(stream);
+      if (p == nullptr || !replication::CollectionAllowed(*p)) continue;
+      if (const size_t left = store.IndexedHistory(stream); left > 0) {
+        return absl::StrCat(stream, ": node ", i, " still indexes ", left,
+                            " deletes or removes once everything is collected");
+      }
+      for (const auto& [key, state] : store.Records(stream)) {
+        const uint32_t life = replication::LifeOf(state.causal_length());
+        for (const replication::FieldState& f : state.fields()) {
+          if (replication::LifeOfField(f) != life || !f.removed().empty() ||
+              f.counter_size() > static_cast<int>(nodes_.size())) {
+            return absl::StrCat(stream, "/", key, " on node ", i, ": field ", f.name(),
+                                " keeps more than its current life's live value");
+          }
+        }
+      }
+    }
+  }
+  return "";
+}
+
 bool World::AllCollected(std::string* left) {
   for (const auto& [stream, subs] : subscribers_) {
     for (int i : subs) {
       SimStore& store = *nodes_[static_cast<size_t>(i)].store;
       const replication::PolicyHistory* p = store.Policies(stream);
       if (p == nullptr || !replication::CollectionAllowed(*p)) continue;
+      // The index too: a remove whose element went already is read once more by a
+      // collection, which then forgets it.
+      if (const size_t indexed = store.IndexedHistory(stream); indexed > 0) {
+        *left = absl::StrCat(stream, ": ", indexed, " deletes or removes indexed on node ", i);
+        return false;
+      }
       for (const auto& [key, state] : store.Records(stream)) {
         if (!replication::IsLive(state)) {
           *left = absl::StrCat(stream, "/", key, " on node ", i);
@@ -1105,6 +1140,7 @@ SimResult World::Run() {
       if (std::string c = CheckStability(); !c.empty()) result_.failure = c;
     }
     if (result_.failure.empty()) result_.failure = Check();
+    if (result_.failure.empty()) result_.failure = CheckBoundedMetadata();
     result_.messages = messages;
   }
   result_.purged = purged_count_;

@@ -262,7 +262,7 @@ void SimStore::MergeChange(const std::string& stream, const std::string& id,
   const RecordState before = state;
   replication::MergeRecordState(state, delta);
   // As the node does: a remove concurrent with a collected one brings nothing back.
-  replication::DropPurgedRemovals(before, state, purged_[stream]);
+  replication::DropPurgedRemovals(before, delta, state, purged_[stream]);
   if (auto t = replication::TombstoneSet(state, delta, key, seq)) tombstones_[stream][id] = *t;
   IndexRemovals(stream, id, delta, key, seq);
   if (state.causal_length() == 0 && state.fields().empty()) records.erase(id);
@@ -371,11 +371,11 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   replication::VersionVector frontier;
   if (tombstones) {
     frontier = StampFrontier(stream, plan.frontier);
-    const auto& records = records_[stream];
     bool any = false;
     for (const auto& [id, t] : tombstones_[stream]) {
-      auto record = records.find(id);
-      any |= record != records.end() && replication::Collectable(record->second, t, frontier);
+      // A record to collect, or an entry of a record that moved on (as the node does).
+      auto f = frontier.find(t.key);
+      any |= f != frontier.end() && f->second.seq >= t.seq;
     }
     removals = Purge(stream, frontier, /*dry_run=*/true);
     tombstones = any;

@@ -144,6 +144,19 @@ class SimStore final : public replication::ReplicaStore {
   const std::map<std::string, replication::RecordConflicts>& Conflicts(const std::string& stream) {
     return conflicts_[stream];
   }
+  // Entries of the tombstone and removals indexes that a collection has yet to act on (a
+  // tombstone entry of a record that moved on, created again, is dead: it goes with the
+  // next collection that covers it, which may never come where nothing else is deleted).
+  size_t IndexedHistory(const std::string& stream) {
+    size_t live = removals_[stream].size();
+    const auto& records = records_[stream];
+    for (const auto& [id, t] : tombstones_[stream]) {
+      auto r = records.find(id);
+      live += r != records.end() && r->second.causal_length() == t.causal_length &&
+              r->second.cl_hlc() == t.hlc;
+    }
+    return live;
+  }
   // The journal retention's cut in force (Collection.journal_before; 0: none).
   uint64_t JournalBefore(const std::string& stream) { return journal_before_[stream]; }
   // Every change of the stream's log, origin by origin in order.
