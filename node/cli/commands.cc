@@ -243,6 +243,9 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
     registries.push_back(absl::StrCat(
         ToAbsl(LastSegment(r.name())), " (", r.record_count(),
         r.collected_records() > 0 ? absl::StrCat(", ", r.collected_records(), " collected") : "",
+        r.collected_removals() > 0
+            ? absl::StrCat(", ", r.collected_removals(), " removed set elements collected")
+            : "",
         r.expired_conflicts() > 0
             ? absl::StrCat(", ", r.expired_conflicts(), " lost writes past retention")
             : "",

@@ -36,6 +36,7 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
       if (auto collected = store_.CollectedOf(*id); collected.ok()) {
         s->set_collected_records(collected->records);
         s->set_expired_conflicts(collected->conflicts);
+        s->set_collected_removals(collected->removals);
       }
     }
   }

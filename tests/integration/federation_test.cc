@@ -705,7 +705,8 @@ TEST(RotationTest, NodeCertificateRotatedDuringSyncLosesNothing) {
 
 // A deleted record's tombstone goes once the delete is causally stable: Lyon, the owner,
 // collects it, and each node applies the collection at the same point of Lyon's chain.
-// Created again afterwards, the record starts a new life everywhere.
+// Created again afterwards, the record starts a new life everywhere. A removed element of
+// another record's set goes the same way.
 TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
   auto put = [&](const Member& m, const std::string& nom) {
     v1::UpdateRecordRequest req;
@@ -717,19 +718,34 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
     v1::Record out;
     ASSERT_TRUE(Stub(m)->UpdateRecord(&ctx, req, &out).ok()) << m.siren;
   };
-  auto collected = [&](const Member& m) -> uint64_t {
+  auto summary = [&](const Member& m) {
     grpc::ClientContext ctx;
     v1::NodeInfo info;
     EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
                     ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
                     .ok());
     for (const auto& r : info.registries()) {
-      if (r.name() == "registries/services") return r.collected_records();
+      if (r.name() == "registries/services") return r;
     }
-    return 0;
+    return v1::RegistrySummary();
   };
-  put(members_[2], "Marché du samedi");
+  auto collected = [&](const Member& m) { return summary(m).collected_records(); };
+  auto channels = [&](const Member& m, std::vector<std::string> values) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name("registries/services/records/halle");
+    auto* set = (*req.mutable_record()->mutable_fields())["canaux"].mutable_string_set_value();
+    for (const std::string& v : values) set->add_values(v);
+    req.mutable_update_mask()->add_paths("canaux");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    ASSERT_TRUE(Stub(m)->UpdateRecord(&ctx, req, &out).ok()) << m.siren;
+  };
   std::map<std::string, std::string> state;
+  channels(members_[0], {"guichet", "telephone"});
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  channels(members_[2], {"guichet"});  // removes Lyon's "telephone"
+  put(members_[2], "Marché du samedi");
   ASSERT_TRUE(WaitForConvergence(30, &state));
   {
     v1::DeleteRecordRequest req;
@@ -747,6 +763,14 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
     if (!everywhere) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   for (const auto& m : members_) EXPECT_EQ(collected(m), 1u) << m.siren;
+  // The removed channel too (in the same collection or a later one), everywhere.
+  everywhere = false;
+  for (int i = 0; i < 600 && !everywhere; ++i) {
+    everywhere = true;
+    for (const auto& m : members_) everywhere = everywhere && summary(m).collected_removals() == 1;
+    if (!everywhere) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& m : members_) EXPECT_EQ(summary(m).collected_removals(), 1u) << m.siren;
   put(members_[2], "Marche du dimanche");
   ASSERT_TRUE(WaitForConvergence(30, &state));
   EXPECT_THAT(state.at("registries/services/records/marche"),
