@@ -8,6 +8,7 @@
 #include "replication/base/status_macros.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
+#include "replication/record_crdt.h"
 
 namespace interco::replication {
 namespace {
@@ -214,6 +215,12 @@ absl::Status VerifyCovered(std::string_view header, const std::vector<std::strin
   return VerifySignature(prev, last, signer, signature, signed_at_ms, verifier);
 }
 
+uint64_t ChangeStamp(const interco::replication::v1::Change& change) {
+  if (change.has_policy()) return change.policy().version();
+  // A change in full form may leave its own stamp to its delta's.
+  return change.hlc() != 0 ? change.hlc() : MaxStamp(change.delta());
+}
+
 absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   DecodedBatch out;
   if (!out.header.ParseFromString(batch.header())) {
@@ -250,6 +257,15 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
     if (c.has_policy() ? !c.key().empty() || c.has_delta() : !ValidateRecordId(c.key()).ok()) {
       return absl::DataLossError(absl::StrCat("batch change ", i, " is neither a record change ",
                                               "nor a policy change"));
+    }
+    // An origin's clock never goes back: its changes' stamps grow along its chain (what a
+    // collection relies on to tell by its stamp whether an add is under its frontier).
+    const uint64_t stamp = ChangeStamp(c);
+    if (stamp > h.max_hlc() ||
+        (i > 0 && stamp <= ChangeStamp(out.changes[static_cast<size_t>(i - 1)]))) {
+      return absl::DataLossError(absl::StrCat("batch change ", i, " is stamped ", stamp,
+                                              ": not after the change before it, or after the "
+                                              "batch's greatest stamp ", h.max_hlc()));
     }
   }
   out.raw = batch;

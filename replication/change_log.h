@@ -40,6 +40,11 @@ void CompactChange(interco::replication::v1::Change& change, uint32_t origin, ui
 // Fills in what CompactChange left out, for a change of a batch of `origin`.
 void ExpandChange(interco::replication::v1::Change& change, uint32_t origin);
 
+// A change's stamp: its HLC (or, if unset, its delta's greatest stamp), or its version for
+// a policy change. DecodeBatch checks that they grow along the batch, up to the header's
+// max_hlc.
+uint64_t ChangeStamp(const interco::replication::v1::Change& change);
+
 // BatchHeader.body_hash of a batch holding `changes`: SHA-256 over the concatenated
 // SHA-256 of each change's bytes.
 std::string BodyHash(const google::protobuf::RepeatedPtrField<std::string>& changes,

@@ -1225,6 +1225,13 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
+  // Stamps grow along the chain (DecodeBatch checks them within the batch).
+  if (pos.seq > 0 && replication::ChangeStamp(batch.changes.front()) <= pos.max_hlc) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch ", h.first_seq(), " of origin ", replication::OriginToSiren(h.origin()),
+        " is stamped ", replication::ChangeStamp(batch.changes.front()),
+        ", not after the batch before it (", pos.max_hlc, ")"));
+  }
   // From here on the batch is staged change by change: a failure half-way breaks the
   // group (nothing of it is committed).
   absl::Status changes_staged = StageRemoteChanges(op, g, rt);

@@ -306,8 +306,15 @@ TEST_F(ConflictStoreTest, ACollectionInTheGroupOfTheDeleteLeavesNoJournalBehind)
   }
   absl::Status deleted, collected;
   std::thread d([&] { deleted = lyon.store->ApplyRemoteBatch(kListed, from_viriat[2]); });
-  std::this_thread::sleep_for(std::chrono::microseconds(200));
-  std::thread c([&] { collected = lyon.store->ApplyRemoteBatch(kListed, from_epci[0]); });
+  std::this_thread::sleep_for(std::chrono::microseconds(500));
+  std::thread c([&] {
+    // Queued before the delete on a busy machine, it waits for it (as the engine would).
+    for (int i = 0; i < 1000; ++i) {
+      collected = lyon.store->ApplyRemoteBatch(kListed, from_epci[0]);
+      if (collected.code() != absl::StatusCode::kUnavailable) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
   d.join();
   c.join();
   while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -253,6 +253,37 @@ TEST_F(PolicyStoreTest, WritesCommittedWithARemovalInOneGroupKeepTheVersionTheyW
   EXPECT_EQ(at_owner[from_viriat].seq, static_cast<uint64_t>(accepted));
 }
 
+// An origin's stamps grow along its chain, from one batch to the next too.
+TEST_F(PolicyStoreTest, ABatchStampedNoLaterThanTheOneBeforeIsRefused) {
+  ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_).ok());
+  ASSERT_TRUE(viriat_.store->Write(kRegistry, "mairie", Named("Mairie"), viriat_.admin()).ok());
+  ASSERT_TRUE(Carry(viriat_, epci_).ok());
+  const OriginKey key{viriat_.store->origin(), viriat_.store->epoch()};
+  const auto written = *viriat_.store->ReadBatches(kRegistry, key, 0, 1);
+  auto first = replication::DecodeBatch(written.front(), hasher_);
+  ASSERT_TRUE(first.ok());
+  interco::replication::v1::Change again = first->changes.front();
+  again.set_key("ecole");  // stamped as the change before it
+  replication::BatchParams params;
+  params.origin = key.origin;
+  params.epoch = key.epoch;
+  params.stream = kRegistry;
+  params.first_seq = 2;
+  params.prev_hash = first->header_hash;
+  params.max_hlc = again.hlc();
+  params.policy_version = first->header.policy_version();
+  auto batch = replication::BuildBatch(params, {again.SerializeAsString()}, hasher_, nullptr,
+                                       nullptr);
+  ASSERT_TRUE(batch.ok());
+  const absl::Status s =
+      epci_.store->ApplyRemoteBatch(kRegistry, *replication::DecodeBatch(*batch, hasher_));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not after the batch before it"));
+  EXPECT_EQ(epci_.store->GetRecord(kRegistry, "ecole").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(PolicyStoreTest, AMalformedChangeFromAWriterRefusesItsWholeBatch) {
   ASSERT_TRUE(SetPolicy(epci_, WritersPolicy({kViriat}), epci_.admin()).ok());
   ASSERT_TRUE(Carry(epci_, viriat_).ok());
@@ -265,11 +296,12 @@ TEST_F(PolicyStoreTest, AMalformedChangeFromAWriterRefusesItsWholeBatch) {
   interco::replication::v1::Change bad = good->changes.front();
   bad.set_key("ecole");
   bad.mutable_delta()->mutable_fields(0)->set_name("zzz");
+  bad.set_hlc(bad.hlc() + 1);  // stamps grow along a chain
   replication::BatchParams params;
   params.origin = key.origin;
   params.epoch = key.epoch;
   params.stream = kRegistry;
-  params.max_hlc = good->header.max_hlc();
+  params.max_hlc = bad.hlc();
   params.policy_version = good->header.policy_version();
   auto batch = replication::BuildBatch(
       params, {good->changes.front().SerializeAsString(), bad.SerializeAsString()}, hasher_,

@@ -4,6 +4,7 @@
 // leave the frame untouched.
 #include "replication/frame_codec.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -141,6 +142,32 @@ class FrameCodecTest : public ::testing::Test {
   TestHasher hasher_;
   RegistrySchema schema_;
 };
+
+// An origin's stamps grow along its chain: a batch whose changes do not is refused.
+TEST_F(FrameCodecTest, ABatchWhoseStampsDoNotGrowIsRefused) {
+  auto batch = [&](std::vector<uint64_t> stamps, uint64_t max_hlc) {
+    std::vector<std::string> changes;
+    for (uint64_t v : stamps) {
+      Change c;
+      c.mutable_policy()->set_version(v);
+      c.set_author(absl::StrCat(kOrigin, "/admin"));
+      changes.push_back(c.SerializeAsString());
+    }
+    BatchParams p;
+    p.origin = kOrigin;
+    p.epoch = 1;
+    p.stream = "services";
+    p.first_seq = 1;
+    p.max_hlc = max_hlc;
+    return DecodeBatch(*BuildBatch(p, std::move(changes), hasher_, nullptr, nullptr), hasher_);
+  };
+  EXPECT_TRUE(batch({10, 11}, 11).ok());
+  EXPECT_EQ(batch({10, 10}, 11).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(batch({11, 10}, 11).status().code(), absl::StatusCode::kDataLoss);
+  const absl::Status beyond = batch({10, 12}, 11).status();
+  EXPECT_EQ(beyond.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(beyond.message()), ::testing::HasSubstr("batch change 1 is stamped 12"));
+}
 
 TEST_F(FrameCodecTest, EveryFrameOfRealChangesDecodesToItsExactBytes) {
   for (uint64_t seed = 1; seed <= 200; ++seed) {
