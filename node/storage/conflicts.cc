@@ -43,15 +43,20 @@ absl::Status RecordStore::StageConflicts(RegistryRuntime& rt, GroupState& g,
   if (oldest != 0 && rt.meta.journal_oldest() != 0 && oldest < rt.meta.journal_oldest()) {
     rt.meta.set_journal_oldest(oldest);
   }
-  if (journal.ByteSizeLong() == 0) {
-    g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
-  } else {
-    const std::string bytes = journal.SerializeAsString();
-    g.bytes += bytes.size();
-    g.batch.Put(db_->handle(Cf::kConflicts), ToSlice(key), bytes);
-  }
+  PutJournal(g, key, journal);
   g.dirty.insert(registry);
   return absl::OkStatus();
+}
+
+void RecordStore::PutJournal(GroupState& g, const std::string& key,
+                             const replication::RecordConflicts& journal) {
+  if (journal.ByteSizeLong() == 0) {
+    g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
+    return;
+  }
+  const std::string bytes = journal.SerializeAsString();
+  g.bytes += bytes.size();
+  g.batch.Put(db_->handle(Cf::kConflicts), ToSlice(key), bytes);
 }
 
 absl::Status RecordStore::DropConflicts(RegistryRuntime& rt, GroupState& g,
@@ -131,13 +136,7 @@ absl::Status RecordStore::ExpireJournals(GroupState& g, RegistryRuntime& rt,
         return absl::OkStatus();
       }));
   for (auto& [key, journal] : changed) {
-    if (journal.ByteSizeLong() == 0) {
-      g.batch.Delete(db_->handle(Cf::kConflicts), ToSlice(key));
-    } else {
-      const std::string bytes = journal.SerializeAsString();
-      g.bytes += bytes.size();
-      g.batch.Put(db_->handle(Cf::kConflicts), ToSlice(key), bytes);
-    }
+    PutJournal(g, key, journal);
     g.conflicts[key] = std::move(journal);
   }
   rt.meta.set_conflict_count(rt.meta.conflict_count() - static_cast<int64_t>(expired));

@@ -424,6 +424,9 @@ class RecordStore {
   // Empties the conflict journal of a record whose life ended, staged in the group.
   absl::Status DropConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                              const std::string& key);
+  // Stages a record's journal (deleted when empty).
+  void PutJournal(GroupState& g, const std::string& key,
+                  const replication::RecordConflicts& journal);
   // Calls `fn` with each conflict journal of `registry` (records-family key, a copy of the
   // journal), as staged in the group or else committed.
   absl::Status ForEachJournal(

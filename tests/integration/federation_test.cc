@@ -170,6 +170,19 @@ class FederationTest : public ::testing::Test {
   // Flags every node gets beyond the fixture's.
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
+  // What `m` says of the shared registry (NodeInfo).
+  static v1::RegistrySummary Summary(const Member& m) {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
+                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
+                    .ok());
+    for (const auto& r : info.registries()) {
+      if (r.name() == "registries/services") return r;
+    }
+    return v1::RegistrySummary();
+  }
+
   bool WaitForConvergence(int seconds, std::map<std::string, std::string>* state) {
     for (int i = 0; i < seconds * 10; ++i) {
       auto a = Snapshot(members_[0]);
@@ -472,17 +485,6 @@ TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention
     grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
     ASSERT_TRUE(s.ok()) << s.error_message();
   };
-  auto registry = [&](const Member& m) {
-    grpc::ClientContext ctx;
-    v1::NodeInfo info;
-    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
-                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
-                    .ok());
-    for (const auto& r : info.registries()) {
-      if (r.name() == "registries/services") return r;
-    }
-    return v1::RegistrySummary();
-  };
   std::map<std::string, std::string> state;
   rename(members_[0], "Mairie");
   ASSERT_TRUE(WaitForConvergence(30, &state));
@@ -498,7 +500,7 @@ TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention
   // there was nothing to cut), then cut it with the retention; so does every node.
   bool gone = false;
   for (int i = 0; i < 300 && !gone; ++i) {
-    gone = registry(members_[0]).expired_conflicts() == 1;
+    gone = Summary(members_[0]).expired_conflicts() == 1;
     for (const auto& m : members_) gone = gone && Conflicts(m).empty();
     if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -507,7 +509,7 @@ TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention
     int64_t count = -1;
     EXPECT_TRUE(Conflicts(m, &count).empty()) << m.siren;
     EXPECT_EQ(count, 0) << m.siren;
-    EXPECT_LE(registry(m).expired_conflicts(), 1u) << m.siren;
+    EXPECT_LE(Summary(m).expired_conflicts(), 1u) << m.siren;
   }
   std::string out;
   ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
@@ -718,18 +720,7 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
     v1::Record out;
     ASSERT_TRUE(Stub(m)->UpdateRecord(&ctx, req, &out).ok()) << m.siren;
   };
-  auto summary = [&](const Member& m) {
-    grpc::ClientContext ctx;
-    v1::NodeInfo info;
-    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
-                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
-                    .ok());
-    for (const auto& r : info.registries()) {
-      if (r.name() == "registries/services") return r;
-    }
-    return v1::RegistrySummary();
-  };
-  auto collected = [&](const Member& m) { return summary(m).collected_records(); };
+  auto collected = [&](const Member& m) { return Summary(m).collected_records(); };
   auto channels = [&](const Member& m, std::vector<std::string> values) {
     v1::UpdateRecordRequest req;
     req.mutable_record()->set_name("registries/services/records/halle");
@@ -767,10 +758,10 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
   everywhere = false;
   for (int i = 0; i < 600 && !everywhere; ++i) {
     everywhere = true;
-    for (const auto& m : members_) everywhere = everywhere && summary(m).collected_removals() == 1;
+    for (const auto& m : members_) everywhere = everywhere && Summary(m).collected_removals() == 1;
     if (!everywhere) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  for (const auto& m : members_) EXPECT_EQ(summary(m).collected_removals(), 1u) << m.siren;
+  for (const auto& m : members_) EXPECT_EQ(Summary(m).collected_removals(), 1u) << m.siren;
   put(members_[2], "Marche du dimanche");
   ASSERT_TRUE(WaitForConvergence(30, &state));
   EXPECT_THAT(state.at("registries/services/records/marche"),
