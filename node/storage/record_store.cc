@@ -1362,20 +1362,29 @@ RecordStore::TombstonesUnder(GroupState& g, const std::string& registry,
     out[std::string(tkey)] = {std::string(parsed->record), t};
     return absl::OkStatus();
   };
+  INTERCO_RETURN_IF_ERROR(ScanUnder(Cf::kTombstones, g.tombstones, registry, frontier, take));
+  return out;
+}
+
+absl::Status RecordStore::ScanUnder(
+    Cf cf, const std::map<std::string, std::string>& staged, const std::string& registry,
+    const replication::VersionVector& frontier,
+    const std::function<absl::Status(std::string_view key, std::string_view value)>& take) {
   for (const auto& [key, pos] : frontier) {
     const std::string lo = keys::TombstonePrefix(registry, key.origin, key.epoch);
     std::string hi = lo;
     keys::PutBigEndian64(hi, pos.seq + 1);
-    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kTombstones);
+    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(cf);
     for (it->Seek(ToSlice(lo)); it->Valid() && it->key().ToStringView() < hi; it->Next()) {
       INTERCO_RETURN_IF_ERROR(take(it->key().ToStringView(), it->value().ToStringView()));
     }
-    INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading tombstones"));
-    for (auto s = g.tombstones.lower_bound(lo); s != g.tombstones.end() && s->first < hi; ++s) {
+    INTERCO_RETURN_IF_ERROR(
+        FromRocksStatus(it->status(), absl::StrCat("reading ", ToAbsl(CfName(cf)))));
+    for (auto s = staged.lower_bound(lo); s != staged.end() && s->first < hi; ++s) {
       INTERCO_RETURN_IF_ERROR(take(s->first, s->second));
     }
   }
-  return out;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RecordStore::CollectionCandidate>> RecordStore::CollectionCandidates(

@@ -56,6 +56,7 @@
 namespace interco::node {
 
 class RocksDbStore;
+enum class Cf : int;
 }  // namespace interco::node
 namespace rocksdb {
 class Snapshot;
@@ -546,6 +547,13 @@ class RecordStore {
   void StageRemovals(GroupState& g, const std::string& registry, const std::string& id,
                      const replication::RecordState& delta, replication::OriginKey key,
                      uint64_t seq);
+  // Calls `take` with each entry of family `cf` (keyed as the tombstones family) of
+  // `registry` set by a change at or below `frontier`: committed ones, then those staged
+  // in the group (`staged`).
+  absl::Status ScanUnder(
+      Cf cf, const std::map<std::string, std::string>& staged, const std::string& registry,
+      const replication::VersionVector& frontier,
+      const std::function<absl::Status(std::string_view key, std::string_view value)>& take);
   // The removals-family entries of `registry` for changes at or below `frontier`
   // (committed or staged): key -> (record ID, what the change removed).
   absl::StatusOr<std::map<std::string, std::pair<std::string, replication::RecordState>>>

@@ -45,19 +45,7 @@ RecordStore::RemovalsUnder(GroupState& g, const std::string& registry,
     out[std::string(rkey)] = {std::string(parsed->record), std::move(removals)};
     return absl::OkStatus();
   };
-  for (const auto& [key, pos] : frontier) {
-    const std::string lo = keys::TombstonePrefix(registry, key.origin, key.epoch);
-    std::string hi = lo;
-    keys::PutBigEndian64(hi, pos.seq + 1);
-    std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRemovals);
-    for (it->Seek(ToSlice(lo)); it->Valid() && it->key().ToStringView() < hi; it->Next()) {
-      INTERCO_RETURN_IF_ERROR(take(it->key().ToStringView(), it->value().ToStringView()));
-    }
-    INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading removals"));
-    for (auto s = g.removals.lower_bound(lo); s != g.removals.end() && s->first < hi; ++s) {
-      INTERCO_RETURN_IF_ERROR(take(s->first, s->second));
-    }
-  }
+  INTERCO_RETURN_IF_ERROR(ScanUnder(Cf::kRemovals, g.removals, registry, frontier, take));
   return out;
 }
 
