@@ -45,6 +45,9 @@ ABSL_FLAG(uint32_t, collect_interval_seconds, 0,
 ABSL_FLAG(uint32_t, journal_retention_seconds, 0,
           "How long lost writes stay in the conflict journals of owned registries, from "
           "their stamp (default 2592000: 30 days)");
+ABSL_FLAG(uint32_t, member_retention_seconds, 0,
+          "How long a member of an owned registry may stay behind before collections leave it "
+          "out (default 2592000: 30 days)");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, new_epoch, false,
           "After restoring a copy of the store: start a new origin epoch offline, then exit");
@@ -82,6 +85,9 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   }
   if (const uint32_t s = absl::GetFlag(FLAGS_journal_retention_seconds); s > 0) {
     config.set_journal_retention_seconds(s);
+  }
+  if (const uint32_t s = absl::GetFlag(FLAGS_member_retention_seconds); s > 0) {
+    config.set_member_retention_seconds(s);
   }
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {
     const size_t at = p.find('@');

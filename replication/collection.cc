@@ -18,6 +18,7 @@ VersionVector FromDots(const Dots& dots) {
     OriginPos& pos = vv[OriginKey{d.origin(), d.epoch()}];
     pos.seq = d.seq();
     pos.max_hlc = d.hlc();
+    pos.closed = d.closed();
   }
   return vv;
 }
@@ -31,6 +32,7 @@ void ToDots(const VersionVector& vv, Dots& out, bool keep_empty) {
     d->set_epoch(key.epoch);
     d->set_seq(pos.seq);
     d->set_hlc(pos.max_hlc);
+    if (pos.closed) d->set_closed(true);
   }
 }
 
@@ -83,11 +85,29 @@ RecordState RemovalsOf(const RecordState& delta) {
 }
 
 bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& frontier) {
-  auto it = frontier.lower_bound(OriginKey{origin, 0});
-  if (it == frontier.end() || it->first.origin != origin) return false;
-  auto next = std::next(it);
-  if (next != frontier.end() && next->first.origin == origin) return false;
-  return it->second.max_hlc != 0 && hlc <= it->second.max_hlc;
+  bool some = false;
+  for (auto it = frontier.lower_bound(OriginKey{origin, 0});
+       it != frontier.end() && it->first.origin == origin; ++it) {
+    const OriginPos& epoch = it->second;
+    // A closed epoch ends before the stamp: the change is of another.
+    if (epoch.closed && hlc > epoch.max_hlc) continue;
+    // It may be of this epoch, beyond the frontier (or no HLC is known there).
+    if (epoch.max_hlc == 0 || hlc > epoch.max_hlc) return false;
+    some = true;
+  }
+  return some;
+}
+
+void MergeFrontier(const VersionVector& frontier, VersionVector& into) {
+  for (const auto& [key, pos] : frontier) {
+    OriginPos& k = into[key];
+    if (pos.seq > k.seq) {
+      k.seq = pos.seq;
+      k.max_hlc = pos.max_hlc;
+    }
+    // An epoch ends where its frontier said it did, whichever frontier said it.
+    if (pos.closed && pos.seq == k.seq) k.closed = true;
+  }
 }
 
 size_t PurgeRemovals(RecordState& state, const RecordState& removals,

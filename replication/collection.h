@@ -87,10 +87,16 @@ RecordState RemovalsOf(const RecordState& delta);
 
 // Whether the change that stamped (hlc, origin) is at or below `frontier` (whose entries
 // carry the HLC of their last change, and which names every epoch of its origins known
-// to the owner, at 0 if none is under it): the origin has a single epoch in the frontier,
-// and the stamp is not after that epoch's last change there. With several epochs (an
-// origin restored from a backup) a stamp does not say which it belongs to: no.
+// to the owner, at 0 if none is under it). A stamp does not say its epoch: it is at or
+// below if it is not after the frontier's last change in any epoch of the origin it may
+// belong to — every epoch the frontier names but those closed before it (Dot.closed: an
+// epoch that ends below the stamp is not its). With a single epoch: the stamp is not
+// after that epoch's last change there.
 bool StampedAtOrBelow(uint64_t hlc, uint32_t origin, const VersionVector& frontier);
+
+// Raises `into` (the greatest frontier applied, RegistryMeta.purged) to `frontier`,
+// entry by entry, keeping the HLC of each entry's last change and whether it is closed.
+void MergeFrontier(const VersionVector& frontier, VersionVector& into);
 
 // Removes from `state` the removed elements listed in `removals` (RemovalsOf a change at
 // or below `frontier`) whose add is at or below the frontier too. Returns how many went;

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "interco/replication/v1/peer.pb.h"
 #include "interco/replication/v1/state.pb.h"
+#include "replication/exclusion.h"
 #include "replication/version_vector.h"
 
 namespace interco::replication {
@@ -108,6 +109,11 @@ struct CollectionPlan {
   std::vector<uint32_t> members;
   // Journal entries stamped below this HLC go (0: none).
   uint64_t journal_before = 0;
+  // Members left out of the frontier (absent longer than the member retention, or not
+  // back since a collection left them out; replication/exclusion.h), sorted, and how far
+  // this node holds each of their origin epochs (Collection.excluded and cuts).
+  std::vector<uint32_t> excluded = {};
+  VersionVector cuts = {};
 };
 
 // The replicated state of a node, as the engine needs it.
@@ -159,6 +165,14 @@ class ReplicaStore {
                                        const CollectionPlan& /*plan*/) {
     return false;
   }
+  // What the collections applied here left out of `stream` (replication/exclusion.h).
+  // Default: nothing.
+  virtual Exclusions ExclusionsOf(const std::string& /*stream*/) { return {}; }
+  // This node's origin epoch in `stream` now, if the store keeps it (0:
+  // ReplicatorOptions::epoch). It grows in every stream when the node was restored from
+  // a backup, and in one when a collection left the node out of it (its chain there then
+  // ends where the collection cut it: replication/exclusion.h). Default: 0.
+  virtual uint32_t OriginEpoch(const std::string& /*stream*/) { return 0; }
   // Nodes known to replicate `stream` whether or not they have been heard of (their
   // reports are awaited before anything is stable; see replication/stability.h): the
   // owner, and the writers any version of its policy lists. Default: the owner, if any.

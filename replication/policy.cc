@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "replication/base/check.h"
 #include "replication/base/limits.h"
+#include "replication/base/status_macros.h"
 #include "replication/ids.h"
 
 namespace interco::replication {
@@ -119,7 +120,8 @@ absl::StatusOr<RegistryPolicy> CompilePolicyChange(
   return p;
 }
 
-absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history) {
+absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history,
+                            const Exclusions* exclusions) {
   const interco::replication::v1::BatchHeader& h = batch.header;
   const std::string origin = OriginToSiren(h.origin());
   bool records = false;
@@ -146,15 +148,22 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
           return absl::PermissionDeniedError(
               absl::StrCat("collection of registry ", h.stream(), " names too many origins"));
         }
+        // The frontier names every epoch of its origins known to the owner, at 0 if none
+        // of it is under it (Collection.frontier); a requirement names changes only.
+        const bool zeros = dots == &c.policy().collection().frontier();
         for (int i = 0; i < dots->size(); ++i) {
           const auto& d = (*dots)[i];
-          if (d.seq() == 0 ||
+          if ((d.seq() == 0 && !zeros) ||
               (i > 0 && !(OriginKey{(*dots)[i - 1].origin(), (*dots)[i - 1].epoch()} <
                           OriginKey{d.origin(), d.epoch()}))) {
             return absl::PermissionDeniedError(absl::StrCat(
                 "collection of registry ", h.stream(), " is malformed (entry ", i, ")"));
           }
         }
+      }
+      if (absl::Status s = CheckExclusion(c.policy().collection(), history.owner()); !s.ok()) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("registry ", h.stream(), ": ", s.message()));
       }
     }
     if (c.policy().version() <= last_version) {
@@ -164,6 +173,7 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
     }
     last_version = c.policy().version();
   }
+  if (exclusions != nullptr) INTERCO_RETURN_IF_ERROR(exclusions->Judge(h));
   if (!records || h.origin() == history.owner()) return absl::OkStatus();
   const RegistryPolicy* policy = history.At(h.policy_version());
   if (policy == nullptr) {

@@ -24,6 +24,7 @@
 #include "interco/replication/v1/state.pb.h"
 #include "interco/v1/registry.pb.h"
 #include "replication/env.h"
+#include "replication/exclusion.h"
 
 namespace interco::replication {
 
@@ -91,8 +92,11 @@ class PolicyHistory {
 // compile, or its collection names more than limits::kReportOriginsMax origin epochs,
 // unsorted or at 0); UNAVAILABLE if this node has not
 // applied that policy version yet (the owner's change is still on its way: try again
-// once it is applied).
-absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history);
+// once it is applied). With `exclusions` (what the collections applied here left out),
+// PERMISSION_DENIED too for a batch of an excluded member beyond its cut
+// (Exclusions::Judge), or a collection whose exclusions are malformed (CheckExclusion).
+absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& history,
+                            const Exclusions* exclusions = nullptr);
 
 // The checks of one policy change of `owner`'s batch whose header names `policy_version`
 // and `max_hlc` (see AuthorizeBatch); returns the compiled policy.

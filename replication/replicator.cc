@@ -129,7 +129,13 @@ bool Replicator::HandleHello(uint32_t peer_id, Peer& peer, const Hello& hello) {
   for (const auto& sp : hello.streams()) {
     peer.streams.insert(sp.stream());
     peer.known[sp.stream()] = FromProto(sp);
-    NoteReport(peer_id, sp, hello.epoch());
+    // Its epoch in the stream: at least the Hello's, later where it was left out of a
+    // collection and went on in a new one (which its own changes there then show).
+    uint32_t epoch = hello.epoch();
+    for (const auto& o : sp.origins()) {
+      if (o.origin() == peer_id) epoch = std::max(epoch, o.epoch());
+    }
+    NoteReport(peer_id, sp, epoch);
   }
   // The peer's statement is the truth: resend from there.
   Rewind(peer);
@@ -329,8 +335,9 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
       }
       return Step::kWaiting;
     }
-    // Authentic, but its origin may not write this registry: refused, not forwarded.
-    peer.stats.unauthorized++;
+    // Authentic, but its origin may not write this registry (or was left out of a
+    // collection): refused, not forwarded.
+    CountRefusal(peer.stats, stream, h);
     store_.OnRefused(peer_id, stream, &h, why);
     return Step::kRefused;
   }
@@ -361,6 +368,14 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
   return ApplyInOrder(peer_id, peer, stream, std::move(batch)) ? Step::kApplied : Step::kRefused;
 }
 
+void Replicator::CountRefusal(PeerStats& stats, const std::string& stream, const BatchHeader& h) {
+  if (store_.ExclusionsOf(stream).Judge(h).ok()) {
+    stats.unauthorized++;
+  } else {
+    stats.excluded++;
+  }
+}
+
 void Replicator::RetryHeld(const std::string& stream) {
   for (bool progress = true; progress;) {
     progress = false;
@@ -378,7 +393,7 @@ void Replicator::RetryHeld(const std::string& stream) {
       it = held_.erase(it);
       Peer& from = peers_[h.from];
       if (!why.ok()) {
-        from.stats.unauthorized++;
+        CountRefusal(from.stats, stream, h.batch.header);
         store_.OnRefused(h.from, stream, &h.batch.header, why);
         continue;
       }
@@ -695,7 +710,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
                        reports);
       reports.set_stream(stream);
-      WriteReport(options_.self, options_.epoch, *vv, *reports.add_members());
+      WriteReport(options_.self, Epoch(stream), *vv, *reports.add_members());
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
     for (const auto& [stream, vv] : out.acks) {
@@ -962,8 +977,21 @@ void Replicator::CollectOwned() {
     // The members the frontier waits for, as the store says now: tombstones are collected
     // only if the policy still names no other writer when the collection is staged.
     plan.members = store_.Members(stream);
-    plan.frontier = FrontierOf(stream, plan.members);
+    absl::StatusOr<VersionVector> ours = store_.Position(stream);
+    if (!ours.ok()) continue;
+    const MemberWatch* watch = nullptr;
+    if (options_.member_retention_ms > 0) {
+      auto w = watches_.try_emplace(stream, options_.member_retention_ms).first;
+      w->second.Mark(now, *ours);
+      watch = &w->second;
+    }
+    const std::set<uint32_t> excluded = ExcludedOf(stream, plan.members, *ours, watch);
+    plan.frontier = FrontierOf(stream, plan.members, excluded);
     plan.journal_before = journal_before;
+    plan.excluded.assign(excluded.begin(), excluded.end());
+    for (const auto& [key, pos] : *ours) {
+      if (pos.seq > 0 && excluded.contains(key.origin)) plan.cuts[key].seq = pos.seq;
+    }
     // Tombstones are looked for again once the frontier moved; journal entries each time
     // (the store knows the oldest stamp of its journals, and says at once if none is due).
     const bool moved = !plan.frontier.empty() &&
@@ -972,7 +1000,13 @@ void Replicator::CollectOwned() {
     if (!moved && journal_before == 0) continue;
     VersionVector frontier = plan.frontier;
     if (!moved) plan.frontier.clear();
-    plan.required = stability_.Requirement(stream);
+    plan.required = stability_.Requirement(stream, excluded);
+    // An excluded member's changes that this node holds are no less concurrent with what
+    // it collects: they must be everywhere first, as a member's taken report would be.
+    for (const auto& [key, cut] : plan.cuts) {
+      OriginPos& r = plan.required[key];
+      r.seq = std::max(r.seq, cut.seq);
+    }
     absl::StatusOr<bool> collected = store_.Collect(stream, plan);
     // A failure (the store busy, say) is tried again at the next interval, whatever the
     // frontier; an answer about tombstones holds until the frontier moves.
@@ -992,15 +1026,70 @@ void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::St
 }
 
 VersionVector Replicator::StableFrontier(const std::string& stream) {
-  return FrontierOf(stream, store_.Members(stream));
+  absl::StatusOr<VersionVector> ours = store_.Position(stream);
+  if (!ours.ok()) return {};
+  const std::vector<uint32_t> members = store_.Members(stream);
+  auto watch = watches_.find(stream);
+  return FrontierOf(stream, members,
+                    ExcludedOf(stream, members, *ours,
+                               watch == watches_.end() ? nullptr : &watch->second));
+}
+
+std::set<uint32_t> Replicator::Excluded(const std::string& stream) {
+  absl::StatusOr<VersionVector> ours = store_.Position(stream);
+  if (!ours.ok()) return {};
+  auto watch = watches_.find(stream);
+  return ExcludedOf(stream, store_.Members(stream), *ours,
+                    watch == watches_.end() ? nullptr : &watch->second);
 }
 
 VersionVector Replicator::FrontierOf(const std::string& stream,
-                                     const std::vector<uint32_t>& members) {
+                                     const std::vector<uint32_t>& members,
+                                     const std::set<uint32_t>& excluded) {
   absl::StatusOr<VersionVector> ours = store_.Position(stream);
   if (!ours.ok()) return {};
   stability_.Take(stream, *ours);
-  return stability_.Frontier(stream, *ours, members);
+  return stability_.Frontier(stream, *ours, members, excluded);
+}
+
+std::set<uint32_t> Replicator::ExcludedOf(const std::string& stream,
+                                          const std::vector<uint32_t>& members,
+                                          const VersionVector& position,
+                                          const MemberWatch* watch) {
+  std::set<uint32_t> out;
+  // Left out by a collection, and not back: it does not say it holds the latest one. Once
+  // it does, it applied it (its writes from then on name that version or a later one) and
+  // counts again, with what the reports taken of it say (until a newer one is taken,
+  // possibly less than it holds: that only holds the frontier back).
+  const Exclusions exclusions = store_.ExclusionsOf(stream);
+  for (const auto& [member, e] : exclusions.members()) {
+    if (member == options_.self) continue;
+    const VersionVector* reported = stability_.Reported(stream, member);
+    const auto held = reported == nullptr
+                          ? VersionVector::const_iterator()
+                          : reported->find(OriginKey{e.at().origin(), e.at().epoch()});
+    if (reported == nullptr || held == reported->end() || held->second.seq < e.at().seq()) {
+      out.insert(member);
+    }
+  }
+  if (watch == nullptr) return out;
+  // Absent: it does not say it holds, member_retention_ms later, what this node held then.
+  std::set<uint32_t> candidates(members.begin(), members.end());
+  for (uint32_t m : stability_.Heard(stream)) candidates.insert(m);
+  for (const auto& [key, pos] : position) candidates.insert(key.origin);
+  const int64_t now = clock_.MonotonicMillis();
+  static const VersionVector kNothing;
+  for (uint32_t m : candidates) {
+    if (m == options_.self || m == 0) continue;
+    const VersionVector* reported = stability_.Reported(stream, m);
+    if (watch->Absent(now, reported == nullptr ? kNothing : *reported)) out.insert(m);
+  }
+  return out;
+}
+
+uint32_t Replicator::Epoch(const std::string& stream) {
+  const uint32_t epoch = store_.OriginEpoch(stream);
+  return epoch != 0 ? epoch : options_.epoch;
 }
 
 std::map<std::string, StabilitySummary> Replicator::Stabilities() {
@@ -1008,8 +1097,11 @@ std::map<std::string, StabilitySummary> Replicator::Stabilities() {
   for (const std::string& stream : store_.Streams()) {
     absl::StatusOr<VersionVector> ours = store_.Position(stream);
     if (!ours.ok()) continue;
-    stability_.Take(stream, *ours);
-    out[stream] = stability_.Summarize(stream, *ours, store_.Members(stream));
+    const std::vector<uint32_t> members = store_.Members(stream);
+    auto watch = watches_.find(stream);
+    const std::set<uint32_t> excluded =
+        ExcludedOf(stream, members, *ours, watch == watches_.end() ? nullptr : &watch->second);
+    out[stream] = stability_.Summarize(stream, *ours, members, excluded);
   }
   return out;
 }

@@ -75,6 +75,11 @@ struct ReplicatorOptions {
   // the conflict journals. Its collections then name the HLC below which journal entries
   // go (Collection.journal_before). 0: until the record's life ends.
   int64_t journal_retention_ms = 0;
+  // As the owner of a stream: a member that has not caught up, this long later, with
+  // what this node held is left out of its collections (replication/exclusion.h), so that
+  // an absent member stops holding garbage collection back; what it writes meanwhile is
+  // refused, and it catches up before it counts again. 0: never.
+  int64_t member_retention_ms = 0;
 };
 
 // What the engine says about one peer.
@@ -95,6 +100,9 @@ struct PeerStats {
   uint64_t unauthorized = 0;
   // Batches held back until the policy version they were written under is applied here.
   uint64_t policy_waits = 0;
+  // Batches of members a collection left out, beyond its cut (replication/exclusion.h):
+  // refused, as everywhere.
+  uint64_t excluded = 0;
   // Forks of an origin's chain detected in batches from this peer.
   uint64_t forks = 0;
   // Batches of frozen origins, dropped.
@@ -160,6 +168,8 @@ class Replicator {
   // The stable frontier of a stream (replication/stability.h): what every member of it
   // holds, with nothing concurrent still to come here.
   VersionVector StableFrontier(const std::string& stream);
+  // The members of `stream` left out of its stable frontier here (replication/exclusion.h).
+  std::set<uint32_t> Excluded(const std::string& stream);
   // Per stream replicated: its members and how much of it is not stable yet.
   std::map<std::string, StabilitySummary> Stabilities();
   // Collections this node committed as the owner of a stream.
@@ -357,6 +367,9 @@ class Replicator {
   // Applies the held batches of `stream` whose policy version has arrived (and refuses
   // those it now says may not enter).
   void RetryHeld(const std::string& stream);
+  // Counts a refused batch as unauthorized, or as of a member left out.
+  void CountRefusal(PeerStats& stats, const std::string& stream,
+                    const interco::replication::v1::BatchHeader& h);
   // Out-of-order batches per (stream, origin epoch), by first sequence number.
   std::map<std::pair<std::string, OriginKey>, std::map<uint64_t, DecodedBatch>> reorder_;
   size_t reorder_size_ = 0;
@@ -369,9 +382,19 @@ class Replicator {
   // As the owner of streams: commits a collection where the frontier moved and there is
   // something to collect (ReplicaStore::Collect), at most every collect_interval_ms.
   void CollectOwned();
-  // The stable frontier of `stream` waiting for `members` (ReplicaStore::Members), once
-  // the reports our position now allows are taken.
-  VersionVector FrontierOf(const std::string& stream, const std::vector<uint32_t>& members);
+  // The stable frontier of `stream` waiting for `members` (ReplicaStore::Members) but for
+  // `excluded`, once the reports our position now allows are taken.
+  VersionVector FrontierOf(const std::string& stream, const std::vector<uint32_t>& members,
+                           const std::set<uint32_t>& excluded);
+  // The members of `stream` left out of its stable frontier: those a collection left out
+  // that have not applied the latest such collection (their taken report does not hold
+  // it), and, as its owner (with `watch`), those absent longer than the member retention.
+  std::set<uint32_t> ExcludedOf(const std::string& stream, const std::vector<uint32_t>& members,
+                                const VersionVector& position, const MemberWatch* watch);
+  // Per owned stream, the snapshots that tell absent members (member_retention_ms > 0).
+  std::map<std::string, MemberWatch> watches_;
+  // This node's origin epoch in `stream` now (the store's, or options_.epoch).
+  uint32_t Epoch(const std::string& stream);
   // Merges the peer's statement of what it holds of `stream` (its Hello, made in its
   // origin epoch `epoch`) into its report.
   void NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp,

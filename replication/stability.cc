@@ -100,7 +100,8 @@ void Stability::Take(const std::string& stream, const VersionVector& position) {
 }
 
 VersionVector Stability::Frontier(const std::string& stream, const VersionVector& position,
-                                  const std::vector<uint32_t>& declared) const {
+                                  const std::vector<uint32_t>& declared,
+                                  const std::set<uint32_t>& excluded) const {
   static const std::map<uint32_t, Member> kNone;
   auto s = streams_.find(stream);
   const std::map<uint32_t, Member>& members = s == streams_.end() ? kNone : s->second;
@@ -108,14 +109,19 @@ VersionVector Stability::Frontier(const std::string& stream, const VersionVector
   // A member without report (an origin of changes we hold, a declared one) holds nothing
   // we know of.
   for (const auto& [key, pos] : position) {
-    if (key.origin != self_ && !members.contains(key.origin)) return frontier;
+    if (key.origin != self_ && !members.contains(key.origin) && !excluded.contains(key.origin)) {
+      return frontier;
+    }
   }
   for (uint32_t member : declared) {
-    if (member != self_ && !members.contains(member)) return frontier;
+    if (member != self_ && !members.contains(member) && !excluded.contains(member)) {
+      return frontier;
+    }
   }
   for (const auto& [key, pos] : position) {
     uint64_t seq = pos.seq;
     for (const auto& [member, m] : members) {
+      if (excluded.contains(member)) continue;
       auto it = m.taken.find(key);
       seq = std::min(seq, it == m.taken.end() ? 0 : it->second.seq);
       if (seq == 0) break;
@@ -126,7 +132,8 @@ VersionVector Stability::Frontier(const std::string& stream, const VersionVector
 }
 
 StabilitySummary Stability::Summarize(const std::string& stream, const VersionVector& position,
-                                      const std::vector<uint32_t>& declared) const {
+                                      const std::vector<uint32_t>& declared,
+                                      const std::set<uint32_t>& excluded) const {
   StabilitySummary out;
   std::set<uint32_t> members{self_};
   members.insert(declared.begin(), declared.end());
@@ -135,22 +142,28 @@ StabilitySummary Stability::Summarize(const std::string& stream, const VersionVe
   if (s != streams_.end()) {
     for (const auto& [member, m] : s->second) {
       members.insert(member);
-      if (Missing(m.reported, m.taken) > 0) out.waiting++;
+      if (Missing(m.reported, m.taken) > 0 && !excluded.contains(member)) out.waiting++;
     }
   }
   for (uint32_t member : members) {
-    if (member != self_ && (s == streams_.end() || !s->second.contains(member))) out.waiting++;
+    if (excluded.contains(member)) {
+      out.excluded.push_back(member);
+    } else if (member != self_ && (s == streams_.end() || !s->second.contains(member))) {
+      out.waiting++;
+    }
   }
   out.members = members.size();
-  out.unstable = Missing(position, Frontier(stream, position, declared));
+  out.unstable = Missing(position, Frontier(stream, position, declared, excluded));
   return out;
 }
 
-VersionVector Stability::Requirement(const std::string& stream) const {
+VersionVector Stability::Requirement(const std::string& stream,
+                                     const std::set<uint32_t>& excluded) const {
   VersionVector out;
   auto s = streams_.find(stream);
   if (s == streams_.end()) return out;
   for (const auto& [member, m] : s->second) {
+    if (excluded.contains(member)) continue;
     for (const auto& [key, pos] : m.taken) {
       if (key.origin != member) continue;
       OriginPos& p = out[key];
@@ -158,6 +171,21 @@ VersionVector Stability::Requirement(const std::string& stream) const {
     }
   }
   return out;
+}
+
+std::vector<uint32_t> Stability::Heard(const std::string& stream) const {
+  std::vector<uint32_t> out;
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return out;
+  for (const auto& [member, m] : s->second) out.push_back(member);
+  return out;
+}
+
+const VersionVector* Stability::Reported(const std::string& stream, uint32_t member) const {
+  auto s = streams_.find(stream);
+  if (s == streams_.end()) return nullptr;
+  auto it = s->second.find(member);
+  return it == s->second.end() ? nullptr : &it->second.reported;
 }
 
 void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,

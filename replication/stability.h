@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,8 @@ struct StabilitySummary {
   size_t waiting = 0;
   // Changes held here above the stable frontier.
   uint64_t unstable = 0;
+  // Members left out of it (absent longer than the retention), sorted.
+  std::vector<uint32_t> excluded;
 };
 
 // `member`'s report stating `held`, made in its origin epoch `epoch`.
@@ -75,16 +78,26 @@ class Stability {
   // report holds it (entries at 0 left out; max_hlc not set). `declared` names members
   // known beyond those heard of (ReplicaStore::Members): until a report of each is
   // taken, nothing is stable.
+  // `excluded` names members left out (replication/exclusion.h): neither their reports
+  // nor their lack of one hold the frontier back.
   VersionVector Frontier(const std::string& stream, const VersionVector& position,
-                         const std::vector<uint32_t>& declared = {}) const;
+                         const std::vector<uint32_t>& declared = {},
+                         const std::set<uint32_t>& excluded = {}) const;
 
   StabilitySummary Summarize(const std::string& stream, const VersionVector& position,
-                             const std::vector<uint32_t>& declared = {}) const;
+                             const std::vector<uint32_t>& declared = {},
+                             const std::set<uint32_t>& excluded = {}) const;
 
   // What a node must hold before it may act on this node's frontier as if it were its
   // own: each member's own changes up to its taken report (every change concurrent with
-  // something stable is among them).
-  VersionVector Requirement(const std::string& stream) const;
+  // something stable is among them), members in `excluded` left out.
+  VersionVector Requirement(const std::string& stream,
+                            const std::set<uint32_t>& excluded = {}) const;
+
+  // The members of `stream` heard of (with a report), and what one reported holding, of
+  // its latest epoch (nullptr if nothing).
+  std::vector<uint32_t> Heard(const std::string& stream) const;
+  const VersionVector* Reported(const std::string& stream, uint32_t member) const;
 
   // A counter that grows whenever a report grows.
   uint64_t version() const { return version_; }

@@ -30,6 +30,9 @@ struct OriginPos {
   uint64_t max_hlc = 0;
   // SHA-256 of the header of batch `seq` ends (the next batch's prev_hash); local only.
   std::string last_hash;
+  // In a collection's frontier only: the epoch ends at `seq` (interco.replication.v1.Dot
+  // closed).
+  bool closed = false;
 };
 
 using VersionVector = std::map<OriginKey, OriginPos>;

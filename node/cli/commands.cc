@@ -249,6 +249,10 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
         r.expired_conflicts() > 0
             ? absl::StrCat(", ", r.expired_conflicts(), " lost writes past retention")
             : "",
+        r.refused_own_changes() > 0
+            ? absl::StrCat(", ", r.refused_own_changes(),
+                           " own writes refused (made while left out; kept)")
+            : "",
         ")"));
   }
   PrintKeyValues(
@@ -297,8 +301,10 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
     std::cout << "\n";
     // This node's place in each registry's broadcast tree: new changes come from UPLINK.
     // MEMBERS: nodes replicating it (WAITING: of which no usable report yet); UNSTABLE:
-    // changes held here that not every member is known to hold.
-    Table trees({"REGISTRY", "ROOT", "DISTANCE", "UPLINK", "MEMBERS", "WAITING", "UNSTABLE"});
+    // changes held here that not every member is known to hold; LEFT OUT: members the
+    // collections go on without (absent longer than the owner's member retention).
+    Table trees({"REGISTRY", "ROOT", "DISTANCE", "UPLINK", "MEMBERS", "WAITING", "UNSTABLE",
+                 "LEFT OUT"});
     trees.AlignRight(2);
     trees.AlignRight(4);
     trees.AlignRight(5);
@@ -306,7 +312,8 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
     for (const auto& t : info.trees()) {
       trees.AddRow({t.registry(), t.root(), absl::StrCat(t.distance()),
                     t.uplink().empty() ? "(root)" : t.uplink(), absl::StrCat(t.members()),
-                    absl::StrCat(t.members_waiting()), absl::StrCat(t.unstable_changes())});
+                    absl::StrCat(t.members_waiting()), absl::StrCat(t.unstable_changes()),
+                    t.left_out().empty() ? "-" : absl::StrJoin(t.left_out(), ",")});
     }
     trees.Print(std::cout);
   }

@@ -107,6 +107,10 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
     return store_.MayReadBatch(stream, node, policy_version);
   }
   uint32_t OwnerOf(const std::string& stream) override { return store_.OwnerOf(stream); }
+  replication::Exclusions ExclusionsOf(const std::string& stream) override {
+    return store_.ExclusionsOf(stream);
+  }
+  uint32_t OriginEpoch(const std::string& stream) override { return store_.OriginEpoch(stream); }
   std::vector<uint32_t> Members(const std::string& stream) override {
     return store_.Members(stream);
   }
@@ -270,6 +274,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   ro.clock_offset_max_ms = options.clock_offset_max_ms;
   ro.collect_interval_ms = options.collect_interval_ms;
   ro.journal_retention_ms = options.journal_retention_ms;
+  ro.member_retention_ms = options.member_retention_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
                                                          *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);
@@ -608,6 +613,7 @@ std::vector<interco::v1::RegistryTree> PeerManager::Trees() {
       t.set_members(static_cast<uint32_t>(s->second.members));
       t.set_members_waiting(static_cast<uint32_t>(s->second.waiting));
       t.set_unstable_changes(s->second.unstable);
+      for (uint32_t m : s->second.excluded) t.add_left_out(replication::OriginToSiren(m));
     }
   }
   return out;
@@ -651,6 +657,7 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_forks(st.forks);
       s.set_unauthorized(st.unauthorized);
       s.set_policy_waits(st.policy_waits);
+      s.set_excluded(st.excluded);
       s.set_frozen(st.frozen);
       s.set_messages_sent(st.messages_sent);
       for (const std::string& r : st.uplink_streams) s.add_uplink_registries(r);

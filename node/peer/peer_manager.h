@@ -48,6 +48,9 @@ struct PeerManagerOptions {
   // How long, from its stamp, a lost write stays in the journals of a registry it owns
   // (0: until the record's life ends).
   int64_t journal_retention_ms = 0;
+  // How long a member of a registry it owns may stay behind before its collections leave
+  // it out (0: never).
+  int64_t member_retention_ms = 0;
   // Whether peer messages are gzip-compressed (sent so, and asked so of the peer).
   bool compress = true;
 };

@@ -38,6 +38,10 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
         s->set_expired_conflicts(collected->conflicts);
         s->set_collected_removals(collected->removals);
       }
+      if (auto refused = store_.RefusedOf(*id); refused.ok()) {
+        s->set_refused_batches(refused->batches);
+        s->set_refused_own_changes(refused->own_changes);
+      }
     }
   }
   response->set_store_size_bytes(store_.SizeOnDisk());

@@ -113,6 +113,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       if (op.status.ok()) e.set_count(static_cast<uint32_t>(op.repaired_changed));
       break;
     case Op::Type::kApplyRemote: {
+      if (op.replayed) return;  // audited when first applied; the replay has its event
       const auto& h = op.remote->header;
       e.set_action(AuditEvent::APPLY_BATCH);
       e.set_origin(replication::OriginToSiren(h.origin()));

@@ -154,6 +154,19 @@ std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_vie
   return out;
 }
 
+std::optional<TombstoneKey> ParseLog(std::string_view key, std::string_view registry) {
+  const size_t prefix = registry.size() + 1;
+  if (key.size() != prefix + 16 || key.substr(0, registry.size()) != registry ||
+      key[registry.size()] != '\0') {
+    return std::nullopt;
+  }
+  TombstoneKey out;
+  out.origin = GetBigEndian32(key.substr(prefix, 4));
+  out.epoch = GetBigEndian32(key.substr(prefix + 4, 4));
+  out.seq = GetBigEndian64(key.substr(prefix + 8, 8));
+  return out;
+}
+
 std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc) {
   std::string v;
   PutBigEndian32(v, causal_length);
@@ -185,6 +198,20 @@ std::string Policy(std::string_view registry, uint64_t version) {
   std::string out = PolicyPrefix(registry);
   PutBigEndian64(out, version);
   return out;
+}
+
+std::string RefusedPrefix(std::string_view registry) {
+  return absl::StrCat("refused/", ToAbsl(RegistryPrefix(registry)));
+}
+
+std::string Refused(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq) {
+  return absl::StrCat("refused/", ToAbsl(Log(registry, origin, epoch, first_seq)));
+}
+
+std::string RegistryEnd(std::string_view registry) {
+  std::string k(registry);
+  k.push_back('\x01');
+  return k;
 }
 
 std::string Certificate(std::string_view key_id) {

@@ -64,6 +64,9 @@ struct TombstoneKey {
   std::string_view record;
 };
 std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_view registry);
+// The origin, epoch and first sequence number of a log key of `registry` (seq is
+// first_seq, record empty); nullopt if it is not one.
+std::optional<TombstoneKey> ParseLog(std::string_view key, std::string_view registry);
 std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc);
 // std::nullopt if malformed; else (causal length, hlc).
 std::optional<std::pair<uint32_t, uint64_t>> DecodeTombstoneValue(std::string_view value);
@@ -88,6 +91,12 @@ std::string Fork(uint32_t origin, std::string_view stream);
 // Every version of a registry's policy (0: declared at creation).
 std::string PolicyPrefix(std::string_view registry);
 std::string Policy(std::string_view registry, uint64_t version);
+// Batches a collection refused after they were applied here, taken out of the change log
+// (RegistryMeta.replay), under "refused/" then their log key.
+std::string RefusedPrefix(std::string_view registry);
+std::string Refused(std::string_view registry, uint32_t origin, uint32_t epoch, uint64_t first_seq);
+// Just past every key of a registry's families (RegistryPrefix), for range deletes.
+std::string RegistryEnd(std::string_view registry);
 
 void PutBigEndian64(std::string& out, uint64_t v);
 void PutBigEndian32(std::string& out, uint32_t v);

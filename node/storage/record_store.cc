@@ -16,6 +16,7 @@
 #include "replication/change_log.h"
 #include "replication/conflict_journal.h"
 #include "replication/repair.h"
+#include "node/log.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store_internal.h"
 #include "node/storage/rocksdb_store.h"
@@ -101,6 +102,12 @@ std::string NextPageToken(std::string key, uint64_t fingerprint) {
 
 absl::Status RegistryNotFound(std::string_view registry) {
   return absl::NotFoundError(absl::StrCat("registry \"", ToAbsl(registry), "\" not found"));
+}
+
+absl::Status Rebuilding(std::string_view registry) {
+  return absl::UnavailableError(absl::StrCat(
+      "registry \"", ToAbsl(registry), "\" is being rebuilt from its change log (a collection "
+      "refused changes this node held); retry"));
 }
 
 // Whether a visible value satisfies an equality filter (set fields: membership).
@@ -289,7 +296,7 @@ absl::Status RecordStore::LoadUnsignedTail(const std::string& registry, const Re
     run.first_seq = h.first_seq();
     run.batches = limits::kRunBatchesMax;
     run.policy_version = h.policy_version();
-    if (key.epoch == epoch_) {
+    if (key.epoch == OwnEpoch(rt.meta)) {
       unsigned_runs_[registry] = std::move(run);
     } else {
       old_tails_.emplace_back(registry, std::move(run));
@@ -415,7 +422,18 @@ absl::Status RecordStore::Load() {
     }
     opened_from_backup_ = true;
   }
-  return LoadAudit();
+  INTERCO_RETURN_IF_ERROR(LoadAudit());
+  // A replay the last run did not finish (or could not do) is done now, before anything
+  // else reads the registry.
+  std::vector<std::string> unfinished;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, rt] : registries_) {
+      if (rt.meta.replay_size() > 0) unfinished.push_back(id);
+    }
+  }
+  for (const std::string& id : unfinished) INTERCO_RETURN_IF_ERROR(Replay(id));
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -463,6 +481,14 @@ void RecordStore::CommitLoop() {
       continue;
     }
     ApplyGroup(group);
+    // A collection of the group refused batches applied here: the registry's state is
+    // rebuilt before anything else happens (the group's callers then see it done).
+    for (auto it = replays_due_.begin(); it != replays_due_.end(); it = replays_due_.erase(it)) {
+      if (absl::Status s = Replay(*it); !s.ok()) {
+        log::Error(absl::StrCat("replaying the change log of registry ", *it, ": ",
+                                s.ToString(), " (tried again at the next start)"));
+      }
+    }
     absl::MutexLock l(&done_mu_);
     done_queue_.push_back(std::move(group));
     group.clear();
@@ -548,6 +574,13 @@ absl::Status RecordStore::CheckRegistry(std::string_view registry) {
   return absl::OkStatus();
 }
 
+absl::Status RecordStore::CheckReadable(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  if (!registries_.contains(ToAbsl(registry))) return RegistryNotFound(registry);
+  if (replaying_.contains(std::string(registry))) return Rebuilding(registry);
+  return absl::OkStatus();
+}
+
 std::shared_ptr<const replication::PolicyHistory> RecordStore::PolicyOf(std::string_view registry) {
   absl::MutexLock l(&mu_);
   auto it = registries_.find(ToAbsl(registry));
@@ -570,7 +603,8 @@ absl::Status RecordStore::Authorize(std::string_view registry,
                                     const replication::DecodedBatch& batch) {
   const auto policies = PolicyOf(registry);
   if (policies == nullptr) return RegistryNotFound(registry);
-  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *policies));
+  const replication::Exclusions exclusions = ExclusionsOf(registry);
+  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *policies, &exclusions));
   INTERCO_ASSIGN_OR_RETURN(replication::VersionVector position, Position(registry));
   return replication::CollectionReady(batch, position);
 }
@@ -596,6 +630,8 @@ absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
   op->required = plan.required;
   op->members = plan.members;
   op->journal_before = plan.journal_before;
+  op->excluded = plan.excluded;
+  op->cuts = plan.cuts;
   bool collected = false;
   INTERCO_RETURN_IF_ERROR(
       EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
@@ -623,6 +659,7 @@ absl::StatusOr<std::shared_ptr<const replication::RegistrySchema>> RecordStore::
   absl::MutexLock l(&mu_);
   auto it = registries_.find(ToAbsl(registry));
   if (it == registries_.end()) return RegistryNotFound(registry);
+  if (replaying_.contains(std::string(registry))) return Rebuilding(registry);
   return it->second.schema;
 }
 
@@ -630,6 +667,7 @@ absl::StatusOr<RecordStore::FeedBounds> RecordStore::FeedOf(std::string_view reg
   absl::MutexLock l(&mu_);
   auto it = registries_.find(ToAbsl(registry));
   if (it == registries_.end()) return RegistryNotFound(registry);
+  if (replaying_.contains(std::string(registry))) return Rebuilding(registry);
   const RegistryMeta& m = it->second.meta;
   return FeedBounds{m.feed_id(), m.feed_first_seq(), m.feed_next_seq()};
 }
@@ -764,6 +802,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&mu_);
     committed_epoch_ = epoch_;
   }
+  replays_due_.insert(g.replays.begin(), g.replays.end());
   bool signed_tail = g.old_tails_signed;
   if (g.old_tails_signed) old_tails_.clear();
   for (auto& [registry, run] : g.runs) {
@@ -806,10 +845,11 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
   std::vector<std::string>& changes = g.changes[registry];
   if (changes.empty()) return absl::OkStatus();
   RegistryRuntime& rt = g.registries.at(registry);
-  replication::OriginPos& pos = rt.position[replication::OriginKey{origin_, epoch_}];
+  const uint32_t epoch = OwnEpoch(rt.meta);
+  replication::OriginPos& pos = rt.position[replication::OriginKey{origin_, epoch}];
   replication::BatchParams params;
   params.origin = origin_;
-  params.epoch = epoch_;
+  params.epoch = epoch;
   params.stream = registry;
   params.first_seq = pos.seq + 1;
   params.prev_hash = pos.last_hash;
@@ -821,7 +861,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
   // A run holds batches of one policy version (a peer may read one version and not the
   // next, and a run is sent whole): a new version first closes the run before it.
   std::optional<UnsignedRun> run = RunOf(g, registry);
-  if (run && (run->policy_version != params.policy_version || run->epoch != epoch_)) {
+  if (run && (run->policy_version != params.policy_version || run->epoch != epoch)) {
     INTERCO_RETURN_IF_ERROR(StageTailSignatures(g, &registry));
     run.reset();
   }
@@ -839,7 +879,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
     if (next.batches == 0) {
       next.since_ms = now;
       next.policy_version = params.policy_version;
-      next.epoch = epoch_;
+      next.epoch = epoch;
     }
     next.batches++;
     next.changes += count;
@@ -855,20 +895,20 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
       g.runs[registry] = std::nullopt;
     }
   }
-  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, epoch_, params.first_seq)),
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(registry, origin_, epoch, params.first_seq)),
               built->SerializeAsString());
   if (auto own = g.own_tombstones.find(registry); own != g.own_tombstones.end()) {
     for (const GroupState::OwnTombstone& t : own->second) {
       const uint64_t seq = params.first_seq + t.index;
-      PutTombstone(g, keys::Tombstone(registry, origin_, epoch_, seq, t.id),
-                   replication::Tombstone{t.causal_length, t.hlc, {origin_, epoch_}, seq});
+      PutTombstone(g, keys::Tombstone(registry, origin_, epoch, seq, t.id),
+                   replication::Tombstone{t.causal_length, t.hlc, {origin_, epoch}, seq});
     }
     g.own_tombstones.erase(own);
   }
   if (auto own = g.own_removals.find(registry); own != g.own_removals.end()) {
     for (const GroupState::OwnRemovals& r : own->second) {
       const std::string key =
-          keys::Tombstone(registry, origin_, epoch_, params.first_seq + r.index, r.id);
+          keys::Tombstone(registry, origin_, epoch, params.first_seq + r.index, r.id);
       std::string value = r.removals.SerializeAsString();
       g.batch.Put(db_->handle(Cf::kRemovals), ToSlice(key), value);
       g.bytes += key.size() + value.size();
@@ -994,12 +1034,7 @@ absl::Status RecordStore::ApplyCreateRegistry(Op& op, GroupState& g) {
   rt.meta.set_create_hlc(hlc_.Now());
   rt.meta.set_feed_next_seq(1);
   rt.meta.set_feed_first_seq(1);
-  // splitmix64: feed IDs only need to differ between registries and store lives.
-  random_state_ += 0x9e3779b97f4a7c15ULL;
-  uint64_t z = random_state_ ^ rt.meta.create_hlc();
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  rt.meta.set_feed_id(z ^ (z >> 31));
+  rt.meta.set_feed_id(NewFeedId(rt.meta.create_hlc()));
   rt.schema = std::make_shared<const replication::RegistrySchema>(*std::move(schema));
   rt.meta.set_definition_hlc(rt.meta.create_hlc());
   rt.policies = std::make_shared<const replication::PolicyHistory>(*std::move(policy));
@@ -1119,7 +1154,7 @@ absl::Status RecordStore::ApplyWrite(Op& op, GroupState& g) {
                                          [](replication::Stamp) { return true; }));
   // A tombstone of this change is indexed when the group's batch is sealed (StageOwnBatch).
   if (auto t = replication::TombstoneSet(planned->merged, planned->delta,
-                                         replication::OriginKey{origin_, epoch_}, 0)) {
+                                         replication::OriginKey{origin_, OwnEpoch(rt.meta)}, 0)) {
     g.own_tombstones[op.registry].push_back(
         GroupState::OwnTombstone{g.changes[op.registry].size(), op.key, t->causal_length, t->hlc});
   }
@@ -1206,7 +1241,8 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   RegistryRuntime& rt = *staged;
   // Judged again against the staged policy versions and position (the engine judged the
   // committed ones).
-  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies));
+  const replication::Exclusions exclusions(rt.meta.exclusions());
+  INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies, &exclusions));
   INTERCO_RETURN_IF_ERROR(replication::CollectionReady(batch, rt.position));
   // Every change checked before any is staged: a malformed one refuses the whole batch.
   for (size_t i = 0; i < batch.changes.size(); ++i) {
@@ -1267,6 +1303,13 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
       purged = replication::FromDots(rt.meta.purged());
       INTERCO_RETURN_IF_ERROR(
           ExpireJournals(g, rt, op.registry, c.policy().collection().journal_before()));
+      interco::replication::v1::Dot at;
+      at.set_origin(h.origin());
+      at.set_epoch(h.epoch());
+      at.set_seq(seq);
+      INTERCO_RETURN_IF_ERROR(StageExclusion(g, rt, op.registry, c.policy().collection(),
+                                             c.policy().version(), at));
+      if (rt.meta.replay_size() > 0) g.replays.insert(op.registry);
       continue;
     }
     if (c.has_policy()) {
@@ -1436,6 +1479,13 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   // Removed set elements, where the same holds.
   bool removals = false;
   replication::VersionVector frontier;
+  // The members the frontier left out, and where their epochs end (their cuts): with
+  // them, the exclusions this collection leaves in force.
+  interco::replication::v1::Collection leaving;
+  for (uint32_t m : op.excluded) leaving.add_excluded(m);
+  replication::ToDots(op.cuts, *leaving.mutable_cuts());
+  replication::Exclusions exclusions(rt.meta.exclusions());
+  exclusions.Apply(leaving, 0, interco::replication::v1::Dot());
   if (tombstones) {
     // Every epoch this node knows of the frontier's origins, at 0 if none is under it: an
     // add is known by its stamp only, which does not say its epoch.
@@ -1445,6 +1495,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
       if (same != named.end() && same->first.origin == key.origin) named.try_emplace(key);
     }
     INTERCO_ASSIGN_OR_RETURN(frontier, StampFrontier(op.registry, std::move(named)));
+    replication::MarkClosed(exclusions, frontier);
     INTERCO_ASSIGN_OR_RETURN(candidates, CollectionCandidates(g, op.registry, frontier));
     INTERCO_ASSIGN_OR_RETURN(removals,
                              StagePurge(g, rt, op.registry, frontier, /*dry_run=*/true));
@@ -1471,14 +1522,28 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   if (tombstones || removals) {
     replication::ToDots(frontier, *collection.mutable_frontier(), /*keep_empty=*/true);
     replication::ToDots(op.required, *collection.mutable_required());
+    *collection.mutable_excluded() = leaving.excluded();
+    *collection.mutable_cuts() = leaving.cuts();
   }
   if (journals) collection.set_journal_before(op.journal_before);
   Change c;
   *c.mutable_policy() = change;
   c.set_author(replication::OriginToSiren(origin_));
+  // Where the change goes in this node's chain (the group's own changes are sealed in
+  // order into one batch).
+  interco::replication::v1::Dot at;
+  at.set_origin(origin_);
+  at.set_epoch(OwnEpoch(rt.meta));
+  at.set_seq(rt.position[replication::OriginKey{origin_, at.epoch()}].seq +
+             g.changes[op.registry].size() + 1);
   // Staged before the new version is in force: the batch names the version before it.
   StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
+  if (absl::Status s = StageExclusion(g, rt, op.registry, collection, change.version(), at);
+      !s.ok()) {
+    g.broken = s;
+    return s;
+  }
   if (tombstones || removals) {
     StageCollection(g, rt, op.registry, candidates);
     // As every node applying it: the removed set elements it covers, and its frontier
@@ -1498,6 +1563,15 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   }
   op.collected = true;
   return absl::OkStatus();
+}
+
+uint64_t RecordStore::NewFeedId(uint64_t salt) {
+  // splitmix64: feed IDs only need to differ between registries and store lives.
+  random_state_ += 0x9e3779b97f4a7c15ULL;
+  uint64_t z = random_state_ ^ salt;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
 
 void RecordStore::Notify(const std::vector<std::string>& registries) {
@@ -1625,7 +1699,7 @@ absl::StatusOr<RecordStore::Collected> RecordStore::CollectedOf(std::string_view
 
 absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,
                                                                    std::string_view id) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   INTERCO_ASSIGN_OR_RETURN(auto raw, db_->Get(Cf::kRecords, keys::Record(registry, id)));
   if (!raw.has_value()) return std::nullopt;
   RecordState state;
@@ -1646,7 +1720,7 @@ absl::StatusOr<std::vector<Record>> RecordStore::BatchGetRecords(
     return absl::InvalidArgumentError(
         absl::StrCat("names: at most ", limits::kBatchGetMax, " records per call"));
   }
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   // One snapshot, so that the batch is a consistent view.
   const rocksdb::Snapshot* snap = db_->db().GetSnapshot();
   std::vector<Record> out;
@@ -1678,7 +1752,7 @@ absl::StatusOr<ConflictPage> RecordStore::ListConflicts(std::string_view registr
                                                         int32_t page_size,
                                                         std::string_view page_token) {
   INTERCO_ASSIGN_OR_RETURN(const size_t max, PageSizeOf(page_size));
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   const uint64_t fingerprint = Fnv64(absl::StrCat("conflicts\n", ToAbsl(registry), "\n", ToAbsl(record_id)));
   PageToken token;
   if (!page_token.empty()) {

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -190,6 +191,22 @@ class RecordStore {
   //     collection names it).
   // Returns whether it committed one.
   absl::StatusOr<bool> Collect(std::string_view registry, const replication::CollectionPlan& plan);
+  // What the collections applied here left out of the registry (replication/exclusion.h);
+  // empty for an unknown one.
+  replication::Exclusions ExclusionsOf(std::string_view registry);
+  // This node's origin epoch in the registry (RegistryMeta.epoch_switches); the node's
+  // for an unknown one.
+  uint32_t OriginEpoch(std::string_view registry);
+  // What replays took out of the registry's log: batches, and changes of this node's own
+  // (writes made while a collection left it out, kept for the administrators), with the
+  // batches themselves (as received or made, signed). NOT_FOUND for an unknown registry.
+  struct Refused {
+    uint64_t batches = 0;
+    uint64_t own_changes = 0;
+  };
+  absl::StatusOr<Refused> RefusedOf(std::string_view registry);
+  absl::StatusOr<std::vector<interco::replication::v1::Batch>> RefusedBatches(
+      std::string_view registry);
 
   // NOT_FOUND if the registry or a live record is missing.
   absl::StatusOr<interco::v1::Record> GetRecord(std::string_view registry, std::string_view id);
@@ -569,6 +586,28 @@ class RecordStore {
                                                            replication::VersionVector frontier);
   // Upgrades a format-5 store: the removals its log holds indexed, in one write.
   absl::Status AddRemovals(interco::internal::v1::NodeMeta& meta);
+  // --- Members left out (node/storage/exclusion.cc).
+  // This node's origin epoch in a registry: NodeMeta.epoch, or above it once collections
+  // left the node out there (RegistryMeta.epoch_switches).
+  uint32_t OwnEpoch(const interco::internal::v1::RegistryMeta& meta) const;
+  // Applies collection `collection` of `change_version`, found at `at` of the owner's
+  // chain, to the registry's exclusions; if it refuses batches applied here, marks the
+  // registry for a replay (RegistryMeta.replay); if it leaves this node out where it
+  // wrote, ends its chain there (a new epoch; pending own changes of the group then name
+  // the collection's version, which they were made holding everything it needs).
+  absl::Status StageExclusion(GroupState& g, RegistryRuntime& rt, const std::string& registry,
+                              const interco::replication::v1::Collection& collection,
+                              uint64_t change_version, const interco::replication::v1::Dot& at);
+  // Replays the registry's change log without the batches RegistryMeta.replay cuts off:
+  // they move under "refused/", the registry's state is emptied, and every batch left is
+  // applied again, in groups, as it becomes ready. Committer thread (or Load) only.
+  absl::Status Replay(const std::string& registry);
+  // Registries whose state a replay is rebuilding: their reads are UNAVAILABLE meanwhile.
+  std::set<std::string> replaying_ ABSL_GUARDED_BY(mu_);
+  // Registries to replay once the current group is durable. Committer thread only.
+  std::set<std::string> replays_due_;
+  // OK if the registry exists and may be read now (UNAVAILABLE during a replay).
+  absl::Status CheckReadable(std::string_view registry);
   // A copy of a registry's committed state (for the committer, which stages changes).
   absl::StatusOr<RegistryRuntime> Runtime(std::string_view registry);
   // Cheap lookups for the read paths (no copy of the metadata or version vector).
@@ -606,6 +645,8 @@ class RecordStore {
   // (key, value) of the meta family entries whose key starts with `prefix`.
   std::vector<std::pair<std::string, std::string>> ScanMeta(std::string_view prefix);
   interco::v1::Registry PublicRegistry(const RegistryRuntime& rt) const;
+  // A fresh feed ID (committer thread): a new registry's, or a replayed one's.
+  uint64_t NewFeedId(uint64_t salt);
   void Notify(const std::vector<std::string>& registries);
 
   const std::string authority_;

@@ -58,16 +58,21 @@ struct RecordStore::Op {
   // kUpdateRegistry: the fields to update, and the etag the registry must have (if set).
   std::vector<std::string> paths;
   std::string etag;
-  // kApplyRemote: the batch (owned by the caller, who waits for the outcome).
+  // kApplyRemote: the batch (owned by the caller, who waits for the outcome); `replayed`
+  // when it comes from this node's own log, applied again by a replay (not audited again).
   const replication::DecodedBatch* remote = nullptr;
+  bool replayed = false;
   // kAudit: events to append.
   std::vector<interco::v1::AuditEvent> audit_events;
   // kCollect: the owner's stable frontier and what a node must hold to act on it, the
-  // members it waited for, the journals' cut; and whether a collection was committed.
+  // members it waited for, the journals' cut, the members it left out and their cuts;
+  // and whether a collection was committed.
   replication::VersionVector frontier;
   replication::VersionVector required;
   std::vector<uint32_t> members;
   uint64_t journal_before = 0;
+  std::vector<uint32_t> excluded;
+  replication::VersionVector cuts;
   bool collected = false;
   // kRepair: the peer the states come from (audited as their origin), the states, and how
   // many of them changed a record here.
@@ -140,6 +145,9 @@ struct RecordStore::GroupState {
   // What the group adds to bucket sums of live records' digests (mod 2^64), by
   // fingerprints-family key; written as merge operands.
   std::map<std::string, uint64_t> fingerprints;
+  // Registries a collection of the group marked for a replay (RegistryMeta.replay), run
+  // once the group is durable.
+  std::set<std::string> replays;
 };
 
 }  // namespace interco::node

@@ -63,13 +63,16 @@ absl::StatusOr<bool> RecordStore::StagePurge(GroupState& g, RegistryRuntime& rt,
     RecordState after = state;
     bool pending = false;
     const size_t n = replication::PurgeRemovals(after, removals, frontier, &pending);
-    if (pending) continue;  // an add not at or below the frontier yet: a later collection
+    // With an add not at or below the frontier yet, the entry waits for a later
+    // collection; the elements whose add is go now.
+    if (pending && n == 0) continue;
     resolved = true;
     if (dry_run) return true;
     if (n > 0) {
       StageRecord(rt, g, registry, id, state, std::move(after), nullptr, /*quiet=*/true);
       purged += n;
     }
+    if (pending) continue;
     g.batch.Delete(db_->handle(Cf::kRemovals), ToSlice(rkey));
     g.removals.erase(rkey);
   }
@@ -77,13 +80,7 @@ absl::StatusOr<bool> RecordStore::StagePurge(GroupState& g, RegistryRuntime& rt,
   // The greatest frontier applied, entry by entry, with the HLC of its last change (and
   // every epoch it named, so that an origin with several stays known as such).
   replication::VersionVector kept = replication::FromDots(rt.meta.purged());
-  for (const auto& [key, pos] : frontier) {
-    replication::OriginPos& k = kept[key];
-    if (pos.seq > k.seq) {
-      k.seq = pos.seq;
-      k.max_hlc = pos.max_hlc;
-    }
-  }
+  replication::MergeFrontier(frontier, kept);
   replication::ToDots(kept, *rt.meta.mutable_purged(), /*keep_empty=*/true);
   rt.meta.set_purged_removals(rt.meta.purged_removals() + purged);
   g.dirty.insert(registry);

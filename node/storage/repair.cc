@@ -56,13 +56,13 @@ absl::Status RecordStore::ScanBuckets(
 
 absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::FingerprintBuckets(
     std::string_view registry) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   return ReadFingerprints(registry, nullptr);
 }
 
 absl::StatusOr<std::vector<std::vector<uint64_t>>> RecordStore::BucketDigests(
     std::string_view registry, const std::vector<uint32_t>& buckets, size_t max_bytes) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   std::vector<std::pair<uint32_t, uint64_t>> found;  // (bucket, digest)
   INTERCO_RETURN_IF_ERROR(ScanBuckets(
       registry, nullptr,
@@ -87,7 +87,7 @@ absl::StatusOr<std::vector<std::vector<uint64_t>>> RecordStore::BucketDigests(
 absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecords(
     std::string_view registry, const std::vector<uint32_t>& buckets,
     const std::vector<uint64_t>& digests, size_t max_state_bytes) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   size_t state_bytes = 0;
   std::vector<uint64_t> sorted_digests = digests;
   std::sort(sorted_digests.begin(), sorted_digests.end());
@@ -114,7 +114,7 @@ absl::StatusOr<std::vector<RecordStore::BucketRecord>> RecordStore::BucketRecord
 absl::StatusOr<RecordStore::LiveScan> RecordStore::ScanLive(std::string_view registry,
                                                             std::string_view start_after,
                                                             size_t max_bytes) {
-  INTERCO_RETURN_IF_ERROR(CheckRegistry(registry));
+  INTERCO_RETURN_IF_ERROR(CheckReadable(registry));
   const std::string prefix = keys::RegistryPrefix(registry);
   LiveScan out;
   size_t bytes = 0;

@@ -818,7 +818,11 @@ TEST_F(SetCollectionStoreTest, ARemoveIsNotCollectedBeforeItsAdd) {
 // An origin restored from a backup has two epochs; its adds' stamps do not say which: the
 // owner names both in the frontier (one at 0 when none of it is under it), and the
 // removed elements that origin added stay.
-TEST_F(SetCollectionStoreTest, RemovedElementsAddedByARestoredOriginStay) {
+// An origin restored from a backup has two epochs, and a stamp does not say which one
+// its change is of: a removed element it added goes only once the frontier covers the
+// stamp in every epoch of it; and every node takes that collection (its frontier names
+// the epoch under which nothing is stable yet, at 0).
+TEST_F(SetCollectionStoreTest, RemovedElementsAddedByARestoredOriginGoOnceEveryEpochCoversThem) {
   Tags(bourg_, {"sauna"});
   ASSERT_TRUE(bourg_.store->StartNewEpoch().ok());  // as after a restore
   Tags(bourg_, {"sauna", "hammam"});
@@ -833,16 +837,30 @@ TEST_F(SetCollectionStoreTest, RemovedElementsAddedByARestoredOriginStay) {
     }
   }
   Tags(viriat_, {"hammam"});  // removes the sauna, added in Bourg's first epoch
+  // A deleted record of Viriat's, so that there is something to collect.
+  ASSERT_TRUE(viriat_.store->Write(kSets, "ecole", Tags_({"cour"}), viriat_.admin()).ok());
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  ASSERT_TRUE(viriat_.store->Write(kSets, "ecole", del, viriat_.admin()).ok());
   ASSERT_TRUE(Carry(viriat_, epci_, kSets).ok());
   ASSERT_EQ(Removed(epci_), 1);
-  // A frontier without Bourg's first epoch (as if it were not stable yet).
+  // A frontier without Bourg's first epoch (as if it were not stable yet): the sauna's
+  // stamp may be of that epoch. The tombstone goes; the sauna stays.
   replication::VersionVector frontier = *epci_.store->Position(kSets);
   frontier.erase(OriginKey{bourg_.store->origin(), 1});
-  EXPECT_FALSE(*epci_.store->Collect(
+  EXPECT_TRUE(*epci_.store->Collect(
       kSets, replication::CollectionPlan{frontier, frontier, epci_.store->Members(kSets)}));
   EXPECT_EQ(Removed(epci_), 1);
-  EXPECT_FALSE(CollectAll(epci_));
-  EXPECT_EQ(Removed(epci_), 1);
+  // Its frontier names that epoch at 0; Viriat takes it all the same.
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_FALSE(viriat_.store->StoredState(kSets, "ecole")->has_value());
+  EXPECT_EQ(Removed(viriat_), 1);
+  // Both epochs under the frontier: it goes, here and wherever the collection is applied.
+  EXPECT_TRUE(CollectAll(epci_));
+  EXPECT_EQ(Removed(epci_), 0);
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(Removed(viriat_), 0);
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
 }
 
 // A store of format 5 had no index of removes: it gets it from its change log at open.
@@ -879,6 +897,141 @@ TEST_F(SetCollectionStoreTest, AFormatFiveStoreGetsItsRemovesIndexedAtOpen) {
   ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
   EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
   EXPECT_TRUE(epci_.store->CheckConsistency().ok());
+}
+
+// Members left out (replication/exclusion.h): the owner's collection leaves Bourg out
+// (absent, say) with its chain cut where the EPCI holds it; what Bourg wrote beyond the
+// cut before it applied the collection is refused everywhere — refused on receipt, taken
+// out again (a replay of the log) where it was applied before the collection came, and,
+// on Bourg itself, kept aside while Bourg goes on in a new epoch.
+class ExclusionStoreTest : public SetCollectionStoreTest {
+ protected:
+  ExclusionStoreTest() {
+    // Bourg's sauna, everywhere; then its hammam, written while it was cut off.
+    Tags(bourg_, {"sauna"});
+    EXPECT_TRUE(Carry(bourg_, epci_, kSets).ok());
+    EXPECT_TRUE(Carry(bourg_, viriat_, kSets).ok());
+    Tags(bourg_, {"sauna", "hammam"});
+    // Something to collect: a record the EPCI creates and deletes.
+    EXPECT_TRUE(epci_.store->Write(kSets, "ecole", Tags_({"cour"}), epci_.admin()).ok());
+    LocalWrite del;
+    del.kind = LocalWrite::Kind::kDelete;
+    EXPECT_TRUE(epci_.store->Write(kSets, "ecole", del, epci_.admin()).ok());
+  }
+  // The EPCI's collection of all it holds, leaving Bourg out at what it holds of it.
+  void CollectLeavingOutBourg() {
+    replication::CollectionPlan plan;
+    plan.frontier = *epci_.store->Position(kSets);
+    plan.required = plan.frontier;
+    plan.members = epci_.store->Members(kSets);
+    plan.excluded = {bourg_.store->origin()};
+    for (const auto& [key, pos] : plan.frontier) {
+      if (key.origin == bourg_.store->origin()) plan.cuts[key] = pos;
+    }
+    absl::StatusOr<bool> collected = epci_.store->Collect(kSets, plan);
+    ASSERT_TRUE(collected.ok()) << collected.status();
+    ASSERT_TRUE(*collected);
+  }
+  uint64_t Held(Node& n, const OriginKey& key) { return (*n.store->Position(kSets))[key].seq; }
+  OriginKey BourgFirst() const { return OriginKey{bourg_.store->origin(), 1}; }
+};
+
+TEST_F(ExclusionStoreTest, WhatAMemberLeftOutWroteBeyondItsCutIsRefused) {
+  CollectLeavingOutBourg();
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  // Bourg's hammam names a policy version before the collection: refused.
+  const absl::Status refused = Carry(bourg_, viriat_, kSets);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("was left out of collection"));
+  EXPECT_EQ(Held(viriat_, BourgFirst()), 1u);
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 0u);  // never applied: nothing to undo
+  const replication::Exclusions exclusions = viriat_.store->ExclusionsOf(kSets);
+  ASSERT_EQ(exclusions.members().size(), 1u);
+  EXPECT_EQ(exclusions.members().begin()->second.cuts(0).seq(), 1u);
+}
+
+TEST_F(ExclusionStoreTest, ABatchAppliedBeforeTheCollectionCameIsTakenOutAgain) {
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());  // Viriat got the hammam, the EPCI not
+  ASSERT_EQ(Held(viriat_, BourgFirst()), 2u);
+  CollectLeavingOutBourg();
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  // Viriat's log was replayed without the hammam: it holds what the EPCI holds.
+  EXPECT_EQ(Held(viriat_, BourgFirst()), 1u);
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_FALSE(viriat_.store->StoredState(kSets, "ecole")->has_value());
+  const RecordStore::Refused refused = *viriat_.store->RefusedOf(kSets);
+  EXPECT_EQ(refused.batches, 1u);
+  EXPECT_EQ(refused.own_changes, 0u);
+  ASSERT_EQ(viriat_.store->RefusedBatches(kSets)->size(), 1u);
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok"));
+  auto audit = viriat_.store->ListAudit(RecordStore::AuditChainOf(kSets), 10, "");
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->events.front().event().action(), AuditEvent::REPLAY_LOG);
+  EXPECT_EQ(audit->events.front().event().count(), 1u);
+  // Reopened, it stays so; the same batch offered again is refused.
+  Open(viriat_);
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(Carry(bourg_, viriat_, kSets).code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(ExclusionStoreTest, AMemberLeftOutKeepsItsRefusedWritesAndGoesOnInANewEpoch) {
+  CollectLeavingOutBourg();
+  ASSERT_TRUE(Carry(epci_, bourg_, kSets).ok());
+  // Bourg's hammam is out of its records, kept aside; its chain there ends at the cut.
+  EXPECT_EQ(StateOf(bourg_), StateOf(epci_));
+  EXPECT_EQ(Held(bourg_, BourgFirst()), 1u);
+  const RecordStore::Refused refused = *bourg_.store->RefusedOf(kSets);
+  EXPECT_EQ(refused.batches, 1u);
+  EXPECT_EQ(refused.own_changes, 1u);
+  const uint32_t epoch = bourg_.store->OriginEpoch(kSets);
+  EXPECT_EQ(epoch, (1u << 16) | 1u);
+  EXPECT_EQ(bourg_.store->OriginEpoch(kRegistry), 1u);  // other registries go on as before
+  // Written again, in the new epoch (under the collection's version): everyone takes it.
+  Tags(bourg_, {"sauna", "hammam"});
+  EXPECT_EQ(Held(bourg_, OriginKey{bourg_.store->origin(), epoch}), 1u);
+  ASSERT_TRUE(Carry(bourg_, epci_, kSets).ok());
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(StateOf(bourg_), StateOf(epci_));
+  Open(bourg_);
+  EXPECT_EQ(bourg_.store->OriginEpoch(kSets), epoch);
+  EXPECT_THAT(*bourg_.store->CheckConsistency(), ::testing::StartsWith("ok"));
+}
+
+// A replay cut short (a crash) is done when the store opens again.
+TEST_F(ExclusionStoreTest, AnInterruptedReplayIsDoneAtOpen) {
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());
+  CollectLeavingOutBourg();
+  // As if Viriat had committed the collection and stopped before replaying: the
+  // exclusion and the replay mark are in its registry's metadata, the hammam in its log.
+  const replication::Exclusions exclusions = epci_.store->ExclusionsOf(kSets);
+  viriat_.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = viriat_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok());
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kSets)));
+    exclusions.Write(*meta.mutable_exclusions());
+    auto* cut = meta.add_replay();
+    cut->set_origin(bourg_.store->origin());
+    cut->set_epoch(1);
+    cut->set_seq(1);
+    rocksdb::WriteBatch wb;
+    wb.Put((*db)->handle(Cf::kRegistries), kSets, meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  Open(viriat_);
+  EXPECT_EQ(Held(viriat_, BourgFirst()), 1u);
+  EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 1u);
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok"));
+  // The collection itself then comes, and changes nothing more.
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 1u);
 }
 
 }  // namespace

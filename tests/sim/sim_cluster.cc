@@ -5,12 +5,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "replication/base/check.h"
+#include "replication/change_log.h"
 #include "replication/frame_codec.h"
 #include "replication/ids.h"
 
 namespace interco::sim {
 namespace {
 
+using interco::replication::v1::BatchHeader;
 using interco::replication::v1::PeerMessage;
 using replication::LocalWrite;
 using replication::OriginKey;
@@ -103,11 +106,15 @@ struct Event {
   bool operator>(const Event& o) const { return std::tie(time, seq) > std::tie(o.time, o.seq); }
 };
 
+// One number for a change of an origin: its epoch above its sequence number (an origin
+// starts a new epoch when a collection refuses some of its writes).
+uint64_t EpochSeq(uint32_t epoch, uint64_t seq) { return (uint64_t{epoch} << 40) | seq; }
+
 struct AckedWrite {
   std::string stream;
   std::string key;
   RecordState delta;
-  // The change: its origin and sequence number.
+  // The change: its origin and EpochSeq.
   uint32_t origin = 0;
   uint64_t seq = 0;
 };
@@ -160,6 +167,9 @@ class World {
   // collect (false while one is).
   bool AllCollected(std::string* left);
   std::string CheckBoundedMetadata();
+  // The removed elements of `f` but those whose add a collection refused (their tags stay
+  // until a later epoch of their writer is stable: replication::StampedAtOrBelow).
+  size_t RemovedKept(const replication::FieldState& f);
 
   const SimOptions options_;
   std::mt19937_64 rng_;
@@ -175,13 +185,15 @@ class World {
   int64_t delay_max_ = 1;
   // The owners' journal retention in this run (0: none).
   int64_t journal_retention_ms_ = 0;
+  // The owners' member retention in this run (0: none).
+  int64_t member_retention_ms_ = 0;
   bool faults_ = true;
   bool writing_ = true;
   std::vector<AckedWrite> acked_;
   // Delivery tracking: (stream, origin, seq) -> (commit time, subscribers reached).
   std::map<std::tuple<std::string, uint32_t, uint64_t>, std::pair<int64_t, int>> pending_;
-  // Per (stream, origin) and sequence number: what the origin held of the stream when it
-  // wrote that change.
+  // Per (stream, origin) and EpochSeq: what the origin held of the stream when it wrote
+  // that change.
   std::map<std::pair<std::string, uint32_t>, std::map<uint64_t, replication::VersionVector>>
       written_at_;
   // Per (node, stream), the records collected there and the tombstone each had.
@@ -199,6 +211,13 @@ class World {
   // a life that is gone (or was concurrent with its delete, which won).
   bool InCollectedLife(int n, const std::string& stream, const std::string& key,
                        uint32_t origin, uint64_t seq);
+  // The changes collections refused: of every node, and each origin's own ones by
+  // (stream, origin, EpochSeq); and the stamps of their register writes.
+  void NoteRefused();
+  std::set<std::tuple<std::string, uint32_t, uint64_t>> refused_own_;
+  std::set<std::pair<uint64_t, uint32_t>> refused_stamps_;
+  // The set elements their changes added: (value, hlc, origin).
+  std::set<std::tuple<std::string, uint64_t, uint32_t>> refused_adds_;
   // The first change found to reach a node after it collected the record the change is
   // about while concurrent with the record's delete (a resurrection); empty if none.
   std::string hazard_;
@@ -307,6 +326,7 @@ void World::StartEngine(int n) {
   ro.clock_offset_max_ms = 2 * options_.clock_skew_max_ms + 60000;
   ro.collect_interval_ms = kCollectIntervalMs;
   ro.journal_retention_ms = journal_retention_ms_;
+  ro.member_retention_ms = member_retention_ms_;
   node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
                                                           *node.store, node.hasher, *node.trust);
 }
@@ -453,8 +473,10 @@ void World::BuildTopology() {
                                          uint64_t last_seq) { NoteCommits(i, stream, before, last_seq); };
     node.store->on_collect = [this, i](const std::string& stream, const std::string& key,
                                        const replication::Tombstone& t) {
-      collected_[{i, stream}][key] = t;
-      result_.collected++;
+      // Told again by a replay: counted once.
+      auto [it, added] = collected_[{i, stream}].try_emplace(key, t);
+      if (added || it->second.key != t.key || it->second.seq != t.seq) result_.collected++;
+      it->second = t;
     };
     node.store->on_purge = [this, i](const std::string& stream, const std::string& key,
                                      const RecordState& before, const RecordState& after) {
@@ -467,8 +489,7 @@ void World::BuildTopology() {
             kept |= a != nullptr && k.value() == e.value() && k.hlc() == e.hlc() &&
                     k.origin() == e.origin();
           }
-          if (!kept) {
-            tags.emplace(f.name(), e.value(), e.hlc(), e.origin());
+          if (!kept && tags.emplace(f.name(), e.value(), e.hlc(), e.origin()).second) {
             purged_count_++;
           }
         }
@@ -492,7 +513,8 @@ void World::BuildTopology() {
       }
       // Once a record is collected here, nothing concurrent with its delete may come:
       // every change of it that arrives was written by a node that held the delete.
-      if (hazard_.empty() && InCollectedLife(i, stream, change.key(), key.origin, seq)) {
+      if (hazard_.empty() &&
+          InCollectedLife(i, stream, change.key(), key.origin, EpochSeq(key.epoch, seq))) {
         hazard_ = absl::StrCat(stream, "/", change.key(), ": node ", i,
                                " collected the record, then received change ", seq, " of ",
                                key.origin, ", written concurrently with its delete");
@@ -502,7 +524,7 @@ void World::BuildTopology() {
     node.store->on_apply = [this](const std::string& stream, OriginKey key, uint64_t first,
                                   uint32_t count) {
       for (uint64_t s = first; s < first + count; ++s) {
-        auto it = pending_.find({stream, key.origin, s});
+        auto it = pending_.find({stream, key.origin, EpochSeq(key.epoch, s)});
         if (it == pending_.end()) continue;
         if (++it->second.second == static_cast<int>(subscribers_[stream].size())) {
           result_.delivery_ms.push_back(now_ - it->second.first);
@@ -523,10 +545,15 @@ void World::BuildTopology() {
                           : options_.seed % 2 == 1
                               ? 0
                               : 5000 + static_cast<int64_t>((options_.seed / 2) % 12) * 5000;
+  member_retention_ms_ = options_.member_retention_ms >= 0 ? options_.member_retention_ms
+                         : options_.seed % 3 != 2
+                             ? 0
+                             : 4000 + static_cast<int64_t>((options_.seed / 3) % 12) * 1000;
   result_.description = absl::StrCat(
       "seed=", options_.seed, " nodes=", n, " topology=", kKinds[kind], " links=", links_.size(),
       " groupe=", group_size, " loss=", loss_, " dup=", dup_, " delay_max_ms=", delay_max_,
-      " journal_retention_ms=", journal_retention_ms_);
+      " journal_retention_ms=", journal_retention_ms_,
+      " member_retention_ms=", member_retention_ms_);
 }
 
 LocalWrite World::RandomWrite() {
@@ -597,16 +624,18 @@ void World::MaybeWrite(int n) {
         p != nullptr && !p->Current().MayWrite(node.siren)) {
       result_.refused_writes++;  // refused by the policy in force here: not acknowledged
     }
+    const uint32_t epoch = node.store->OriginEpoch(stream);
     replication::VersionVector vv = node.store->Position(stream).value();
-    const uint64_t before = vv[OriginKey{node.siren, 1}].seq;
+    const uint64_t before = vv[OriginKey{node.siren, epoch}].seq;
     uint64_t seq = before;
     for (auto& [key, delta] : node.store->Commit(stream, writes)) {
-      acked_.push_back(AckedWrite{stream, key, std::move(delta), node.siren, ++seq});
+      acked_.push_back(
+          AckedWrite{stream, key, std::move(delta), node.siren, EpochSeq(epoch, ++seq)});
     }
     vv = node.store->Position(stream).value();
-    const uint64_t after = vv[OriginKey{node.siren, 1}].seq;
+    const uint64_t after = vv[OriginKey{node.siren, epoch}].seq;
     for (uint64_t s = before + 1; s <= after; ++s) {
-      pending_[{stream, node.siren, s}] = {now_, 1};
+      pending_[{stream, node.siren, EpochSeq(epoch, s)}] = {now_, 1};
       result_.writes++;
     }
   }
@@ -616,10 +645,33 @@ void World::MaybeWrite(int n) {
 void World::NoteCommits(int n, const std::string& stream, const replication::VersionVector& before,
                         uint64_t after_seq) {
   const uint32_t siren = nodes_[static_cast<size_t>(n)].siren;
-  auto it = before.find(OriginKey{siren, 1});
+  const uint32_t epoch = nodes_[static_cast<size_t>(n)].store->OriginEpoch(stream);
+  auto it = before.find(OriginKey{siren, epoch});
   const uint64_t first = (it == before.end() ? 0 : it->second.seq) + 1;
   auto& at = written_at_[{stream, siren}];
-  for (uint64_t seq = first; seq <= after_seq; ++seq) at[seq] = before;
+  for (uint64_t seq = first; seq <= after_seq; ++seq) at[EpochSeq(epoch, seq)] = before;
+}
+
+void World::NoteRefused() {
+  refused_own_.clear();
+  refused_stamps_.clear();
+  refused_adds_.clear();
+  for (Node& node : nodes_) {
+    for (const SimStore::Refused& r : node.store->refused()) {
+      absl::StatusOr<replication::DecodedBatch> batch = replication::DecodeBatch(r.batch, node.hasher);
+      INTERCO_CHECK(batch.ok());
+      const BatchHeader& h = batch->header;
+      for (size_t c = 0; c < batch->changes.size(); ++c) {
+        if (r.key.origin == node.siren) {
+          refused_own_.emplace(r.stream, r.key.origin, EpochSeq(r.key.epoch, h.first_seq() + c));
+        }
+        for (const replication::FieldState& f : batch->changes[c].delta().fields()) {
+          refused_stamps_.emplace(f.hlc(), f.origin());
+          for (const auto& e : f.elements()) refused_adds_.emplace(e.value(), e.hlc(), e.origin());
+        }
+      }
+    }
+  }
 }
 
 bool World::InCollectedLife(int n, const std::string& stream, const std::string& key,
@@ -644,26 +696,31 @@ std::string World::CheckStability() {
       const replication::VersionVector frontier = node.engine->StableFrontier(stream);
       if (frontier.empty()) continue;
       const replication::VersionVector ours = node.store->Position(stream).value();
+      // A member left out is no judge of the frontier: whatever of it this node lacks is
+      // beyond what it holds, where a collection at this frontier would cut the member
+      // (refusing what it wrote before applying it).
+      const std::set<uint32_t> excluded = node.engine->Excluded(stream);
       for (int m : subs) {
-        const Node& member = nodes_[static_cast<size_t>(m)];
+        Node& member = nodes_[static_cast<size_t>(m)];
+        if (excluded.contains(member.siren)) continue;
         const replication::VersionVector theirs = member.store->Position(stream).value();
         if (replication::Missing(frontier, theirs) > 0) {
           return absl::StrCat(stream, ": node ", i, "'s stable frontier is beyond what node ",
                               m, " holds");
         }
         // What the node lacks of the member's own changes was written holding the frontier.
-        const OriginKey own{member.siren, 1};
-        auto have = ours.find(own);
-        auto wrote = theirs.find(own);
-        const uint64_t from = have == ours.end() ? 0 : have->second.seq;
-        const uint64_t to = wrote == theirs.end() ? 0 : wrote->second.seq;
-        const auto& at = written_at_[{stream, member.siren}];
-        for (uint64_t seq = from + 1; seq <= to; ++seq) {
-          auto w = at.find(seq);
-          if (w == at.end()) return absl::StrCat("no record of how ", m, " wrote ", seq);
-          if (replication::Missing(frontier, w->second) > 0) {
+        for (auto own = theirs.lower_bound(OriginKey{member.siren, 0});
+             own != theirs.end() && own->first.origin == member.siren; ++own) {
+          auto have = ours.find(own->first);
+          const uint64_t from = have == ours.end() ? 0 : have->second.seq;
+          const auto& at = written_at_[{stream, member.siren}];
+          for (uint64_t seq = from + 1; seq <= own->second.seq; ++seq) {
+            auto w = at.find(EpochSeq(own->first.epoch, seq));
+            if (w == at.end()) return absl::StrCat("no record of how ", m, " wrote ", seq);
+            if (replication::Missing(frontier, w->second) == 0) continue;
             return absl::StrCat(stream, ": node ", i, "'s stable frontier is concurrent with ",
-                                "change ", seq, " of node ", m, ", which it lacks");
+                                "change ", seq, " of node ", m, " (epoch ", own->first.epoch,
+                                "), which it lacks");
           }
         }
       }
@@ -694,19 +751,20 @@ RecordState World::WithoutPurged(int n, const std::string& stream, const std::st
 // no index entry waits for a collection, every record is of its current life alone, a
 // set holds only its live elements, and a counter one entry per origin.
 std::string World::CheckBoundedMetadata() {
+  NoteRefused();
   for (const auto& [stream, subs] : subscribers_) {
     for (int i : subs) {
       SimStore& store = *nodes_[static_cast<size_t>(i)].store;
       const replication::PolicyHistory* p = store.Policies(stream);
       if (p == nullptr || !replication::CollectionAllowed(*p)) continue;
-      if (const size_t left = store.IndexedHistory(stream); left > 0) {
+      if (const size_t left = store.IndexedHistory(stream, &refused_adds_); left > 0) {
         return absl::StrCat(stream, ": node ", i, " still indexes ", left,
                             " deletes or removes once everything is collected");
       }
       for (const auto& [key, state] : store.Records(stream)) {
         const uint32_t life = replication::LifeOf(state.causal_length());
         for (const replication::FieldState& f : state.fields()) {
-          if (replication::LifeOfField(f) != life || !f.removed().empty() ||
+          if (replication::LifeOfField(f) != life || RemovedKept(f) > 0 ||
               f.counter_size() > static_cast<int>(nodes_.size())) {
             return absl::StrCat(stream, "/", key, " on node ", i, ": field ", f.name(),
                                 " keeps more than its current life's live value");
@@ -718,7 +776,14 @@ std::string World::CheckBoundedMetadata() {
   return "";
 }
 
+size_t World::RemovedKept(const replication::FieldState& f) {
+  size_t kept = 0;
+  for (const auto& e : f.removed()) kept += !refused_adds_.contains({e.value(), e.hlc(), e.origin()});
+  return kept;
+}
+
 bool World::AllCollected(std::string* left) {
+  NoteRefused();
   for (const auto& [stream, subs] : subscribers_) {
     for (int i : subs) {
       SimStore& store = *nodes_[static_cast<size_t>(i)].store;
@@ -726,7 +791,7 @@ bool World::AllCollected(std::string* left) {
       if (p == nullptr || !replication::CollectionAllowed(*p)) continue;
       // The index too: a remove whose element went already is read once more by a
       // collection, which then forgets it.
-      if (const size_t indexed = store.IndexedHistory(stream); indexed > 0) {
+      if (const size_t indexed = store.IndexedHistory(stream, &refused_adds_); indexed > 0) {
         *left = absl::StrCat(stream, ": ", indexed, " deletes or removes indexed on node ", i);
         return false;
       }
@@ -736,9 +801,9 @@ bool World::AllCollected(std::string* left) {
           return false;
         }
         for (const replication::FieldState& f : state.fields()) {
-          if (!f.removed().empty()) {
+          if (const size_t kept = RemovedKept(f); kept > 0) {
             *left = absl::StrCat(stream, "/", key, " field ", f.name(), " on node ", i, ": ",
-                                 f.removed_size(), " removed elements");
+                                 kept, " removed elements");
             return false;
           }
         }
@@ -857,8 +922,14 @@ std::string World::Check() {
     }
   }
   // No acknowledged write is lost: merging it into the final state changes nothing
-  // (it is there, or superseded by a causally later or winning write).
+  // (it is there, or superseded by a causally later or winning write) — unless a
+  // collection refused it (its origin was left out), and its origin keeps it.
+  NoteRefused();
   for (const AckedWrite& w : acked_) {
+    if (refused_own_.contains({w.stream, w.origin, w.seq})) {
+      result_.refused_acked++;
+      continue;
+    }
     for (int i : subscribers_[w.stream]) {
       // Superseded by a delete that was then collected there.
       if (InCollectedLife(i, w.stream, w.key, w.origin, w.seq)) continue;
@@ -868,7 +939,9 @@ std::string World::Check() {
       // A set element removed and then collected is superseded by its remove.
       if (it == recs.end() ||
           replication::MergeRecordState(copy, WithoutPurged(i, w.stream, w.key, w.delta))) {
-        return absl::StrCat(w.stream, "/", w.key, ": an acknowledged write is missing on node ", i);
+        return absl::StrCat(w.stream, "/", w.key, ": an acknowledged write of ", w.origin,
+                            " (epoch ", w.seq >> 40, ", change ", w.seq & ((uint64_t{1} << 40) - 1),
+                            ") is missing on node ", i);
       }
     }
   }
@@ -955,7 +1028,10 @@ std::string World::CheckConflicts() {
       if (c.has_policy() || it == records.end() || !replication::IsLive(it->second)) continue;
       // A write of a life that was collected is not of the final life, whatever its
       // number says (lives count again from 1 once a record is collected).
-      if (InCollectedLife(*subs.begin(), stream, c.key(), logged.key.origin, logged.seq)) continue;
+      if (InCollectedLife(*subs.begin(), stream, c.key(), logged.key.origin,
+                          EpochSeq(logged.key.epoch, logged.seq))) {
+        continue;
+      }
       const uint32_t life = replication::LifeOf(it->second.causal_length());
       for (const replication::FieldState& f : c.delta().fields()) {
         const interco::v1::FieldSpec* spec = schema_.Find(f.name());
@@ -992,9 +1068,23 @@ std::string World::CheckConflicts() {
       std::set<std::string> bounded;  // records whose journal dropped entries: not compared
       for (const auto& [key, journal] : nodes_[static_cast<size_t>(i)].store->Conflicts(stream)) {
         if (journal.dropped() > 0) bounded.insert(key);
-        if (!journal.seen_ahead().empty()) {
-          return absl::StrCat(stream, "/", key, ": node ", i, " still expects ",
-                              journal.seen_ahead_size(), " writes it has seen named");
+        // A write seen by another can only have been refused (its origin was left out),
+        // or be of an origin with several epochs: a stamp does not say its epoch, so a
+        // store cannot tell it arrived (replication::ReceivedBefore), and the entry
+        // stays until the journal retention takes it.
+        const replication::VersionVector position =
+            nodes_[static_cast<size_t>(i)].store->Position(stream).value();
+        for (const auto& e : journal.seen_ahead()) {
+          size_t epochs = 0;
+          for (auto p = position.lower_bound(OriginKey{e.origin(), 0});
+               p != position.end() && p->first.origin == e.origin(); ++p) {
+            epochs++;
+          }
+          if (epochs < 2 && !refused_stamps_.contains({e.hlc(), e.origin()})) {
+            return absl::StrCat(stream, "/", key, ": node ", i, " still expects a write of ",
+                                e.origin(), " it has seen named (", journal.seen_ahead_size(),
+                                " in all)");
+          }
         }
         for (const auto& l : journal.lost()) {
           held[Id{key, l.loser().name(), l.loser().hlc(), l.loser().origin()}] =
@@ -1147,9 +1237,12 @@ SimResult World::Run() {
   for (Node& node : nodes_) {
     result_.unsigned_batches += node.store->unsigned_batches();
     result_.collections += node.engine->collections();
+    result_.replays += node.store->replays();
+    result_.exclusions += node.store->exclusion_collections();
     for (const auto& [peer, st] : node.engine->Stats()) {
       result_.refused += st.unverified + st.rejected;
       result_.policy_waits += st.policy_waits;
+      result_.excluded_batches += st.excluded;
       // Honest writers are judged alike everywhere: nothing they wrote is refused.
       if (st.unauthorized > 0 && result_.failure.empty()) {
         result_.failure = absl::StrCat("node ", node.siren, " refused ", st.unauthorized,

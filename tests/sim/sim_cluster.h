@@ -55,6 +55,11 @@ struct SimOptions {
   // Journal retention of the owners (ReplicatorOptions::journal_retention_ms); -1: drawn
   // from the seed (none for odd seeds, 5 to 60 s for even ones).
   int64_t journal_retention_ms = -1;
+  // Member retention of the owners (ReplicatorOptions::member_retention_ms): members that
+  // do not catch up within it are left out of collections, and what they wrote meanwhile
+  // is refused. -1: drawn from the seed (4 to 15 s for seeds that are 2 modulo 3, none
+  // otherwise).
+  int64_t member_retention_ms = -1;
 };
 
 // What a run found. `failure` is empty on success.
@@ -91,6 +96,14 @@ struct SimResult {
   uint64_t conflicts_expired = 0;
   // Batches their origin left to the signature of a later batch of the run.
   uint64_t unsigned_batches = 0;
+  // Members left out: collections that left some out; batches refused for it (on every
+  // node, counted once per receipt); replays of a stream's log without batches a
+  // collection refused after they were applied; acknowledged writes so refused (each
+  // kept by its origin).
+  uint64_t exclusions = 0;
+  uint64_t excluded_batches = 0;
+  uint64_t replays = 0;
+  uint64_t refused_acked = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;

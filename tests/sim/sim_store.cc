@@ -141,6 +141,36 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
       return s;
     }
   }
+  ApplyChecked(stream, batch);
+  // A collection that leaves members out may refuse batches applied here before it came
+  // (all of theirs here beyond its cuts: they name an earlier version).
+  for (const Change& c : batch.changes) {
+    const interco::replication::v1::Collection& collection = c.policy().collection();
+    if (!c.has_policy() || collection.excluded().empty()) continue;
+    if (const replication::VersionVector overrun =
+            exclusions_[stream].Overrun(position_[stream], collection);
+        !overrun.empty()) {
+      Replay(stream, overrun);  // goes on in a new epoch if some were ours
+    }
+    // Left out, this node's epoch there ends at its cut (so that stamps after it are known
+    // not to be of it): if the owner held any of it, it goes on in a new one.
+    for (const auto& cut : collection.cuts()) {
+      if (cut.origin() == origin_ && cut.epoch() == OriginEpoch(stream)) {
+        SignTail(stream);
+        epochs_[stream] = OriginEpoch(stream) + 1;
+        break;
+      }
+    }
+    break;
+  }
+  if (on_apply) on_apply(stream, key, h.first_seq(), h.count());
+  return absl::OkStatus();
+}
+
+void SimStore::ApplyChecked(const std::string& stream, const replication::DecodedBatch& batch) {
+  const BatchHeader& h = batch.header;
+  const OriginKey key{h.origin(), h.epoch()};
+  replication::OriginPos& pos = position_[stream][key];
   auto& records = records_[stream];
   auto policies = policies_.find(stream);
   const replication::VersionVector& before = position_[stream];
@@ -164,6 +194,11 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
       if (c.policy().has_collection()) {
         CollectAt(stream, replication::FromDots(c.policy().collection().frontier()),
                   c.policy().collection().journal_before());
+        interco::replication::v1::Dot at;
+        at.set_origin(h.origin());
+        at.set_epoch(h.epoch());
+        at.set_seq(seq);
+        exclusions_[stream].Apply(c.policy().collection(), c.policy().version(), at);
       }
     }
   }
@@ -173,8 +208,68 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   pos.last_hash = batch.header_hash;
   // Later local writes must be stamped after what was just received.
   hlc_.AdvanceTo(h.max_hlc());
-  if (on_apply) on_apply(stream, key, h.first_seq(), h.count());
-  return absl::OkStatus();
+}
+
+void SimStore::Replay(const std::string& stream, const replication::VersionVector& overrun) {
+  replays_++;
+  SignTail(stream);  // the run's bookkeeping would outlive batches taken out
+  auto& log = log_[stream];
+  bool own = false;
+  for (const auto& [key, cut] : overrun) {
+    auto& batches = log[key];
+    for (auto it = batches.upper_bound(cut.seq); it != batches.end();) {
+      refused_.push_back(Refused{stream, key, std::move(it->second)});
+      it = batches.erase(it);
+    }
+    if (batches.empty()) log.erase(key);
+    own |= key.origin == origin_;
+  }
+  // Back to the registry as declared, then every batch of the log again. What it
+  // collects is told again (without the refused changes, a record may now go with a
+  // collection it outlived); changes and deliveries were told the first time.
+  records_[stream].clear();
+  conflicts_[stream].clear();
+  journal_before_.erase(stream);
+  removals_[stream].clear();
+  purged_.erase(stream);
+  tombstones_[stream].clear();
+  position_[stream].clear();
+  exclusions_.erase(stream);
+  if (auto d = declared_.find(stream); d != declared_.end()) {
+    const auto [owner, policy] = d->second;
+    DeclarePolicy(stream, owner, policy);
+  }
+  auto saved = std::make_tuple(std::move(on_change), std::move(on_apply));
+  on_change = nullptr;
+  on_apply = nullptr;
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (const auto& [key, batches] : log) {
+      for (;;) {
+        const uint64_t next = position_[stream][key].seq + 1;
+        auto it = batches.find(next);
+        if (it == batches.end()) break;
+        absl::StatusOr<replication::DecodedBatch> decoded =
+            replication::DecodeBatch(it->second, hasher_);
+        INTERCO_CHECK(decoded.ok());
+        const absl::Status why = Authorize(stream, *decoded);
+        if (absl::IsUnavailable(why)) break;  // its policy version or requirements later
+        INTERCO_CHECK(why.ok());  // it entered before, and nothing it needs was taken out
+        ApplyChecked(stream, *decoded);
+        progress = true;
+      }
+    }
+  }
+  // Everything left in the log entered again.
+  for (const auto& [key, batches] : log) {
+    BatchHeader last;
+    INTERCO_CHECK(!batches.empty() && last.ParseFromString(batches.rbegin()->second.header()));
+    INTERCO_CHECK(position_[stream][key].seq == last.first_seq() + last.count() - 1);
+  }
+  std::tie(on_change, on_apply) = std::move(saved);
+  // Its own chain goes on in a new epoch: the sequence numbers refused may have reached
+  // other nodes, which must never see them again with other changes.
+  if (own) epochs_[stream] = OriginEpoch(stream) + 1;
 }
 
 std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
@@ -187,7 +282,9 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
       p != nullptr && !p->Current().MayWrite(origin_)) {
     return deltas;  // refused: nothing acknowledged
   }
-  const uint64_t first_seq = position_[stream][OriginKey{origin_, 1}].seq + 1;
+  // (No entry made for an epoch this commit may not write in: positions name epochs held.)
+  const auto own = position_[stream].find(OriginKey{origin_, OriginEpoch(stream)});
+  const uint64_t first_seq = (own == position_[stream].end() ? 0 : own->second.seq) + 1;
   for (const Write& w : writes) {
     const replication::Stamp stamp{hlc_.Now(), origin_};
     auto found = records.find(w.key);
@@ -196,11 +293,11 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     if (!plan.ok() || !plan->has_value()) continue;
     // A local write replaces what it saw; it can only end a life, and its journal.
     UpdateJournal(stream, w.key, current, (*plan)->delta, [](replication::Stamp) { return true; });
-    if (auto t = replication::TombstoneSet((*plan)->merged, (*plan)->delta, OriginKey{origin_, 1},
+    if (auto t = replication::TombstoneSet((*plan)->merged, (*plan)->delta, OriginKey{origin_, OriginEpoch(stream)},
                                            first_seq + changes.size())) {
       tombstones_[stream][w.key] = *t;
     }
-    IndexRemovals(stream, w.key, (*plan)->delta, OriginKey{origin_, 1}, first_seq + changes.size());
+    IndexRemovals(stream, w.key, (*plan)->delta, OriginKey{origin_, OriginEpoch(stream)}, first_seq + changes.size());
     records[w.key] = (*plan)->merged;
     Change c;
     c.set_key(w.key);
@@ -217,12 +314,12 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
 
 void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> changes,
                          uint64_t max_hlc) {
-  const OriginKey key{origin_, 1};
+  const OriginKey key{origin_, OriginEpoch(stream)};
   const replication::VersionVector before = position_[stream];
   replication::OriginPos& pos = position_[stream][key];
   replication::BatchParams params;
   params.origin = origin_;
-  params.epoch = 1;
+  params.epoch = OriginEpoch(stream);
   params.stream = stream;
   params.first_seq = pos.seq + 1;
   params.prev_hash = pos.last_hash;
@@ -232,8 +329,9 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
   }
   const size_t count = changes.size();
   auto run = runs_.find(stream);
-  if (run != runs_.end() && run->second.policy_version != params.policy_version) {
-    SignTail(stream);  // a run holds one policy version
+  if (run != runs_.end() && (run->second.policy_version != params.policy_version ||
+                             run->second.epoch != OriginEpoch(stream))) {
+    SignTail(stream);  // a run holds one policy version, of one chain
     run = runs_.end();
   }
   params.run_index = run == runs_.end() ? 0 : static_cast<uint32_t>(run->second.batches);
@@ -245,7 +343,7 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     INTERCO_CHECK(replication::SignBatch(batch, *signer_, clock_.NowMillis()).ok());
     runs_.erase(stream);
   } else {
-    runs_[stream] = Run{length, params.policy_version, params.first_seq};
+    runs_[stream] = Run{OriginEpoch(stream), length, params.policy_version, params.first_seq};
     unsigned_batches_++;
   }
   log_[stream][key][params.first_seq] = std::move(batch);
@@ -290,7 +388,9 @@ bool SimStore::Purge(const std::string& stream, const replication::VersionVector
     RecordState after = record == records.end() ? RecordState() : record->second;
     bool pending = false;
     const size_t n = replication::PurgeRemovals(after, it->second, frontier, &pending);
-    if (pending) {
+    // As the node does: the elements whose add is covered go, and the entry waits for a
+    // later collection if some add is not.
+    if (pending && n == 0) {
       ++it;
       continue;
     }
@@ -300,14 +400,9 @@ bool SimStore::Purge(const std::string& stream, const replication::VersionVector
       if (on_purge) on_purge(stream, id, record->second, after);
       record->second = std::move(after);
     }
-    it = index.erase(it);
+    it = pending ? std::next(it) : index.erase(it);
   }
-  if (!dry_run) {
-    for (const auto& [key, pos] : frontier) {
-      replication::OriginPos& kept = purged_[stream][key];
-      if (pos.seq > kept.seq) kept = pos;
-    }
-  }
+  if (!dry_run) replication::MergeFrontier(frontier, purged_[stream]);
   return resolved;
 }
 
@@ -322,6 +417,13 @@ replication::VersionVector SimStore::StampFrontier(const std::string& stream,
     h.ParseFromString(it->second.header());
     INTERCO_CHECK(h.first_seq() + h.count() - 1 == pos.seq);  // frontiers end batches
     pos.max_hlc = h.max_hlc();
+  }
+  // As the node does: every epoch of the frontier's origins, at 0 if none of it is under
+  // it (replication::StampedAtOrBelow then knows an origin has several).
+  std::set<uint32_t> origins;
+  for (const auto& [key, pos] : frontier) origins.insert(key.origin);
+  for (const auto& [key, pos] : position_[stream]) {
+    if (origins.contains(key.origin)) frontier.try_emplace(key);
   }
   return frontier;
 }
@@ -369,8 +471,16 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   }
   bool removals = false;
   replication::VersionVector frontier;
+  // As the node does: the exclusions this collection leaves in force close the epochs of
+  // the members left out at their cuts.
+  interco::replication::v1::Collection leaving;
+  for (uint32_t m : plan.excluded) leaving.add_excluded(m);
+  replication::ToDots(plan.cuts, *leaving.mutable_cuts());
+  replication::Exclusions exclusions = exclusions_[stream];
+  exclusions.Apply(leaving, 0, interco::replication::v1::Dot());
   if (tombstones) {
     frontier = StampFrontier(stream, plan.frontier);
+    replication::MarkClosed(exclusions, frontier);
     bool any = false;
     for (const auto& [id, t] : tombstones_[stream]) {
       // A record to collect, or an entry of a record that moved on (as the node does).
@@ -394,8 +504,10 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   c.mutable_policy()->set_version(version);
   auto& collection = *c.mutable_policy()->mutable_collection();
   if (tombstones || removals) {
-    replication::ToDots(frontier, *collection.mutable_frontier());
+    replication::ToDots(frontier, *collection.mutable_frontier(), /*keep_empty=*/true);
     replication::ToDots(plan.required, *collection.mutable_required());
+    *collection.mutable_excluded() = leaving.excluded();
+    *collection.mutable_cuts() = leaving.cuts();
   }
   if (journals) collection.set_journal_before(plan.journal_before);
   c.set_author(absl::StrCat(origin_, "/sim-collector"));
@@ -403,13 +515,18 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   SignTail(stream);  // nothing else comes with it: signed at once, as an idle tail is
   history->second.Add(version, history->second.Current());
   CollectAt(stream, replication::FromDots(collection.frontier()), collection.journal_before());
+  interco::replication::v1::Dot at;
+  at.set_origin(origin_);
+  at.set_epoch(OriginEpoch(stream));
+  at.set_seq(position_[stream][OriginKey{origin_, OriginEpoch(stream)}].seq);
+  if (exclusions_[stream].Apply(collection, version, at)) exclusion_collections_++;
   return true;
 }
 
 void SimStore::SignTail(const std::string& stream) {
   auto run = runs_.find(stream);
   if (run == runs_.end() || signer_ == nullptr) return;
-  Batch& tail = log_[stream][OriginKey{origin_, 1}].at(run->second.tail_first_seq);
+  Batch& tail = log_[stream][OriginKey{origin_, run->second.epoch}].at(run->second.tail_first_seq);
   INTERCO_CHECK(replication::SignBatch(tail, *signer_, clock_.NowMillis()).ok());
   runs_.erase(run);
 }
@@ -423,7 +540,9 @@ bool SimStore::SignTails() {
 absl::Status SimStore::Authorize(const std::string& stream,
                                  const replication::DecodedBatch& batch) {
   if (const replication::PolicyHistory* p = Policies(stream); p != nullptr) {
-    if (absl::Status s = replication::AuthorizeBatch(batch, *p); !s.ok()) return s;
+    if (absl::Status s = replication::AuthorizeBatch(batch, *p, &exclusions_[stream]); !s.ok()) {
+      return s;
+    }
     return replication::CollectionReady(batch, position_[stream]);
   }
   if (writers && !writers(batch.header.origin())) {
@@ -466,6 +585,7 @@ void SimStore::DeclarePolicy(const std::string& stream, uint32_t owner,
       stream, replication::PolicyHistory(*replication::RegistryPolicy::Compile(
                   replication::OriginToSiren(owner), declared)));
   policy_in_force_[stream] = declared;
+  declared_[stream] = {owner, declared};
 }
 
 const replication::PolicyHistory* SimStore::Policies(const std::string& stream) const {

@@ -4,9 +4,11 @@
 #ifndef INTERCO_TESTS_SIM_SIM_STORE_H_
 #define INTERCO_TESTS_SIM_SIM_STORE_H_
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -147,9 +149,36 @@ class SimStore final : public replication::ReplicaStore {
   // Entries of the tombstone and removals indexes that a collection has yet to act on (a
   // tombstone entry of a record that moved on, created again, is dead: it goes with the
   // next collection that covers it, which may never come where nothing else is deleted).
-  size_t IndexedHistory(const std::string& stream) {
-    size_t live = removals_[stream].size();
+  // With `refused`: a remove is not counted once the only elements it keeps in the record
+  // are adds some collection refused (their writer was left out), listed there as
+  // (value, hlc, origin): the tags stay until a later epoch of their writer is stable.
+  size_t IndexedHistory(
+      const std::string& stream,
+      const std::set<std::tuple<std::string, uint64_t, uint32_t>>* refused = nullptr) {
     const auto& records = records_[stream];
+    size_t live = 0;
+    // Whether the elements a remove still keeps in `record` are refused adds only.
+    auto refused_only = [&](const replication::RecordState& removals,
+                            const replication::RecordState& record) {
+      bool some = false;
+      for (const auto& f : removals.fields()) {
+        const replication::FieldState* now = replication::FindField(record, f.name());
+        if (now == nullptr) continue;
+        for (const auto& k : now->removed()) {
+          const bool listed = std::any_of(f.removed().begin(), f.removed().end(), [&](const auto& l) {
+            return l.value() == k.value() && l.hlc() == k.hlc() && l.origin() == k.origin();
+          });
+          if (!listed) continue;
+          if (!refused->contains({k.value(), k.hlc(), k.origin()})) return false;
+          some = true;
+        }
+      }
+      return some;
+    };
+    for (const auto& [change, removals] : removals_[stream]) {
+      auto r = records.find(std::get<2>(change));
+      live += refused == nullptr || r == records.end() || !refused_only(removals, r->second);
+    }
     for (const auto& [id, t] : tombstones_[stream]) {
       auto r = records.find(id);
       live += r != records.end() && r->second.causal_length() == t.causal_length &&
@@ -169,6 +198,28 @@ class SimStore final : public replication::ReplicaStore {
   // Checks that every origin's log is dense from 1 and chained. Empty if fine.
   std::string CheckLog();
   uint64_t hlc_last() const { return hlc_.last(); }
+  // What the collections applied here left out (replication/exclusion.h).
+  replication::Exclusions ExclusionsOf(const std::string& stream) override {
+    return exclusions_[stream];
+  }
+  // This node's origin epoch in `stream`: 1, plus one each time a collection left it
+  // out while it held writes of its own the collection names or refuses.
+  uint32_t OriginEpoch(const std::string& stream) override {
+    auto it = epochs_.find(stream);
+    return it == epochs_.end() ? 1 : it->second;
+  }
+  // Batches a collection refused after this node had applied them, taken out of its log
+  // when it replayed it (its own among them: writes lost, kept for its administrators).
+  struct Refused {
+    std::string stream;
+    replication::OriginKey key;
+    interco::replication::v1::Batch batch;
+  };
+  const std::vector<Refused>& refused() const { return refused_; }
+  // Times this node replayed a stream's log without batches a collection refused.
+  uint64_t replays() const { return replays_; }
+  // Collections this node committed (as an owner) that left members out.
+  uint64_t exclusion_collections() const { return exclusion_collections_; }
   // One signature per run, as a node does it: own batches stay unsigned until the run
   // reaches `run_batches_max` (or its policy version changes); SignTails signs the
   // tails (the node's idle moment). False if there was nothing to sign.
@@ -236,6 +287,7 @@ class SimStore final : public replication::ReplicaStore {
   // Per stream, the unsigned run at the end of our own chain: its length, its policy
   // version and the first sequence number of its tail.
   struct Run {
+    uint32_t epoch = 1;
     size_t batches = 0;
     uint64_t policy_version = 0;
     uint64_t tail_first_seq = 0;
@@ -243,6 +295,19 @@ class SimStore final : public replication::ReplicaStore {
   std::map<std::string, Run> runs_;
   uint64_t unsigned_batches_ = 0;
   void SignTail(const std::string& stream);
+  std::map<std::string, uint32_t> epochs_;
+  std::map<std::string, replication::Exclusions> exclusions_;
+  // The policy each stream was declared with, and its owner (a replay starts from it).
+  std::map<std::string, std::pair<uint32_t, interco::v1::Policy>> declared_;
+  std::vector<Refused> refused_;
+  uint64_t replays_ = 0;
+  uint64_t exclusion_collections_ = 0;
+  // Applies a batch whose place in its chain and authorization were checked.
+  void ApplyChecked(const std::string& stream, const replication::DecodedBatch& batch);
+  // As the node does when a collection refuses batches it holds (Exclusions::Overrun):
+  // takes them out of the log, then rebuilds the stream's state from the log, batch by
+  // batch as they become ready. If some were its own, goes on in a new origin epoch.
+  void Replay(const std::string& stream, const replication::VersionVector& overrun);
 };
 
 }  // namespace interco::sim

@@ -35,7 +35,7 @@ TEST(SimTest, SeedSweep) {
   int64_t worst_convergence_ms = 0, worst_stability_ms = 0;
   uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
            conflicts_bounded = 0, conflicts_expired = 0, collections = 0, collected = 0,
-           purged = 0;
+           purged = 0, exclusions = 0, excluded_batches = 0, replays = 0, refused_acked = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -57,6 +57,10 @@ TEST(SimTest, SeedSweep) {
     collections += r.collections;
     collected += r.collected;
     purged += r.purged;
+    exclusions += r.exclusions;
+    excluded_batches += r.excluded_batches;
+    replays += r.replays;
+    refused_acked += r.refused_acked;
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
               "covered by a later signature, %llu lost races journaled (%llu bounded record "
@@ -75,12 +79,22 @@ TEST(SimTest, SeedSweep) {
               static_cast<unsigned long long>(collections),
               static_cast<unsigned long long>(collected),
               static_cast<unsigned long long>(purged));
+  std::printf("sim: %llu collections left absent members out; %llu of their batches refused on "
+              "receipt, %llu logs replayed without batches refused after they were applied, "
+              "%llu acknowledged writes refused (kept by their origin)\n",
+              static_cast<unsigned long long>(exclusions),
+              static_cast<unsigned long long>(excluded_batches),
+              static_cast<unsigned long long>(replays),
+              static_cast<unsigned long long>(refused_acked));
   if (count > 10) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
     EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";
     EXPECT_GT(collected, 0u) << "nothing collected: garbage collection is not tested";
     EXPECT_GT(purged, 0u) << "no removed set element collected: it is not tested";
     EXPECT_GT(conflicts_expired, 0u) << "no lost write past retention: it is not tested";
+    EXPECT_GT(exclusions, 0u) << "no member left out: member retention is not tested";
+    EXPECT_GT(replays, 0u) << "no log replayed: refusing applied batches is not tested";
+    EXPECT_GT(refused_acked, 0u) << "no write of a member left out refused: it is not tested";
   }
 }
 

@@ -43,15 +43,20 @@ absl::Status StoreNode::Open(replication::Clock& clock) {
 absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
                           const std::string& registry) {
   node::Sha256Hasher hasher;
-  const replication::OriginKey key{from.origin(), from.epoch()};
-  absl::StatusOr<replication::VersionVector> position = to.Position(registry);
-  if (!position.ok()) return position.status();
-  auto batches = from.ReadBatches(registry, key, (*position)[key].seq, 1000);
-  if (!batches.ok()) return batches.status();
-  for (const auto& b : *batches) {
-    auto decoded = replication::DecodeBatch(b, hasher);
-    if (!decoded.ok()) return decoded.status();
-    if (absl::Status s = to.ApplyRemoteBatch(registry, *decoded); !s.ok()) return s;
+  absl::StatusOr<replication::VersionVector> held = from.Position(registry);
+  if (!held.ok()) return held.status();
+  // Every epoch of its own (a restore, or a collection that left it out, starts one).
+  for (const auto& [key, pos] : *held) {
+    if (key.origin != from.origin()) continue;
+    absl::StatusOr<replication::VersionVector> position = to.Position(registry);
+    if (!position.ok()) return position.status();
+    auto batches = from.ReadBatches(registry, key, (*position)[key].seq, 1000);
+    if (!batches.ok()) return batches.status();
+    for (const auto& b : *batches) {
+      auto decoded = replication::DecodeBatch(b, hasher);
+      if (!decoded.ok()) return decoded.status();
+      if (absl::Status s = to.ApplyRemoteBatch(registry, *decoded); !s.ok()) return s;
+    }
   }
   return absl::OkStatus();
 }
