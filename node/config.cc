@@ -121,6 +121,12 @@ absl::Status ValidateConfig(const NodeConfig& c) {
       }
     }
   }
+  // Members report what they hold with their statuses (every 5 s): a shorter retention
+  // would leave out members that are only between two statuses.
+  if (c.member_retention_seconds() < kMemberRetentionSecondsMin) {
+    return absl::InvalidArgumentError(absl::StrCat("member_retention_seconds: at least ",
+                                                   kMemberRetentionSecondsMin));
+  }
   if (c.peers_size() > 0 && c.peer_listen_address().empty()) {
     return absl::InvalidArgumentError("peer_listen_address: required when peers are configured");
   }

@@ -3,6 +3,7 @@
 #ifndef INTERCO_NODE_CONFIG_H_
 #define INTERCO_NODE_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,9 @@ void ApplyDefaults(NodeConfig& config);
 
 // Checks a config (after ApplyDefaults): INVALID_ARGUMENT naming the first bad field.
 // Does not touch the network; does read the TLS files.
+// The shortest member retention accepted (NodeConfig.member_retention_seconds).
+inline constexpr uint32_t kMemberRetentionSecondsMin = 15;
+
 absl::Status ValidateConfig(const NodeConfig& config);
 
 // The TLS files the config designates.

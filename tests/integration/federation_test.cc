@@ -119,21 +119,7 @@ class FederationTest : public ::testing::Test {
     members_[1].peers = {kLyon, kAbergement};
     members_[2].peers = {kBourg};
     for (auto& m : members_) {
-      NodeProcess::Options o;
-      o.authority = m.siren;
-      o.data_dir = absl::StrCat(dir, "/", m.siren);
-      o.extra_args.push_back(absl::StrCat("--peer_listen=127.0.0.1:", m.peer_port));
-      // Lyon, the owner, collects stable tombstones every second.
-      o.extra_args.push_back("--collect_interval_seconds=1");
-      for (std::string& arg : ExtraArgs()) o.extra_args.push_back(std::move(arg));
-      std::vector<std::string> peers;
-      for (const std::string& p : m.peers) {
-        for (const auto& other : members_) {
-          if (other.siren == p) peers.push_back(absl::StrCat(p, "@127.0.0.1:", other.peer_port));
-        }
-      }
-      o.extra_args.push_back(absl::StrCat("--peers=", absl::StrJoin(peers, ",")));
-      m.node = std::make_unique<NodeProcess>(o);
+      m.node = std::make_unique<NodeProcess>(OptionsOf(m));
       std::string error;
       ASSERT_TRUE(m.node->Start(&error)) << error;
     }
@@ -169,6 +155,27 @@ class FederationTest : public ::testing::Test {
 
   // Flags every node gets beyond the fixture's.
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
+
+  // How member `m`'s process runs: on its peer port with its peers, or (`isolated`) on
+  // another port that nobody dials, with no peer.
+  NodeProcess::Options OptionsOf(const Member& m, bool isolated = false) const {
+    NodeProcess::Options o;
+    o.authority = m.siren;
+    o.data_dir = absl::StrCat(dir_, "/", m.siren);
+    o.extra_args.push_back(absl::StrCat("--peer_listen=127.0.0.1:",
+                                        isolated ? testing::FreePort() : m.peer_port));
+    // Lyon, the owner, collects stable tombstones every second.
+    o.extra_args.push_back("--collect_interval_seconds=1");
+    for (std::string& arg : ExtraArgs()) o.extra_args.push_back(std::move(arg));
+    std::vector<std::string> peers;
+    for (const std::string& p : isolated ? std::vector<std::string>{} : m.peers) {
+      for (const auto& other : members_) {
+        if (other.siren == p) peers.push_back(absl::StrCat(p, "@127.0.0.1:", other.peer_port));
+      }
+    }
+    o.extra_args.push_back(absl::StrCat("--peers=", absl::StrJoin(peers, ",")));
+    return o;
+  }
 
   // What `m` says of the shared registry (NodeInfo).
   static v1::RegistrySummary Summary(const Member& m) {
@@ -521,6 +528,115 @@ TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention
   EXPECT_THAT(out, ::testing::HasSubstr("1 lost writes past retention")) << out;
   // The value itself is untouched, and each store is consistent.
   EXPECT_THAT(state.at("registries/services/records/mairie"), ::testing::HasSubstr("Abergement"));
+  for (auto& m : members_) {
+    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
+    std::string report;
+    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
+                                               " --check --authority=", m.siren, " --data_dir=",
+                                               dir_, "/", m.siren),
+                                  &report),
+              0)
+        << report;
+  }
+}
+
+// Lyon, the owner, leaves out of its collections a member that has not caught up with
+// what it held 15 seconds before (the shortest retention accepted: members report every
+// 5 s).
+class MemberRetentionTest : public FederationTest {
+ protected:
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--member_retention_seconds=15"};
+  }
+  void Put(const Member& m, const std::string& id, const char* nom) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name(absl::StrCat("registries/services/records/", id));
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
+    req.mutable_update_mask()->add_paths("nom");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  // The members `m`'s view of the registry's tree leaves out.
+  static std::vector<std::string> LeftOut(const Member& m) {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
+                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
+                    .ok());
+    for (const auto& t : info.trees()) {
+      if (t.registry() == "services") return {t.left_out().begin(), t.left_out().end()};
+    }
+    return {};
+  }
+};
+
+// L'Abergement is cut off for good, as far as anyone knows, and writes meanwhile; Lyon
+// leaves it out and collects without it. When it comes back, what it wrote while left out
+// is refused everywhere (kept aside on L'Abergement), it converges with the others, and
+// what it writes from then on is taken by all.
+TEST_F(MemberRetentionTest, AMemberAbsentLongerThanTheRetentionIsLeftOutThenComesBack) {
+  std::map<std::string, std::string> state;
+  Put(members_[0], "piscine", "Piscine");
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+
+  // L'Abergement goes on alone (a port nobody dials, no peer), and writes.
+  members_[2].node->Kill();
+  members_[2].node = std::make_unique<NodeProcess>(OptionsOf(members_[2], /*isolated=*/true));
+  std::string error;
+  ASSERT_TRUE(members_[2].node->Start(&error)) << error;
+  Put(members_[2], "gymnase", "Gymnase (écrit hors ligne)");
+
+  // Meanwhile Lyon creates and deletes a record: its tombstone waits for every member...
+  Put(members_[0], "stade", "Stade");
+  {
+    v1::DeleteRecordRequest req;
+    req.set_name("registries/services/records/stade");
+    grpc::ClientContext ctx;
+    google::protobuf::Empty e;
+    ASSERT_TRUE(Stub(members_[0])->DeleteRecord(&ctx, req, &e).ok());
+  }
+  // ...until L'Abergement has been behind for the retention: Lyon leaves it out, and its
+  // collection goes to Bourg.
+  bool collected = false;
+  for (int i = 0; i < 300 && !collected; ++i) {
+    collected = Summary(members_[0]).collected_records() >= 1 &&
+                Summary(members_[1]).collected_records() >= 1;
+    if (!collected) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(collected) << "no collection without the absent member within 30 s";
+  EXPECT_THAT(LeftOut(members_[0]), ::testing::ElementsAre(kAbergement));
+
+  // L'Abergement comes back.
+  members_[2].node->Kill();
+  members_[2].node = std::make_unique<NodeProcess>(OptionsOf(members_[2]));
+  ASSERT_TRUE(members_[2].node->Start(&error)) << error;
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+  EXPECT_FALSE(state.contains("registries/services/records/gymnase"))
+      << "a write made while left out was taken";
+  EXPECT_TRUE(state.contains("registries/services/records/piscine"));
+  EXPECT_EQ(Summary(members_[2]).refused_own_changes(), 1u);
+  std::string out;
+  ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kAbergement), " ",
+                                             testing::BinaryPath("interco"), " --addr=127.0.0.1:",
+                                             members_[2].node->api_port(), " info"),
+                                &out),
+            0)
+      << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("1 own writes refused")) << out;
+
+  // What it writes now, in its new epoch, everyone takes; and it counts again.
+  Put(members_[2], "mediatheque", "Médiathèque");
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+  EXPECT_TRUE(state.contains("registries/services/records/mediatheque"));
+  bool back = false;
+  for (int i = 0; i < 300 && !back; ++i) {
+    back = LeftOut(members_[0]).empty();
+    if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(back) << "L'Abergement is still left out 30 s after it came back";
   for (auto& m : members_) {
     ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
     std::string report;

@@ -63,6 +63,9 @@ TEST(ProcessTest, RefusesBadConfigurationBeforeListening) {
                     " --peer_compression=zstd"),
        "peer_compression"},
       {absl::StrCat(" --config=", unknown_field), "config file"},
+      {absl::StrCat(" --authority=", kLyon, " --tls_dir=", NodeTlsDir(kLyon),
+                    " --member_retention_seconds=5"),
+       "member_retention_seconds: at least 15"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.args);
