@@ -104,9 +104,10 @@ void MergeFrontier(const VersionVector& frontier, VersionVector& into) {
     if (pos.seq > k.seq) {
       k.seq = pos.seq;
       k.max_hlc = pos.max_hlc;
+      k.closed = pos.closed;
+    } else if (pos.closed && pos.seq == k.seq) {
+      k.closed = true;  // an epoch ends where a frontier said it did, whichever said it
     }
-    // An epoch ends where its frontier said it did, whichever frontier said it.
-    if (pos.closed && pos.seq == k.seq) k.closed = true;
   }
 }
 

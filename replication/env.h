@@ -111,7 +111,9 @@ struct CollectionPlan {
   uint64_t journal_before = 0;
   // Members left out of the frontier (absent longer than the member retention, or not
   // back since a collection left them out; replication/exclusion.h), sorted, and how far
-  // this node holds each of their origin epochs (Collection.excluded and cuts).
+  // this node holds each of their origin epochs (Collection.excluded and cuts; a store
+  // whose position moved since may cut them further, where it holds them when it stages
+  // the collection, and require that much).
   std::vector<uint32_t> excluded = {};
   VersionVector cuts = {};
 };

@@ -1057,20 +1057,19 @@ std::set<uint32_t> Replicator::ExcludedOf(const std::string& stream,
                                           const VersionVector& position,
                                           const MemberWatch* watch) {
   std::set<uint32_t> out;
-  // Left out by a collection, and not back: it does not say it holds the latest one. Once
-  // it does, it applied it (its writes from then on name that version or a later one) and
-  // counts again, with what the reports taken of it say (until a newer one is taken,
-  // possibly less than it holds: that only holds the frontier back).
+  // Left out by a collection, and not back: what it says it holds lacks the latest one.
+  // Once it holds it, it applied it (its writes from then on name that version or a later
+  // one) and counts again, with what the reports taken of it say (until a newer one is
+  // taken, possibly less than it holds: that only holds the frontier back). A member not
+  // heard of since this engine started is not judged so: it counts, without a report,
+  // which holds the frontier back until it reports or the retention leaves it out again.
   const Exclusions exclusions = store_.ExclusionsOf(stream);
   for (const auto& [member, e] : exclusions.members()) {
     if (member == options_.self) continue;
     const VersionVector* reported = stability_.Reported(stream, member);
-    const auto held = reported == nullptr
-                          ? VersionVector::const_iterator()
-                          : reported->find(OriginKey{e.at().origin(), e.at().epoch()});
-    if (reported == nullptr || held == reported->end() || held->second.seq < e.at().seq()) {
-      out.insert(member);
-    }
+    if (reported == nullptr) continue;
+    const auto held = reported->find(OriginKey{e.at().origin(), e.at().epoch()});
+    if (held == reported->end() || held->second.seq < e.at().seq()) out.insert(member);
   }
   if (watch == nullptr) return out;
   // Absent: it does not say it holds, member_retention_ms later, what this node held then.
@@ -1097,6 +1096,7 @@ std::map<std::string, StabilitySummary> Replicator::Stabilities() {
   for (const std::string& stream : store_.Streams()) {
     absl::StatusOr<VersionVector> ours = store_.Position(stream);
     if (!ours.ok()) continue;
+    stability_.Take(stream, *ours);
     const std::vector<uint32_t> members = store_.Members(stream);
     auto watch = watches_.find(stream);
     const std::set<uint32_t> excluded =

@@ -249,6 +249,9 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
         r.expired_conflicts() > 0
             ? absl::StrCat(", ", r.expired_conflicts(), " lost writes past retention")
             : "",
+        r.refused_batches() > 0
+            ? absl::StrCat(", ", r.refused_batches(), " batches taken out of the log")
+            : "",
         r.refused_own_changes() > 0
             ? absl::StrCat(", ", r.refused_own_changes(),
                            " own writes refused (made while left out; kept)")

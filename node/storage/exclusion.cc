@@ -36,6 +36,12 @@ uint32_t RecordStore::OwnEpoch(const RegistryMeta& meta) const {
   return meta.epoch_switches() == 0 ? epoch_ : (epoch_ << 16) | meta.epoch_switches();
 }
 
+bool RecordStore::ShiftEpoch(RegistryMeta& meta) {
+  if (meta.epoch_switches() > 0) return false;
+  meta.set_epoch_switches(1);
+  return true;
+}
+
 replication::Exclusions RecordStore::ExclusionsOf(std::string_view registry) {
   absl::MutexLock l(&mu_);
   auto it = registries_.find(ToAbsl(registry));
@@ -75,6 +81,17 @@ absl::Status RecordStore::StageExclusion(GroupState& g, RegistryRuntime& rt,
   if (!exclusions.Apply(collection, change_version, at)) return absl::OkStatus();
   exclusions.Write(*rt.meta.mutable_exclusions());
   g.dirty.insert(registry);
+  const bool left_out = std::binary_search(collection.excluded().begin(),
+                                           collection.excluded().end(), origin_);
+  // Own changes of the group not sealed yet were made holding all the collection needs
+  // (it is applied here now): they name its version, or, left out, this node would seal
+  // them under an earlier one beyond its cut, refused everywhere.
+  if (left_out) {
+    if (auto pending = g.changes.find(registry);
+        pending != g.changes.end() && !pending->second.empty()) {
+      g.policy_version[registry] = change_version;
+    }
+  }
   // Batches of the members left out applied here beyond their cuts came before the
   // collection: refused now, they go (the log is replayed without them once committed).
   const replication::VersionVector overrun = exclusions.Overrun(rt.position, collection);
@@ -85,7 +102,12 @@ absl::Status RecordStore::StageExclusion(GroupState& g, RegistryRuntime& rt,
       if (!added) it->second.seq = std::min(it->second.seq, cut.seq);
     }
     replication::ToDots(replay, *rt.meta.mutable_replay(), /*keep_empty=*/true);
+  } else if (rt.meta.repaired()) {
+    // Repaired values are in no batch of the log yet: some may be of what the collection
+    // refuses. The state is rebuilt from the log; the others come back with their batches.
+    rt.meta.set_rebuild(true);
   }
+  if (rt.meta.replay_size() > 0 || rt.meta.rebuild()) g.replays.insert(registry);
   // Left out where it wrote, this node's chain there ends at the cut (stamps after it are
   // then known not to be of it): it goes on in a new epoch.
   const replication::OriginKey own{origin_, OwnEpoch(rt.meta)};
@@ -101,31 +123,20 @@ absl::Status RecordStore::StageExclusion(GroupState& g, RegistryRuntime& rt,
   }
   if (signer_ != nullptr) INTERCO_RETURN_IF_ERROR(StageTailSignatures(g, &registry));
   rt.meta.set_epoch_switches(rt.meta.epoch_switches() + 1);
-  // Own changes of the group not sealed yet go in the new epoch, written holding all the
-  // collection needs: they name its version.
-  if (auto pending = g.changes.find(registry); pending != g.changes.end() && !pending->second.empty()) {
-    g.policy_version[registry] = change_version;
-  }
   return absl::OkStatus();
 }
 
 absl::Status RecordStore::Replay(const std::string& registry) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
   const replication::VersionVector cuts = replication::FromDots(rt.meta.replay());
-  if (cuts.empty()) return absl::OkStatus();
-  // Reads of the registry wait for the end (UNAVAILABLE), however it ends.
-  struct Rebuilding {
-    RecordStore& store;
-    const std::string& registry;
-    Rebuilding(RecordStore& s, const std::string& r) : store(s), registry(r) {
-      absl::MutexLock l(&store.mu_);
-      store.replaying_.insert(registry);
-    }
-    ~Rebuilding() {
-      absl::MutexLock l(&store.mu_);
-      store.replaying_.erase(registry);
-    }
-  } rebuilding(*this, registry);
+  if (cuts.empty() && !rt.meta.rebuild()) return absl::OkStatus();
+  // Reads of the registry, and its writes, wait for the end (UNAVAILABLE); if it fails,
+  // they go on waiting until a retry succeeds (a partial state is never served or
+  // written on).
+  {
+    absl::MutexLock l(&mu_);
+    replaying_.insert(registry);
+  }
 
   // 1. The refused batches leave the log (kept under "refused/"), and the registry's
   // state goes, in one write: back to the registry as declared.
@@ -185,6 +196,7 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   m.set_feed_next_seq(rt.meta.feed_next_seq());
   m.set_epoch_switches(rt.meta.epoch_switches());
   *m.mutable_replay() = rt.meta.replay();
+  m.set_rebuild(rt.meta.rebuild());
   m.set_refused_batches(rt.meta.refused_batches() + refused_batches);
   m.set_refused_own_changes(rt.meta.refused_own_changes() + refused_own);
   wb.Put(db_->handle(Cf::kRegistries), ToSlice(registry), m.SerializeAsString());
@@ -197,11 +209,12 @@ absl::Status RecordStore::Replay(const std::string& registry) {
     absl::MutexLock l(&mu_);
     registries_[registry] = fresh;
   }
-  // A run of own batches cut off with them is gone.
-  if (auto run = unsigned_runs_.find(registry); run != unsigned_runs_.end()) {
-    auto cut = cuts.find(replication::OriginKey{origin_, run->second.epoch});
-    if (cut != cuts.end() && run->second.first_seq > cut->second.seq) unsigned_runs_.erase(run);
-  }
+  // Runs of own batches are taken again from the log once it is replayed (a tail cut off
+  // with the refused batches is gone).
+  unsigned_runs_.erase(registry);
+  old_tails_.erase(std::remove_if(old_tails_.begin(), old_tails_.end(),
+                                  [&](const auto& t) { return t.first == registry; }),
+                   old_tails_.end());
 
   // 2. Every batch left in the log, again, origin by origin as each becomes ready (its
   // policy version and what its collections require applied before it).
@@ -277,6 +290,8 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   // 3. Done: the mark goes, and the audit says what was taken out.
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime now, Runtime(registry));
   now.meta.clear_replay();
+  now.meta.clear_rebuild();
+  now.meta.clear_repaired();
   GroupState g;
   g.batch.Put(db_->handle(Cf::kRegistries), ToSlice(registry), now.meta.SerializeAsString());
   AuditEvent e;
@@ -293,6 +308,12 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   {
     absl::MutexLock l(&audit_mu_);
     for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
+  }
+  // Unsigned tails of this node's chains in the rebuilt log, to sign.
+  INTERCO_RETURN_IF_ERROR(LoadUnsignedTail(registry, now));
+  {
+    absl::MutexLock l(&mu_);
+    replaying_.erase(registry);
   }
   Notify({registry});
   return absl::OkStatus();

@@ -15,7 +15,9 @@
 //   meta        "node" -> internal.v1.NodeMeta; "stream/<registry>" -> internal.v1.StreamState;
 //               "cert/<key id: 32 bytes>" -> DER certificate of a batch signer;
 //               "fork/<origin:be32><stream>" -> replication.v1.ForkEvidence;
-//               "policy/<registry>\0<version:be64>" -> replication.v1.PolicyChange
+//               "policy/<registry>\0<version:be64>" -> replication.v1.PolicyChange;
+//               "refused/<registry>\0<origin:be32><epoch:be32><first_seq:be64>" ->
+//                 replication.v1.Batch a collection refused after it was applied here
 //
 // Big-endian integers keep numeric order in byte order. Thread-safe (pure functions).
 #ifndef INTERCO_NODE_STORAGE_KEYS_H_

@@ -411,10 +411,21 @@ absl::Status RecordStore::Load() {
     // copy, so the next sequence numbers of this epoch may be taken. A new epoch starts a
     // new chain (unsigned tails of the old one are still signed, with their old epoch).
     epoch_ = meta.epoch() + 1;
+    if (epoch_ > 0xffff) {
+      return absl::FailedPreconditionError("the store has no origin epoch left to start");
+    }
     meta.set_epoch(epoch_);
     meta.clear_backup();
     rocksdb::WriteBatch wb;
     wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+    {
+      absl::MutexLock l(&mu_);
+      for (auto& [id, rt] : registries_) {
+        if (ShiftEpoch(rt.meta)) {
+          wb.Put(db_->handle(Cf::kRegistries), ToSlice(id), rt.meta.SerializeAsString());
+        }
+      }
+    }
     INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
     {
       absl::MutexLock l(&mu_);
@@ -429,10 +440,17 @@ absl::Status RecordStore::Load() {
   {
     absl::MutexLock l(&mu_);
     for (const auto& [id, rt] : registries_) {
-      if (rt.meta.replay_size() > 0) unfinished.push_back(id);
+      if (rt.meta.replay_size() > 0 || rt.meta.rebuild()) unfinished.push_back(id);
     }
   }
-  for (const std::string& id : unfinished) INTERCO_RETURN_IF_ERROR(Replay(id));
+  for (const std::string& id : unfinished) {
+    if (absl::Status s = Replay(id); !s.ok()) {
+      // The node starts; the registry stays fenced and the committer tries again.
+      log::Error(absl::StrCat("replaying the change log of registry ", id, ": ", s.ToString()));
+      replays_due_.insert(id);
+      replay_failed_ms_[id] = clock_.MonotonicMillis();
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -460,6 +478,9 @@ void RecordStore::CommitLoop() {
         // A run of own batches waits for its signature: sign its tail once nothing more
         // comes for a moment.
         idle = !mu_.AwaitWithTimeout(ready, absl::Milliseconds(limits::kSignIdleMillis));
+      } else if (!replays_due_.empty()) {
+        // A replay that failed is tried again now and then.
+        idle = !mu_.AwaitWithTimeout(ready, absl::Milliseconds(kReplayRetryMillis));
       } else {
         mu_.Await(ready);
       }
@@ -478,20 +499,37 @@ void RecordStore::CommitLoop() {
     if (stop) return;  // an unsigned tail left is signed at the next start
     if (idle) {
       if (signer_ != nullptr) SignIdleTails();
+      RunDueReplays();
       continue;
     }
     ApplyGroup(group);
     // A collection of the group refused batches applied here: the registry's state is
     // rebuilt before anything else happens (the group's callers then see it done).
-    for (auto it = replays_due_.begin(); it != replays_due_.end(); it = replays_due_.erase(it)) {
-      if (absl::Status s = Replay(*it); !s.ok()) {
-        log::Error(absl::StrCat("replaying the change log of registry ", *it, ": ",
-                                s.ToString(), " (tried again at the next start)"));
-      }
-    }
+    RunDueReplays();
     absl::MutexLock l(&done_mu_);
     done_queue_.push_back(std::move(group));
     group.clear();
+  }
+}
+
+void RecordStore::RunDueReplays() {
+  const int64_t now = clock_.MonotonicMillis();
+  for (auto it = replays_due_.begin(); it != replays_due_.end();) {
+    auto failed = replay_failed_ms_.find(*it);
+    if (failed != replay_failed_ms_.end() && now - failed->second < kReplayRetryMillis) {
+      ++it;
+      continue;
+    }
+    if (absl::Status s = Replay(*it); !s.ok()) {
+      // The registry stays fenced (its reads and writes UNAVAILABLE) until a retry works.
+      log::Error(absl::StrCat("replaying the change log of registry ", *it, ": ", s.ToString(),
+                              " (tried again in ", kReplayRetryMillis / 1000, " s)"));
+      replay_failed_ms_[*it] = now;
+      ++it;
+      continue;
+    }
+    replay_failed_ms_.erase(*it);
+    it = replays_due_.erase(it);
   }
 }
 
@@ -574,6 +612,11 @@ absl::Status RecordStore::CheckRegistry(std::string_view registry) {
   return absl::OkStatus();
 }
 
+bool RecordStore::Replaying(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  return replaying_.contains(std::string(registry));
+}
+
 absl::Status RecordStore::CheckReadable(std::string_view registry) {
   absl::MutexLock l(&mu_);
   if (!registries_.contains(ToAbsl(registry))) return RegistryNotFound(registry);
@@ -631,7 +674,6 @@ absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
   op->members = plan.members;
   op->journal_before = plan.journal_before;
   op->excluded = plan.excluded;
-  op->cuts = plan.cuts;
   bool collected = false;
   INTERCO_RETURN_IF_ERROR(
       EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
@@ -681,6 +723,13 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       op->status = absl::UnavailableError("write queue full; retry");
       continue;
     }
+    // A registry whose replay is due (or failed) takes no change until it is rebuilt.
+    if (!op->replayed && !op->registry.empty() && op->type != Op::Type::kCreateRegistry &&
+        op->type != Op::Type::kAudit && Replaying(op->registry)) {
+      op->status = Rebuilding(op->registry);
+      AuditOutcome(*op, g);
+      continue;
+    }
     switch (op->type) {
       case Op::Type::kCreateRegistry: op->status = ApplyCreateRegistry(*op, g); break;
       case Op::Type::kUpdateRegistry: op->status = ApplyUpdateRegistry(*op, g); break;
@@ -703,6 +752,10 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
         epoch_++;
         hlc_.AdvanceTo(hlc_.Now());
         g.new_epoch = true;
+        for (const std::string& id : RegistryIds()) {
+          absl::StatusOr<RegistryRuntime*> rt = Staged(g, id);
+          if (rt.ok() && ShiftEpoch((*rt)->meta)) g.dirty.insert(id);
+        }
         break;
     }
     AuditOutcome(*op, g);
@@ -802,7 +855,12 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&mu_);
     committed_epoch_ = epoch_;
   }
-  replays_due_.insert(g.replays.begin(), g.replays.end());
+  if (!g.replays.empty()) {
+    // Fenced from now on, until the replay is done.
+    replays_due_.insert(g.replays.begin(), g.replays.end());
+    absl::MutexLock l(&mu_);
+    replaying_.insert(g.replays.begin(), g.replays.end());
+  }
   bool signed_tail = g.old_tails_signed;
   if (g.old_tails_signed) old_tails_.clear();
   for (auto& [registry, run] : g.runs) {
@@ -1360,7 +1418,10 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
   g.dirty.insert(op.registry);
-  for (AuditEvent& e : policy_events) StageAudit(g, std::move(e));
+  // (Audited when first applied: a replay applies it again silently.)
+  if (!op.replayed) {
+    for (AuditEvent& e : policy_events) StageAudit(g, std::move(e));
+  }
   // Later local writes are stamped after everything received.
   hlc_.AdvanceTo(h.max_hlc());
   return absl::OkStatus();
@@ -1481,9 +1542,21 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   replication::VersionVector frontier;
   // The members the frontier left out, and where their epochs end (their cuts): with
   // them, the exclusions this collection leaves in force.
+  // The cuts are what this node holds of them as it commits (more may have come since the
+  // plan was made: cut there, it keeps them, and requires them of every node).
   interco::replication::v1::Collection leaving;
-  for (uint32_t m : op.excluded) leaving.add_excluded(m);
-  replication::ToDots(op.cuts, *leaving.mutable_cuts());
+  replication::VersionVector cuts;
+  for (uint32_t m : op.excluded) {
+    leaving.add_excluded(m);
+    for (auto it = rt.position.lower_bound(replication::OriginKey{m, 0});
+         it != rt.position.end() && it->first.origin == m; ++it) {
+      if (it->second.seq == 0) continue;
+      cuts[it->first].seq = it->second.seq;
+      replication::OriginPos& r = op.required[it->first];
+      r.seq = std::max(r.seq, it->second.seq);
+    }
+  }
+  replication::ToDots(cuts, *leaving.mutable_cuts());
   replication::Exclusions exclusions(rt.meta.exclusions());
   exclusions.Apply(leaving, 0, interco::replication::v1::Dot());
   if (tombstones) {
@@ -1524,6 +1597,13 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
     replication::ToDots(op.required, *collection.mutable_required());
     *collection.mutable_excluded() = leaving.excluded();
     *collection.mutable_cuts() = leaving.cuts();
+    // What every receiver checks (replication::AuthorizeBatch): a collection it would
+    // refuse would stop this node's chain everywhere. Not made, rather.
+    if (static_cast<size_t>(collection.frontier_size()) > limits::kReportOriginsMax ||
+        static_cast<size_t>(collection.required_size()) > limits::kReportOriginsMax) {
+      return absl::FailedPreconditionError("the collection would name too many origins");
+    }
+    INTERCO_RETURN_IF_ERROR(replication::CheckExclusion(collection, origin_));
   }
   if (journals) collection.set_journal_before(op.journal_before);
   Change c;

@@ -590,6 +590,10 @@ class RecordStore {
   // This node's origin epoch in a registry: NodeMeta.epoch, or above it once collections
   // left the node out there (RegistryMeta.epoch_switches).
   uint32_t OwnEpoch(const interco::internal::v1::RegistryMeta& meta) const;
+  // At a new node epoch (a restore): the registry's epoch goes to the shifted form, so
+  // that it is above any the registry had in the old one, switched or not (the original
+  // may have switched after the copy was made). Returns whether the meta changed.
+  static bool ShiftEpoch(interco::internal::v1::RegistryMeta& meta);
   // Applies collection `collection` of `change_version`, found at `at` of the owner's
   // chain, to the registry's exclusions; if it refuses batches applied here, marks the
   // registry for a replay (RegistryMeta.replay); if it leaves this node out where it
@@ -604,8 +608,13 @@ class RecordStore {
   absl::Status Replay(const std::string& registry);
   // Registries whose state a replay is rebuilding: their reads are UNAVAILABLE meanwhile.
   std::set<std::string> replaying_ ABSL_GUARDED_BY(mu_);
-  // Registries to replay once the current group is durable. Committer thread only.
+  // Registries to replay once the current group is durable, and when a replay last failed
+  // (tried again kReplayRetryMillis later). Committer thread only.
+  static constexpr int64_t kReplayRetryMillis = 10000;
   std::set<std::string> replays_due_;
+  std::map<std::string, int64_t> replay_failed_ms_;
+  void RunDueReplays();
+  bool Replaying(std::string_view registry);
   // OK if the registry exists and may be read now (UNAVAILABLE during a replay).
   absl::Status CheckReadable(std::string_view registry);
   // A copy of a registry's committed state (for the committer, which stages changes).

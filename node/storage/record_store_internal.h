@@ -65,14 +65,14 @@ struct RecordStore::Op {
   // kAudit: events to append.
   std::vector<interco::v1::AuditEvent> audit_events;
   // kCollect: the owner's stable frontier and what a node must hold to act on it, the
-  // members it waited for, the journals' cut, the members it left out and their cuts;
-  // and whether a collection was committed.
+  // members it waited for, the journals' cut, the members it left out (cut where this
+  // node holds them when the collection is staged); and whether a collection was
+  // committed.
   replication::VersionVector frontier;
   replication::VersionVector required;
   std::vector<uint32_t> members;
   uint64_t journal_before = 0;
   std::vector<uint32_t> excluded;
-  replication::VersionVector cuts;
   bool collected = false;
   // kRepair: the peer the states come from (audited as their origin), the states, and how
   // many of them changed a record here.

@@ -231,6 +231,9 @@ absl::Status RecordStore::ApplyRepair(Op& op, GroupState& g) {
   if (!merged_all.ok()) {
     g.broken = merged_all;
     op.repaired_changed = 0;  // nothing of it is committed
+  } else if (op.repaired_changed > 0 && !rt.meta.repaired()) {
+    rt.meta.set_repaired(true);
+    g.dirty.insert(op.registry);
   }
   return merged_all;
 }

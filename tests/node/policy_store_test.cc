@@ -826,16 +826,12 @@ TEST_F(SetCollectionStoreTest, RemovedElementsAddedByARestoredOriginGoOnceEveryE
   Tags(bourg_, {"sauna"});
   ASSERT_TRUE(bourg_.store->StartNewEpoch().ok());  // as after a restore
   Tags(bourg_, {"sauna", "hammam"});
-  for (uint32_t epoch : {1u, 2u}) {
-    const OriginKey key{bourg_.store->origin(), epoch};
-    auto batches = bourg_.store->ReadBatches(kSets, key, 0, 100);
-    ASSERT_TRUE(batches.ok());
-    for (const auto& b : *batches) {
-      for (Node* to : {&viriat_, &epci_}) {
-        ASSERT_TRUE(to->store->ApplyRemoteBatch(kSets, *replication::DecodeBatch(b, hasher_)).ok());
-      }
-    }
-  }
+  // Both epochs reach the others (every registry went on in a new epoch above the old).
+  ASSERT_EQ(bourg_.store->Position(kSets)->size(), 2u);
+  EXPECT_GT(bourg_.store->OriginEpoch(kSets), 2u);
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());
+  ASSERT_TRUE(Carry(bourg_, epci_, kSets).ok());
+  ASSERT_EQ(epci_.store->Position(kSets)->size(), 2u);
   Tags(viriat_, {"hammam"});  // removes the sauna, added in Bourg's first epoch
   // A deleted record of Viriat's, so that there is something to collect.
   ASSERT_TRUE(viriat_.store->Write(kSets, "ecole", Tags_({"cour"}), viriat_.admin()).ok());
@@ -918,15 +914,21 @@ class ExclusionStoreTest : public SetCollectionStoreTest {
     del.kind = LocalWrite::Kind::kDelete;
     EXPECT_TRUE(epci_.store->Write(kSets, "ecole", del, epci_.admin()).ok());
   }
-  // The EPCI's collection of all it holds, leaving Bourg out at what it holds of it.
-  void CollectLeavingOutBourg() {
+  // The EPCI's collection of all it holds, leaving Bourg out (and Viriat too, with
+  // `viriat`) at what it holds of them.
+  void CollectLeavingOutBourg(bool viriat = false) {
     replication::CollectionPlan plan;
     plan.frontier = *epci_.store->Position(kSets);
     plan.required = plan.frontier;
     plan.members = epci_.store->Members(kSets);
     plan.excluded = {bourg_.store->origin()};
+    if (viriat) plan.excluded.push_back(viriat_.store->origin());
+    std::sort(plan.excluded.begin(), plan.excluded.end());
     for (const auto& [key, pos] : plan.frontier) {
-      if (key.origin == bourg_.store->origin()) plan.cuts[key] = pos;
+      if (std::find(plan.excluded.begin(), plan.excluded.end(), key.origin) !=
+          plan.excluded.end()) {
+        plan.cuts[key] = pos;
+      }
     }
     absl::StatusOr<bool> collected = epci_.store->Collect(kSets, plan);
     ASSERT_TRUE(collected.ok()) << collected.status();
@@ -1000,6 +1002,38 @@ TEST_F(ExclusionStoreTest, AMemberLeftOutKeepsItsRefusedWritesAndGoesOnInANewEpo
   EXPECT_THAT(*bourg_.store->CheckConsistency(), ::testing::StartsWith("ok"));
 }
 
+// Writes of a node committed with a collection that leaves it out, in one commit group,
+// were made holding everything the collection needs: their batch names its version, and
+// every node takes it (under an earlier version, beyond a cut of 0, all would refuse it,
+// and the node's chain would stop there).
+TEST_F(ExclusionStoreTest, WritesCommittedWithTheCollectionThatLeavesTheirNodeOutAreTaken) {
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  CollectLeavingOutBourg(/*viriat=*/true);  // Viriat never wrote here: no cut of it
+  std::atomic<int> pending{0};
+  std::atomic<int> failed{0};
+  auto write_async = [&](int i) {
+    pending++;
+    viriat_.store->WriteAsync(kSets, absl::StrCat("salle-", i), Tags_({"chaises"}),
+                              viriat_.admin(), [&](absl::StatusOr<interco::v1::Record> r) {
+                                if (!r.ok()) failed++;
+                                pending--;
+                              });
+  };
+  // The collection queues behind writes (groups take up to 512 operations, in order): it
+  // shares its group with some of them.
+  for (int i = 0; i < 1500; ++i) write_async(i);
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  for (int i = 1500; i < 1600; ++i) write_async(i);
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(failed, 0);
+  // Every batch of Viriat's enters the EPCI's store.
+  const absl::Status carried = Carry(viriat_, epci_, kSets);
+  ASSERT_TRUE(carried.ok()) << carried;
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(replication::Missing(*viriat_.store->Position(kSets), *epci_.store->Position(kSets)),
+            0u);
+}
+
 // A replay cut short (a crash) is done when the store opens again.
 TEST_F(ExclusionStoreTest, AnInterruptedReplayIsDoneAtOpen) {
   ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());
@@ -1032,6 +1066,54 @@ TEST_F(ExclusionStoreTest, AnInterruptedReplayIsDoneAtOpen) {
   ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
   EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
   EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 1u);
+}
+
+// A repair merges values whose batches the log does not hold yet: one may be a write the
+// next collection refuses. That collection rebuilds the state from the log, so the
+// refused value goes; a value whose batch is still to come comes back with it.
+TEST_F(ExclusionStoreTest, ACollectionAfterARepairRebuildsTheStateFromTheLog) {
+  // Viriat repairs from Bourg's copy: the hammam comes without its batch.
+  const replication::RecordState bourgs = **bourg_.store->StoredState(kSets, "piscine");
+  ASSERT_EQ(*viriat_.store->Repair(kSets, bourg_.store->origin(), 0, {{"piscine", bourgs}},
+                                   viriat_.admin()),
+            1u);
+  ASSERT_NE(StateOf(viriat_), StateOf(epci_));
+  CollectLeavingOutBourg();
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 0u);  // nothing left the log
+}
+
+// A replay that cannot finish (here: a batch missing from the log) leaves the registry
+// fenced, its reads and writes UNAVAILABLE, rather than serving or writing on a partial
+// state; the node's other registries go on.
+TEST_F(ExclusionStoreTest, AReplayThatCannotFinishKeepsTheRegistryFenced) {
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  viriat_.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = viriat_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok());
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kSets)));
+    meta.set_rebuild(true);
+    rocksdb::WriteBatch wb;
+    wb.Put((*db)->handle(Cf::kRegistries), kSets, meta.SerializeAsString());
+    // The EPCI's first batch of the registry is lost: its later ones can never apply.
+    wb.Delete((*db)->handle(Cf::kLog), keys::Log(kSets, epci_.store->origin(), 1, 1));
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  Open(viriat_);
+  EXPECT_EQ(viriat_.store->GetRecord(kSets, "piscine").status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(viriat_.store->Write(kSets, "piscine", Tags_({"bassin"}), viriat_.admin()).status().code(),
+            absl::StatusCode::kUnavailable);
+  Registry own = ServicesDefinition();
+  own.set_owner(kViriat);
+  ASSERT_TRUE(viriat_.store->CreateRegistry("salles", own, viriat_.admin()).ok());
+  const auto written = viriat_.store->Write("salles", "polyvalente", Named("Salle"), viriat_.admin());
+  EXPECT_TRUE(written.ok()) << written.status();
 }
 
 }  // namespace

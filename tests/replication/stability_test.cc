@@ -377,5 +377,75 @@ TEST_F(StabilityEngineTest, TheOwnerCollectsOnceTheDeleteIsStable) {
   EXPECT_EQ(engine_->collections(), 1u);
 }
 
+
+// A member that does not catch up within the owner's member retention is left out of its
+// collections; it counts again once it says it holds the latest collection that left it
+// out. An engine that restarts judges no member it has not heard from since.
+TEST_F(StabilityEngineTest, AMemberBehindLongerThanTheRetentionIsLeftOutUntilItHoldsTheCollection) {
+  interco::v1::Policy listed;
+  for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
+  v_.store.DeclarePolicy(kStream, kV, listed);
+  ReplicatorOptions o = Options();
+  o.collect_interval_ms = 1000;
+  o.member_retention_ms = 10000;
+  StartEngine(o);
+  Connect(kA);
+  Connect(kC);
+  v_.Write("marche", "Marché");
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  v_.store.Commit(kStream, {{"marche", del}});
+  const uint64_t ours = v_.store.Position(kStream)->at(OriginKey{kV, 1}).seq;
+  auto status = [&](uint32_t peer, uint64_t seq) {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(kV);
+    ack.add_push_streams(kStream);
+    v1::StreamReports& r = *ack.add_reports();
+    r.set_stream(kStream);
+    v1::MemberReport& report = *r.add_members();
+    report.set_member(peer);
+    auto* pos = report.add_origins();
+    pos->set_origin(kV);
+    pos->set_epoch(1);
+    pos->set_seq(seq);
+    engine_->OnMessage(peer, m);
+  };
+  // C stays behind the delete; A holds everything. Within the retention, nothing goes.
+  for (int second = 0; second < 9; ++second) {
+    status(kA, ours);
+    status(kC, ours - 1);
+    clock_.Advance(1000);
+    engine_->Tick();
+  }
+  EXPECT_EQ(engine_->collections(), 0u);
+  EXPECT_TRUE(engine_->Excluded(kStream).empty());
+  // Past it, C is left out and the delete is collected without it.
+  for (int second = 0; second < 3 && engine_->collections() == 0; ++second) {
+    status(kA, ours);
+    clock_.Advance(1000);
+    engine_->Tick();
+  }
+  ASSERT_EQ(engine_->collections(), 1u);
+  EXPECT_EQ(v_.store.Records(kStream).count("marche"), 0u);
+  EXPECT_EQ(engine_->Excluded(kStream), std::set<uint32_t>{kC});
+  ASSERT_EQ(v_.store.ExclusionsOf(kStream).members().count(kC), 1u);
+  const uint64_t collection = v_.store.ExclusionsOf(kStream).members().at(kC).at().seq();
+  EXPECT_EQ(collection, ours + 1);
+  const StabilitySummary summary = engine_->Stabilities().at(kStream);
+  EXPECT_EQ(summary.excluded, std::vector<uint32_t>{kC});
+
+  // Restarted, the engine has heard nothing of C: C counts (and, with no report, holds
+  // the frontier back) rather than being left out again on the spot.
+  StartEngine(o);
+  Connect(kA);
+  EXPECT_TRUE(engine_->Excluded(kStream).empty());
+  Connect(kC);
+  status(kC, ours);  // heard again, not holding the collection: not back
+  EXPECT_EQ(engine_->Excluded(kStream), std::set<uint32_t>{kC});
+  status(kC, collection);  // it applied it: it counts again
+  EXPECT_TRUE(engine_->Excluded(kStream).empty());
+}
+
 }  // namespace
 }  // namespace interco::replication
