@@ -140,10 +140,15 @@ std::string Tombstone(std::string_view registry, uint32_t origin, uint32_t epoch
   return k;
 }
 
-std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_view registry) {
+namespace {
+
+// <registry>\0<origin:be32><epoch:be32><seq:be64>, then a record ID if `with_record`
+// (at least one byte) or nothing.
+std::optional<TombstoneKey> ParseChangeKey(std::string_view key, std::string_view registry,
+                                           bool with_record) {
   const size_t prefix = registry.size() + 1;
-  if (key.size() <= prefix + 16 || key.substr(0, registry.size()) != registry ||
-      key[registry.size()] != '\0') {
+  if ((with_record ? key.size() <= prefix + 16 : key.size() != prefix + 16) ||
+      key.substr(0, registry.size()) != registry || key[registry.size()] != '\0') {
     return std::nullopt;
   }
   TombstoneKey out;
@@ -154,17 +159,14 @@ std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_vie
   return out;
 }
 
+}  // namespace
+
+std::optional<TombstoneKey> ParseTombstone(std::string_view key, std::string_view registry) {
+  return ParseChangeKey(key, registry, /*with_record=*/true);
+}
+
 std::optional<TombstoneKey> ParseLog(std::string_view key, std::string_view registry) {
-  const size_t prefix = registry.size() + 1;
-  if (key.size() != prefix + 16 || key.substr(0, registry.size()) != registry ||
-      key[registry.size()] != '\0') {
-    return std::nullopt;
-  }
-  TombstoneKey out;
-  out.origin = GetBigEndian32(key.substr(prefix, 4));
-  out.epoch = GetBigEndian32(key.substr(prefix + 4, 4));
-  out.seq = GetBigEndian64(key.substr(prefix + 8, 8));
-  return out;
+  return ParseChangeKey(key, registry, /*with_record=*/false);
 }
 
 std::string EncodeTombstoneValue(uint32_t causal_length, uint64_t hlc) {

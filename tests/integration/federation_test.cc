@@ -156,6 +156,56 @@ class FederationTest : public ::testing::Test {
   // Flags every node gets beyond the fixture's.
   virtual std::vector<std::string> ExtraArgs() const { return {}; }
 
+  // What `interco info` prints for `m` (as its own viewer).
+  static std::string Info(const Member& m) {
+    std::string out;
+    EXPECT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(m.siren), " ",
+                                               testing::BinaryPath("interco"),
+                                               " --addr=127.0.0.1:", m.node->api_port(), " info"),
+                                  &out),
+              0)
+        << out;
+    return out;
+  }
+
+  // Stops every node, then checks each store offline (`interco-node --check`).
+  void StopAndCheckStores() {
+    for (auto& m : members_) {
+      ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
+      std::string report;
+      EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
+                                                 " --check --authority=", m.siren, " --data_dir=",
+                                                 dir_, "/", m.siren),
+                                    &report),
+                0)
+          << report;
+    }
+  }
+
+  // Sets the name of record `id` of the shared registry through `m`'s API (created if
+  // missing).
+  static void Put(const Member& m, const std::string& id, const char* nom) {
+    v1::UpdateRecordRequest req;
+    req.mutable_record()->set_name(absl::StrCat("registries/services/records/", id));
+    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
+    req.mutable_update_mask()->add_paths("nom");
+    req.set_allow_missing(true);
+    grpc::ClientContext ctx;
+    v1::Record out;
+    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // Deletes record `id` of the shared registry through `m`'s API.
+  static void DeleteRecord(const Member& m, const std::string& id) {
+    v1::DeleteRecordRequest req;
+    req.set_name(absl::StrCat("registries/services/records/", id));
+    grpc::ClientContext ctx;
+    google::protobuf::Empty e;
+    grpc::Status s = Stub(m)->DeleteRecord(&ctx, req, &e);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
   // How member `m`'s process runs: on its peer port with its peers, or (`isolated`) on
   // another port that nobody dials, with no peer.
   NodeProcess::Options OptionsOf(const Member& m, bool isolated = false) const {
@@ -444,13 +494,7 @@ TEST_F(FederationTest, ARaceLostWhileCutOffIsJournaledOnEveryNode) {
   ASSERT_TRUE(journaled_everywhere(1));
 
   // A delete ends the record's races.
-  {
-    v1::DeleteRecordRequest req;
-    req.set_name("registries/services/records/mairie");
-    grpc::ClientContext ctx;
-    google::protobuf::Empty e;
-    ASSERT_TRUE(Stub(members_[0])->DeleteRecord(&ctx, req, &e).ok());
-  }
+  DeleteRecord(members_[0], "mairie");
   ASSERT_TRUE(journaled_everywhere(0));
   for (const auto& m : members_) {
     int64_t count = -1;
@@ -458,16 +502,7 @@ TEST_F(FederationTest, ARaceLostWhileCutOffIsJournaledOnEveryNode) {
     EXPECT_EQ(count, 0) << m.siren;
   }
   // Each store is consistent: journals of live records only, adding up to the counts.
-  for (auto& m : members_) {
-    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
-    std::string report;
-    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
-                                               " --check --authority=", m.siren, " --data_dir=",
-                                               dir_, "/", m.siren),
-                                  &report),
-              0)
-        << report;
-  }
+  StopAndCheckStores();
 }
 
 // Lyon, the owner, keeps lost writes in the journals for 6 seconds.
@@ -481,17 +516,7 @@ class JournalRetentionTest : public FederationTest {
 // A race lost while cut off leaves every journal once older than the owner's retention,
 // whichever node got the loser before or after the owner's collection said so.
 TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention) {
-  auto rename = [&](const Member& m, const char* nom) {
-    v1::UpdateRecordRequest req;
-    req.mutable_record()->set_name("registries/services/records/mairie");
-    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
-    req.mutable_update_mask()->add_paths("nom");
-    req.set_allow_missing(true);
-    grpc::ClientContext ctx;
-    v1::Record out;
-    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  };
+  auto rename = [&](const Member& m, const char* nom) { Put(m, "mairie", nom); };
   std::map<std::string, std::string> state;
   rename(members_[0], "Mairie");
   ASSERT_TRUE(WaitForConvergence(30, &state));
@@ -518,26 +543,11 @@ TEST_F(JournalRetentionTest, ALostWriteLeavesEveryJournalAfterTheOwnersRetention
     EXPECT_EQ(count, 0) << m.siren;
     EXPECT_LE(Summary(m).expired_conflicts(), 1u) << m.siren;
   }
-  std::string out;
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kLyon), " ",
-                                             testing::BinaryPath("interco"), " --addr=127.0.0.1:",
-                                             members_[0].node->api_port(), " info"),
-                                &out),
-            0)
-      << out;
+  const std::string out = Info(members_[0]);
   EXPECT_THAT(out, ::testing::HasSubstr("1 lost writes past retention")) << out;
   // The value itself is untouched, and each store is consistent.
   EXPECT_THAT(state.at("registries/services/records/mairie"), ::testing::HasSubstr("Abergement"));
-  for (auto& m : members_) {
-    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
-    std::string report;
-    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
-                                               " --check --authority=", m.siren, " --data_dir=",
-                                               dir_, "/", m.siren),
-                                  &report),
-              0)
-        << report;
-  }
+  StopAndCheckStores();
 }
 
 // Lyon, the owner, leaves out of its collections a member that has not caught up with
@@ -547,17 +557,6 @@ class MemberRetentionTest : public FederationTest {
  protected:
   std::vector<std::string> ExtraArgs() const override {
     return {"--member_retention_seconds=15"};
-  }
-  void Put(const Member& m, const std::string& id, const char* nom) {
-    v1::UpdateRecordRequest req;
-    req.mutable_record()->set_name(absl::StrCat("registries/services/records/", id));
-    (*req.mutable_record()->mutable_fields())["nom"].set_string_value(nom);
-    req.mutable_update_mask()->add_paths("nom");
-    req.set_allow_missing(true);
-    grpc::ClientContext ctx;
-    v1::Record out;
-    grpc::Status s = Stub(m)->UpdateRecord(&ctx, req, &out);
-    ASSERT_TRUE(s.ok()) << s.error_message();
   }
   // The members `m`'s view of the registry's tree leaves out.
   static std::vector<std::string> LeftOut(const Member& m) {
@@ -591,13 +590,7 @@ TEST_F(MemberRetentionTest, AMemberAbsentLongerThanTheRetentionIsLeftOutThenCome
 
   // Meanwhile Lyon creates and deletes a record: its tombstone waits for every member...
   Put(members_[0], "stade", "Stade");
-  {
-    v1::DeleteRecordRequest req;
-    req.set_name("registries/services/records/stade");
-    grpc::ClientContext ctx;
-    google::protobuf::Empty e;
-    ASSERT_TRUE(Stub(members_[0])->DeleteRecord(&ctx, req, &e).ok());
-  }
+  DeleteRecord(members_[0], "stade");
   // ...until L'Abergement has been behind for the retention: Lyon leaves it out, and its
   // collection goes to Bourg.
   bool collected = false;
@@ -618,13 +611,7 @@ TEST_F(MemberRetentionTest, AMemberAbsentLongerThanTheRetentionIsLeftOutThenCome
       << "a write made while left out was taken";
   EXPECT_TRUE(state.contains("registries/services/records/piscine"));
   EXPECT_EQ(Summary(members_[2]).refused_own_changes(), 1u);
-  std::string out;
-  ASSERT_EQ(testing::RunCommand(absl::StrCat("INTERCO_TLS_DIR=", ClientTlsDir(kAbergement), " ",
-                                             testing::BinaryPath("interco"), " --addr=127.0.0.1:",
-                                             members_[2].node->api_port(), " info"),
-                                &out),
-            0)
-      << out;
+  const std::string out = Info(members_[2]);
   EXPECT_THAT(out, ::testing::HasSubstr("1 own writes refused")) << out;
 
   // What it writes now, in its new epoch, everyone takes; and it counts again.
@@ -637,16 +624,7 @@ TEST_F(MemberRetentionTest, AMemberAbsentLongerThanTheRetentionIsLeftOutThenCome
     if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(back) << "L'Abergement is still left out 30 s after it came back";
-  for (auto& m : members_) {
-    ASSERT_EQ(m.node->Terminate() & 0x7f, 0);
-    std::string report;
-    EXPECT_EQ(testing::RunCommand(absl::StrCat(testing::BinaryPath("interco-node"),
-                                               " --check --authority=", m.siren, " --data_dir=",
-                                               dir_, "/", m.siren),
-                                  &report),
-              0)
-        << report;
-  }
+  StopAndCheckStores();
 }
 
 TEST_F(FederationTest, ConcurrentIncrementsOfACounterAllCount) {
@@ -854,13 +832,7 @@ TEST_F(FederationTest, AStableDeleteIsCollectedOnEveryNode) {
   channels(members_[2], {"guichet"});  // removes Lyon's "telephone"
   put(members_[2], "Marché du samedi");
   ASSERT_TRUE(WaitForConvergence(30, &state));
-  {
-    v1::DeleteRecordRequest req;
-    req.set_name("registries/services/records/marche");
-    grpc::ClientContext ctx;
-    google::protobuf::Empty e;
-    ASSERT_TRUE(Stub(members_[1])->DeleteRecord(&ctx, req, &e).ok());
-  }
+  DeleteRecord(members_[1], "marche");
   // Reports of what each node holds cross one link per 5 s status: within a minute,
   // every node has applied Lyon's collection.
   bool everywhere = false;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -935,6 +936,22 @@ class ExclusionStoreTest : public SetCollectionStoreTest {
     ASSERT_TRUE(*collected);
   }
   uint64_t Held(Node& n, const OriginKey& key) { return (*n.store->Position(kSets))[key].seq; }
+  // With `n`'s store closed, changes its registry's metadata (and more, in `wb`) on disk,
+  // as a crash or a fault would have left them.
+  void EditOnDisk(Node& n, const std::function<void(interco::internal::v1::RegistryMeta&,
+                                                    RocksDbStore&, rocksdb::WriteBatch&)>& edit) {
+    n.store.reset();
+    RocksDbOptions o;
+    o.path = n.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok());
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kSets)));
+    rocksdb::WriteBatch wb;
+    edit(meta, **db, wb);
+    wb.Put((*db)->handle(Cf::kRegistries), kSets, meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
   OriginKey BourgFirst() const { return OriginKey{bourg_.store->origin(), 1}; }
 };
 
@@ -1041,23 +1058,14 @@ TEST_F(ExclusionStoreTest, AnInterruptedReplayIsDoneAtOpen) {
   // As if Viriat had committed the collection and stopped before replaying: the
   // exclusion and the replay mark are in its registry's metadata, the hammam in its log.
   const replication::Exclusions exclusions = epci_.store->ExclusionsOf(kSets);
-  viriat_.store.reset();
-  {
-    RocksDbOptions o;
-    o.path = viriat_.dir;
-    auto db = RocksDbStore::Open(o);
-    ASSERT_TRUE(db.ok());
-    interco::internal::v1::RegistryMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kSets)));
+  EditOnDisk(viriat_, [&](interco::internal::v1::RegistryMeta& meta, RocksDbStore&,
+                          rocksdb::WriteBatch&) {
     exclusions.Write(*meta.mutable_exclusions());
     auto* cut = meta.add_replay();
     cut->set_origin(bourg_.store->origin());
     cut->set_epoch(1);
     cut->set_seq(1);
-    rocksdb::WriteBatch wb;
-    wb.Put((*db)->handle(Cf::kRegistries), kSets, meta.SerializeAsString());
-    ASSERT_TRUE((*db)->Write(wb, true).ok());
-  }
+  });
   Open(viriat_);
   EXPECT_EQ(Held(viriat_, BourgFirst()), 1u);
   EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 1u);
@@ -1089,21 +1097,12 @@ TEST_F(ExclusionStoreTest, ACollectionAfterARepairRebuildsTheStateFromTheLog) {
 // state; the node's other registries go on.
 TEST_F(ExclusionStoreTest, AReplayThatCannotFinishKeepsTheRegistryFenced) {
   ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
-  viriat_.store.reset();
-  {
-    RocksDbOptions o;
-    o.path = viriat_.dir;
-    auto db = RocksDbStore::Open(o);
-    ASSERT_TRUE(db.ok());
-    interco::internal::v1::RegistryMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kSets)));
+  EditOnDisk(viriat_, [&](interco::internal::v1::RegistryMeta& meta, RocksDbStore& db,
+                          rocksdb::WriteBatch& wb) {
     meta.set_rebuild(true);
-    rocksdb::WriteBatch wb;
-    wb.Put((*db)->handle(Cf::kRegistries), kSets, meta.SerializeAsString());
     // The EPCI's first batch of the registry is lost: its later ones can never apply.
-    wb.Delete((*db)->handle(Cf::kLog), keys::Log(kSets, epci_.store->origin(), 1, 1));
-    ASSERT_TRUE((*db)->Write(wb, true).ok());
-  }
+    wb.Delete(db.handle(Cf::kLog), keys::Log(kSets, epci_.store->origin(), 1, 1));
+  });
   Open(viriat_);
   EXPECT_EQ(viriat_.store->GetRecord(kSets, "piscine").status().code(),
             absl::StatusCode::kUnavailable);

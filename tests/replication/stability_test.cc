@@ -222,6 +222,39 @@ class StabilityEngineTest : public EngineTest {
 
   Flattened Frontier() { return Flat(engine_->StableFrontier(kStream)); }
 
+  // V owns the stream, written by A and C too, and starts with `o`, connected to both;
+  // it created a record and deleted it.
+  void OwnStreamWithADeletedRecord(const ReplicatorOptions& o) {
+    interco::v1::Policy listed;
+    for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
+    v_.store.DeclarePolicy(kStream, kV, listed);
+    StartEngine(o);
+    Connect(kA);
+    Connect(kC);
+    v_.Write("marche", "Marché");
+    LocalWrite del;
+    del.kind = LocalWrite::Kind::kDelete;
+    v_.store.Commit(kStream, {{"marche", del}});
+  }
+
+  // A status from `peer`, which still takes the stream from V, saying it holds V's own
+  // changes up to `seq`.
+  void StatusHoldingOurs(uint32_t peer, uint64_t seq) {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(kV);
+    ack.add_push_streams(kStream);
+    v1::StreamReports& r = *ack.add_reports();
+    r.set_stream(kStream);
+    v1::MemberReport& report = *r.add_members();
+    report.set_member(peer);
+    auto* pos = report.add_origins();
+    pos->set_origin(kV);
+    pos->set_epoch(1);
+    pos->set_seq(seq);
+    engine_->OnMessage(peer, m);
+  }
+
   // A's next write, as the batch A sends.
   Batch Write(int i) { return a_.Write("k" + std::to_string(i), "v"); }
 
@@ -316,41 +349,13 @@ TEST_F(StabilityEngineTest, AReportWaitsForItsMembersOwnChangesAndAnAckIsNone) {
 }
 
 TEST_F(StabilityEngineTest, TheOwnerCollectsOnceTheDeleteIsStable) {
-  interco::v1::Policy listed;
-  for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
-  v_.store.DeclarePolicy(kStream, kV, listed);
-  EXPECT_EQ(v_.store.Members(kStream).size(), 3u);  // the owner and the writers
   ReplicatorOptions o = Options();
   o.collect_interval_ms = 1000;
-  StartEngine(o);
-  Connect(kA);
-  Connect(kC);
-  v_.Write("marche", "Marché");
-  LocalWrite del;
-  del.kind = LocalWrite::Kind::kDelete;
-  v_.store.Commit(kStream, {{"marche", del}});
+  OwnStreamWithADeletedRecord(o);
+  EXPECT_EQ(v_.store.Members(kStream).size(), 3u);  // the owner and the writers
   ASSERT_EQ(v_.store.Records(kStream).count("marche"), 1u);
   const uint64_t ours = v_.store.Position(kStream)->at(OriginKey{kV, 1}).seq;
-  auto holding = [&](uint64_t seq) {
-    v1::MemberReport r;
-    r.set_member(0);
-    auto* pos = r.add_origins();
-    pos->set_origin(kV);
-    pos->set_epoch(1);
-    pos->set_seq(seq);
-    return r;
-  };
-  auto status = [&](uint32_t peer, uint64_t seq) {
-    PeerMessage m;
-    v1::Ack& ack = *m.mutable_ack();
-    ack.mutable_sessions()->add_nodes(kV);
-    ack.add_push_streams(kStream);  // it still takes the stream from V
-    v1::StreamReports& r = *ack.add_reports();
-    r.set_stream(kStream);
-    *r.add_members() = holding(seq);
-    r.mutable_members(0)->set_member(peer);
-    engine_->OnMessage(peer, m);
-  };
+  auto status = [&](uint32_t peer, uint64_t seq) { StatusHoldingOurs(peer, seq); };
   // A holds everything, C not the delete: nothing is collected.
   status(kA, ours);
   status(kC, ours - 1);
@@ -382,35 +387,12 @@ TEST_F(StabilityEngineTest, TheOwnerCollectsOnceTheDeleteIsStable) {
 // collections; it counts again once it says it holds the latest collection that left it
 // out. An engine that restarts judges no member it has not heard from since.
 TEST_F(StabilityEngineTest, AMemberBehindLongerThanTheRetentionIsLeftOutUntilItHoldsTheCollection) {
-  interco::v1::Policy listed;
-  for (uint32_t w : {kA, kC}) listed.mutable_writers()->add_authorities(OriginToSiren(w));
-  v_.store.DeclarePolicy(kStream, kV, listed);
   ReplicatorOptions o = Options();
   o.collect_interval_ms = 1000;
   o.member_retention_ms = 10000;
-  StartEngine(o);
-  Connect(kA);
-  Connect(kC);
-  v_.Write("marche", "Marché");
-  LocalWrite del;
-  del.kind = LocalWrite::Kind::kDelete;
-  v_.store.Commit(kStream, {{"marche", del}});
+  OwnStreamWithADeletedRecord(o);
   const uint64_t ours = v_.store.Position(kStream)->at(OriginKey{kV, 1}).seq;
-  auto status = [&](uint32_t peer, uint64_t seq) {
-    PeerMessage m;
-    v1::Ack& ack = *m.mutable_ack();
-    ack.mutable_sessions()->add_nodes(kV);
-    ack.add_push_streams(kStream);
-    v1::StreamReports& r = *ack.add_reports();
-    r.set_stream(kStream);
-    v1::MemberReport& report = *r.add_members();
-    report.set_member(peer);
-    auto* pos = report.add_origins();
-    pos->set_origin(kV);
-    pos->set_epoch(1);
-    pos->set_seq(seq);
-    engine_->OnMessage(peer, m);
-  };
+  auto status = [&](uint32_t peer, uint64_t seq) { StatusHoldingOurs(peer, seq); };
   // C stays behind the delete; A holds everything. Within the retention, nothing goes.
   for (int second = 0; second < 9; ++second) {
     status(kA, ours);
