@@ -66,6 +66,9 @@ ABSL_FLAG(int64_t, repair_records, 1000000,
           "records of the repair benchmark (0 skips it)");
 ABSL_FLAG(int64_t, collect_records, 100000,
           "records deleted and collected in the collection benchmark (0 skips it)");
+ABSL_FLAG(int64_t, replay_records, 100000,
+          "records of the replay benchmark: a collection refuses a batch applied before it, "
+          "and the store replays its log without it (0 skips it)");
 
 namespace {
 
@@ -637,6 +640,113 @@ void CollectBench() {
               static_cast<long long>(before), static_cast<long long>(after));
 }
 
+// A collection that leaves a member out refuses a batch this node applied before it came:
+// the store replays its whole log without it. Reports the time of that apply (the replay
+// included) and its pace in batches and records per second.
+void ReplayBench() {
+  const int64_t total = absl::GetFlag(FLAGS_replay_records);
+  if (total <= 0) return;
+  const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-replay-bench-",
+                                       ::getpid());
+  interco::node::SystemClock clock;
+  auto store = OpenBenchStore(dir, clock);
+  if (!store.ok()) return;
+  constexpr uint32_t kOwner = 200071751;   // the registry's owner
+  constexpr uint32_t kWriter = 217400423;  // writes the records
+  constexpr uint32_t kAbsent = 210100012;  // left out
+  interco::v1::Registry def;
+  def.set_owner(interco::replication::OriginToSiren(kOwner));
+  auto* spec = def.mutable_schema()->add_fields();
+  spec->set_name("nom");
+  spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  for (uint32_t w : {kWriter, kAbsent}) {
+    def.mutable_policy()->mutable_writers()->add_authorities(interco::replication::OriginToSiren(w));
+  }
+  const interco::replication::Principal admin{"interco.bench", "200046977", "admin"};
+  if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
+  interco::node::Sha256Hasher hasher;
+  auto apply = [&](const interco::replication::v1::Batch& batch) {
+    auto decoded = interco::replication::DecodeBatch(batch, hasher);
+    absl::Status s = decoded.ok() ? (*store)->ApplyRemoteBatch("bench", *decoded) : decoded.status();
+    if (!s.ok()) std::fprintf(stderr, "replay bench: %s\n", s.ToString().c_str());
+    return s.ok();
+  };
+  uint64_t hlc = interco::replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock.NowMillis()) - 60000, 0);
+  auto change = [&](uint32_t origin, const std::string& key) {
+    Change c;
+    c.set_key(key);
+    ++hlc;
+    RecordState* d = c.mutable_delta();
+    d->set_causal_length(1);
+    d->set_cl_hlc(hlc);
+    d->set_cl_origin(origin);
+    auto* fs = d->add_fields();
+    fs->set_name("nom");
+    fs->set_hlc(hlc);
+    fs->set_origin(origin);
+    fs->mutable_value()->set_string_value(absl::StrCat("Équipement ", key));
+    c.set_author(absl::StrCat(interco::replication::OriginToSiren(origin), "/sync"));
+    interco::replication::CompactChange(c, origin, hlc);
+    return c.SerializeAsString();
+  };
+  std::string prev;
+  uint64_t seq = 1;
+  int64_t batches = 0;
+  for (int64_t k = 0; k < total; k += 512) {
+    std::vector<std::string> changes;
+    for (int64_t j = k; j < std::min(total, k + 512); ++j) {
+      changes.push_back(change(kWriter, absl::StrCat("equipement-", j)));
+    }
+    if (!apply(NextBatch(kWriter, std::move(changes), hlc, hasher, seq, prev))) return;
+    batches++;
+  }
+  // The absent member's one write, applied here; the owner never got it.
+  std::string absent_prev;
+  uint64_t absent_seq = 1;
+  std::string offline = change(kAbsent, "hors-ligne");  // (stamped before the batch is)
+  if (!apply(NextBatch(kAbsent, {std::move(offline)}, hlc, hasher, absent_seq, absent_prev))) {
+    return;
+  }
+  // The owner's collection, leaving it out with nothing held of it (a cut of 0).
+  interco::replication::v1::Change c;
+  interco::replication::v1::PolicyChange& pc = *c.mutable_policy();
+  *pc.mutable_policy() = def.policy();
+  pc.set_version(++hlc);
+  auto* collection = pc.mutable_collection();
+  auto* dot = collection->add_frontier();
+  dot->set_origin(kWriter);
+  dot->set_epoch(1);
+  dot->set_seq(static_cast<uint64_t>(total));
+  dot->set_hlc(hlc - 2);
+  collection->add_excluded(kAbsent);
+  c.set_author(interco::replication::OriginToSiren(kOwner));
+  std::string owner_prev;
+  uint64_t owner_seq = 1;
+  const auto collection_batch =
+      NextBatch(kOwner, {c.SerializeAsString()}, hlc, hasher, owner_seq, owner_prev);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!apply(collection_batch)) return;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto refused = (*store)->RefusedOf("bench");
+  auto check = (*store)->CheckConsistency();
+  store->reset();
+  std::filesystem::remove_all(dir);
+  if (!refused.ok() || refused->batches != 1) {
+    std::fprintf(stderr, "replay bench: the absent member's batch was not taken out\n");
+    return;
+  }
+  std::printf("replay: a collection refusing 1 batch applied before it; the log of %lld "
+              "batches (%lld records) replayed in %.2f s (%.0f batches/s, %.0f records/s); %s\n",
+              static_cast<long long>(batches + 1), static_cast<long long>(total), secs,
+              static_cast<double>(batches + 1) / secs, static_cast<double>(total) / secs,
+              check.ok() ? "consistent" : check.status().ToString().c_str());
+  std::printf("{\"bench\":\"replication\",\"phase\":\"replay\",\"records\":%lld,"
+              "\"batches\":%lld,\"seconds\":%.3f,\"records_per_s\":%.0f}\n",
+              static_cast<long long>(total), static_cast<long long>(batches + 1), secs,
+              static_cast<double>(total) / secs);
+}
+
 // Serves Reconcile from one store to one peer, as the peer manager does once it has
 // authenticated the peer.
 class ReconcileServer final : public interco::replication::v1::PeerService::Service {
@@ -823,6 +933,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   ApplyBench();
   CollectBench();
+  ReplayBench();
   RepairBench();
   CatchUpBench();
   if (!absl::GetFlag(FLAGS_skip_sim)) SimBench();
