@@ -1,6 +1,7 @@
 #include "replication/exclusion.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
@@ -11,6 +12,18 @@ namespace interco::replication {
 using interco::replication::v1::Collection;
 using interco::replication::v1::Dot;
 using interco::replication::v1::Exclusion;
+
+namespace {
+
+// The cut of `epoch` that `e` names (nullopt: none, which counts as 0).
+std::optional<uint64_t> CutOf(const Exclusion& e, uint32_t epoch) {
+  for (const Dot& d : e.cuts()) {
+    if (d.epoch() == epoch) return d.seq();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 Exclusions::Exclusions(const Stored& stored) {
   for (const Exclusion& e : stored) members_[e.member()] = e;
@@ -40,10 +53,7 @@ absl::Status Exclusions::Judge(const interco::replication::v1::BatchHeader& head
   if (it == members_.end() || header.policy_version() >= it->second.version()) {
     return absl::OkStatus();
   }
-  uint64_t cut = 0;
-  for (const Dot& d : it->second.cuts()) {
-    if (d.epoch() == header.epoch()) cut = d.seq();
-  }
+  const uint64_t cut = CutOf(it->second, header.epoch()).value_or(0);
   if (header.first_seq() <= cut) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
       "origin ", OriginToSiren(header.origin()), " was left out of collection ",
@@ -62,10 +72,7 @@ VersionVector Exclusions::Overrun(const VersionVector& position,
     const Exclusion& e = m->second;
     for (auto it = position.lower_bound(OriginKey{member, 0});
          it != position.end() && it->first.origin == member; ++it) {
-      uint64_t cut = 0;
-      for (const Dot& d : e.cuts()) {
-        if (d.epoch() == it->first.epoch) cut = d.seq();
-      }
+      const uint64_t cut = CutOf(e, it->first.epoch).value_or(0);
       if (it->second.seq > cut) out[it->first].seq = cut;
     }
   }
@@ -76,9 +83,7 @@ void MarkClosed(const Exclusions& exclusions, VersionVector& frontier) {
   for (auto& [key, pos] : frontier) {
     auto e = exclusions.members().find(key.origin);
     if (e == exclusions.members().end()) continue;
-    for (const Dot& cut : e->second.cuts()) {
-      if (cut.epoch() == key.epoch && cut.seq() == pos.seq) pos.closed = true;
-    }
+    if (CutOf(e->second, key.epoch) == pos.seq) pos.closed = true;
   }
 }
 

@@ -986,7 +986,7 @@ void Replicator::CollectOwned() {
       watch = &w->second;
     }
     const std::set<uint32_t> excluded = ExcludedOf(stream, plan.members, *ours, watch);
-    plan.frontier = FrontierOf(stream, plan.members, excluded);
+    plan.frontier = FrontierOf(stream, *ours, plan.members, excluded);
     plan.journal_before = journal_before;
     plan.excluded.assign(excluded.begin(), excluded.end());
     for (const auto& [key, pos] : *ours) {
@@ -1029,27 +1029,26 @@ VersionVector Replicator::StableFrontier(const std::string& stream) {
   absl::StatusOr<VersionVector> ours = store_.Position(stream);
   if (!ours.ok()) return {};
   const std::vector<uint32_t> members = store_.Members(stream);
-  auto watch = watches_.find(stream);
-  return FrontierOf(stream, members,
-                    ExcludedOf(stream, members, *ours,
-                               watch == watches_.end() ? nullptr : &watch->second));
+  return FrontierOf(stream, *ours, members,
+                    ExcludedOf(stream, members, *ours, WatchOf(stream)));
 }
 
 std::set<uint32_t> Replicator::Excluded(const std::string& stream) {
   absl::StatusOr<VersionVector> ours = store_.Position(stream);
   if (!ours.ok()) return {};
-  auto watch = watches_.find(stream);
-  return ExcludedOf(stream, store_.Members(stream), *ours,
-                    watch == watches_.end() ? nullptr : &watch->second);
+  return ExcludedOf(stream, store_.Members(stream), *ours, WatchOf(stream));
 }
 
-VersionVector Replicator::FrontierOf(const std::string& stream,
+const MemberWatch* Replicator::WatchOf(const std::string& stream) const {
+  auto watch = watches_.find(stream);
+  return watch == watches_.end() ? nullptr : &watch->second;
+}
+
+VersionVector Replicator::FrontierOf(const std::string& stream, const VersionVector& position,
                                      const std::vector<uint32_t>& members,
                                      const std::set<uint32_t>& excluded) {
-  absl::StatusOr<VersionVector> ours = store_.Position(stream);
-  if (!ours.ok()) return {};
-  stability_.Take(stream, *ours);
-  return stability_.Frontier(stream, *ours, members, excluded);
+  stability_.Take(stream, position);
+  return stability_.Frontier(stream, position, members, excluded);
 }
 
 std::set<uint32_t> Replicator::ExcludedOf(const std::string& stream,
@@ -1098,9 +1097,7 @@ std::map<std::string, StabilitySummary> Replicator::Stabilities() {
     if (!ours.ok()) continue;
     stability_.Take(stream, *ours);
     const std::vector<uint32_t> members = store_.Members(stream);
-    auto watch = watches_.find(stream);
-    const std::set<uint32_t> excluded =
-        ExcludedOf(stream, members, *ours, watch == watches_.end() ? nullptr : &watch->second);
+    const std::set<uint32_t> excluded = ExcludedOf(stream, members, *ours, WatchOf(stream));
     out[stream] = stability_.Summarize(stream, *ours, members, excluded);
   }
   return out;

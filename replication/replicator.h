@@ -383,16 +383,19 @@ class Replicator {
   // something to collect (ReplicaStore::Collect), at most every collect_interval_ms.
   void CollectOwned();
   // The stable frontier of `stream` waiting for `members` (ReplicaStore::Members) but for
-  // `excluded`, once the reports our position now allows are taken.
-  VersionVector FrontierOf(const std::string& stream, const std::vector<uint32_t>& members,
+  // `excluded`, once the reports `position` (ours) allows are taken.
+  VersionVector FrontierOf(const std::string& stream, const VersionVector& position,
+                           const std::vector<uint32_t>& members,
                            const std::set<uint32_t>& excluded);
   // The members of `stream` left out of its stable frontier: those a collection left out
   // that have not applied the latest such collection (their taken report does not hold
   // it), and, as its owner (with `watch`), those absent longer than the member retention.
   std::set<uint32_t> ExcludedOf(const std::string& stream, const std::vector<uint32_t>& members,
                                 const VersionVector& position, const MemberWatch* watch);
-  // Per owned stream, the snapshots that tell absent members (member_retention_ms > 0).
+  // Per owned stream, the snapshots that tell absent members (member_retention_ms > 0),
+  // and the one of `stream` (nullptr if none).
   std::map<std::string, MemberWatch> watches_;
+  const MemberWatch* WatchOf(const std::string& stream) const;
   // This node's origin epoch in `stream` now (the store's, or options_.epoch).
   uint32_t Epoch(const std::string& stream);
   // Merges the peer's statement of what it holds of `stream` (its Hello, made in its
