@@ -66,6 +66,8 @@ ABSL_FLAG(int64_t, repair_records, 1000000,
           "records of the repair benchmark (0 skips it)");
 ABSL_FLAG(int64_t, collect_records, 100000,
           "records deleted and collected in the collection benchmark (0 skips it)");
+ABSL_FLAG(int64_t, compact_records, 100000,
+          "records of the log compaction benchmark, each written 4 times (0 skips it)");
 ABSL_FLAG(int64_t, replay_records, 100000,
           "records of the replay benchmark: a collection refuses a batch applied before it, "
           "and the store replays its log without it (0 skips it)");
@@ -640,6 +642,183 @@ void CollectBench() {
               static_cast<long long>(before), static_cast<long long>(after));
 }
 
+// Applies to `to` every batch of `from`'s log of "bench" that `to` lacks, as a peer sends
+// them (the owner's collection waits for what it requires: origins go round until nothing
+// moves). Returns the bytes of the batches applied, or -1 on an error.
+int64_t CatchUpFromLog(interco::node::RecordStore& from, interco::node::RecordStore& to) {
+  interco::node::Sha256Hasher hasher;
+  int64_t bytes = 0;
+  for (bool progress = true; progress;) {
+    progress = false;
+    absl::StatusOr<interco::replication::VersionVector> source = from.Position("bench");
+    if (!source.ok()) return -1;
+    for (const auto& [key, pos] : *source) {
+      for (;;) {
+        const uint64_t held = (*to.Position("bench"))[key].seq;
+        if (held >= pos.seq) break;
+        auto batches = from.ReadBatches("bench", key, held, 256);
+        if (!batches.ok() || batches->empty()) return -1;
+        bool waiting = false;
+        for (const auto& b : *batches) {
+          auto decoded = interco::replication::DecodeBatch(b, hasher);
+          if (!decoded.ok()) return -1;
+          absl::Status s = to.ApplyRemoteBatch("bench", *decoded);
+          if (absl::IsUnavailable(s)) {
+            waiting = true;
+            break;
+          }
+          if (!s.ok()) {
+            std::fprintf(stderr, "catch-up from the log: %s\n", s.ToString().c_str());
+            return -1;
+          }
+          bytes += static_cast<int64_t>(b.ByteSizeLong());
+          progress = true;
+        }
+        if (waiting) break;
+      }
+    }
+  }
+  return bytes;
+}
+
+// A log of records each written 4 times (a create and three renames), then the owner's
+// collection: how fast each node makes the superseded batches hollow, what the log
+// weighs before and after, and what a new node's catch-up from the log costs before and
+// after (bytes of batches, seconds), with the same records in the end.
+void CompactBench() {
+  const int64_t total = absl::GetFlag(FLAGS_compact_records);
+  if (total <= 0) return;
+  constexpr int kVersions = 4;
+  constexpr char kOwner[] = "200046977";
+  const std::string base = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-compact-bench-",
+                                        ::getpid());
+  interco::node::SystemClock clock;
+  auto owner = OpenBenchStore(base + "-owner", clock, kOwner);
+  auto full = OpenBenchStore(base + "-full", clock, "210100012");
+  auto compacted = OpenBenchStore(base + "-compacted", clock, "210104519");
+  if (!owner.ok() || !full.ok() || !compacted.ok()) return;
+  constexpr uint32_t kOrigin = 217400423;
+  interco::v1::Registry def;
+  def.set_owner(kOwner);
+  auto* spec = def.mutable_schema()->add_fields();
+  spec->set_name("nom");
+  spec->set_type(interco::v1::FIELD_TYPE_STRING);
+  def.mutable_policy()->mutable_writers()->add_authorities(
+      interco::replication::OriginToSiren(kOrigin));
+  for (auto* s : {&*owner, &*full, &*compacted}) {
+    const interco::replication::Principal admin{"interco.bench", (*s)->authority(), "admin"};
+    if (!(*s)->CreateRegistry("bench", def, admin).ok()) return;
+  }
+  interco::node::Sha256Hasher hasher;
+  std::string prev;
+  uint64_t seq = 1;
+  uint64_t hlc = interco::replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock.NowMillis()) - 600000, 0);
+  std::vector<uint64_t> created(static_cast<size_t>(total));
+  int64_t batches = 0;
+  for (int v = 0; v < kVersions; ++v) {
+    for (int64_t k = 0; k < total; k += 512) {
+      std::vector<std::string> changes;
+      for (int64_t j = k; j < std::min(total, k + 512); ++j) {
+        Change c;
+        c.set_key(absl::StrCat("equipement-", j));
+        ++hlc;
+        if (v == 0) created[static_cast<size_t>(j)] = hlc;
+        RecordState* d = c.mutable_delta();
+        d->set_causal_length(1);
+        d->set_cl_hlc(created[static_cast<size_t>(j)]);
+        d->set_cl_origin(kOrigin);
+        auto* fs = d->add_fields();
+        fs->set_name("nom");
+        fs->set_hlc(hlc);
+        fs->set_origin(kOrigin);
+        fs->mutable_value()->set_string_value(absl::StrCat("Équipement sportif ", j, " (", v, ")"));
+        c.set_author("217400423/sync");
+        interco::replication::CompactChange(c, kOrigin, hlc);
+        changes.push_back(c.SerializeAsString());
+      }
+      const auto batch = NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev);
+      auto decoded = interco::replication::DecodeBatch(batch, hasher);
+      if (absl::Status s = (*owner)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
+        std::fprintf(stderr, "compact bench: %s\n", s.ToString().c_str());
+        return;
+      }
+      batches++;
+    }
+  }
+  auto log_bytes = [&] {
+    (void)(*owner)->Compact();
+    return (*owner)->SizeByFamily()["log"];
+  };
+  const int64_t log_before = log_bytes();
+  auto t0 = std::chrono::steady_clock::now();
+  const int64_t full_bytes = CatchUpFromLog(**owner, **full);
+  const double full_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const interco::replication::VersionVector position = *(*owner)->Position("bench");
+  interco::replication::CollectionPlan plan{position, position, (*owner)->Members("bench")};
+  plan.journal_before =
+      interco::replication::HybridLogicalClock::Pack(static_cast<uint64_t>(clock.NowMillis()), 0);
+  plan.compaction_changes = 1;
+  // The creates and the last renames stay; the two renames between go.
+  const uint64_t expected = static_cast<uint64_t>(batches / kVersions * (kVersions - 2));
+  t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<bool> collected = (*owner)->Collect("bench", plan);
+  uint64_t hollowed = 0;
+  for (int i = 0; i < 60000 && collected.ok() && *collected; ++i) {
+    hollowed = (*owner)->CollectedOf("bench")->hollowed_batches;
+    if (hollowed >= expected) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const double compact_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t log_after = log_bytes();
+  t0 = std::chrono::steady_clock::now();
+  const int64_t compacted_bytes = CatchUpFromLog(**owner, **compacted);
+  const double compacted_secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  bool same = compacted_bytes > 0;
+  for (int64_t k = 0; same && k < total; k += std::max<int64_t>(1, total / 1000)) {
+    const std::string id = absl::StrCat("equipement-", k);
+    same = (*compacted)->StoredState("bench", id)->value().SerializeAsString() ==
+           (*owner)->StoredState("bench", id)->value().SerializeAsString();
+  }
+  auto check = (*compacted)->CheckConsistency();
+  const uint64_t received_hollow = (*compacted)->CollectedOf("bench")->hollow_received;
+  for (auto* s : {&*owner, &*full, &*compacted}) s->reset();
+  for (const char* d : {"-owner", "-full", "-compacted"}) std::filesystem::remove_all(base + d);
+  if (!collected.ok() || !*collected || hollowed < expected || full_bytes < 0 ||
+      compacted_bytes < 0) {
+    std::fprintf(stderr, "compact bench: %llu of %llu batches made hollow\n",
+                 static_cast<unsigned long long>(hollowed),
+                 static_cast<unsigned long long>(expected));
+    return;
+  }
+  const double changes = static_cast<double>(batches) * 512;
+  std::printf("compaction: %lld records written %d times (%lld batches of 512): %llu batches "
+              "made hollow in %.2f s (%.0f batches/s, %.0f changes looked at per s); log %.2f MB "
+              "-> %.2f MB; a new node's catch-up from the log: %.2f MB in %.2f s before, %.2f MB "
+              "in %.2f s after (%llu batches received hollow); same records: %s; %s\n",
+              static_cast<long long>(total), kVersions, static_cast<long long>(batches),
+              static_cast<unsigned long long>(hollowed), compact_secs,
+              static_cast<double>(batches) / compact_secs, changes / compact_secs,
+              static_cast<double>(log_before) / 1e6, static_cast<double>(log_after) / 1e6,
+              static_cast<double>(full_bytes) / 1e6, full_secs,
+              static_cast<double>(compacted_bytes) / 1e6, compacted_secs,
+              static_cast<unsigned long long>(received_hollow), same ? "yes" : "NO",
+              check.ok() ? "consistent" : check.status().ToString().c_str());
+  std::printf("{\"bench\":\"replication\",\"phase\":\"compact\",\"records\":%lld,"
+              "\"batches\":%lld,\"hollowed\":%llu,\"seconds\":%.3f,\"log_bytes_before\":%lld,"
+              "\"log_bytes_after\":%lld,\"catchup_bytes_before\":%lld,\"catchup_seconds_before\":%.3f,"
+              "\"catchup_bytes_after\":%lld,\"catchup_seconds_after\":%.3f}\n",
+              static_cast<long long>(total), static_cast<long long>(batches),
+              static_cast<unsigned long long>(hollowed), compact_secs,
+              static_cast<long long>(log_before), static_cast<long long>(log_after),
+              static_cast<long long>(full_bytes), full_secs,
+              static_cast<long long>(compacted_bytes), compacted_secs);
+}
+
 // A collection that leaves a member out refuses a batch this node applied before it came:
 // the store replays its whole log without it. Reports the time of that apply (the replay
 // included) and its pace in batches and records per second.
@@ -933,6 +1112,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   ApplyBench();
   CollectBench();
+  CompactBench();
   ReplayBench();
   RepairBench();
   CatchUpBench();

@@ -48,6 +48,9 @@ ABSL_FLAG(uint32_t, journal_retention_seconds, 0,
 ABSL_FLAG(uint32_t, member_retention_seconds, 0,
           "How long a member of an owned registry may stay behind before collections leave it "
           "out (default 2592000: 30 days)");
+ABSL_FLAG(uint32_t, compaction_changes, 0,
+          "Changes the stable frontier of an owned registry must pass before a collection "
+          "for the compaction of the change log alone (default 1024)");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, new_epoch, false,
           "After restoring a copy of the store: start a new origin epoch offline, then exit");
@@ -85,6 +88,9 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   }
   if (const uint32_t s = absl::GetFlag(FLAGS_journal_retention_seconds); s > 0) {
     config.set_journal_retention_seconds(s);
+  }
+  if (const uint32_t n = absl::GetFlag(FLAGS_compaction_changes); n > 0) {
+    config.set_compaction_changes(n);
   }
   if (const uint32_t s = absl::GetFlag(FLAGS_member_retention_seconds); s > 0) {
     config.set_member_retention_seconds(s);

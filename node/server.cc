@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
     po.collect_interval_ms = int64_t{config.collect_interval_seconds()} * 1000;
     po.journal_retention_ms = int64_t{config.journal_retention_seconds()} * 1000;
     po.member_retention_ms = int64_t{config.member_retention_seconds()} * 1000;
+    po.compaction_changes = config.compaction_changes();
     po.compress = config.peer_compression() == "gzip";
     absl::StatusOr<std::unique_ptr<PeerManager>> peers =
         PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_);

@@ -234,9 +234,11 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
     return absl::DataLossError("batch stream is not a registry ID");
   }
   if (h.first_seq() == 0 || h.count() == 0 ||
-      h.count() != static_cast<uint32_t>(batch.changes_size())) {
+      (batch.hollow() ? batch.changes_size() != 0
+                      : h.count() != static_cast<uint32_t>(batch.changes_size()))) {
     return absl::DataLossError(absl::StrCat("batch header says ", h.count(), " changes from ",
-                                            h.first_seq(), ", body has ", batch.changes_size()));
+                                            h.first_seq(), ", body has ", batch.changes_size(),
+                                            batch.hollow() ? " (hollow)" : ""));
   }
   if (h.prev_hash().size() != 0 && h.prev_hash().size() != 32) {
     return absl::DataLossError("batch prev_hash is not a SHA-256 digest");
@@ -244,7 +246,7 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   if (batch.signer().size() != (batch.signature().empty() ? 0 : 32)) {
     return absl::DataLossError("batch signer is not the digest of a certificate");
   }
-  if (BodyHash(batch.changes(), hasher) != h.body_hash()) {
+  if (!batch.hollow() && BodyHash(batch.changes(), hasher) != h.body_hash()) {
     return absl::DataLossError("batch body does not match its header's body hash");
   }
   out.changes.resize(static_cast<size_t>(batch.changes_size()));
@@ -270,6 +272,16 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   }
   out.raw = batch;
   out.header_hash = hasher.Sha256(batch.header());
+  return out;
+}
+
+interco::replication::v1::Batch Hollow(const interco::replication::v1::Batch& batch) {
+  interco::replication::v1::Batch out;
+  out.set_header(batch.header());
+  out.set_signature(batch.signature());
+  out.set_signer(batch.signer());
+  out.set_signed_at_ms(batch.signed_at_ms());
+  out.set_hollow(true);
   return out;
 }
 

@@ -98,10 +98,15 @@ absl::Status VerifyCovered(std::string_view header, const std::vector<std::strin
 
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
 // count matching the changes, every change parses (a record change names a valid
-// record ID; a policy change has no key and no delta), and the body hash matches.
+// record ID; a policy change has no key and no delta), and the body hash matches. A
+// hollow batch (Batch.hollow) has no changes, and nothing to match its body hash.
 // DATA_LOSS for a corrupt or forged batch (with what is wrong).
 absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& batch,
                                          Hasher& hasher);
+
+// The hollow form of `batch` (replication/compaction.h): its header, signature, signer
+// and signing time, no changes, Batch.hollow set.
+interco::replication::v1::Batch Hollow(const interco::replication::v1::Batch& batch);
 
 }  // namespace interco::replication
 

@@ -116,6 +116,10 @@ struct CollectionPlan {
   // the collection, and require that much).
   std::vector<uint32_t> excluded = {};
   VersionVector cuts = {};
+  // Collect also for compaction of the change log (replication/compaction.h) when the
+  // frontier passed at least this many changes beyond the greatest frontier applied and
+  // journal_before moves the journals' cut: then hollow batches may follow (0: never).
+  uint64_t compaction_changes = 0;
 };
 
 // The replicated state of a node, as the engine needs it.
@@ -162,7 +166,8 @@ class ReplicaStore {
   // since) and some tombstone set by a change at or below the frontier remains; or some
   // journal entry is stamped below the plan's journal_before — commits a collection of
   // what there is (a change of this node's chain, collected here at once) and returns
-  // true. Default: false (nothing collected).
+  // true. Also for compaction of the change log (CollectionPlan::compaction_changes).
+  // Default: false (nothing collected).
   virtual absl::StatusOr<bool> Collect(const std::string& /*stream*/,
                                        const CollectionPlan& /*plan*/) {
     return false;

@@ -32,7 +32,8 @@ std::optional<std::vector<std::string>> ElidedHeaders(const BatchFrame& frame, H
   for (const auto& batch : frame.batches()) {
     h.Clear();
     check.clear();
-    if (!h.ParseFromString(batch.header()) || !h.SerializeToString(&check) ||
+    // A hollow batch has nothing to compute its body hash from: it is sent.
+    if (batch.hollow() || !h.ParseFromString(batch.header()) || !h.SerializeToString(&check) ||
         check != batch.header() || h.body_hash() != BodyHash(batch.changes(), hasher) ||
         (previous != nullptr && h.prev_hash() != hasher.Sha256(*previous))) {
       return std::nullopt;
@@ -128,6 +129,12 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
     if (batch.changes_size() > 0) {
       return absl::DataLossError("a batch of a columnar frame also carries changes");
     }
+    if (batch.hollow()) {
+      if (cols.hashes_elided()) {
+        return absl::DataLossError("a hollow batch in a frame whose hashes were left out");
+      }
+      continue;  // no changes in the columns
+    }
     sum += h.count();
     if (sum > n) break;
   }
@@ -150,7 +157,8 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
   int i = 0;
   Change c;
   for (size_t b = 0; b < parsed.size(); ++b) {
-    const int count = static_cast<int>(parsed[b].count());
+    const int count =
+        frame.batches(static_cast<int>(b)).hollow() ? 0 : static_cast<int>(parsed[b].count());
     changes[b].Reserve(count);
     for (int k = 0; k < count; ++k, ++i) {
       c.Clear();
@@ -202,6 +210,7 @@ absl::Status DecodeColumns(BatchFrame& frame, Hasher& hasher) {
   }
   for (size_t b = 0; b < changes.size(); ++b) {
     auto* batch = frame.mutable_batches(static_cast<int>(b));
+    if (batch->hollow()) continue;
     *batch->mutable_changes() = std::move(changes[b]);
     if (!headers.empty()) batch->set_header(std::move(headers[b]));
   }

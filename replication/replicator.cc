@@ -988,6 +988,7 @@ void Replicator::CollectOwned() {
     const std::set<uint32_t> excluded = ExcludedOf(stream, plan.members, *ours, watch);
     plan.frontier = FrontierOf(stream, *ours, plan.members, excluded);
     plan.journal_before = journal_before;
+    plan.compaction_changes = options_.compaction_changes;
     plan.excluded.assign(excluded.begin(), excluded.end());
     for (const auto& [key, pos] : *ours) {
       if (pos.seq > 0 && excluded.contains(key.origin)) plan.cuts[key].seq = pos.seq;

@@ -80,6 +80,11 @@ struct ReplicatorOptions {
   // an absent member stops holding garbage collection back; what it writes meanwhile is
   // refused, and it catches up before it counts again. 0: never.
   int64_t member_retention_ms = 0;
+  // As the owner of a stream: collect, to let every node compact its change log
+  // (replication/compaction.h), once the stable frontier passed this many changes beyond
+  // the last collection's and the journal retention moved the journals' cut (so only
+  // with a journal retention). 0: never for that alone. Default: 1024.
+  uint64_t compaction_changes = 1024;
 };
 
 // What the engine says about one peer.

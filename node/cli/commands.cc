@@ -252,6 +252,12 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
         r.refused_batches() > 0
             ? absl::StrCat(", ", r.refused_batches(), " batches taken out of the log")
             : "",
+        r.hollowed_batches() > 0
+            ? absl::StrCat(", ", r.hollowed_batches(), " log batches hollow (",
+                           FormatBytes(r.hollowed_bytes()), " of superseded changes dropped)")
+            : "",
+        r.hollow_received() > 0 ? absl::StrCat(", ", r.hollow_received(), " received hollow")
+                                : "",
         r.refused_own_changes() > 0
             ? absl::StrCat(", ", r.refused_own_changes(),
                            " own writes refused (made while left out; kept)")

@@ -275,6 +275,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   ro.collect_interval_ms = options.collect_interval_ms;
   ro.journal_retention_ms = options.journal_retention_ms;
   ro.member_retention_ms = options.member_retention_ms;
+  ro.compaction_changes = options.compaction_changes;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
                                                          *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);

@@ -51,6 +51,8 @@ struct PeerManagerOptions {
   // How long a member of a registry it owns may stay behind before its collections leave
   // it out (0: never).
   int64_t member_retention_ms = 0;
+  // ReplicatorOptions::compaction_changes.
+  uint64_t compaction_changes = 1024;
   // Whether peer messages are gzip-compressed (sent so, and asked so of the peer).
   bool compress = true;
 };

@@ -37,6 +37,9 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
         s->set_collected_records(collected->records);
         s->set_expired_conflicts(collected->conflicts);
         s->set_collected_removals(collected->removals);
+        s->set_hollowed_batches(collected->hollowed_batches);
+        s->set_hollowed_bytes(collected->hollowed_bytes);
+        s->set_hollow_received(collected->hollow_received);
       }
       if (auto refused = store_.RefusedOf(*id); refused.ok()) {
         s->set_refused_batches(refused->batches);

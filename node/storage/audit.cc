@@ -80,6 +80,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
     case Op::Type::kNewEpoch:
     case Op::Type::kSignTails:
     case Op::Type::kCollect:  // housekeeping: the collection is in the change log
+    case Op::Type::kCompact:  // housekeeping: changes every node holds superseded
       return;
     case Op::Type::kCreateRegistry:
       e.set_action(AuditEvent::CREATE_REGISTRY);

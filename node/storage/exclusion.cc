@@ -199,6 +199,10 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   m.set_rebuild(rt.meta.rebuild());
   m.set_refused_batches(rt.meta.refused_batches() + refused_batches);
   m.set_refused_own_changes(rt.meta.refused_own_changes() + refused_own);
+  // Hollow batches stay hollow in the log: what the compaction did is still done.
+  m.set_hollowed_batches(rt.meta.hollowed_batches());
+  m.set_hollowed_bytes(rt.meta.hollowed_bytes());
+  m.set_hollow_received(rt.meta.hollow_received());
   wb.Put(db_->handle(Cf::kRegistries), ToSlice(registry), m.SerializeAsString());
   INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
   RegistryRuntime fresh;

@@ -14,6 +14,7 @@
 #include "interco/replication/v1/state.pb.h"
 #include "node/crypto/sha256.h"
 #include "replication/change_log.h"
+#include "replication/compaction.h"
 #include "replication/conflict_journal.h"
 #include "replication/repair.h"
 #include "node/log.h"
@@ -503,6 +504,9 @@ void RecordStore::CommitLoop() {
       continue;
     }
     ApplyGroup(group);
+    for (const auto& op : group) {
+      if (op->type == Op::Type::kCompact) ContinueCompaction(*op);
+    }
     // A collection of the group refused batches applied here: the registry's state is
     // rebuilt before anything else happens (the group's callers then see it done).
     RunDueReplays();
@@ -674,6 +678,7 @@ absl::StatusOr<bool> RecordStore::Collect(std::string_view registry,
   op->members = plan.members;
   op->journal_before = plan.journal_before;
   op->excluded = plan.excluded;
+  op->compaction_changes = plan.compaction_changes;
   bool collected = false;
   INTERCO_RETURN_IF_ERROR(
       EnqueueAndWait(std::move(op), [&](Op& done) { collected = done.collected; }));
@@ -739,6 +744,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       case Op::Type::kSignTails: op->status = StageTailSignatures(g); break;
       case Op::Type::kCollect: op->status = ApplyCollect(*op, g); break;
       case Op::Type::kRepair: op->status = ApplyRepair(*op, g); break;
+      case Op::Type::kCompact: op->status = ApplyCompact(*op, g); break;
       case Op::Type::kNewEpoch:
         // The old epoch's chains end signed (without a key, as with `interco-node
         // --new_epoch`, they are signed at the next start that has one); the HLC moves to
@@ -855,6 +861,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&mu_);
     committed_epoch_ = epoch_;
   }
+  for (const std::string& registry : g.compactions) ScheduleCompaction(registry);
   if (!g.replays.empty()) {
     // Fenced from now on, until the replay is done.
     replays_due_.insert(g.replays.begin(), g.replays.end());
@@ -1319,12 +1326,14 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
-  // Stamps grow along the chain (DecodeBatch checks them within the batch).
-  if (pos.seq > 0 && replication::ChangeStamp(batch.changes.front()) <= pos.max_hlc) {
+  // Stamps grow along the chain (DecodeBatch checks them within the batch; a hollow
+  // batch has only its header's greatest stamp to show).
+  const uint64_t first_stamp = batch.changes.empty() ? h.max_hlc()
+                                                     : replication::ChangeStamp(batch.changes.front());
+  if (pos.seq > 0 && first_stamp <= pos.max_hlc) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", replication::OriginToSiren(h.origin()),
-        " is stamped ", replication::ChangeStamp(batch.changes.front()),
-        ", not after the batch before it (", pos.max_hlc, ")"));
+        " is stamped ", first_stamp, ", not after the batch before it (", pos.max_hlc, ")"));
   }
   // From here on the batch is staged change by change: a failure half-way breaks the
   // group (nothing of it is committed).
@@ -1368,6 +1377,7 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
       INTERCO_RETURN_IF_ERROR(StageExclusion(g, rt, op.registry, c.policy().collection(),
                                              c.policy().version(), at));
       if (rt.meta.replay_size() > 0) g.replays.insert(op.registry);
+      if (!op.replayed) g.compactions.insert(op.registry);
       continue;
     }
     if (c.has_policy()) {
@@ -1414,6 +1424,7 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
               ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
               batch.raw.SerializeAsString());
   g.bytes += batch.raw.ByteSizeLong();
+  if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
   pos.seq = h.first_seq() + h.count() - 1;
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
@@ -1559,6 +1570,12 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   replication::ToDots(cuts, *leaving.mutable_cuts());
   replication::Exclusions exclusions(rt.meta.exclusions());
   exclusions.Apply(leaving, 0, interco::replication::v1::Dot());
+  // For the compaction of the change log (replication/compaction.h): a frontier far
+  // enough beyond the last one, and the journals' cut with it.
+  const bool compaction = tombstones && op.compaction_changes > 0 &&
+                          op.journal_before > rt.meta.journal_before() &&
+                          replication::ChangesBeyond(replication::FromDots(rt.meta.purged()),
+                                                     op.frontier) >= op.compaction_changes;
   if (tombstones) {
     // Every epoch this node knows of the frontier's origins, at 0 if none is under it: an
     // add is known by its stamp only, which does not say its epoch.
@@ -1587,12 +1604,12 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
     }
     journals = oldest < op.journal_before;
   }
-  if (!tombstones && !removals && !journals) return absl::OkStatus();
+  if (!tombstones && !removals && !journals && !compaction) return absl::OkStatus();
   PolicyChange change;
   *change.mutable_policy() = rt.meta.registry().policy();
   change.set_version(hlc_.Now());
   interco::replication::v1::Collection& collection = *change.mutable_collection();
-  if (tombstones || removals) {
+  if (tombstones || removals || compaction) {
     replication::ToDots(frontier, *collection.mutable_frontier(), /*keep_empty=*/true);
     replication::ToDots(op.required, *collection.mutable_required());
     *collection.mutable_excluded() = leaving.excluded();
@@ -1605,7 +1622,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
     }
     INTERCO_RETURN_IF_ERROR(replication::CheckExclusion(collection, origin_));
   }
-  if (journals) collection.set_journal_before(op.journal_before);
+  if (journals || compaction) collection.set_journal_before(op.journal_before);
   Change c;
   *c.mutable_policy() = change;
   c.set_author(replication::OriginToSiren(origin_));
@@ -1624,7 +1641,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
     g.broken = s;
     return s;
   }
-  if (tombstones || removals) {
+  if (tombstones || removals || compaction) {
     StageCollection(g, rt, op.registry, candidates);
     // As every node applying it: the removed set elements it covers, and its frontier
     // kept (RegistryMeta.purged) whether or not it took any out.
@@ -1634,13 +1651,14 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
       return s;
     }
   }
-  if (journals) {
+  if (journals || compaction) {
     // Reading the journals may fail once the change is staged: the group then breaks.
     if (absl::Status s = ExpireJournals(g, rt, op.registry, op.journal_before); !s.ok()) {
       g.broken = s;
       return s;
     }
   }
+  g.compactions.insert(op.registry);
   op.collected = true;
   return absl::OkStatus();
 }
@@ -1774,7 +1792,8 @@ absl::StatusOr<RecordState> RecordStore::LiveState(std::string_view registry, st
 absl::StatusOr<RecordStore::Collected> RecordStore::CollectedOf(std::string_view registry) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
   return Collected{rt.meta.collected_records(), rt.meta.purged_removals(),
-                   rt.meta.expired_conflicts()};
+                   rt.meta.expired_conflicts(), rt.meta.hollowed_batches(),
+                   rt.meta.hollowed_bytes(), rt.meta.hollow_received()};
 }
 
 absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,

@@ -218,6 +218,11 @@ class RecordStore {
     uint64_t removals = 0;
     // Lost writes that left the journals with the retention.
     uint64_t conflicts = 0;
+    // Change-log batches made hollow, and the bytes of changes that dropped.
+    uint64_t hollowed_batches = 0;
+    uint64_t hollowed_bytes = 0;
+    // Batches that arrived hollow.
+    uint64_t hollow_received = 0;
   };
   absl::StatusOr<Collected> CollectedOf(std::string_view registry);
   // The stored CRDT state of a record, a deleted one's tombstone included; std::nullopt if
@@ -439,6 +444,16 @@ class RecordStore {
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   absl::Status ApplyCollect(Op& op, GroupState& g);
   absl::Status ApplyRepair(Op& op, GroupState& g);
+  // Compaction of a registry's change log (node/storage/compaction.cc): one pass of at
+  // most limits::kCompactionPassBatches log batches, from op.compact_from, making hollow
+  // those whose every change is superseded (replication/compaction.h).
+  absl::Status ApplyCompact(Op& op, GroupState& g);
+  // Committer thread: queues a compaction of `registry` from its first batch (or once the
+  // one under way ends); queues the next pass of a pass that stopped short.
+  void ScheduleCompaction(const std::string& registry);
+  void ContinueCompaction(const Op& op);
+  std::set<std::string> compacting_;
+  std::set<std::string> compact_again_;
   // Empties the conflict journal of a record whose life ended, staged in the group.
   absl::Status DropConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                              const std::string& key);

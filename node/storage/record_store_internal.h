@@ -48,6 +48,8 @@ struct RecordStore::Op {
     kCollect,
     // Record states a peer sent by repair, merged into ours (RecordStore::Repair).
     kRepair,
+    // One pass of the compaction of a registry's change log (RecordStore::ApplyCompact).
+    kCompact,
   };
   Type type = Type::kWrite;
   std::string registry;
@@ -73,6 +75,8 @@ struct RecordStore::Op {
   std::vector<uint32_t> members;
   uint64_t journal_before = 0;
   std::vector<uint32_t> excluded;
+  // kCollect: collect for the compaction of the change log too (CollectionPlan).
+  uint64_t compaction_changes = 0;
   bool collected = false;
   // kRepair: the peer the states come from (audited as their origin), the states, and how
   // many of them changed a record here.
@@ -80,6 +84,10 @@ struct RecordStore::Op {
   uint64_t peer_policy_version = 0;
   std::vector<std::pair<std::string, replication::RecordState>> repaired;
   uint64_t repaired_changed = 0;
+  // kCompact: the log key to start from (empty: the registry's first), and where the next
+  // pass starts (empty: the log was looked through).
+  std::string compact_from;
+  std::string compact_next;
 
   absl::Status status;
   interco::v1::Record record;
@@ -148,6 +156,9 @@ struct RecordStore::GroupState {
   // Registries a collection of the group marked for a replay (RegistryMeta.replay), run
   // once the group is durable.
   std::set<std::string> replays;
+  // Registries a collection of the group gave a new frontier or journal cut: their change
+  // log is compacted once the group is durable.
+  std::set<std::string> compactions;
 };
 
 }  // namespace interco::node

@@ -53,6 +53,9 @@ inline constexpr size_t kPageTokenBytesMax = 1024;
 inline constexpr size_t kCommitGroupMutationsMax = 512;
 // Payload bytes of one group commit (so that one change-log batch fits a peer message).
 inline constexpr size_t kCommitGroupBytesMax = 4 << 20;
+// Log batches one pass of the compaction of a registry's change log looks at, in one
+// commit group, before the committer takes other work (replication/compaction.h).
+inline constexpr size_t kCompactionPassBatches = 512;
 
 // Watch streams.
 inline constexpr size_t kWatchChangesPerMessageMax = 256;

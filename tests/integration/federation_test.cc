@@ -4,6 +4,7 @@
 #include <atomic>
 #include <fstream>
 #include <sstream>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -124,33 +125,36 @@ class FederationTest : public ::testing::Test {
       ASSERT_TRUE(m.node->Start(&error)) << error;
     }
     // Every node declares the shared registry (owned by Lyon).
-    for (auto& m : members_) {
-      v1::CreateRegistryRequest req;
-      req.set_registry_id("services");
-      req.mutable_registry()->set_owner(kLyon);
-      // Every member writes it (listed: a registry open to all is never collected).
-      for (const auto& w : members_) {
-        req.mutable_registry()->mutable_policy()->mutable_writers()->add_authorities(w.siren);
-      }
-      auto* f = req.mutable_registry()->mutable_schema()->add_fields();
-      f->set_name("nom");
-      f->set_type(v1::FIELD_TYPE_STRING);
-      f = req.mutable_registry()->mutable_schema()->add_fields();
-      f->set_name("n");
-      f->set_type(v1::FIELD_TYPE_INT64);
-      f = req.mutable_registry()->mutable_schema()->add_fields();
-      f->set_name("canaux");
-      f->set_type(v1::FIELD_TYPE_STRING_SET);
-      f = req.mutable_registry()->mutable_schema()->add_fields();
-      f->set_name("visites");
-      f->set_type(v1::FIELD_TYPE_COUNTER);
-      grpc::ClientContext ctx;
-      v1::Registry out;
-      grpc::Status s = v1::RegistryService::NewStub(
-                           MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren, "admin")))
-                           ->CreateRegistry(&ctx, req, &out);
-      ASSERT_TRUE(s.ok()) << s.error_message();
+    for (auto& m : members_) Declare(m);
+  }
+
+  // Declares the shared registry on `m` (owned by Lyon, written by every member).
+  void Declare(const Member& m) {
+    v1::CreateRegistryRequest req;
+    req.set_registry_id("services");
+    req.mutable_registry()->set_owner(kLyon);
+    // Every member writes it (listed: a registry open to all is never collected).
+    for (const auto& w : members_) {
+      req.mutable_registry()->mutable_policy()->mutable_writers()->add_authorities(w.siren);
     }
+    auto* f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("nom");
+    f->set_type(v1::FIELD_TYPE_STRING);
+    f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("n");
+    f->set_type(v1::FIELD_TYPE_INT64);
+    f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("canaux");
+    f->set_type(v1::FIELD_TYPE_STRING_SET);
+    f = req.mutable_registry()->mutable_schema()->add_fields();
+    f->set_name("visites");
+    f->set_type(v1::FIELD_TYPE_COUNTER);
+    grpc::ClientContext ctx;
+    v1::Registry out;
+    grpc::Status s = v1::RegistryService::NewStub(
+                         MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren, "admin")))
+                         ->CreateRegistry(&ctx, req, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
   // Flags every node gets beyond the fixture's.
@@ -624,6 +628,52 @@ TEST_F(MemberRetentionTest, AMemberAbsentLongerThanTheRetentionIsLeftOutThenCome
     if (!back) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(back) << "L'Abergement is still left out 30 s after it came back";
+  StopAndCheckStores();
+}
+
+class CompactionTest : public FederationTest {
+ protected:
+  // History older than a second is compacted, after every 8 changes the frontier passes.
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--journal_retention_seconds=1", "--compaction_changes=8"};
+  }
+};
+
+// Lyon and Bourg rename their records again and again; every node makes the superseded
+// batches of its log hollow. L'Abergement, which never wrote, then loses its disk and
+// starts empty, like a brand-new node: it catches up from Bourg's compacted log, hollow
+// batches and all, to the same records.
+TEST_F(CompactionTest, ANewNodeCatchesUpFromCompactedLogs) {
+  for (int i = 0; i < 20; ++i) {
+    Put(members_[0], "piscine", absl::StrCat("Piscine ", i).c_str());
+    Put(members_[1], "stade", absl::StrCat("Stade ", i).c_str());
+  }
+  // Writes go on (the frontier must pass 8 more changes for the next collection) until
+  // every node compacted: the 18 renames between the create and the last of each record
+  // (the renames of the mairie count too).
+  bool compacted = false;
+  for (int i = 0; i < 60 && !compacted; ++i) {
+    Put(members_[0], "mairie", absl::StrCat("Mairie ", i).c_str());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    compacted = true;
+    for (const auto& m : members_) compacted = compacted && Summary(m).hollowed_batches() >= 36;
+  }
+  ASSERT_TRUE(compacted) << "the logs were not compacted within 30 s";
+  std::map<std::string, std::string> state;
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  EXPECT_THAT(Info(members_[1]), ::testing::HasSubstr("log batches hollow"));
+
+  members_[2].node->Kill();
+  std::filesystem::remove_all(absl::StrCat(dir_, "/", kAbergement));
+  members_[2].node = std::make_unique<NodeProcess>(OptionsOf(members_[2]));
+  std::string error;
+  ASSERT_TRUE(members_[2].node->Start(&error)) << error;
+  Declare(members_[2]);
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+  EXPECT_THAT(state.at("registries/services/records/piscine"), ::testing::HasSubstr("Piscine 19"));
+  EXPECT_THAT(state.at("registries/services/records/stade"), ::testing::HasSubstr("Stade 19"));
+  EXPECT_GE(Summary(members_[2]).hollow_received(), 36u)
+      << "the new node did not catch up from hollow batches";
   StopAndCheckStores();
 }
 

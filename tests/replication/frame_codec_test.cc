@@ -330,6 +330,32 @@ TEST_F(FrameCodecTest, HeadersTravelWithoutTheHashesTheReceiverComputes) {
   EXPECT_TRUE(absl::IsDataLoss(DecodeColumns(lying, hasher_)));
 }
 
+TEST_F(FrameCodecTest, HollowBatchesTravelAmongFullOnesWithTheirHashes) {
+  const BatchFrame original = RandomFrame(21, 4, schema_, hasher_);
+  ASSERT_GE(original.batches_size(), 3);
+  BatchFrame mixed = original;
+  *mixed.mutable_batches(0) = Hollow(original.batches(0));
+  *mixed.mutable_batches(2) = Hollow(original.batches(2));
+  const BatchFrame before = mixed;
+  ASSERT_TRUE(EncodeColumns(mixed, hasher_));
+  EXPECT_FALSE(mixed.columns().hashes_elided()) << "a hollow batch's body hash is not computable";
+  ASSERT_TRUE(DecodeColumns(mixed, hasher_).ok());
+  EXPECT_EQ(mixed.SerializeAsString(), before.SerializeAsString());
+  for (const Batch& b : mixed.batches()) EXPECT_TRUE(DecodeBatch(b, hasher_).ok());
+
+  // Every batch hollow: nothing to lay out by column.
+  BatchFrame all = original;
+  for (Batch& b : *all.mutable_batches()) b = Hollow(b);
+  EXPECT_FALSE(EncodeColumns(all, hasher_));
+
+  // Columns that say hashes were left out cannot carry a hollow batch.
+  BatchFrame lying = original;
+  ASSERT_TRUE(EncodeColumns(lying, hasher_));
+  ASSERT_TRUE(lying.columns().hashes_elided());
+  lying.mutable_batches(0)->set_hollow(true);
+  EXPECT_TRUE(absl::IsDataLoss(DecodeColumns(lying, hasher_)));
+}
+
 TEST_F(FrameCodecTest, AlteredColumnsRestoreOtherHeadersThanTheOriginSigned) {
   const BatchFrame original = RandomFrame(5, 2, schema_, hasher_);
   BatchFrame frame = original;

@@ -104,6 +104,10 @@ struct SimResult {
   uint64_t excluded_batches = 0;
   uint64_t replays = 0;
   uint64_t refused_acked = 0;
+  // Compaction of the change log: batches made hollow (on every node), and hollow batches
+  // a node received and applied.
+  uint64_t hollowed = 0;
+  uint64_t hollow_applied = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;

@@ -8,6 +8,7 @@
 #include "replication/base/check.h"
 #include "replication/base/strings.h"
 #include "replication/change_log.h"
+#include "replication/compaction.h"
 #include "replication/conflict_journal.h"
 #include "replication/ids.h"
 
@@ -142,6 +143,7 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
     }
   }
   ApplyChecked(stream, batch);
+  hollow_applied_ += batch.raw.hollow() ? 1 : 0;
   // A collection that leaves members out may refuse batches applied here before it came
   // (all of theirs here beyond its cuts: they name an earlier version).
   for (const Change& c : batch.changes) {
@@ -162,6 +164,11 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
       }
     }
     break;
+  }
+  // A collection applied: some batches may now be hollow.
+  if (std::any_of(batch.changes.begin(), batch.changes.end(),
+                  [](const Change& c) { return c.policy().has_collection(); })) {
+    Compact(stream);
   }
   if (on_apply) on_apply(stream, key, h.first_seq(), h.count());
   return absl::OkStatus();
@@ -478,6 +485,12 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   replication::ToDots(plan.cuts, *leaving.mutable_cuts());
   replication::Exclusions exclusions = exclusions_[stream];
   exclusions.Apply(leaving, 0, interco::replication::v1::Dot());
+  // As the node does: also when the frontier moved far enough, and the journals' cut
+  // with it, for the compaction of the change log.
+  const bool compaction = tombstones && plan.compaction_changes > 0 &&
+                          plan.journal_before > journal_before_[stream] &&
+                          replication::ChangesBeyond(purged_[stream], plan.frontier) >=
+                              plan.compaction_changes;
   if (tombstones) {
     frontier = StampFrontier(stream, plan.frontier);
     replication::MarkClosed(exclusions, frontier);
@@ -497,19 +510,19 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
       journals |= oldest != 0 && oldest < plan.journal_before;
     }
   }
-  if (!tombstones && !removals && !journals) return false;
+  if (!tombstones && !removals && !journals && !compaction) return false;
   const uint64_t version = hlc_.Now();
   Change c;
   *c.mutable_policy()->mutable_policy() = policy_in_force_[stream];
   c.mutable_policy()->set_version(version);
   auto& collection = *c.mutable_policy()->mutable_collection();
-  if (tombstones || removals) {
+  if (tombstones || removals || compaction) {
     replication::ToDots(frontier, *collection.mutable_frontier(), /*keep_empty=*/true);
     replication::ToDots(plan.required, *collection.mutable_required());
     *collection.mutable_excluded() = leaving.excluded();
     *collection.mutable_cuts() = leaving.cuts();
   }
-  if (journals) collection.set_journal_before(plan.journal_before);
+  if (journals || compaction) collection.set_journal_before(plan.journal_before);
   c.set_author(absl::StrCat(origin_, "/sim-collector"));
   AppendOwn(stream, {c.SerializeAsString()}, version);
   SignTail(stream);  // nothing else comes with it: signed at once, as an idle tail is
@@ -520,7 +533,87 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   at.set_epoch(OriginEpoch(stream));
   at.set_seq(position_[stream][OriginKey{origin_, OriginEpoch(stream)}].seq);
   if (exclusions_[stream].Apply(collection, version, at)) exclusion_collections_++;
+  Compact(stream);
   return true;
+}
+
+void SimStore::Compact(const std::string& stream) {
+  const replication::VersionVector& frontier = purged_[stream];
+  const uint64_t journal_before = journal_before_[stream];
+  const auto& records = records_[stream];
+  for (auto& [key, batches] : log_[stream]) {
+    for (auto& [first, batch] : batches) {
+      BatchHeader h;
+      INTERCO_CHECK(h.ParseFromString(batch.header()));
+      if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
+      bool superseded = true;
+      for (const std::string& bytes : batch.changes()) {
+        Change c;
+        INTERCO_CHECK(c.ParseFromString(bytes));
+        replication::ExpandChange(c, key.origin);
+        auto record = records.find(c.key());
+        if (!replication::Superseded(c, key.origin,
+                                     record == records.end() ? nullptr : &record->second,
+                                     frontier)) {
+          superseded = false;
+          break;
+        }
+      }
+      if (!superseded) continue;
+      batch = replication::Hollow(batch);
+      hollowed_batches_++;
+    }
+  }
+}
+
+std::string SimStore::CheckRebuild(const std::string& stream) {
+  // A store that never saw anything but this one's log, taking its batches as a peer
+  // would offer them: each origin's in order, each when what it waits for is there.
+  SimStore fresh(origin_, streams_, clock_, hasher_, nullptr, schema_);
+  fresh.members = members;
+  fresh.writers = writers;
+  fresh.readers = readers;
+  if (auto d = declared_.find(stream); d != declared_.end()) {
+    fresh.DeclarePolicy(stream, d->second.first, d->second.second);
+  }
+  const auto& log = log_[stream];
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (const auto& [key, batches] : log) {
+      for (;;) {
+        auto it = batches.find(fresh.position_[stream][key].seq + 1);
+        if (it == batches.end()) break;
+        absl::StatusOr<replication::DecodedBatch> decoded =
+            replication::DecodeBatch(it->second, hasher_);
+        if (!decoded.ok()) return decoded.status().ToString();
+        if (absl::IsUnavailable(fresh.Authorize(stream, *decoded))) break;
+        if (absl::Status s = fresh.ApplyBatch(stream, *decoded); !s.ok()) {
+          return absl::StrCat("batch ", it->first, " of origin ", key.origin, ": ", s.ToString());
+        }
+        progress = true;
+      }
+    }
+  }
+  for (const auto& [key, pos] : position_[stream]) {
+    if (fresh.position_[stream][key].seq != pos.seq) {
+      return absl::StrCat("origin ", key.origin, " epoch ", key.epoch, ": rebuilt up to ",
+                          fresh.position_[stream][key].seq, " of ", pos.seq);
+    }
+  }
+  const auto& mine = records_[stream];
+  const auto& theirs = fresh.records_[stream];
+  for (const auto& [id, state] : mine) {
+    auto it = theirs.find(id);
+    if (it == theirs.end() || it->second.SerializeAsString() != state.SerializeAsString()) {
+      return absl::StrCat(id, ": rebuilt from the log as ",
+                          it == theirs.end() ? "nothing" : it->second.ShortDebugString(),
+                          ", held as ", state.ShortDebugString());
+    }
+  }
+  for (const auto& [id, state] : theirs) {
+    if (!mine.contains(id)) return absl::StrCat(id, ": rebuilt from the log, not held");
+  }
+  return "";
 }
 
 void SimStore::SignTail(const std::string& stream) {

@@ -197,6 +197,13 @@ class SimStore final : public replication::ReplicaStore {
   std::vector<LoggedChange> LoggedChanges(const std::string& stream);
   // Checks that every origin's log is dense from 1 and chained. Empty if fine.
   std::string CheckLog();
+  // Checks that a new store fed this one's log (hollow batches and all) ends with the same
+  // records. Empty if fine.
+  std::string CheckRebuild(const std::string& stream);
+  // Batches of the log made hollow here (replication/compaction.h), and hollow batches
+  // received and applied.
+  uint64_t hollowed_batches() const { return hollowed_batches_; }
+  uint64_t hollow_applied() const { return hollow_applied_; }
   uint64_t hlc_last() const { return hlc_.last(); }
   // What the collections applied here left out (replication/exclusion.h).
   replication::Exclusions ExclusionsOf(const std::string& stream) override {
@@ -302,12 +309,17 @@ class SimStore final : public replication::ReplicaStore {
   std::vector<Refused> refused_;
   uint64_t replays_ = 0;
   uint64_t exclusion_collections_ = 0;
+  uint64_t hollowed_batches_ = 0;
+  uint64_t hollow_applied_ = 0;
   // Applies a batch whose place in its chain and authorization were checked.
   void ApplyChecked(const std::string& stream, const replication::DecodedBatch& batch);
   // As the node does when a collection refuses batches it holds (Exclusions::Overrun):
   // takes them out of the log, then rebuilds the stream's state from the log, batch by
   // batch as they become ready. If some were its own, goes on in a new origin epoch.
   void Replay(const std::string& stream, const replication::VersionVector& overrun);
+  // As the node does after a collection: makes hollow the log batches whose every change
+  // is superseded (replication/compaction.h).
+  void Compact(const std::string& stream);
 };
 
 }  // namespace interco::sim

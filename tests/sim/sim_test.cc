@@ -35,7 +35,8 @@ TEST(SimTest, SeedSweep) {
   int64_t worst_convergence_ms = 0, worst_stability_ms = 0;
   uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
            conflicts_bounded = 0, conflicts_expired = 0, collections = 0, collected = 0,
-           purged = 0, exclusions = 0, excluded_batches = 0, replays = 0, refused_acked = 0;
+           purged = 0, exclusions = 0, excluded_batches = 0, replays = 0, refused_acked = 0,
+           hollowed = 0, hollow_applied = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -61,6 +62,8 @@ TEST(SimTest, SeedSweep) {
     excluded_batches += r.excluded_batches;
     replays += r.replays;
     refused_acked += r.refused_acked;
+    hollowed += r.hollowed;
+    hollow_applied += r.hollow_applied;
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
               "covered by a later signature, %llu lost races journaled (%llu bounded record "
@@ -86,6 +89,10 @@ TEST(SimTest, SeedSweep) {
               static_cast<unsigned long long>(excluded_batches),
               static_cast<unsigned long long>(replays),
               static_cast<unsigned long long>(refused_acked));
+  std::printf("sim: %llu log batches made hollow (every change superseded), %llu hollow batches "
+              "received and applied\n",
+              static_cast<unsigned long long>(hollowed),
+              static_cast<unsigned long long>(hollow_applied));
   if (count > 10) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
     EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";
@@ -95,6 +102,8 @@ TEST(SimTest, SeedSweep) {
     EXPECT_GT(exclusions, 0u) << "no member left out: member retention is not tested";
     EXPECT_GT(replays, 0u) << "no log replayed: refusing applied batches is not tested";
     EXPECT_GT(refused_acked, 0u) << "no write of a member left out refused: it is not tested";
+    EXPECT_GT(hollowed, 0u) << "no batch made hollow: compaction of the log is not tested";
+    EXPECT_GT(hollow_applied, 0u) << "no hollow batch received: catching up from one is not tested";
   }
 }
 

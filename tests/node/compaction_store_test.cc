@@ -1,0 +1,270 @@
+// Compaction of the change log between real stores (RocksDB in temporary directories):
+// after the owner's collection, each store makes hollow the log batches whose every
+// change is superseded, and a new store fed such a log ends with the same records.
+// Batches are carried by hand (the engine's part: tests/sim/; processes:
+// tests/integration/federation_test.cc).
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/record_store.h"
+#include "replication/base/limits.h"
+#include "replication/change_log.h"
+#include "replication/hlc.h"
+#include "tests/testing/test_env.h"
+
+namespace interco::node {
+namespace {
+
+using ::interco::testing::FakeClock;
+using ::interco::testing::MakeTempDir;
+using interco::replication::v1::Batch;
+using interco::v1::Registry;
+using interco::v1::Value;
+using replication::LocalWrite;
+using replication::OriginKey;
+
+constexpr char kEpci[] = "200071751";
+constexpr char kBourgEnBresse[] = "210100533";
+constexpr char kViriat[] = "210104519";
+constexpr char kLieux[] = "lieux";
+
+using Node = testing::StoreNode;
+
+class CompactionStoreTest : public ::testing::Test {
+ protected:
+  CompactionStoreTest() {
+    for (Node* n : {&epci_, &viriat_, &bourg_}) {
+      n->dir = MakeTempDir(absl::StrCat("compaction-", n->siren));
+      absl::Status s = n->Open(clock_);
+      EXPECT_TRUE(s.ok()) << s;
+      Registry def;
+      def.set_owner(kEpci);
+      for (const char* w : {kEpci, kViriat, kBourgEnBresse}) {
+        def.mutable_policy()->mutable_writers()->add_authorities(w);
+      }
+      auto* f = def.mutable_schema()->add_fields();
+      f->set_name("nom");
+      f->set_type(interco::v1::FIELD_TYPE_STRING);
+      f = def.mutable_schema()->add_fields();
+      f->set_name("tags");
+      f->set_type(interco::v1::FIELD_TYPE_STRING_SET);
+      EXPECT_TRUE(n->store->CreateRegistry(kLieux, def, n->admin()).ok()) << n->siren;
+    }
+  }
+
+  void Name(Node& n, const std::string& id, const std::string& nom) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    w.fields["nom"].set_string_value(nom);
+    w.mask.push_back("nom");
+    ASSERT_TRUE(n.store->Write(kLieux, id, w, n.admin()).ok()) << id;
+  }
+  void Tags(Node& n, const std::string& id, const std::vector<std::string>& tags) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kUpdate;
+    w.allow_missing = true;
+    for (const std::string& t : tags) w.fields["tags"].mutable_string_set_value()->add_values(t);
+    w.mask.push_back("tags");
+    ASSERT_TRUE(n.store->Write(kLieux, id, w, n.admin()).ok()) << id;
+  }
+  void Delete(Node& n, const std::string& id) {
+    LocalWrite w;
+    w.kind = LocalWrite::Kind::kDelete;
+    ASSERT_TRUE(n.store->Write(kLieux, id, w, n.admin()).ok()) << id;
+  }
+
+  // Applies every batch `from` holds and `to` lacks as a peer sends them (hollow ones
+  // included), the owner's chain first, each origin as far as it goes, again while that
+  // moves something (a collection waits for what it requires); the first error.
+  absl::Status CarryAll(Node& from, Node& to) {
+    Sha256Hasher hasher;
+    for (bool progress = true; progress;) {
+      progress = false;
+      absl::StatusOr<replication::VersionVector> held = from.store->Position(kLieux);
+      if (!held.ok()) return held.status();
+      for (const auto& [key, pos] : *held) {
+        absl::StatusOr<replication::VersionVector> position = to.store->Position(kLieux);
+        if (!position.ok()) return position.status();
+        auto batches = from.store->ReadBatches(kLieux, key, (*position)[key].seq, 1000);
+        if (!batches.ok()) return batches.status();
+        for (const Batch& b : *batches) {
+          auto decoded = replication::DecodeBatch(b, hasher);
+          if (!decoded.ok()) return decoded.status();
+          absl::Status s = to.store->ApplyRemoteBatch(kLieux, *decoded);
+          if (absl::IsUnavailable(s)) break;  // later, once what it waits for is there
+          if (!s.ok()) return s;
+          progress = true;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Sequence numbers held per origin epoch.
+  std::map<OriginKey, uint64_t> Held(Node& n) {
+    std::map<OriginKey, uint64_t> out;
+    absl::StatusOr<replication::VersionVector> held = n.store->Position(kLieux);
+    EXPECT_TRUE(held.ok()) << held.status();
+    if (!held.ok()) return out;
+    for (const auto& [key, pos] : *held) out[key] = pos.seq;
+    return out;
+  }
+
+  // The owner's collection of everything it holds, with the journals' cut at the clock's
+  // now; then waits (bounded) for the compaction it starts to have gone through the log.
+  void CollectAll(uint64_t compaction_changes = 1) {
+    const replication::VersionVector all = *epci_.store->Position(kLieux);
+    replication::CollectionPlan plan{all, all, epci_.store->Members(kLieux)};
+    plan.journal_before = replication::HybridLogicalClock::Pack(
+        static_cast<uint64_t>(clock_.NowMillis()), 0);
+    plan.compaction_changes = compaction_changes;
+    absl::StatusOr<bool> collected = epci_.store->Collect(kLieux, plan);
+    ASSERT_TRUE(collected.ok()) << collected.status();
+    ASSERT_TRUE(*collected);
+  }
+
+  // Hollow batches in n's log, per origin; waits (bounded) for at least `at_least`.
+  size_t Hollow(Node& n, size_t at_least = 0) {
+    for (int tries = 0;; ++tries) {
+      size_t hollow = 0;
+      for (const auto& [key, seq] : Held(n)) {
+        absl::StatusOr<std::vector<Batch>> batches = n.store->ReadBatches(kLieux, key, 0, 10000);
+        EXPECT_TRUE(batches.ok()) << batches.status();
+        if (!batches.ok()) return 0;
+        for (const Batch& b : *batches) hollow += b.hollow();
+      }
+      if (hollow >= at_least || tries == 200) return hollow;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+
+  std::map<std::string, std::string> States(Node& n) {
+    std::map<std::string, std::string> out;
+    for (const char* id : {"piscine", "stade", "mairie"}) {
+      auto s = n.store->StoredState(kLieux, id);
+      EXPECT_TRUE(s.ok()) << s.status();
+      out[id] = s.ok() && s->has_value() ? (*s)->SerializeAsString() : "(none)";
+    }
+    return out;
+  }
+
+  FakeClock clock_;
+  Node epci_{kEpci, "", nullptr};
+  Node viriat_{kViriat, "", nullptr};
+  Node bourg_{kBourgEnBresse, "", nullptr};
+};
+
+TEST_F(CompactionStoreTest, SupersededBatchesBecomeHollowAndANewStoreCatchesUpFromThem) {
+  // One batch per write: a rename replaced by a later one, a record deleted (and then
+  // collected), a set element removed (the remove stays, as the add of its kept element).
+  Name(epci_, "piscine", "Piscine");
+  Name(epci_, "piscine", "Piscine municipale");     // superseded by the next rename
+  Name(epci_, "stade", "Stade");                     // its record is collected
+  Delete(epci_, "stade");                            // kept: its record is collected
+  Tags(epci_, "piscine", {"bassin", "sauna"});       // kept: "bassin" stays
+  Tags(epci_, "piscine", {"bassin"});                // kept: a remove
+  Name(viriat_, "mairie", "Mairie de Viriat");       // kept: the record's create
+  Name(viriat_, "mairie", "Mairie");                 // kept: the current name
+  ASSERT_TRUE(CarryAll(viriat_, epci_).ok());
+  Name(epci_, "piscine", "Centre aquatique");
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  clock_.Advance(1000);
+
+  CollectAll();
+  // Épci's second write (its first rename) and third (the create of the collected stade).
+  EXPECT_EQ(Hollow(epci_, 2), 2u);
+  EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, 2u);
+  EXPECT_GT(epci_.store->CollectedOf(kLieux)->hollowed_bytes, 0u);
+  EXPECT_EQ(States(epci_).at("stade"), "(none)") << "the deleted record was collected";
+  absl::StatusOr<interco::v1::Record> piscine = epci_.store->GetRecord(kLieux, "piscine");
+  ASSERT_TRUE(piscine.ok()) << piscine.status();
+  EXPECT_EQ(piscine->fields().at("nom").string_value(), "Centre aquatique");
+  EXPECT_THAT(piscine->fields().at("tags").string_set_value().values(),
+              ::testing::ElementsAre("bassin"));
+  // Viriat compacts its copy of the same log when the collection reaches it.
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  EXPECT_EQ(Hollow(viriat_, 2), 2u);
+  EXPECT_EQ(States(viriat_), States(epci_));
+
+  // Bourg, new, catches up from Épci's log: hollow batches move its position on, and it
+  // ends with the same records.
+  ASSERT_TRUE(CarryAll(epci_, bourg_).ok());
+  EXPECT_EQ(Held(bourg_), Held(epci_));
+  EXPECT_EQ(States(bourg_), States(epci_));
+  EXPECT_EQ(Hollow(bourg_), 2u) << "hollow batches are kept hollow where they arrive";
+  for (Node* n : {&epci_, &viriat_, &bourg_}) {
+    EXPECT_THAT(*n->store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"))
+        << n->siren;
+  }
+}
+
+TEST_F(CompactionStoreTest, NothingWithinTheJournalRetentionOrSupersededBeyondTheFrontierGoes) {
+  Name(epci_, "piscine", "Piscine");
+  Name(epci_, "piscine", "Piscine municipale");
+  Name(epci_, "piscine", "Centre aquatique");
+  // The journals' cut at the clock's now, which has not moved past the writes' stamps.
+  CollectAll();
+  EXPECT_EQ(Hollow(epci_), 0u);
+  // Superseded by a rename the frontier does not hold: it may still be refused, and the
+  // renames before it would then count again.
+  clock_.Advance(1000);
+  Name(epci_, "piscine", "Piscine intercommunale");
+  replication::VersionVector frontier = *epci_.store->Position(kLieux);
+  frontier.begin()->second.seq -= 1;
+  clock_.Advance(1000);
+  replication::CollectionPlan plan{frontier, frontier, epci_.store->Members(kLieux)};
+  plan.journal_before = replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock_.NowMillis()), 0);
+  plan.compaction_changes = 1;
+  ASSERT_TRUE(*epci_.store->Collect(kLieux, plan));
+  Name(epci_, "mairie", "Mairie");  // a write after the pass: the pass is done
+  EXPECT_EQ(Hollow(epci_), 0u);
+  // Once it is under the frontier, the two renames before it go (not the create).
+  clock_.Advance(1000);
+  CollectAll();
+  EXPECT_EQ(Hollow(epci_, 2), 2u);
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+}
+
+TEST_F(CompactionStoreTest, TheOwnerDoesNotCollectForCompactionAloneBeforeEnoughChanges) {
+  Name(epci_, "piscine", "Piscine");
+  Name(epci_, "piscine", "Piscine municipale");
+  Name(epci_, "piscine", "Centre aquatique");
+  clock_.Advance(1000);
+  const replication::VersionVector all = *epci_.store->Position(kLieux);
+  replication::CollectionPlan plan{all, all, epci_.store->Members(kLieux)};
+  plan.journal_before = replication::HybridLogicalClock::Pack(
+      static_cast<uint64_t>(clock_.NowMillis()), 0);
+  plan.compaction_changes = 100;
+  EXPECT_FALSE(*epci_.store->Collect(kLieux, plan)) << "three changes are not worth a collection";
+  plan.compaction_changes = 0;
+  EXPECT_FALSE(*epci_.store->Collect(kLieux, plan)) << "compaction is off";
+  plan.compaction_changes = 3;
+  EXPECT_TRUE(*epci_.store->Collect(kLieux, plan));
+  EXPECT_EQ(Hollow(epci_, 1), 1u);
+}
+
+TEST_F(CompactionStoreTest, ALogLongerThanAPassIsCompactedInSeveralPasses) {
+  const size_t renames = limits::kCompactionPassBatches + 100;
+  for (size_t i = 0; i < renames; ++i) Name(epci_, "piscine", absl::StrCat("Piscine ", i));
+  clock_.Advance(1000);
+  CollectAll();
+  // All but the create and the last rename.
+  EXPECT_EQ(Hollow(epci_, renames - 2), renames - 2);
+  EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, renames - 2);
+  ASSERT_TRUE(CarryAll(epci_, bourg_).ok());
+  EXPECT_EQ(States(bourg_), States(epci_));
+  EXPECT_EQ(bourg_.store->GetRecord(kLieux, "piscine")->fields().at("nom").string_value(),
+            absl::StrCat("Piscine ", renames - 1));
+}
+
+}  // namespace
+}  // namespace interco::node
