@@ -80,6 +80,7 @@ absl::StatusOr<Batch> BuildBatch(const BatchParams& params, std::vector<std::str
   header.set_body_hash(BodyHash(batch.changes(), hasher));
   header.set_policy_version(params.policy_version);
   header.set_run_index(params.run_index);
+  header.set_carries_policy(params.carries_policy);
   batch.set_header(header.SerializeAsString());
   if (signer != nullptr) INTERCO_RETURN_IF_ERROR(SignBatch(batch, *signer, params.now_ms));
   if (header_hash != nullptr) *header_hash = hasher.Sha256(batch.header());
@@ -242,6 +243,9 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   }
   if (h.prev_hash().size() != 0 && h.prev_hash().size() != 32) {
     return absl::DataLossError("batch prev_hash is not a SHA-256 digest");
+  }
+  if (batch.hollow() && h.carries_policy()) {
+    return absl::DataLossError("a batch carrying a policy change arrives hollow");
   }
   if (batch.signer().size() != (batch.signature().empty() ? 0 : 32)) {
     return absl::DataLossError("batch signer is not the digest of a certificate");

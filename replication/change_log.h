@@ -29,6 +29,8 @@ struct BatchParams {
   uint64_t policy_version = 0;
   // Unsigned batches right before this one (BatchHeader.run_index).
   uint32_t run_index = 0;
+  // Some change of the batch is a policy change (BatchHeader.carries_policy).
+  bool carries_policy = false;
   // Wall clock when a signer signs it (see SignBatch).
   int64_t now_ms = 0;
 };
@@ -99,7 +101,8 @@ absl::Status VerifyCovered(std::string_view header, const std::vector<std::strin
 // Parses and checks a batch: the header parses, names a valid origin and stream, has a
 // count matching the changes, every change parses (a record change names a valid
 // record ID; a policy change has no key and no delta), and the body hash matches. A
-// hollow batch (Batch.hollow) has no changes, and nothing to match its body hash.
+// hollow batch (Batch.hollow) has no changes, and nothing to match its body hash; one
+// whose header says it carries a policy change is corrupt.
 // DATA_LOSS for a corrupt or forged batch (with what is wrong).
 absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& batch,
                                          Hasher& hasher);

@@ -28,7 +28,8 @@ bool Holds(const google::protobuf::RepeatedPtrField<SetElement>& list, const Set
 
 // Whether a field `f` the change wrote in the record's current, live life is superseded
 // in the record's field `now` (nullptr: none; the record was collected and created
-// again since).
+// again since, lives counting from 1 again: the change is of a collected life, whose
+// delete is kept).
 bool FieldSuperseded(const FieldState& f, const FieldState* now, const VersionVector& frontier) {
   if (now == nullptr) return true;
   // Its stamp is the field's: the register value (or the set's, the counter's latest
@@ -38,6 +39,15 @@ bool FieldSuperseded(const FieldState& f, const FieldState* now, const VersionVe
   // under the frontier, and the change's value would then be the field's again.
   if (!Stable(now->hlc(), now->origin(), frontier)) return false;
   for (const CounterEntry& e : f.counter()) {
+    // An origin with several epochs (restored from a backup) may have written a lower
+    // total at a later stamp: merging keeps the greater of each, so no total of it is
+    // known to hold another.
+    size_t epochs = 0;
+    for (auto k = frontier.lower_bound(OriginKey{e.origin(), 0});
+         k != frontier.end() && k->first.origin == e.origin(); ++k) {
+      epochs++;
+    }
+    if (epochs != 1) return false;
     const auto it = std::find_if(now->counter().begin(), now->counter().end(),
                                  [&e](const CounterEntry& x) { return x.origin() == e.origin(); });
     // Totals only grow: a later total of the origin, under the frontier, holds this one.
@@ -70,7 +80,8 @@ uint64_t ChangesBeyond(const VersionVector& from, const VersionVector& frontier)
 
 bool MayHollow(const BatchHeader& header, bool hollow, const VersionVector& frontier,
                uint64_t journal_before) {
-  if (hollow || header.count() == 0 || journal_before == 0 || header.max_hlc() >= journal_before) {
+  if (hollow || header.carries_policy() || header.count() == 0 || journal_before == 0 ||
+      header.max_hlc() >= journal_before) {
     return false;
   }
   const auto it = frontier.find(OriginKey{header.origin(), header.epoch()});
@@ -85,14 +96,11 @@ bool Superseded(const Change& change, uint32_t origin, const RecordState* state,
   // carries a copy of the life it edits, held by the write that set it.
   const bool own_cl = d.causal_length() > 0 && d.cl_hlc() == ChangeStamp(change) &&
                       d.cl_origin() == origin;
-  if (own_cl && d.causal_length() % 2 == 0) {
-    // A delete: kept while the record is collected (an older create may be kept) or still
-    // deleted; superseded once a stable create of a later life replaced it.
-    if (state == nullptr || state->causal_length() <= d.causal_length() ||
-        !Stable(state->cl_hlc(), state->cl_origin(), frontier)) {
-      return false;
-    }
-  }
+  // A delete is kept: where an older create of its record arrives (kept for another
+  // change of its batch), it takes the record out again, and the collection of its
+  // tombstone needs it. A state cannot tell its lives from those of a record collected
+  // and created again (lives count from 1 again).
+  if (own_cl && d.causal_length() % 2 == 0) return false;
   if (state == nullptr) return true;  // collected; the delete that allowed it is kept
   const uint32_t cl = state->causal_length();
   if (cl == 0) return false;  // never created: nothing to judge against

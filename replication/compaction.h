@@ -20,11 +20,11 @@
 //    can refuse: replication/exclusion.h), or collected.
 //
 // What is never superseded, so that a node catching up from hollow batches cannot bring
-// anything back: a policy change; a delete, while its record is collected or still
-// deleted (the delete takes the record out again where an older create arrives: a
-// create may be kept for another of its batch's changes); a remove of set elements,
-// while the record's life goes on (likewise for a kept add); and a counter total no
-// later total of its origin replaced.
+// anything back: a policy change; a delete (it takes the record out again where an older
+// create arrives, a create being kept for another change of its batch, and the collection
+// of its tombstone needs it); a remove of set elements, while the record's life goes on
+// (likewise for a kept add); and a counter total no later total of its origin replaced,
+// or of an origin with several epochs.
 //
 // Pure functions.
 #ifndef INTERCO_REPLICATION_COMPACTION_H_

@@ -22,7 +22,7 @@ using interco::replication::v1::Hello;
 using interco::replication::v1::PeerMessage;
 
 // Version 3: a message gathers runs, acks and the status; new batches follow a tree.
-constexpr uint32_t kProtocolVersion = 3;
+constexpr uint32_t kProtocolVersion = 4;
 
 // Whether `vv` holds everything `target` states.
 bool Dominates(const VersionVector& vv, const VersionVector& target) {

@@ -3,10 +3,13 @@
 // the committer thread, so that writes go on between passes.
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <rocksdb/iterator.h>
 
 #include "absl/strings/str_cat.h"
+#include "node/log.h"
 #include "node/storage/keys.h"
 #include "node/storage/record_store.h"
 #include "node/storage/record_store_internal.h"
@@ -39,15 +42,34 @@ void RecordStore::ScheduleCompaction(const std::string& registry) {
 }
 
 void RecordStore::ContinueCompaction(const Op& op) {
-  if (!op.status.ok() || op.compact_next.empty()) {
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;  // the next start's first collection starts it again
+  }
+  std::string from = op.compact_next;
+  if (!op.status.ok()) {
+    // Its group could not commit (full, or broken by another op): the same pass again.
+    // Otherwise (a registry being rebuilt, a log that does not parse) it waits for the
+    // next collection.
+    if (!absl::IsUnavailable(op.status) || Replaying(op.registry)) {
+      log::Error(absl::StrCat("compacting the change log of registry ", op.registry, ": ",
+                              op.status.ToString()));
+      compacting_.erase(op.registry);
+      compact_again_.erase(op.registry);
+      return;
+    }
+    from = op.compact_from;
+    if (from.empty()) from = keys::Log(op.registry, 0, 0, 0);
+  }
+  if (from.empty()) {
     compacting_.erase(op.registry);
-    if (compact_again_.erase(op.registry) > 0 && op.status.ok()) ScheduleCompaction(op.registry);
+    if (compact_again_.erase(op.registry) > 0) ScheduleCompaction(op.registry);
     return;
   }
   auto next = std::make_unique<Op>();
   next->type = Op::Type::kCompact;
   next->registry = op.registry;
-  next->compact_from = op.compact_next;
+  next->compact_from = std::move(from);
   next->done = [](Op&) {};
   Enqueue(std::move(next));
 }
@@ -63,9 +85,14 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   const std::string end = keys::RegistryEnd(op.registry);
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
   it->Seek(ToSlice(op.compact_from.empty() ? start : op.compact_from));
+  // Staged only once the whole pass went through: a batch that does not parse fails the
+  // pass, not its commit group.
+  std::vector<std::pair<std::string, std::string>> hollowed;
+  uint64_t dropped_bytes = 0;
   size_t examined = 0;
+  size_t changes = 0;
   for (; it->Valid() && ToView(it->key()) < end; it->Next()) {
-    if (examined == limits::kCompactionPassBatches) {
+    if (examined == limits::kCompactionPassBatches || changes >= limits::kCompactionPassChanges) {
       op.compact_next = std::string(ToView(it->key()));
       break;
     }
@@ -78,6 +105,7 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
           absl::StrCat("log batch of ", op.registry, " does not parse"));
     }
     if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
+    changes += static_cast<size_t>(batch.changes_size());
     bool superseded = true;
     for (const std::string& bytes : batch.changes()) {
       Change c;
@@ -98,15 +126,19 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
       }
     }
     if (!superseded) continue;
-    const Batch hollow = replication::Hollow(batch);
-    const std::string bytes = hollow.SerializeAsString();
-    rt.meta.set_hollowed_batches(rt.meta.hollowed_batches() + 1);
-    rt.meta.set_hollowed_bytes(rt.meta.hollowed_bytes() + it->value().size() - bytes.size());
-    g.batch.Put(db_->handle(Cf::kLog), it->key(), ToSlice(bytes));
-    g.bytes += bytes.size();
-    g.dirty.insert(op.registry);
+    std::string bytes = replication::Hollow(batch).SerializeAsString();
+    dropped_bytes += it->value().size() - bytes.size();
+    hollowed.emplace_back(std::string(ToView(it->key())), std::move(bytes));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
+  if (hollowed.empty()) return absl::OkStatus();
+  for (const auto& [key, bytes] : hollowed) {
+    g.batch.Put(db_->handle(Cf::kLog), ToSlice(key), ToSlice(bytes));
+    g.bytes += bytes.size();
+  }
+  rt.meta.set_hollowed_batches(rt.meta.hollowed_batches() + hollowed.size());
+  rt.meta.set_hollowed_bytes(rt.meta.hollowed_bytes() + dropped_bytes);
+  g.dirty.insert(op.registry);
   return absl::OkStatus();
 }
 

@@ -55,7 +55,7 @@ using replication::RecordState;
 // collection would then miss here and not elsewhere).
 // 5: the fingerprints family (added to a version-4 store at open).
 // 6: the removals family (a version-5 store gets it from its change log at open).
-constexpr uint32_t kFormatVersion = 6;
+constexpr uint32_t kFormatVersion = 7;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -320,13 +320,21 @@ absl::Status RecordStore::Load() {
       INTERCO_RETURN_IF_ERROR(AddFingerprints(meta));
     }
     if (meta.format_version() == 5) {
-      // ...and version 5 the index of removes, which the change log gives.
+      // ...and version 5 the index of removes, which the change log gives...
       INTERCO_RETURN_IF_ERROR(AddRemovals(meta));
+    }
+    if (meta.format_version() == 6) {
+      // ...and version 6 knows no hollow batches: nothing to add, but a node of that
+      // version must not open the store once its log holds some.
+      meta.set_format_version(7);
+      rocksdb::WriteBatch wb;
+      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+      INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
     }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads versions 4 "
-          "and 5 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
+          "the store has format version ", meta.format_version(), "; this node reads versions 4, "
+          "5 and 6 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
           "tombstones, version 2 predates signing times in signatures, version 1 signatures "
           "per run; there is no migration from those: start from an empty store and let the "
           "partners send it everything)"));
@@ -897,8 +905,10 @@ absl::StatusOr<RecordStore::RegistryRuntime*> RecordStore::Staged(GroupState& g,
 }
 
 void RecordStore::StageOwnChange(GroupState& g, const RegistryRuntime& rt,
-                                 const std::string& registry, std::string change, uint64_t hlc) {
+                                 const std::string& registry, std::string change, uint64_t hlc,
+                                 bool policy) {
   std::vector<std::string>& pending = g.changes[registry];
+  if (policy) g.policy_batches.insert(registry);
   if (pending.empty()) g.policy_version[registry] = rt.policies->current_version();
   g.bytes += change.size();
   pending.push_back(std::move(change));
@@ -920,6 +930,7 @@ absl::Status RecordStore::StageOwnBatch(GroupState& g, const std::string& regist
   params.prev_hash = pos.last_hash;
   params.max_hlc = g.max_hlc[registry];
   params.policy_version = g.policy_version[registry];
+  params.carries_policy = g.policy_batches.contains(registry);
   const size_t count = changes.size();
   g.max_hlc.erase(registry);
   g.policy_version.erase(registry);
@@ -1189,7 +1200,7 @@ void RecordStore::StageOwnPolicyChange(GroupState& g, RegistryRuntime& rt,
   *c.mutable_policy() = change;
   c.set_author(author.Author());
   // Staged before the new version is in force: the batch names the version it changes.
-  StageOwnChange(g, rt, registry, c.SerializeAsString(), change.version());
+  StageOwnChange(g, rt, registry, c.SerializeAsString(), change.version(), /*policy=*/true);
   StagePolicy(g, rt, registry, change, std::move(policy.second));
 }
 
@@ -1634,7 +1645,7 @@ absl::Status RecordStore::ApplyCollect(Op& op, GroupState& g) {
   at.set_seq(rt.position[replication::OriginKey{origin_, at.epoch()}].seq +
              g.changes[op.registry].size() + 1);
   // Staged before the new version is in force: the batch names the version before it.
-  StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version());
+  StageOwnChange(g, rt, op.registry, c.SerializeAsString(), change.version(), /*policy=*/true);
   StagePolicy(g, rt, op.registry, change, rt.policies->Current());
   if (absl::Status s = StageExclusion(g, rt, op.registry, collection, change.version(), at);
       !s.ok()) {

@@ -519,8 +519,9 @@ class RecordStore {
   // The registry's staged runtime in the group (loaded from the committed one at first use).
   absl::StatusOr<RegistryRuntime*> Staged(GroupState& g, const std::string& registry);
   // Adds a change of this node's own to the group's next batch of `registry`.
+  // `policy`: it is a policy change (the batch then says so: BatchHeader.carries_policy).
   void StageOwnChange(GroupState& g, const RegistryRuntime& rt, const std::string& registry,
-                      std::string change, uint64_t hlc);
+                      std::string change, uint64_t hlc, bool policy = false);
   // Seals the group's own changes of `registry` into one batch of the log: signed, or
   // left unsigned at the end of a run that a later signature covers (docs/TRUST.md, "One
   // signature per run").

@@ -115,6 +115,8 @@ struct RecordStore::GroupState {
   // The policy version in force at the group's first own change of a registry (its
   // batch's policy_version: the origin was a writer under it).
   std::map<std::string, uint64_t> policy_version;
+  // Registries whose batch of this group carries a policy change of this node's.
+  std::set<std::string> policy_batches;
   // Registries this group really changes (a no-op write stages nothing).
   std::set<std::string> dirty;
   size_t bytes = 0;

@@ -100,13 +100,26 @@ absl::StatusOr<replication::VersionVector> RecordStore::StampFrontier(
     if (!it->Valid() || !ToView(it->key()).starts_with(prefix) ||
         !batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
         !h.ParseFromString(batch.header()) || h.first_seq() > pos.seq ||
-        pos.seq - h.first_seq() >= static_cast<uint64_t>(batch.changes_size())) {
+        pos.seq - h.first_seq() >= h.count()) {
       return absl::DataLossError(absl::StrCat("registry ", registry, ": change ", pos.seq,
                                               " of origin ", key.origin, " epoch ", key.epoch,
                                               " is not in the change log"));
     }
     if (h.first_seq() + h.count() - 1 == pos.seq) {
       pos.max_hlc = h.max_hlc();  // the batch's last change
+      continue;
+    }
+    if (batch.hollow()) {
+      // The change's stamp went with it: the greatest stamp before its batch is below it
+      // (fewer stamps then count as under the frontier, never more).
+      it->Prev();
+      BatchHeader before;
+      pos.max_hlc = 0;
+      if (it->Valid() && ToView(it->key()).starts_with(prefix) &&
+          batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) &&
+          before.ParseFromString(batch.header())) {
+        pos.max_hlc = before.max_hlc();
+      }
       continue;
     }
     Change c;

@@ -56,6 +56,8 @@ inline constexpr size_t kCommitGroupBytesMax = 4 << 20;
 // Log batches one pass of the compaction of a registry's change log looks at, in one
 // commit group, before the committer takes other work (replication/compaction.h).
 inline constexpr size_t kCompactionPassBatches = 512;
+// ...and changes of candidate batches it reads (one point read of a record each).
+inline constexpr size_t kCompactionPassChanges = 65536;
 
 // Watch streams.
 inline constexpr size_t kWatchChangesPerMessageMax = 256;

@@ -252,6 +252,27 @@ TEST_F(CompactionStoreTest, TheOwnerDoesNotCollectForCompactionAloneBeforeEnough
   EXPECT_EQ(Hollow(epci_, 1), 1u);
 }
 
+// The frontier of a collection names the last batch of each origin: once a quiet member's
+// last batch is hollow, the next collection still finds its place and stamp.
+TEST_F(CompactionStoreTest, CollectionsGoOnOnceAQuietMembersLastBatchIsHollow) {
+  Name(epci_, "piscine", "Piscine");
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  Name(viriat_, "piscine", "Piscine de Viriat");  // Viriat's last write, superseded next
+  ASSERT_TRUE(CarryAll(viriat_, epci_).ok());
+  Name(epci_, "piscine", "Piscine municipale");
+  clock_.Advance(1000);
+  CollectAll();
+  ASSERT_EQ(Hollow(epci_, 1), 1u);
+  const OriginKey viriat{viriat_.store->origin(), 1};
+  ASSERT_TRUE((*epci_.store->ReadBatches(kLieux, viriat, 0, 10)).back().hollow());
+  // More writes of the owner only; Viriat stays quiet.
+  for (int i = 0; i < 3; ++i) Name(epci_, "piscine", absl::StrCat("Centre aquatique ", i));
+  clock_.Advance(1000);
+  CollectAll();
+  EXPECT_EQ(Hollow(epci_, 4), 4u) << "and the renames before the last, under the new frontier";
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 1 records"));
+}
+
 TEST_F(CompactionStoreTest, ALogLongerThanAPassIsCompactedInSeveralPasses) {
   const size_t renames = limits::kCompactionPassBatches + 100;
   for (size_t i = 0; i < renames; ++i) Name(epci_, "piscine", absl::StrCat("Piscine ", i));

@@ -106,7 +106,7 @@ TEST(SupersededTest, PolicyChangesAreNeverSuperseded) {
   EXPECT_FALSE(Superseded(c, kA, &s, FrontierAt(1000)));
 }
 
-TEST(SupersededTest, DeletesStayWhileTheirRecordIsCollectedOrDeleted) {
+TEST(SupersededTest, DeletesStay) {
   const Change create = Register(kA, 100, 1, 0, "nom", "Piscine");
   const Change del = Write(kB, 200, 2);
   const RecordState deleted = Merged({create, del});
@@ -117,11 +117,12 @@ TEST(SupersededTest, DeletesStayWhileTheirRecordIsCollectedOrDeleted) {
   // the record out again).
   EXPECT_TRUE(Superseded(create, kA, nullptr, FrontierAt(1000)));
   EXPECT_FALSE(Superseded(del, kB, nullptr, FrontierAt(1000)));
-  // Created again in a later life, under the frontier: the delete is superseded too.
+  // Created again in a later life: the delete stays all the same (a record collected and
+  // created again counts its lives from 1 again: its state cannot tell them apart).
   const Change recreate = Register(kA, 300, 3, 0, "nom", "Centre aquatique");
   const RecordState again = Merged({create, del, recreate});
-  EXPECT_TRUE(Superseded(del, kB, &again, FrontierAt(1000)));
-  EXPECT_FALSE(Superseded(del, kB, &again, FrontierAt(299)));
+  EXPECT_FALSE(Superseded(del, kB, &again, FrontierAt(1000)));
+  EXPECT_TRUE(Superseded(create, kA, &again, FrontierAt(1000)));
   EXPECT_FALSE(Superseded(recreate, kA, &again, FrontierAt(1000)));
 }
 
@@ -180,6 +181,10 @@ TEST(SupersededTest, CounterTotalsGoOnceALaterTotalOfTheirOriginIsStable) {
   EXPECT_TRUE(Superseded(first, kB, &s, FrontierAt(1000)));
   EXPECT_FALSE(Superseded(first, kB, &s, FrontierAt(299)));
   EXPECT_FALSE(Superseded(second, kB, &s, FrontierAt(1000)));
+  // An origin with two epochs (restored from a backup) may count lower at a later stamp.
+  VersionVector two = FrontierAt(1000);
+  two[OriginKey{kB, 2}] = OriginPos{3, 1000, "", false};
+  EXPECT_FALSE(Superseded(first, kB, &s, two));
 }
 
 TEST(SupersededTest, AMissingFieldMeansTheRecordWasCollectedAndCreatedAgain) {
@@ -228,6 +233,20 @@ TEST(HollowTest, KeepsTheHeaderAndSignatureAndDecodes) {
   interco::replication::v1::Batch both = *b;
   both.set_hollow(true);
   EXPECT_TRUE(absl::IsDataLoss(DecodeBatch(both, hasher).status()));
+
+  // A batch whose signed header says it carries a policy change is never hollow.
+  Change policy;
+  policy.mutable_policy()->set_version(100);
+  policy.set_author("213105554");
+  p.carries_policy = true;
+  absl::StatusOr<interco::replication::v1::Batch> owner =
+      BuildBatch(p, {policy.SerializeAsString()}, hasher, nullptr, &header_hash);
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  EXPECT_TRUE(DecodeBatch(*owner, hasher).ok());
+  EXPECT_TRUE(absl::IsDataLoss(DecodeBatch(Hollow(*owner), hasher).status()));
+  BatchHeader h;
+  ASSERT_TRUE(h.ParseFromString(owner->header()));
+  EXPECT_FALSE(MayHollow(h, false, FrontierAt(1000), 1000));
 }
 
 }  // namespace

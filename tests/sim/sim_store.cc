@@ -342,6 +342,10 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     run = runs_.end();
   }
   params.run_index = run == runs_.end() ? 0 : static_cast<uint32_t>(run->second.batches);
+  for (const std::string& bytes : changes) {
+    Change c;
+    params.carries_policy |= c.ParseFromString(bytes) && c.has_policy();
+  }
   std::string header_hash;
   Batch batch =
       *replication::BuildBatch(params, std::move(changes), hasher_, nullptr, &header_hash);
