@@ -244,6 +244,23 @@ uint32_t SetFormatVersion(const std::string& dir, std::optional<uint32_t> versio
   return had;
 }
 
+TEST_F(RecordStoreTest, AFormatSixStoreMovesToSevenAtOpen) {
+  CreateCommunes();
+  store_.reset();
+  EXPECT_EQ(SetFormatVersion(dir_, 6), 7u);
+  RecordStoreOptions o;
+  o.path = dir_;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  auto reopened = RecordStore::Open(o);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_THAT(*(*reopened)->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
+  reopened->reset();
+  // Written durably at open: a node of format 6 would now refuse the store.
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 7u);
+  store_ = *RecordStore::Open(o);
+}
+
 TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {
   store_.reset();
   // Version 2: signatures without their signing time; version 3: no index of tombstones,
