@@ -188,7 +188,8 @@ class SimStore final : public replication::ReplicaStore {
   }
   // The journal retention's cut in force (Collection.journal_before; 0: none).
   uint64_t JournalBefore(const std::string& stream) { return journal_before_[stream]; }
-  // Every change of the stream's log, origin by origin in order.
+  // Every change of the stream's log, origin by origin in order (those of batches made
+  // hollow here included; a batch that arrived hollow has none).
   struct LoggedChange {
     replication::OriginKey key;
     uint64_t seq = 0;
@@ -310,6 +311,9 @@ class SimStore final : public replication::ReplicaStore {
   uint64_t replays_ = 0;
   uint64_t exclusion_collections_ = 0;
   uint64_t hollowed_batches_ = 0;
+  // The batches this store made hollow, as they were (LoggedChanges shows them whole).
+  std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t, interco::replication::v1::Batch>>>
+      hollowed_;
   uint64_t hollow_applied_ = 0;
   // Applies a batch whose place in its chain and authorization were checked.
   void ApplyChecked(const std::string& stream, const replication::DecodedBatch& batch);
