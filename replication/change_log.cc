@@ -274,6 +274,13 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
                                               "batch's greatest stamp ", h.max_hlc()));
     }
   }
+  // A batch marked as carrying a policy change carries one (batches written before the
+  // mark existed may carry one unmarked).
+  if (h.carries_policy() && !batch.hollow() &&
+      std::none_of(out.changes.begin(), out.changes.end(),
+                   [](const interco::replication::v1::Change& c) { return c.has_policy(); })) {
+    return absl::DataLossError("a batch marked as carrying a policy change carries none");
+  }
   out.raw = batch;
   out.header_hash = hasher.Sha256(batch.header());
   return out;

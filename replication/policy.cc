@@ -128,6 +128,14 @@ absl::Status AuthorizeBatch(const DecodedBatch& batch, const PolicyHistory& hist
   // The owner's chain is applied in order, so every node judges its policy changes
   // against the same versions: each must come after all before it.
   uint64_t last_version = history.current_version();
+  // Only the owner's batches carry policy changes, and say so (a writer's that claimed
+  // to could never be compacted).
+  if (h.carries_policy() && h.origin() != history.owner()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "origin ", origin, " sent a batch of registry ", h.stream(),
+        " marked as carrying a policy change, which only its owner ",
+        OriginToSiren(history.owner()), " makes"));
+  }
   for (const interco::replication::v1::Change& c : batch.changes) {
     if (!c.has_policy()) {
       records = true;

@@ -21,6 +21,12 @@
 #include "replication/compaction.h"
 
 namespace interco::node {
+namespace {
+
+// A pass whose commit group failed is run again this many times at most.
+constexpr int kCompactionRetriesMax = 3;
+
+}  // namespace
 
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
@@ -47,11 +53,15 @@ void RecordStore::ContinueCompaction(const Op& op) {
     if (stopping_) return;  // the next start's first collection starts it again
   }
   std::string from = op.compact_next;
+  int retries = 0;
   if (!op.status.ok()) {
-    // Its group could not commit (full, or broken by another op): the same pass again.
-    // Otherwise (a registry being rebuilt, a log that does not parse) it waits for the
+    // The pass went through but its group could not commit (full, or broken by another
+    // op): the same pass again, a few times. Otherwise (a registry being rebuilt, a log
+    // that does not parse or cannot be read, a disk that keeps failing) it waits for the
     // next collection.
-    if (!absl::IsUnavailable(op.status) || Replaying(op.registry)) {
+    retries = op.compact_retries + 1;
+    if (!op.compact_staged || !absl::IsUnavailable(op.status) || Replaying(op.registry) ||
+        retries > kCompactionRetriesMax) {
       log::Error(absl::StrCat("compacting the change log of registry ", op.registry, ": ",
                               op.status.ToString()));
       compacting_.erase(op.registry);
@@ -70,6 +80,7 @@ void RecordStore::ContinueCompaction(const Op& op) {
   next->type = Op::Type::kCompact;
   next->registry = op.registry;
   next->compact_from = std::move(from);
+  next->compact_retries = retries;
   next->done = [](Op&) {};
   Enqueue(std::move(next));
 }
@@ -131,6 +142,7 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
     hollowed.emplace_back(std::string(ToView(it->key())), std::move(bytes));
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
+  op.compact_staged = true;
   if (hollowed.empty()) return absl::OkStatus();
   for (const auto& [key, bytes] : hollowed) {
     g.batch.Put(db_->handle(Cf::kLog), ToSlice(key), ToSlice(bytes));

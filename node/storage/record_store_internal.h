@@ -88,6 +88,10 @@ struct RecordStore::Op {
   // pass starts (empty: the log was looked through).
   std::string compact_from;
   std::string compact_next;
+  // The pass went through (its effect staged), and how many times it was run again after
+  // its group failed to commit.
+  bool compact_staged = false;
+  int compact_retries = 0;
 
   absl::Status status;
   interco::v1::Record record;

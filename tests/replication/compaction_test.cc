@@ -247,6 +247,11 @@ TEST(HollowTest, KeepsTheHeaderAndSignatureAndDecodes) {
   BatchHeader h;
   ASSERT_TRUE(h.ParseFromString(owner->header()));
   EXPECT_FALSE(MayHollow(h, false, FrontierAt(1000), 1000));
+  // ...and a batch so marked carries one.
+  absl::StatusOr<interco::replication::v1::Batch> lying = BuildBatch(
+      p, {Register(kA, 100, 1, 0, "nom", "x").SerializeAsString()}, hasher, nullptr, &header_hash);
+  ASSERT_TRUE(lying.ok());
+  EXPECT_TRUE(absl::IsDataLoss(DecodeBatch(*lying, hasher).status()));
 }
 
 }  // namespace

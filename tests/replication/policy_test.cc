@@ -119,6 +119,17 @@ TEST(AuthorizeBatchTest, AWriterIsJudgedByThePolicyVersionItWroteUnder) {
   EXPECT_TRUE(AuthorizeBatch(Batch(kOwnerOrigin, 0, 300, {RecordChange()}), h).ok());
 }
 
+TEST(AuthorizeBatchTest, OnlyTheOwnersBatchesAreMarkedAsCarryingAPolicyChange) {
+  PolicyHistory h(Compiled(Writers({kBourg})));
+  DecodedBatch marked = Batch(kBourgOrigin, 0, 150, {RecordChange()});
+  marked.header.set_carries_policy(true);  // it could then never be compacted
+  const absl::Status s = AuthorizeBatch(marked, h);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  DecodedBatch owners = Batch(kOwnerOrigin, 0, 150, {PolicyChangeOf(Writers({kViriat}), 120)});
+  owners.header.set_carries_policy(true);
+  EXPECT_TRUE(AuthorizeBatch(owners, h).ok());
+}
+
 TEST(AuthorizeBatchTest, AVersionNotYetAppliedHereHoldsTheBatchBack) {
   PolicyHistory h(Compiled(Policy()));
   const absl::Status s = AuthorizeBatch(Batch(kBourgOrigin, 100, 150, {RecordChange()}), h);
