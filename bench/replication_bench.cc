@@ -642,43 +642,12 @@ void CollectBench() {
               static_cast<long long>(before), static_cast<long long>(after));
 }
 
-// Applies to `to` every batch of `from`'s log of "bench" that `to` lacks, as a peer sends
-// them (the owner's collection waits for what it requires: origins go round until nothing
-// moves). Returns the bytes of the batches applied, or -1 on an error.
+// The bytes of the batches of "bench" `from`'s log holds and `to` lacks, applied to `to`
+// as a peer sends them; -1 on an error.
 int64_t CatchUpFromLog(interco::node::RecordStore& from, interco::node::RecordStore& to) {
-  interco::node::Sha256Hasher hasher;
-  int64_t bytes = 0;
-  for (bool progress = true; progress;) {
-    progress = false;
-    absl::StatusOr<interco::replication::VersionVector> source = from.Position("bench");
-    if (!source.ok()) return -1;
-    for (const auto& [key, pos] : *source) {
-      for (;;) {
-        const uint64_t held = (*to.Position("bench"))[key].seq;
-        if (held >= pos.seq) break;
-        auto batches = from.ReadBatches("bench", key, held, 256);
-        if (!batches.ok() || batches->empty()) return -1;
-        bool waiting = false;
-        for (const auto& b : *batches) {
-          auto decoded = interco::replication::DecodeBatch(b, hasher);
-          if (!decoded.ok()) return -1;
-          absl::Status s = to.ApplyRemoteBatch("bench", *decoded);
-          if (absl::IsUnavailable(s)) {
-            waiting = true;
-            break;
-          }
-          if (!s.ok()) {
-            std::fprintf(stderr, "catch-up from the log: %s\n", s.ToString().c_str());
-            return -1;
-          }
-          bytes += static_cast<int64_t>(b.ByteSizeLong());
-          progress = true;
-        }
-        if (waiting) break;
-      }
-    }
-  }
-  return bytes;
+  absl::StatusOr<int64_t> bytes = interco::testing::CarryAllBatches(from, to, "bench");
+  if (!bytes.ok()) std::fprintf(stderr, "catch-up from the log: %s\n", bytes.status().ToString().c_str());
+  return bytes.ok() ? *bytes : -1;
 }
 
 // A log of records each written 4 times (a create and three renames), then the owner's

@@ -127,4 +127,18 @@ bool Superseded(const Change& change, uint32_t origin, const RecordState* state,
   return true;
 }
 
+absl::StatusOr<bool> AllSuperseded(const interco::replication::v1::Batch& batch, uint32_t origin,
+                                   const VersionVector& frontier, const RecordStateOf& state_of) {
+  for (const std::string& bytes : batch.changes()) {
+    Change c;
+    if (!c.ParseFromString(bytes)) return absl::DataLossError("a change of a log batch does not parse");
+    ExpandChange(c, origin);
+    if (c.has_policy()) return false;
+    absl::StatusOr<const RecordState*> state = state_of(c.key());
+    if (!state.ok()) return state.status();
+    if (!Superseded(c, origin, *state, frontier)) return false;
+  }
+  return true;
+}
+
 }  // namespace interco::replication

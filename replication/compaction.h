@@ -31,7 +31,10 @@
 #define INTERCO_REPLICATION_COMPACTION_H_
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
+#include "absl/status/statusor.h"
 #include "interco/replication/v1/state.pb.h"
 #include "replication/version_vector.h"
 
@@ -54,6 +57,17 @@ bool MayHollow(const interco::replication::v1::BatchHeader& header, bool hollow,
 bool Superseded(const interco::replication::v1::Change& change, uint32_t origin,
                 const interco::replication::v1::RecordState* state,
                 const VersionVector& frontier);
+
+// A store's current state of a record (nullptr: none, the record was collected), valid
+// until the next call.
+using RecordStateOf =
+    std::function<absl::StatusOr<const interco::replication::v1::RecordState*>(const std::string& key)>;
+
+// Whether every change of a log batch of `origin` is Superseded in the states `state_of`
+// gives (read for record changes only, in order, until one is not). DATA_LOSS for a
+// change that does not parse; `state_of`'s error.
+absl::StatusOr<bool> AllSuperseded(const interco::replication::v1::Batch& batch, uint32_t origin,
+                                   const VersionVector& frontier, const RecordStateOf& state_of);
 
 }  // namespace interco::replication
 

@@ -30,7 +30,6 @@ constexpr int kCompactionRetriesMax = 3;
 
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
-using interco::replication::v1::Change;
 using interco::replication::v1::RecordState;
 
 void RecordStore::ScheduleCompaction(const std::string& registry) {
@@ -99,6 +98,13 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   // Staged only once the whole pass went through: a batch that does not parse fails the
   // pass, not its commit group.
   std::vector<std::pair<std::string, std::string>> hollowed;
+  RecordState state;
+  const replication::RecordStateOf state_of =
+      [&](const std::string& id) -> absl::StatusOr<const RecordState*> {
+    INTERCO_ASSIGN_OR_RETURN(state, StagedState(g, keys::Record(op.registry, id)));
+    // No state at all: the record was collected.
+    return state.causal_length() == 0 && state.fields_size() == 0 ? nullptr : &state;
+  };
   uint64_t dropped_bytes = 0;
   size_t examined = 0;
   size_t changes = 0;
@@ -117,26 +123,12 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
     }
     if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
     changes += static_cast<size_t>(batch.changes_size());
-    bool superseded = true;
-    for (const std::string& bytes : batch.changes()) {
-      Change c;
-      if (!c.ParseFromString(bytes)) {
-        return absl::DataLossError(
-            absl::StrCat("a change of a log batch of ", op.registry, " does not parse"));
-      }
-      replication::ExpandChange(c, h.origin());
-      RecordState state;
-      if (!c.has_policy()) {
-        INTERCO_ASSIGN_OR_RETURN(state, StagedState(g, keys::Record(op.registry, c.key())));
-      }
-      // No state at all: the record was collected.
-      const bool collected = state.causal_length() == 0 && state.fields_size() == 0;
-      if (!replication::Superseded(c, h.origin(), collected ? nullptr : &state, frontier)) {
-        superseded = false;
-        break;
-      }
+    absl::StatusOr<bool> superseded = replication::AllSuperseded(batch, h.origin(), frontier, state_of);
+    if (!superseded.ok()) {
+      return absl::Status(superseded.status().code(),
+                          absl::StrCat("registry ", op.registry, ": ", superseded.status().message()));
     }
-    if (!superseded) continue;
+    if (!*superseded) continue;
     std::string bytes = replication::Hollow(batch).SerializeAsString();
     dropped_bytes += it->value().size() - bytes.size();
     hollowed.emplace_back(std::string(ToView(it->key())), std::move(bytes));

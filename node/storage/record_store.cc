@@ -55,6 +55,7 @@ using replication::RecordState;
 // collection would then miss here and not elsewhere).
 // 5: the fingerprints family (added to a version-4 store at open).
 // 6: the removals family (a version-5 store gets it from its change log at open).
+// 7: hollow batches in the change log (a version-6 store is marked 7 at open).
 constexpr uint32_t kFormatVersion = 7;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;

@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "node/crypto/sha256.h"
 #include "node/storage/record_store.h"
 #include "replication/base/limits.h"
 #include "replication/change_log.h"
@@ -81,31 +80,8 @@ class CompactionStoreTest : public ::testing::Test {
     ASSERT_TRUE(n.store->Write(kLieux, id, w, n.admin()).ok()) << id;
   }
 
-  // Applies every batch `from` holds and `to` lacks as a peer sends them (hollow ones
-  // included), the owner's chain first, each origin as far as it goes, again while that
-  // moves something (a collection waits for what it requires); the first error.
   absl::Status CarryAll(Node& from, Node& to) {
-    Sha256Hasher hasher;
-    for (bool progress = true; progress;) {
-      progress = false;
-      absl::StatusOr<replication::VersionVector> held = from.store->Position(kLieux);
-      if (!held.ok()) return held.status();
-      for (const auto& [key, pos] : *held) {
-        absl::StatusOr<replication::VersionVector> position = to.store->Position(kLieux);
-        if (!position.ok()) return position.status();
-        auto batches = from.store->ReadBatches(kLieux, key, (*position)[key].seq, 1000);
-        if (!batches.ok()) return batches.status();
-        for (const Batch& b : *batches) {
-          auto decoded = replication::DecodeBatch(b, hasher);
-          if (!decoded.ok()) return decoded.status();
-          absl::Status s = to.store->ApplyRemoteBatch(kLieux, *decoded);
-          if (absl::IsUnavailable(s)) break;  // later, once what it waits for is there
-          if (!s.ok()) return s;
-          progress = true;
-        }
-      }
-    }
-    return absl::OkStatus();
+    return testing::CarryAllBatches(*from.store, *to.store, kLieux).status();
   }
 
   // Sequence numbers held per origin epoch.

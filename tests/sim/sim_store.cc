@@ -315,12 +315,12 @@ std::vector<std::pair<std::string, RecordState>> SimStore::Commit(
     deltas.emplace_back(w.key, std::move((*plan)->delta));
     max_hlc = stamp.hlc;
   }
-  if (!changes.empty()) AppendOwn(stream, std::move(changes), max_hlc);
+  if (!changes.empty()) AppendOwn(stream, std::move(changes), max_hlc, /*carries_policy=*/false);
   return deltas;
 }
 
 void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> changes,
-                         uint64_t max_hlc) {
+                         uint64_t max_hlc, bool carries_policy) {
   const OriginKey key{origin_, OriginEpoch(stream)};
   const replication::VersionVector before = position_[stream];
   replication::OriginPos& pos = position_[stream][key];
@@ -342,10 +342,7 @@ void SimStore::AppendOwn(const std::string& stream, std::vector<std::string> cha
     run = runs_.end();
   }
   params.run_index = run == runs_.end() ? 0 : static_cast<uint32_t>(run->second.batches);
-  for (const std::string& bytes : changes) {
-    Change c;
-    params.carries_policy |= c.ParseFromString(bytes) && c.has_policy();
-  }
+  params.carries_policy = carries_policy;
   std::string header_hash;
   Batch batch =
       *replication::BuildBatch(params, std::move(changes), hasher_, nullptr, &header_hash);
@@ -528,7 +525,7 @@ absl::StatusOr<bool> SimStore::Collect(const std::string& stream,
   }
   if (journals || compaction) collection.set_journal_before(plan.journal_before);
   c.set_author(absl::StrCat(origin_, "/sim-collector"));
-  AppendOwn(stream, {c.SerializeAsString()}, version);
+  AppendOwn(stream, {c.SerializeAsString()}, version, /*carries_policy=*/true);
   SignTail(stream);  // nothing else comes with it: signed at once, as an idle tail is
   history->second.Add(version, history->second.Current());
   CollectAt(stream, replication::FromDots(collection.frontier()), collection.journal_before());
@@ -550,20 +547,14 @@ void SimStore::Compact(const std::string& stream) {
       BatchHeader h;
       INTERCO_CHECK(h.ParseFromString(batch.header()));
       if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
-      bool superseded = true;
-      for (const std::string& bytes : batch.changes()) {
-        Change c;
-        INTERCO_CHECK(c.ParseFromString(bytes));
-        replication::ExpandChange(c, key.origin);
-        auto record = records.find(c.key());
-        if (!replication::Superseded(c, key.origin,
-                                     record == records.end() ? nullptr : &record->second,
-                                     frontier)) {
-          superseded = false;
-          break;
-        }
-      }
-      if (!superseded) continue;
+      const absl::StatusOr<bool> superseded = replication::AllSuperseded(
+          batch, key.origin, frontier,
+          [&](const std::string& id) -> absl::StatusOr<const RecordState*> {
+            auto record = records.find(id);
+            return record == records.end() ? nullptr : &record->second;
+          });
+      INTERCO_CHECK(superseded.ok());
+      if (!*superseded) continue;
       hollowed_[stream][key][first] = batch;  // for the checker's view of the history
       batch = replication::Hollow(batch);
       hollowed_batches_++;
@@ -700,7 +691,7 @@ uint64_t SimStore::SetPolicy(const std::string& stream, const interco::v1::Polic
   c.mutable_policy()->set_version(version);
   c.set_author(absl::StrCat(origin_, "/sim-admin"));
   // The batch is judged under the version before the change.
-  AppendOwn(stream, {c.SerializeAsString()}, version);
+  AppendOwn(stream, {c.SerializeAsString()}, version, /*carries_policy=*/true);
   history.Add(version, *replication::RegistryPolicy::Compile(
                            replication::OriginToSiren(origin_), policy));
   policy_in_force_[stream] = policy;

@@ -291,7 +291,9 @@ class SimStore final : public replication::ReplicaStore {
                      const replication::RecordState& delta,
                      const std::function<bool(replication::Stamp)>& received);
   // Appends a batch of this node's own changes to the stream's log.
-  void AppendOwn(const std::string& stream, std::vector<std::string> changes, uint64_t max_hlc);
+  // `carries_policy`: the changes are policy changes (BatchHeader.carries_policy).
+  void AppendOwn(const std::string& stream, std::vector<std::string> changes, uint64_t max_hlc,
+                 bool carries_policy);
   // Per stream, the unsigned run at the end of our own chain: its length, its policy
   // version and the first sequence number of its tail.
   struct Run {

@@ -60,6 +60,40 @@ absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
   }
   return absl::OkStatus();
 }
+absl::StatusOr<int64_t> CarryAllBatches(node::RecordStore& from, node::RecordStore& to,
+                                        const std::string& registry) {
+  node::Sha256Hasher hasher;
+  int64_t bytes = 0;
+  for (bool progress = true; progress;) {
+    progress = false;
+    absl::StatusOr<replication::VersionVector> held = from.Position(registry);
+    if (!held.ok()) return held.status();
+    for (const auto& [key, pos] : *held) {
+      for (bool waiting = false; !waiting;) {
+        absl::StatusOr<replication::VersionVector> position = to.Position(registry);
+        if (!position.ok()) return position.status();
+        if ((*position)[key].seq >= pos.seq) break;
+        auto batches = from.ReadBatches(registry, key, (*position)[key].seq, 256);
+        if (!batches.ok()) return batches.status();
+        if (batches->empty()) return absl::DataLossError("the log cannot serve what it holds");
+        for (const auto& b : *batches) {
+          auto decoded = replication::DecodeBatch(b, hasher);
+          if (!decoded.ok()) return decoded.status();
+          absl::Status s = to.ApplyRemoteBatch(registry, *decoded);
+          if (absl::IsUnavailable(s)) {
+            waiting = true;  // later, once what it waits for is there
+            break;
+          }
+          if (!s.ok()) return s;
+          bytes += static_cast<int64_t>(b.ByteSizeLong());
+          progress = true;
+        }
+      }
+    }
+  }
+  return bytes;
+}
+
 namespace {
 
 std::vector<std::string>& DirsToRemove() {
