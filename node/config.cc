@@ -72,6 +72,7 @@ void ApplyDefaults(NodeConfig& c) {
   if (c.journal_retention_seconds() == 0) c.set_journal_retention_seconds(30 * 24 * 3600);
   if (c.member_retention_seconds() == 0) c.set_member_retention_seconds(30 * 24 * 3600);
   if (c.compaction_changes() == 0) c.set_compaction_changes(1024);
+  if (c.digest_interval_seconds() == 0) c.set_digest_interval_seconds(60);
 }
 
 TlsFiles TlsFilesOf(const NodeConfig& c) {

@@ -51,6 +51,12 @@ ABSL_FLAG(uint32_t, member_retention_seconds, 0,
 ABSL_FLAG(uint32_t, compaction_changes, 0,
           "Changes the stable frontier of an owned registry must pass before a collection "
           "for the compaction of the change log alone (default 1024)");
+ABSL_FLAG(uint32_t, digest_interval_seconds, 0,
+          "How often, at most, a peer holding the same changes of a registry is sent a digest "
+          "of its state (default 60)");
+ABSL_FLAG(bool, auto_repair, false,
+          "Repair a registry from a peer whose digest shows another state at the same "
+          "position (otherwise the divergence is only logged and counted)");
 ABSL_FLAG(bool, check, false, "Check the store's consistency offline, then exit");
 ABSL_FLAG(bool, new_epoch, false,
           "After restoring a copy of the store: start a new origin epoch offline, then exit");
@@ -95,6 +101,10 @@ absl::StatusOr<NodeConfig> BuildConfig() {
   if (const uint32_t s = absl::GetFlag(FLAGS_member_retention_seconds); s > 0) {
     config.set_member_retention_seconds(s);
   }
+  if (const uint32_t s = absl::GetFlag(FLAGS_digest_interval_seconds); s > 0) {
+    config.set_digest_interval_seconds(s);
+  }
+  if (absl::GetFlag(FLAGS_auto_repair)) config.set_auto_repair(true);
   for (const std::string& p : absl::GetFlag(FLAGS_peers)) {
     const size_t at = p.find('@');
     if (at == std::string::npos) {

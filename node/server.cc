@@ -85,6 +85,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
     po.member_retention_ms = int64_t{config.member_retention_seconds()} * 1000;
     po.compaction_changes = config.compaction_changes();
     po.compress = config.peer_compression() == "gzip";
+    po.digest_interval_ms = int64_t{config.digest_interval_seconds()} * 1000;
+    po.auto_repair = config.auto_repair();
     absl::StatusOr<std::unique_ptr<PeerManager>> peers =
         PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_);
     if (!peers.ok()) return peers.status();

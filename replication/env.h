@@ -122,6 +122,14 @@ struct CollectionPlan {
   uint64_t compaction_changes = 0;
 };
 
+// A stream's state at one committed position (ReplicaStore::Digest).
+struct StateDigest {
+  VersionVector position;
+  // Sum mod 2^64 of the live records' digests (replication/repair.h), and their count.
+  uint64_t live_sum = 0;
+  uint64_t live_records = 0;
+};
+
 // The replicated state of a node, as the engine needs it.
 class ReplicaStore {
  public:
@@ -187,6 +195,18 @@ class ReplicaStore {
     const uint32_t owner = OwnerOf(stream);
     return owner == 0 ? std::vector<uint32_t>{} : std::vector<uint32_t>{owner};
   }
+  // The stream's position and the digest sum and count of its live records, read from one
+  // committed state, for divergence checks (docs/REPLICATION.md). UNAVAILABLE while the
+  // state is not one that its position gives (a replay under way). Default: UNIMPLEMENTED
+  // (no checks).
+  virtual absl::StatusOr<StateDigest> Digest(const std::string& /*stream*/) {
+    return absl::UnimplementedError("no digests");
+  }
+  // `peer`'s digest of `stream` showed the same position as this node's and another
+  // state: one of the copies went wrong outside the change logs (a store damaged or put
+  // back, values merged by a repair, changes hidden by a relay). Must not block.
+  // Default: nothing.
+  virtual void OnDiverged(uint32_t /*peer*/, const std::string& /*stream*/) {}
   // A batch of `stream` from `peer` was refused: malformed (`header` may then be null),
   // not verified, of a frozen origin, or proof of a fork. For the audit log; must not
   // block. Default: nothing.

@@ -54,6 +54,23 @@ uint64_t FingerprintDigest(Hasher& hasher, std::string_view id, std::string_view
   return BigEndian64(hasher.Sha256(input));
 }
 
+std::string PositionDigest(const VersionVector& position, Hasher& hasher) {
+  std::string input;
+  input.reserve(position.size() * 16);
+  auto put = [&input](uint64_t v, int bytes) {
+    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
+      input.push_back(static_cast<char>(v >> shift));
+    }
+  };
+  for (const auto& [key, pos] : position) {
+    if (pos.seq == 0) continue;
+    put(key.origin, 4);
+    put(key.epoch, 4);
+    put(pos.seq, 8);
+  }
+  return hasher.Sha256(input);
+}
+
 FingerprintTree::FingerprintTree(const std::map<uint32_t, uint64_t>& buckets) {
   levels_[kFingerprintDepth].assign(kFingerprintBuckets, 0);
   for (const auto& [bucket, sum] : buckets) {

@@ -10,6 +10,7 @@
 #include "replication/frame_codec.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
+#include "replication/repair.h"
 
 namespace interco::replication {
 namespace {
@@ -173,7 +174,50 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   if (status) {
     UpdateTree();
     NoteLags(peer_id, peer);
+    for (const auto& digest : ack.digests()) CheckDigest(peer_id, peer, digest);
   }
+}
+
+void Replicator::AddDigest(uint32_t peer_id, Peer& peer, const std::string& stream, int64_t now,
+                           Ack& ack) {
+  if (options_.digest_interval_ms <= 0 || !store_.MayRead(stream, peer_id)) return;
+  auto sent = peer.digest_sent.find(stream);
+  if (sent != peer.digest_sent.end() && now - sent->second < options_.digest_interval_ms) return;
+  // Only when the peer is known to hold exactly what we hold: otherwise the states differ
+  // by what one of us has yet to receive, and the digest tells nothing.
+  auto known = peer.known.find(stream);
+  if (known == peer.known.end()) return;
+  absl::StatusOr<StateDigest> digest = store_.Digest(stream);
+  if (!digest.ok()) return;
+  auto held = [](const VersionVector& vv) {
+    std::map<OriginKey, uint64_t> out;
+    for (const auto& [key, pos] : vv) {
+      if (pos.seq > 0) out[key] = pos.seq;
+    }
+    return out;
+  };
+  if (held(digest->position) != held(known->second)) return;
+  interco::replication::v1::StreamDigest& out = *ack.add_digests();
+  out.set_stream(stream);
+  out.set_position(PositionDigest(digest->position, hasher_));
+  out.set_live_sum(digest->live_sum);
+  out.set_live_records(digest->live_records);
+}
+
+void Replicator::CheckDigest(uint32_t peer_id, Peer& peer,
+                             const interco::replication::v1::StreamDigest& theirs) {
+  if (!Replicates(theirs.stream())) return;
+  absl::StatusOr<StateDigest> ours = store_.Digest(theirs.stream());
+  // At another position the states may differ by what one side has yet to receive.
+  if (!ours.ok() || PositionDigest(ours->position, hasher_) != theirs.position()) return;
+  if (ours->live_sum == theirs.live_sum() && ours->live_records == theirs.live_records()) {
+    peer.stats.digests_matched++;
+    peer.stats.diverged.erase(theirs.stream());
+    return;
+  }
+  peer.stats.divergences++;
+  peer.stats.diverged.insert(theirs.stream());
+  store_.OnDiverged(peer_id, theirs.stream());
 }
 
 void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::Certificates& certs) {
@@ -711,6 +755,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
                        reports);
       reports.set_stream(stream);
       WriteReport(options_.self, Epoch(stream), *vv, *reports.add_members());
+      AddDigest(peer_id, peer, stream, now, *ack);
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
     for (const auto& [stream, vv] : out.acks) {
@@ -745,6 +790,8 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
   if (out.status && peer.hello_received) {
     peer.last_status_ms = now;
     for (const auto& reports : m.ack().reports()) peer.reports_sent[reports.stream()] = reports_version;
+    for (const auto& digest : m.ack().digests()) peer.digest_sent[digest.stream()] = now;
+    peer.stats.digests_sent += static_cast<uint64_t>(m.ack().digests_size());
   }
   out = Outbox();
   return true;

@@ -85,6 +85,11 @@ struct ReplicatorOptions {
   // the last collection's and the journal retention moved the journals' cut (so only
   // with a journal retention). 0: never for that alone. Default: 1024.
   uint64_t compaction_changes = 1024;
+  // How often, at most, a peer is sent a digest of a stream's state (with a status), when
+  // it is known to hold exactly what this node holds of it; a peer whose own state
+  // differs at that position reports a divergence (ReplicaStore::OnDiverged). 0: never.
+  // Default: 60 s.
+  int64_t digest_interval_ms = 60000;
 };
 
 // What the engine says about one peer.
@@ -131,6 +136,13 @@ struct PeerStats {
   // The peer relayed a batch whose signature does not verify (altered on the way): it is
   // never taken as uplink again while this engine runs.
   bool suspect = false;
+  // Divergence checks: digests sent to the peer; digests from it at our own position,
+  // that matched our state and that did not; the streams whose latest such digest did
+  // not (until one matches).
+  uint64_t digests_sent = 0;
+  uint64_t digests_matched = 0;
+  uint64_t divergences = 0;
+  std::set<std::string> diverged;
 };
 
 // A node's place in one stream's broadcast tree (interco.replication.v1.TreePosition).
@@ -244,6 +256,8 @@ class Replicator {
     // Per stream, Stability::version() at the last status that carried its reports: the
     // reports that grew since go next (all of them for a stream not sent yet).
     std::map<std::string, uint64_t> reports_sent;
+    // Per stream, when a digest of it was last sent this session.
+    std::map<std::string, int64_t> digest_sent;
     PeerStats stats;
   };
 
@@ -289,6 +303,13 @@ class Replicator {
   // False if the Hello is refused (another protocol version or node).
   bool HandleHello(uint32_t peer_id, Peer& peer, const interco::replication::v1::Hello& hello);
   void HandleAck(uint32_t peer_id, Peer& peer, const interco::replication::v1::Ack& ack);
+  // Divergence checks. Adds to a status our digest of `stream` if one is due to the peer
+  // and the peer is known to hold exactly what we hold of it.
+  void AddDigest(uint32_t peer_id, Peer& peer, const std::string& stream, int64_t now,
+                 interco::replication::v1::Ack& ack);
+  // A peer's digest: compared with ours if we are at the same position.
+  void CheckDigest(uint32_t peer_id, Peer& peer,
+                   const interco::replication::v1::StreamDigest& theirs);
   // A frame: one run of an origin's batches, believed once its last (signed) batch
   // verifies, then taken batch by batch. True if something of it was applied.
   bool HandleBatch(uint32_t peer_id, Peer& peer,

@@ -305,6 +305,17 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
                     absl::StrCat(p.quarantined() + p.policy_waits())});
     }
     peers.Print(std::cout);
+    for (const auto& p : info.peers()) {
+      if (p.diverged_registries_size() == 0) continue;
+      std::cout << "\nWARNING: peer " << p.authority()
+                << " holds the same changes and another state of "
+                << absl::StrJoin(p.diverged_registries(), ", ")
+                << (p.auto_repairs() > 0
+                        ? absl::StrCat(" (", p.auto_repairs(), " repairs from it started here)")
+                        : std::string(" (run `interco repair REGISTRY --peer ") +
+                              p.authority() + "` on both nodes)")
+                << "\n";
+    }
   }
   if (info.trees_size() > 0) {
     std::cout << "\n";

@@ -72,7 +72,12 @@ class PeerManager::Session {
 // The engine's view of storage.
 class PeerManager::StoreAdapter final : public replication::ReplicaStore {
  public:
-  explicit StoreAdapter(RecordStore& store) : store_(store) {}
+  StoreAdapter(RecordStore& store, std::function<void(uint32_t, const std::string&)> on_diverged)
+      : store_(store), on_diverged_(std::move(on_diverged)) {}
+  absl::StatusOr<replication::StateDigest> Digest(const std::string& stream) override {
+    return store_.Digest(stream);
+  }
+  void OnDiverged(uint32_t peer, const std::string& stream) override { on_diverged_(peer, stream); }
   std::vector<std::string> Streams() override { return store_.RegistryIds(); }
   absl::StatusOr<replication::VersionVector> Position(const std::string& stream) override {
     return store_.Position(stream);
@@ -175,6 +180,7 @@ class PeerManager::StoreAdapter final : public replication::ReplicaStore {
     uint64_t suppressed = 0;
   };
   RecordStore& store_;
+  std::function<void(uint32_t, const std::string&)> on_diverged_;
   std::map<uint32_t, Limiter> limiters_;
 };
 
@@ -266,7 +272,9 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
                                                                 CertificateStore& certificates) {
   if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) return s;
   auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock, certificates));
-  m->store_adapter_ = std::make_unique<StoreAdapter>(store);
+  PeerManager* self = m.get();
+  m->store_adapter_ = std::make_unique<StoreAdapter>(
+      store, [self](uint32_t peer, const std::string& registry) { self->OnDiverged(peer, registry); });
   m->transport_ = std::make_unique<EngineTransport>(*m);
   replication::ReplicatorOptions ro;
   ro.self = m->self_;
@@ -276,6 +284,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   ro.journal_retention_ms = options.journal_retention_ms;
   ro.member_retention_ms = options.member_retention_ms;
   ro.compaction_changes = options.compaction_changes;
+  ro.digest_interval_ms = options.digest_interval_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
                                                          *m->store_adapter_, m->hasher_, certificates);
   m->service_ = std::make_unique<Service>(*m);
@@ -370,6 +379,33 @@ void PeerManager::RepairAsync(std::string registry, std::string peer,
     }
   }
   done(absl::UnavailableError("the node is shutting down"));
+}
+
+void PeerManager::OnDiverged(uint32_t peer, const std::string& registry) {
+  const std::string siren = replication::OriginToSiren(peer);
+  if (!options_.auto_repair || !IsConfiguredPeer(peer)) {
+    log::Warning(absl::StrCat("registry ", registry, ": peer ", siren,
+                              " holds the same changes and another state (a copy went wrong "
+                              "outside the change logs); run `interco repair ", registry,
+                              " --peer ", siren, "` on both nodes"));
+    return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (!auto_repairs_pending_.insert({registry, peer}).second) return;  // one at a time
+    auto_repairs_[peer]++;
+  }
+  log::Warning(absl::StrCat("registry ", registry, ": peer ", siren,
+                            " holds the same changes and another state; repairing from it"));
+  replication::Principal caller;
+  caller.federation = options_.federation;
+  caller.siren = options_.authority;
+  RepairAsync(registry, siren, std::move(caller), /*dry_run=*/false,
+              [this, registry, peer](const absl::StatusOr<interco::v1::RepairReport>&) {
+                // Logged by the repair loop; the next digest tells whether it worked.
+                absl::MutexLock l(&mu_);
+                auto_repairs_pending_.erase({registry, peer});
+              });
 }
 
 void PeerManager::RepairLoop() {
@@ -666,6 +702,15 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_grafts(st.grafts);
       s.set_prunes(st.prunes);
       s.set_suspect(st.suspect);
+      s.set_digests_sent(st.digests_sent);
+      s.set_digests_matched(st.digests_matched);
+      s.set_divergences(st.divergences);
+      for (const std::string& r : st.diverged) s.add_diverged_registries(r);
+    }
+    {
+      absl::MutexLock l(&mu_);
+      auto n = auto_repairs_.find(replication::SirenToOrigin(p.authority()).value_or(0));
+      if (n != auto_repairs_.end()) s.set_auto_repairs(n->second);
     }
     out.push_back(std::move(s));
   }

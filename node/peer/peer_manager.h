@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,11 @@ struct PeerManagerOptions {
   uint64_t compaction_changes = 1024;
   // Whether peer messages are gzip-compressed (sent so, and asked so of the peer).
   bool compress = true;
+  // ReplicatorOptions::digest_interval_ms.
+  int64_t digest_interval_ms = 60000;
+  // Repair a registry from a peer whose digest shows another state at the same position
+  // (docs/REPLICATION.md, "Divergence checks"); otherwise only log and count it.
+  bool auto_repair = false;
 };
 
 class PeerManager {
@@ -147,6 +153,12 @@ class PeerManager {
     RepairCallback done;
   };
   std::deque<RepairJob> repairs_ ABSL_GUARDED_BY(mu_);
+  // Engine thread: a peer's digest showed another state of `registry` at our position.
+  void OnDiverged(uint32_t peer, const std::string& registry);
+  // Repairs started after a divergence: queued or running (registry, peer), one at a
+  // time each; and how many were started per peer.
+  std::set<std::pair<std::string, uint32_t>> auto_repairs_pending_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, uint64_t> auto_repairs_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> repairs_cancelled_{false};
   std::thread repair_thread_;
 

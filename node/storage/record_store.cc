@@ -56,7 +56,7 @@ using replication::RecordState;
 // 5: the fingerprints family (added to a version-4 store at open).
 // 6: the removals family (a version-5 store gets it from its change log at open).
 // 7: hollow batches in the change log (a version-6 store is marked 7 at open).
-constexpr uint32_t kFormatVersion = 7;
+constexpr uint32_t kFormatVersion = 8;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -326,16 +326,20 @@ absl::Status RecordStore::Load() {
     }
     if (meta.format_version() == 6) {
       // ...and version 6 knows no hollow batches: nothing to add, but a node of that
-      // version must not open the store once its log holds some.
+      // version must not open the store once its log holds some...
       meta.set_format_version(7);
       rocksdb::WriteBatch wb;
       wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
       INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
     }
+    if (meta.format_version() == 7) {
+      // ...and version 7 the sum of each registry's live digests, which its buckets give.
+      INTERCO_RETURN_IF_ERROR(AddLiveSums(meta));
+    }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the store has format version ", meta.format_version(), "; this node reads versions 4, "
-          "5 and 6 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
+          "the store has format version ", meta.format_version(), "; this node reads versions 4 "
+          "to 7 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
           "tombstones, version 2 predates signing times in signatures, version 1 signatures "
           "per run; there is no migration from those: start from an empty store and let the "
           "partners send it everything)"));
@@ -1291,8 +1295,11 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
   if (was_live || is_live) {
     uint64_t& sum =
         g.fingerprints[keys::Fingerprint(registry, replication::FingerprintBucket(hasher_, id))];
-    if (was_live) sum -= replication::FingerprintDigest(hasher_, id, before.SerializeAsString());
-    if (is_live) sum += replication::FingerprintDigest(hasher_, id, state_bytes);
+    uint64_t delta = 0;
+    if (was_live) delta -= replication::FingerprintDigest(hasher_, id, before.SerializeAsString());
+    if (is_live) delta += replication::FingerprintDigest(hasher_, id, state_bytes);
+    sum += delta;
+    rt.meta.set_live_sum(rt.meta.live_sum() + delta);
   }
 
   if (!quiet) {
@@ -2131,6 +2138,22 @@ absl::StatusOr<replication::VersionVector> RecordStore::Position(std::string_vie
   return it->second.position;
 }
 
+absl::StatusOr<replication::StateDigest> RecordStore::Digest(std::string_view registry) {
+  absl::MutexLock l(&mu_);
+  auto it = registries_.find(ToAbsl(registry));
+  if (it == registries_.end()) return RegistryNotFound(registry);
+  const RegistryRuntime& rt = it->second;
+  if (replaying_.contains(std::string(registry)) || rt.meta.replay_size() > 0 ||
+      rt.meta.rebuild()) {
+    return Rebuilding(registry);
+  }
+  replication::StateDigest out;
+  out.position = rt.position;
+  out.live_sum = rt.meta.live_sum();
+  out.live_records = static_cast<uint64_t>(rt.meta.record_count());
+  return out;
+}
+
 absl::StatusOr<std::vector<Batch>> RecordStore::ReadBatches(std::string_view registry,
                                                             replication::OriginKey key,
                                                             uint64_t after_seq, size_t max) {
@@ -2376,6 +2399,14 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
         return absl::DataLossError(absl::StrCat(
             "registry ", registry, ": fingerprints of ", stored->size(),
             " buckets stored, its records make ", computed->size(), ", and they differ"));
+      }
+      uint64_t total = 0;
+      for (const auto& [bucket, sum] : *computed) total += sum;
+      if (total != rt.meta.live_sum()) {
+        release();
+        return absl::DataLossError(absl::StrCat("registry ", registry,
+                                                ": the live records' digests sum to ", total,
+                                                ", metadata says ", rt.meta.live_sum()));
       }
       fingerprinted += computed->size();
     }

@@ -279,6 +279,10 @@ class RecordStore {
   std::vector<std::string> RegistryIds();
   // The version vector of a registry's change log. NOT_FOUND for an unknown registry.
   absl::StatusOr<replication::VersionVector> Position(std::string_view registry);
+  // The registry's position with the sum and count of its live records' digests, read
+  // together (replication::ReplicaStore::Digest). UNAVAILABLE while it is being rebuilt
+  // from its log; NOT_FOUND for an unknown registry.
+  absl::StatusOr<replication::StateDigest> Digest(std::string_view registry);
   // Batches of one origin epoch with first_seq > after_seq, in order, at most `max`.
   absl::StatusOr<std::vector<interco::replication::v1::Batch>> ReadBatches(
       std::string_view registry, replication::OriginKey key, uint64_t after_seq, size_t max);
@@ -489,6 +493,8 @@ class RecordStore {
                                replication::RecordState& state)>& fn);
   // Upgrades a format-4 store: its fingerprints computed from its records, in one write.
   absl::Status AddFingerprints(interco::internal::v1::NodeMeta& meta);
+  // Format 7 -> 8: sets each registry's live_sum to the sum of its buckets.
+  absl::Status AddLiveSums(interco::internal::v1::NodeMeta& meta);
   // Puts a tombstones-family entry in the group.
   void PutTombstone(GroupState& g, std::string tkey, const replication::Tombstone& t);
   // Notes the tombstone that change `seq` of `key` set on record `id`, if merging its

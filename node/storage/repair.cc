@@ -15,6 +15,7 @@
 namespace interco::node {
 
 using interco::internal::v1::NodeMeta;
+using interco::internal::v1::RegistryMeta;
 using replication::RecordState;
 
 absl::StatusOr<std::map<uint32_t, uint64_t>> RecordStore::ReadFingerprints(
@@ -263,6 +264,25 @@ absl::Status RecordStore::AddFingerprints(NodeMeta& meta) {
   }
   INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading registries"));
   meta.set_format_version(5);
+  wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+  return db_->Write(wb, /*sync=*/true);
+}
+
+absl::Status RecordStore::AddLiveSums(NodeMeta& meta) {
+  rocksdb::WriteBatch wb;
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kRegistries);
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string registry(ToView(it->key()));
+    RegistryMeta rm;
+    INTERCO_RETURN_IF_ERROR(ParseStored(ToView(it->value()), rm, "registry metadata"));
+    INTERCO_ASSIGN_OR_RETURN(auto sums, ReadFingerprints(registry, nullptr));
+    uint64_t total = 0;
+    for (const auto& [bucket, sum] : sums) total += sum;
+    rm.set_live_sum(total);
+    wb.Put(db_->handle(Cf::kRegistries), ToSlice(registry), rm.SerializeAsString());
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading registries"));
+  meta.set_format_version(8);
   wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
   return db_->Write(wb, /*sync=*/true);
 }

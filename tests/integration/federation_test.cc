@@ -3,6 +3,7 @@
 // in the middle, restart, then convergence checked through the public API.
 #include <atomic>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <filesystem>
 #include <map>
@@ -16,6 +17,8 @@
 #include "interco/v1/node_service.grpc.pb.h"
 #include "interco/replication/v1/state.pb.h"
 #include "interco/v1/registry_service.grpc.pb.h"
+#include "node/storage/record_store.h"
+#include "node/system_clock.h"
 #include "node/trust/provenance.h"
 #include "tests/testing/test_env.h"
 
@@ -674,6 +677,101 @@ TEST_F(CompactionTest, ANewNodeCatchesUpFromCompactedLogs) {
   EXPECT_THAT(state.at("registries/services/records/stade"), ::testing::HasSubstr("Stade 19"));
   EXPECT_GE(Summary(members_[2]).hollow_received(), 36u)
       << "the new node did not catch up from hollow batches";
+  StopAndCheckStores();
+}
+
+class DivergenceTest : public FederationTest {
+ protected:
+  // Digests at every status (every 5 s), and repairs started by the nodes themselves.
+  std::vector<std::string> ExtraArgs() const override {
+    return {"--digest_interval_seconds=1", "--auto_repair"};
+  }
+
+  // What `m` says of its peer `peer` (NodeInfo).
+  static v1::PeerStatus PeerOf(const Member& m, const std::string& peer) {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
+                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
+                    .ok());
+    for (const auto& p : info.peers()) {
+      if (p.authority() == peer) return p;
+    }
+    return v1::PeerStatus();
+  }
+};
+
+// Bourg's copy goes wrong outside the change logs while it is down: a record that no
+// batch carries appears in its store, at the same position as its peers. Each peer's
+// digest check notices; Lyon and L'Abergement repair from Bourg by themselves, Bourg
+// (started without --auto_repair) only warns, and once the copies agree the digests
+// match again.
+TEST_F(DivergenceTest, NodesNoticeACopyThatWentWrongOutsideTheLogsAndRepairIt) {
+  Put(members_[0], "piscine", "Piscine");
+  std::map<std::string, std::string> state;
+  ASSERT_TRUE(WaitForConvergence(30, &state));
+  // Converged copies: digests go and match.
+  bool matched = false;
+  for (int i = 0; i < 150 && !matched; ++i) {
+    matched = PeerOf(members_[0], kBourg).digests_matched() > 0 &&
+              PeerOf(members_[1], kLyon).digests_matched() > 0;
+    if (!matched) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(matched) << "no digest compared within 15 s";
+  EXPECT_EQ(PeerOf(members_[0], kBourg).divergences(), 0u);
+
+  ASSERT_EQ(members_[1].node->Terminate() & 0x7f, 0);
+  {
+    node::SystemClock clock;
+    testing::StoreNode bourg{kBourg, absl::StrCat(dir_, "/", kBourg), nullptr};
+    ASSERT_TRUE(bourg.Open(clock).ok());
+    replication::RecordState ghost;
+    ghost.set_causal_length(1);
+    ghost.set_cl_hlc(uint64_t{1} << 40);
+    ghost.set_cl_origin(*replication::SirenToOrigin(kBourg));
+    auto* f = ghost.add_fields();
+    f->set_name("nom");
+    f->set_hlc(uint64_t{1} << 40);
+    f->set_origin(*replication::SirenToOrigin(kBourg));
+    f->mutable_value()->set_string_value("Fantome");
+    auto merged = bourg.store->Repair("services", *replication::SirenToOrigin(kLyon),
+                                      std::numeric_limits<uint64_t>::max(), {{"fantome", ghost}},
+                                      bourg.admin());
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    ASSERT_EQ(*merged, 1u);
+  }
+  NodeProcess::Options o = OptionsOf(members_[1]);
+  std::erase(o.extra_args, std::string("--auto_repair"));
+  members_[1].node = std::make_unique<NodeProcess>(o);
+  std::string error;
+  ASSERT_TRUE(members_[1].node->Start(&error)) << error;
+
+  // Nothing travels by the logs: the peers repair from Bourg.
+  ASSERT_TRUE(WaitForConvergence(60, &state));
+  EXPECT_THAT(state.at("registries/services/records/fantome"), ::testing::HasSubstr("Fantome"));
+  const v1::PeerStatus lyon_of_bourg = PeerOf(members_[0], kBourg);
+  EXPECT_GE(lyon_of_bourg.divergences(), 1u);
+  EXPECT_GE(lyon_of_bourg.auto_repairs(), 1u);
+  EXPECT_GE(PeerOf(members_[2], kBourg).auto_repairs(), 1u);
+  // Then every digest matches again, and nobody reports a divergence any more.
+  bool clear = false;
+  for (int i = 0; i < 300 && !clear; ++i) {
+    clear = true;
+    for (const auto& [m, peer] :
+         std::vector<std::pair<const Member*, std::string>>{{&members_[0], kBourg},
+                                                            {&members_[1], kLyon},
+                                                            {&members_[1], kAbergement},
+                                                            {&members_[2], kBourg}}) {
+      const v1::PeerStatus p = PeerOf(*m, peer);
+      clear = clear && p.diverged_registries_size() == 0 && p.digests_matched() > 0;
+    }
+    if (!clear) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(clear) << Info(members_[1]);
+  // Bourg saw its peers' copies differ from its own and repaired nothing itself.
+  const v1::PeerStatus bourg_of_lyon = PeerOf(members_[1], kLyon);
+  EXPECT_EQ(bourg_of_lyon.auto_repairs(), 0u);
+  EXPECT_GE(bourg_of_lyon.divergences() + PeerOf(members_[1], kAbergement).divergences(), 1u);
   StopAndCheckStores();
 }
 

@@ -247,7 +247,7 @@ uint32_t SetFormatVersion(const std::string& dir, std::optional<uint32_t> versio
 TEST_F(RecordStoreTest, AFormatSixStoreMovesToSevenAtOpen) {
   CreateCommunes();
   store_.reset();
-  EXPECT_EQ(SetFormatVersion(dir_, 6), 7u);
+  EXPECT_EQ(SetFormatVersion(dir_, 6), 8u);
   RecordStoreOptions o;
   o.path = dir_;
   o.authority = kLyon;
@@ -257,7 +257,65 @@ TEST_F(RecordStoreTest, AFormatSixStoreMovesToSevenAtOpen) {
   EXPECT_THAT(*(*reopened)->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
   reopened->reset();
   // Written durably at open: a node of format 6 would now refuse the store.
-  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 7u);
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 8u);
+  store_ = *RecordStore::Open(o);
+}
+
+// Format 8 keeps, per registry, the sum of its live records' digests (what a divergence
+// check compares): a format-7 store gets it from its buckets at open.
+TEST_F(RecordStoreTest, AFormatSevenStoreGetsItsLiveSumsAtOpen) {
+  CreateCommunes();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(store_->Write("communes", absl::StrCat("c", i), Upsert({{"nom", Str("x")}}), caller_)
+                    .ok());
+  }
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  ASSERT_TRUE(store_->Write("communes", "c3", del, caller_).ok());
+  const replication::StateDigest before = *store_->Digest("communes");
+  EXPECT_EQ(before.live_records, 19u);
+  EXPECT_NE(before.live_sum, 0u);
+  EXPECT_GE(before.position.at({*replication::SirenToOrigin(kLyon), 1}).seq, 21u);
+  store_.reset();
+  // A format-7 store: no sums in the registry metadata.
+  {
+    RocksDbOptions ro;
+    ro.path = dir_;
+    auto db = RocksDbStore::Open(ro);
+    ASSERT_TRUE(db.ok()) << db.status();
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(*(*db)->Get(Cf::kRegistries, "communes").value()));
+    EXPECT_EQ(meta.live_sum(), before.live_sum);
+    meta.clear_live_sum();
+    rocksdb::WriteBatch wb;
+    wb.Put((*db)->handle(Cf::kRegistries), "communes", meta.SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, true).ok());
+  }
+  EXPECT_EQ(SetFormatVersion(dir_, 7), 8u);
+  RecordStoreOptions o;
+  o.path = dir_;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  {
+    // Without its sums the store fails its check: the check compares them.
+    EXPECT_EQ(SetFormatVersion(dir_, 8), 7u);
+    auto unmigrated = RecordStore::Open(o);
+    ASSERT_TRUE(unmigrated.ok()) << unmigrated.status();
+    auto report = (*unmigrated)->CheckConsistency();
+    EXPECT_EQ(report.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(report.status().message()),
+                ::testing::HasSubstr("live records' digests sum to"));
+    unmigrated->reset();
+    SetFormatVersion(dir_, 7);
+  }
+  store_ = *RecordStore::Open(o);
+  const replication::StateDigest after = *store_->Digest("communes");
+  EXPECT_EQ(after.live_sum, before.live_sum);
+  EXPECT_EQ(after.live_records, before.live_records);
+  ExpectConsistent();
+  EXPECT_EQ(store_->Digest("absent").status().code(), absl::StatusCode::kNotFound);
+  store_.reset();
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 8u);  // written at open
   store_ = *RecordStore::Open(o);
 }
 

@@ -329,6 +329,8 @@ void World::StartEngine(int n) {
   ro.member_retention_ms = member_retention_ms_;
   // Runs are short: collect for compaction after a few changes already.
   ro.compaction_changes = 8;
+  // Statuses go every 5 s: a digest with every other one where positions agree.
+  ro.digest_interval_ms = 10000;
   node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
                                                           *node.store, node.hasher, *node.trust);
 }
@@ -983,6 +985,12 @@ std::string World::Check() {
       return absl::StrCat("node ", i, ": froze origin ", nodes_[i].store->forks()[0].origin(),
                           " without a fork");
     }
+    // Copies change by their change logs only: two at one position hold one state.
+    if (!nodes_[i].store->divergences.empty()) {
+      const auto& [peer, stream] = nodes_[i].store->divergences[0];
+      return absl::StrCat("node ", i, ": its state of ", stream, " differs from node ", peer,
+                          "'s at the same position");
+    }
     // HLC bound: no stamp ahead of the fastest clock there ever was.
     const uint64_t bound_ms = static_cast<uint64_t>(now_ + options_.clock_skew_max_ms + 1000);
     if (replication::HybridLogicalClock::Millis(nodes_[i].store->hlc_last()) > bound_ms) {
@@ -1272,6 +1280,7 @@ SimResult World::Run() {
       result_.refused += st.unverified + st.rejected;
       result_.policy_waits += st.policy_waits;
       result_.excluded_batches += st.excluded;
+      result_.digests_matched += st.digests_matched;
       // Honest writers are judged alike everywhere: nothing they wrote is refused.
       if (st.unauthorized > 0 && result_.failure.empty()) {
         result_.failure = absl::StrCat("node ", node.siren, " refused ", st.unauthorized,

@@ -108,6 +108,9 @@ struct SimResult {
   // a node received and applied.
   uint64_t hollowed = 0;
   uint64_t hollow_applied = 0;
+  // Divergence checks: digests received at the receiver's own position, all matching
+  // (a divergence fails the run).
+  uint64_t digests_matched = 0;
   // Delivery latency of writes (from commit at the origin to applied at the last
   // subscriber), milliseconds, one entry per write; filled when measured.
   std::vector<int64_t> delivery_ms;

@@ -11,6 +11,7 @@
 #include "replication/compaction.h"
 #include "replication/conflict_journal.h"
 #include "replication/ids.h"
+#include "replication/repair.h"
 
 namespace interco::sim {
 
@@ -109,6 +110,17 @@ void SimStore::AddStream(const std::string& stream) {
 
 absl::StatusOr<replication::VersionVector> SimStore::Position(const std::string& stream) {
   return position_[stream];
+}
+
+absl::StatusOr<replication::StateDigest> SimStore::Digest(const std::string& stream) {
+  replication::StateDigest out;
+  out.position = position_[stream];
+  for (const auto& [id, state] : records_[stream]) {
+    if (!replication::IsLive(state)) continue;
+    out.live_sum += replication::FingerprintDigest(hasher_, id, state.SerializeAsString());
+    out.live_records++;
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<Batch>> SimStore::ReadBatches(const std::string& stream, OriginKey key,

@@ -124,6 +124,14 @@ class SimStore final : public replication::ReplicaStore {
   uint64_t SetPolicy(const std::string& stream, const interco::v1::Policy& policy);
   std::vector<uint32_t> FrozenOrigins() override;
   const std::vector<interco::replication::v1::ForkEvidence>& forks() const { return forks_; }
+  // The position and the digests of the live records, as the node keeps them.
+  absl::StatusOr<replication::StateDigest> Digest(const std::string& stream) override;
+  // Divergences reported (peer, stream): none may be, since every copy changes only by
+  // its change log.
+  void OnDiverged(uint32_t peer, const std::string& stream) override {
+    divergences.emplace_back(peer, stream);
+  }
+  std::vector<std::pair<uint32_t, std::string>> divergences;
 
   // A local commit of several writes as one batch. Returns (key, delta) of the writes
   // that were applied (each acknowledged), in order.
