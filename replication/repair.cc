@@ -67,6 +67,7 @@ std::string PositionDigest(const VersionVector& position, Hasher& hasher) {
     put(key.origin, 4);
     put(key.epoch, 4);
     put(pos.seq, 8);
+    input.append(pos.last_hash);
   }
   return hasher.Sha256(input);
 }

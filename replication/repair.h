@@ -43,9 +43,10 @@ uint32_t FingerprintBucket(Hasher& hasher, std::string_view id);
 uint64_t FingerprintDigest(Hasher& hasher, std::string_view id, std::string_view state);
 
 // What a divergence check compares a position by (StreamDigest.position): SHA-256 over
-// (origin:be32, epoch:be32, seq:be64) of each origin epoch held (seq > 0), in (origin,
-// epoch) order. Two nodes that hold the same changes of a stream have the same; and then
-// the same state, unless a copy went wrong outside the change logs.
+// (origin:be32, epoch:be32, seq:be64, SHA-256 of the header of batch seq) of each origin
+// epoch held (seq > 0), in (origin, epoch) order. Two nodes that hold the same changes of
+// a stream have the same (the header hashes tell two branches of a forked chain apart);
+// and then the same state, unless a copy went wrong outside the change logs.
 std::string PositionDigest(const VersionVector& position, Hasher& hasher);
 
 // The sums of every tree node, built from the buckets' sums.

@@ -381,6 +381,12 @@ void PeerManager::RepairAsync(std::string registry, std::string peer,
   done(absl::UnavailableError("the node is shutting down"));
 }
 
+namespace {
+// After an automatic repair that changed nothing, the next from the same peer waits this
+// long.
+constexpr int64_t kAutoRepairHoldMillis = 10 * 60 * 1000;
+}  // namespace
+
 void PeerManager::OnDiverged(uint32_t peer, const std::string& registry) {
   const std::string siren = replication::OriginToSiren(peer);
   if (!options_.auto_repair || !IsConfiguredPeer(peer)) {
@@ -390,9 +396,12 @@ void PeerManager::OnDiverged(uint32_t peer, const std::string& registry) {
                               " --peer ", siren, "` on both nodes"));
     return;
   }
+  const std::pair<std::string, uint32_t> key{registry, peer};
   {
     absl::MutexLock l(&mu_);
-    if (!auto_repairs_pending_.insert({registry, peer}).second) return;  // one at a time
+    auto held = auto_repairs_held_.find(key);
+    if (held != auto_repairs_held_.end() && clock_.MonotonicMillis() < held->second) return;
+    if (!auto_repairs_pending_.insert(key).second) return;  // one at a time
     auto_repairs_[peer]++;
   }
   log::Warning(absl::StrCat("registry ", registry, ": peer ", siren,
@@ -401,10 +410,21 @@ void PeerManager::OnDiverged(uint32_t peer, const std::string& registry) {
   caller.federation = options_.federation;
   caller.siren = options_.authority;
   RepairAsync(registry, siren, std::move(caller), /*dry_run=*/false,
-              [this, registry, peer](const absl::StatusOr<interco::v1::RepairReport>&) {
+              [this, key, siren](const absl::StatusOr<interco::v1::RepairReport>& report) {
                 // Logged by the repair loop; the next digest tells whether it worked.
                 absl::MutexLock l(&mu_);
-                auto_repairs_pending_.erase({registry, peer});
+                auto_repairs_pending_.erase(key);
+                if (report.ok() && report->records_changed() > 0) {
+                  auto_repairs_held_.erase(key);
+                  return;
+                }
+                // Nothing to take from the peer (it lacks what this node holds, and
+                // repairs from it if it may), or it failed: not again for a while.
+                auto_repairs_held_[key] = clock_.MonotonicMillis() + kAutoRepairHoldMillis;
+                log::Warning(absl::StrCat(
+                    "registry ", key.first, ": the repair from ", siren,
+                    " changed nothing here; the copies may still differ (next automatic "
+                    "repair from it in ", kAutoRepairHoldMillis / 60000, " min at the earliest)"));
               });
 }
 

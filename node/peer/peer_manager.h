@@ -159,6 +159,10 @@ class PeerManager {
   // time each; and how many were started per peer.
   std::set<std::pair<std::string, uint32_t>> auto_repairs_pending_ ABSL_GUARDED_BY(mu_);
   std::map<uint32_t, uint64_t> auto_repairs_ ABSL_GUARDED_BY(mu_);
+  // After a repair that failed or changed nothing here (the difference is on the peer's
+  // side, or the peer's answers do not help): no new one from that peer before this
+  // (monotonic ms).
+  std::map<std::pair<std::string, uint32_t>, int64_t> auto_repairs_held_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> repairs_cancelled_{false};
   std::thread repair_thread_;
 

@@ -12,10 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
 #include "node/storage/record_store.h"
 #include "replication/base/limits.h"
 #include "replication/change_log.h"
 #include "replication/hlc.h"
+#include "replication/repair.h"
 #include "tests/testing/test_env.h"
 
 namespace interco::node {
@@ -176,6 +178,18 @@ TEST_F(CompactionStoreTest, SupersededBatchesBecomeHollowAndANewStoreCatchesUpFr
   EXPECT_EQ(Held(bourg_), Held(epci_));
   EXPECT_EQ(States(bourg_), States(epci_));
   EXPECT_EQ(Hollow(bourg_), 2u) << "hollow batches are kept hollow where they arrive";
+  // The same changes, received in other orders or hollow: the same digest (what a
+  // divergence check compares).
+  node::Sha256Hasher hasher;
+  const replication::StateDigest ours = *epci_.store->Digest(kLieux);
+  for (Node* n : {&viriat_, &bourg_}) {
+    const replication::StateDigest theirs = *n->store->Digest(kLieux);
+    EXPECT_EQ(replication::PositionDigest(theirs.position, hasher),
+              replication::PositionDigest(ours.position, hasher))
+        << n->siren;
+    EXPECT_EQ(theirs.live_sum, ours.live_sum) << n->siren;
+    EXPECT_EQ(theirs.live_records, 2u) << n->siren;
+  }
   for (Node* n : {&epci_, &viriat_, &bourg_}) {
     EXPECT_THAT(*n->store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"))
         << n->siren;

@@ -67,6 +67,10 @@ class DigestTest : public EngineTest {
 };
 
 TEST_F(DigestTest, APeerHoldingWhatWeHoldIsSentOurDigestAtMostOncePerInterval) {
+  // Statuses go every 5 s; digests at most every 12 s.
+  ReplicatorOptions o = Options();
+  o.digest_interval_ms = 12000;
+  StartEngine(o);
   ShareABatch();
   NextStatus();
   std::vector<v1::StreamDigest> sent = DigestsSentTo(kA);
@@ -77,23 +81,19 @@ TEST_F(DigestTest, APeerHoldingWhatWeHoldIsSentOurDigestAtMostOncePerInterval) {
   EXPECT_NE(sent[0].live_sum(), 0u);
   EXPECT_EQ(Stats(kA).digests_sent, 1u);
 
-  // Within the interval, a status goes without it.
+  // The next two statuses (5 and 10 s later) go without it, the one after with it.
+  for (int status = 0; status < 2; ++status) {
+    transport_.sent.clear();
+    NextStatus();
+    bool status_sent = false;
+    for (const auto& [to, m] : transport_.sent) status_sent |= to == kA && m.ack().has_sessions();
+    ASSERT_TRUE(status_sent);
+    EXPECT_TRUE(DigestsSentTo(kA).empty()) << status;
+  }
   transport_.sent.clear();
-  clock_.Advance(kIntervalMs / 2);
-  PeerMessage hello;  // a Hello asking for a reply makes a status due at once
-  hello.mutable_hello()->set_protocol_version(4);
-  hello.mutable_hello()->set_node(kA);
-  *hello.mutable_hello()->add_streams() = [&] {
-    v1::StreamPosition p;
-    ToProto(kStream, *v_.store.Position(kStream), p);
-    return p;
-  }();
-  hello.mutable_hello()->set_reply_requested(true);
-  engine_->OnMessage(kA, hello);
-  engine_->Tick();
-  EXPECT_TRUE(DigestsSentTo(kA).empty());
   NextStatus();
   EXPECT_EQ(DigestsSentTo(kA).size(), 1u);
+  EXPECT_EQ(Stats(kA).digests_sent, 2u);
 }
 
 TEST_F(DigestTest, APeerThatHoldsLessOrOtherwiseIsSentNoDigest) {
@@ -166,9 +166,13 @@ TEST(PositionDigestTest, NamesTheHeldSequenceNumbersOfEveryOriginEpochInOrder) {
   a[OriginKey{2, 1}].seq = 3;
   VersionVector b = a;
   b[OriginKey{3, 2}].seq = 0;  // held nothing: the same position
-  b[OriginKey{1, 1}].max_hlc = 99;  // stamps and hashes are not part of it
+  b[OriginKey{1, 1}].max_hlc = 99;  // stamps are not part of it
   EXPECT_EQ(PositionDigest(a, hasher), PositionDigest(b, hasher));
   b[OriginKey{2, 1}].seq = 4;
+  EXPECT_NE(PositionDigest(a, hasher), PositionDigest(b, hasher));
+  // Another branch of a forked chain at the same sequence number: another position.
+  b = a;
+  b[OriginKey{2, 1}].last_hash = std::string(32, 'x');
   EXPECT_NE(PositionDigest(a, hasher), PositionDigest(b, hasher));
   VersionVector c;
   c[OriginKey{1, 2}].seq = 5;  // another epoch
