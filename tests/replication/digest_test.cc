@@ -106,6 +106,16 @@ TEST_F(DigestTest, APeerThatHoldsLessOrOtherwiseIsSentNoDigest) {
   EXPECT_TRUE(DigestsSentTo(kA).empty());
 }
 
+TEST_F(DigestTest, APeerThatMayNotReadTheStreamIsSentNoDigest) {
+  ShareABatch();
+  v_.store.readers = [](uint32_t node) { return node != kA; };
+  NextStatus();
+  EXPECT_TRUE(DigestsSentTo(kA).empty());
+  v_.store.readers = nullptr;
+  NextStatus();
+  EXPECT_EQ(DigestsSentTo(kA).size(), 1u);
+}
+
 TEST_F(DigestTest, NoDigestsWhenTheIntervalIsZero) {
   ReplicatorOptions o = Options();
   o.digest_interval_ms = 0;
