@@ -84,6 +84,41 @@ double Percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
+// A local writer beside a phase: one write of field `field` of a record of its own every
+// 2 ms, through the store's write path; its latencies show whether the phase blocks
+// local writes.
+class LocalWriter {
+ public:
+  LocalWriter(interco::node::RecordStore& store, interco::replication::Principal author,
+              std::string field = "f0")
+      : thread_([this, &store, author = std::move(author), field = std::move(field)] {
+          for (int i = 0; !stop_; ++i) {
+            interco::replication::LocalWrite w;
+            w.kind = interco::replication::LocalWrite::Kind::kUpdate;
+            w.allow_missing = true;
+            w.fields[field].set_string_value("local");
+            w.mask = {field};
+            const auto t0 = std::chrono::steady_clock::now();
+            auto r = store.Write("bench", absl::StrCat("local", i % 1000), w, author);
+            const auto t1 = std::chrono::steady_clock::now();
+            if (r.ok()) ms_.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          }
+        }) {}
+  ~LocalWriter() { Stop(); }
+  // Stops the writer; the latency of each write it made, in ms.
+  std::vector<double> Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return ms_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<double> ms_;
+  std::thread thread_;
+};
+
 // Changes by column (replication/frame_codec.h): encode and decode speed over frames of
 // eight batches, and the frames' deflated size either way.
 void CodecBench(const std::vector<interco::replication::v1::Batch>& batches) {
@@ -253,23 +288,7 @@ void ApplyBench() {
   CodecBench(batches);
 
   // A local writer meanwhile: its latency shows whether applies block local writes.
-  std::atomic<bool> stop{false};
-  std::vector<double> local_ms;
-  std::thread local([&] {
-    int i = 0;
-    while (!stop) {
-      interco::replication::LocalWrite w;
-      w.kind = interco::replication::LocalWrite::Kind::kUpdate;
-      w.allow_missing = true;
-      w.fields["f0"].set_string_value("local");
-      w.mask = {"f0"};
-      const auto t0 = std::chrono::steady_clock::now();
-      auto r = (*store)->Write("bench", absl::StrCat("local", i++ % 1000), w, admin);
-      const auto t1 = std::chrono::steady_clock::now();
-      if (r.ok()) local_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  });
+  LocalWriter local(**store, admin);
 
   const auto t0 = std::chrono::steady_clock::now();
   double decode_s = 0;
@@ -289,8 +308,7 @@ void ApplyBench() {
     applied += decoded->header.count();
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stop = true;
-  local.join();
+  const std::vector<double> local_ms = local.Stop();
   auto check = (*store)->CheckConsistency();
   const auto registry = (*store)->GetRegistry("bench");
   const int64_t conflicts = registry.ok() ? registry->conflict_count() : -1;
@@ -735,6 +753,10 @@ void CompactBench() {
   t0 = std::chrono::steady_clock::now();
   absl::StatusOr<bool> collected = (*owner)->Collect("bench", plan);
   uint64_t hollowed = 0;
+  // The owner's own writes go on meanwhile.
+  LocalWriter local(**owner,
+                    interco::replication::Principal{"interco.bench", (*owner)->authority(), "admin"},
+                    "nom");
   for (int i = 0; i < 60000 && collected.ok() && *collected; ++i) {
     hollowed = (*owner)->CollectedOf("bench")->hollowed_batches;
     if (hollowed >= expected) break;
@@ -742,6 +764,7 @@ void CompactBench() {
   }
   const double compact_secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::vector<double> local_ms = local.Stop();
   const int64_t log_after = log_bytes();
   t0 = std::chrono::steady_clock::now();
   const int64_t compacted_bytes = CatchUpFromLog(**owner, **compacted);
@@ -777,6 +800,11 @@ void CompactBench() {
               static_cast<double>(compacted_bytes) / 1e6, compacted_secs,
               static_cast<unsigned long long>(received_hollow), same ? "yes" : "NO",
               check.ok() ? "consistent" : check.status().ToString().c_str());
+  std::printf("local writes during compaction: %zu, p50 %.2f ms, p99 %.2f ms\n", local_ms.size(),
+              Percentile(local_ms, 0.5), Percentile(local_ms, 0.99));
+  std::printf("{\"bench\":\"replication\",\"phase\":\"local_writes_during_compaction\","
+              "\"count\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
+              local_ms.size(), Percentile(local_ms, 0.5), Percentile(local_ms, 0.99));
   std::printf("{\"bench\":\"replication\",\"phase\":\"compact\",\"records\":%lld,"
               "\"batches\":%lld,\"hollowed\":%llu,\"seconds\":%.3f,\"log_bytes_before\":%lld,"
               "\"log_bytes_after\":%lld,\"catchup_bytes_before\":%lld,\"catchup_seconds_before\":%.3f,"

@@ -1,7 +1,10 @@
 // Compaction of the change log (replication/compaction.h): after a collection, the log
-// batches whose every change is superseded become hollow, a bounded pass at a time on
-// the committer thread, so that writes go on between passes.
+// batches whose every change is superseded become hollow. The compactor thread looks
+// through the log, reading committed state; the committer checks what it found again
+// against the staged state and makes it hollow, a few hundred batches per commit group,
+// so that writes go on meanwhile.
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,8 +26,10 @@
 namespace interco::node {
 namespace {
 
-// A pass whose commit group failed is run again this many times at most.
+// An op whose commit group failed is run again this many times at most.
 constexpr int kCompactionRetriesMax = 3;
+// The compactor looks whether to stop every this many batches.
+constexpr size_t kStopCheckBatches = 256;
 
 }  // namespace
 
@@ -33,55 +38,122 @@ using interco::replication::v1::BatchHeader;
 using interco::replication::v1::RecordState;
 
 void RecordStore::ScheduleCompaction(const std::string& registry) {
-  // One pass at a time per registry; a collection arriving meanwhile starts it over once
-  // it ends (what the new frontier allows may lie behind its cursor).
-  if (!compacting_.insert(registry).second) {
-    compact_again_.insert(registry);
-    return;
-  }
-  auto op = std::make_unique<Op>();
-  op->type = Op::Type::kCompact;
-  op->registry = registry;
-  op->done = [](Op&) {};
-  Enqueue(std::move(op));
+  absl::MutexLock l(&compact_mu_);
+  if (!compact_stopping_) compact_requests_.insert(registry);
 }
 
-void RecordStore::ContinueCompaction(const Op& op) {
+void RecordStore::CompactLoop() {
+  while (true) {
+    std::string registry;
+    {
+      absl::MutexLock l(&compact_mu_);
+      compact_mu_.Await(absl::Condition(
+          +[](RecordStore* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->compact_mu_) {
+            return s->compact_stopping_ || !s->compact_requests_.empty();
+          },
+          this));
+      // Stopping: what is asked is dropped; the next start's first collection asks again.
+      if (compact_stopping_) return;
+      registry = *compact_requests_.begin();
+      compact_requests_.erase(compact_requests_.begin());
+    }
+    CompactRegistry(registry);
+  }
+}
+
+void RecordStore::CompactRegistry(const std::string& registry) {
+  replication::VersionVector frontier;
+  uint64_t journal_before = 0;
   {
     absl::MutexLock l(&mu_);
-    if (stopping_) return;  // the next start's first collection starts it again
+    auto it = registries_.find(registry);
+    if (it == registries_.end() || replaying_.contains(registry)) return;
+    frontier = replication::FromDots(it->second.meta.purged());
+    journal_before = it->second.meta.journal_before();
   }
-  std::string from = op.compact_next;
-  int retries = 0;
-  if (!op.status.ok()) {
-    // The pass went through but its group could not commit (full, or broken by another
-    // op): the same pass again, a few times. Otherwise (a registry being rebuilt, a log
-    // that does not parse or cannot be read, a disk that keeps failing) it waits for the
-    // next collection.
-    retries = op.compact_retries + 1;
-    if (!op.compact_staged || !absl::IsUnavailable(op.status) || Replaying(op.registry) ||
-        retries > kCompactionRetriesMax) {
-      log::Error(absl::StrCat("compacting the change log of registry ", op.registry, ": ",
-                              op.status.ToString()));
-      compacting_.erase(op.registry);
-      compact_again_.erase(op.registry);
+  if (frontier.empty() || journal_before == 0) return;
+  std::optional<RecordState> state;
+  const replication::RecordStateOf state_of =
+      [&](const std::string& id) -> absl::StatusOr<const RecordState*> {
+    INTERCO_ASSIGN_OR_RETURN(state, StoredState(registry, id));
+    // No state at all: the record was collected.
+    return !state.has_value() || (state->causal_length() == 0 && state->fields_size() == 0)
+               ? nullptr
+               : &*state;
+  };
+  const std::string end = keys::RegistryEnd(registry);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+  std::vector<std::string> found;
+  size_t found_changes = 0;
+  size_t looked = 0;
+  for (it->Seek(ToSlice(keys::Log(registry, 0, 0, 0))); it->Valid() && ToView(it->key()) < end;
+       it->Next()) {
+    if (++looked % kStopCheckBatches == 0) {
+      absl::MutexLock l(&compact_mu_);
+      if (compact_stopping_) return;
+    }
+    Batch batch;
+    BatchHeader h;
+    if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
+        !h.ParseFromString(batch.header())) {
+      log::Error(absl::StrCat("compacting the change log of registry ", registry,
+                              ": a batch does not parse"));
       return;
     }
-    from = op.compact_from;
-    if (from.empty()) from = keys::Log(op.registry, 0, 0, 0);
+    if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
+    absl::StatusOr<bool> superseded =
+        replication::AllSuperseded(batch, h.origin(), frontier, state_of);
+    if (!superseded.ok()) {
+      // A registry being rebuilt answers UNAVAILABLE: its next collection starts over.
+      if (!Replaying(registry)) {
+        log::Error(absl::StrCat("compacting the change log of registry ", registry, ": ",
+                                superseded.status().ToString()));
+      }
+      return;
+    }
+    if (!*superseded) continue;
+    found.emplace_back(ToView(it->key()));
+    found_changes += static_cast<size_t>(batch.changes_size());
+    if (found.size() == limits::kCompactionPassBatches ||
+        found_changes >= limits::kCompactionPassChanges) {
+      if (!SubmitCompaction(registry, std::move(found))) return;
+      found.clear();
+      found_changes = 0;
+    }
   }
-  if (from.empty()) {
-    compacting_.erase(op.registry);
-    if (compact_again_.erase(op.registry) > 0) ScheduleCompaction(op.registry);
+  if (absl::Status s = FromRocksStatus(it->status(), "reading the change log"); !s.ok()) {
+    log::Error(absl::StrCat("compacting the change log of registry ", registry, ": ",
+                            s.ToString()));
     return;
   }
-  auto next = std::make_unique<Op>();
-  next->type = Op::Type::kCompact;
-  next->registry = op.registry;
-  next->compact_from = std::move(from);
-  next->compact_retries = retries;
-  next->done = [](Op&) {};
-  Enqueue(std::move(next));
+  if (!found.empty()) SubmitCompaction(registry, std::move(found));
+}
+
+bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std::string> keys) {
+  for (int attempt = 0;; ++attempt) {
+    auto op = std::make_unique<Op>();
+    op->type = Op::Type::kCompact;
+    op->registry = registry;
+    op->compact_keys = keys;
+    const absl::Status s = EnqueueAndWait(std::move(op));
+    if (s.ok()) return true;
+    // Its group could not commit (full, or broken by another op): the same again, a few
+    // times. Otherwise (a registry being rebuilt, a log that cannot be read, a disk that
+    // keeps failing) the next collection starts over.
+    bool stopping;
+    {
+      absl::MutexLock l(&compact_mu_);
+      stopping = compact_stopping_;
+    }
+    if (!absl::IsUnavailable(s) || Replaying(registry) || stopping ||
+        attempt == kCompactionRetriesMax) {
+      if (!Replaying(registry) && !stopping) {
+        log::Error(absl::StrCat("compacting the change log of registry ", registry, ": ",
+                                s.ToString()));
+      }
+      return false;
+    }
+  }
 }
 
 absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
@@ -89,14 +161,9 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   RegistryRuntime& rt = *staged;
   const replication::VersionVector frontier = replication::FromDots(rt.meta.purged());
   const uint64_t journal_before = rt.meta.journal_before();
-  op.compact_next.clear();
   if (frontier.empty() || journal_before == 0) return absl::OkStatus();
-  const std::string start = keys::Log(op.registry, 0, 0, 0);
-  const std::string end = keys::RegistryEnd(op.registry);
-  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
-  it->Seek(ToSlice(op.compact_from.empty() ? start : op.compact_from));
-  // Staged only once the whole pass went through: a batch that does not parse fails the
-  // pass, not its commit group.
+  // Staged only once every batch was checked: a batch that does not parse fails the op,
+  // not its commit group.
   std::vector<std::pair<std::string, std::string>> hollowed;
   RecordState state;
   const replication::RecordStateOf state_of =
@@ -106,23 +173,18 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
     return state.causal_length() == 0 && state.fields_size() == 0 ? nullptr : &state;
   };
   uint64_t dropped_bytes = 0;
-  size_t examined = 0;
-  size_t changes = 0;
-  for (; it->Valid() && ToView(it->key()) < end; it->Next()) {
-    if (examined == limits::kCompactionPassBatches || changes >= limits::kCompactionPassChanges) {
-      op.compact_next = std::string(ToView(it->key()));
-      break;
-    }
-    examined++;
+  for (const std::string& key : op.compact_keys) {
+    // Checked again against the staged state: the compactor read committed state, and a
+    // batch it found may have changed since (made hollow by an earlier op, or moved out
+    // of the log by a replay).
+    INTERCO_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Cf::kLog, key));
+    if (!stored.has_value()) continue;
     Batch batch;
     BatchHeader h;
-    if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
-        !h.ParseFromString(batch.header())) {
-      return absl::DataLossError(
-          absl::StrCat("log batch of ", op.registry, " does not parse"));
+    if (!batch.ParseFromString(*stored) || !h.ParseFromString(batch.header())) {
+      return absl::DataLossError(absl::StrCat("log batch of ", op.registry, " does not parse"));
     }
     if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
-    changes += static_cast<size_t>(batch.changes_size());
     absl::StatusOr<bool> superseded = replication::AllSuperseded(batch, h.origin(), frontier, state_of);
     if (!superseded.ok()) {
       return absl::Status(superseded.status().code(),
@@ -130,11 +192,10 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
     }
     if (!*superseded) continue;
     std::string bytes = replication::Hollow(batch).SerializeAsString();
-    dropped_bytes += it->value().size() - bytes.size();
-    hollowed.emplace_back(std::string(ToView(it->key())), std::move(bytes));
+    dropped_bytes += stored->size() - bytes.size();
+    hollowed.emplace_back(key, std::move(bytes));
   }
-  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
-  op.compact_staged = true;
+  op.compact_hollowed = hollowed.size();
   if (hollowed.empty()) return absl::OkStatus();
   for (const auto& [key, bytes] : hollowed) {
     g.batch.Put(db_->handle(Cf::kLog), ToSlice(key), ToSlice(bytes));

@@ -203,6 +203,13 @@ RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<Rock
 
 RecordStore::~RecordStore() {
   {
+    // The compactor first: it may be waiting for an op of its own, which the committer
+    // still takes.
+    absl::MutexLock l(&compact_mu_);
+    compact_stopping_ = true;
+  }
+  if (compactor_.joinable()) compactor_.join();
+  {
     absl::MutexLock l(&mu_);
     stopping_ = true;
   }
@@ -229,6 +236,7 @@ absl::StatusOr<std::unique_ptr<RecordStore>> RecordStore::Open(const RecordStore
   INTERCO_RETURN_IF_ERROR(store->Load());
   store->completer_ = std::thread([s = store.get()] { s->CompleteLoop(); });
   store->committer_ = std::thread([s = store.get()] { s->CommitLoop(); });
+  store->compactor_ = std::thread([s = store.get()] { s->CompactLoop(); });
   return store;
 }
 
@@ -517,9 +525,6 @@ void RecordStore::CommitLoop() {
       continue;
     }
     ApplyGroup(group);
-    for (const auto& op : group) {
-      if (op->type == Op::Type::kCompact) ContinueCompaction(*op);
-    }
     // A collection of the group refused batches applied here: the registry's state is
     // rebuilt before anything else happens (the group's callers then see it done).
     RunDueReplays();

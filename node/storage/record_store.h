@@ -448,16 +448,25 @@ class RecordStore {
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   absl::Status ApplyCollect(Op& op, GroupState& g);
   absl::Status ApplyRepair(Op& op, GroupState& g);
-  // Compaction of a registry's change log (node/storage/compaction.cc): one pass of at
-  // most limits::kCompactionPassBatches log batches, from op.compact_from, making hollow
-  // those whose every change is superseded (replication/compaction.h).
+  // Compaction of a registry's change log (node/storage/compaction.cc): makes hollow the
+  // batches of op.compact_keys whose every change is still superseded
+  // (replication/compaction.h) against the staged state.
   absl::Status ApplyCompact(Op& op, GroupState& g);
-  // Committer thread: queues a compaction of `registry` from its first batch (or once the
-  // one under way ends); queues the next pass of a pass that stopped short.
+  // Committer thread: asks the compactor to look through a registry's log (once more
+  // after the look under way, if one is).
   void ScheduleCompaction(const std::string& registry);
-  void ContinueCompaction(const Op& op);
-  std::set<std::string> compacting_;
-  std::set<std::string> compact_again_;
+  // The compactor thread: looks through the logs asked for, reading committed state, and
+  // hands the batches it finds superseded to the committer a few hundred at a time, so
+  // that the committer spends its time on writes, not on reading the log.
+  void CompactLoop();
+  void CompactRegistry(const std::string& registry);
+  // Queues a kCompact op of `keys` and waits for it (run again, a few times, if its
+  // commit group failed). False if the look through the log should stop.
+  bool SubmitCompaction(const std::string& registry, std::vector<std::string> keys);
+  absl::Mutex compact_mu_;
+  std::set<std::string> compact_requests_ ABSL_GUARDED_BY(compact_mu_);
+  bool compact_stopping_ ABSL_GUARDED_BY(compact_mu_) = false;
+  std::thread compactor_;
   // Empties the conflict journal of a record whose life ended, staged in the group.
   absl::Status DropConflicts(RegistryRuntime& rt, GroupState& g, const std::string& registry,
                              const std::string& key);

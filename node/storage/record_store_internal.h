@@ -84,14 +84,10 @@ struct RecordStore::Op {
   uint64_t peer_policy_version = 0;
   std::vector<std::pair<std::string, replication::RecordState>> repaired;
   uint64_t repaired_changed = 0;
-  // kCompact: the log key to start from (empty: the registry's first), and where the next
-  // pass starts (empty: the log was looked through).
-  std::string compact_from;
-  std::string compact_next;
-  // The pass went through (its effect staged), and how many times it was run again after
-  // its group failed to commit.
-  bool compact_staged = false;
-  int compact_retries = 0;
+  // kCompact: the log keys of batches found superseded (checked again when staged), and
+  // how many of them the op made hollow.
+  std::vector<std::string> compact_keys;
+  size_t compact_hollowed = 0;
 
   absl::Status status;
   interco::v1::Record record;

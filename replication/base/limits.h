@@ -53,11 +53,12 @@ inline constexpr size_t kPageTokenBytesMax = 1024;
 inline constexpr size_t kCommitGroupMutationsMax = 512;
 // Payload bytes of one group commit (so that one change-log batch fits a peer message).
 inline constexpr size_t kCommitGroupBytesMax = 4 << 20;
-// Log batches one pass of the compaction of a registry's change log looks at, in one
-// commit group, before the committer takes other work (replication/compaction.h).
-inline constexpr size_t kCompactionPassBatches = 512;
-// ...and changes of candidate batches it reads (one point read of a record each).
-inline constexpr size_t kCompactionPassChanges = 65536;
+// Compaction of a registry's change log (replication/compaction.h): batches found
+// superseded, away from the committer, that one commit group checks again and makes
+// hollow, before the committer takes other work...
+inline constexpr size_t kCompactionPassBatches = 256;
+// ...and at most this many of their changes (one point read of a record each).
+inline constexpr size_t kCompactionPassChanges = 2048;
 
 // Watch streams.
 inline constexpr size_t kWatchChangesPerMessageMax = 256;
