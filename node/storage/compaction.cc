@@ -29,7 +29,7 @@ namespace {
 // An op whose commit group failed is run again this many times at most.
 constexpr int kCompactionRetriesMax = 3;
 // The compactor looks whether to stop every this many batches.
-constexpr size_t kStopCheckBatches = 256;
+constexpr size_t kStopCheckBatches = 16;
 
 }  // namespace
 
@@ -131,6 +131,10 @@ void RecordStore::CompactRegistry(const std::string& registry) {
 
 bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std::string> keys) {
   for (int attempt = 0;; ++attempt) {
+    {
+      absl::MutexLock l(&compact_mu_);
+      if (compact_stopping_) return false;
+    }
     auto op = std::make_unique<Op>();
     op->type = Op::Type::kCompact;
     op->registry = registry;

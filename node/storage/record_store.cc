@@ -551,6 +551,9 @@ void RecordStore::RunDueReplays() {
       continue;
     }
     replay_failed_ms_.erase(*it);
+    // The compaction the collection asked for could not run on the registry while it was
+    // fenced: it runs on the rebuilt log.
+    ScheduleCompaction(*it);
     it = replays_due_.erase(it);
   }
 }

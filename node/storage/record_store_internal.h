@@ -48,7 +48,8 @@ struct RecordStore::Op {
     kCollect,
     // Record states a peer sent by repair, merged into ours (RecordStore::Repair).
     kRepair,
-    // One pass of the compaction of a registry's change log (RecordStore::ApplyCompact).
+    // Log batches the compactor found superseded, made hollow once checked again
+    // (RecordStore::ApplyCompact).
     kCompact,
   };
   Type type = Type::kWrite;

@@ -21,6 +21,7 @@
 #include "node/storage/record_store.h"
 #include "node/storage/rocksdb_store.h"
 #include "replication/change_log.h"
+#include "replication/hlc.h"
 #include "tests/testing/test_env.h"
 
 namespace interco::node {
@@ -917,8 +918,10 @@ class ExclusionStoreTest : public SetCollectionStoreTest {
   }
   // The EPCI's collection of all it holds, leaving Bourg out (and Viriat too, with
   // `viriat`) at what it holds of them.
-  void CollectLeavingOutBourg(bool viriat = false) {
+  void CollectLeavingOutBourg(bool viriat = false, uint64_t journal_before = 0) {
     replication::CollectionPlan plan;
+    plan.journal_before = journal_before;
+    plan.compaction_changes = journal_before == 0 ? 0 : 1;
     plan.frontier = *epci_.store->Position(kSets);
     plan.required = plan.frontier;
     plan.members = epci_.store->Members(kSets);
@@ -992,6 +995,26 @@ TEST_F(ExclusionStoreTest, ABatchAppliedBeforeTheCollectionCameIsTakenOutAgain) 
   Open(viriat_);
   EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
   EXPECT_EQ(Carry(bourg_, viriat_, kSets).code(), absl::StatusCode::kPermissionDenied);
+}
+
+// The collection that makes a node replay its log also lets it compact the log: the
+// compaction runs once the registry is rebuilt.
+TEST_F(ExclusionStoreTest, ALogReplayedForACollectionIsCompactedOnceRebuilt) {
+  ASSERT_TRUE(Carry(bourg_, viriat_, kSets).ok());  // Viriat got the hammam
+  clock_.Advance(1000);
+  // The journals' cut at now: the EPCI's create of the collected school may go.
+  CollectLeavingOutBourg(/*viriat=*/false, replication::HybridLogicalClock::Pack(
+                                               static_cast<uint64_t>(clock_.NowMillis()), 0));
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  ASSERT_EQ(viriat_.store->RefusedOf(kSets)->batches, 1u) << "no replay";
+  uint64_t hollowed = 0;
+  for (int i = 0; i < 300 && hollowed == 0; ++i) {
+    hollowed = viriat_.store->CollectedOf(kSets)->hollowed_batches;
+    if (hollowed == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(hollowed, 1u) << "the create of the collected record";
+  EXPECT_EQ(epci_.store->CollectedOf(kSets)->hollowed_batches, 1u);
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok"));
 }
 
 TEST_F(ExclusionStoreTest, AMemberLeftOutKeepsItsRefusedWritesAndGoesOnInANewEpoch) {
