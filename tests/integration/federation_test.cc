@@ -234,13 +234,19 @@ class FederationTest : public ::testing::Test {
     return o;
   }
 
-  // What `m` says of the shared registry (NodeInfo).
-  static v1::RegistrySummary Summary(const Member& m) {
+  // What `m` says of itself (NodeInfo, as its own viewer).
+  static v1::NodeInfo NodeInfoOf(const Member& m) {
     grpc::ClientContext ctx;
     v1::NodeInfo info;
     EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
                     ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
                     .ok());
+    return info;
+  }
+
+  // What `m` says of the shared registry (NodeInfo).
+  static v1::RegistrySummary Summary(const Member& m) {
+    const v1::NodeInfo info = NodeInfoOf(m);
     for (const auto& r : info.registries()) {
       if (r.name() == "registries/services") return r;
     }
@@ -689,11 +695,7 @@ class DivergenceTest : public FederationTest {
 
   // What `m` says of its peer `peer` (NodeInfo).
   static v1::PeerStatus PeerOf(const Member& m, const std::string& peer) {
-    grpc::ClientContext ctx;
-    v1::NodeInfo info;
-    EXPECT_TRUE(v1::NodeService::NewStub(MtlsChannel(m.node->api_port(), ClientTlsDir(m.siren)))
-                    ->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info)
-                    .ok());
+    const v1::NodeInfo info = NodeInfoOf(m);
     for (const auto& p : info.peers()) {
       if (p.authority() == peer) return p;
     }
