@@ -686,6 +686,11 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
   if (shared->second.WaitForNotificationWithTimeout(absl::Seconds(2))) stats = shared->first;
   const int64_t wall = clock_.NowMillis();
   const int64_t mono = clock_.MonotonicMillis();
+  std::map<uint32_t, uint64_t> auto_repairs;
+  {
+    absl::MutexLock l(&mu_);
+    auto_repairs = auto_repairs_;
+  }
   std::vector<interco::v1::PeerStatus> out;
   for (const auto& p : options_.peers) {
     interco::v1::PeerStatus s;
@@ -727,11 +732,8 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_divergences(st.divergences);
       for (const std::string& r : st.diverged) s.add_diverged_registries(r);
     }
-    {
-      absl::MutexLock l(&mu_);
-      auto n = auto_repairs_.find(replication::SirenToOrigin(p.authority()).value_or(0));
-      if (n != auto_repairs_.end()) s.set_auto_repairs(n->second);
-    }
+    auto n = auto_repairs.find(replication::SirenToOrigin(p.authority()).value_or(0));
+    if (n != auto_repairs.end()) s.set_auto_repairs(n->second);
     out.push_back(std::move(s));
   }
   std::sort(out.begin(), out.end(),

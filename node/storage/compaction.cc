@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,11 +32,32 @@ constexpr int kCompactionRetriesMax = 3;
 // The compactor looks whether to stop every this many batches.
 constexpr size_t kStopCheckBatches = 16;
 
-}  // namespace
-
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
 using interco::replication::v1::RecordState;
+
+// The state a compaction judges a record's changes by: none (nullptr) once the record was
+// collected, which leaves no state at all.
+const RecordState* UnlessCollected(const RecordState& state) {
+  return state.causal_length() == 0 && state.fields_size() == 0 ? nullptr : &state;
+}
+
+// Whether the log batch `bytes` (parsed into `batch`) may become hollow now: its place
+// (replication::MayHollow) and its changes (replication::AllSuperseded). DATA_LOSS if it
+// does not parse; the error of `state_of`.
+absl::StatusOr<bool> Hollowable(std::string_view bytes, const replication::VersionVector& frontier,
+                                uint64_t journal_before,
+                                const replication::RecordStateOf& state_of, Batch& batch) {
+  BatchHeader h;
+  if (!batch.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())) ||
+      !h.ParseFromString(batch.header())) {
+    return absl::DataLossError("a log batch does not parse");
+  }
+  if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) return false;
+  return replication::AllSuperseded(batch, h.origin(), frontier, state_of);
+}
+
+}  // namespace
 
 void RecordStore::ScheduleCompaction(const std::string& registry) {
   absl::MutexLock l(&compact_mu_);
@@ -72,14 +94,12 @@ void RecordStore::CompactRegistry(const std::string& registry) {
     journal_before = it->second.meta.journal_before();
   }
   if (frontier.empty() || journal_before == 0) return;
-  std::optional<RecordState> state;
+  RecordState state;
   const replication::RecordStateOf state_of =
       [&](const std::string& id) -> absl::StatusOr<const RecordState*> {
-    INTERCO_ASSIGN_OR_RETURN(state, StoredState(registry, id));
-    // No state at all: the record was collected.
-    return !state.has_value() || (state->causal_length() == 0 && state->fields_size() == 0)
-               ? nullptr
-               : &*state;
+    INTERCO_ASSIGN_OR_RETURN(std::optional<RecordState> stored, StoredState(registry, id));
+    state = stored.has_value() ? *std::move(stored) : RecordState();
+    return UnlessCollected(state);
   };
   const std::string end = keys::RegistryEnd(registry);
   std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
@@ -88,30 +108,19 @@ void RecordStore::CompactRegistry(const std::string& registry) {
   size_t looked = 0;
   for (it->Seek(ToSlice(keys::Log(registry, 0, 0, 0))); it->Valid() && ToView(it->key()) < end;
        it->Next()) {
-    if (++looked % kStopCheckBatches == 0) {
-      absl::MutexLock l(&compact_mu_);
-      if (compact_stopping_) return;
-    }
+    if (++looked % kStopCheckBatches == 0 && CompactorStopping()) return;
     Batch batch;
-    BatchHeader h;
-    if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
-        !h.ParseFromString(batch.header())) {
-      log::Error(absl::StrCat("compacting the change log of registry ", registry,
-                              ": a batch does not parse"));
-      return;
-    }
-    if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
-    absl::StatusOr<bool> superseded =
-        replication::AllSuperseded(batch, h.origin(), frontier, state_of);
-    if (!superseded.ok()) {
+    absl::StatusOr<bool> hollowable =
+        Hollowable(ToView(it->value()), frontier, journal_before, state_of, batch);
+    if (!hollowable.ok()) {
       // A registry being rebuilt answers UNAVAILABLE: its next collection starts over.
       if (!Replaying(registry)) {
         log::Error(absl::StrCat("compacting the change log of registry ", registry, ": ",
-                                superseded.status().ToString()));
+                                hollowable.status().ToString()));
       }
       return;
     }
-    if (!*superseded) continue;
+    if (!*hollowable) continue;
     found.emplace_back(ToView(it->key()));
     found_changes += static_cast<size_t>(batch.changes_size());
     if (found.size() == limits::kCompactionPassBatches ||
@@ -131,10 +140,7 @@ void RecordStore::CompactRegistry(const std::string& registry) {
 
 bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std::string> keys) {
   for (int attempt = 0;; ++attempt) {
-    {
-      absl::MutexLock l(&compact_mu_);
-      if (compact_stopping_) return false;
-    }
+    if (CompactorStopping()) return false;
     auto op = std::make_unique<Op>();
     op->type = Op::Type::kCompact;
     op->registry = registry;
@@ -144,11 +150,7 @@ bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std:
     // Its group could not commit (full, or broken by another op): the same again, a few
     // times. Otherwise (a registry being rebuilt, a log that cannot be read, a disk that
     // keeps failing) the next collection starts over.
-    bool stopping;
-    {
-      absl::MutexLock l(&compact_mu_);
-      stopping = compact_stopping_;
-    }
+    const bool stopping = CompactorStopping();
     if (!absl::IsUnavailable(s) || Replaying(registry) || stopping ||
         attempt == kCompactionRetriesMax) {
       if (!Replaying(registry) && !stopping) {
@@ -158,6 +160,11 @@ bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std:
       return false;
     }
   }
+}
+
+bool RecordStore::CompactorStopping() {
+  absl::MutexLock l(&compact_mu_);
+  return compact_stopping_;
 }
 
 absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
@@ -173,8 +180,7 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   const replication::RecordStateOf state_of =
       [&](const std::string& id) -> absl::StatusOr<const RecordState*> {
     INTERCO_ASSIGN_OR_RETURN(state, StagedState(g, keys::Record(op.registry, id)));
-    // No state at all: the record was collected.
-    return state.causal_length() == 0 && state.fields_size() == 0 ? nullptr : &state;
+    return UnlessCollected(state);
   };
   uint64_t dropped_bytes = 0;
   for (const std::string& key : op.compact_keys) {
@@ -184,22 +190,16 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
     INTERCO_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Cf::kLog, key));
     if (!stored.has_value()) continue;
     Batch batch;
-    BatchHeader h;
-    if (!batch.ParseFromString(*stored) || !h.ParseFromString(batch.header())) {
-      return absl::DataLossError(absl::StrCat("log batch of ", op.registry, " does not parse"));
+    absl::StatusOr<bool> hollowable = Hollowable(*stored, frontier, journal_before, state_of, batch);
+    if (!hollowable.ok()) {
+      return absl::Status(hollowable.status().code(),
+                          absl::StrCat("registry ", op.registry, ": ", hollowable.status().message()));
     }
-    if (!replication::MayHollow(h, batch.hollow(), frontier, journal_before)) continue;
-    absl::StatusOr<bool> superseded = replication::AllSuperseded(batch, h.origin(), frontier, state_of);
-    if (!superseded.ok()) {
-      return absl::Status(superseded.status().code(),
-                          absl::StrCat("registry ", op.registry, ": ", superseded.status().message()));
-    }
-    if (!*superseded) continue;
+    if (!*hollowable) continue;
     std::string bytes = replication::Hollow(batch).SerializeAsString();
     dropped_bytes += stored->size() - bytes.size();
     hollowed.emplace_back(key, std::move(bytes));
   }
-  op.compact_hollowed = hollowed.size();
   if (hollowed.empty()) return absl::OkStatus();
   for (const auto& [key, bytes] : hollowed) {
     g.batch.Put(db_->handle(Cf::kLog), ToSlice(key), ToSlice(bytes));

@@ -463,6 +463,8 @@ class RecordStore {
   // Queues a kCompact op of `keys` and waits for it (run again, a few times, if its
   // commit group failed). False if the look through the log should stop.
   bool SubmitCompaction(const std::string& registry, std::vector<std::string> keys);
+  // Whether the store is closing: the compactor stops.
+  bool CompactorStopping();
   absl::Mutex compact_mu_;
   std::set<std::string> compact_requests_ ABSL_GUARDED_BY(compact_mu_);
   bool compact_stopping_ ABSL_GUARDED_BY(compact_mu_) = false;

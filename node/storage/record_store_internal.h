@@ -85,10 +85,8 @@ struct RecordStore::Op {
   uint64_t peer_policy_version = 0;
   std::vector<std::pair<std::string, replication::RecordState>> repaired;
   uint64_t repaired_changed = 0;
-  // kCompact: the log keys of batches found superseded (checked again when staged), and
-  // how many of them the op made hollow.
+  // kCompact: the log keys of batches found superseded (checked again when staged).
   std::vector<std::string> compact_keys;
-  size_t compact_hollowed = 0;
 
   absl::Status status;
   interco::v1::Record record;
