@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <grpcpp/server_builder.h>
 #include <thread>
 #include <unordered_map>
@@ -38,6 +39,7 @@
 #include "node/system_clock.h"
 #include "node/trust/batch_signer.h"
 #include "node/trust/certificate_store.h"
+#include "replication/base/limits.h"
 #include "replication/change_log.h"
 #include "replication/frame_codec.h"
 #include "replication/hlc.h"
@@ -201,8 +203,6 @@ void ApplyBench() {
   const std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/interco-replication-bench-",
                                        ::getpid());
   interco::node::SystemClock clock;
-  auto store = OpenBenchStore(dir, clock);
-  if (!store.ok()) return;
   interco::v1::Registry def;
   for (int f = 0; f < fields; ++f) {
     auto* spec = def.mutable_schema()->add_fields();
@@ -212,7 +212,6 @@ void ApplyBench() {
   // The remote origin writes it too.
   def.mutable_policy()->mutable_writers()->set_all_authorities(true);
   const interco::replication::Principal admin{"interco.bench", "200046977", "admin"};
-  if (!(*store)->CreateRegistry("bench", def, admin).ok()) return;
 
   // Remote batches of another origin, prepared before timing.
   constexpr uint32_t kOrigin = 217400423;  // a valid SIREN
@@ -287,42 +286,71 @@ void ApplyBench() {
 
   CodecBench(batches);
 
-  // A local writer meanwhile: its latency shows whether applies block local writes.
-  LocalWriter local(**store, admin);
-
-  const auto t0 = std::chrono::steady_clock::now();
-  double decode_s = 0;
-  int64_t applied = 0;
-  for (const auto& b : batches) {
-    const auto d0 = std::chrono::steady_clock::now();
-    auto decoded = interco::replication::DecodeBatch(b, hasher);
-    decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
-    if (!decoded.ok()) {
-      std::fprintf(stderr, "decode: %s\n", decoded.status().ToString().c_str());
-      break;
+  // Each run applies every batch to a new store, with or without a local writer beside:
+  // the first measures the apply alone, the second whether applies hold local writes.
+  struct ApplyRun {
+    double secs = 0, decode_s = 0;
+    int64_t applied = 0, conflicts = -1;
+    std::vector<double> local_ms, idle_ms;
+    std::string check = "not run";
+  };
+  const auto run = [&](bool with_writer) {
+    ApplyRun out;
+    auto store = OpenBenchStore(dir, clock);
+    if (!store.ok() || !(*store)->CreateRegistry("bench", def, admin).ok()) return out;
+    std::optional<LocalWriter> local;
+    if (with_writer) {
+      // The same writer with nothing else going on first: what its writes cost alone.
+      local.emplace(**store, admin);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      out.idle_ms = local->Stop();
+      local.emplace(**store, admin);
     }
-    if (absl::Status s = (*store)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
-      std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
-      break;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& b : batches) {
+      const auto d0 = std::chrono::steady_clock::now();
+      auto decoded = interco::replication::DecodeBatch(b, hasher);
+      out.decode_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - d0).count();
+      if (!decoded.ok()) {
+        std::fprintf(stderr, "decode: %s\n", decoded.status().ToString().c_str());
+        break;
+      }
+      if (absl::Status s = (*store)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
+        std::fprintf(stderr, "apply: %s\n", s.ToString().c_str());
+        break;
+      }
+      out.applied += decoded->header.count();
     }
-    applied += decoded->header.count();
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::vector<double> local_ms = local.Stop();
-  auto check = (*store)->CheckConsistency();
-  const auto registry = (*store)->GetRegistry("bench");
-  const int64_t conflicts = registry.ok() ? registry->conflict_count() : -1;
-  store->reset();
-  std::filesystem::remove_all(dir);
+    out.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (local) out.local_ms = local->Stop();
+    auto check = (*store)->CheckConsistency();
+    out.check = check.ok() ? "consistent" : check.status().ToString();
+    const auto registry = (*store)->GetRegistry("bench");
+    out.conflicts = registry.ok() ? registry->conflict_count() : -1;
+    store->reset();
+    std::filesystem::remove_all(dir);
+    return out;
+  };
+  const ApplyRun alone = run(false);
+  const ApplyRun beside = run(true);
+  const double secs = alone.secs;
+  const int64_t applied = alone.applied;
+  const double decode_s = alone.decode_s;
+  const int64_t conflicts = alone.conflicts;
+  const std::vector<double>& local_ms = beside.local_ms;
 
   const double changes_per_s = static_cast<double>(applied) / secs;
   std::printf("apply: %lld changes (%d fields each) in %.2f s: %.0f changes/s, %.0f field "
               "changes/s; decode+verify %.1f%% of the time; %.1f MB payload\n",
               static_cast<long long>(applied), fields, secs, changes_per_s,
               changes_per_s * fields, 100.0 * decode_s / secs, static_cast<double>(payload_bytes) / 1e6);
-  std::printf("local writes during apply: %zu, p50 %.2f ms, p99 %.2f ms; store %s\n",
-              local_ms.size(), Percentile(local_ms, 0.5), Percentile(local_ms, 0.99),
-              check.ok() ? "consistent" : check.status().ToString().c_str());
+  std::printf("store after the apply: %s\n", alone.check.c_str());
+  const double beside_per_s = static_cast<double>(beside.applied) / beside.secs;
+  std::printf("apply again with a local writer beside: %.0f field changes/s; %zu local writes, "
+              "p50 %.2f ms, p99 %.2f ms (alone before: p50 %.2f ms, p99 %.2f ms); store %s\n",
+              beside_per_s * fields, local_ms.size(), Percentile(local_ms, 0.5),
+              Percentile(local_ms, 0.99), Percentile(beside.idle_ms, 0.5),
+              Percentile(beside.idle_ms, 0.99), beside.check.c_str());
   std::printf("{\"bench\":\"replication\",\"phase\":\"apply\",\"changes\":%lld,\"fields_per_change\":%d,"
               "\"batch\":%d,\"seconds\":%.3f,\"changes_per_s\":%.0f,\"field_changes_per_s\":%.0f,"
               "\"decode_share\":%.3f,\"payload_mb\":%.2f,\"races\":%s,\"conflicts_journaled\":%lld}\n",
@@ -346,8 +374,11 @@ void ApplyBench() {
               "\"fields\":%d}\n",
               per_field, per_field_later, per_record, all, fields);
   std::printf("{\"bench\":\"replication\",\"phase\":\"local_writes_during_apply\",\"count\":%zu,"
-              "\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n",
-              local_ms.size(), Percentile(local_ms, 0.5), Percentile(local_ms, 0.99));
+              "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"idle_p50_ms\":%.3f,\"idle_p99_ms\":%.3f,"
+              "\"apply_field_changes_per_s\":%.0f,\"slice_changes\":%zu}\n",
+              local_ms.size(), Percentile(local_ms, 0.5), Percentile(local_ms, 0.99),
+              Percentile(beside.idle_ms, 0.5), Percentile(beside.idle_ms, 0.99),
+              beside_per_s * fields, interco::limits::kApplySliceChanges);
 }
 
 // Bytes sent so far on the TCP connections to 127.0.0.1:port (ss's bytes_sent: TLS

@@ -115,6 +115,7 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       break;
     case Op::Type::kApplyRemote: {
       if (op.replayed) return;  // audited when first applied; the replay has its event
+      if (op.continuing) return;  // merged in slices: audited once, with its last
       const auto& h = op.remote->header;
       e.set_action(AuditEvent::APPLY_BATCH);
       e.set_origin(replication::OriginToSiren(h.origin()));

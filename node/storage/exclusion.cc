@@ -102,8 +102,9 @@ absl::Status RecordStore::StageExclusion(GroupState& g, RegistryRuntime& rt,
       if (!added) it->second.seq = std::min(it->second.seq, cut.seq);
     }
     replication::ToDots(replay, *rt.meta.mutable_replay(), /*keep_empty=*/true);
-  } else if (rt.meta.repaired()) {
-    // Repaired values are in no batch of the log yet: some may be of what the collection
+  } else if (rt.meta.repaired() || rt.meta.partial_size() > 0) {
+    // Repaired values, and the first slices of a batch whose last one did not commit
+    // (a crash), are in no batch of the log yet: some may be of what the collection
     // refuses. The state is rebuilt from the log; the others come back with their batches.
     rt.meta.set_rebuild(true);
   }
@@ -296,6 +297,7 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   now.meta.clear_replay();
   now.meta.clear_rebuild();
   now.meta.clear_repaired();
+  now.meta.clear_partial();
   GroupState g;
   g.batch.Put(db_->handle(Cf::kRegistries), ToSlice(registry), now.meta.SerializeAsString());
   AuditEvent e;

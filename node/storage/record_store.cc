@@ -510,11 +510,23 @@ void RecordStore::CommitLoop() {
         if (queue_.empty()) {
           stop = true;  // stopping, and drained
         } else {
-          // Everything that queued up while the previous group committed, bounded.
+          // Everything that queued up while the previous group committed, bounded; a
+          // remote batch between two slices lets the others commit alone first, once.
+          const bool others = std::any_of(queue_.begin(), queue_.end(),
+                                          [](const auto& op) { return op->next_change == 0; });
+          std::vector<std::unique_ptr<Op>> held;
           while (!queue_.empty() && group.size() < limits::kCommitGroupMutationsMax) {
-            group.push_back(std::move(queue_.front()));
+            std::unique_ptr<Op> op = std::move(queue_.front());
             queue_.pop_front();
+            if (others && op->next_change > 0 && !op->yielded) {
+              op->yielded = true;
+              held.push_back(std::move(op));
+              continue;
+            }
+            op->yielded = false;
+            group.push_back(std::move(op));
           }
+          for (auto it = held.rbegin(); it != held.rend(); ++it) queue_.push_front(std::move(*it));
         }
       }
     }
@@ -528,9 +540,21 @@ void RecordStore::CommitLoop() {
     // A collection of the group refused batches applied here: the registry's state is
     // rebuilt before anything else happens (the group's callers then see it done).
     RunDueReplays();
-    absl::MutexLock l(&done_mu_);
-    done_queue_.push_back(std::move(group));
+    // A remote batch merged in slices goes on first in the next group, with whatever
+    // queued meanwhile.
+    std::vector<std::unique_ptr<Op>> ended;
+    std::vector<std::unique_ptr<Op>> continuing;
+    for (auto& op : group) (op->continuing ? continuing : ended).push_back(std::move(op));
     group.clear();
+    if (!continuing.empty()) {
+      absl::MutexLock l(&mu_);
+      for (auto it = continuing.rbegin(); it != continuing.rend(); ++it) {
+        queue_.push_front(std::move(*it));
+      }
+    }
+    if (ended.empty()) continue;
+    absl::MutexLock l(&done_mu_);
+    done_queue_.push_back(std::move(ended));
   }
 }
 
@@ -743,6 +767,7 @@ absl::StatusOr<RecordStore::FeedBounds> RecordStore::FeedOf(std::string_view reg
 void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   GroupState g;
   for (const auto& op : group) {
+    op->continuing = false;
     if (g.bytes > limits::kCommitGroupBytesMax) {
       // Too much for one commit: this op fails retryably rather than making the group
       // unbounded. It is rare (each op is at most ~1 MiB and groups are 512 ops).
@@ -788,9 +813,15 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     AuditOutcome(*op, g);
     if (!g.broken.ok()) break;
   }
+  // An op that does not go on in the next group ends with this one (its outcome reported
+  // after it), except on failure below.
+  const auto fail_group = [&group] {
+    for (const auto& op : group) op->continuing = false;
+  };
   if (!g.broken.ok()) {
     // An op failed half-way through staging: commit none of the group (each op may be
     // retried; a remote batch comes again).
+    fail_group();
     for (const auto& op : group) {
       if (op->status.ok()) {
         op->status = absl::UnavailableError(
@@ -815,6 +846,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   for (auto& [registry, changes] : g.changes) {
     if (absl::Status sealed = StageOwnBatch(g, registry); !sealed.ok()) {
       // Unsigned, a batch would be refused by every peer: commit none of the group.
+      fail_group();
       for (const auto& op : group) {
         if (op->status.ok()) {
           op->status = absl::UnavailableError(
@@ -864,9 +896,15 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   node_meta.set_format_version(kFormatVersion);
   g.batch.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), node_meta.SerializeAsString());
 
-  absl::Status s = db_->Write(g.batch, sync_ && (!touched.empty() || g.new_epoch));
+  // A group of slices only acknowledges nothing: it goes to the disk with the next group
+  // that does (a slice lost in a crash is merged again when its batch comes again).
+  const bool acknowledges =
+      std::any_of(group.begin(), group.end(), [](const auto& op) { return !op->continuing; });
+  absl::Status s =
+      db_->Write(g.batch, sync_ && acknowledges && (!touched.empty() || g.new_epoch));
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
+    fail_group();
     for (const auto& op : group) {
       if (op->status.ok()) op->status = s;
     }
@@ -1326,6 +1364,17 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
   g.dirty.insert(registry);
 }
 
+namespace {
+
+// Whether the batch of header `h` is marked merged in part (RegistryMeta.partial).
+bool MarkedPartial(const RegistryMeta& meta, const BatchHeader& h) {
+  return std::any_of(meta.partial().begin(), meta.partial().end(), [&h](const auto& d) {
+    return d.origin() == h.origin() && d.epoch() == h.epoch() && d.seq() == h.first_seq();
+  });
+}
+
+}  // namespace
+
 absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   const replication::DecodedBatch& batch = *op.remote;
   const BatchHeader& h = batch.header;
@@ -1336,6 +1385,22 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   const replication::Exclusions exclusions(rt.meta.exclusions());
   INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies, &exclusions));
   INTERCO_RETURN_IF_ERROR(replication::CollectionReady(batch, rt.position));
+  const replication::OriginKey key{h.origin(), h.epoch()};
+  replication::OriginPos& pos = rt.position[key];
+  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
+  }
+  if (op.next_change > 0 && !MarkedPartial(rt.meta, h)) {
+    op.next_change = 0;  // a rebuild from the log took the first slices out: all again
+  }
+  if (op.next_change > 0) {
+    // A later slice: the batch was checked whole before its first one, and is judged
+    // again above against what committed since (the position moves only at its last).
+    absl::Status slice_staged = StageRemoteChanges(op, g, rt);
+    if (!slice_staged.ok()) g.broken = slice_staged;
+    return slice_staged;
+  }
   // Every change checked before any is staged: a malformed one refuses the whole batch.
   for (size_t i = 0; i < batch.changes.size(); ++i) {
     const Change& c = batch.changes[i];
@@ -1346,12 +1411,6 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
                                                      replication::OriginToSiren(h.origin()),
                                                      ": ", s.message()));
     }
-  }
-  const replication::OriginKey key{h.origin(), h.epoch()};
-  replication::OriginPos& pos = rt.position[key];
-  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
   // Stamps grow along the chain (DecodeBatch checks them within the batch; a hollow
   // batch has only its header's greatest stamp to show).
@@ -1375,7 +1434,19 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   replication::OriginPos& pos = rt.position[replication::OriginKey{h.origin(), h.epoch()}];
   std::vector<AuditEvent> policy_events;
   replication::VersionVector purged = replication::FromDots(rt.meta.purged());
-  for (size_t i = 0; i < batch.changes.size(); ++i) {
+  // A large batch of record changes only is merged in slices, one commit group each:
+  // local writes commit between them instead of waiting for the whole batch. Each change
+  // is one write of its origin, merged whole in one slice; the batch, the position and
+  // anything the engine acknowledges come with the last slice. A slice merged twice (the
+  // batch comes again after a crash or a failure) changes nothing: merges are idempotent.
+  const size_t first = op.next_change;
+  size_t end = batch.changes.size();
+  if (!op.replayed && end > limits::kApplySliceChanges &&
+      std::none_of(batch.changes.begin(), batch.changes.end(),
+                   [](const Change& c) { return c.has_policy(); })) {
+    end = std::min(end, first + limits::kApplySliceChanges);
+  }
+  for (size_t i = first; i < end; ++i) {
     const Change& c = batch.changes[i];
     const uint64_t seq = h.first_seq() + i;
     if (c.has_policy() && c.policy().has_collection()) {
@@ -1447,6 +1518,29 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
     if (!changed) continue;
     StageRecord(rt, g, op.registry, c.key(), current, std::move(merged), nullptr);
   }
+  // Later local writes are stamped after everything received (in slices, after every
+  // change of the batch already: a local write between two slices may replace one).
+  hlc_.AdvanceTo(h.max_hlc());
+  auto& marks = *rt.meta.mutable_partial();
+  if (end < batch.changes.size()) {
+    if (!MarkedPartial(rt.meta, h)) {
+      interco::replication::v1::Dot& d = *marks.Add();
+      d.set_origin(h.origin());
+      d.set_epoch(h.epoch());
+      d.set_seq(h.first_seq());
+    }
+    op.next_change = end;
+    op.continuing = true;
+    g.dirty.insert(op.registry);
+    return absl::OkStatus();
+  }
+  // The batch is whole here now, and so is any of its origin epoch left partial before.
+  marks.erase(std::remove_if(marks.begin(), marks.end(),
+                             [&h](const auto& d) {
+                               return d.origin() == h.origin() && d.epoch() == h.epoch() &&
+                                      d.seq() <= h.first_seq();
+                             }),
+              marks.end());
   g.batch.Put(db_->handle(Cf::kLog),
               ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
               batch.raw.SerializeAsString());
@@ -1460,8 +1554,6 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   if (!op.replayed) {
     for (AuditEvent& e : policy_events) StageAudit(g, std::move(e));
   }
-  // Later local writes are stamped after everything received.
-  hlc_.AdvanceTo(h.max_hlc());
   return absl::OkStatus();
 }
 
@@ -2154,6 +2246,11 @@ absl::StatusOr<replication::StateDigest> RecordStore::Digest(std::string_view re
   if (replaying_.contains(std::string(registry)) || rt.meta.replay_size() > 0 ||
       rt.meta.rebuild()) {
     return Rebuilding(registry);
+  }
+  if (rt.meta.partial_size() > 0) {
+    // Its records hold changes of a batch its position does not have yet.
+    return absl::UnavailableError(absl::StrCat("registry ", ToAbsl(registry),
+                                               " is merging a remote batch in slices"));
   }
   replication::StateDigest out;
   out.position = rt.position;

@@ -65,6 +65,12 @@ struct RecordStore::Op {
   // when it comes from this node's own log, applied again by a replay (not audited again).
   const replication::DecodedBatch* remote = nullptr;
   bool replayed = false;
+  // kApplyRemote of a batch merged in slices: the first change the next slice merges,
+  // and whether the op goes on in a next commit group (set by the slice just staged).
+  size_t next_change = 0;
+  bool continuing = false;
+  // Whether it let the ops queued behind it commit without it once since its last slice.
+  bool yielded = false;
   // kAudit: events to append.
   std::vector<interco::v1::AuditEvent> audit_events;
   // kCollect: the owner's stable frontier and what a node must hold to act on it, the

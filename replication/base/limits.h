@@ -53,6 +53,9 @@ inline constexpr size_t kPageTokenBytesMax = 1024;
 inline constexpr size_t kCommitGroupMutationsMax = 512;
 // Payload bytes of one group commit (so that one change-log batch fits a peer message).
 inline constexpr size_t kCommitGroupBytesMax = 4 << 20;
+// A remote batch of more changes than this is merged in slices of this many, one commit
+// group each, so that local writes commit between them (RecordStore::StageRemoteChanges).
+inline constexpr size_t kApplySliceChanges = 64;
 // Compaction of a registry's change log (replication/compaction.h): batches found
 // superseded, away from the committer, that one commit group checks again and makes
 // hollow, before the committer takes other work...

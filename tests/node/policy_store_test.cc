@@ -1118,6 +1118,32 @@ TEST_F(ExclusionStoreTest, ACollectionAfterARepairRebuildsTheStateFromTheLog) {
   EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 0u);  // nothing left the log
 }
 
+// The first slices of a large batch committed before a crash (RecordStore::
+// StageRemoteChanges) are values no batch of the log holds, as repaired ones are: a
+// collection that leaves their origin out rebuilds the state from the log without them.
+TEST_F(ExclusionStoreTest, ACollectionAfterAPartlyMergedBatchRebuildsTheStateFromTheLog) {
+  const replication::RecordState bourgs = **bourg_.store->StoredState(kSets, "piscine");
+  EditOnDisk(viriat_, [&](interco::internal::v1::RegistryMeta& meta, RocksDbStore& db,
+                          rocksdb::WriteBatch& wb) {
+    const std::string key = keys::Record(kSets, "piscine");
+    wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(key.data(), key.size()),
+           bourgs.SerializeAsString());
+    interco::replication::v1::Dot& d = *meta.add_partial();
+    d.set_origin(bourg_.store->origin());
+    d.set_epoch(1);
+    d.set_seq(2);
+  });
+  Open(viriat_);
+  ASSERT_NE(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->Digest(kSets).status().code(), absl::StatusCode::kUnavailable);
+  CollectLeavingOutBourg();
+  ASSERT_TRUE(Carry(epci_, viriat_, kSets).ok());
+  EXPECT_EQ(StateOf(viriat_), StateOf(epci_));
+  EXPECT_EQ(viriat_.store->RefusedOf(kSets)->batches, 0u);  // nothing left the log
+  EXPECT_TRUE(viriat_.store->Digest(kSets).ok());           // the mark went with the rebuild
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok"));
+}
+
 // A replay that cannot finish (here: a batch missing from the log) leaves the registry
 // fenced, its reads and writes UNAVAILABLE, rather than serving or writing on a partial
 // state; the node's other registries go on.

@@ -1,0 +1,287 @@
+// Remote batches merged in slices (RecordStore::StageRemoteChanges): local writes commit
+// between the slices of a large batch, and a batch that fails half-way keeps the slices it
+// committed, marked, until it comes again and is merged whole.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "node/crypto/sha256.h"
+#include "node/storage/keys.h"
+#include "node/storage/record_store.h"
+#include "node/storage/rocksdb_store.h"
+#include "replication/base/limits.h"
+#include "replication/change_log.h"
+#include "replication/repair.h"
+#include "tests/testing/test_env.h"
+
+namespace interco::node {
+namespace {
+
+using ::interco::testing::FakeClock;
+using ::interco::testing::MakeTempDir;
+using replication::LocalWrite;
+using replication::OriginKey;
+using replication::v1::Change;
+
+constexpr char kRegistry[] = "equipements";
+constexpr char kBourg[] = "210100533";   // the origin of the large batches
+constexpr char kLyon[] = "200046977";    // the receiver, writing locally meanwhile
+constexpr char kViriat[] = "210104519";  // a receiver left alone, for comparison
+// Changes per large batch: several slices, the last one short.
+constexpr size_t kBatchChanges = 4 * limits::kApplySliceChanges + 17;
+
+using Node = testing::StoreNode;
+
+LocalWrite Named(const std::string& nom) {
+  LocalWrite w;
+  w.kind = LocalWrite::Kind::kUpdate;
+  w.allow_missing = true;
+  w.fields["nom"].set_string_value(nom);
+  w.mask.push_back("nom");
+  return w;
+}
+
+class ApplySlicesTest : public ::testing::Test {
+ protected:
+  ApplySlicesTest() {
+    for (Node* n : {&bourg_, &lyon_, &viriat_}) {
+      n->siren = n == &bourg_ ? kBourg : n == &lyon_ ? kLyon : kViriat;
+      n->dir = MakeTempDir(absl::StrCat("slices-", n->siren));
+      Open(*n);
+      interco::v1::Registry def;
+      def.set_owner(kBourg);
+      def.mutable_policy()->mutable_writers()->set_all_authorities(true);
+      auto* f = def.mutable_schema()->add_fields();
+      f->set_name("nom");
+      f->set_type(interco::v1::FIELD_TYPE_STRING);
+      EXPECT_TRUE(n->store->CreateRegistry(kRegistry, def, n->admin()).ok());
+    }
+  }
+
+  void Open(Node& n) {
+    absl::Status s = n.Open(clock_);
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  // `count` large batches of Bourg's: its single writes of records b0, b1, ..., read back
+  // from its log and chained again `kBatchChanges` changes to a batch (as a busy origin's
+  // commit groups make them).
+  std::vector<replication::DecodedBatch> LargeBatches(size_t count) {
+    for (size_t i = 0; i < count * kBatchChanges; ++i) {
+      clock_.Advance(1);
+      EXPECT_TRUE(bourg_.store
+                      ->Write(kRegistry, absl::StrCat("b", i), Named(absl::StrCat("Bourg ", i)),
+                              bourg_.admin())
+                      .ok());
+    }
+    const OriginKey key{bourg_.store->origin(), bourg_.store->epoch()};
+    std::vector<std::string> changes;
+    uint64_t after = 0;
+    while (true) {
+      auto written = bourg_.store->ReadBatches(kRegistry, key, after, 256);
+      EXPECT_TRUE(written.ok()) << written.status();
+      if (!written.ok() || written->empty()) break;
+      for (const auto& b : *written) {
+        auto decoded = replication::DecodeBatch(b, hasher_);
+        EXPECT_TRUE(decoded.ok()) << decoded.status();
+        for (const auto& c : decoded->changes) changes.push_back(c.SerializeAsString());
+        after = decoded->header.first_seq() + decoded->header.count() - 1;
+      }
+    }
+    EXPECT_EQ(changes.size(), count * kBatchChanges);
+    std::vector<replication::DecodedBatch> out;
+    std::string prev;
+    for (size_t b = 0; b < count; ++b) {
+      replication::BatchParams p;
+      p.origin = key.origin;
+      p.epoch = key.epoch;
+      p.stream = kRegistry;
+      p.first_seq = b * kBatchChanges + 1;
+      p.prev_hash = prev;
+      std::vector<std::string> part(changes.begin() + b * kBatchChanges,
+                                    changes.begin() + (b + 1) * kBatchChanges);
+      Change last;
+      last.ParseFromString(part.back());
+      p.max_hlc = replication::ChangeStamp(last);
+      auto built = replication::BuildBatch(p, std::move(part), hasher_, nullptr, &prev);
+      EXPECT_TRUE(built.ok()) << built.status();
+      out.push_back(*replication::DecodeBatch(*built, hasher_));
+    }
+    return out;
+  }
+
+  // Every record of Bourg's is in `n` as Bourg has it.
+  void ExpectBourgsRecords(Node& n, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      auto r = n.store->GetRecord(kRegistry, absl::StrCat("b", i));
+      ASSERT_TRUE(r.ok()) << "b" << i << ": " << r.status();
+      EXPECT_EQ(r->fields().at("nom").string_value(), absl::StrCat("Bourg ", i));
+    }
+  }
+
+  void ExpectConsistent(Node& n) {
+    auto report = n.store->CheckConsistency();
+    EXPECT_TRUE(report.ok()) << n.siren << ": " << report.status();
+  }
+
+  FakeClock clock_;
+  Sha256Hasher hasher_;
+  Node bourg_, lyon_, viriat_;
+};
+
+TEST_F(ApplySlicesTest, LocalWritesCommitBetweenTheSlicesOfALargeRemoteBatch) {
+  constexpr size_t kBatches = 3;
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(kBatches);
+
+  // Lyon merges the batches while one of its users writes records of its own, one after
+  // the other, as fast as they are acknowledged (bounded in count).
+  std::atomic<bool> applied{false};
+  absl::Status apply_status;
+  std::thread applier([&] {
+    for (const auto& b : batches) {
+      apply_status = lyon_.store->ApplyRemoteBatch(kRegistry, b);
+      if (!apply_status.ok()) break;
+    }
+    applied = true;
+  });
+  size_t local = 0;
+  for (; !applied && local < 20000; ++local) {
+    auto w = lyon_.store->Write(kRegistry, absl::StrCat("l", local), Named("Lyon"),
+                                lyon_.admin());
+    ASSERT_TRUE(w.ok()) << w.status();
+  }
+  applier.join();
+  ASSERT_TRUE(apply_status.ok()) << apply_status;
+
+  // The feed lists changes in commit order: a local write committed between two slices
+  // of a batch sits between two of that batch's records.
+  auto cursor = lyon_.store->CurrentCursor(kRegistry, /*oldest=*/true);
+  ASSERT_TRUE(cursor.ok()) << cursor.status();
+  std::vector<std::string> order;
+  while (true) {
+    auto page = lyon_.store->ReadFeed(kRegistry, *cursor, 1000);
+    ASSERT_TRUE(page.ok()) << page.status();
+    if (page->changes.empty()) break;
+    for (const auto& c : page->changes) {
+      order.push_back(c.record().name().substr(c.record().name().rfind('/') + 1));
+    }
+    *cursor = page->cursor;
+  }
+  ASSERT_EQ(order.size(), kBatches * kBatchChanges + local);
+  size_t between = 0;
+  for (size_t b = 0; b < kBatches; ++b) {
+    const std::string first = absl::StrCat("b", b * kBatchChanges);
+    const std::string last = absl::StrCat("b", (b + 1) * kBatchChanges - 1);
+    const auto from = std::find(order.begin(), order.end(), first);
+    const auto to = std::find(order.begin(), order.end(), last);
+    ASSERT_TRUE(from < to) << "batch " << b;
+    between += static_cast<size_t>(std::count_if(
+        from, to, [](const std::string& id) { return id.starts_with("l"); }));
+  }
+  EXPECT_GT(between, 0u) << local << " local writes, none committed inside a batch";
+
+  // Each batch is audited once, as applied whole.
+  size_t audited = 0;
+  std::string token;
+  do {
+    auto audit = lyon_.store->ListAudit(RecordStore::AuditChainOf(kRegistry), 1000, token);
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    for (const auto& e : audit->events) {
+      if (e.event().action() != interco::v1::AuditEvent::APPLY_BATCH) continue;
+      EXPECT_TRUE(e.event().accepted());
+      EXPECT_EQ(e.event().count(), kBatchChanges);
+      ++audited;
+    }
+    token = audit->next_page_token;
+  } while (!token.empty());
+  EXPECT_EQ(audited, kBatches);
+
+  // Nothing of either is lost, and the store is whole.
+  ExpectBourgsRecords(lyon_, kBatches * kBatchChanges);
+  for (size_t i = 0; i < local; ++i) {
+    ASSERT_TRUE(lyon_.store->GetRecord(kRegistry, absl::StrCat("l", i)).ok()) << i;
+  }
+  const OriginKey bourg{bourg_.store->origin(), bourg_.store->epoch()};
+  EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, kBatches * kBatchChanges);
+  ASSERT_TRUE(lyon_.store->Digest(kRegistry).ok());
+  ExpectConsistent(lyon_);
+}
+
+TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAgain) {
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(1);
+  const OriginKey bourg{bourg_.store->origin(), bourg_.store->epoch()};
+  // Viriat merges the batch whole; Lyon's copy of a record of its third slice is
+  // unreadable (a damaged disk).
+  ASSERT_TRUE(viriat_.store->ApplyRemoteBatch(kRegistry, batches[0]).ok());
+  const size_t damaged = 2 * limits::kApplySliceChanges + 5;
+  const std::string damaged_key = keys::Record(kRegistry, absl::StrCat("b", damaged));
+  const auto with_raw_store = [&](const std::function<void(RocksDbStore&)>& fn) {
+    lyon_.store.reset();
+    RocksDbOptions o;
+    o.path = lyon_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok()) << db.status();
+    fn(**db);
+  };
+  with_raw_store([&](RocksDbStore& db) {
+    rocksdb::WriteBatch wb;
+    wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(damaged_key.data(), damaged_key.size()),
+           "\xff\xff\xff");
+    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
+  });
+  Open(lyon_);
+
+  const absl::Status failed = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kDataLoss) << failed;
+  // The two slices before it are committed; the batch and the position are not.
+  for (size_t i = 0; i < kBatchChanges; ++i) {
+    const bool merged = i < 2 * limits::kApplySliceChanges;
+    if (i == damaged) continue;
+    EXPECT_EQ(lyon_.store->GetRecord(kRegistry, absl::StrCat("b", i)).ok(), merged) << i;
+  }
+  EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, 0u);
+  EXPECT_TRUE((*lyon_.store->ReadBatches(kRegistry, bourg, 0, 10)).empty());
+  // Its records hold what its position does not: no divergence check compares them, even
+  // after a restart.
+  for (int restart = 0; restart < 2; ++restart) {
+    const auto digest = lyon_.store->Digest(kRegistry);
+    EXPECT_EQ(digest.status().code(), absl::StatusCode::kUnavailable) << digest.status();
+    EXPECT_NE(digest.status().message().find("in slices"), std::string::npos);
+    if (restart == 0) Open(lyon_);
+  }
+
+  // The disk is mended; the batch comes again and is merged whole.
+  with_raw_store([&](RocksDbStore& db) {
+    rocksdb::WriteBatch wb;
+    wb.Delete(db.handle(Cf::kRecords), rocksdb::Slice(damaged_key.data(), damaged_key.size()));
+    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
+  });
+  Open(lyon_);
+  const absl::Status again = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
+  ASSERT_TRUE(again.ok()) << again;
+  ExpectBourgsRecords(lyon_, kBatchChanges);
+  EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, kBatchChanges);
+  // The same state as Viriat's, which merged it at once: the slices merged twice changed
+  // nothing.
+  const auto lyon = lyon_.store->Digest(kRegistry);
+  const auto viriat = viriat_.store->Digest(kRegistry);
+  ASSERT_TRUE(lyon.ok()) << lyon.status();
+  ASSERT_TRUE(viriat.ok()) << viriat.status();
+  EXPECT_EQ(lyon->live_sum, viriat->live_sum);
+  EXPECT_EQ(lyon->live_records, kBatchChanges);
+  EXPECT_EQ(replication::PositionDigest(lyon->position, hasher_),
+            replication::PositionDigest(viriat->position, hasher_));
+  EXPECT_EQ(lyon_.store->GetRegistry(kRegistry)->conflict_count(), 0);
+  ExpectConsistent(lyon_);
+  ExpectConsistent(viriat_);
+}
+
+}  // namespace
+}  // namespace interco::node
