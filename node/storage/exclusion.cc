@@ -213,6 +213,7 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   {
     absl::MutexLock l(&mu_);
     registries_[registry] = fresh;
+    feed_unsynced_.erase(registry);  // a new feed, from a synced commit
   }
   // Runs of own batches are taken again from the log once it is replayed (a tail cut off
   // with the refused batches is gone).

@@ -761,7 +761,9 @@ absl::StatusOr<RecordStore::FeedBounds> RecordStore::FeedOf(std::string_view reg
   if (it == registries_.end()) return RegistryNotFound(registry);
   if (replaying_.contains(std::string(registry))) return Rebuilding(registry);
   const RegistryMeta& m = it->second.meta;
-  return FeedBounds{m.feed_id(), m.feed_first_seq(), m.feed_next_seq()};
+  auto unsynced = feed_unsynced_.find(it->first);
+  return FeedBounds{m.feed_id(), m.feed_first_seq(),
+                    unsynced == feed_unsynced_.end() ? m.feed_next_seq() : unsynced->second};
 }
 
 void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
@@ -900,8 +902,8 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   // that does (a slice lost in a crash is merged again when its batch comes again).
   const bool acknowledges =
       std::any_of(group.begin(), group.end(), [](const auto& op) { return !op->continuing; });
-  absl::Status s =
-      db_->Write(g.batch, sync_ && acknowledges && (!touched.empty() || g.new_epoch));
+  const bool unsynced = sync_ && !acknowledges;
+  absl::Status s = db_->Write(g.batch, sync_ && !unsynced && (!touched.empty() || g.new_epoch));
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
     fail_group();
@@ -913,7 +915,14 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
   {
     absl::MutexLock l(&mu_);
     for (const std::string& registry : touched) {
-      registries_[registry] = std::move(g.registries.at(registry));
+      RegistryRuntime& committed = registries_[registry];
+      if (unsynced) feed_unsynced_.try_emplace(registry, committed.meta.feed_next_seq());
+      committed = std::move(g.registries.at(registry));
+    }
+    if (!unsynced) {
+      // Synced: so is every commit before it, and readers see all of the feeds.
+      for (const auto& [registry, end] : feed_unsynced_) touched.push_back(registry);
+      feed_unsynced_.clear();
     }
   }
   if (g.new_epoch) {
@@ -941,7 +950,7 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&audit_mu_);
     for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
   }
-  Notify(touched);
+  if (!unsynced) Notify(touched);
   if (!g.changes.empty() || signed_tail) NotifyLocalCommit();
 }
 
@@ -1366,11 +1375,15 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
 
 namespace {
 
-// Whether the batch of header `h` is marked merged in part (RegistryMeta.partial).
-bool MarkedPartial(const RegistryMeta& meta, const BatchHeader& h) {
-  return std::any_of(meta.partial().begin(), meta.partial().end(), [&h](const auto& d) {
-    return d.origin() == h.origin() && d.epoch() == h.epoch() && d.seq() == h.first_seq();
-  });
+// The mark of the batch at `h`'s place of its origin's chain, merged in part here
+// (RegistryMeta.partial), if there is one.
+interco::internal::v1::PartialBatch* PartialMark(RegistryMeta& meta, const BatchHeader& h) {
+  for (auto& m : *meta.mutable_partial()) {
+    if (m.origin() == h.origin() && m.epoch() == h.epoch() && m.first_seq() == h.first_seq()) {
+      return &m;
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -1381,48 +1394,66 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
   // Judged again against the staged policy versions and position (the engine judged the
-  // committed ones).
+  // committed ones); a later slice of a batch merged in slices, against what committed
+  // since its first.
   const replication::Exclusions exclusions(rt.meta.exclusions());
   INTERCO_RETURN_IF_ERROR(replication::AuthorizeBatch(batch, *rt.policies, &exclusions));
   INTERCO_RETURN_IF_ERROR(replication::CollectionReady(batch, rt.position));
+  const interco::internal::v1::PartialBatch* mark = PartialMark(rt.meta, h);
+  if (op.next_change > 0 && (mark == nullptr || mark->merged() != op.next_change)) {
+    op.next_change = 0;  // a rebuild from the log took its first slices out: all again
+  }
+  const bool later_slice = op.next_change > 0;
+  if (!later_slice) {
+    // Every change checked before any is staged: a malformed one refuses the whole batch.
+    for (size_t i = 0; i < batch.changes.size(); ++i) {
+      const Change& c = batch.changes[i];
+      if (c.has_policy()) continue;
+      if (absl::Status s = replication::ValidateDelta(*rt.schema, c.delta(), h.origin());
+          !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("change ", i, " (record ", c.key(),
+                                                       ") of origin ",
+                                                       replication::OriginToSiren(h.origin()),
+                                                       ": ", s.message()));
+      }
+    }
+  }
   const replication::OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = rt.position[key];
   if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
-  if (op.next_change > 0 && !MarkedPartial(rt.meta, h)) {
-    op.next_change = 0;  // a rebuild from the log took the first slices out: all again
-  }
-  if (op.next_change > 0) {
-    // A later slice: the batch was checked whole before its first one, and is judged
-    // again above against what committed since (the position moves only at its last).
-    absl::Status slice_staged = StageRemoteChanges(op, g, rt);
-    if (!slice_staged.ok()) g.broken = slice_staged;
-    return slice_staged;
-  }
-  // Every change checked before any is staged: a malformed one refuses the whole batch.
-  for (size_t i = 0; i < batch.changes.size(); ++i) {
-    const Change& c = batch.changes[i];
-    if (c.has_policy()) continue;
-    if (absl::Status s = replication::ValidateDelta(*rt.schema, c.delta(), h.origin()); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("change ", i, " (record ", c.key(),
-                                                     ") of origin ",
-                                                     replication::OriginToSiren(h.origin()),
-                                                     ": ", s.message()));
+  if (!later_slice) {
+    // Stamps grow along the chain (DecodeBatch checks them within the batch; a hollow
+    // batch has only its header's greatest stamp to show).
+    const uint64_t first_stamp =
+        batch.changes.empty() ? h.max_hlc() : replication::ChangeStamp(batch.changes.front());
+    if (pos.seq > 0 && first_stamp <= pos.max_hlc) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", h.first_seq(), " of origin ", replication::OriginToSiren(h.origin()),
+          " is stamped ", first_stamp, ", not after the batch before it (", pos.max_hlc, ")"));
+    }
+    if (mark != nullptr) {
+      if (mark->header_hash() != batch.header_hash) {
+        // The records hold the first changes of another batch at this place of the chain
+        // (a branch of a fork): they go with a rebuild from the log, then this one comes
+        // again.
+        rt.meta.set_rebuild(true);
+        g.replays.insert(op.registry);
+        g.dirty.insert(op.registry);
+        return absl::UnavailableError(absl::StrCat(
+            "registry ", op.registry, " held part of another batch ", h.first_seq(),
+            " of origin ", replication::OriginToSiren(h.origin()),
+            ": it is rebuilt from its log; retry"));
+      }
+      // Merged in part before (a crash, a failure half-way): it goes on after the changes
+      // already merged, which are not merged twice.
+      op.next_change = mark->merged();
     }
   }
-  // Stamps grow along the chain (DecodeBatch checks them within the batch; a hollow
-  // batch has only its header's greatest stamp to show).
-  const uint64_t first_stamp = batch.changes.empty() ? h.max_hlc()
-                                                     : replication::ChangeStamp(batch.changes.front());
-  if (pos.seq > 0 && first_stamp <= pos.max_hlc) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "batch ", h.first_seq(), " of origin ", replication::OriginToSiren(h.origin()),
-        " is stamped ", first_stamp, ", not after the batch before it (", pos.max_hlc, ")"));
-  }
-  // From here on the batch is staged change by change: a failure half-way breaks the
-  // group (nothing of it is committed).
+  // From here on the batch (or its slice) is staged change by change: a failure half-way
+  // breaks the group (nothing of it is committed).
   absl::Status changes_staged = StageRemoteChanges(op, g, rt);
   if (!changes_staged.ok()) g.broken = changes_staged;
   return changes_staged;
@@ -1437,8 +1468,9 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   // A large batch of record changes only is merged in slices, one commit group each:
   // local writes commit between them instead of waiting for the whole batch. Each change
   // is one write of its origin, merged whole in one slice; the batch, the position and
-  // anything the engine acknowledges come with the last slice. A slice merged twice (the
-  // batch comes again after a crash or a failure) changes nothing: merges are idempotent.
+  // anything the engine acknowledges come with the last slice. Each slice notes in the
+  // batch's mark how far the merge went, so that a batch coming again after a crash or a
+  // failure goes on from there.
   const size_t first = op.next_change;
   size_t end = batch.changes.size();
   if (!op.replayed && end > limits::kApplySliceChanges &&
@@ -1521,24 +1553,27 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   // Later local writes are stamped after everything received (in slices, after every
   // change of the batch already: a local write between two slices may replace one).
   hlc_.AdvanceTo(h.max_hlc());
-  auto& marks = *rt.meta.mutable_partial();
   if (end < batch.changes.size()) {
-    if (!MarkedPartial(rt.meta, h)) {
-      interco::replication::v1::Dot& d = *marks.Add();
-      d.set_origin(h.origin());
-      d.set_epoch(h.epoch());
-      d.set_seq(h.first_seq());
+    interco::internal::v1::PartialBatch* mark = PartialMark(rt.meta, h);
+    if (mark == nullptr) {
+      mark = rt.meta.add_partial();
+      mark->set_origin(h.origin());
+      mark->set_epoch(h.epoch());
+      mark->set_first_seq(h.first_seq());
+      mark->set_header_hash(batch.header_hash);
     }
+    mark->set_merged(end);
     op.next_change = end;
     op.continuing = true;
     g.dirty.insert(op.registry);
     return absl::OkStatus();
   }
-  // The batch is whole here now, and so is any of its origin epoch left partial before.
+  // The batch is whole here now.
+  auto& marks = *rt.meta.mutable_partial();
   marks.erase(std::remove_if(marks.begin(), marks.end(),
-                             [&h](const auto& d) {
-                               return d.origin() == h.origin() && d.epoch() == h.epoch() &&
-                                      d.seq() <= h.first_seq();
+                             [&h](const auto& m) {
+                               return m.origin() == h.origin() && m.epoch() == h.epoch() &&
+                                      m.first_seq() == h.first_seq();
                              }),
               marks.end());
   g.batch.Put(db_->handle(Cf::kLog),

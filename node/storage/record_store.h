@@ -641,6 +641,11 @@ class RecordStore {
   absl::Status Replay(const std::string& registry);
   // Registries whose state a replay is rebuilding: their reads are UNAVAILABLE meanwhile.
   std::set<std::string> replaying_ ABSL_GUARDED_BY(mu_);
+  // Registries whose feed grew in commits written without the sync the node's durability
+  // asks for (slices of a remote batch): the end of the feed readers see (its next
+  // sequence number before the first of them). The next synced commit shows the rest, so
+  // that a power loss never takes back feed entries a reader saw.
+  std::map<std::string, uint64_t> feed_unsynced_ ABSL_GUARDED_BY(mu_);
   // Registries to replay once the current group is durable, and when a replay last failed
   // (tried again kReplayRetryMillis later). Committer thread only.
   static constexpr int64_t kReplayRetryMillis = 10000;

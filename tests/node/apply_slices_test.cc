@@ -248,6 +248,19 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   }
   EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, 0u);
   EXPECT_TRUE((*lyon_.store->ReadBatches(kRegistry, bourg, 0, 10)).empty());
+  // Those slices acknowledged nothing, so they went to the disk without a sync: the change
+  // feed shows them only once a synced commit covers them (a power loss could take them
+  // back, and with them entries a reader saw).
+  const auto feed_size = [&] {
+    auto cursor = lyon_.store->CurrentCursor(kRegistry, /*oldest=*/true);
+    EXPECT_TRUE(cursor.ok()) << cursor.status();
+    auto page = lyon_.store->ReadFeed(kRegistry, *cursor, 1000);
+    EXPECT_TRUE(page.ok()) << page.status();
+    return page.ok() ? page->changes.size() : 0;
+  };
+  EXPECT_EQ(feed_size(), 0u);
+  ASSERT_TRUE(lyon_.store->Write(kRegistry, "l0", Named("Lyon"), lyon_.admin()).ok());
+  EXPECT_EQ(feed_size(), 2 * limits::kApplySliceChanges + 1);
   // Its records hold what its position does not: no divergence check compares them, even
   // after a restart.
   for (int restart = 0; restart < 2; ++restart) {
@@ -257,7 +270,12 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
     if (restart == 0) Open(lyon_);
   }
 
-  // The disk is mended; the batch comes again and is merged whole.
+  // Meanwhile a user of Lyon's renames a record of the first slice: a write that saw
+  // Bourg's value and replaced it, so no conflict.
+  clock_.Advance(1000);
+  ASSERT_TRUE(lyon_.store->Write(kRegistry, "b3", Named("Lyon"), lyon_.admin()).ok());
+
+  // The disk is mended; the batch comes again and the merge goes on where it stopped.
   with_raw_store([&](RocksDbStore& db) {
     rocksdb::WriteBatch wb;
     wb.Delete(db.handle(Cf::kRecords), rocksdb::Slice(damaged_key.data(), damaged_key.size()));
@@ -266,21 +284,79 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   Open(lyon_);
   const absl::Status again = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
   ASSERT_TRUE(again.ok()) << again;
-  ExpectBourgsRecords(lyon_, kBatchChanges);
   EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, kBatchChanges);
-  // The same state as Viriat's, which merged it at once: the slices merged twice changed
-  // nothing.
+  EXPECT_EQ(lyon_.store->GetRecord(kRegistry, "b3")->fields().at("nom").string_value(), "Lyon");
+  // Merged again, Bourg's change of b3 would now count as lost to the rename.
+  EXPECT_EQ(lyon_.store->GetRegistry(kRegistry)->conflict_count(), 0);
+  // Once Viriat has the rename too, both hold the same.
+  const OriginKey lyons{lyon_.store->origin(), lyon_.store->epoch()};
+  auto renamed = lyon_.store->ReadBatches(kRegistry, lyons, 0, 10);
+  ASSERT_TRUE(renamed.ok()) << renamed.status();
+  ASSERT_EQ(renamed->size(), 2u);  // l0, then the rename
+  for (const auto& b : *renamed) {
+    ASSERT_TRUE(
+        viriat_.store->ApplyRemoteBatch(kRegistry, *replication::DecodeBatch(b, hasher_)).ok());
+  }
+  ExpectBourgsRecords(viriat_, 3);
   const auto lyon = lyon_.store->Digest(kRegistry);
   const auto viriat = viriat_.store->Digest(kRegistry);
   ASSERT_TRUE(lyon.ok()) << lyon.status();
   ASSERT_TRUE(viriat.ok()) << viriat.status();
   EXPECT_EQ(lyon->live_sum, viriat->live_sum);
-  EXPECT_EQ(lyon->live_records, kBatchChanges);
+  EXPECT_EQ(lyon->live_records, kBatchChanges + 1);
   EXPECT_EQ(replication::PositionDigest(lyon->position, hasher_),
             replication::PositionDigest(viriat->position, hasher_));
-  EXPECT_EQ(lyon_.store->GetRegistry(kRegistry)->conflict_count(), 0);
+  EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->conflict_count(), 0);
   ExpectConsistent(lyon_);
   ExpectConsistent(viriat_);
+}
+
+// The records hold the first changes of another batch at the same place of the origin's
+// chain (a branch of a fork, merged in part before a crash): the batch that comes does not
+// go on from them; the registry is rebuilt from its log without them first.
+TEST_F(ApplySlicesTest, APartMergedOfAnotherBatchAtTheSamePlaceIsRebuiltAway) {
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(1);
+  ASSERT_TRUE(viriat_.store->ApplyRemoteBatch(kRegistry, batches[0]).ok());
+  // The other branch's first slice renamed b0, as this store's disk shows after a crash.
+  auto other = *bourg_.store->StoredState(kRegistry, "b0");
+  ASSERT_TRUE(other.has_value());
+  other->mutable_fields(0)->mutable_value()->set_string_value("Autre branche");
+  const std::string b0 = keys::Record(kRegistry, "b0");
+  lyon_.store.reset();
+  {
+    RocksDbOptions o;
+    o.path = lyon_.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok()) << db.status();
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kRegistry)));
+    interco::internal::v1::PartialBatch& m = *meta.add_partial();
+    m.set_origin(batches[0].header.origin());
+    m.set_epoch(batches[0].header.epoch());
+    m.set_first_seq(1);
+    m.set_header_hash(std::string(32, 'x'));
+    m.set_merged(limits::kApplySliceChanges);
+    rocksdb::WriteBatch wb;
+    wb.Put((*db)->handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
+    wb.Put((*db)->handle(Cf::kRecords), rocksdb::Slice(b0.data(), b0.size()),
+           other->SerializeAsString());
+    ASSERT_TRUE((*db)->Write(wb, /*sync=*/true).ok());
+  }
+  Open(lyon_);
+  const absl::Status first = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
+  EXPECT_EQ(first.code(), absl::StatusCode::kUnavailable) << first;
+  EXPECT_NE(first.message().find("rebuilt from its log"), std::string::npos) << first;
+  const absl::Status again = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
+  ASSERT_TRUE(again.ok()) << again;
+  ExpectBourgsRecords(lyon_, kBatchChanges);
+  const auto lyon = lyon_.store->Digest(kRegistry);
+  const auto viriat = viriat_.store->Digest(kRegistry);
+  ASSERT_TRUE(lyon.ok()) << lyon.status();
+  ASSERT_TRUE(viriat.ok()) << viriat.status();
+  EXPECT_EQ(lyon->live_sum, viriat->live_sum);
+  EXPECT_EQ(replication::PositionDigest(lyon->position, hasher_),
+            replication::PositionDigest(viriat->position, hasher_));
+  ExpectConsistent(lyon_);
 }
 
 }  // namespace

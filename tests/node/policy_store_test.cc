@@ -1128,10 +1128,11 @@ TEST_F(ExclusionStoreTest, ACollectionAfterAPartlyMergedBatchRebuildsTheStateFro
     const std::string key = keys::Record(kSets, "piscine");
     wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(key.data(), key.size()),
            bourgs.SerializeAsString());
-    interco::replication::v1::Dot& d = *meta.add_partial();
-    d.set_origin(bourg_.store->origin());
-    d.set_epoch(1);
-    d.set_seq(2);
+    interco::internal::v1::PartialBatch& m = *meta.add_partial();
+    m.set_origin(bourg_.store->origin());
+    m.set_epoch(1);
+    m.set_first_seq(2);
+    m.set_merged(1);
   });
   Open(viriat_);
   ASSERT_NE(StateOf(viriat_), StateOf(epci_));
