@@ -86,19 +86,22 @@ double Percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
-// A local writer beside a phase: one write of field `field` of a record of its own every
-// 2 ms, through the store's write path; its latencies show whether the phase blocks
-// local writes.
+// A local writer beside a phase: one write of field `field` of a record of its own, 2 ms
+// after the previous one returned, through the store's write path; its latencies show
+// whether the phase blocks local writes. Every write changes a value (a write that
+// changes nothing commits without a sync).
 class LocalWriter {
  public:
   LocalWriter(interco::node::RecordStore& store, interco::replication::Principal author,
               std::string field = "f0")
       : thread_([this, &store, author = std::move(author), field = std::move(field)] {
+          static std::atomic<int> writers{0};
+          const int writer = writers.fetch_add(1);
           for (int i = 0; !stop_; ++i) {
             interco::replication::LocalWrite w;
             w.kind = interco::replication::LocalWrite::Kind::kUpdate;
             w.allow_missing = true;
-            w.fields[field].set_string_value("local");
+            w.fields[field].set_string_value(absl::StrCat("local ", writer, "/", i));
             w.mask = {field};
             const auto t0 = std::chrono::steady_clock::now();
             auto r = store.Write("bench", absl::StrCat("local", i % 1000), w, author);

@@ -213,8 +213,9 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   {
     absl::MutexLock l(&mu_);
     registries_[registry] = fresh;
-    feed_unsynced_.erase(registry);  // a new feed, from a synced commit
   }
+  // A new feed, from a synced commit, which every feed's entries waiting for a sync had.
+  ReleaseHeldFeeds(/*sync=*/false);
   // Runs of own batches are taken again from the log once it is replayed (a tail cut off
   // with the refused batches is gone).
   unsigned_runs_.erase(registry);

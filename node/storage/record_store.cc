@@ -552,10 +552,33 @@ void RecordStore::CommitLoop() {
         queue_.push_front(std::move(*it));
       }
     }
+    // No batch goes on in slices from this group (it ended, or failed half-way): feed
+    // entries of its slices still waiting for a sync get it now.
+    if (continuing.empty()) ReleaseHeldFeeds(/*sync=*/true);
     if (ended.empty()) continue;
     absl::MutexLock l(&done_mu_);
     done_queue_.push_back(std::move(ended));
   }
+}
+
+void RecordStore::ReleaseHeldFeeds(bool sync) {
+  {
+    absl::MutexLock l(&mu_);
+    if (feed_unsynced_.empty()) return;
+  }
+  if (sync) {
+    if (absl::Status s = db_->SyncWal(); !s.ok()) {
+      log::Error(absl::StrCat("syncing the store (the next commit tries again): ", s.ToString()));
+      return;
+    }
+  }
+  std::vector<std::string> released;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [registry, end] : feed_unsynced_) released.push_back(registry);
+    feed_unsynced_.clear();
+  }
+  Notify(released);
 }
 
 void RecordStore::RunDueReplays() {
@@ -875,7 +898,13 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     if (!g.dirty.contains(registry)) continue;
     RegistryMeta& m = rt.meta;
     if (m.feed_next_seq() - m.feed_first_seq() > feed_retention_ + kFeedTrimSlack) {
-      const uint64_t new_first = m.feed_next_seq() - feed_retention_;
+      uint64_t new_first = m.feed_next_seq() - feed_retention_;
+      {
+        // Never past the end readers see (entries waiting for a sync).
+        absl::MutexLock l(&mu_);
+        auto held = feed_unsynced_.find(registry);
+        if (held != feed_unsynced_.end()) new_first = std::min(new_first, held->second);
+      }
       g.batch.DeleteRange(db_->handle(Cf::kFeed), ToSlice(keys::Feed(registry, m.feed_first_seq())),
                           ToSlice(keys::Feed(registry, new_first)));
       m.set_feed_first_seq(new_first);
@@ -900,10 +929,18 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
 
   // A group of slices only acknowledges nothing: it goes to the disk with the next group
   // that does (a slice lost in a crash is merged again when its batch comes again).
+  // A group that acknowledges something while feed entries wait for a sync syncs them.
   const bool acknowledges =
       std::any_of(group.begin(), group.end(), [](const auto& op) { return !op->continuing; });
-  const bool unsynced = sync_ && !acknowledges;
-  absl::Status s = db_->Write(g.batch, sync_ && !unsynced && (!touched.empty() || g.new_epoch));
+  bool held = false;
+  if (sync_ && acknowledges && touched.empty() && !g.new_epoch) {
+    absl::MutexLock l(&mu_);
+    held = !feed_unsynced_.empty();
+  }
+  const bool synced = sync_ && acknowledges && (!touched.empty() || g.new_epoch || held);
+  // What the node's durability asks for is not done: the feeds this group grows wait.
+  const bool unsynced = sync_ && !synced;
+  absl::Status s = db_->Write(g.batch, synced);
   if (!s.ok()) {
     // Nothing of the group is durable: every op of it fails, none is acknowledged.
     fail_group();
@@ -920,7 +957,8 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       committed = std::move(g.registries.at(registry));
     }
     if (!unsynced) {
-      // Synced: so is every commit before it, and readers see all of the feeds.
+      // Synced (or the node syncs nothing): so is every commit before it, and readers see
+      // all of the feeds.
       for (const auto& [registry, end] : feed_unsynced_) touched.push_back(registry);
       feed_unsynced_.clear();
     }

@@ -643,9 +643,14 @@ class RecordStore {
   std::set<std::string> replaying_ ABSL_GUARDED_BY(mu_);
   // Registries whose feed grew in commits written without the sync the node's durability
   // asks for (slices of a remote batch): the end of the feed readers see (its next
-  // sequence number before the first of them). The next synced commit shows the rest, so
-  // that a power loss never takes back feed entries a reader saw.
+  // sequence number before the first of them). The next synced commit shows the rest (a
+  // commit that acknowledges anything syncs while entries wait; so does the committer
+  // once no batch goes on in slices), so that a power loss never takes back feed entries
+  // a reader saw; the change feed is never trimmed past that end.
   std::map<std::string, uint64_t> feed_unsynced_ ABSL_GUARDED_BY(mu_);
+  // Committer thread: shows the feed entries waiting for a sync, after syncing the store
+  // first with `sync`, and tells the feed listeners.
+  void ReleaseHeldFeeds(bool sync);
   // Registries to replay once the current group is durable, and when a replay last failed
   // (tried again kReplayRetryMillis later). Committer thread only.
   static constexpr int64_t kReplayRetryMillis = 10000;

@@ -125,6 +125,10 @@ absl::Status RocksDbStore::Write(rocksdb::WriteBatch& batch, bool sync) {
   return FromRocksStatus(db_->Write(wo, &batch), "writing the store");
 }
 
+absl::Status RocksDbStore::SyncWal() {
+  return FromRocksStatus(db_->SyncWAL(), "syncing the write-ahead log");
+}
+
 std::unique_ptr<rocksdb::Iterator> RocksDbStore::NewIterator(Cf cf,
                                                              const rocksdb::Snapshot* snapshot) {
   rocksdb::ReadOptions ro;

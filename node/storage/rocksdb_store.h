@@ -65,6 +65,8 @@ class RocksDbStore {
 
   // Applies `batch` atomically. With `sync`, returns only after the WAL is fsync'd.
   absl::Status Write(rocksdb::WriteBatch& batch, bool sync);
+  // Syncs the write-ahead log: every write before it is durable.
+  absl::Status SyncWal();
 
   // An iterator over `cf`, at `snapshot` if given.
   std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf,

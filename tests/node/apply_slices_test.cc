@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -131,6 +132,16 @@ class ApplySlicesTest : public ::testing::Test {
     EXPECT_TRUE(report.ok()) << n.siren << ": " << report.status();
   }
 
+  // The entries of `n`'s change feed that readers see.
+  static size_t FeedSize(Node& n) {
+    auto cursor = n.store->CurrentCursor(kRegistry, /*oldest=*/true);
+    EXPECT_TRUE(cursor.ok()) << cursor.status();
+    if (!cursor.ok()) return 0;
+    auto page = n.store->ReadFeed(kRegistry, *cursor, 1000);
+    EXPECT_TRUE(page.ok()) << page.status();
+    return page.ok() ? page->changes.size() : 0;
+  }
+
   FakeClock clock_;
   Sha256Hasher hasher_;
   Node bourg_, lyon_, viriat_;
@@ -248,19 +259,10 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   }
   EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, 0u);
   EXPECT_TRUE((*lyon_.store->ReadBatches(kRegistry, bourg, 0, 10)).empty());
-  // Those slices acknowledged nothing, so they went to the disk without a sync: the change
-  // feed shows them only once a synced commit covers them (a power loss could take them
-  // back, and with them entries a reader saw).
-  const auto feed_size = [&] {
-    auto cursor = lyon_.store->CurrentCursor(kRegistry, /*oldest=*/true);
-    EXPECT_TRUE(cursor.ok()) << cursor.status();
-    auto page = lyon_.store->ReadFeed(kRegistry, *cursor, 1000);
-    EXPECT_TRUE(page.ok()) << page.status();
-    return page.ok() ? page->changes.size() : 0;
-  };
-  EXPECT_EQ(feed_size(), 0u);
+  // Those slices went to the disk without a sync (they acknowledged nothing); with no
+  // batch going on, the store synced them, and the change feed shows them.
+  EXPECT_EQ(FeedSize(lyon_), 2 * limits::kApplySliceChanges);
   ASSERT_TRUE(lyon_.store->Write(kRegistry, "l0", Named("Lyon"), lyon_.admin()).ok());
-  EXPECT_EQ(feed_size(), 2 * limits::kApplySliceChanges + 1);
   // Its records hold what its position does not: no divergence check compares them, even
   // after a restart.
   for (int restart = 0; restart < 2; ++restart) {
@@ -309,6 +311,28 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   EXPECT_EQ(viriat_.store->GetRegistry(kRegistry)->conflict_count(), 0);
   ExpectConsistent(lyon_);
   ExpectConsistent(viriat_);
+}
+
+// Slices that acknowledge nothing are written without a sync: readers of the change feed
+// see none of their entries until the last slice, synced, covers them all, and the feed's
+// listeners are told once.
+TEST_F(ApplySlicesTest, TheFeedShowsASlicedBatchOnlyOnceItIsSynced) {
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(1);
+  std::atomic<int> told{0};
+  const uint64_t subscription =
+      lyon_.store->Subscribe(kRegistry, [&told] { told.fetch_add(1); });
+  std::atomic<bool> applied{false};
+  std::thread applier([&] {
+    EXPECT_TRUE(lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]).ok());
+    applied = true;
+  });
+  std::set<size_t> seen;
+  for (int reads = 0; !applied && reads < 1000000; ++reads) seen.insert(FeedSize(lyon_));
+  applier.join();
+  seen.insert(FeedSize(lyon_));
+  lyon_.store->Unsubscribe(subscription);
+  EXPECT_EQ(seen, (std::set<size_t>{0, kBatchChanges})) << "a part of the batch was shown";
+  EXPECT_EQ(told.load(), 1);
 }
 
 // The records hold the first changes of another batch at the same place of the origin's
