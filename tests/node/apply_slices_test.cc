@@ -335,6 +335,35 @@ TEST_F(ApplySlicesTest, TheFeedShowsASlicedBatchOnlyOnceItIsSynced) {
   EXPECT_EQ(told.load(), 1);
 }
 
+// A feed that keeps few entries is trimmed as it grows, but never past the entries readers
+// see: a reader starting from the oldest entry is never ahead of the feed.
+TEST_F(ApplySlicesTest, TheFeedIsNeverTrimmedPastWhatReadersSee) {
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(5);
+  lyon_.store.reset();
+  RecordStoreOptions o;
+  o.path = lyon_.dir;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  o.feed_retention_entries = 1;
+  auto opened = RecordStore::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  lyon_.store = *std::move(opened);
+  std::atomic<bool> applied{false};
+  std::thread applier([&] {
+    for (const auto& b : batches) EXPECT_TRUE(lyon_.store->ApplyRemoteBatch(kRegistry, b).ok());
+    applied = true;
+  });
+  size_t reads = 0, refused = 0;
+  for (; !applied && reads < 1000000; ++reads) {
+    auto cursor = lyon_.store->CurrentCursor(kRegistry, /*oldest=*/true);
+    if (!cursor.ok() || !lyon_.store->ReadFeed(kRegistry, *cursor, 10).ok()) ++refused;
+  }
+  applier.join();
+  EXPECT_EQ(refused, 0u) << "of " << reads << " reads from the oldest entry";
+  EXPECT_LT(FeedSize(lyon_), 5 * kBatchChanges);  // trimmed
+  ExpectBourgsRecords(lyon_, 5 * kBatchChanges);
+}
+
 // The records hold the first changes of another batch at the same place of the origin's
 // chain (a branch of a fork, merged in part before a crash): the batch that comes does not
 // go on from them; the registry is rebuilt from its log without them first.
