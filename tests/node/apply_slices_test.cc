@@ -27,6 +27,7 @@ namespace {
 
 using ::interco::testing::FakeClock;
 using ::interco::testing::MakeTempDir;
+using ::interco::testing::Named;
 using replication::LocalWrite;
 using replication::OriginKey;
 using replication::v1::Change;
@@ -39,15 +40,6 @@ constexpr char kViriat[] = "210104519";  // a receiver left alone, for compariso
 constexpr size_t kBatchChanges = 4 * limits::kApplySliceChanges + 17;
 
 using Node = testing::StoreNode;
-
-LocalWrite Named(const std::string& nom) {
-  LocalWrite w;
-  w.kind = LocalWrite::Kind::kUpdate;
-  w.allow_missing = true;
-  w.fields["nom"].set_string_value(nom);
-  w.mask.push_back("nom");
-  return w;
-}
 
 class ApplySlicesTest : public ::testing::Test {
  protected:

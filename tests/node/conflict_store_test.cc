@@ -26,6 +26,7 @@ namespace {
 
 using ::interco::testing::FakeClock;
 using ::interco::testing::MakeTempDir;
+using ::interco::testing::Named;
 using replication::LocalWrite;
 using replication::OriginKey;
 using replication::Principal;
@@ -38,15 +39,6 @@ constexpr char kViriat[] = "210104519";
 constexpr char kLyon[] = "200046977";
 
 using Node = testing::StoreNode;
-
-LocalWrite Named(const std::string& nom) {
-  LocalWrite w;
-  w.kind = LocalWrite::Kind::kUpdate;
-  w.allow_missing = true;
-  w.fields["nom"].set_string_value(nom);
-  w.mask.push_back("nom");
-  return w;
-}
 
 class ConflictStoreTest : public ::testing::Test {
  protected:

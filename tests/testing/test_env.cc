@@ -28,6 +28,15 @@
 
 namespace interco::testing {
 
+replication::LocalWrite Named(const std::string& nom) {
+  replication::LocalWrite w;
+  w.kind = replication::LocalWrite::Kind::kUpdate;
+  w.allow_missing = true;
+  w.fields["nom"].set_string_value(nom);
+  w.mask.push_back("nom");
+  return w;
+}
+
 absl::Status StoreNode::Open(replication::Clock& clock) {
   store.reset();
   node::RecordStoreOptions o;

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "replication/env.h"
 #include "replication/ids.h"
+#include "replication/record_crdt.h"
 
 namespace interco::node {
 class RecordStore;
@@ -61,6 +62,9 @@ std::shared_ptr<grpc::Channel> MtlsChannel(int port, const std::string& tls_dir)
 std::string BinaryPath(const std::string& name);
 
 // A wall clock the test moves by hand.
+// An update of string field "nom" of a record, creating the record if it is missing.
+replication::LocalWrite Named(const std::string& nom);
+
 // A node's store in a store-level test: its authority, its directory, and the store once
 // opened.
 struct StoreNode {
