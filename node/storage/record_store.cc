@@ -561,24 +561,28 @@ void RecordStore::CommitLoop() {
   }
 }
 
-void RecordStore::ReleaseHeldFeeds(bool sync) {
+void RecordStore::ReleaseHeldFeeds(bool sync, std::vector<std::string> changed) {
+  bool held;
   {
     absl::MutexLock l(&mu_);
-    if (feed_unsynced_.empty()) return;
+    held = !feed_unsynced_.empty();
   }
-  if (sync) {
+  if (held && sync) {
     if (absl::Status s = db_->SyncWal(); !s.ok()) {
       log::Error(absl::StrCat("syncing the store (the next commit tries again): ", s.ToString()));
-      return;
+      held = false;
     }
   }
-  std::vector<std::string> released;
-  {
+  if (held) {
     absl::MutexLock l(&mu_);
-    for (const auto& [registry, end] : feed_unsynced_) released.push_back(registry);
+    for (const auto& [registry, end] : feed_unsynced_) {
+      if (std::find(changed.begin(), changed.end(), registry) == changed.end()) {
+        changed.push_back(registry);
+      }
+    }
     feed_unsynced_.clear();
   }
-  Notify(released);
+  if (!changed.empty()) Notify(changed);
 }
 
 void RecordStore::RunDueReplays() {
@@ -956,12 +960,6 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
       if (unsynced) feed_unsynced_.try_emplace(registry, committed.meta.feed_next_seq());
       committed = std::move(g.registries.at(registry));
     }
-    if (!unsynced) {
-      // Synced (or the node syncs nothing): so is every commit before it, and readers see
-      // all of the feeds.
-      for (const auto& [registry, end] : feed_unsynced_) touched.push_back(registry);
-      feed_unsynced_.clear();
-    }
   }
   if (g.new_epoch) {
     absl::MutexLock l(&mu_);
@@ -988,7 +986,8 @@ void RecordStore::ApplyGroup(const std::vector<std::unique_ptr<Op>>& group) {
     absl::MutexLock l(&audit_mu_);
     for (auto& [chain, end] : g.audit) audit_chains_[chain] = std::move(end);
   }
-  if (!unsynced) Notify(touched);
+  // Synced (or the node syncs nothing): so is every commit before it.
+  if (!unsynced) ReleaseHeldFeeds(/*sync=*/false, std::move(touched));
   if (!g.changes.empty() || signed_tail) NotifyLocalCommit();
 }
 
@@ -1413,13 +1412,16 @@ void RecordStore::StageRecord(RegistryRuntime& rt, GroupState& g, const std::str
 
 namespace {
 
-// The mark of the batch at `h`'s place of its origin's chain, merged in part here
-// (RegistryMeta.partial), if there is one.
+// Whether mark `m` (RegistryMeta.partial) is of a batch at `h`'s place of its origin's
+// chain.
+bool AtPlaceOf(const interco::internal::v1::PartialBatch& m, const BatchHeader& h) {
+  return m.origin() == h.origin() && m.epoch() == h.epoch() && m.first_seq() == h.first_seq();
+}
+
+// The mark of the batch at `h`'s place, merged in part here, if there is one.
 interco::internal::v1::PartialBatch* PartialMark(RegistryMeta& meta, const BatchHeader& h) {
   for (auto& m : *meta.mutable_partial()) {
-    if (m.origin() == h.origin() && m.epoch() == h.epoch() && m.first_seq() == h.first_seq()) {
-      return &m;
-    }
+    if (AtPlaceOf(m, h)) return &m;
   }
   return nullptr;
 }
@@ -1609,10 +1611,7 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   // The batch is whole here now.
   auto& marks = *rt.meta.mutable_partial();
   marks.erase(std::remove_if(marks.begin(), marks.end(),
-                             [&h](const auto& m) {
-                               return m.origin() == h.origin() && m.epoch() == h.epoch() &&
-                                      m.first_seq() == h.first_seq();
-                             }),
+                             [&h](const auto& m) { return AtPlaceOf(m, h); }),
               marks.end());
   g.batch.Put(db_->handle(Cf::kLog),
               ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),

@@ -649,8 +649,8 @@ class RecordStore {
   // a reader saw; the change feed is never trimmed past that end.
   std::map<std::string, uint64_t> feed_unsynced_ ABSL_GUARDED_BY(mu_);
   // Committer thread: shows the feed entries waiting for a sync, after syncing the store
-  // first with `sync`, and tells the feed listeners.
-  void ReleaseHeldFeeds(bool sync);
+  // first with `sync`, and tells the listeners of those feeds and of `changed` once each.
+  void ReleaseHeldFeeds(bool sync, std::vector<std::string> changed = {});
   // Registries to replay once the current group is durable, and when a replay last failed
   // (tried again kReplayRetryMillis later). Committer thread only.
   static constexpr int64_t kReplayRetryMillis = 10000;

@@ -124,6 +124,17 @@ class ApplySlicesTest : public ::testing::Test {
     EXPECT_TRUE(report.ok()) << n.siren << ": " << report.status();
   }
 
+  // With `n`'s store closed, `fn` on its RocksDB store, as a crash or a damaged disk
+  // would have left it.
+  static void WithRawStore(Node& n, const std::function<void(RocksDbStore&)>& fn) {
+    n.store.reset();
+    RocksDbOptions o;
+    o.path = n.dir;
+    auto db = RocksDbStore::Open(o);
+    ASSERT_TRUE(db.ok()) << db.status();
+    fn(**db);
+  }
+
   // The entries of `n`'s change feed that readers see.
   static size_t FeedSize(Node& n) {
     auto cursor = n.store->CurrentCursor(kRegistry, /*oldest=*/true);
@@ -225,15 +236,7 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   ASSERT_TRUE(viriat_.store->ApplyRemoteBatch(kRegistry, batches[0]).ok());
   const size_t damaged = 2 * limits::kApplySliceChanges + 5;
   const std::string damaged_key = keys::Record(kRegistry, absl::StrCat("b", damaged));
-  const auto with_raw_store = [&](const std::function<void(RocksDbStore&)>& fn) {
-    lyon_.store.reset();
-    RocksDbOptions o;
-    o.path = lyon_.dir;
-    auto db = RocksDbStore::Open(o);
-    ASSERT_TRUE(db.ok()) << db.status();
-    fn(**db);
-  };
-  with_raw_store([&](RocksDbStore& db) {
+  WithRawStore(lyon_, [&](RocksDbStore& db) {
     rocksdb::WriteBatch wb;
     wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(damaged_key.data(), damaged_key.size()),
            "\xff\xff\xff");
@@ -270,7 +273,7 @@ TEST_F(ApplySlicesTest, ABatchThatFailsHalfWayKeepsItsSlicesMarkedUntilItComesAg
   ASSERT_TRUE(lyon_.store->Write(kRegistry, "b3", Named("Lyon"), lyon_.admin()).ok());
 
   // The disk is mended; the batch comes again and the merge goes on where it stopped.
-  with_raw_store([&](RocksDbStore& db) {
+  WithRawStore(lyon_, [&](RocksDbStore& db) {
     rocksdb::WriteBatch wb;
     wb.Delete(db.handle(Cf::kRecords), rocksdb::Slice(damaged_key.data(), damaged_key.size()));
     ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
@@ -367,14 +370,9 @@ TEST_F(ApplySlicesTest, APartMergedOfAnotherBatchAtTheSamePlaceIsRebuiltAway) {
   ASSERT_TRUE(other.has_value());
   other->mutable_fields(0)->mutable_value()->set_string_value("Autre branche");
   const std::string b0 = keys::Record(kRegistry, "b0");
-  lyon_.store.reset();
-  {
-    RocksDbOptions o;
-    o.path = lyon_.dir;
-    auto db = RocksDbStore::Open(o);
-    ASSERT_TRUE(db.ok()) << db.status();
+  WithRawStore(lyon_, [&](RocksDbStore& db) {
     interco::internal::v1::RegistryMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(**(*db)->Get(Cf::kRegistries, kRegistry)));
+    ASSERT_TRUE(meta.ParseFromString(**db.Get(Cf::kRegistries, kRegistry)));
     interco::internal::v1::PartialBatch& m = *meta.add_partial();
     m.set_origin(batches[0].header.origin());
     m.set_epoch(batches[0].header.epoch());
@@ -382,11 +380,11 @@ TEST_F(ApplySlicesTest, APartMergedOfAnotherBatchAtTheSamePlaceIsRebuiltAway) {
     m.set_header_hash(std::string(32, 'x'));
     m.set_merged(limits::kApplySliceChanges);
     rocksdb::WriteBatch wb;
-    wb.Put((*db)->handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
-    wb.Put((*db)->handle(Cf::kRecords), rocksdb::Slice(b0.data(), b0.size()),
+    wb.Put(db.handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
+    wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(b0.data(), b0.size()),
            other->SerializeAsString());
-    ASSERT_TRUE((*db)->Write(wb, /*sync=*/true).ok());
-  }
+    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
+  });
   Open(lyon_);
   const absl::Status first = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
   EXPECT_EQ(first.code(), absl::StatusCode::kUnavailable) << first;
