@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "node/config.h"
 #include "node/log.h"
+#include "node/rpc/grpc_runtime.h"
 #include "node/system_clock.h"
 #include "node/server.h"
 #include "node/storage/record_store.h"
@@ -189,6 +190,8 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Outlives the server, and waits for gRPC's threads before the exit.
+  interco::node::GrpcRuntime grpc_runtime;
   absl::StatusOr<std::unique_ptr<interco::node::Server>> server =
       interco::node::Server::Start(*config);
   if (!server.ok()) {

@@ -1,5 +1,7 @@
 #include "node/cli/client.h"
 
+#include <grpc/grpc.h>
+
 #include <chrono>
 #include <utility>
 
@@ -67,6 +69,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& op
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(limits::kGrpcMessageBytesMax);
+  // A call fails at once when the node cannot be reached (no wait for ready), but gRPC
+  // holds the failed connection until its reconnection backoff ends (1 s by default),
+  // and the process waits for that at exit (GrpcRuntime).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.address, *credentials, args);
   return std::unique_ptr<Client>(new Client(std::move(channel), options.timeout));

@@ -21,6 +21,7 @@
 #include "node/cli/args.h"
 #include "node/cli/client.h"
 #include "node/cli/commands.h"
+#include "node/rpc/grpc_runtime.h"
 #include "node/version.h"
 #include "replication/base/strings.h"
 
@@ -293,4 +294,8 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace interco::cli
 
-int main(int argc, char** argv) { return interco::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // Outlives every gRPC object of Main, and waits for gRPC's threads before the exit.
+  interco::node::GrpcRuntime grpc_runtime;
+  return interco::cli::Main(argc, argv);
+}

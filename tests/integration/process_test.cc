@@ -133,19 +133,21 @@ class PrivatePki {
     return o;
   }
 
-  // `interco info` as one of Lyon's clients; returns the CLI's exit code.
-  int Info(const NodeProcess& node, const std::string& client) const {
-    std::string ignored;
+  // `interco info` as one of Lyon's clients; returns the CLI's exit code. Its output is
+  // then last_output().
+  int Info(const NodeProcess& node, const std::string& client) {
     return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir_, "/pki/clients/", kLyon, "/", client,
                                    " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
                                    node.api_port(), " info"),
-                      &ignored);
+                      &last_output_);
   }
+  const std::string& last_output() const { return last_output_; }
 
   const std::string& dir() const { return dir_; }
 
  private:
   const std::string dir_;
+  std::string last_output_;
 };
 
 // A certificate revoked while the node runs is refused from the next handshake, without a
@@ -158,7 +160,7 @@ TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
   std::string error;
   ASSERT_TRUE(node.Start(&error)) << error;
   auto cli = [&](const std::string& client) { return pki.Info(node, client); };
-  ASSERT_EQ(cli("victim"), 0);
+  ASSERT_EQ(cli("victim"), 0) << pki.last_output();
   ASSERT_EQ(pki.Pki(absl::StrCat("revoke clients/", kLyon, "/victim")), 0);
   // The node rereads the CRL directory at most once a second.
   int rc = 0;
@@ -166,8 +168,8 @@ TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     rc = cli("victim");
   }
-  EXPECT_EQ(rc, 1) << "the revoked client still got in";
-  EXPECT_EQ(cli("admin"), 0) << "another client was refused";
+  EXPECT_EQ(rc, 1) << "the revoked client still got in: " << pki.last_output();
+  EXPECT_EQ(cli("admin"), 0) << "another client was refused: " << pki.last_output();
   std::ifstream log(node.log_path());
   std::stringstream ss;
   ss << log.rdbuf();
@@ -186,9 +188,9 @@ TEST(ProcessTest, ExpiredAndNotYetValidClientsAreRefused) {
   std::string error;
   ASSERT_TRUE(node.Start(&error)) << error;
   auto cli = [&](const std::string& client) { return pki.Info(node, client); };
-  EXPECT_EQ(cli("expired"), 1);
-  EXPECT_EQ(cli("early"), 1);
-  EXPECT_EQ(cli("admin"), 0);
+  EXPECT_EQ(cli("expired"), 1) << pki.last_output();
+  EXPECT_EQ(cli("early"), 1) << pki.last_output();
+  EXPECT_EQ(cli("admin"), 0) << pki.last_output();
 }
 
 // Certificates of the federation's own CA whose SPIFFE ID is missing, of another trust
@@ -223,9 +225,9 @@ TEST(ProcessTest, WrongOrMissingSanIsRefused) {
   make("othershape", absl::StrCat("URI:spiffe://interco.test/mairie/", kLyon));
   make("badsiren", "URI:spiffe://interco.test/collectivite/123456789/client/x");
   for (const char* client : {"nosan", "otherdomain", "othershape", "badsiren"}) {
-    EXPECT_EQ(pki.Info(node, client), 1) << client << " got in";
+    EXPECT_EQ(pki.Info(node, client), 1) << client << " got in: " << pki.last_output();
   }
-  EXPECT_EQ(pki.Info(node, "admin"), 0) << "a proper client was refused";
+  EXPECT_EQ(pki.Info(node, "admin"), 0) << "a proper client was refused: " << pki.last_output();
   std::ifstream log(node.log_path());
   std::stringstream ss;
   ss << log.rdbuf();

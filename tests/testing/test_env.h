@@ -61,7 +61,6 @@ std::shared_ptr<grpc::Channel> MtlsChannel(int port, const std::string& tls_dir)
 // The path of a built binary (interco-node, interco), from the build tree.
 std::string BinaryPath(const std::string& name);
 
-// A wall clock the test moves by hand.
 // An update of string field "nom" of a record, creating the record if it is missing.
 replication::LocalWrite Named(const std::string& nom);
 
@@ -76,6 +75,7 @@ struct StoreNode {
   absl::Status Open(replication::Clock& clock);
 };
 
+// A wall clock the test moves by hand.
 class FakeClock final : public replication::Clock {
  public:
   explicit FakeClock(int64_t now_ms = 1767225600000) : now_ms_(now_ms) {}
