@@ -71,9 +71,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ConnectOptions& op
   args.SetMaxReceiveMessageSize(limits::kGrpcMessageBytesMax);
   // A call fails at once when the node cannot be reached (no wait for ready), but gRPC
   // holds the failed connection until its reconnection backoff ends (1 s by default),
-  // and the process waits for that at exit (GrpcRuntime).
+  // and the process waits for that at exit (GrpcRuntime). (Not the minimum backoff: it
+  // is also the time a connection gets for its TLS handshake.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.address, *credentials, args);
   return std::unique_ptr<Client>(new Client(std::move(channel), options.timeout));

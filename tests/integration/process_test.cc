@@ -136,6 +136,7 @@ class PrivatePki {
   // `interco info` as one of Lyon's clients; returns the CLI's exit code. Its output is
   // then last_output().
   int Info(const NodeProcess& node, const std::string& client) {
+    last_output_.clear();
     return RunCommand(absl::StrCat("INTERCO_TLS_DIR=", dir_, "/pki/clients/", kLyon, "/", client,
                                    " ", BinaryPath("interco"), " --timeout=5 --addr=127.0.0.1:",
                                    node.api_port(), " info"),
@@ -169,7 +170,8 @@ TEST(ProcessTest, RevokedClientIsRefusedAfterCrlUpdateWithoutRestart) {
     rc = cli("victim");
   }
   EXPECT_EQ(rc, 1) << "the revoked client still got in: " << pki.last_output();
-  EXPECT_EQ(cli("admin"), 0) << "another client was refused: " << pki.last_output();
+  EXPECT_EQ(cli("admin"), 0) << "another client was refused: " << pki.last_output()
+                              << "\nthe node's log:\n" << node.Log();
   std::ifstream log(node.log_path());
   std::stringstream ss;
   ss << log.rdbuf();
@@ -190,7 +192,7 @@ TEST(ProcessTest, ExpiredAndNotYetValidClientsAreRefused) {
   auto cli = [&](const std::string& client) { return pki.Info(node, client); };
   EXPECT_EQ(cli("expired"), 1) << pki.last_output();
   EXPECT_EQ(cli("early"), 1) << pki.last_output();
-  EXPECT_EQ(cli("admin"), 0) << pki.last_output();
+  EXPECT_EQ(cli("admin"), 0) << pki.last_output() << "\nthe node's log:\n" << node.Log();
 }
 
 // Certificates of the federation's own CA whose SPIFFE ID is missing, of another trust
@@ -227,7 +229,8 @@ TEST(ProcessTest, WrongOrMissingSanIsRefused) {
   for (const char* client : {"nosan", "otherdomain", "othershape", "badsiren"}) {
     EXPECT_EQ(pki.Info(node, client), 1) << client << " got in: " << pki.last_output();
   }
-  EXPECT_EQ(pki.Info(node, "admin"), 0) << "a proper client was refused: " << pki.last_output();
+  EXPECT_EQ(pki.Info(node, "admin"), 0) << "a proper client was refused: " << pki.last_output()
+                                         << "\nthe node's log:\n" << node.Log();
   std::ifstream log(node.log_path());
   std::stringstream ss;
   ss << log.rdbuf();

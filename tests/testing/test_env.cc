@@ -220,6 +220,13 @@ NodeProcess::NodeProcess(Options options) : options_(std::move(options)) {}
 
 NodeProcess::~NodeProcess() { Kill(); }
 
+std::string NodeProcess::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 bool NodeProcess::Start(std::string* error) {
   api_port_ = FreePort();
   health_port_ = FreePort();

@@ -116,6 +116,8 @@ class NodeProcess {
   int health_port() const { return health_port_; }
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
+  // What the process wrote to its log so far.
+  std::string Log() const;
 
  private:
   Options options_;
