@@ -421,8 +421,14 @@ uint64_t FillDirectory(const NodeProcess& node, const v1::CreateRegistryRequest&
           absl::StrAppend(&texts[static_cast<size_t>(i)], k, v.string_value());
         }
         grpc::ClientContext call;
+        // Eight clients connect at once to a node that may be slow (a sanitizer build on
+        // a busy machine): a connection that fails is tried again, within a minute.
+        call.set_wait_for_ready(true);
+        call.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
         v1::Record out;
-        EXPECT_TRUE(app->CreateRecord(&call, req, &out).ok());
+        const grpc::Status created = app->CreateRecord(&call, req, &out);
+        EXPECT_TRUE(created.ok()) << "record " << i << ": " << created.error_code() << " "
+                                  << created.error_message();
       }
     });
   }
