@@ -1,6 +1,7 @@
 // The two binaries as an operator uses them: interco-node's configuration errors, its
 // durability modes, and the interco CLI against a real node.
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
