@@ -31,6 +31,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "interco/replication/v1/peer_service.grpc.pb.h"
+#include "node/crypto/ed25519.h"
 #include "node/crypto/sha256.h"
 #include "node/peer/reconcile.h"
 #include "node/rpc/status.h"
@@ -182,11 +183,34 @@ absl::StatusOr<std::unique_ptr<interco::node::RecordStore>> OpenBenchStore(
   return store;
 }
 
-// The next unsigned batch of `origin` (epoch 1) in stream "bench": it starts at `seq` and
-// chains to `prev`, both moved past it.
+// An origin's key for batches that the stores here do not verify: an Ed25519 key of its
+// own, named by the SHA-256 of its public key (where a node names its certificate's).
+class BenchSigner final : public interco::replication::Signer {
+ public:
+  BenchSigner() : key_(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")) {
+    unsigned char pub[32];
+    size_t len = sizeof(pub);
+    EVP_PKEY_get_raw_public_key(key_.get(), pub, &len);
+    id_ = interco::node::Sha256(std::string_view(reinterpret_cast<char*>(pub), len));
+  }
+  std::string KeyId() override { return id_; }
+  absl::StatusOr<std::string> Sign(std::string_view, std::string_view message) override {
+    return interco::node::Ed25519Sign(key_.get(), message);
+  }
+
+ private:
+  interco::node::EvpPkeyPtr key_;
+  std::string id_;
+};
+
+// The next batch of `origin` (epoch 1) in stream "bench": it starts at `seq` and chains
+// to `prev`, both moved past it. Unsigned (covered by a later batch of its run, the
+// `run_index`-th unsigned one in a row), unless `signer` signs it.
 interco::replication::v1::Batch NextBatch(uint32_t origin, std::vector<std::string> changes,
                                           uint64_t max_hlc, interco::replication::Hasher& hasher,
-                                          uint64_t& seq, std::string& prev) {
+                                          uint64_t& seq, std::string& prev,
+                                          interco::replication::Signer* signer = nullptr,
+                                          uint32_t run_index = 0) {
   interco::replication::BatchParams p;
   p.origin = origin;
   p.epoch = 1;
@@ -194,8 +218,10 @@ interco::replication::v1::Batch NextBatch(uint32_t origin, std::vector<std::stri
   p.first_seq = seq;
   p.prev_hash = prev;
   p.max_hlc = max_hlc;
+  p.run_index = run_index;
+  p.now_ms = static_cast<int64_t>(interco::replication::HybridLogicalClock::Millis(max_hlc));
   seq += changes.size();
-  return *interco::replication::BuildBatch(p, std::move(changes), hasher, nullptr, &prev);
+  return *interco::replication::BuildBatch(p, std::move(changes), hasher, signer, &prev);
 }
 
 void ApplyBench() {
@@ -737,6 +763,10 @@ void CompactBench() {
       static_cast<uint64_t>(clock.NowMillis()) - 600000, 0);
   std::vector<uint64_t> created(static_cast<size_t>(total));
   int64_t batches = 0;
+  // The origin signs runs of 32 batches, as a node under a steady load does
+  // (limits::kRunBatchesMax), and its last batch.
+  BenchSigner signer;
+  const int64_t batches_total = kVersions * ((total + 511) / 512);
   for (int v = 0; v < kVersions; ++v) {
     for (int64_t k = 0; k < total; k += 512) {
       std::vector<std::string> changes;
@@ -758,7 +788,12 @@ void CompactBench() {
         interco::replication::CompactChange(c, kOrigin, hlc);
         changes.push_back(c.SerializeAsString());
       }
-      const auto batch = NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev);
+      const uint32_t run_index =
+          static_cast<uint32_t>(batches % static_cast<int64_t>(interco::limits::kRunBatchesMax));
+      const bool signs = run_index + 1 == interco::limits::kRunBatchesMax ||
+                         batches + 1 == batches_total;
+      const auto batch = NextBatch(kOrigin, std::move(changes), hlc, hasher, seq, prev,
+                                   signs ? &signer : nullptr, run_index);
       auto decoded = interco::replication::DecodeBatch(batch, hasher);
       if (absl::Status s = (*owner)->ApplyRemoteBatch("bench", *decoded); !s.ok()) {
         std::fprintf(stderr, "compact bench: %s\n", s.ToString().c_str());
@@ -825,7 +860,7 @@ void CompactBench() {
   std::printf("compaction: %lld records written %d times (%lld batches of 512): %llu batches "
               "made hollow in %.2f s (%.0f batches/s, %.0f changes looked at per s); log %.2f MB "
               "-> %.2f MB; a new node's catch-up from the log: %.2f MB in %.2f s before, %.2f MB "
-              "in %.2f s after (%llu batches received hollow); same records: %s; %s\n",
+              "in %.2f s after (%llu hollow batches or skips received); same records: %s; %s\n",
               static_cast<long long>(total), kVersions, static_cast<long long>(batches),
               static_cast<unsigned long long>(hollowed), compact_secs,
               static_cast<double>(batches) / compact_secs, changes / compact_secs,

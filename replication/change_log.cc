@@ -161,6 +161,10 @@ absl::Status CheckRun(const std::vector<DecodedBatch>& run) {
     return absl::DataLossError(absl::StrCat("a run of ", run.size(), " batches (at most ",
                                             limits::kRunBatchesMax, ")"));
   }
+  if (run.size() > 1 && run.back().raw.skip_from() > 0) {
+    // A skip hides the headers before its own: none of the run could be proven.
+    return absl::DataLossError("a skip ends a run of several batches");
+  }
   for (size_t i = 0; i < run.size(); ++i) {
     const bool last = i + 1 == run.size();
     if (run[i].raw.signature().empty() == last) {
@@ -247,6 +251,12 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const Batch& batch, Hasher& hasher) {
   if (batch.hollow() && h.carries_policy()) {
     return absl::DataLossError("a batch carrying a policy change arrives hollow");
   }
+  if (batch.skip_from() > 0 &&
+      (!batch.hollow() || batch.signature().empty() || batch.skip_from() >= h.first_seq())) {
+    return absl::DataLossError(absl::StrCat(
+        "batch ", h.first_seq(), " stands for batches from ", batch.skip_from(),
+        ": only a hollow signed batch may, and only for batches before it"));
+  }
   if (batch.signer().size() != (batch.signature().empty() ? 0 : 32)) {
     return absl::DataLossError("batch signer is not the digest of a certificate");
   }
@@ -293,6 +303,45 @@ interco::replication::v1::Batch Hollow(const interco::replication::v1::Batch& ba
   out.set_signer(batch.signer());
   out.set_signed_at_ms(batch.signed_at_ms());
   out.set_hollow(true);
+  return out;
+}
+
+bool Follows(const DecodedBatch& batch, uint64_t held_seq) {
+  if (batch.raw.skip_from() == 0) return batch.header.first_seq() == held_seq + 1;
+  return batch.first_seq() <= held_seq + 1 && batch.last_seq() > held_seq;
+}
+
+bool ChainsFrom(const DecodedBatch& batch, uint64_t held_seq) {
+  return batch.header.first_seq() == held_seq + 1;
+}
+
+std::optional<size_t> HollowStretchEnd(
+    const std::vector<interco::replication::v1::Batch>& batches, size_t from,
+    const std::function<bool(const BatchHeader&)>& may_send) {
+  std::optional<size_t> last;
+  uint64_t expect = 0;
+  for (size_t j = from; j < batches.size(); ++j) {
+    const interco::replication::v1::Batch& b = batches[j];
+    BatchHeader h;
+    if (!b.hollow() || !h.ParseFromString(b.header())) break;
+    // A stretch starts where a run starts (or with a skip, which did): a batch kept
+    // before it in its run needs its header as proof.
+    if (j == from && b.skip_from() == 0 && h.run_index() != 0) break;
+    if (j > from &&
+        ((b.skip_from() > 0 ? b.skip_from() : h.first_seq()) != expect || !may_send(h))) {
+      break;
+    }
+    expect = h.first_seq() + h.count();
+    if (!b.signature().empty()) last = j;
+  }
+  return last;
+}
+
+interco::replication::v1::Batch Skip(const interco::replication::v1::Batch& last,
+                                     uint64_t skip_from) {
+  interco::replication::v1::Batch out = Hollow(last);
+  BatchHeader h;
+  if (h.ParseFromString(last.header()) && skip_from < h.first_seq()) out.set_skip_from(skip_from);
   return out;
 }
 

@@ -5,6 +5,8 @@
 #define INTERCO_REPLICATION_CHANGE_LOG_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -102,7 +104,8 @@ absl::Status VerifyCovered(std::string_view header, const std::vector<std::strin
 // count matching the changes, every change parses (a record change names a valid
 // record ID; a policy change has no key and no delta), and the body hash matches. A
 // hollow batch (Batch.hollow) has no changes, and nothing to match its body hash; one
-// whose header says it carries a policy change is corrupt.
+// whose header says it carries a policy change is corrupt, and so is a skip
+// (Batch.skip_from) that is not a hollow signed batch or stands for none before it.
 // DATA_LOSS for a corrupt or forged batch (with what is wrong).
 absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& batch,
                                          Hasher& hasher);
@@ -110,6 +113,34 @@ absl::StatusOr<DecodedBatch> DecodeBatch(const interco::replication::v1::Batch& 
 // The hollow form of `batch` (replication/compaction.h): its header, signature, signer
 // and signing time, no changes, Batch.hollow set.
 interco::replication::v1::Batch Hollow(const interco::replication::v1::Batch& batch);
+
+// Whether `batch` is the next of its origin epoch for a node holding that chain up to
+// `held_seq`: it starts right after, or it is a skip (Batch.skip_from) that stands for the
+// batch right after and goes beyond it (the receiver moves over the rest of the stretch).
+bool Follows(const DecodedBatch& batch, uint64_t held_seq);
+
+// Where a skip may end that stands for the hollow batches of `batches` (one origin
+// epoch's, read from a log in order) from index `from` on: the index of the last signed
+// batch (a run ends there) of the stretch of consecutive hollow batches that starts at
+// `from`, if there is one. The stretch must start where a run starts (run_index 0, or a
+// skip read from the log), so that no batch kept before it needs one of its headers as
+// proof. A batch `may_send` refuses ends the stretch (the batch at `from` is the
+// caller's to judge).
+std::optional<size_t> HollowStretchEnd(
+    const std::vector<interco::replication::v1::Batch>& batches, size_t from,
+    const std::function<bool(const interco::replication::v1::BatchHeader&)>& may_send);
+
+// Whether `batch`'s header is the next one of its chain for a node holding it up to
+// `held_seq`, so that its prev_hash must be the hash of the node's last header: always
+// but for a skip whose header comes after batches it stands for.
+bool ChainsFrom(const DecodedBatch& batch, uint64_t held_seq);
+
+// The skip (Batch.skip_from) that stands for the hollow batches of an origin epoch from
+// sequence number `skip_from` through `last`, a hollow signed batch that ends a run: the
+// hollow form of `last` with skip_from set (not set if skip_from is `last`'s own
+// first_seq or after it: then it stands for itself only).
+interco::replication::v1::Batch Skip(const interco::replication::v1::Batch& last,
+                                     uint64_t skip_from);
 
 }  // namespace interco::replication
 

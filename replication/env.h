@@ -97,6 +97,14 @@ struct DecodedBatch {
   // place in it: the batches after it prove it (ProofOf).
   std::shared_ptr<const std::vector<interco::replication::v1::Batch>> run;
   size_t run_position = 0;
+
+  // The sequence numbers the batch stands for: from its header's first_seq, or from
+  // Batch.skip_from for a skip (a stretch of hollow batches ending in this one), to its
+  // header's last.
+  uint64_t first_seq() const {
+    return raw.skip_from() > 0 ? raw.skip_from() : header.first_seq();
+  }
+  uint64_t last_seq() const { return header.first_seq() + header.count() - 1; }
 };
 
 // What the owner of a stream offers to collect (ReplicaStore::Collect): see

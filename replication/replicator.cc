@@ -23,7 +23,7 @@ using interco::replication::v1::Hello;
 using interco::replication::v1::PeerMessage;
 
 // Version 3: a message gathers runs, acks and the status; new batches follow a tree.
-constexpr uint32_t kProtocolVersion = 4;
+constexpr uint32_t kProtocolVersion = 5;
 
 // Whether `vv` holds everything `target` states.
 bool Dominates(const VersionVector& vv, const VersionVector& target) {
@@ -371,7 +371,7 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
       peer.stats.policy_waits++;
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       const auto slot = std::make_pair(stream, key);
-      if (vv.ok() && h.first_seq() == (*vv)[key].seq + 1 &&
+      if (vv.ok() && Follows(batch, (*vv)[key].seq) &&
           (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
         held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
       } else {
@@ -390,20 +390,20 @@ Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const 
   absl::StatusOr<VersionVector> vv = store_.Position(stream);
   if (!vv.ok()) return Step::kRefused;
   const OriginPos held = (*vv)[key];
-  const uint64_t last = h.first_seq() + h.count() - 1;
+  const uint64_t last = batch.last_seq();
   if (last <= held.seq) {
     QueueAck(peer, stream, key, held.seq, held.max_hlc, 0);
     return Step::kWaiting;
   }
-  if (h.first_seq() != held.seq + 1) {
+  if (!Follows(batch, held.seq)) {
     // Something before it was lost or is late. Keep it for when the gap fills, and
     // restate our position (at most once per status interval) so that the sender
     // rewinds if it was lost.
     peer.stats.gaps++;
     auto& buffered = reorder_[{stream, key}];
     if (reorder_size_ < options_.reorder_buffer_batches_max &&
-        !buffered.contains(h.first_seq())) {
-      buffered.emplace(h.first_seq(), std::move(batch));
+        !buffered.contains(batch.first_seq())) {
+      buffered.emplace(batch.first_seq(), std::move(batch));
       reorder_size_++;
     }
     Nack(peer);
@@ -487,6 +487,13 @@ Replicator::HeldCheck Replicator::CheckHeld(const std::string& stream, const Dec
         return out;
       }
       out.mine = std::move(read->front());
+    } else if (read->front().skip_from() > 0 && read->front().skip_from() <= h.first_seq() &&
+               batch.last_seq() < mh.first_seq()) {
+      // Held as part of a skip: its header is not here to compare, nor is anything that
+      // would prove a fork. (Batches within a skip are under a collection's frontier, so
+      // every member held the same ones.)
+      out.same = true;
+      return out;
     }
   }
   if (!out.mine) {
@@ -572,12 +579,26 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     absl::StatusOr<VersionVector> vv = store_.Position(stream);
     if (!vv.ok()) break;
     const OriginPos held = (*vv)[key];
-    if (h.first_seq() != held.seq + 1) break;
-    if (h.prev_hash() != held.last_hash) {
+    if (!Follows(batch, held.seq)) break;
+    // (A skip's header may come after hollow batches it stands for: then its chain is
+    // taken on the sender's word, like the hollow flag.)
+    if (ChainsFrom(batch, held.seq) && h.prev_hash() != held.last_hash) {
       // Signed by the origin, yet it continues another history than the one we hold:
       // the origin forked its chain.
       Freeze(peer_id, peer, stream, BatchEndingAt(stream, key, held.seq), batch);
       break;
+    }
+    if (!ChainsFrom(batch, held.seq) && held.seq > 0) {
+      // A skip whose stretch this node entered: it may not follow a batch kept here
+      // unsigned (a run broken off by a crash), whose proof is in the stretch's headers.
+      std::optional<Batch> last_held = BatchEndingAt(stream, key, held.seq);
+      if (!last_held || (last_held->signature().empty() && !last_held->hollow())) {
+        peer.stats.rejected++;
+        store_.OnRefused(peer_id, stream, &h,
+                         absl::FailedPreconditionError(
+                             "a skip after a batch kept unsigned here: its proof would go"));
+        break;
+      }
     }
     const int64_t ahead_ms =
         static_cast<int64_t>(HybridLogicalClock::Millis(h.max_hlc())) - clock_.NowMillis();
@@ -590,19 +611,20 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
       break;
     }
     peer.stats.batches_applied++;
+    if (batch.raw.skip_from() > 0) peer.stats.skips_applied++;
     applied_any = true;
-    const uint64_t last = h.first_seq() + h.count() - 1;
-    QueueAck(peer, stream, key, last, std::max(held.max_hlc, h.max_hlc()), h.count());
+    const uint64_t last = batch.last_seq();
+    QueueAck(peer, stream, key, last, std::max(held.max_hlc, h.max_hlc()), last - held.seq);
     // A buffered batch that continues it?
     auto rit = reorder_.find({stream, key});
     if (rit == reorder_.end()) break;
     // Drop what is now stale, then take the next one if it is there.
     auto& buffered = rit->second;
-    while (!buffered.empty() && buffered.begin()->first <= last) {
+    while (!buffered.empty() && buffered.begin()->second.last_seq() <= last) {
       buffered.erase(buffered.begin());
       reorder_size_--;
     }
-    if (buffered.empty() || buffered.begin()->first != last + 1) {
+    if (buffered.empty() || !Follows(buffered.begin()->second, last)) {
       if (buffered.empty()) reorder_.erase(rit);
       break;
     }
@@ -667,10 +689,45 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
         bool progressed = false;
         BatchFrame frame;
         uint64_t run_changes = 0;
-        for (Batch& batch : *batches) {
+        for (size_t i = 0; i < batches->size(); ++i) {
+          Batch& batch = (*batches)[i];
           BatchHeader h;
-          if (!h.ParseFromString(batch.header()) || h.first_seq() != sent + run_changes + 1) break;
+          if (!h.ParseFromString(batch.header())) break;
+          const uint64_t next = sent + run_changes + 1;
+          if (batch.skip_from() > 0
+                  // A skip stored here may stand for batches the peer holds already.
+                  ? run_changes > 0 || batch.skip_from() > next ||
+                        h.first_seq() + h.count() - 1 < next
+                  : h.first_seq() != next) {
+            break;
+          }
           if (!reads_now && !store_.MayReadBatch(stream, peer_id, h.policy_version())) break;
+          if (run_changes == 0 && batch.hollow()) {
+            // Hollow batches up to the end of a run go as one skip (Batch.skip_from).
+            if (const std::optional<size_t> last = HollowStretchEnd(
+                    *batches, i, [&](const BatchHeader& bh) {
+                      return reads_now ||
+                             store_.MayReadBatch(stream, peer_id, bh.policy_version());
+                    })) {
+              Batch skip = Skip((*batches)[*last], next);
+              BatchHeader lh;
+              lh.ParseFromString(skip.header());
+              const uint64_t end = lh.first_seq() + lh.count() - 1;
+              const bool is_skip = skip.skip_from() > 0;
+              const std::string signer = skip.signer();
+              frame.set_stream(stream);
+              *frame.add_batches() = std::move(skip);
+              if (!Gather(peer_id, peer, std::move(frame), stream, key, sent, signer)) return;
+              if (is_skip) peer.stats.skips_sent++;
+              in_flight += end - sent;
+              sent = end;
+              frame.Clear();
+              progressed = true;
+              i = *last;
+              if (in_flight >= options_.in_flight_changes_max) break;
+              continue;
+            }
+          }
           frame.set_stream(stream);
           const bool end = !batch.signature().empty();
           const std::string signer = batch.signer();

@@ -101,6 +101,10 @@ struct PeerStats {
   uint64_t batches_sent = 0;
   uint64_t batches_received = 0;
   uint64_t batches_applied = 0;
+  // Skips (Batch.skip_from: one batch standing for a stretch of hollow ones) sent to the
+  // peer, and applied from it.
+  uint64_t skips_sent = 0;
+  uint64_t skips_applied = 0;
   uint64_t duplicates = 0;
   uint64_t gaps = 0;
   uint64_t rejected = 0;

@@ -711,6 +711,8 @@ std::vector<interco::v1::PeerStatus> PeerManager::Status() {
       s.set_batches_sent(st.batches_sent);
       s.set_batches_received(st.batches_received);
       s.set_batches_applied(st.batches_applied);
+      s.set_skips_sent(st.skips_sent);
+      s.set_skips_applied(st.skips_applied);
       s.set_duplicates(st.duplicates);
       s.set_gaps(st.gaps);
       s.set_rejected(st.rejected);

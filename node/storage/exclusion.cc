@@ -156,11 +156,12 @@ absl::Status RecordStore::Replay(const std::string& registry) {
         return absl::DataLossError(absl::StrCat("registry ", registry,
                                                      ": a batch of the change log does not parse"));
       }
-      wb.Put(db_->handle(Cf::kMeta),
-             ToSlice(keys::Refused(registry, key.origin, key.epoch, h.first_seq())), it->value());
+      const uint64_t start = b.skip_from() > 0 ? b.skip_from() : h.first_seq();
+      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::Refused(registry, key.origin, key.epoch, start)),
+             it->value());
       wb.Delete(db_->handle(Cf::kLog), it->key());
       refused_batches++;
-      if (key.origin == origin_) refused_own += h.count();
+      if (key.origin == origin_) refused_own += h.first_seq() + h.count() - start;
     }
     INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
   }

@@ -79,9 +79,10 @@ absl::StatusOr<std::optional<Batch>> RecordStore::BatchHolding(std::string_view 
       return absl::DataLossError(absl::StrCat("log batch of ", ToAbsl(registry), " does not parse"));
     }
     if (h.max_hlc() >= hlc) {
+      const uint64_t start = batch.skip_from() > 0 ? batch.skip_from() : h.first_seq();
       found = std::move(batch);
-      if (h.first_seq() <= 1) break;
-      hi = h.first_seq() - 1;
+      if (start <= 1) break;
+      hi = start - 1;
     } else {
       lo = h.first_seq() + h.count();
     }

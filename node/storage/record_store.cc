@@ -56,7 +56,7 @@ using replication::RecordState;
 // 5: the fingerprints family (added to a version-4 store at open).
 // 6: the removals family (a version-5 store gets it from its change log at open).
 // 7: hollow batches in the change log (a version-6 store is marked 7 at open).
-constexpr uint32_t kFormatVersion = 8;
+constexpr uint32_t kFormatVersion = 9;
 // Feed trimming is amortized: it runs once the feed holds this many extra entries.
 constexpr uint64_t kFeedTrimSlack = 1024;
 
@@ -341,13 +341,22 @@ absl::Status RecordStore::Load() {
       INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
     }
     if (meta.format_version() == 7) {
-      // ...and version 7 the sum of each registry's live digests, which its buckets give.
+      // ...and version 7 the sum of each registry's live digests, which its buckets give...
       INTERCO_RETURN_IF_ERROR(AddLiveSums(meta));
+    }
+    if (meta.format_version() == 8) {
+      // ...and version 8 knows no skips (Batch.skip_from, logged under their first
+      // sequence number): nothing to add, but a node of that version must not open the
+      // store once its log holds some.
+      meta.set_format_version(9);
+      rocksdb::WriteBatch wb;
+      wb.Put(db_->handle(Cf::kMeta), ToSlice(keys::kNodeMeta), meta.SerializeAsString());
+      INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
     }
     if (meta.format_version() != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the store has format version ", meta.format_version(), "; this node reads versions 4 "
-          "to 7 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
+          "to 8 (upgraded in place) and ", kFormatVersion, " only (version 3 has no index of "
           "tombstones, version 2 predates signing times in signatures, version 1 signatures "
           "per run; there is no migration from those: start from an empty store and let the "
           "partners send it everything)"));
@@ -1460,7 +1469,9 @@ absl::Status RecordStore::ApplyRemote(Op& op, GroupState& g) {
   }
   const replication::OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = rt.position[key];
-  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
+  // (A skip's chain, from before its header, is taken on the sender's word.)
+  if (!replication::Follows(batch, pos.seq) ||
+      (replication::ChainsFrom(batch, pos.seq) && h.prev_hash() != pos.last_hash)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "batch ", h.first_seq(), " of origin ", h.origin(), " does not follow ", pos.seq));
   }
@@ -1608,17 +1619,33 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
     g.dirty.insert(op.registry);
     return absl::OkStatus();
   }
-  // The batch is whole here now.
+  // The batch is whole here now (a skip: every batch it stands for, hollow, whatever
+  // part of one was merged here).
   auto& marks = *rt.meta.mutable_partial();
+  const uint64_t from = pos.seq + 1, to = batch.last_seq();
   marks.erase(std::remove_if(marks.begin(), marks.end(),
-                             [&h](const auto& m) { return AtPlaceOf(m, h); }),
+                             [&](const auto& m) {
+                               return AtPlaceOf(m, h) ||
+                                      (m.origin() == h.origin() && m.epoch() == h.epoch() &&
+                                       m.first_seq() >= from && m.first_seq() <= to);
+                             }),
               marks.end());
-  g.batch.Put(db_->handle(Cf::kLog),
-              ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
-              batch.raw.SerializeAsString());
-  g.bytes += batch.raw.ByteSizeLong();
+  if (batch.raw.skip_from() > 0) {
+    // A skip is logged for what it brought here: from the sequence number after the
+    // position on (its start, or later if the first of its stretch were held already).
+    const Batch skip = replication::Skip(batch.raw, pos.seq + 1);
+    g.batch.Put(db_->handle(Cf::kLog),
+                ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), pos.seq + 1)),
+                skip.SerializeAsString());
+    g.bytes += skip.ByteSizeLong();
+  } else {
+    g.batch.Put(db_->handle(Cf::kLog),
+                ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
+                batch.raw.SerializeAsString());
+    g.bytes += batch.raw.ByteSizeLong();
+  }
   if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
-  pos.seq = h.first_seq() + h.count() - 1;
+  pos.seq = batch.last_seq();
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
   g.dirty.insert(op.registry);
@@ -2602,12 +2629,18 @@ absl::StatusOr<std::string> RecordStore::CheckConsistency() {
       }
       auto decoded = replication::DecodeBatch(batch, hasher_);
       replication::OriginPos& p = seen[replication::OriginKey{header.origin(), header.epoch()}];
-      if (!decoded.ok() || header.first_seq() != p.seq + 1 || header.prev_hash() != p.last_hash) {
+      // A skip (its stretch's headers are not here) starts where it is logged.
+      if (!decoded.ok() ||
+          (batch.skip_from() > 0
+               ? decoded->first_seq() != p.seq + 1 ||
+                     ToView(it->key()) != keys::Log(registry, header.origin(), header.epoch(),
+                                                    batch.skip_from())
+               : header.first_seq() != p.seq + 1 || header.prev_hash() != p.last_hash)) {
         release();
         return absl::DataLossError(absl::StrCat("registry ", registry, ": change log of origin ",
                                                 header.origin(), " broken at seq ", p.seq + 1));
       }
-      p.seq += header.count();
+      p.seq = decoded->last_seq();
       p.max_hlc = std::max(p.max_hlc, header.max_hlc());
       p.last_hash = decoded->header_hash;
       ++batches;

@@ -99,8 +99,9 @@ absl::StatusOr<replication::VersionVector> RecordStore::StampFrontier(
     BatchHeader h;
     if (!it->Valid() || !ToView(it->key()).starts_with(prefix) ||
         !batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())) ||
-        !h.ParseFromString(batch.header()) || h.first_seq() > pos.seq ||
-        pos.seq - h.first_seq() >= h.count()) {
+        !h.ParseFromString(batch.header()) ||
+        (batch.skip_from() > 0 ? batch.skip_from() : h.first_seq()) > pos.seq ||
+        pos.seq > h.first_seq() + h.count() - 1) {
       return absl::DataLossError(absl::StrCat("registry ", registry, ": change ", pos.seq,
                                               " of origin ", key.origin, " epoch ", key.epoch,
                                               " is not in the change log"));
@@ -110,6 +111,7 @@ absl::StatusOr<replication::VersionVector> RecordStore::StampFrontier(
       continue;
     }
     if (batch.hollow()) {
+      // (Or a skip standing for the batch.)
       // The change's stamp went with it: the greatest stamp before its batch is below it
       // (fewer stamps then count as under the frontier, never more).
       it->Prev();

@@ -362,6 +362,39 @@ TEST_F(ApplySlicesTest, TheFeedIsNeverTrimmedPastWhatReadersSee) {
 // The records hold the first changes of another batch at the same place of the origin's
 // chain (a branch of a fork, merged in part before a crash): the batch that comes does not
 // go on from them; the registry is rebuilt from its log without them first.
+// A batch merged in part here that a skip then stands for (it was hollow where the skip
+// came from): the skip takes the position past it, and its mark goes with it, so that
+// divergence checks answer again.
+TEST_F(ApplySlicesTest, AMarkOfABatchThatASkipStandsForGoes) {
+  const std::vector<replication::DecodedBatch> batches = LargeBatches(2);
+  WithRawStore(lyon_, [&](RocksDbStore& db) {
+    interco::internal::v1::RegistryMeta meta;
+    ASSERT_TRUE(meta.ParseFromString(**db.Get(Cf::kRegistries, kRegistry)));
+    interco::internal::v1::PartialBatch& m = *meta.add_partial();
+    m.set_origin(batches[0].header.origin());
+    m.set_epoch(batches[0].header.epoch());
+    m.set_first_seq(1);
+    m.set_header_hash(batches[0].header_hash);
+    m.set_merged(limits::kApplySliceChanges);
+    rocksdb::WriteBatch wb;
+    wb.Put(db.handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
+    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
+  });
+  Open(lyon_);
+  ASSERT_EQ(lyon_.store->Digest(kRegistry).status().code(), absl::StatusCode::kUnavailable);
+  // These stores check no signature (the engine does): a skip is a signed batch.
+  interco::replication::v1::Batch skip = replication::Skip(batches[1].raw, 1);
+  skip.set_signature(std::string(64, 's'));
+  skip.set_signer(std::string(32, 'k'));
+  const absl::StatusOr<replication::DecodedBatch> decoded = replication::DecodeBatch(skip, hasher_);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  ASSERT_TRUE(lyon_.store->ApplyRemoteBatch(kRegistry, *decoded).ok());
+  const OriginKey bourg{bourg_.store->origin(), bourg_.store->epoch()};
+  EXPECT_EQ((*lyon_.store->Position(kRegistry))[bourg].seq, 2 * kBatchChanges);
+  EXPECT_TRUE(lyon_.store->Digest(kRegistry).ok()) << lyon_.store->Digest(kRegistry).status();
+  ExpectConsistent(lyon_);
+}
+
 TEST_F(ApplySlicesTest, APartMergedOfAnotherBatchAtTheSamePlaceIsRebuiltAway) {
   const std::vector<replication::DecodedBatch> batches = LargeBatches(1);
   ASSERT_TRUE(viriat_.store->ApplyRemoteBatch(kRegistry, batches[0]).ok());

@@ -277,6 +277,81 @@ TEST_F(CompactionStoreTest, ALogLongerThanAPassIsCompactedInSeveralPasses) {
             absl::StrCat("Piscine ", renames - 1));
 }
 
+// A new store takes a stretch of hollow batches as one skip (Batch.skip_from, what the
+// engine sends for such a stretch): it moves over the stretch, logs one entry for what
+// the skip brought, serves it from any point of it, stays consistent across a reopen, and
+// ends with the records of the store it came from. A store holding part of the stretch
+// logs the skip from its position on.
+TEST_F(CompactionStoreTest, ANewStoreTakesAStretchOfHollowBatchesAsOneSkip) {
+  const size_t renames = 12;
+  for (size_t i = 0; i < renames; ++i) Name(epci_, "piscine", absl::StrCat("Piscine ", i));
+  Name(epci_, "stade", "Stade");
+  clock_.Advance(1000);
+  CollectAll();
+  ASSERT_EQ(Hollow(epci_, renames - 2), renames - 2);
+  const OriginKey epci{epci_.store->origin(), 1};
+  const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  size_t h0 = 0;
+  while (h0 < log.size() && !log[h0].hollow()) ++h0;
+  size_t h1 = h0;
+  while (h1 + 1 < log.size() && log[h1 + 1].hollow()) ++h1;
+  ASSERT_EQ(h1 - h0 + 1, renames - 2);
+  auto first_seq = [](const Batch& b) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(b.header());
+    return h.first_seq();
+  };
+  const uint64_t stretch_end = first_seq(log[h1]);  // one change per batch
+  // These stores check no signature (the engine does): a skip is a signed batch.
+  auto skip_from = [&](uint64_t from) {
+    Batch skip = replication::Skip(log[h1], from);
+    skip.set_signature(std::string(64, 's'));
+    skip.set_signer(std::string(32, 'k'));
+    return skip;
+  };
+  Sha256Hasher hasher;
+  auto apply = [&](Node& n, const Batch& b) {
+    absl::StatusOr<replication::DecodedBatch> d = replication::DecodeBatch(b, hasher);
+    ASSERT_TRUE(d.ok()) << d.status();
+    absl::Status s = n.store->ApplyRemoteBatch(kLieux, *d);
+    ASSERT_TRUE(s.ok()) << s;
+  };
+  // The owner's other batches first (the registry's policy), then Bourg takes the
+  // stretch as one skip.
+  for (size_t i = 0; i < h0; ++i) apply(bourg_, log[i]);
+  apply(bourg_, skip_from(first_seq(log[h0])));
+  EXPECT_EQ(Held(bourg_)[epci], stretch_end);
+  for (size_t i = h1 + 1; i < log.size(); ++i) apply(bourg_, log[i]);
+  ASSERT_TRUE(CarryAll(epci_, bourg_).ok());  // the other origins, if any
+  EXPECT_EQ(States(bourg_), States(epci_));
+  const std::vector<Batch> logged = *bourg_.store->ReadBatches(kLieux, epci, 0, 1000);
+  ASSERT_EQ(logged.size(), log.size() - (h1 - h0));
+  EXPECT_EQ(logged[h0].skip_from(), first_seq(log[h0]));
+  EXPECT_EQ(logged[h0].header(), log[h1].header());
+  // Served from any point of the stretch.
+  const std::vector<Batch> within =
+      *bourg_.store->ReadBatches(kLieux, epci, first_seq(log[h0]) + 2, 1);
+  ASSERT_EQ(within.size(), 1u);
+  EXPECT_EQ(within[0].header(), log[h1].header());
+  EXPECT_THAT(*bourg_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
+  ASSERT_TRUE(bourg_.Open(clock_).ok());
+  EXPECT_THAT(*bourg_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
+  EXPECT_EQ(bourg_.store->Digest(kLieux)->live_sum, epci_.store->Digest(kLieux)->live_sum);
+  // Viriat holds the stretch's first two batches: the skip brings the rest.
+  for (size_t i = 0; i < h0 + 2; ++i) apply(viriat_, log[i]);
+  apply(viriat_, skip_from(first_seq(log[h0])));
+  EXPECT_EQ(Held(viriat_)[epci], stretch_end);
+  const std::vector<Batch> viriat_log = *viriat_.store->ReadBatches(kLieux, epci, 0, 1000);
+  ASSERT_EQ(viriat_log.size(), h0 + 3);
+  EXPECT_EQ(viriat_log.back().skip_from(), first_seq(log[h0]) + 2);
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
+  // A skip of batches held is refused as not the next one (the engine drops it first).
+  const absl::StatusOr<replication::DecodedBatch> again =
+      replication::DecodeBatch(skip_from(first_seq(log[h0])), hasher);
+  EXPECT_EQ(viriat_.store->ApplyRemoteBatch(kLieux, *again).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // The store closes while its compactor is looking through a long log: it stops between
 // two ops, nothing half-made is left, and the next collection after the store opens again
 // finishes the job.

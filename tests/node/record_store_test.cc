@@ -247,7 +247,7 @@ uint32_t SetFormatVersion(const std::string& dir, std::optional<uint32_t> versio
 TEST_F(RecordStoreTest, AFormatSixStoreMovesToSevenAtOpen) {
   CreateCommunes();
   store_.reset();
-  EXPECT_EQ(SetFormatVersion(dir_, 6), 8u);
+  EXPECT_EQ(SetFormatVersion(dir_, 6), 9u);
   RecordStoreOptions o;
   o.path = dir_;
   o.authority = kLyon;
@@ -257,7 +257,7 @@ TEST_F(RecordStoreTest, AFormatSixStoreMovesToSevenAtOpen) {
   EXPECT_THAT(*(*reopened)->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
   reopened->reset();
   // Written durably at open: a node of format 6 would now refuse the store.
-  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 8u);
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 9u);
   store_ = *RecordStore::Open(o);
 }
 
@@ -291,14 +291,14 @@ TEST_F(RecordStoreTest, AFormatSevenStoreGetsItsLiveSumsAtOpen) {
     wb.Put((*db)->handle(Cf::kRegistries), "communes", meta.SerializeAsString());
     ASSERT_TRUE((*db)->Write(wb, true).ok());
   }
-  EXPECT_EQ(SetFormatVersion(dir_, 7), 8u);
+  EXPECT_EQ(SetFormatVersion(dir_, 7), 9u);
   RecordStoreOptions o;
   o.path = dir_;
   o.authority = kLyon;
   o.clock = &clock_;
   {
     // Without its sums the store fails its check: the check compares them.
-    EXPECT_EQ(SetFormatVersion(dir_, 8), 7u);
+    EXPECT_EQ(SetFormatVersion(dir_, 9), 7u);
     auto unmigrated = RecordStore::Open(o);
     ASSERT_TRUE(unmigrated.ok()) << unmigrated.status();
     auto report = (*unmigrated)->CheckConsistency();
@@ -315,8 +315,25 @@ TEST_F(RecordStoreTest, AFormatSevenStoreGetsItsLiveSumsAtOpen) {
   ExpectConsistent();
   EXPECT_EQ(store_->Digest("absent").status().code(), absl::StatusCode::kNotFound);
   store_.reset();
-  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 8u);  // written at open
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 9u);  // written at open
   store_ = *RecordStore::Open(o);
+}
+
+// Format 9 knows skips in the change log: a format-8 store moves to 9 at open, durably,
+// so that a node of format 8 refuses it once its log may hold some.
+TEST_F(RecordStoreTest, AFormatEightStoreMovesToNineAtOpen) {
+  CreateCommunes();
+  store_.reset();
+  EXPECT_EQ(SetFormatVersion(dir_, 8), 9u);
+  RecordStoreOptions o;
+  o.path = dir_;
+  o.authority = kLyon;
+  o.clock = &clock_;
+  auto reopened = RecordStore::Open(o);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_THAT(*(*reopened)->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
+  reopened->reset();
+  EXPECT_EQ(SetFormatVersion(dir_, std::nullopt), 9u);
 }
 
 TEST_F(RecordStoreTest, RefusesStoreOfAnotherFormatVersion) {

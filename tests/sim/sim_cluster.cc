@@ -1281,6 +1281,7 @@ SimResult World::Run() {
       result_.policy_waits += st.policy_waits;
       result_.excluded_batches += st.excluded;
       result_.digests_matched += st.digests_matched;
+      result_.skips_applied += st.skips_applied;
       // Honest writers are judged alike everywhere: nothing they wrote is refused.
       if (st.unauthorized > 0 && result_.failure.empty()) {
         result_.failure = absl::StrCat("node ", node.siren, " refused ", st.unauthorized,

@@ -108,6 +108,8 @@ struct SimResult {
   // a node received and applied.
   uint64_t hollowed = 0;
   uint64_t hollow_applied = 0;
+  // Of them, skips (Batch.skip_from: one standing for a stretch of hollow batches).
+  uint64_t skips_applied = 0;
   // Divergence checks: digests received at the receiver's own position, all matching
   // (a divergence fails the run).
   uint64_t digests_matched = 0;

@@ -144,9 +144,11 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
   const BatchHeader& h = batch.header;
   const OriginKey key{h.origin(), h.epoch()};
   replication::OriginPos& pos = position_[stream][key];
-  if (h.first_seq() != pos.seq + 1 || h.prev_hash() != pos.last_hash) {
+  if (!replication::Follows(batch, pos.seq) ||
+      (replication::ChainsFrom(batch, pos.seq) && h.prev_hash() != pos.last_hash)) {
     return absl::FailedPreconditionError("not the next batch of its origin");
   }
+  const uint64_t held_before = pos.seq;
   if (absl::Status s = Authorize(stream, batch); !s.ok()) return s;
   for (const Change& c : batch.changes) {
     if (c.has_policy()) continue;
@@ -182,7 +184,9 @@ absl::Status SimStore::ApplyBatch(const std::string& stream,
                   [](const Change& c) { return c.policy().has_collection(); })) {
     Compact(stream);
   }
-  if (on_apply) on_apply(stream, key, h.first_seq(), h.count());
+  if (on_apply) {
+    on_apply(stream, key, held_before + 1, static_cast<uint32_t>(batch.last_seq() - held_before));
+  }
   return absl::OkStatus();
 }
 
@@ -221,8 +225,13 @@ void SimStore::ApplyChecked(const std::string& stream, const replication::Decode
       }
     }
   }
-  log_[stream][key][h.first_seq()] = batch.raw;
-  pos.seq = h.first_seq() + h.count() - 1;
+  if (batch.raw.skip_from() > 0) {
+    // Logged for what it brought (as the node does).
+    log_[stream][key][pos.seq + 1] = replication::Skip(batch.raw, pos.seq + 1);
+  } else {
+    log_[stream][key][h.first_seq()] = batch.raw;
+  }
+  pos.seq = batch.last_seq();
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
   pos.last_hash = batch.header_hash;
   // Later local writes must be stamped after what was just received.
@@ -435,8 +444,19 @@ replication::VersionVector SimStore::StampFrontier(const std::string& stream,
     --it;
     BatchHeader h;
     h.ParseFromString(it->second.header());
-    INTERCO_CHECK(h.first_seq() + h.count() - 1 == pos.seq);  // frontiers end batches
-    pos.max_hlc = h.max_hlc();
+    if (h.first_seq() + h.count() - 1 == pos.seq) {
+      pos.max_hlc = h.max_hlc();
+      continue;
+    }
+    // Frontiers end batches: this one ends inside a skip received here, whose batches'
+    // stamps are gone. The greatest stamp before the skip is below them (as the node does).
+    INTERCO_CHECK(it->second.skip_from() > 0);
+    pos.max_hlc = 0;
+    if (it != batches.begin()) {
+      BatchHeader before;
+      before.ParseFromString(std::prev(it)->second.header());
+      pos.max_hlc = before.max_hlc();
+    }
   }
   // As the node does: every epoch of the frontier's origins, at 0 if none of it is under
   // it (replication::StampedAtOrBelow then knows an origin has several).
@@ -761,10 +781,12 @@ std::string SimStore::CheckLog() {
       for (auto& [first, batch] : batches) {
         auto decoded = replication::DecodeBatch(batch, hasher_);
         if (!decoded.ok()) return absl::StrCat(stream, ": ", decoded.status().ToString());
-        if (first != next || decoded->header.prev_hash() != prev) {
+        // (A skip's stretch, before its header, is not here to chain.)
+        if (first != next || decoded->first_seq() != first ||
+            (batch.skip_from() == 0 && decoded->header.prev_hash() != prev)) {
           return absl::StrCat(stream, " origin ", key.origin, ": log not dense/chained at ", next);
         }
-        next = first + decoded->header.count();
+        next = decoded->last_seq() + 1;
         prev = decoded->header_hash;
       }
       if (position_[stream][key].seq != next - 1) {

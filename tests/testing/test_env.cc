@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -82,10 +83,20 @@ absl::StatusOr<int64_t> CarryAllBatches(node::RecordStore& from, node::RecordSto
         absl::StatusOr<replication::VersionVector> position = to.Position(registry);
         if (!position.ok()) return position.status();
         if ((*position)[key].seq >= pos.seq) break;
-        auto batches = from.ReadBatches(registry, key, (*position)[key].seq, 256);
+        uint64_t at = (*position)[key].seq;
+        auto batches = from.ReadBatches(registry, key, at, 256);
         if (!batches.ok()) return batches.status();
         if (batches->empty()) return absl::DataLossError("the log cannot serve what it holds");
-        for (const auto& b : *batches) {
+        for (size_t i = 0; i < batches->size(); ++i) {
+          interco::replication::v1::Batch b = (*batches)[i];
+          // As the engine sends them: hollow batches up to the end of a run as one skip.
+          if (b.hollow()) {
+            if (std::optional<size_t> last = replication::HollowStretchEnd(
+                    *batches, i, [](const interco::replication::v1::BatchHeader&) { return true; })) {
+              b = replication::Skip((*batches)[*last], at + 1);
+              i = *last;
+            }
+          }
           auto decoded = replication::DecodeBatch(b, hasher);
           if (!decoded.ok()) return decoded.status();
           absl::Status s = to.ApplyRemoteBatch(registry, *decoded);
@@ -94,6 +105,7 @@ absl::StatusOr<int64_t> CarryAllBatches(node::RecordStore& from, node::RecordSto
             break;
           }
           if (!s.ok()) return s;
+          at = decoded->last_seq();
           bytes += static_cast<int64_t>(b.ByteSizeLong());
           progress = true;
         }

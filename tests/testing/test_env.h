@@ -28,8 +28,9 @@ absl::Status CarryBatches(node::RecordStore& from, node::RecordStore& to,
                           const std::string& registry);
 
 // Applies to `to` every batch of `registry` that `from`'s log holds and `to` lacks, of
-// every origin, as a peer sends them (hollow ones included): each origin as far as it
-// goes, again while that moves something (a collection waits for what it requires).
+// every origin, as a peer sends them (hollow ones included, a stretch of them up to the
+// end of a signed run as one skip): each origin as far as it goes, again while that moves
+// something (a collection waits for what it requires).
 // Returns the bytes of the batches applied; the first error.
 absl::StatusOr<int64_t> CarryAllBatches(node::RecordStore& from, node::RecordStore& to,
                                         const std::string& registry);
