@@ -104,7 +104,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
   server->health_service_ = std::make_unique<HealthService>();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  // Each port is this node's alone: without this, gRPC binds with SO_REUSEPORT, and a
+  // second server on the same address would share its connections instead of failing.
   grpc::ServerBuilder api;
+  api.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   api.AddListeningPort(config.listen_address(),
                        MakeServerCredentials(TlsFilesOf(config), config.federation()),
                        &server->api_port_);
@@ -123,6 +126,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
 
   if (!config.health_address().empty()) {
     grpc::ServerBuilder health;
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     health.AddListeningPort(config.health_address(), grpc::InsecureServerCredentials(),
                             &server->health_port_);
     health.RegisterService(server->health_service_.get());
@@ -149,12 +153,15 @@ void Server::Shutdown(absl::Duration grace) {
     shut_down_ = true;
   }
   log::Info("shutting down: draining in-flight calls");
-  health_service_->Shutdown();  // NOT_SERVING, and health watch streams end
+  // (A server that failed to start has only some of its parts.)
+  if (health_service_ != nullptr) health_service_->Shutdown();  // NOT_SERVING, watches end
   // Repairs finish their API calls: queued ones fail now, a running one at its next request.
   if (peers_ != nullptr) peers_->CancelRepairs();
-  api_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  if (api_server_ != nullptr) {
+    api_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  }
   if (health_server_ != nullptr) health_server_->Shutdown();
-  api_server_->Wait();
+  if (api_server_ != nullptr) api_server_->Wait();
   // Services and replication go before the store: nothing can reach it any more.
   api_server_.reset();
   health_server_.reset();

@@ -290,6 +290,7 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   m->service_ = std::make_unique<Service>(*m);
 
   grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // the port is ours alone
   builder.AddListeningPort(options.listen_address,
                            MakeServerCredentials(options.tls, options.federation), &m->port_);
   builder.RegisterService(m->service_.get());
@@ -336,10 +337,13 @@ void PeerManager::Shutdown() {
   }
   store_.SetLocalCommitListener(nullptr);
   for (auto& [peer, s] : sessions) s->Close();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // (A manager that failed to start has no server, and no thread yet.)
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  }
   for (std::thread& t : dialers_) t.join();
-  server_->Wait();
-  engine_thread_.join();
+  if (server_ != nullptr) server_->Wait();
+  if (engine_thread_.joinable()) engine_thread_.join();
   if (repair_thread_.joinable()) repair_thread_.join();
   std::deque<RepairJob> cancelled;
   {

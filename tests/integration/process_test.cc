@@ -77,6 +77,40 @@ TEST(ProcessTest, RefusesBadConfigurationBeforeListening) {
   }
 }
 
+// A node's ports are its own: a second node given an address a running node listens on
+// (API, health or peer port) refuses to start, rather than sharing its connections.
+TEST(ProcessTest, ANodeRefusesToStartOnAPortInUse) {
+  const std::string dir = testing::MakeTempDir("ports");
+  const int peer_port = testing::FreePort();
+  NodeProcess::Options o;
+  o.data_dir = dir + "/first";
+  o.extra_args = {absl::StrCat("--peer_listen=127.0.0.1:", peer_port)};
+  NodeProcess first(o);
+  std::string error;
+  ASSERT_TRUE(first.Start(&error)) << error;
+  const std::string base =
+      absl::StrCat(BinaryPath("interco-node"), " --authority=", kLyon, " --federation=",
+                   testing::kFederation, " --tls_dir=", NodeTlsDir(kLyon), " --data_dir=", dir,
+                   "/second");
+  for (const std::string& ports :
+       {absl::StrCat(" --listen=127.0.0.1:", first.api_port(), " --health_listen=off"),
+        absl::StrCat(" --listen=127.0.0.1:0 --health_listen=127.0.0.1:", first.health_port()),
+        absl::StrCat(" --listen=127.0.0.1:0 --health_listen=off --peer_listen=127.0.0.1:",
+                     peer_port)}) {
+    std::string out;
+    EXPECT_EQ(RunCommand(base + ports, &out), 2) << ports << ": " << out;
+    EXPECT_THAT(out, HasSubstr("address in use")) << ports;
+  }
+  // The first one still answers.
+  std::string info;
+  EXPECT_EQ(RunCommand(absl::StrCat("INTERCO_TLS_DIR=", testing::ClientTlsDir(kLyon, "admin"), " ",
+                                    BinaryPath("interco"), " --addr=127.0.0.1:", first.api_port(),
+                                    " info"),
+                       &info),
+            0)
+      << info;
+}
+
 TEST(ProcessTest, AsyncDurabilityIsReportedAndStillPersistsAcrossRestart) {
   NodeProcess::Options o;
   o.data_dir = testing::MakeTempDir("async") + "/store";

@@ -135,6 +135,29 @@ class ApplySlicesTest : public ::testing::Test {
     fn(**db);
   }
 
+  // With `n`'s store closed, what a crash between two slices of `batch` leaves: a mark
+  // (RegistryMeta.partial) of its first slice merged, under `header_hash`, and the record
+  // `key` (a records-family key) at `state` if `key` is set. Then opens the store again.
+  void MarkFirstSliceMerged(Node& n, const replication::DecodedBatch& batch,
+                            const std::string& header_hash, const std::string& key = "",
+                            const std::string& state = "") {
+    WithRawStore(n, [&](RocksDbStore& db) {
+      interco::internal::v1::RegistryMeta meta;
+      ASSERT_TRUE(meta.ParseFromString(**db.Get(Cf::kRegistries, kRegistry)));
+      interco::internal::v1::PartialBatch& m = *meta.add_partial();
+      m.set_origin(batch.header.origin());
+      m.set_epoch(batch.header.epoch());
+      m.set_first_seq(batch.header.first_seq());
+      m.set_header_hash(header_hash);
+      m.set_merged(limits::kApplySliceChanges);
+      rocksdb::WriteBatch wb;
+      wb.Put(db.handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
+      if (!key.empty()) wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(key.data(), key.size()), state);
+      ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
+    });
+    Open(n);
+  }
+
   // The entries of `n`'s change feed that readers see.
   static size_t FeedSize(Node& n) {
     auto cursor = n.store->CurrentCursor(kRegistry, /*oldest=*/true);
@@ -367,20 +390,7 @@ TEST_F(ApplySlicesTest, TheFeedIsNeverTrimmedPastWhatReadersSee) {
 // divergence checks answer again.
 TEST_F(ApplySlicesTest, AMarkOfABatchThatASkipStandsForGoes) {
   const std::vector<replication::DecodedBatch> batches = LargeBatches(2);
-  WithRawStore(lyon_, [&](RocksDbStore& db) {
-    interco::internal::v1::RegistryMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(**db.Get(Cf::kRegistries, kRegistry)));
-    interco::internal::v1::PartialBatch& m = *meta.add_partial();
-    m.set_origin(batches[0].header.origin());
-    m.set_epoch(batches[0].header.epoch());
-    m.set_first_seq(1);
-    m.set_header_hash(batches[0].header_hash);
-    m.set_merged(limits::kApplySliceChanges);
-    rocksdb::WriteBatch wb;
-    wb.Put(db.handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
-    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
-  });
-  Open(lyon_);
+  MarkFirstSliceMerged(lyon_, batches[0], batches[0].header_hash);
   ASSERT_EQ(lyon_.store->Digest(kRegistry).status().code(), absl::StatusCode::kUnavailable);
   // These stores check no signature (the engine does): a skip is a signed batch.
   interco::replication::v1::Batch skip = replication::Skip(batches[1].raw, 1);
@@ -403,22 +413,7 @@ TEST_F(ApplySlicesTest, APartMergedOfAnotherBatchAtTheSamePlaceIsRebuiltAway) {
   ASSERT_TRUE(other.has_value());
   other->mutable_fields(0)->mutable_value()->set_string_value("Autre branche");
   const std::string b0 = keys::Record(kRegistry, "b0");
-  WithRawStore(lyon_, [&](RocksDbStore& db) {
-    interco::internal::v1::RegistryMeta meta;
-    ASSERT_TRUE(meta.ParseFromString(**db.Get(Cf::kRegistries, kRegistry)));
-    interco::internal::v1::PartialBatch& m = *meta.add_partial();
-    m.set_origin(batches[0].header.origin());
-    m.set_epoch(batches[0].header.epoch());
-    m.set_first_seq(1);
-    m.set_header_hash(std::string(32, 'x'));
-    m.set_merged(limits::kApplySliceChanges);
-    rocksdb::WriteBatch wb;
-    wb.Put(db.handle(Cf::kRegistries), kRegistry, meta.SerializeAsString());
-    wb.Put(db.handle(Cf::kRecords), rocksdb::Slice(b0.data(), b0.size()),
-           other->SerializeAsString());
-    ASSERT_TRUE(db.Write(wb, /*sync=*/true).ok());
-  });
-  Open(lyon_);
+  MarkFirstSliceMerged(lyon_, batches[0], std::string(32, 'x'), b0, other->SerializeAsString());
   const absl::Status first = lyon_.store->ApplyRemoteBatch(kRegistry, batches[0]);
   EXPECT_EQ(first.code(), absl::StatusCode::kUnavailable) << first;
   EXPECT_NE(first.message().find("rebuilt from its log"), std::string::npos) << first;

@@ -59,6 +59,13 @@ class SkipTest : public EngineTest {
     engine_->OnMessage(peer, m);
   }
 
+  // What the engine sends `peer` when it connects holding A's chain up to `seq`.
+  std::vector<Batch> SentOnConnect(uint32_t peer, uint64_t seq = 0) {
+    transport_.sent.clear();
+    ConnectHolding(peer, seq);
+    return SentTo(peer);
+  }
+
   static uint64_t FirstSeq(const Batch& b) {
     BatchHeader h;
     h.ParseFromString(b.header());
@@ -169,9 +176,7 @@ TEST_F(SkipTest, ASenderFoldsHollowRunsIntoOneSkipFromWhereThePeerIs) {
   ASSERT_EQ(Held(kA), 6u);
   ASSERT_EQ(LogOfV().size(), 6u);
   // A peer holding nothing: one skip for batches 1 to 4, then 5 and 6 whole.
-  transport_.sent.clear();
-  Connect(kC);
-  std::vector<Batch> sent = SentTo(kC);
+  std::vector<Batch> sent = SentOnConnect(kC);
   ASSERT_EQ(sent.size(), 3u);
   EXPECT_EQ(sent[0].skip_from(), 1u);
   EXPECT_EQ(sent[0].header(), b[3].header());
@@ -180,17 +185,11 @@ TEST_F(SkipTest, ASenderFoldsHollowRunsIntoOneSkipFromWhereThePeerIs) {
   EXPECT_EQ(sent[2].header(), b[5].header());
   EXPECT_EQ(Stats(kC).skips_sent, 1u);
   // A peer holding batch 1: the skip goes from 2.
-  transport_.sent.clear();
-  const uint32_t d = *SirenToOrigin("200066793");
-  ConnectHolding(d, 1);
-  sent = SentTo(d);
+  sent = SentOnConnect(*SirenToOrigin("200066793"), 1);
   ASSERT_EQ(sent.size(), 3u);
   EXPECT_EQ(sent[0].skip_from(), 2u);
   // A peer holding batch 3: batch 4 alone is hollow, no skip.
-  transport_.sent.clear();
-  const uint32_t e = *SirenToOrigin("200066801");
-  ConnectHolding(e, 3);
-  sent = SentTo(e);
+  sent = SentOnConnect(*SirenToOrigin("200066801"), 3);
   ASSERT_EQ(sent.size(), 3u);
   EXPECT_EQ(sent[0].skip_from(), 0u);
   EXPECT_TRUE(sent[0].hollow());
@@ -211,9 +210,7 @@ TEST_F(SkipTest, AStretchEndsWhereARunEnds) {
   std::vector<Batch> run2 = {Hollow(b[3]), b[4], b[5]};
   SendRun(kR, run2);
   ASSERT_EQ(Held(kA), 6u);
-  transport_.sent.clear();
-  Connect(kC);
-  std::vector<Batch> sent = SentTo(kC);
+  std::vector<Batch> sent = SentOnConnect(kC);
   ASSERT_EQ(sent.size(), 4u);
   EXPECT_EQ(sent[0].skip_from(), 1u);
   EXPECT_EQ(sent[0].header(), b[2].header());
@@ -273,9 +270,7 @@ TEST_F(SkipTest, AStretchStartsWhereARunStarts) {
   std::vector<Batch> run2 = {Hollow(b[3]), Hollow(b[4]), Hollow(b[5])};
   SendRun(kR, run2);
   ASSERT_EQ(Held(kA), 6u);
-  transport_.sent.clear();
-  Connect(kC);
-  std::vector<Batch> sent = SentTo(kC);
+  std::vector<Batch> sent = SentOnConnect(kC);
   ASSERT_EQ(sent.size(), 4u);
   EXPECT_FALSE(sent[0].hollow());
   EXPECT_EQ(sent[1].skip_from(), 0u);
@@ -283,10 +278,7 @@ TEST_F(SkipTest, AStretchStartsWhereARunStarts) {
   EXPECT_EQ(sent[3].skip_from(), 4u);
   EXPECT_EQ(sent[3].header(), b[5].header());
   // A peer holding batch 2 (its run broken off): 3 goes as it is, then the skip.
-  transport_.sent.clear();
-  const uint32_t d = *SirenToOrigin("200066793");
-  ConnectHolding(d, 2);
-  sent = SentTo(d);
+  sent = SentOnConnect(*SirenToOrigin("200066793"), 2);
   ASSERT_EQ(sent.size(), 2u);
   EXPECT_EQ(sent[0].skip_from(), 0u);
   EXPECT_EQ(FirstSeq(sent[0]), 3u);
@@ -299,9 +291,7 @@ TEST_F(SkipTest, AStoredSkipIsServedFromWhereThePeerIs) {
   SendCertificate(kR, kA);
   SendBatch(kR, Skip(Hollow(b[4]), 1));
   ASSERT_EQ(LogOfV().size(), 1u);
-  transport_.sent.clear();
-  ConnectHolding(kC, 2);
-  std::vector<Batch> sent = SentTo(kC);
+  std::vector<Batch> sent = SentOnConnect(kC, 2);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].skip_from(), 3u);
   EXPECT_EQ(sent[0].header(), b[4].header());
