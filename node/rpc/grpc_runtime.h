@@ -23,7 +23,8 @@ class GrpcRuntime {
   GrpcRuntime(const GrpcRuntime&) = delete;
   GrpcRuntime& operator=(const GrpcRuntime&) = delete;
 
-  // Releases this hold and waits, at most `timeout`, for gRPC to finish shutting down.
+  // Releases this hold and waits, at most `timeout`, for gRPC to finish shutting down
+  // and for its threads (known by their names) to be gone.
   // Returns whether it did; false when a gRPC object is still alive (or leaked) or its
   // release is still under way after `timeout`. Called by the destructor (10 s) if not
   // before; later calls return the first one's result.
