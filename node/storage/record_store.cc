@@ -1625,25 +1625,20 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   const uint64_t from = pos.seq + 1, to = batch.last_seq();
   marks.erase(std::remove_if(marks.begin(), marks.end(),
                              [&](const auto& m) {
-                               return AtPlaceOf(m, h) ||
-                                      (m.origin() == h.origin() && m.epoch() == h.epoch() &&
-                                       m.first_seq() >= from && m.first_seq() <= to);
+                               return m.origin() == h.origin() && m.epoch() == h.epoch() &&
+                                      m.first_seq() >= from && m.first_seq() <= to;
                              }),
               marks.end());
-  if (batch.raw.skip_from() > 0) {
-    // A skip is logged for what it brought here: from the sequence number after the
-    // position on (its start, or later if the first of its stretch were held already).
-    const Batch skip = replication::Skip(batch.raw, pos.seq + 1);
-    g.batch.Put(db_->handle(Cf::kLog),
-                ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), pos.seq + 1)),
-                skip.SerializeAsString());
-    g.bytes += skip.ByteSizeLong();
-  } else {
-    g.batch.Put(db_->handle(Cf::kLog),
-                ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), h.first_seq())),
-                batch.raw.SerializeAsString());
-    g.bytes += batch.raw.ByteSizeLong();
-  }
+  // Logged under the sequence number after the position: a batch's first; a skip's
+  // start, or later if the first of its stretch were held already (it is logged for what
+  // it brought here).
+  std::optional<Batch> rebased;
+  if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, pos.seq + 1);
+  const Batch& logged = rebased ? *rebased : batch.raw;
+  g.batch.Put(db_->handle(Cf::kLog),
+              ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), pos.seq + 1)),
+              logged.SerializeAsString());
+  g.bytes += logged.ByteSizeLong();
   if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
   pos.seq = batch.last_seq();
   pos.max_hlc = std::max(pos.max_hlc, h.max_hlc());
