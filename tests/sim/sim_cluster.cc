@@ -1104,18 +1104,20 @@ std::string World::CheckConflicts() {
       for (const auto& [key, journal] : nodes_[static_cast<size_t>(i)].store->Conflicts(stream)) {
         if (journal.dropped() > 0) bounded.insert(key);
         // A write seen by another can only have been refused (its origin was left out),
-        // or be of an origin with several epochs: a stamp does not say its epoch, so a
-        // store cannot tell it arrived (replication::ReceivedBefore), and the entry
-        // stays until the journal retention takes it.
+        // or be of an origin restored from a backup, known here by several epochs or by a
+        // later one only (its first wrote nothing to this registry): a stamp does not say
+        // its epoch, so a store cannot tell it arrived (replication::ReceivedBefore), and
+        // the entry stays until the journal retention takes it.
         const replication::VersionVector position =
             nodes_[static_cast<size_t>(i)].store->Position(stream).value();
         for (const auto& e : journal.seen_ahead()) {
-          size_t epochs = 0;
+          std::vector<uint32_t> epochs;
           for (auto p = position.lower_bound(OriginKey{e.origin(), 0});
                p != position.end() && p->first.origin == e.origin(); ++p) {
-            epochs++;
+            epochs.push_back(p->first.epoch);
           }
-          if (epochs < 2 && !refused_stamps_.contains({e.hlc(), e.origin()})) {
+          const bool restored = !epochs.empty() && (epochs.size() > 1 || epochs[0] != 1);
+          if (!restored && !refused_stamps_.contains({e.hlc(), e.origin()})) {
             return absl::StrCat(stream, "/", key, ": node ", i, " still expects a write of ",
                                 e.origin(), " it has seen named (", journal.seen_ahead_size(),
                                 " in all)");
@@ -1276,6 +1278,7 @@ SimResult World::Run() {
     result_.exclusions += node.store->exclusion_collections();
     result_.hollowed += node.store->hollowed_batches();
     result_.hollow_applied += node.store->hollow_applied();
+    result_.folded += node.store->folded_batches();
     for (const auto& [peer, st] : node.engine->Stats()) {
       result_.refused += st.unverified + st.rejected;
       result_.policy_waits += st.policy_waits;
