@@ -337,6 +337,27 @@ std::optional<size_t> HollowStretchEnd(
   return last;
 }
 
+std::vector<std::pair<size_t, size_t>> FoldableStretches(
+    const std::vector<interco::replication::v1::Batch>& batches) {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    if (!batches[i].hollow()) continue;
+    const std::optional<size_t> last =
+        HollowStretchEnd(batches, i, [](const BatchHeader&) { return true; });
+    if (!last || *last == i) continue;
+    out.emplace_back(i, *last);
+    i = *last;
+  }
+  return out;
+}
+
+std::optional<uint64_t> EntryFirstSeq(const interco::replication::v1::Batch& batch) {
+  if (batch.skip_from() > 0) return batch.skip_from();
+  BatchHeader h;
+  if (!h.ParseFromString(batch.header())) return std::nullopt;
+  return h.first_seq();
+}
+
 interco::replication::v1::Batch Skip(const interco::replication::v1::Batch& last,
                                      uint64_t skip_from) {
   interco::replication::v1::Batch out = Hollow(last);

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -129,6 +130,19 @@ bool Follows(const DecodedBatch& batch, uint64_t held_seq);
 std::optional<size_t> HollowStretchEnd(
     const std::vector<interco::replication::v1::Batch>& batches, size_t from,
     const std::function<bool(const interco::replication::v1::BatchHeader&)>& may_send);
+
+// Where compaction may rewrite a stored log in place (docs/REPLICATION.md, "Skips"): the
+// stretches of `batches` (one origin epoch's log entries, consecutive, in order) that each
+// become one skip, as [first, last] index pairs: every HollowStretchEnd of more than one
+// entry, taken from the first entry on, each stretch starting after the one before ends.
+// A skip among them (read from the log, or made by an earlier rewrite) starts or extends a
+// stretch like any hollow batch.
+std::vector<std::pair<size_t, size_t>> FoldableStretches(
+    const std::vector<interco::replication::v1::Batch>& batches);
+
+// The first sequence number a log entry stands for: its skip_from for a skip, else its
+// header's first_seq (nullopt if the header does not parse).
+std::optional<uint64_t> EntryFirstSeq(const interco::replication::v1::Batch& batch);
 
 // Whether `batch`'s header is the next one of its chain for a node holding it up to
 // `held_seq`, so that its prev_hash must be the hash of the node's last header: always

@@ -258,6 +258,10 @@ absl::Status RunInfo(Session& session, const Args& args, const CommandOptions&) 
             : "",
         r.hollow_received() > 0 ? absl::StrCat(", ", r.hollow_received(), " received hollow")
                                 : "",
+        r.folded_batches() > 0
+            ? absl::StrCat(", ", r.folded_batches(), " hollow batches folded into skips (",
+                           FormatBytes(r.folded_bytes()), " of headers dropped)")
+            : "",
         r.refused_own_changes() > 0
             ? absl::StrCat(", ", r.refused_own_changes(),
                            " own writes refused (made while left out; kept)")

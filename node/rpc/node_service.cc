@@ -40,6 +40,8 @@ grpc::ServerUnaryReactor* NodeService::GetNodeInfo(grpc::CallbackServerContext* 
         s->set_hollowed_batches(collected->hollowed_batches);
         s->set_hollowed_bytes(collected->hollowed_bytes);
         s->set_hollow_received(collected->hollow_received);
+        s->set_folded_batches(collected->folded_batches);
+        s->set_folded_bytes(collected->folded_bytes);
       }
       if (auto refused = store_.RefusedOf(*id); refused.ok()) {
         s->set_refused_batches(refused->batches);

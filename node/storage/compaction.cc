@@ -1,8 +1,9 @@
 // Compaction of the change log (replication/compaction.h): after a collection, the log
-// batches whose every change is superseded become hollow. The compactor thread looks
-// through the log, reading committed state; the committer checks what it found again
-// against the staged state and makes it hollow, a few hundred batches per commit group,
-// so that writes go on meanwhile.
+// batches whose every change is superseded become hollow, and then each stretch of hollow
+// batches up to a run's end is folded into one skip in place (docs/REPLICATION.md,
+// "Skips"). The compactor thread looks through the log, reading committed state; the
+// committer checks what it found again against the staged state and rewrites it, a few
+// hundred batches per commit group, so that writes go on meanwhile.
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,11 @@ namespace {
 constexpr int kCompactionRetriesMax = 3;
 // The compactor looks whether to stop every this many batches.
 constexpr size_t kStopCheckBatches = 16;
+// Folding: the hollow entries of an origin epoch read before a stretch is looked for
+// (cut at a run's end: a longer stretch becomes several skips, and the next compaction
+// folds those together), and the entries one commit group takes out at most.
+constexpr size_t kFoldWindowEntries = 4096;
+constexpr size_t kFoldPassEntries = 4096;
 
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
@@ -125,7 +131,7 @@ void RecordStore::CompactRegistry(const std::string& registry) {
     found_changes += static_cast<size_t>(batch.changes_size());
     if (found.size() == limits::kCompactionPassBatches ||
         found_changes >= limits::kCompactionPassChanges) {
-      if (!SubmitCompaction(registry, std::move(found))) return;
+      if (!SubmitCompaction(registry, std::move(found), {})) return;
       found.clear();
       found_changes = 0;
     }
@@ -135,16 +141,74 @@ void RecordStore::CompactRegistry(const std::string& registry) {
                             s.ToString()));
     return;
   }
-  if (!found.empty()) SubmitCompaction(registry, std::move(found));
+  if (!found.empty() && !SubmitCompaction(registry, std::move(found), {})) return;
+  FoldRegistry(registry);
 }
 
-bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std::string> keys) {
+void RecordStore::FoldRegistry(const std::string& registry) {
+  const std::string end = keys::RegistryEnd(registry);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+  // The hollow entries of one origin epoch read since the last kept batch (no stretch
+  // goes over one), with their keys.
+  std::optional<replication::OriginKey> origin;
+  std::vector<Batch> window;
+  std::vector<std::string> window_keys;
+  std::vector<std::vector<std::string>> folds;
+  size_t fold_entries = 0;
+  // Takes the window's stretches; false if the look through the log should stop.
+  auto take = [&]() -> bool {
+    for (const auto& [first, last] : replication::FoldableStretches(window)) {
+      folds.emplace_back(window_keys.begin() + static_cast<std::ptrdiff_t>(first),
+                         window_keys.begin() + static_cast<std::ptrdiff_t>(last) + 1);
+      fold_entries += last - first;
+    }
+    window.clear();
+    window_keys.clear();
+    if (fold_entries < kFoldPassEntries) return true;
+    fold_entries = 0;
+    return SubmitCompaction(registry, {}, std::exchange(folds, {}));
+  };
+  size_t looked = 0;
+  for (it->Seek(ToSlice(keys::Log(registry, 0, 0, 0))); it->Valid() && ToView(it->key()) < end;
+       it->Next()) {
+    if (++looked % kStopCheckBatches == 0 && CompactorStopping()) return;
+    const std::optional<keys::TombstoneKey> parsed = keys::ParseLog(ToView(it->key()), registry);
+    Batch batch;
+    if (!parsed || !batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      log::Error(absl::StrCat("folding the change log of registry ", registry,
+                              ": a log entry does not parse"));
+      return;
+    }
+    const replication::OriginKey key{parsed->origin, parsed->epoch};
+    if (origin != key || !batch.hollow()) {
+      if (!take()) return;
+      origin = key;
+      if (!batch.hollow()) continue;
+    }
+    window.push_back(std::move(batch));
+    window_keys.emplace_back(ToView(it->key()));
+    // Cut at a run's end only: the entry after it may start a stretch.
+    if (window.size() >= kFoldWindowEntries && !window.back().signature().empty() && !take()) {
+      return;
+    }
+  }
+  if (absl::Status s = FromRocksStatus(it->status(), "reading the change log"); !s.ok()) {
+    log::Error(absl::StrCat("folding the change log of registry ", registry, ": ", s.ToString()));
+    return;
+  }
+  if (!take()) return;
+  if (!folds.empty()) SubmitCompaction(registry, {}, std::move(folds));
+}
+
+bool RecordStore::SubmitCompaction(const std::string& registry, std::vector<std::string> keys,
+                                   std::vector<std::vector<std::string>> folds) {
   for (int attempt = 0;; ++attempt) {
     if (CompactorStopping()) return false;
     auto op = std::make_unique<Op>();
     op->type = Op::Type::kCompact;
     op->registry = registry;
     op->compact_keys = keys;
+    op->fold_stretches = folds;
     const absl::Status s = EnqueueAndWait(std::move(op));
     if (s.ok()) return true;
     // Its group could not commit (full, or broken by another op): the same again, a few
@@ -170,6 +234,7 @@ bool RecordStore::CompactorStopping() {
 absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime * staged, Staged(g, op.registry));
   RegistryRuntime& rt = *staged;
+  if (!op.fold_stretches.empty()) return StageFolds(op, g, rt);
   const replication::VersionVector frontier = replication::FromDots(rt.meta.purged());
   const uint64_t journal_before = rt.meta.journal_before();
   if (frontier.empty() || journal_before == 0) return absl::OkStatus();
@@ -207,6 +272,57 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   }
   rt.meta.set_hollowed_batches(rt.meta.hollowed_batches() + hollowed.size());
   rt.meta.set_hollowed_bytes(rt.meta.hollowed_bytes() + dropped_bytes);
+  g.dirty.insert(op.registry);
+  return absl::OkStatus();
+}
+
+absl::Status RecordStore::StageFolds(Op& op, GroupState& g, RegistryRuntime& rt) {
+  // Checked again as the log is now: the compactor read it before, and an entry it found
+  // may have changed since (taken out of the log by a replay).
+  std::vector<std::pair<std::string, std::string>> puts;
+  std::vector<std::string> deletes;
+  uint64_t folded = 0, freed = 0;
+  for (const std::vector<std::string>& stretch : op.fold_stretches) {
+    std::vector<Batch> entries;
+    uint64_t bytes = 0;
+    std::optional<replication::OriginKey> origin;
+    for (const std::string& key : stretch) {
+      INTERCO_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Cf::kLog, key));
+      const std::optional<keys::TombstoneKey> parsed = keys::ParseLog(key, op.registry);
+      if (!stored.has_value() || !parsed) break;
+      Batch& b = entries.emplace_back();
+      const replication::OriginKey k{parsed->origin, parsed->epoch};
+      if (!b.ParseFromString(*stored) || replication::EntryFirstSeq(b) != parsed->seq ||
+          (origin.has_value() && *origin != k)) {
+        return absl::DataLossError(absl::StrCat("registry ", op.registry,
+                                                ": a log entry does not parse or is misplaced"));
+      }
+      origin = k;
+      bytes += stored->size();
+    }
+    if (entries.size() != stretch.size() ||
+        replication::FoldableStretches(entries) !=
+            std::vector<std::pair<size_t, size_t>>{{0, entries.size() - 1}}) {
+      continue;  // not the stretch it was
+    }
+    std::string skip = replication::Skip(entries.back(), *replication::EntryFirstSeq(entries[0]))
+                           .SerializeAsString();
+    folded += entries.size() - 1;
+    freed += bytes - skip.size();
+    puts.emplace_back(stretch.front(), std::move(skip));
+    deletes.insert(deletes.end(), stretch.begin() + 1, stretch.end());
+  }
+  if (puts.empty()) return absl::OkStatus();
+  for (const auto& [key, bytes] : puts) {
+    g.batch.Put(db_->handle(Cf::kLog), ToSlice(key), ToSlice(bytes));
+    g.bytes += bytes.size();
+  }
+  for (const std::string& key : deletes) {
+    g.batch.Delete(db_->handle(Cf::kLog), ToSlice(key));
+    g.bytes += key.size();
+  }
+  rt.meta.set_folded_batches(rt.meta.folded_batches() + folded);
+  rt.meta.set_folded_bytes(rt.meta.folded_bytes() + freed);
   g.dirty.insert(op.registry);
   return absl::OkStatus();
 }

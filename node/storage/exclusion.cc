@@ -205,6 +205,8 @@ absl::Status RecordStore::Replay(const std::string& registry) {
   m.set_hollowed_batches(rt.meta.hollowed_batches());
   m.set_hollowed_bytes(rt.meta.hollowed_bytes());
   m.set_hollow_received(rt.meta.hollow_received());
+  m.set_folded_batches(rt.meta.folded_batches());
+  m.set_folded_bytes(rt.meta.folded_bytes());
   wb.Put(db_->handle(Cf::kRegistries), ToSlice(registry), m.SerializeAsString());
   INTERCO_RETURN_IF_ERROR(db_->Write(wb, /*sync=*/true));
   RegistryRuntime fresh;

@@ -2006,7 +2006,8 @@ absl::StatusOr<RecordStore::Collected> RecordStore::CollectedOf(std::string_view
   INTERCO_ASSIGN_OR_RETURN(RegistryRuntime rt, Runtime(registry));
   return Collected{rt.meta.collected_records(), rt.meta.purged_removals(),
                    rt.meta.expired_conflicts(), rt.meta.hollowed_batches(),
-                   rt.meta.hollowed_bytes(), rt.meta.hollow_received()};
+                   rt.meta.hollowed_bytes(), rt.meta.hollow_received(),
+                   rt.meta.folded_batches(), rt.meta.folded_bytes()};
 }
 
 absl::StatusOr<std::optional<RecordState>> RecordStore::StoredState(std::string_view registry,

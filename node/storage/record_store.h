@@ -223,6 +223,9 @@ class RecordStore {
     uint64_t hollowed_bytes = 0;
     // Batches that arrived hollow.
     uint64_t hollow_received = 0;
+    // Log entries folded into skips in place, and the bytes that freed.
+    uint64_t folded_batches = 0;
+    uint64_t folded_bytes = 0;
   };
   absl::StatusOr<Collected> CollectedOf(std::string_view registry);
   // The stored CRDT state of a record, a deleted one's tombstone included; std::nullopt if
@@ -450,7 +453,7 @@ class RecordStore {
   absl::Status ApplyRepair(Op& op, GroupState& g);
   // Compaction of a registry's change log (node/storage/compaction.cc): makes hollow the
   // batches of op.compact_keys whose every change is still superseded
-  // (replication/compaction.h) against the staged state.
+  // (replication/compaction.h) against the staged state, or folds op.fold_stretches.
   absl::Status ApplyCompact(Op& op, GroupState& g);
   // Committer thread: asks the compactor to look through a registry's log (once more
   // after the look under way, if one is).
@@ -460,9 +463,17 @@ class RecordStore {
   // that the committer spends its time on writes, not on reading the log.
   void CompactLoop();
   void CompactRegistry(const std::string& registry);
-  // Queues a kCompact op of `keys` and waits for it (run again, a few times, if its
-  // commit group failed). False if the look through the log should stop.
-  bool SubmitCompaction(const std::string& registry, std::vector<std::string> keys);
+  // After the batches went hollow: folds each stretch of hollow log entries up to a run's
+  // end into one skip (replication::FoldableStretches), a few thousand entries per op.
+  void FoldRegistry(const std::string& registry);
+  // Queues a kCompact op of `keys` to make hollow, or of stretches to fold, and waits for
+  // it (run again, a few times, if its commit group failed). False if the look through
+  // the log should stop.
+  bool SubmitCompaction(const std::string& registry, std::vector<std::string> keys,
+                        std::vector<std::vector<std::string>> folds);
+  // The kCompact op of stretches to fold: each that FoldableStretches still takes whole,
+  // as the log is now, becomes one skip under its first key; its other entries go.
+  absl::Status StageFolds(Op& op, GroupState& g, RegistryRuntime& rt);
   // Whether the store is closing: the compactor stops.
   bool CompactorStopping();
   absl::Mutex compact_mu_;

@@ -91,8 +91,11 @@ struct RecordStore::Op {
   uint64_t peer_policy_version = 0;
   std::vector<std::pair<std::string, replication::RecordState>> repaired;
   uint64_t repaired_changed = 0;
-  // kCompact: the log keys of batches found superseded (checked again when staged).
+  // kCompact: the log keys of batches found superseded (checked again when staged)...
   std::vector<std::string> compact_keys;
+  // ...or of stretches of log entries to fold into one skip each, in order (checked again
+  // when staged: replication::FoldableStretches must take each whole).
+  std::vector<std::vector<std::string>> fold_stretches;
 
   absl::Status status;
   interco::v1::Record record;

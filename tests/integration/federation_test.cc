@@ -649,9 +649,10 @@ class CompactionTest : public FederationTest {
 };
 
 // Lyon and Bourg rename their records again and again; every node makes the superseded
-// batches of its log hollow. L'Abergement, which never wrote, then loses its disk and
-// starts empty, like a brand-new node: it catches up from Bourg's compacted log to the
-// same records, each stretch of hollow batches as one skip.
+// batches of its log hollow, and folds each stretch of them into one skip in place.
+// L'Abergement, which never wrote, then loses its disk and starts empty, like a
+// brand-new node: it catches up from the compacted logs to the same records, each
+// stretch of hollow batches as one skip.
 TEST_F(CompactionTest, ANewNodeCatchesUpFromCompactedLogs) {
   for (int i = 0; i < 20; ++i) {
     Put(members_[0], "piscine", absl::StrCat("Piscine ", i).c_str());
@@ -665,12 +666,16 @@ TEST_F(CompactionTest, ANewNodeCatchesUpFromCompactedLogs) {
     Put(members_[0], "mairie", absl::StrCat("Mairie ", i).c_str());
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     compacted = true;
-    for (const auto& m : members_) compacted = compacted && Summary(m).hollowed_batches() >= 36;
+    for (const auto& m : members_) {
+      const v1::RegistrySummary summary = Summary(m);
+      compacted = compacted && summary.hollowed_batches() >= 36 && summary.folded_batches() > 0;
+    }
   }
-  ASSERT_TRUE(compacted) << "the logs were not compacted within 30 s";
+  ASSERT_TRUE(compacted) << "the logs were not compacted and folded within 30 s";
   std::map<std::string, std::string> state;
   ASSERT_TRUE(WaitForConvergence(30, &state));
   EXPECT_THAT(Info(members_[1]), ::testing::HasSubstr("log batches hollow"));
+  EXPECT_THAT(Info(members_[1]), ::testing::HasSubstr("folded into skips"));
 
   members_[2].node->Kill();
   std::filesystem::remove_all(absl::StrCat(dir_, "/", kAbergement));

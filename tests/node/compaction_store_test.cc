@@ -38,6 +38,16 @@ constexpr char kLieux[] = "lieux";
 
 using Node = testing::StoreNode;
 
+// Signs with a fixed string: the store tests check no signature, but a store reopened
+// over an unsigned tail must close it before a batch of another policy version follows.
+class FixedSigner final : public replication::Signer {
+ public:
+  std::string KeyId() override { return std::string(32, 'k'); }
+  absl::StatusOr<std::string> Sign(std::string_view, std::string_view) override {
+    return std::string(64, 's');
+  }
+};
+
 class CompactionStoreTest : public ::testing::Test {
  protected:
   CompactionStoreTest() {
@@ -355,15 +365,108 @@ TEST_F(CompactionStoreTest, ANewStoreTakesAStretchOfHollowBatchesAsOneSkip) {
 // The store closes while its compactor is looking through a long log: it stops between
 // two ops, nothing half-made is left, and the next collection after the store opens again
 // finishes the job.
-// Signs with a fixed string: the store tests check no signature, but a store reopened
-// over an unsigned tail must close it before a batch of another policy version follows.
-class FixedSigner final : public replication::Signer {
- public:
-  std::string KeyId() override { return std::string(32, 'k'); }
-  absl::StatusOr<std::string> Sign(std::string_view, std::string_view) override {
-    return std::string(64, 's');
+// A store whose batches are signed folds, after making them hollow, each stretch of its
+// log's hollow batches that starts and ends with a run into one skip, in place: the log
+// keeps one entry for it, stays consistent across a reopen, serves the stretch from any
+// point of it, and a store fed from it ends with the same records. The next compaction
+// extends the skip over batches made hollow after it.
+TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
+  FixedSigner signer;
+  epci_.store->SetSigner(&signer);
+  const OriginKey epci{epci_.store->origin(), 1};
+  // One signed run per write, as an idle origin signs them.
+  auto written = [&](auto write) {
+    write();
+    for (int tries = 0; tries < 500; ++tries) {
+      const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+      if (!log.empty() && !log.back().signature().empty()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ADD_FAILURE() << "the tail was not signed";
+  };
+  const size_t renames = 12;
+  for (size_t i = 0; i < renames; ++i) {
+    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
   }
-};
+  written([&] { Name(epci_, "stade", "Stade"); });
+  const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  auto first_seq = [](const Batch& b) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(b.header());
+    return h.first_seq();
+  };
+  // Bourg holds the first renames before the compaction.
+  size_t create = 0;
+  while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
+  ++create;  // the record's create stays; the renames after it but the last go hollow
+  Sha256Hasher hasher;
+  for (size_t i = 0; i < create + 3; ++i) {
+    absl::StatusOr<replication::DecodedBatch> d = replication::DecodeBatch(whole[i], hasher);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_TRUE(bourg_.store->ApplyRemoteBatch(kLieux, *d).ok());
+  }
+  clock_.Advance(1000);
+  CollectAll();
+  auto folded = [&](uint64_t at_least) {
+    for (int tries = 0; tries < 500; ++tries) {
+      if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return epci_.store->CollectedOf(kLieux)->folded_batches;
+  };
+  // Renames 1 to 10: ten hollow batches, one entry.
+  EXPECT_EQ(folded(renames - 3), renames - 3);
+  EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, renames - 2);
+  EXPECT_GT(epci_.store->CollectedOf(kLieux)->folded_bytes, 0u);
+  std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  ASSERT_EQ(log.size(), whole.size() + 1 - (renames - 3));  // the collection came in
+  const Batch& skip = log[create];
+  EXPECT_EQ(skip.skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(skip.header(), whole[create + renames - 3].header());
+  EXPECT_EQ(skip.signature(), whole[create + renames - 3].signature());
+  EXPECT_TRUE(skip.hollow());
+  EXPECT_EQ(log[create + 1].header(), whole[create + renames - 2].header()) << "the last rename";
+  // Served from any point of the stretch.
+  const std::vector<Batch> within =
+      *epci_.store->ReadBatches(kLieux, epci, first_seq(whole[create]) + 4, 1);
+  ASSERT_EQ(within.size(), 1u);
+  EXPECT_EQ(within[0].header(), skip.header());
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+
+  // A new store, and one that held part of the stretch, catch up from the folded log.
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  ASSERT_TRUE(CarryAll(epci_, bourg_).ok());
+  for (Node* n : {&viriat_, &bourg_}) {
+    EXPECT_EQ(Held(*n), Held(epci_)) << n->siren;
+    EXPECT_EQ(States(*n), States(epci_)) << n->siren;
+    EXPECT_THAT(*n->store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"))
+        << n->siren;
+  }
+
+  // More renames, another collection: the last rename of before goes hollow and the skip
+  // now stands for it too; the new renames are a stretch of their own (the stade's
+  // batch and the collection's stay between).
+  for (size_t i = 0; i < 4; ++i) {
+    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
+  }
+  clock_.Advance(1000);
+  CollectAll();
+  EXPECT_EQ(folded(renames - 3 + 1 + 2), renames - 3 + 1 + 2);
+  log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  EXPECT_EQ(log[create].skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(log[create].header(), whole[create + renames - 2].header());
+  EXPECT_EQ(log[create + 1].header(), whole[create + renames - 1].header()) << "the stade";
+  size_t skips = 0;
+  for (const Batch& b : log) skips += b.skip_from() > 0;
+  EXPECT_EQ(skips, 2u);
+  ASSERT_TRUE(epci_.Open(clock_).ok());
+  epci_.store->SetSigner(&signer);
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  EXPECT_EQ(States(viriat_), States(epci_));
+  EXPECT_EQ(viriat_.store->Digest(kLieux)->live_sum, epci_.store->Digest(kLieux)->live_sum);
+  epci_.store.reset();  // before the signer goes
+}
 
 TEST_F(CompactionStoreTest, AStoreClosingDuringACompactionStopsItCleanly) {
   const size_t renames = 4 * limits::kCompactionPassBatches;

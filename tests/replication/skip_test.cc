@@ -4,7 +4,9 @@
 // skip for what it brought, and serves it on. Uses the simulator's store.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -295,6 +297,34 @@ TEST_F(SkipTest, AStoredSkipIsServedFromWhereThePeerIs) {
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].skip_from(), 3u);
   EXPECT_EQ(sent[0].header(), b[4].header());
+}
+
+// Where compaction folds a log in place: each stretch of hollow entries from a run's
+// start (or a skip) to the last run end before a kept batch, when it is more than one
+// entry; a skip already folded extends over hollow batches after it.
+TEST_F(SkipTest, CompactionFoldsEachStretchFromARunStartToARunEnd) {
+  a_.store.run_batches_max = 3;  // runs 1-3, 4-6, 7-9, 10-12
+  const std::vector<Batch> b = WriteBatches(12);
+  auto hollow = [&](std::initializer_list<int> kept) {
+    std::vector<Batch> log;
+    for (int i = 0; i < 12; ++i) {
+      log.push_back(std::find(kept.begin(), kept.end(), i + 1) != kept.end() ? b[i] : Hollow(b[i]));
+    }
+    return log;
+  };
+  using Stretches = std::vector<std::pair<size_t, size_t>>;
+  EXPECT_EQ(FoldableStretches(hollow({})), (Stretches{{0, 11}}));
+  // Batch 8 kept: 1-6 fold; 7 (before it in its run) and 9 stay; 10-12 fold.
+  EXPECT_EQ(FoldableStretches(hollow({8})), (Stretches{{0, 5}, {9, 11}}));
+  // Batch 2 kept: 3 is mid-run, so the stretch starts at 4.
+  EXPECT_EQ(FoldableStretches(hollow({2, 12})), (Stretches{{3, 8}}));
+  // A single run end alone is no fold.
+  EXPECT_EQ(FoldableStretches(hollow({1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12})), Stretches{});
+  // A skip read from the log (batches 1-6 folded before) goes on over 7-9.
+  std::vector<Batch> log = {Skip(Hollow(b[5]), 1), Hollow(b[6]), Hollow(b[7]), Hollow(b[8]), b[9]};
+  EXPECT_EQ(FoldableStretches(log), (Stretches{{0, 3}}));
+  EXPECT_EQ(*EntryFirstSeq(log[0]), 1u);
+  EXPECT_EQ(*EntryFirstSeq(log[1]), 7u);
 }
 
 TEST(SkipDecodeTest, OnlyAHollowSignedBatchStandsForBatchesBeforeIt) {

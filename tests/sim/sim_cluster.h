@@ -110,6 +110,8 @@ struct SimResult {
   uint64_t hollow_applied = 0;
   // Of them, skips (Batch.skip_from: one standing for a stretch of hollow batches).
   uint64_t skips_applied = 0;
+  // Log entries that folding hollow stretches into skips in place took out (every node).
+  uint64_t folded = 0;
   // Divergence checks: digests received at the receiver's own position, all matching
   // (a divergence fails the run).
   uint64_t digests_matched = 0;

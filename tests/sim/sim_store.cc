@@ -591,6 +591,18 @@ void SimStore::Compact(const std::string& stream) {
       batch = replication::Hollow(batch);
       hollowed_batches_++;
     }
+    // As the node does: each hollow stretch up to a run's end becomes one skip.
+    std::vector<Batch> entries;
+    std::vector<uint64_t> firsts;
+    for (const auto& [first, batch] : batches) {
+      entries.push_back(batch);
+      firsts.push_back(first);
+    }
+    for (const auto& [from, last] : replication::FoldableStretches(entries)) {
+      for (size_t i = from + 1; i <= last; ++i) batches.erase(firsts[i]);
+      batches[firsts[from]] = replication::Skip(entries[last], firsts[from]);
+      folded_batches_ += last - from;
+    }
   }
 }
 
@@ -759,14 +771,30 @@ std::vector<SimStore::LoggedChange> SimStore::LoggedChanges(const std::string& s
   std::vector<LoggedChange> out;
   for (auto& [key, batches] : log_[stream]) {
     for (auto& [first, held] : batches) {
-      uint64_t seq = first;
-      // A batch made hollow here shows as its origin wrote it.
-      const Batch& batch = held.hollow() ? hollowed_[stream][key].at(first) : held;
-      for (const std::string& bytes : batch.changes()) {
-        Change c;
-        INTERCO_CHECK(c.ParseFromString(bytes));
-        replication::ExpandChange(c, key.origin);
-        out.push_back(LoggedChange{key, seq++, std::move(c)});
+      if (!held.hollow()) {
+        uint64_t seq = first;
+        for (const std::string& bytes : held.changes()) {
+          Change c;
+          INTERCO_CHECK(c.ParseFromString(bytes));
+          replication::ExpandChange(c, key.origin);
+          out.push_back(LoggedChange{key, seq++, std::move(c)});
+        }
+        continue;
+      }
+      // The batches made hollow here that the entry stands for (one, or a skip's
+      // stretch) show as their origin wrote them.
+      BatchHeader h;
+      INTERCO_CHECK(h.ParseFromString(held.header()));
+      const auto& whole = hollowed_[stream][key];
+      for (auto it = whole.lower_bound(first);
+           it != whole.end() && it->first < h.first_seq() + h.count(); ++it) {
+        uint64_t seq = it->first;
+        for (const std::string& bytes : it->second.changes()) {
+          Change c;
+          INTERCO_CHECK(c.ParseFromString(bytes));
+          replication::ExpandChange(c, key.origin);
+          out.push_back(LoggedChange{key, seq++, std::move(c)});
+        }
       }
     }
   }

@@ -213,6 +213,8 @@ class SimStore final : public replication::ReplicaStore {
   // received and applied.
   uint64_t hollowed_batches() const { return hollowed_batches_; }
   uint64_t hollow_applied() const { return hollow_applied_; }
+  // Log entries that folding hollow stretches into skips here took out.
+  uint64_t folded_batches() const { return folded_batches_; }
   uint64_t hlc_last() const { return hlc_.last(); }
   // What the collections applied here left out (replication/exclusion.h).
   replication::Exclusions ExclusionsOf(const std::string& stream) override {
@@ -325,6 +327,7 @@ class SimStore final : public replication::ReplicaStore {
   std::map<std::string, std::map<replication::OriginKey, std::map<uint64_t, interco::replication::v1::Batch>>>
       hollowed_;
   uint64_t hollow_applied_ = 0;
+  uint64_t folded_batches_ = 0;
   // Applies a batch whose place in its chain and authorization were checked.
   void ApplyChecked(const std::string& stream, const replication::DecodedBatch& batch);
   // As the node does when a collection refuses batches it holds (Exclusions::Overrun):

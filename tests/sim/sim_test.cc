@@ -36,7 +36,8 @@ TEST(SimTest, SeedSweep) {
   uint64_t writes = 0, messages = 0, crashes = 0, unsigned_batches = 0, conflicts = 0,
            conflicts_bounded = 0, conflicts_expired = 0, collections = 0, collected = 0,
            purged = 0, exclusions = 0, excluded_batches = 0, replays = 0, refused_acked = 0,
-           hollowed = 0, hollow_applied = 0, skips_applied = 0, digests_matched = 0;
+           hollowed = 0, hollow_applied = 0, skips_applied = 0, folded = 0,
+           digests_matched = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -65,6 +66,7 @@ TEST(SimTest, SeedSweep) {
     hollowed += r.hollowed;
     hollow_applied += r.hollow_applied;
     skips_applied += r.skips_applied;
+    folded += r.folded;
     digests_matched += r.digests_matched;
   }
   std::printf("sim: %llu seeds from %llu, %llu writes, %llu messages, %llu crashes, %llu batches "
@@ -92,10 +94,12 @@ TEST(SimTest, SeedSweep) {
               static_cast<unsigned long long>(replays),
               static_cast<unsigned long long>(refused_acked));
   std::printf("sim: %llu log batches made hollow (every change superseded), %llu hollow batches "
-              "received and applied (%llu of them skips standing for a stretch of them)\n",
+              "received and applied (%llu of them skips standing for a stretch of them), %llu log "
+              "entries folded into skips in place\n",
               static_cast<unsigned long long>(hollowed),
               static_cast<unsigned long long>(hollow_applied),
-              static_cast<unsigned long long>(skips_applied));
+              static_cast<unsigned long long>(skips_applied),
+              static_cast<unsigned long long>(folded));
   std::printf("sim: %llu state digests matched at a peer's position, none differed\n",
               static_cast<unsigned long long>(digests_matched));
   if (count > 10) {
@@ -110,6 +114,7 @@ TEST(SimTest, SeedSweep) {
     EXPECT_GT(hollowed, 0u) << "no batch made hollow: compaction of the log is not tested";
     EXPECT_GT(hollow_applied, 0u) << "no hollow batch received: catching up from one is not tested";
     EXPECT_GT(skips_applied, 0u) << "no skip received: folding hollow stretches is not tested";
+    EXPECT_GT(folded, 0u) << "no hollow stretch folded in place: the rewrite is not tested";
     EXPECT_GT(digests_matched, 0u) << "no digest compared: divergence checks are not tested";
   }
 }
