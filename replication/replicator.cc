@@ -520,6 +520,19 @@ std::optional<interco::replication::v1::Batch> Replicator::BatchEndingAt(
   }
 }
 
+uint64_t Replicator::UnsignedTailStart(const std::string& stream, OriginKey key,
+                                       uint64_t held_seq) {
+  uint64_t start = held_seq + 1;
+  for (size_t i = 0; i < limits::kRunBatchesMax && start > 1; ++i) {
+    const std::optional<Batch> b = BatchEndingAt(stream, key, start - 1);
+    if (!b || !b->signature().empty()) break;
+    const std::optional<uint64_t> first = EntryFirstSeq(*b);
+    if (!first) break;
+    start = *first;
+  }
+  return start;
+}
+
 interco::replication::v1::ChainProof Replicator::ProofInLog(const std::string& stream,
                                                              const Batch& batch) {
   interco::replication::v1::ChainProof proof;
@@ -590,9 +603,13 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
     }
     if (!ChainsFrom(batch, held.seq) && held.seq > 0) {
       // A skip whose stretch this node entered: it may not follow a batch kept here
-      // unsigned (a run broken off by a crash), whose proof is in the stretch's headers.
+      // unsigned (a run broken off by a crash), whose proof is in the stretch's headers,
+      // unless it reaches back over that run (hollow where it comes from): the store then
+      // logs it in the run's place.
       std::optional<Batch> last_held = BatchEndingAt(stream, key, held.seq);
-      if (!last_held || (last_held->signature().empty() && !last_held->hollow())) {
+      if (!last_held ||
+          (last_held->signature().empty() && !last_held->hollow() &&
+           batch.first_seq() > UnsignedTailStart(stream, key, held.seq))) {
         peer.stats.rejected++;
         store_.OnRefused(peer_id, stream, &h,
                          absl::FailedPreconditionError(
@@ -703,13 +720,17 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
           }
           if (!reads_now && !store_.MayReadBatch(stream, peer_id, h.policy_version())) break;
           if (run_changes == 0 && batch.hollow()) {
-            // Hollow batches up to the end of a run go as one skip (Batch.skip_from).
+            // Hollow batches up to the end of a run go as one skip (Batch.skip_from), from
+            // the peer's next sequence number; a skip stored here goes from its own start,
+            // which is a run's (a peer that kept a run broken off in its stretch unsigned
+            // takes it in that run's place).
             if (const std::optional<size_t> last = HollowStretchEnd(
                     *batches, i, [&](const BatchHeader& bh) {
                       return reads_now ||
                              store_.MayReadBatch(stream, peer_id, bh.policy_version());
                     })) {
-              Batch skip = Skip((*batches)[*last], next);
+              Batch skip = Skip((*batches)[*last],
+                                batch.skip_from() > 0 ? batch.skip_from() : next);
               BatchHeader lh;
               lh.ParseFromString(skip.header());
               const uint64_t end = lh.first_seq() + lh.count() - 1;

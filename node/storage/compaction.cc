@@ -34,7 +34,8 @@ constexpr int kCompactionRetriesMax = 3;
 constexpr size_t kStopCheckBatches = 16;
 // Folding: the hollow entries of an origin epoch read before a stretch is looked for
 // (cut at a run's end: a longer stretch becomes several skips, and the next compaction
-// folds those together), and the entries one commit group takes out at most.
+// folds those together), and the entries one commit group takes out at most (but for a
+// single stretch, up to a window and a run).
 constexpr size_t kFoldWindowEntries = 4096;
 constexpr size_t kFoldPassEntries = 4096;
 
@@ -155,18 +156,22 @@ void RecordStore::FoldRegistry(const std::string& registry) {
   std::vector<std::string> window_keys;
   std::vector<std::vector<std::string>> folds;
   size_t fold_entries = 0;
-  // Takes the window's stretches; false if the look through the log should stop.
+  // Takes the window's stretches, handing the committer those taken so far before one
+  // would make the op go over kFoldPassEntries; false if the look through the log should
+  // stop.
   auto take = [&]() -> bool {
     for (const auto& [first, last] : replication::FoldableStretches(window)) {
+      if (!folds.empty() && fold_entries + (last - first) > kFoldPassEntries) {
+        if (!SubmitCompaction(registry, {}, std::exchange(folds, {}))) return false;
+        fold_entries = 0;
+      }
       folds.emplace_back(window_keys.begin() + static_cast<std::ptrdiff_t>(first),
                          window_keys.begin() + static_cast<std::ptrdiff_t>(last) + 1);
       fold_entries += last - first;
     }
     window.clear();
     window_keys.clear();
-    if (fold_entries < kFoldPassEntries) return true;
-    fold_entries = 0;
-    return SubmitCompaction(registry, {}, std::exchange(folds, {}));
+    return true;
   };
   size_t looked = 0;
   for (it->Seek(ToSlice(keys::Log(registry, 0, 0, 0))); it->Valid() && ToView(it->key()) < end;

@@ -1619,24 +1619,38 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
     g.dirty.insert(op.registry);
     return absl::OkStatus();
   }
+  // Logged under the sequence number after the position: a batch's first; a skip's
+  // start, or later if the first of its stretch were held already (it is logged for what
+  // it brought here). A skip reaching back over the log's trailing unsigned batches (a
+  // run broken off here, hollow where the skip comes from) takes their place instead:
+  // their proof is in the headers it leaves out.
+  const replication::OriginKey key{h.origin(), h.epoch()};
+  uint64_t log_at = pos.seq + 1;
+  if (batch.raw.skip_from() > 0 && batch.first_seq() <= pos.seq) {
+    INTERCO_ASSIGN_OR_RETURN(const std::vector<std::string> tail,
+                             UnsignedTail(op.registry, key, pos.seq));
+    if (!tail.empty()) {
+      const uint64_t tail_start = keys::ParseLog(tail.front(), op.registry)->seq;
+      if (batch.first_seq() <= tail_start) {
+        for (const std::string& k : tail) g.batch.Delete(db_->handle(Cf::kLog), ToSlice(k));
+        log_at = tail_start;
+      }
+    }
+  }
   // The batch is whole here now (a skip: every batch it stands for, hollow, whatever
   // part of one was merged here).
   auto& marks = *rt.meta.mutable_partial();
-  const uint64_t from = pos.seq + 1, to = batch.last_seq();
+  const uint64_t from = log_at, to = batch.last_seq();
   marks.erase(std::remove_if(marks.begin(), marks.end(),
                              [&](const auto& m) {
                                return m.origin() == h.origin() && m.epoch() == h.epoch() &&
                                       m.first_seq() >= from && m.first_seq() <= to;
                              }),
               marks.end());
-  // Logged under the sequence number after the position: a batch's first; a skip's
-  // start, or later if the first of its stretch were held already (it is logged for what
-  // it brought here).
   std::optional<Batch> rebased;
-  if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, pos.seq + 1);
+  if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, log_at);
   const Batch& logged = rebased ? *rebased : batch.raw;
-  g.batch.Put(db_->handle(Cf::kLog),
-              ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), pos.seq + 1)),
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), log_at)),
               logged.SerializeAsString());
   g.bytes += logged.ByteSizeLong();
   if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
@@ -2351,6 +2365,28 @@ absl::StatusOr<replication::StateDigest> RecordStore::Digest(std::string_view re
   out.position = rt.position;
   out.live_sum = rt.meta.live_sum();
   out.live_records = static_cast<uint64_t>(rt.meta.record_count());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> RecordStore::UnsignedTail(const std::string& registry,
+                                                                   replication::OriginKey key,
+                                                                   uint64_t seq) {
+  std::vector<std::string> out;
+  const std::string prefix = keys::Log(registry, key.origin, key.epoch, 0).substr(
+      0, registry.size() + 1 + 8);
+  std::unique_ptr<rocksdb::Iterator> it = db_->NewIterator(Cf::kLog);
+  it->SeekForPrev(ToSlice(keys::Log(registry, key.origin, key.epoch, seq)));
+  for (; it->Valid() && ToView(it->key()).starts_with(prefix) && out.size() < limits::kRunBatchesMax;
+       it->Prev()) {
+    Batch batch;
+    if (!batch.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(absl::StrCat("log batch of ", registry, " does not parse"));
+    }
+    if (!batch.signature().empty()) break;
+    out.emplace_back(ToView(it->key()));
+  }
+  INTERCO_RETURN_IF_ERROR(FromRocksStatus(it->status(), "reading the change log"));
+  std::reverse(out.begin(), out.end());
   return out;
 }
 

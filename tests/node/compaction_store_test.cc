@@ -395,16 +395,24 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
     h.ParseFromString(b.header());
     return h.first_seq();
   };
-  // Bourg holds the first renames before the compaction.
+  // Bourg holds the first renames before the compaction; Viriat the first one only, as
+  // the start of a run broken off by a crash (unsigned, its proof to come with the rest).
   size_t create = 0;
   while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
   ++create;  // the record's create stays; the renames after it but the last go hollow
   Sha256Hasher hasher;
-  for (size_t i = 0; i < create + 3; ++i) {
-    absl::StatusOr<replication::DecodedBatch> d = replication::DecodeBatch(whole[i], hasher);
+  auto apply = [&](Node& n, const Batch& b) {
+    absl::StatusOr<replication::DecodedBatch> d = replication::DecodeBatch(b, hasher);
     ASSERT_TRUE(d.ok()) << d.status();
-    ASSERT_TRUE(bourg_.store->ApplyRemoteBatch(kLieux, *d).ok());
-  }
+    ASSERT_TRUE(n.store->ApplyRemoteBatch(kLieux, *d).ok());
+  };
+  for (size_t i = 0; i < create + 3; ++i) apply(bourg_, whole[i]);
+  for (size_t i = 0; i < create; ++i) apply(viriat_, whole[i]);
+  Batch broken = whole[create];
+  broken.clear_signature();
+  broken.clear_signer();
+  broken.clear_signed_at_ms();
+  apply(viriat_, broken);
   clock_.Advance(1000);
   CollectAll();
   auto folded = [&](uint64_t at_least) {
@@ -433,7 +441,15 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   EXPECT_EQ(within[0].header(), skip.header());
   EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
 
-  // A new store, and one that held part of the stretch, catch up from the folded log.
+  // Stores that held part of the stretch catch up from the folded log. Viriat's
+  // unsigned rename has no proof left anywhere: the skip, from its own start, takes its
+  // place.
+  apply(viriat_, skip);
+  const std::vector<Batch> viriat_log = *viriat_.store->ReadBatches(kLieux, epci, 0, 1000);
+  ASSERT_EQ(viriat_log.size(), create + 1);
+  EXPECT_EQ(viriat_log[create].skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(viriat_log[create].header(), skip.header());
+  EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
   ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
   ASSERT_TRUE(CarryAll(epci_, bourg_).ok());
   for (Node* n : {&viriat_, &bourg_}) {
@@ -442,6 +458,7 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
     EXPECT_THAT(*n->store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"))
         << n->siren;
   }
+
 
   // More renames, another collection: the last rename of before goes hollow and the skip
   // now stands for it too; the new renames are a stretch of their own (the stade's

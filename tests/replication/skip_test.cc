@@ -232,13 +232,35 @@ TEST_F(SkipTest, ASkipAfterABatchKeptUnsignedIsRefused) {
   SendCertificate(kR, kA);
   ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
   ASSERT_EQ(Held(kA), 1u);
-  SendBatch(kR, Skip(Hollow(b[2]), 1));
+  SendBatch(kR, Skip(Hollow(b[2]), 2));
   EXPECT_EQ(Held(kA), 1u);
   EXPECT_EQ(Stats(kR).rejected, 1u);
   EXPECT_EQ(Stats(kR).skips_applied, 0u);
   std::vector<Batch> rest = {b[0], Hollow(b[1]), Hollow(b[2])};
   SendRun(kR, rest);
   EXPECT_EQ(Held(kA), 3u);
+}
+
+// The same broken run, and a skip that reaches back over it (its senders folded the run
+// into a longer stretch, so nobody has its headers any more): taken, and logged in the
+// broken run's place.
+TEST_F(SkipTest, ASkipReachingBackOverABrokenRunTakesItsPlace) {
+  a_.store.run_batches_max = 3;
+  const std::vector<Batch> b = WriteBatches(6);
+  Connect(kR);
+  SendCertificate(kR, kA);
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[1], hasher_)).ok());
+  ASSERT_EQ(Held(kA), 2u);
+  SendBatch(kR, Skip(Hollow(b[5]), 1));
+  EXPECT_EQ(Held(kA), 6u);
+  EXPECT_EQ(Stats(kR).rejected, 0u);
+  EXPECT_EQ(Stats(kR).skips_applied, 1u);
+  std::vector<Batch> log = LogOfV();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].skip_from(), 1u);
+  EXPECT_EQ(log[0].header(), b[5].header());
+  EXPECT_TRUE(v_.store.CheckLog().empty()) << v_.store.CheckLog();
 }
 
 // A skip whose header comes right after what the node holds chains from it: a header
@@ -287,15 +309,17 @@ TEST_F(SkipTest, AStretchStartsWhereARunStarts) {
   EXPECT_EQ(sent[1].skip_from(), 4u);
 }
 
-TEST_F(SkipTest, AStoredSkipIsServedFromWhereThePeerIs) {
+TEST_F(SkipTest, AStoredSkipIsServedWholeToAPeerInsideIt) {
   const std::vector<Batch> b = WriteBatches(5);
   Connect(kR);
   SendCertificate(kR, kA);
   SendBatch(kR, Skip(Hollow(b[4]), 1));
   ASSERT_EQ(LogOfV().size(), 1u);
+  // Whole, from its own start (where a run starts): a peer that kept a run broken off in
+  // it unsigned takes it in that run's place.
   std::vector<Batch> sent = SentOnConnect(kC, 2);
   ASSERT_EQ(sent.size(), 1u);
-  EXPECT_EQ(sent[0].skip_from(), 3u);
+  EXPECT_EQ(sent[0].skip_from(), 1u);
   EXPECT_EQ(sent[0].header(), b[4].header());
 }
 

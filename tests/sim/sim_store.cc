@@ -226,8 +226,19 @@ void SimStore::ApplyChecked(const std::string& stream, const replication::Decode
     }
   }
   if (batch.raw.skip_from() > 0) {
-    // Logged for what it brought (as the node does).
-    log_[stream][key][pos.seq + 1] = replication::Skip(batch.raw, pos.seq + 1);
+    // Logged for what it brought (as the node does), or in the place of the log's
+    // trailing unsigned batches (a run broken off here) if it reaches back over them.
+    auto& batches = log_[stream][key];
+    uint64_t at = pos.seq + 1;
+    // (A replay applies the log again: entries after the position are still there.)
+    const auto end = batches.upper_bound(pos.seq);
+    auto tail = end;
+    while (tail != batches.begin() && std::prev(tail)->second.signature().empty()) --tail;
+    if (tail != end && batch.first_seq() <= tail->first) {
+      at = tail->first;
+      batches.erase(tail, end);
+    }
+    batches[at] = replication::Skip(batch.raw, at);
   } else {
     log_[stream][key][h.first_seq()] = batch.raw;
   }
@@ -595,7 +606,8 @@ void SimStore::Compact(const std::string& stream) {
     std::vector<Batch> entries;
     std::vector<uint64_t> firsts;
     for (const auto& [first, batch] : batches) {
-      entries.push_back(batch);
+      // (A kept batch only ends a stretch: its changes need no copy.)
+      entries.push_back(batch.hollow() ? batch : Batch());
       firsts.push_back(first);
     }
     for (const auto& [from, last] : replication::FoldableStretches(entries)) {
@@ -782,12 +794,18 @@ std::vector<SimStore::LoggedChange> SimStore::LoggedChanges(const std::string& s
         continue;
       }
       // The batches made hollow here that the entry stands for (one, or a skip's
-      // stretch) show as their origin wrote them.
+      // stretch) show as their origin wrote them (the node the checker reads received
+      // no hollow batch).
       BatchHeader h;
       INTERCO_CHECK(h.ParseFromString(held.header()));
       const auto& whole = hollowed_[stream][key];
+      uint64_t next = first;
       for (auto it = whole.lower_bound(first);
            it != whole.end() && it->first < h.first_seq() + h.count(); ++it) {
+        INTERCO_CHECK(it->first == next);
+        BatchHeader bh;
+        INTERCO_CHECK(bh.ParseFromString(it->second.header()));
+        next = bh.first_seq() + bh.count();
         uint64_t seq = it->first;
         for (const std::string& bytes : it->second.changes()) {
           Change c;
@@ -796,6 +814,7 @@ std::vector<SimStore::LoggedChange> SimStore::LoggedChanges(const std::string& s
           out.push_back(LoggedChange{key, seq++, std::move(c)});
         }
       }
+      INTERCO_CHECK(next == h.first_seq() + h.count());
     }
   }
   return out;

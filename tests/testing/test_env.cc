@@ -89,11 +89,12 @@ absl::StatusOr<int64_t> CarryAllBatches(node::RecordStore& from, node::RecordSto
         if (batches->empty()) return absl::DataLossError("the log cannot serve what it holds");
         for (size_t i = 0; i < batches->size(); ++i) {
           interco::replication::v1::Batch b = (*batches)[i];
-          // As the engine sends them: hollow batches up to the end of a run as one skip.
+          // As the engine sends them: hollow batches up to the end of a run as one skip
+          // (a skip stored there from its own start).
           if (b.hollow()) {
             if (std::optional<size_t> last = replication::HollowStretchEnd(
                     *batches, i, [](const interco::replication::v1::BatchHeader&) { return true; })) {
-              b = replication::Skip((*batches)[*last], at + 1);
+              b = replication::Skip((*batches)[*last], b.skip_from() > 0 ? b.skip_from() : at + 1);
               i = *last;
             }
           }
