@@ -520,17 +520,23 @@ std::optional<interco::replication::v1::Batch> Replicator::BatchEndingAt(
   }
 }
 
-uint64_t Replicator::UnsignedTailStart(const std::string& stream, OriginKey key,
-                                       uint64_t held_seq) {
-  uint64_t start = held_seq + 1;
-  for (size_t i = 0; i < limits::kRunBatchesMax && start > 1; ++i) {
-    const std::optional<Batch> b = BatchEndingAt(stream, key, start - 1);
-    if (!b || !b->signature().empty()) break;
+std::optional<Replicator::UnsignedTail> Replicator::UnsignedTailOf(const std::string& stream,
+                                                                    OriginKey key,
+                                                                    uint64_t held_seq) {
+  UnsignedTail tail{held_seq + 1, false};
+  for (size_t i = 0; i < limits::kRunBatchesMax && tail.start > 1; ++i) {
+    const std::optional<Batch> b = BatchEndingAt(stream, key, tail.start - 1);
+    if (!b) {
+      if (i == 0) return std::nullopt;  // the log cannot say
+      break;
+    }
+    if (!b->signature().empty()) break;
     const std::optional<uint64_t> first = EntryFirstSeq(*b);
-    if (!first) break;
-    start = *first;
+    if (!first) return std::nullopt;
+    tail.start = *first;
+    tail.kept |= !b->hollow();
   }
-  return start;
+  return tail;
 }
 
 interco::replication::v1::ChainProof Replicator::ProofInLog(const std::string& stream,
@@ -602,14 +608,12 @@ bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& s
       break;
     }
     if (!ChainsFrom(batch, held.seq) && held.seq > 0) {
-      // A skip whose stretch this node entered: it may not follow a batch kept here
-      // unsigned (a run broken off by a crash), whose proof is in the stretch's headers,
-      // unless it reaches back over that run (hollow where it comes from): the store then
-      // logs it in the run's place.
-      std::optional<Batch> last_held = BatchEndingAt(stream, key, held.seq);
-      if (!last_held ||
-          (last_held->signature().empty() && !last_held->hollow() &&
-           batch.first_seq() > UnsignedTailStart(stream, key, held.seq))) {
+      // A skip whose stretch this node entered: it may not follow batches held here
+      // unsigned (a run broken off by a crash) one of which is kept, whose proof is in the
+      // stretch's headers, unless it reaches back over them all (hollow where it comes
+      // from): the store then logs it in their place.
+      const std::optional<UnsignedTail> tail = UnsignedTailOf(stream, key, held.seq);
+      if (!tail || (tail->kept && batch.first_seq() > tail->start)) {
         peer.stats.rejected++;
         store_.OnRefused(peer_id, stream, &h,
                          absl::FailedPreconditionError(

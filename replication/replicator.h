@@ -338,9 +338,16 @@ class Replicator {
   // The batch of the log ending at `seq`, if the log holds it.
   std::optional<interco::replication::v1::Batch> BatchEndingAt(const std::string& stream,
                                                                OriginKey key, uint64_t seq);
-  // Where the log's trailing unsigned batches of an origin epoch start (a run broken off
-  // here): held_seq + 1 if the batch ending at held_seq is signed.
-  uint64_t UnsignedTailStart(const std::string& stream, OriginKey key, uint64_t held_seq);
+  // The log's trailing unsigned batches of an origin epoch up to held_seq (a run broken
+  // off here): where they start (held_seq + 1 if the batch ending there is signed), and
+  // whether one of them is kept (not hollow). nullopt if the log lacks the batch ending
+  // at held_seq.
+  struct UnsignedTail {
+    uint64_t start = 0;
+    bool kept = false;
+  };
+  std::optional<UnsignedTail> UnsignedTailOf(const std::string& stream, OriginKey key,
+                                             uint64_t held_seq);
   // The proof of an unsigned batch of the log: the batches after it up to the signed
   // one, changes omitted (empty for a signed batch, or if the log lacks its end).
   interco::replication::v1::ChainProof ProofInLog(const std::string& stream,

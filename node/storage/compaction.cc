@@ -255,8 +255,9 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
   uint64_t dropped_bytes = 0;
   for (const std::string& key : op.compact_keys) {
     // Checked again against the staged state: the compactor read committed state, and a
-    // batch it found may have changed since (made hollow by an earlier op, or moved out
-    // of the log by a replay).
+    // batch it found may have changed since (made hollow by an earlier op, moved out of
+    // the log by a replay, or replaced by a skip earlier in this group).
+    if (g.log_rewritten.contains(key)) continue;
     INTERCO_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Cf::kLog, key));
     if (!stored.has_value()) continue;
     Batch batch;
@@ -283,7 +284,8 @@ absl::Status RecordStore::ApplyCompact(Op& op, GroupState& g) {
 
 absl::Status RecordStore::StageFolds(Op& op, GroupState& g, RegistryRuntime& rt) {
   // Checked again as the log is now: the compactor read it before, and an entry it found
-  // may have changed since (taken out of the log by a replay).
+  // may have changed since (taken out of the log by a replay, or replaced by a skip
+  // earlier in this group).
   std::vector<std::pair<std::string, std::string>> puts;
   std::vector<std::string> deletes;
   uint64_t folded = 0, freed = 0;
@@ -292,6 +294,7 @@ absl::Status RecordStore::StageFolds(Op& op, GroupState& g, RegistryRuntime& rt)
     uint64_t bytes = 0;
     std::optional<replication::OriginKey> origin;
     for (const std::string& key : stretch) {
+      if (g.log_rewritten.contains(key)) break;  // replaced by a skip earlier in this group
       INTERCO_ASSIGN_OR_RETURN(std::optional<std::string> stored, db_->Get(Cf::kLog, key));
       const std::optional<keys::TombstoneKey> parsed = keys::ParseLog(key, op.registry);
       if (!stored.has_value() || !parsed) break;

@@ -1625,14 +1625,19 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   // run broken off here, hollow where the skip comes from) takes their place instead:
   // their proof is in the headers it leaves out.
   const replication::OriginKey key{h.origin(), h.epoch()};
+  // (A skip whose header comes right after them proves them, and they stay.)
   uint64_t log_at = pos.seq + 1;
-  if (batch.raw.skip_from() > 0 && batch.first_seq() <= pos.seq) {
+  if (batch.raw.skip_from() > 0 && batch.first_seq() <= pos.seq &&
+      !replication::ChainsFrom(batch, pos.seq)) {
     INTERCO_ASSIGN_OR_RETURN(const std::vector<std::string> tail,
                              UnsignedTail(op.registry, key, pos.seq));
     if (!tail.empty()) {
       const uint64_t tail_start = keys::ParseLog(tail.front(), op.registry)->seq;
       if (batch.first_seq() <= tail_start) {
-        for (const std::string& k : tail) g.batch.Delete(db_->handle(Cf::kLog), ToSlice(k));
+        for (const std::string& k : tail) {
+          g.batch.Delete(db_->handle(Cf::kLog), ToSlice(k));
+          g.log_rewritten.insert(k);
+        }
         log_at = tail_start;
       }
     }
@@ -1650,8 +1655,9 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   std::optional<Batch> rebased;
   if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, log_at);
   const Batch& logged = rebased ? *rebased : batch.raw;
-  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), log_at)),
-              logged.SerializeAsString());
+  std::string log_key = keys::Log(op.registry, h.origin(), h.epoch(), log_at);
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(log_key), logged.SerializeAsString());
+  g.log_rewritten.insert(std::move(log_key));
   g.bytes += logged.ByteSizeLong();
   if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
   pos.seq = batch.last_seq();

@@ -445,12 +445,12 @@ class RecordStore {
   absl::Status ApplyCreateRegistry(Op& op, GroupState& g);
   absl::Status ApplyWrite(Op& op, GroupState& g);
   absl::Status ApplyRemote(Op& op, GroupState& g);
-  // The part of ApplyRemote after its checks: stages the batch's changes, its log entry
-  // and position. An error leaves part of it staged (the caller breaks the group).
   // The keys of the log's trailing unsigned batches of an origin epoch up to `seq` (a run
   // broken off here), oldest first; empty if the batch ending there is signed.
   absl::StatusOr<std::vector<std::string>> UnsignedTail(const std::string& registry,
                                                         replication::OriginKey key, uint64_t seq);
+  // The part of ApplyRemote after its checks: stages the batch's changes, its log entry
+  // and position. An error leaves part of it staged (the caller breaks the group).
   absl::Status StageRemoteChanges(Op& op, GroupState& g, RegistryRuntime& rt);
   absl::Status ApplyUpdateRegistry(Op& op, GroupState& g);
   absl::Status ApplyCollect(Op& op, GroupState& g);

@@ -263,6 +263,43 @@ TEST_F(SkipTest, ASkipReachingBackOverABrokenRunTakesItsPlace) {
   EXPECT_TRUE(v_.store.CheckLog().empty()) << v_.store.CheckLog();
 }
 
+// A broken run whose last batch held here is hollow but an earlier one is kept: a skip
+// reaching into the run is refused all the same; one reaching back over it is taken.
+TEST_F(SkipTest, ABrokenRunWithAKeptBatchBeforeAHollowOneNeedsTheWholeRun) {
+  a_.store.run_batches_max = 3;
+  const std::vector<Batch> b = WriteBatches(6);
+  Connect(kR);
+  SendCertificate(kR, kA);
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(Hollow(b[1]), hasher_)).ok());
+  SendBatch(kR, Skip(Hollow(b[5]), 2));
+  EXPECT_EQ(Held(kA), 2u);
+  EXPECT_EQ(Stats(kR).rejected, 1u);
+  SendBatch(kR, Skip(Hollow(b[5]), 1));
+  EXPECT_EQ(Held(kA), 6u);
+  ASSERT_EQ(LogOfV().size(), 1u);
+  EXPECT_EQ(LogOfV()[0].skip_from(), 1u);
+}
+
+// A skip whose header comes right after a broken run proves it: the run stays, and the
+// skip is logged as that batch alone.
+TEST_F(SkipTest, ASkipWhoseHeaderEndsABrokenRunLeavesTheRun) {
+  a_.store.run_batches_max = 3;
+  const std::vector<Batch> b = WriteBatches(3);
+  Connect(kR);
+  SendCertificate(kR, kA);
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
+  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[1], hasher_)).ok());
+  SendBatch(kR, Skip(Hollow(b[2]), 1));
+  EXPECT_EQ(Held(kA), 3u);
+  const std::vector<Batch> log = LogOfV();
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[0].header(), b[0].header());
+  EXPECT_FALSE(log[0].hollow());
+  EXPECT_EQ(log[2].skip_from(), 0u);
+  EXPECT_EQ(log[2].header(), b[2].header());
+}
+
 // A skip whose header comes right after what the node holds chains from it: a header
 // that does not is a fork, as for any batch.
 TEST_F(SkipTest, ASkipWhoseHeaderFollowsIsCheckedForItsChain) {

@@ -234,7 +234,9 @@ void SimStore::ApplyChecked(const std::string& stream, const replication::Decode
     const auto end = batches.upper_bound(pos.seq);
     auto tail = end;
     while (tail != batches.begin() && std::prev(tail)->second.signature().empty()) --tail;
-    if (tail != end && batch.first_seq() <= tail->first) {
+    // (A skip whose header comes right after them proves them, and they stay.)
+    if (tail != end && batch.first_seq() <= tail->first &&
+        !replication::ChainsFrom(batch, pos.seq)) {
       at = tail->first;
       batches.erase(tail, end);
     }
