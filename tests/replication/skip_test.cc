@@ -29,8 +29,32 @@ class SkipTest : public EngineTest {
     return out;
   }
 
+  // A writes `n` batches in runs of three (batches 3, 6... sign them), and R connects.
+  std::vector<Batch> RunsOfThree(int n) {
+    a_.store.run_batches_max = 3;
+    std::vector<Batch> b = WriteBatches(n);
+    Connect(kR);
+    SendCertificate(kR, kA);
+    return b;
+  }
+
+  // V holds `batch` as a run broken off by a crash leaves it: applied alone, unsigned.
+  void HoldAlone(const Batch& batch) {
+    ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(batch, hasher_)).ok());
+  }
+
   // V's log of A's chain.
   std::vector<Batch> LogOfV() { return *v_.store.ReadBatches(kStream, OriginKey{kA, 1}, 0, 1000); }
+
+  // V's log of A's chain is one skip, from 1 through `last`.
+  void ExpectOneSkipThrough(const Batch& last) {
+    const std::vector<Batch> log = LogOfV();
+    ASSERT_EQ(log.size(), 1u);
+    EXPECT_EQ(log[0].skip_from(), 1u);
+    EXPECT_EQ(log[0].header(), last.header());
+    EXPECT_TRUE(log[0].hollow());
+    EXPECT_TRUE(v_.store.CheckLog().empty()) << v_.store.CheckLog();
+  }
 
   // The batches of A the engine sent to `peer`, in order.
   std::vector<Batch> SentTo(uint32_t peer) {
@@ -83,12 +107,7 @@ TEST_F(SkipTest, AReceiverMovesOverTheStretchAndItsChainGoesOnFromTheSkip) {
   EXPECT_EQ(Held(kA), 5u);
   EXPECT_EQ(Stats(kR).skips_applied, 1u);
   EXPECT_EQ(Stats(kR).forks, 0u);
-  // Logged as one entry, from 1.
-  std::vector<Batch> log = LogOfV();
-  ASSERT_EQ(log.size(), 1u);
-  EXPECT_EQ(log[0].skip_from(), 1u);
-  EXPECT_EQ(log[0].header(), b[4].header());
-  EXPECT_TRUE(log[0].hollow());
+  ExpectOneSkipThrough(b[4]);  // logged as one entry, from 1
   // Batch 6 chains to batch 5's header, the skip's.
   SendBatch(kR, b[5]);
   EXPECT_EQ(Held(kA), 6u);
@@ -199,12 +218,9 @@ TEST_F(SkipTest, ASenderFoldsHollowRunsIntoOneSkipFromWhereThePeerIs) {
 }
 
 TEST_F(SkipTest, AStretchEndsWhereARunEnds) {
-  a_.store.run_batches_max = 3;  // batches 3 and 6 sign the runs 1-3 and 4-6
-  const std::vector<Batch> b = WriteBatches(6);
+  const std::vector<Batch> b = RunsOfThree(6);
   ASSERT_TRUE(b[0].signature().empty());
   ASSERT_FALSE(b[2].signature().empty());
-  Connect(kR);
-  SendCertificate(kR, kA);
   // Batches 1 to 4 hollow, 5 and 6 whole: batch 4's header is part of the proof of 5.
   std::vector<Batch> run1 = {Hollow(b[0]), Hollow(b[1]), Hollow(b[2])};
   SendRun(kR, run1);
@@ -225,12 +241,9 @@ TEST_F(SkipTest, AStretchEndsWhereARunEnds) {
 // unsigned: a skip over the rest of its run would take its proof, and is refused; the
 // rest of the run, sent as it is, is taken.
 TEST_F(SkipTest, ASkipAfterABatchKeptUnsignedIsRefused) {
-  a_.store.run_batches_max = 3;
-  const std::vector<Batch> b = WriteBatches(3);
+  const std::vector<Batch> b = RunsOfThree(3);
   ASSERT_TRUE(b[0].signature().empty());
-  Connect(kR);
-  SendCertificate(kR, kA);
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
+  HoldAlone(b[0]);
   ASSERT_EQ(Held(kA), 1u);
   SendBatch(kR, Skip(Hollow(b[2]), 2));
   EXPECT_EQ(Held(kA), 1u);
@@ -245,51 +258,37 @@ TEST_F(SkipTest, ASkipAfterABatchKeptUnsignedIsRefused) {
 // into a longer stretch, so nobody has its headers any more): taken, and logged in the
 // broken run's place.
 TEST_F(SkipTest, ASkipReachingBackOverABrokenRunTakesItsPlace) {
-  a_.store.run_batches_max = 3;
-  const std::vector<Batch> b = WriteBatches(6);
-  Connect(kR);
-  SendCertificate(kR, kA);
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[1], hasher_)).ok());
+  const std::vector<Batch> b = RunsOfThree(6);
+  HoldAlone(b[0]);
+  HoldAlone(b[1]);
   ASSERT_EQ(Held(kA), 2u);
   SendBatch(kR, Skip(Hollow(b[5]), 1));
   EXPECT_EQ(Held(kA), 6u);
   EXPECT_EQ(Stats(kR).rejected, 0u);
   EXPECT_EQ(Stats(kR).skips_applied, 1u);
-  std::vector<Batch> log = LogOfV();
-  ASSERT_EQ(log.size(), 1u);
-  EXPECT_EQ(log[0].skip_from(), 1u);
-  EXPECT_EQ(log[0].header(), b[5].header());
-  EXPECT_TRUE(v_.store.CheckLog().empty()) << v_.store.CheckLog();
+  ExpectOneSkipThrough(b[5]);
 }
 
 // A broken run whose last batch held here is hollow but an earlier one is kept: a skip
 // reaching into the run is refused all the same; one reaching back over it is taken.
 TEST_F(SkipTest, ABrokenRunWithAKeptBatchBeforeAHollowOneNeedsTheWholeRun) {
-  a_.store.run_batches_max = 3;
-  const std::vector<Batch> b = WriteBatches(6);
-  Connect(kR);
-  SendCertificate(kR, kA);
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(Hollow(b[1]), hasher_)).ok());
+  const std::vector<Batch> b = RunsOfThree(6);
+  HoldAlone(b[0]);
+  HoldAlone(Hollow(b[1]));
   SendBatch(kR, Skip(Hollow(b[5]), 2));
   EXPECT_EQ(Held(kA), 2u);
   EXPECT_EQ(Stats(kR).rejected, 1u);
   SendBatch(kR, Skip(Hollow(b[5]), 1));
   EXPECT_EQ(Held(kA), 6u);
-  ASSERT_EQ(LogOfV().size(), 1u);
-  EXPECT_EQ(LogOfV()[0].skip_from(), 1u);
+  ExpectOneSkipThrough(b[5]);
 }
 
 // A skip whose header comes right after a broken run proves it: the run stays, and the
 // skip is logged as that batch alone.
 TEST_F(SkipTest, ASkipWhoseHeaderEndsABrokenRunLeavesTheRun) {
-  a_.store.run_batches_max = 3;
-  const std::vector<Batch> b = WriteBatches(3);
-  Connect(kR);
-  SendCertificate(kR, kA);
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[0], hasher_)).ok());
-  ASSERT_TRUE(v_.store.ApplyBatch(kStream, *DecodeBatch(b[1], hasher_)).ok());
+  const std::vector<Batch> b = RunsOfThree(3);
+  HoldAlone(b[0]);
+  HoldAlone(b[1]);
   SendBatch(kR, Skip(Hollow(b[2]), 1));
   EXPECT_EQ(Held(kA), 3u);
   const std::vector<Batch> log = LogOfV();
@@ -322,10 +321,7 @@ TEST_F(SkipTest, ASkipWhoseHeaderFollowsIsCheckedForItsChain) {
 // Runs of three: batch 1 kept (unsigned), 2 and 3 hollow; 4 to 6 hollow. The first run
 // goes as it is (batch 1 needs the headers of 2 and 3), the second as a skip.
 TEST_F(SkipTest, AStretchStartsWhereARunStarts) {
-  a_.store.run_batches_max = 3;
-  const std::vector<Batch> b = WriteBatches(6);
-  Connect(kR);
-  SendCertificate(kR, kA);
+  const std::vector<Batch> b = RunsOfThree(6);
   std::vector<Batch> run1 = {b[0], Hollow(b[1]), Hollow(b[2])};
   SendRun(kR, run1);
   std::vector<Batch> run2 = {Hollow(b[3]), Hollow(b[4]), Hollow(b[5])};
