@@ -1655,9 +1655,8 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
   std::optional<Batch> rebased;
   if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, log_at);
   const Batch& logged = rebased ? *rebased : batch.raw;
-  std::string log_key = keys::Log(op.registry, h.origin(), h.epoch(), log_at);
-  g.batch.Put(db_->handle(Cf::kLog), ToSlice(log_key), logged.SerializeAsString());
-  g.log_rewritten.insert(std::move(log_key));
+  g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), log_at)),
+              logged.SerializeAsString());
   g.bytes += logged.ByteSizeLong();
   if (batch.raw.hollow() && !op.replayed) rt.meta.set_hollow_received(rt.meta.hollow_received() + 1);
   pos.seq = batch.last_seq();

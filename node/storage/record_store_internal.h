@@ -137,9 +137,9 @@ struct RecordStore::GroupState {
   std::map<std::string, std::optional<UnsignedRun>> runs;
   // RecordStore::old_tails_ are signed in this group.
   bool old_tails_signed = false;
-  // Change-log entries of remote batches the group writes or deletes (a skip taking the
-  // place of a run broken off here): compaction, which reads the committed log, leaves
-  // them alone.
+  // Change-log entries a skip replaced in this group (a run broken off here; the skip
+  // goes under the first of them, any other entry the group logs is new): compaction,
+  // which reads the committed log, leaves them alone.
   std::set<std::string> log_rewritten;
   // Tombstones-family entries put earlier in the group (by key), with their values.
   std::map<std::string, std::string> tombstones;
