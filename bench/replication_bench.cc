@@ -50,7 +50,7 @@
 #include "tests/testing/deflate.h"
 #include "tests/testing/test_env.h"
 
-ABSL_FLAG(int64_t, changes, 200000, "remote record changes to apply");
+ABSL_FLAG(int64_t, changes, 200000, "remote record changes to apply (0 skips the apply benchmark)");
 ABSL_FLAG(int, batch, 512, "changes per remote batch");
 ABSL_FLAG(int, fields, 4, "fields per change");
 ABSL_FLAG(int, keys, 100000, "record key space");
@@ -226,6 +226,7 @@ interco::replication::v1::Batch NextBatch(uint32_t origin, std::vector<std::stri
 
 void ApplyBench() {
   const int64_t total = absl::GetFlag(FLAGS_changes);
+  if (total <= 0) return;
   const int batch_size = absl::GetFlag(FLAGS_batch);
   const int fields = absl::GetFlag(FLAGS_fields);
   const int keys = absl::GetFlag(FLAGS_keys);
@@ -570,21 +571,43 @@ void SimBench() {
   o.fixed_delay_ms = absl::GetFlag(FLAGS_sim_delay_ms);
   o.write_rate = absl::GetFlag(FLAGS_sim_write_rate);
   o.fault_phase_ms = 20000;
+  o.measure_whole_reports = true;
   const interco::sim::SimResult r = interco::sim::RunSimulation(o);
   std::vector<double> d(r.delivery_ms.begin(), r.delivery_ms.end());
   const double msgs_per_op =
       r.writes == 0 ? 0 : static_cast<double>(r.messages) / static_cast<double>(r.writes);
+  const double bytes_per_op = r.writes == 0 ? 0
+                                            : static_cast<double>(r.message_bytes) /
+                                                  static_cast<double>(r.writes);
+  const double report_bytes_per_status =
+      r.statuses == 0 ? 0
+                      : static_cast<double>(r.report_bytes) / static_cast<double>(r.statuses);
   std::printf("simulated propagation: %d nodes, full mesh, %lld ms links: %llu writes, delivery "
-              "median %.0f ms, max %.0f ms, %.1f messages per write%s%s\n",
+              "median %.0f ms, max %.0f ms, %.1f messages per write, %.0f bytes per write "
+              "(%.1f %% stability reports: %llu statuses, %.0f bytes of reports each, %.2f x "
+              "their size written whole)%s%s\n",
               o.nodes_max, static_cast<long long>(o.fixed_delay_ms),
               static_cast<unsigned long long>(r.writes), Percentile(d, 0.5),
-              d.empty() ? 0 : *std::max_element(d.begin(), d.end()), msgs_per_op,
+              d.empty() ? 0 : *std::max_element(d.begin(), d.end()), msgs_per_op, bytes_per_op,
+              r.message_bytes == 0 ? 0
+                                   : 100.0 * static_cast<double>(r.report_bytes) /
+                                         static_cast<double>(r.message_bytes),
+              static_cast<unsigned long long>(r.statuses), report_bytes_per_status,
+              r.report_bytes_whole == 0 ? 0
+                                        : static_cast<double>(r.report_bytes) /
+                                              static_cast<double>(r.report_bytes_whole),
               r.failure.empty() ? "" : "; FAILED: ", r.failure.c_str());
   std::printf("{\"bench\":\"replication\",\"phase\":\"sim_propagation\",\"nodes\":%d,\"link_ms\":%lld,"
-              "\"writes\":%llu,\"delivered\":%zu,\"median_ms\":%.0f,\"max_ms\":%.0f,\"msgs_per_op\":%.1f}\n",
+              "\"writes\":%llu,\"delivered\":%zu,\"median_ms\":%.0f,\"max_ms\":%.0f,\"msgs_per_op\":%.1f,"
+              "\"bytes_per_op\":%.0f,\"message_bytes\":%llu,\"report_bytes\":%llu,\"statuses\":%llu,"
+              "\"report_bytes_per_status\":%.0f,\"report_bytes_whole\":%llu}\n",
               o.nodes_max, static_cast<long long>(o.fixed_delay_ms),
               static_cast<unsigned long long>(r.writes), d.size(), Percentile(d, 0.5),
-              d.empty() ? 0 : *std::max_element(d.begin(), d.end()), msgs_per_op);
+              d.empty() ? 0 : *std::max_element(d.begin(), d.end()), msgs_per_op, bytes_per_op,
+              static_cast<unsigned long long>(r.message_bytes),
+              static_cast<unsigned long long>(r.report_bytes),
+              static_cast<unsigned long long>(r.statuses), report_bytes_per_status,
+              static_cast<unsigned long long>(r.report_bytes_whole));
 }
 
 }  // namespace

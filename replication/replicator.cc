@@ -1,8 +1,8 @@
 #include "replication/replicator.h"
 
-#include <set>
-
 #include <algorithm>
+#include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
@@ -21,9 +21,6 @@ using interco::replication::v1::BatchFrame;
 using interco::replication::v1::BatchHeader;
 using interco::replication::v1::Hello;
 using interco::replication::v1::PeerMessage;
-
-// Version 3: a message gathers runs, acks and the status; new batches follow a tree.
-constexpr uint32_t kProtocolVersion = 5;
 
 // Whether `vv` holds everything `target` states.
 bool Dominates(const VersionVector& vv, const VersionVector& target) {
@@ -155,7 +152,17 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
     for (const auto& reports : ack.reports()) {
       if (!Replicates(reports.stream())) continue;
       absl::StatusOr<VersionVector> ours = store_.Position(reports.stream());
-      if (ours.ok()) stability_.Report(reports, *ours);
+      if (!ours.ok()) continue;
+      // The base of relative reports: the sender's position the status states.
+      std::optional<VersionVector> base;
+      for (const auto& sp : ack.streams()) {
+        if (sp.stream() == reports.stream()) {
+          base = FromProto(sp);
+          break;
+        }
+      }
+      peer.stats.rejected +=
+          stability_.Report(reports, *ours, base.has_value() ? &*base : nullptr);
     }
   }
   bool progress = false;
@@ -831,12 +838,14 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (!vv.ok()) continue;
       ToProto(stream, *vv, *ack->add_streams());
+      // The position just stated is the base of the reports: each is then only where it
+      // differs (ours, nowhere).
       interco::replication::v1::StreamReports& reports = *ack->add_reports();
       auto sent = peer.reports_sent.find(stream);
       stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
-                       reports);
+                       &*vv, reports);
       reports.set_stream(stream);
-      WriteReport(options_.self, Epoch(stream), *vv, *reports.add_members());
+      WriteReport(options_.self, Epoch(stream), *vv, &*vv, *reports.add_members());
       AddDigest(peer_id, peer, stream, now, *ack);
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.

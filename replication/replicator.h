@@ -36,6 +36,10 @@
 
 namespace interco::replication {
 
+// The peer protocol's version, stated in each Hello (Hello.protocol_version says what
+// each version added); a Hello of another version is refused.
+inline constexpr uint32_t kProtocolVersion = 6;
+
 struct ReplicatorOptions {
   // SIREN of this node (as an origin number). Required.
   uint32_t self = 0;

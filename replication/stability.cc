@@ -1,8 +1,12 @@
 #include "replication/stability.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
 
 namespace interco::replication {
@@ -25,15 +29,82 @@ bool MergeMax(VersionVector& into, const VersionVector& from) {
 }  // namespace
 
 void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
-                 interco::replication::v1::MemberReport& out) {
+                 const VersionVector* base, interco::replication::v1::MemberReport& out) {
+  out.Clear();
   out.set_member(member);
   out.set_epoch(epoch);
-  for (const auto& [key, pos] : held) {
-    auto* o = out.add_origins();
+  auto add = [](interco::replication::v1::MemberReport& to, const OriginKey& key, uint64_t seq) {
+    auto* o = to.add_origins();
     o->set_origin(key.origin);
     o->set_epoch(key.epoch);
-    o->set_seq(pos.seq);
+    o->set_seq(seq);
+  };
+  for (const auto& [key, pos] : held) {
+    if (pos.seq > 0) add(out, key, pos.seq);
   }
+  if (base == nullptr) return;
+  interco::replication::v1::MemberReport relative;
+  relative.set_member(member);
+  relative.set_epoch(epoch);
+  relative.set_relative(true);
+  constexpr uint64_t kDeltaMax = std::numeric_limits<int64_t>::max();
+  size_t zeros = 0;  // deltas of 0 not written yet: left off if nothing follows
+  for (const auto& [key, pos] : *base) {
+    if (pos.seq == 0) continue;
+    auto h = held.find(key);
+    const uint64_t seq = h == held.end() ? 0 : h->second.seq;
+    if (seq > kDeltaMax || pos.seq > kDeltaMax) return;  // whole, then
+    const int64_t delta = static_cast<int64_t>(seq) - static_cast<int64_t>(pos.seq);
+    if (delta == 0) {
+      zeros++;
+      continue;
+    }
+    for (; zeros > 0; --zeros) relative.add_deltas(0);
+    relative.add_deltas(delta);
+  }
+  for (const auto& [key, pos] : held) {
+    if (pos.seq == 0) continue;
+    auto b = base->find(key);
+    if (b == base->end() || b->second.seq == 0) add(relative, key, pos.seq);
+  }
+  if (relative.ByteSizeLong() < out.ByteSizeLong()) out = std::move(relative);
+}
+
+absl::StatusOr<VersionVector> ReadReport(const interco::replication::v1::MemberReport& report,
+                                         const VersionVector* base) {
+  VersionVector held;
+  for (const auto& o : report.origins()) {
+    OriginPos& p = held[OriginKey{o.origin(), o.epoch()}];
+    p.seq = std::max(p.seq, o.seq());
+  }
+  if (!report.relative()) return held;
+  if (base == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("relative report of member ", report.member(), " without a base"));
+  }
+  int i = 0;
+  for (const auto& [key, pos] : *base) {
+    if (pos.seq == 0) continue;
+    const int64_t delta = i < report.deltas_size() ? report.deltas(i) : 0;
+    ++i;
+    // |delta| without overflow, then seq = base + delta within [0, 2^64).
+    const uint64_t magnitude = delta < 0 ? static_cast<uint64_t>(-(delta + 1)) + 1
+                                         : static_cast<uint64_t>(delta);
+    if ((delta < 0 && magnitude > pos.seq) ||
+        (delta > 0 && magnitude > std::numeric_limits<uint64_t>::max() - pos.seq)) {
+      return absl::InvalidArgumentError(absl::StrCat("relative report of member ",
+                                                     report.member(), ": delta ", delta,
+                                                     " does not fit its base's ", pos.seq));
+    }
+    const uint64_t seq = delta < 0 ? pos.seq - magnitude : pos.seq + magnitude;
+    if (seq > 0) held[key].seq = std::max(held[key].seq, seq);
+  }
+  if (i < report.deltas_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("relative report of member ", report.member(),
+                                                   ": ", report.deltas_size(),
+                                                   " deltas for a base of ", i));
+  }
+  return held;
 }
 
 void Stability::TakeIfHeld(uint32_t member, Member& m, const VersionVector& report,
@@ -78,17 +149,19 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
   TakeIfHeld(member, m, held, position);
 }
 
-void Stability::Report(const interco::replication::v1::StreamReports& in,
-                       const VersionVector& position) {
+size_t Stability::Report(const interco::replication::v1::StreamReports& in,
+                         const VersionVector& position, const VersionVector* base) {
+  size_t refused = 0;
   for (const auto& r : in.members()) {
     if (static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) continue;
-    VersionVector held;
-    for (const auto& o : r.origins()) {
-      OriginPos& p = held[OriginKey{o.origin(), o.epoch()}];
-      p.seq = std::max(p.seq, o.seq());
+    absl::StatusOr<VersionVector> held = ReadReport(r, base);
+    if (!held.ok()) {
+      refused++;
+      continue;
     }
-    Report(in.stream(), r.member(), held, position, r.epoch());
+    Report(in.stream(), r.member(), *held, position, r.epoch());
   }
+  return refused;
 }
 
 void Stability::Take(const std::string& stream, const VersionVector& position) {
@@ -189,13 +262,14 @@ const VersionVector* Stability::Reported(const std::string& stream, uint32_t mem
 }
 
 void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,
+                      const VersionVector* base,
                       interco::replication::v1::StreamReports& out) const {
   auto s = streams_.find(stream);
   if (s == streams_.end()) return;
   out.set_stream(stream);
   for (const auto& [member, m] : s->second) {
     if (member == skip || m.version <= since) continue;
-    WriteReport(member, m.epoch, m.reported, *out.add_members());
+    WriteReport(member, m.epoch, m.reported, base, *out.add_members());
   }
 }
 

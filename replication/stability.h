@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "interco/replication/v1/peer.pb.h"
 #include "replication/version_vector.h"
 
@@ -48,9 +49,17 @@ struct StabilitySummary {
   std::vector<uint32_t> excluded;
 };
 
-// `member`'s report stating `held`, made in its origin epoch `epoch`.
+// `member`'s report stating `held`, made in its origin epoch `epoch`: whole, or, given
+// `base` (the sender's position that the same status states) and where that is shorter,
+// against it (MemberReport.relative).
 void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
-                 interco::replication::v1::MemberReport& out);
+                 const VersionVector* base, interco::replication::v1::MemberReport& out);
+
+// What `report` states (seq only; max_hlc not set), read against `base` if relative.
+// INVALID_ARGUMENT for a relative report without a base, with more deltas than the base
+// has origin epochs, or with a delta below 0 - the base's seq.
+absl::StatusOr<VersionVector> ReadReport(const interco::replication::v1::MemberReport& report,
+                                         const VersionVector* base);
 
 class Stability {
  public:
@@ -68,7 +77,11 @@ class Stability {
   // backup, it may hold less than it said before).
   void Report(const std::string& stream, uint32_t member, const VersionVector& held,
               const VersionVector& position, uint32_t epoch = 1);
-  void Report(const interco::replication::v1::StreamReports& in, const VersionVector& position);
+  // The reports of a status, read with `base` (the sender's position of the stream that
+  // the status states, nullptr if none). Returns how many were refused as malformed
+  // (relative without a base).
+  size_t Report(const interco::replication::v1::StreamReports& in, const VersionVector& position,
+                const VersionVector* base);
 
   // Takes the newest reports of `stream` that `position` now allows.
   void Take(const std::string& stream, const VersionVector& position);
@@ -102,8 +115,9 @@ class Stability {
   // A counter that grows whenever a report grows.
   uint64_t version() const { return version_; }
   // Adds to `out` the reports of `stream` that grew after version `since`, except the
-  // report of `skip` (the receiver knows its own best).
-  void Write(const std::string& stream, uint64_t since, uint32_t skip,
+  // report of `skip` (the receiver knows its own best), relative to `base` where that is
+  // shorter (WriteReport).
+  void Write(const std::string& stream, uint64_t since, uint32_t skip, const VersionVector* base,
              interco::replication::v1::StreamReports& out) const;
 
  private:

@@ -20,6 +20,7 @@
 #include "replication/change_log.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
+#include "replication/replicator.h"
 #include "tests/testing/test_env.h"
 
 namespace interco {
@@ -151,7 +152,7 @@ class PeerAttackTest : public ::testing::Test {
     s.ctx = std::make_unique<grpc::ClientContext>();
     s.stream = s.stub->Sync(s.ctx.get());
     PeerMessage hello;
-    hello.mutable_hello()->set_protocol_version(5);
+    hello.mutable_hello()->set_protocol_version(replication::kProtocolVersion);
     hello.mutable_hello()->set_node(Origin(kLyon));
     hello.mutable_hello()->add_streams()->set_stream(kStream);
     EXPECT_TRUE(s.stream->Write(hello));

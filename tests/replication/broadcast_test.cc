@@ -52,7 +52,7 @@ class BroadcastTest : public EngineTest {
     engine_->OnConnected(peer);
     PeerMessage m;
     v1::Hello& h = *m.mutable_hello();
-    h.set_protocol_version(5);
+    h.set_protocol_version(replication::kProtocolVersion);
     h.set_node(peer);
     Fill(peer, view, *h.mutable_streams(), *h.mutable_sessions(), *h.mutable_push_streams(),
          *h.mutable_trees());

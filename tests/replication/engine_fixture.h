@@ -113,7 +113,7 @@ class EngineTest : public ::testing::Test {
   void Connect(uint32_t peer) {
     engine_->OnConnected(peer);
     PeerMessage m;
-    m.mutable_hello()->set_protocol_version(5);
+    m.mutable_hello()->set_protocol_version(kProtocolVersion);
     m.mutable_hello()->set_node(peer);
     m.mutable_hello()->add_streams()->set_stream(kStream);
     m.mutable_hello()->add_push_streams(kStream);

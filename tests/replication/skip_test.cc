@@ -73,7 +73,7 @@ class SkipTest : public EngineTest {
   void ConnectHolding(uint32_t peer, uint64_t seq) {
     engine_->OnConnected(peer);
     PeerMessage m;
-    m.mutable_hello()->set_protocol_version(5);
+    m.mutable_hello()->set_protocol_version(replication::kProtocolVersion);
     m.mutable_hello()->set_node(peer);
     auto* stream = m.mutable_hello()->add_streams();
     stream->set_stream(kStream);
@@ -150,7 +150,7 @@ TEST_F(SkipTest, ASkipOfBatchesHeldIsADuplicateNotAFork) {
   Replicator other(o, clock_, t, w.store, hasher_, w.trust);
   other.OnConnected(kR);
   PeerMessage hello;
-  hello.mutable_hello()->set_protocol_version(5);
+  hello.mutable_hello()->set_protocol_version(replication::kProtocolVersion);
   hello.mutable_hello()->set_node(kR);
   hello.mutable_hello()->add_streams()->set_stream(kStream);
   other.OnMessage(kR, hello);

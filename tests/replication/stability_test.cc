@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
+#include <map>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -106,7 +110,7 @@ TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
   s.Report(kStream, kA, Vv({{kA, 5}}), ours);
   s.Report(kStream, kC, Vv({{kA, 1}}), ours);
   v1::StreamReports all;
-  s.Write(kStream, 0, kC, all);
+  s.Write(kStream, 0, kC, nullptr, all);
   ASSERT_EQ(all.members_size(), 1);  // A's; C knows its own best
   EXPECT_EQ(all.members(0).member(), kA);
   ASSERT_EQ(all.members(0).origins_size(), 1);
@@ -115,18 +119,18 @@ TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
   const uint64_t sent = s.version();
   s.Report(kStream, kA, Vv({{kA, 4}}), ours);  // older: nothing new
   v1::StreamReports none;
-  s.Write(kStream, sent, kX, none);
+  s.Write(kStream, sent, kX, nullptr, none);
   EXPECT_EQ(none.members_size(), 0);
   s.Report(kStream, kC, Vv({{kA, 3}}), ours);
   v1::StreamReports grown;
-  s.Write(kStream, sent, kX, grown);
+  s.Write(kStream, sent, kX, nullptr, grown);
   ASSERT_EQ(grown.members_size(), 1);
   EXPECT_EQ(grown.members(0).member(), kC);
 
   // What a receiver reads back is the same report.
   Stability r(kX);
-  r.Report(all, ours);
-  r.Report(grown, ours);
+  r.Report(all, ours, nullptr);
+  r.Report(grown, ours, nullptr);
   r.Report(kStream, kV, Vv({{kA, 5}}), ours);
   EXPECT_EQ(Flat(r.Frontier(kStream, ours)), (Flattened{{kA, 3}}));
 }
@@ -144,7 +148,7 @@ TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
   s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}}));
   v1::StreamReports out;
-  s.Write(kStream, 0, kX, out);
+  s.Write(kStream, 0, kX, nullptr, out);
   for (const auto& r : out.members()) {
     if (r.member() == kC) {
       EXPECT_EQ(r.epoch(), 2u);
@@ -165,6 +169,104 @@ TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
   c2[OriginKey{kC, 2}].seq = 1;
   restarted.Report(kStream, kC, c2, with_c2, 2);
   EXPECT_EQ(restarted.Summarize(kStream, with_c2).waiting, 0u);
+}
+
+TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
+  // Reports relayed by a node are mostly near what it holds itself: written against its
+  // position, they are about a byte per origin epoch. Read back, each is the report.
+  auto nonzero = [](const VersionVector& vv) {
+    std::map<OriginKey, uint64_t> out;
+    for (const auto& [key, pos] : vv) {
+      if (pos.seq > 0) out[key] = pos.seq;
+    }
+    return out;
+  };
+  std::mt19937 rng(11);
+  size_t relative = 0;
+  for (int round = 0; round < 500; ++round) {
+    VersionVector held, base;
+    const uint64_t scale = round % 2 == 0 ? 6 : 1'000'000;
+    for (uint32_t origin = 1; origin <= 12; ++origin) {
+      for (uint32_t epoch = 1; epoch <= 2; ++epoch) {
+        const uint64_t b = rng() % 4 == 0 ? 0 : rng() % scale;
+        base[OriginKey{origin, epoch}].seq = b;  // zeros in a vector are no entry
+        const uint64_t h = rng() % 3 == 0 ? rng() % scale : b;
+        if (h > 0 || rng() % 2 == 0) held[OriginKey{origin, epoch}].seq = h;
+      }
+    }
+    v1::MemberReport report;
+    WriteReport(kC, 2, held, &base, report);
+    EXPECT_EQ(report.member(), kC);
+    EXPECT_EQ(report.epoch(), 2u);
+    absl::StatusOr<VersionVector> back = ReadReport(report, &base);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(nonzero(*back), nonzero(held)) << report.DebugString();
+    // Whole without a base; against one, never longer.
+    v1::MemberReport whole;
+    WriteReport(kC, 2, held, nullptr, whole);
+    EXPECT_FALSE(whole.relative());
+    EXPECT_EQ(static_cast<size_t>(whole.origins_size()), nonzero(held).size());
+    EXPECT_LE(report.ByteSizeLong(), whole.ByteSizeLong());
+    relative += report.relative() ? 1 : 0;
+  }
+  EXPECT_GT(relative, 400u);
+  // Holding what the base holds: nothing but the member and its epoch.
+  VersionVector same;
+  for (uint32_t origin = 1; origin <= 300; ++origin) same[OriginKey{origin, 1}].seq = 1000 + origin;
+  v1::MemberReport report;
+  WriteReport(kC, 1, same, &same, report);
+  EXPECT_TRUE(report.relative());
+  EXPECT_EQ(report.origins_size(), 0);
+  EXPECT_EQ(report.deltas_size(), 0);
+  // One origin behind by one, another unknown to the base: one delta after the zeros,
+  // and one entry.
+  VersionVector near = same;
+  near[OriginKey{150, 1}].seq -= 1;
+  near[OriginKey{301, 1}].seq = 7;
+  v1::MemberReport one;
+  WriteReport(kC, 1, near, &same, one);
+  ASSERT_TRUE(one.relative());
+  ASSERT_EQ(one.deltas_size(), 150);
+  EXPECT_EQ(one.deltas(149), -1);
+  ASSERT_EQ(one.origins_size(), 1);
+  EXPECT_EQ(one.origins(0).origin(), 301u);
+  EXPECT_LT(one.ByteSizeLong(), 200u);
+  // Holding nothing: the whole report (empty) is the shorter.
+  v1::MemberReport nothing;
+  WriteReport(kC, 1, VersionVector(), &same, nothing);
+  EXPECT_FALSE(nothing.relative());
+  EXPECT_EQ(nothing.origins_size(), 0);
+
+  // A relative report means nothing without its base, nor with deltas that do not fit it.
+  EXPECT_EQ(ReadReport(report, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::MemberReport too_many = one;
+  for (int i = 0; i < 200; ++i) too_many.add_deltas(0);
+  EXPECT_EQ(ReadReport(too_many, &same).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::MemberReport below = one;
+  below.set_deltas(0, -1002);  // origin 1 is at 1001
+  EXPECT_EQ(ReadReport(below, &same).status().code(), absl::StatusCode::kInvalidArgument);
+  below.set_deltas(0, -1001);  // holds none of it: fine
+  EXPECT_TRUE(ReadReport(below, &same).ok());
+  below.set_deltas(0, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(ReadReport(below, &same).status().code(), absl::StatusCode::kInvalidArgument);
+  VersionVector top;
+  top[OriginKey{1, 1}].seq = std::numeric_limits<uint64_t>::max() - 1;
+  v1::MemberReport over;
+  over.set_member(kC);
+  over.set_relative(true);
+  over.add_deltas(2);
+  EXPECT_EQ(ReadReport(over, &top).status().code(), absl::StatusCode::kInvalidArgument);
+
+  v1::StreamReports in;
+  in.set_stream(kStream);
+  *in.add_members() = report;
+  *in.add_members() = too_many;
+  Stability s(kV);
+  EXPECT_EQ(s.Report(in, same, nullptr), 2u);
+  EXPECT_TRUE(s.Heard(kStream).empty());
+  EXPECT_EQ(s.Report(in, same, &same), 1u);
+  EXPECT_EQ(s.Heard(kStream), std::vector<uint32_t>{kC});
+  EXPECT_EQ(Flat(*s.Reported(kStream, kC)), Flat(same));
 }
 
 TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
@@ -265,9 +367,16 @@ class StabilityEngineTest : public EngineTest {
       if (to != peer || !m.has_ack() || !m.ack().has_sessions()) continue;
       out.clear();
       for (const auto& r : m.ack().reports()) {
+        // Reports are written against the position the status states.
+        std::optional<VersionVector> base;
+        for (const auto& sp : m.ack().streams()) {
+          if (sp.stream() == r.stream()) base = FromProto(sp);
+        }
         for (const auto& member : r.members()) {
           if (member.member() == kV) continue;  // V's own, in every status
-          out[member.member()] = member.origins().empty() ? 0 : member.origins(0).seq();
+          absl::StatusOr<VersionVector> held = ReadReport(member, base ? &*base : nullptr);
+          EXPECT_TRUE(held.ok()) << held.status();
+          out[member.member()] = held.ok() ? (*held)[OriginKey{kA, 1}].seq : 0;
         }
       }
     }
@@ -318,6 +427,44 @@ TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
   Connect(kC);
   NextStatus();
   EXPECT_EQ(RelayedTo(kC), (std::map<uint32_t, uint64_t>{{kA, 2}, {kX, 2}}));
+}
+
+TEST_F(StabilityEngineTest, ARelativeReportIsReadAgainstThePositionItsStatusStates) {
+  Connect(kA);
+  Connect(kC);
+  SendCertificate(kA, kA);
+  SendBatch(kA, Write(1));
+  SendBatch(kA, Write(2));
+  Status(kA, 2);
+  // C holds A's 2 and relays X's report as what C holds but one less of A's.
+  v1::MemberReport behind;
+  behind.set_member(kX);
+  behind.set_relative(true);
+  behind.add_deltas(-1);
+  Status(kC, 2, {behind});
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 1}}));
+  // Then as exactly what C holds: no entry.
+  v1::MemberReport same;
+  same.set_member(kX);
+  same.set_relative(true);
+  Status(kC, 2, {same});
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+
+  // A status that does not state C's position of the stream gives a relative report no
+  // base: it is refused, and counted.
+  const uint64_t rejected = engine_->Stats()[kC].rejected;
+  v1::MemberReport ahead;
+  ahead.set_member(kX);
+  ahead.set_relative(true);
+  PeerMessage m;
+  v1::Ack& ack = *m.mutable_ack();
+  ack.mutable_sessions()->add_nodes(kV);
+  v1::StreamReports& r = *ack.add_reports();
+  r.set_stream(kStream);
+  *r.add_members() = ahead;
+  engine_->OnMessage(kC, m);
+  EXPECT_EQ(engine_->Stats()[kC].rejected, rejected + 1);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
 }
 
 TEST_F(StabilityEngineTest, AReportWaitsForItsMembersOwnChangesAndAnAckIsNone) {

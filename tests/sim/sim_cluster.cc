@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -9,6 +10,7 @@
 #include "replication/change_log.h"
 #include "replication/frame_codec.h"
 #include "replication/ids.h"
+#include "replication/stability.h"
 
 namespace interco::sim {
 namespace {
@@ -167,6 +169,22 @@ class World {
   // collect (false while one is).
   bool AllCollected(std::string* left);
   std::string CheckBoundedMetadata();
+  // The traffic counted so far; putting it back leaves out what came after (the
+  // exchanges after convergence that checks wait for are not the run's).
+  struct Traffic {
+    uint64_t messages, message_bytes, report_bytes, statuses, report_bytes_whole;
+  };
+  Traffic Counted() const {
+    return {result_.messages, result_.message_bytes, result_.report_bytes, result_.statuses,
+            result_.report_bytes_whole};
+  }
+  void RestoreTraffic(const Traffic& t) {
+    result_.messages = t.messages;
+    result_.message_bytes = t.message_bytes;
+    result_.report_bytes = t.report_bytes;
+    result_.statuses = t.statuses;
+    result_.report_bytes_whole = t.report_bytes_whole;
+  }
   // The removed elements of `f` but those whose add a collection refused (their tags stay
   // until a later epoch of their writer is stable: replication::StampedAtOrBelow).
   size_t RemovedKept(const replication::FieldState& f);
@@ -228,6 +246,24 @@ bool SimTransport::Send(uint32_t peer, const PeerMessage& message) {
   return world_.Send(self_, peer, message);
 }
 
+// What `reports` would weigh with each report written whole.
+size_t WholeReportBytes(const interco::replication::v1::Ack& ack,
+                        const interco::replication::v1::StreamReports& reports) {
+  std::optional<replication::VersionVector> base;
+  for (const auto& sp : ack.streams()) {
+    if (sp.stream() == reports.stream()) base = replication::FromProto(sp);
+  }
+  interco::replication::v1::StreamReports whole;
+  whole.set_stream(reports.stream());
+  for (const auto& r : reports.members()) {
+    absl::StatusOr<replication::VersionVector> held =
+        replication::ReadReport(r, base.has_value() ? &*base : nullptr);
+    INTERCO_CHECK(held.ok());  // the engine wrote them
+    replication::WriteReport(r.member(), r.epoch(), *held, nullptr, *whole.add_members());
+  }
+  return whole.ByteSizeLong();
+}
+
 Link* World::FindLink(int a, int b) {
   for (Link& l : links_) {
     if ((l.a == a && l.b == b) || (l.a == b && l.b == a)) return &l;
@@ -245,6 +281,14 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
     return false;
   }
   result_.messages++;
+  result_.message_bytes += m.ByteSizeLong();
+  if (m.ack().reports_size() > 0) {
+    result_.statuses++;
+    for (const auto& r : m.ack().reports()) {
+      result_.report_bytes += r.ByteSizeLong();
+      if (options_.measure_whole_reports) result_.report_bytes_whole += WholeReportBytes(m.ack(), r);
+    }
+  }
   const PeerMessage* sent = &m;
   PeerMessage altered;
   if (options_.byzantine_relay && from == 0 && !m.frames().empty()) {
@@ -1231,14 +1275,14 @@ SimResult World::Run() {
     // A status interval and a few exchanges for the tree to settle after the heal (the
     // suspected relay of a Byzantine run is never an uplink, which can leave its
     // neighbours to grafts: not checked there). Its messages are not the run's.
-    const uint64_t messages = result_.messages;
+    const Traffic counted = Counted();
     RunUntil(now_ + 6000);
     result_.failure = CheckTree();
-    result_.messages = messages;
+    RestoreTraffic(counted);
   }
   if (result_.failure.empty()) {
     // Reports reach every node in a status interval per link: everything becomes stable.
-    const uint64_t messages = result_.messages;
+    const Traffic counted = Counted();
     const int64_t settle_start = now_;
     std::string lagging;
     while (!StabilitySettled(&lagging)) {
@@ -1268,7 +1312,7 @@ SimResult World::Run() {
     }
     if (result_.failure.empty()) result_.failure = Check();
     if (result_.failure.empty()) result_.failure = CheckBoundedMetadata();
-    result_.messages = messages;
+    RestoreTraffic(counted);
   }
   result_.purged = purged_count_;
   for (Node& node : nodes_) {

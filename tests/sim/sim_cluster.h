@@ -43,6 +43,10 @@ struct SimOptions {
   // Fixed network for latency experiments (no faults): when > 0, every link has this
   // delay and the run uses `nodes_max` nodes in a full mesh.
   int64_t fixed_delay_ms = 0;
+  // Also count what the stability reports would weigh written whole, each report read
+  // back against its status's position and written again without it
+  // (SimResult::report_bytes_whole).
+  bool measure_whole_reports = false;
   // A Byzantine relay: node 0 alters about half of the batches of other origins it
   // forwards (a change's bytes, the header, or the signature), for the whole run. The
   // topology is then a full mesh, so that honest copies have a path.
@@ -77,6 +81,13 @@ struct SimResult {
   uint64_t writes = 0;
   uint64_t messages = 0;
   uint64_t messages_dropped = 0;
+  // Serialized bytes of the messages counted in `messages`; of them, the stability
+  // reports statuses carry (Ack.reports), and the statuses that carry some.
+  uint64_t message_bytes = 0;
+  uint64_t report_bytes = 0;
+  uint64_t statuses = 0;
+  // With SimOptions::measure_whole_reports: report_bytes had every report been whole.
+  uint64_t report_bytes_whole = 0;
   uint64_t crashes = 0;
   // Byzantine runs: batches the relay altered, and batches refused by the receivers
   // (unverified or malformed) over the run.
