@@ -149,8 +149,13 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   if (status) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
     ReadTrees(ack.trees(), peer);
+    std::set<std::string> read;  // one StreamReports per stream and status
     for (const auto& reports : ack.reports()) {
       if (!Replicates(reports.stream())) continue;
+      if (!read.insert(reports.stream()).second) {
+        peer.stats.rejected++;
+        continue;
+      }
       absl::StatusOr<VersionVector> ours = store_.Position(reports.stream());
       if (!ours.ok()) continue;
       // The base of relative reports: the sender's position the status states.

@@ -151,11 +151,24 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
 
 size_t Stability::Report(const interco::replication::v1::StreamReports& in,
                          const VersionVector& position, const VersionVector* base) {
+  // Decoding a relative report walks its base: a base no report may hold that many
+  // origin epochs of is no base (else a few bytes of report would cost the whole base).
+  size_t base_size = 0;
+  if (base != nullptr) {
+    for (const auto& [key, pos] : *base) base_size += pos.seq > 0 ? 1 : 0;
+    if (base_size > limits::kReportOriginsMax) base = nullptr;
+  }
   size_t refused = 0;
+  size_t read = 0;
   for (const auto& r : in.members()) {
-    if (static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) continue;
+    // An honest sender relays at most the members it keeps, and its own report.
+    if (++read > limits::kStreamMembersMax + 1 ||
+        static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) {
+      refused++;
+      continue;
+    }
     absl::StatusOr<VersionVector> held = ReadReport(r, base);
-    if (!held.ok()) {
+    if (!held.ok() || held->size() > limits::kReportOriginsMax) {
       refused++;
       continue;
     }

@@ -55,9 +55,10 @@ struct StabilitySummary {
 void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
                  const VersionVector* base, interco::replication::v1::MemberReport& out);
 
-// What `report` states (seq only; max_hlc not set), read against `base` if relative.
-// INVALID_ARGUMENT for a relative report without a base, with more deltas than the base
-// has origin epochs, or with a delta below 0 - the base's seq.
+// What `report` states (seq only; max_hlc not set), read against `base` if relative: a
+// delta per entry of the base with seq > 0, in key order. INVALID_ARGUMENT for a
+// relative report without a base, with more deltas than those entries, or with a delta
+// that takes a seq below 0 or beyond 2^64 - 1. Costs O(base): see Stability::Report.
 absl::StatusOr<VersionVector> ReadReport(const interco::replication::v1::MemberReport& report,
                                          const VersionVector* base);
 
@@ -78,8 +79,10 @@ class Stability {
   void Report(const std::string& stream, uint32_t member, const VersionVector& held,
               const VersionVector& position, uint32_t epoch = 1);
   // The reports of a status, read with `base` (the sender's position of the stream that
-  // the status states, nullptr if none). Returns how many were refused as malformed
-  // (relative without a base).
+  // the status states, nullptr if none). Returns how many were refused as malformed:
+  // relative without a base (or against one of more than kReportOriginsMax origin
+  // epochs), with deltas that do not fit it, of more origin epochs than that, or beyond
+  // kStreamMembersMax + 1 reports.
   size_t Report(const interco::replication::v1::StreamReports& in, const VersionVector& position,
                 const VersionVector* base);
 

@@ -198,7 +198,11 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
     WriteReport(kC, 2, held, &base, report);
     EXPECT_EQ(report.member(), kC);
     EXPECT_EQ(report.epoch(), 2u);
-    absl::StatusOr<VersionVector> back = ReadReport(report, &base);
+    // The receiver's base is the position as the status carries it.
+    v1::StreamPosition stated;
+    ToProto(kStream, base, stated);
+    const VersionVector received = FromProto(stated);
+    absl::StatusOr<VersionVector> back = ReadReport(report, &received);
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(nonzero(*back), nonzero(held)) << report.DebugString();
     // Whole without a base; against one, never longer.
@@ -267,6 +271,31 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
   EXPECT_EQ(s.Report(in, same, &same), 1u);
   EXPECT_EQ(s.Heard(kStream), std::vector<uint32_t>{kC});
   EXPECT_EQ(Flat(*s.Reported(kStream, kC)), Flat(same));
+
+  // A base of more origin epochs than a report may name is no base: a report of a few
+  // bytes would cost the walk of all of it.
+  VersionVector huge;
+  for (uint32_t o = 1; o <= limits::kReportOriginsMax + 1; ++o) huge[OriginKey{o, 1}].seq = 1;
+  v1::StreamReports against_huge;
+  against_huge.set_stream(kStream);
+  for (int i = 0; i < 3; ++i) {
+    v1::MemberReport& r = *against_huge.add_members();
+    r.set_member(kA);
+    r.set_relative(true);
+  }
+  Stability t(kV);
+  EXPECT_EQ(t.Report(against_huge, huge, &huge), 3u);
+  EXPECT_TRUE(t.Heard(kStream).empty());
+  // Nor are more reports read than members are kept, plus the sender's own.
+  v1::StreamReports many;
+  many.set_stream(kStream);
+  for (size_t i = 0; i < limits::kStreamMembersMax + 5; ++i) {
+    v1::MemberReport& r = *many.add_members();
+    r.set_member(kA);
+    r.set_relative(true);
+  }
+  EXPECT_EQ(t.Report(many, same, &same), 4u);
+  EXPECT_EQ(t.Heard(kStream), std::vector<uint32_t>{kA});
 }
 
 TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
@@ -452,17 +481,50 @@ TEST_F(StabilityEngineTest, ARelativeReportIsReadAgainstThePositionItsStatusStat
 
   // A status that does not state C's position of the stream gives a relative report no
   // base: it is refused, and counted.
-  const uint64_t rejected = engine_->Stats()[kC].rejected;
-  v1::MemberReport ahead;
-  ahead.set_member(kX);
-  ahead.set_relative(true);
-  PeerMessage m;
-  v1::Ack& ack = *m.mutable_ack();
-  ack.mutable_sessions()->add_nodes(kV);
-  v1::StreamReports& r = *ack.add_reports();
-  r.set_stream(kStream);
-  *r.add_members() = ahead;
-  engine_->OnMessage(kC, m);
+  uint64_t rejected = engine_->Stats()[kC].rejected;
+  v1::MemberReport unanchored;
+  unanchored.set_member(kX);
+  unanchored.set_relative(true);
+  unanchored.add_deltas(-2);  // read against anything, X would hold nothing
+  {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(kV);
+    v1::StreamReports& r = *ack.add_reports();
+    r.set_stream(kStream);
+    *r.add_members() = unanchored;
+    engine_->OnMessage(kC, m);
+  }
+  EXPECT_EQ(engine_->Stats()[kC].rejected, rejected + 1);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+  // Deltas that do not fit the base: refused, counted.
+  rejected = engine_->Stats()[kC].rejected;
+  v1::MemberReport below;
+  below.set_member(kX);
+  below.set_relative(true);
+  below.add_deltas(-3);  // C holds A's 2
+  Status(kC, 2, {below});
+  EXPECT_EQ(engine_->Stats()[kC].rejected, rejected + 1);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+  // A second set of reports of the stream in one status: refused, counted.
+  rejected = engine_->Stats()[kC].rejected;
+  {
+    PeerMessage m;
+    v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(kV);
+    auto* sp = ack.add_streams();
+    sp->set_stream(kStream);
+    auto* o = sp->add_origins();
+    o->set_origin(kA);
+    o->set_epoch(1);
+    o->set_seq(2);
+    for (int i = 0; i < 2; ++i) {
+      v1::StreamReports& r = *ack.add_reports();
+      r.set_stream(kStream);
+      *r.add_members() = behind;
+    }
+    engine_->OnMessage(kC, m);
+  }
   EXPECT_EQ(engine_->Stats()[kC].rejected, rejected + 1);
   EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
 }

@@ -1329,6 +1329,11 @@ SimResult World::Run() {
       result_.excluded_batches += st.excluded;
       result_.digests_matched += st.digests_matched;
       result_.skips_applied += st.skips_applied;
+      // Honest nodes send nothing malformed (a report that does not read back, say).
+      if (!options_.byzantine_relay && st.rejected > 0 && result_.failure.empty()) {
+        result_.failure = absl::StrCat("node ", node.siren, " rejected ", st.rejected,
+                                       " messages or reports of honest peers as malformed");
+      }
       // Honest writers are judged alike everywhere: nothing they wrote is refused.
       if (st.unauthorized > 0 && result_.failure.empty()) {
         result_.failure = absl::StrCat("node ", node.siren, " refused ", st.unauthorized,
