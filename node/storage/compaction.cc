@@ -32,12 +32,6 @@ namespace {
 constexpr int kCompactionRetriesMax = 3;
 // The compactor looks whether to stop every this many batches.
 constexpr size_t kStopCheckBatches = 16;
-// Folding: the hollow entries of an origin epoch read before a stretch is looked for
-// (cut at a run's end: a longer stretch becomes several skips, and the next compaction
-// folds those together), and the entries one commit group takes out at most (but for a
-// single stretch, up to a window and a run).
-constexpr size_t kFoldWindowEntries = 4096;
-constexpr size_t kFoldPassEntries = 4096;
 
 using interco::replication::v1::Batch;
 using interco::replication::v1::BatchHeader;
@@ -157,11 +151,11 @@ void RecordStore::FoldRegistry(const std::string& registry) {
   std::vector<std::vector<std::string>> folds;
   size_t fold_entries = 0;
   // Takes the window's stretches, handing the committer those taken so far before one
-  // would make the op go over kFoldPassEntries; false if the look through the log should
-  // stop.
+  // would make the op go over fold_window_entries_ (RecordStoreOptions); false if the
+  // look through the log should stop.
   auto take = [&]() -> bool {
     for (const auto& [first, last] : replication::FoldableStretches(window)) {
-      if (!folds.empty() && fold_entries + (last - first) > kFoldPassEntries) {
+      if (!folds.empty() && fold_entries + (last - first) > fold_window_entries_) {
         if (!SubmitCompaction(registry, {}, std::exchange(folds, {}))) return false;
         fold_entries = 0;
       }
@@ -193,7 +187,7 @@ void RecordStore::FoldRegistry(const std::string& registry) {
     window.push_back(std::move(batch));
     window_keys.emplace_back(ToView(it->key()));
     // Cut at a run's end only: the entry after it may start a stretch.
-    if (window.size() >= kFoldWindowEntries && !window.back().signature().empty() && !take()) {
+    if (window.size() >= fold_window_entries_ && !window.back().signature().empty() && !take()) {
       return;
     }
   }

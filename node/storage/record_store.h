@@ -82,6 +82,12 @@ struct RecordStoreOptions {
   uint64_t random_seed = 0;
   // Days the node's own audit chain ("node") is kept. Registries set their own.
   int32_t audit_retention_days = limits::kAuditRetentionDaysDefault;
+  // Folding hollow stretches of the change log into skips: the hollow entries of an
+  // origin epoch read before stretches are looked for (cut at a run's end: a longer
+  // stretch becomes several skips, which the next compaction folds together), and the
+  // entries one commit group takes out at most (but for a single stretch). At least 2.
+  // Default: 4,096.
+  size_t fold_window_entries = 4096;
 };
 
 // A page of audit events, newest first.
@@ -739,6 +745,7 @@ class RecordStore {
   bool opened_from_backup_ = false;
   replication::Clock& clock_;
   const int32_t node_audit_retention_days_;
+  const size_t fold_window_entries_;
   absl::Mutex audit_mu_;
   // Committed chain ends (written by the committer, read by ListAudit).
   absl::flat_hash_map<std::string, AuditChain> audit_chains_ ABSL_GUARDED_BY(audit_mu_);

@@ -459,7 +459,6 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
         << n->siren;
   }
 
-
   // More renames, another collection: the last rename of before goes hollow and the skip
   // now stands for it too; the new renames are a stretch of their own (the stade's
   // batch and the collection's stay between).
@@ -478,6 +477,90 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   EXPECT_EQ(skips, 2u);
   ASSERT_TRUE(epci_.Open(clock_).ok());
   epci_.store->SetSigner(&signer);
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  EXPECT_EQ(States(viriat_), States(epci_));
+  EXPECT_EQ(viriat_.store->Digest(kLieux)->live_sum, epci_.store->Digest(kLieux)->live_sum);
+  epci_.store.reset();  // before the signer goes
+}
+
+TEST_F(CompactionStoreTest, AStretchLongerThanTheFoldWindowBecomesSkipsThatTheNextCompactionJoins) {
+  // A window of 4 entries: the ten hollow renames are read in windows cut at 4, 8 and at
+  // the kept rename, and handed over at most 4 entries per commit group.
+  epci_.fold_window_entries = 4;
+  ASSERT_TRUE(epci_.Open(clock_).ok());
+  FixedSigner signer;
+  epci_.store->SetSigner(&signer);
+  const OriginKey epci{epci_.store->origin(), 1};
+  auto written = [&](auto write) {  // one signed run per write
+    write();
+    for (int tries = 0; tries < 500; ++tries) {
+      const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+      if (!log.empty() && !log.back().signature().empty()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ADD_FAILURE() << "the tail was not signed";
+  };
+  const size_t renames = 12;
+  for (size_t i = 0; i < renames; ++i) {
+    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
+  }
+  written([&] { Name(epci_, "stade", "Stade"); });
+  const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  auto first_seq = [](const Batch& b) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(b.header());
+    return h.first_seq();
+  };
+  size_t create = 0;
+  while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
+  ++create;  // renames 1 to 10 go hollow: whole[create] to whole[create + 9]
+  auto folded = [&](uint64_t at_least) {
+    for (int tries = 0; tries < 500; ++tries) {
+      if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return epci_.store->CollectedOf(kLieux)->folded_batches;
+  };
+  auto skips_of = [&](const std::vector<Batch>& log) {
+    std::vector<std::pair<uint64_t, std::string>> out;  // (skip_from, header)
+    for (const Batch& b : log) {
+      if (b.skip_from() > 0) out.emplace_back(b.skip_from(), b.header());
+    }
+    return out;
+  };
+  clock_.Advance(1000);
+  CollectAll();
+  EXPECT_EQ(folded(7), 7u);
+  EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, renames - 2);
+  std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  const uint64_t from = first_seq(whole[create]);
+  EXPECT_EQ(skips_of(log), (std::vector<std::pair<uint64_t, std::string>>{
+                               {from, whole[create + 3].header()},
+                               {from + 4, whole[create + 7].header()},
+                               {from + 8, whole[create + 9].header()}}));
+  ASSERT_EQ(log.size(), whole.size() + 1 - 7);  // the collection came in
+  EXPECT_EQ(log[create + 3].header(), whole[create + 10].header()) << "the last rename";
+  EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
+  // A store catching up takes the three skips one after the other.
+  ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
+  EXPECT_EQ(Held(viriat_), Held(epci_));
+  EXPECT_EQ(States(viriat_), States(epci_));
+
+  // The next compaction joins the skips, with the last rename of before now hollow, into
+  // one (the stade's batch and the collection's stay after it; the new renames but the
+  // last are a stretch of their own).
+  for (size_t i = 0; i < 4; ++i) {
+    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
+  }
+  clock_.Advance(1000);
+  CollectAll();
+  EXPECT_EQ(folded(7 + 3 + 2), 7u + 3 + 2);
+  log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  const auto skips = skips_of(log);
+  ASSERT_EQ(skips.size(), 2u);
+  EXPECT_EQ(skips[0], std::make_pair(from, whole[create + 10].header()));
+  EXPECT_EQ(log[create + 1].header(), whole[create + 11].header()) << "the stade";
   EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
   ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
   EXPECT_EQ(States(viriat_), States(epci_));

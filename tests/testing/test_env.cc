@@ -41,6 +41,7 @@ replication::LocalWrite Named(const std::string& nom) {
 absl::Status StoreNode::Open(replication::Clock& clock) {
   store.reset();
   node::RecordStoreOptions o;
+  if (fold_window_entries > 0) o.fold_window_entries = fold_window_entries;
   o.path = dir;
   o.authority = siren;
   o.clock = &clock;

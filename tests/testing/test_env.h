@@ -71,6 +71,8 @@ struct StoreNode {
   std::string siren;
   std::string dir;
   std::unique_ptr<node::RecordStore> store;
+  // RecordStoreOptions::fold_window_entries; 0: the store's default.
+  size_t fold_window_entries = 0;
   replication::Principal admin() const { return replication::Principal{kFederation, siren, "admin"}; }
   // Closes the store if it is open, then opens the one in `dir` with `clock`.
   absl::Status Open(replication::Clock& clock);
