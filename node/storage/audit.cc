@@ -3,6 +3,7 @@
 // staged by the committer into the same WriteBatch as what they describe, so an
 // acknowledged write is never missing from the log, and nothing unwritten is in it.
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -120,8 +121,16 @@ void RecordStore::AuditOutcome(const Op& op, GroupState& g) {
       e.set_action(AuditEvent::APPLY_BATCH);
       e.set_origin(replication::OriginToSiren(h.origin()));
       e.set_epoch(h.epoch());
-      e.set_first_seq(h.first_seq());
-      e.set_count(h.count());
+      if (op.logged_at > 0) {
+        // A skip: the batches it brought, from where it was logged.
+        const uint64_t count = op.remote->last_seq() - op.logged_at + 1;
+        e.set_first_seq(op.logged_at);
+        e.set_count(static_cast<uint32_t>(
+            std::min<uint64_t>(count, std::numeric_limits<uint32_t>::max())));
+      } else {
+        e.set_first_seq(h.first_seq());
+        e.set_count(h.count());
+      }
       break;
     }
   }

@@ -1654,7 +1654,10 @@ absl::Status RecordStore::StageRemoteChanges(Op& op, GroupState& g, RegistryRunt
                              }),
               marks.end());
   std::optional<Batch> rebased;
-  if (batch.raw.skip_from() > 0) rebased = replication::Skip(batch.raw, log_at);
+  if (batch.raw.skip_from() > 0) {
+    rebased = replication::Skip(batch.raw, log_at);
+    op.logged_at = log_at;
+  }
   const Batch& logged = rebased ? *rebased : batch.raw;
   g.batch.Put(db_->handle(Cf::kLog), ToSlice(keys::Log(op.registry, h.origin(), h.epoch(), log_at)),
               logged.SerializeAsString());

@@ -65,6 +65,9 @@ struct RecordStore::Op {
   // when it comes from this node's own log, applied again by a replay (not audited again).
   const replication::DecodedBatch* remote = nullptr;
   bool replayed = false;
+  // kApplyRemote of a skip, once staged: the sequence number its log entry went under
+  // (it brought every batch from there to its last).
+  uint64_t logged_at = 0;
   // kApplyRemote of a batch merged in slices: the first change the next slice merges,
   // and whether the op goes on in a next commit group (set by the slice just staged).
   size_t next_change = 0;

@@ -449,6 +449,17 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   ASSERT_EQ(viriat_log.size(), create + 1);
   EXPECT_EQ(viriat_log[create].skip_from(), first_seq(whole[create]));
   EXPECT_EQ(viriat_log[create].header(), skip.header());
+  {
+    // Audited as the batches it brought, from where it was logged.
+    auto audit = viriat_.store->ListAudit(RecordStore::AuditChainOf(kLieux), 1, "");
+    ASSERT_TRUE(audit.ok()) << audit.status();
+    ASSERT_EQ(audit->events.size(), 1u);
+    const interco::v1::AuditEvent& e = audit->events[0].event();
+    EXPECT_EQ(e.action(), interco::v1::AuditEvent::APPLY_BATCH);
+    EXPECT_TRUE(e.accepted());
+    EXPECT_EQ(e.first_seq(), first_seq(whole[create]));
+    EXPECT_EQ(e.count(), renames - 2);  // renames 1 to 10
+  }
   EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
   ASSERT_TRUE(CarryAll(epci_, viriat_).ok());
   ASSERT_TRUE(CarryAll(epci_, bourg_).ok());
