@@ -372,30 +372,38 @@ void Replicator::NoteSenderHolds(Peer& peer, const std::string& stream, const Ba
   sent = std::max(sent, last);
 }
 
+Replicator::Step Replicator::NotAuthorized(uint32_t peer_id, Peer& peer,
+                                           const std::string& stream, DecodedBatch batch,
+                                           const absl::Status& why) {
+  const BatchHeader& h = batch.header;
+  if (absl::IsUnavailable(why)) {
+    // Written under a policy version whose owner's change has not reached us: held (if
+    // it is the origin's next batch) and applied when the owner's change is.
+    peer.stats.policy_waits++;
+    const OriginKey key{h.origin(), h.epoch()};
+    absl::StatusOr<VersionVector> vv = store_.Position(stream);
+    const auto slot = std::make_pair(stream, key);
+    if (vv.ok() && Follows(batch, (*vv)[key].seq) &&
+        (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
+      held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
+    } else {
+      dropped_waiting_.try_emplace({stream, peer_id}, std::move(batch));
+    }
+    return Step::kWaiting;
+  }
+  // Authentic, but its origin may not write this registry (or was left out of a
+  // collection): refused, not forwarded.
+  CountRefusal(peer.stats, stream, h);
+  store_.OnRefused(peer_id, stream, &h, why);
+  return Step::kRefused;
+}
+
 Replicator::Step Replicator::HandleVerified(uint32_t peer_id, Peer& peer, const std::string& stream,
                                             DecodedBatch batch) {
   const BatchHeader& h = batch.header;
   const OriginKey key{h.origin(), h.epoch()};
   if (absl::Status why = store_.Authorize(stream, batch); !why.ok()) {
-    if (absl::IsUnavailable(why)) {
-      // Written under a policy version whose owner's change has not reached us: held (if
-      // it is the origin's next batch) and applied when the owner's change is.
-      peer.stats.policy_waits++;
-      absl::StatusOr<VersionVector> vv = store_.Position(stream);
-      const auto slot = std::make_pair(stream, key);
-      if (vv.ok() && Follows(batch, (*vv)[key].seq) &&
-          (held_.size() < options_.reorder_buffer_batches_max || held_.contains(slot))) {
-        held_.insert_or_assign(slot, Held{peer_id, std::move(batch)});
-      } else {
-        dropped_waiting_.try_emplace({stream, peer_id}, std::move(batch));
-      }
-      return Step::kWaiting;
-    }
-    // Authentic, but its origin may not write this registry (or was left out of a
-    // collection): refused, not forwarded.
-    CountRefusal(peer.stats, stream, h);
-    store_.OnRefused(peer_id, stream, &h, why);
-    return Step::kRefused;
+    return NotAuthorized(peer_id, peer, stream, std::move(batch), why);
   }
   // Whatever happens next, the sender holds this batch: never send it back.
   NoteSenderHolds(peer, stream, h);
@@ -604,7 +612,15 @@ void Replicator::Freeze(uint32_t peer_id, Peer& peer, const std::string& stream,
 bool Replicator::ApplyInOrder(uint32_t peer_id, Peer& peer, const std::string& stream,
                               DecodedBatch batch) {
   bool applied_any = false;
-  while (true) {
+  for (bool buffered_batch = false;; buffered_batch = true) {
+    // A buffered batch was authorized when it came; the policy may have moved since (a
+    // collection that left its origin out, applied meanwhile).
+    if (buffered_batch) {
+      if (absl::Status why = store_.Authorize(stream, batch); !why.ok()) {
+        NotAuthorized(peer_id, peer, stream, std::move(batch), why);
+        break;
+      }
+    }
     const BatchHeader& h = batch.header;
     const OriginKey key{h.origin(), h.epoch()};
     absl::StatusOr<VersionVector> vv = store_.Position(stream);

@@ -325,6 +325,10 @@ class Replicator {
   // What became of one verified batch.
   enum class Step { kApplied, kWaiting, kRefused };
   Step HandleVerified(uint32_t peer_id, Peer& peer, const std::string& stream, DecodedBatch batch);
+  // A verified batch the store does not authorize (`why`): held for its policy version
+  // (UNAVAILABLE) or refused and counted. Returns kWaiting or kRefused.
+  Step NotAuthorized(uint32_t peer_id, Peer& peer, const std::string& stream, DecodedBatch batch,
+                     const absl::Status& why);
   // The peer holds the batch with header `h`: it is not sent back.
   void NoteSenderHolds(Peer& peer, const std::string& stream,
                        const interco::replication::v1::BatchHeader& h);
