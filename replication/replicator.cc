@@ -859,6 +859,12 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       absl::StatusOr<VersionVector> vv = store_.Position(stream);
       if (!vv.ok()) continue;
       ToProto(stream, *vv, *ack->add_streams());
+      AddDigest(peer_id, peer, stream, now, *ack);
+      // A position of more origin epochs than a report may name makes no report anyone
+      // takes (nor a base: Stability::Report): none is sent.
+      size_t origin_epochs = 0;
+      for (const auto& [key, pos] : *vv) origin_epochs += pos.seq > 0 ? 1 : 0;
+      if (origin_epochs > limits::kReportOriginsMax) continue;
       // The position just stated is the base of the reports: each is then only where it
       // differs (ours, nowhere).
       interco::replication::v1::StreamReports& reports = *ack->add_reports();
@@ -867,7 +873,6 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
                        &*vv, reports);
       reports.set_stream(stream);
       WriteReport(options_.self, Epoch(stream), *vv, &*vv, *reports.add_members());
-      AddDigest(peer_id, peer, stream, now, *ack);
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
     for (const auto& [stream, vv] : out.acks) {

@@ -198,7 +198,7 @@ RecordStore::RecordStore(const RecordStoreOptions& options, std::unique_ptr<Rock
       db_(std::move(db)),
       clock_(*options.clock),
       node_audit_retention_days_(options.audit_retention_days),
-      fold_window_entries_(std::max<size_t>(options.fold_window_entries, 2)),
+      fold_window_entries_(std::clamp<size_t>(options.fold_window_entries, 2, 4096)),
       hlc_(*options.clock, 0),
       random_state_(options.random_seed ^ 0x9e3779b97f4a7c15ULL) {}
 

@@ -85,8 +85,8 @@ struct RecordStoreOptions {
   // Folding hollow stretches of the change log into skips: the hollow entries of an
   // origin epoch read before stretches are looked for (cut at a run's end: a longer
   // stretch becomes several skips, which the next compaction folds together), and the
-  // entries one commit group takes out at most (but for a single stretch). At least 2.
-  // Default: 4,096.
+  // entries one commit group takes out at most (but for a single stretch). From 2 to
+  // 4,096 (the default): a smaller window serves tests.
   size_t fold_window_entries = 4096;
 };
 
