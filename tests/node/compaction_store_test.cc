@@ -4,6 +4,7 @@
 // Batches are carried by hand (the engine's part: tests/sim/; processes:
 // tests/integration/federation_test.cc).
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -132,6 +133,35 @@ class CompactionStoreTest : public ::testing::Test {
       if (hollow >= at_least || tries == 200) return hollow;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+  }
+
+  // Where a log entry starts (a skip: its header's first batch).
+  static uint64_t FirstSeq(const Batch& b) {
+    interco::replication::v1::BatchHeader h;
+    h.ParseFromString(b.header());
+    return h.first_seq();
+  }
+
+  // Runs `write` on the EPCI (its store has a signer) and waits (bounded) until its log's
+  // tail is signed: one signed run per write, as an idle origin signs them.
+  void WrittenSigned(const std::function<void()>& write) {
+    write();
+    const OriginKey epci{epci_.store->origin(), 1};
+    for (int tries = 0; tries < 500; ++tries) {
+      const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+      if (!log.empty() && !log.back().signature().empty()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ADD_FAILURE() << "the tail was not signed";
+  }
+
+  // The EPCI's log entries folded into skips so far; waits (bounded) for `at_least`.
+  uint64_t Folded(uint64_t at_least) {
+    for (int tries = 0; tries < 500; ++tries) {
+      if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return epci_.store->CollectedOf(kLieux)->folded_batches;
   }
 
   std::map<std::string, std::string> States(Node& n) {
@@ -306,12 +336,7 @@ TEST_F(CompactionStoreTest, ANewStoreTakesAStretchOfHollowBatchesAsOneSkip) {
   size_t h1 = h0;
   while (h1 + 1 < log.size() && log[h1 + 1].hollow()) ++h1;
   ASSERT_EQ(h1 - h0 + 1, renames - 2);
-  auto first_seq = [](const Batch& b) {
-    interco::replication::v1::BatchHeader h;
-    h.ParseFromString(b.header());
-    return h.first_seq();
-  };
-  const uint64_t stretch_end = first_seq(log[h1]);  // one change per batch
+  const uint64_t stretch_end = FirstSeq(log[h1]);  // one change per batch
   // These stores check no signature (the engine does): a skip is a signed batch.
   auto skip_from = [&](uint64_t from) {
     Batch skip = replication::Skip(log[h1], from);
@@ -329,18 +354,18 @@ TEST_F(CompactionStoreTest, ANewStoreTakesAStretchOfHollowBatchesAsOneSkip) {
   // The owner's other batches first (the registry's policy), then Bourg takes the
   // stretch as one skip.
   for (size_t i = 0; i < h0; ++i) apply(bourg_, log[i]);
-  apply(bourg_, skip_from(first_seq(log[h0])));
+  apply(bourg_, skip_from(FirstSeq(log[h0])));
   EXPECT_EQ(Held(bourg_)[epci], stretch_end);
   for (size_t i = h1 + 1; i < log.size(); ++i) apply(bourg_, log[i]);
   ASSERT_TRUE(CarryAll(epci_, bourg_).ok());  // the other origins, if any
   EXPECT_EQ(States(bourg_), States(epci_));
   const std::vector<Batch> logged = *bourg_.store->ReadBatches(kLieux, epci, 0, 1000);
   ASSERT_EQ(logged.size(), log.size() - (h1 - h0));
-  EXPECT_EQ(logged[h0].skip_from(), first_seq(log[h0]));
+  EXPECT_EQ(logged[h0].skip_from(), FirstSeq(log[h0]));
   EXPECT_EQ(logged[h0].header(), log[h1].header());
   // Served from any point of the stretch.
   const std::vector<Batch> within =
-      *bourg_.store->ReadBatches(kLieux, epci, first_seq(log[h0]) + 2, 1);
+      *bourg_.store->ReadBatches(kLieux, epci, FirstSeq(log[h0]) + 2, 1);
   ASSERT_EQ(within.size(), 1u);
   EXPECT_EQ(within[0].header(), log[h1].header());
   EXPECT_THAT(*bourg_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
@@ -349,15 +374,15 @@ TEST_F(CompactionStoreTest, ANewStoreTakesAStretchOfHollowBatchesAsOneSkip) {
   EXPECT_EQ(bourg_.store->Digest(kLieux)->live_sum, epci_.store->Digest(kLieux)->live_sum);
   // Viriat holds the stretch's first two batches: the skip brings the rest.
   for (size_t i = 0; i < h0 + 2; ++i) apply(viriat_, log[i]);
-  apply(viriat_, skip_from(first_seq(log[h0])));
+  apply(viriat_, skip_from(FirstSeq(log[h0])));
   EXPECT_EQ(Held(viriat_)[epci], stretch_end);
   const std::vector<Batch> viriat_log = *viriat_.store->ReadBatches(kLieux, epci, 0, 1000);
   ASSERT_EQ(viriat_log.size(), h0 + 3);
-  EXPECT_EQ(viriat_log.back().skip_from(), first_seq(log[h0]) + 2);
+  EXPECT_EQ(viriat_log.back().skip_from(), FirstSeq(log[h0]) + 2);
   EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
   // A skip of batches held is refused as not the next one (the engine drops it first).
   const absl::StatusOr<replication::DecodedBatch> again =
-      replication::DecodeBatch(skip_from(first_seq(log[h0])), hasher);
+      replication::DecodeBatch(skip_from(FirstSeq(log[h0])), hasher);
   EXPECT_EQ(viriat_.store->ApplyRemoteBatch(kLieux, *again).code(),
             absl::StatusCode::kFailedPrecondition);
 }
@@ -374,27 +399,12 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   FixedSigner signer;
   epci_.store->SetSigner(&signer);
   const OriginKey epci{epci_.store->origin(), 1};
-  // One signed run per write, as an idle origin signs them.
-  auto written = [&](auto write) {
-    write();
-    for (int tries = 0; tries < 500; ++tries) {
-      const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-      if (!log.empty() && !log.back().signature().empty()) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    ADD_FAILURE() << "the tail was not signed";
-  };
   const size_t renames = 12;
   for (size_t i = 0; i < renames; ++i) {
-    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
+    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
   }
-  written([&] { Name(epci_, "stade", "Stade"); });
+  WrittenSigned([&] { Name(epci_, "stade", "Stade"); });
   const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-  auto first_seq = [](const Batch& b) {
-    interco::replication::v1::BatchHeader h;
-    h.ParseFromString(b.header());
-    return h.first_seq();
-  };
   // Bourg holds the first renames before the compaction; Viriat the first one only, as
   // the start of a run broken off by a crash (unsigned, its proof to come with the rest).
   size_t create = 0;
@@ -415,28 +425,21 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   apply(viriat_, broken);
   clock_.Advance(1000);
   CollectAll();
-  auto folded = [&](uint64_t at_least) {
-    for (int tries = 0; tries < 500; ++tries) {
-      if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return epci_.store->CollectedOf(kLieux)->folded_batches;
-  };
   // Renames 1 to 10: ten hollow batches, one entry.
-  EXPECT_EQ(folded(renames - 3), renames - 3);
+  EXPECT_EQ(Folded(renames - 3), renames - 3);
   EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, renames - 2);
   EXPECT_GT(epci_.store->CollectedOf(kLieux)->folded_bytes, 0u);
   std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
   ASSERT_EQ(log.size(), whole.size() + 1 - (renames - 3));  // the collection came in
   const Batch& skip = log[create];
-  EXPECT_EQ(skip.skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(skip.skip_from(), FirstSeq(whole[create]));
   EXPECT_EQ(skip.header(), whole[create + renames - 3].header());
   EXPECT_EQ(skip.signature(), whole[create + renames - 3].signature());
   EXPECT_TRUE(skip.hollow());
   EXPECT_EQ(log[create + 1].header(), whole[create + renames - 2].header()) << "the last rename";
   // Served from any point of the stretch.
   const std::vector<Batch> within =
-      *epci_.store->ReadBatches(kLieux, epci, first_seq(whole[create]) + 4, 1);
+      *epci_.store->ReadBatches(kLieux, epci, FirstSeq(whole[create]) + 4, 1);
   ASSERT_EQ(within.size(), 1u);
   EXPECT_EQ(within[0].header(), skip.header());
   EXPECT_THAT(*epci_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries, 2 records"));
@@ -447,7 +450,7 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   apply(viriat_, skip);
   const std::vector<Batch> viriat_log = *viriat_.store->ReadBatches(kLieux, epci, 0, 1000);
   ASSERT_EQ(viriat_log.size(), create + 1);
-  EXPECT_EQ(viriat_log[create].skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(viriat_log[create].skip_from(), FirstSeq(whole[create]));
   EXPECT_EQ(viriat_log[create].header(), skip.header());
   {
     // Audited as the batches it brought, from where it was logged.
@@ -457,7 +460,7 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
     const interco::v1::AuditEvent& e = audit->events[0].event();
     EXPECT_EQ(e.action(), interco::v1::AuditEvent::APPLY_BATCH);
     EXPECT_TRUE(e.accepted());
-    EXPECT_EQ(e.first_seq(), first_seq(whole[create]));
+    EXPECT_EQ(e.first_seq(), FirstSeq(whole[create]));
     EXPECT_EQ(e.count(), renames - 2);  // renames 1 to 10
   }
   EXPECT_THAT(*viriat_.store->CheckConsistency(), ::testing::StartsWith("ok: 1 registries"));
@@ -474,13 +477,13 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   // now stands for it too; the new renames are a stretch of their own (the stade's
   // batch and the collection's stay between).
   for (size_t i = 0; i < 4; ++i) {
-    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
+    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
   }
   clock_.Advance(1000);
   CollectAll();
-  EXPECT_EQ(folded(renames - 3 + 1 + 2), renames - 3 + 1 + 2);
+  EXPECT_EQ(Folded(renames - 3 + 1 + 2), renames - 3 + 1 + 2);
   log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-  EXPECT_EQ(log[create].skip_from(), first_seq(whole[create]));
+  EXPECT_EQ(log[create].skip_from(), FirstSeq(whole[create]));
   EXPECT_EQ(log[create].header(), whole[create + renames - 2].header());
   EXPECT_EQ(log[create + 1].header(), whole[create + renames - 1].header()) << "the stade";
   size_t skips = 0;
@@ -503,36 +506,15 @@ TEST_F(CompactionStoreTest, AStretchLongerThanTheFoldWindowBecomesSkipsThatTheNe
   FixedSigner signer;
   epci_.store->SetSigner(&signer);
   const OriginKey epci{epci_.store->origin(), 1};
-  auto written = [&](auto write) {  // one signed run per write
-    write();
-    for (int tries = 0; tries < 500; ++tries) {
-      const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-      if (!log.empty() && !log.back().signature().empty()) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    ADD_FAILURE() << "the tail was not signed";
-  };
   const size_t renames = 12;
   for (size_t i = 0; i < renames; ++i) {
-    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
+    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
   }
-  written([&] { Name(epci_, "stade", "Stade"); });
+  WrittenSigned([&] { Name(epci_, "stade", "Stade"); });
   const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-  auto first_seq = [](const Batch& b) {
-    interco::replication::v1::BatchHeader h;
-    h.ParseFromString(b.header());
-    return h.first_seq();
-  };
   size_t create = 0;
   while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
   ++create;  // renames 1 to 10 go hollow: whole[create] to whole[create + 9]
-  auto folded = [&](uint64_t at_least) {
-    for (int tries = 0; tries < 500; ++tries) {
-      if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return epci_.store->CollectedOf(kLieux)->folded_batches;
-  };
   auto skips_of = [&](const std::vector<Batch>& log) {
     std::vector<std::pair<uint64_t, std::string>> out;  // (skip_from, header)
     for (const Batch& b : log) {
@@ -542,10 +524,10 @@ TEST_F(CompactionStoreTest, AStretchLongerThanTheFoldWindowBecomesSkipsThatTheNe
   };
   clock_.Advance(1000);
   CollectAll();
-  EXPECT_EQ(folded(7), 7u);
+  EXPECT_EQ(Folded(7), 7u);
   EXPECT_EQ(epci_.store->CollectedOf(kLieux)->hollowed_batches, renames - 2);
   std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
-  const uint64_t from = first_seq(whole[create]);
+  const uint64_t from = FirstSeq(whole[create]);
   EXPECT_EQ(skips_of(log), (std::vector<std::pair<uint64_t, std::string>>{
                                {from, whole[create + 3].header()},
                                {from + 4, whole[create + 7].header()},
@@ -562,11 +544,11 @@ TEST_F(CompactionStoreTest, AStretchLongerThanTheFoldWindowBecomesSkipsThatTheNe
   // one (the stade's batch and the collection's stay after it; the new renames but the
   // last are a stretch of their own).
   for (size_t i = 0; i < 4; ++i) {
-    written([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
+    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine bis ", i)); });
   }
   clock_.Advance(1000);
   CollectAll();
-  EXPECT_EQ(folded(7 + 3 + 2), 7u + 3 + 2);
+  EXPECT_EQ(Folded(7 + 3 + 2), 7u + 3 + 2);
   log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
   const auto skips = skips_of(log);
   ASSERT_EQ(skips.size(), 2u);

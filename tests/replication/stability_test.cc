@@ -416,14 +416,19 @@ class StabilityEngineTest : public EngineTest {
     clock_.Advance(Options().status_interval_ms);
     engine_->Tick();
   }
+
+  // Sessions with A and C; A's first two batches applied here.
+  void ConnectAndTakeTwoOfAs() {
+    Connect(kA);
+    Connect(kC);
+    SendCertificate(kA, kA);
+    SendBatch(kA, Write(1));
+    SendBatch(kA, Write(2));
+  }
 };
 
 TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
-  Connect(kA);
-  Connect(kC);
-  SendCertificate(kA, kA);
-  SendBatch(kA, Write(1));
-  SendBatch(kA, Write(2));
+  ConnectAndTakeTwoOfAs();
   ASSERT_EQ(Held(kA), 2u);
   // C's Hello said it holds nothing.
   EXPECT_TRUE(Frontier().empty());
@@ -459,11 +464,7 @@ TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
 }
 
 TEST_F(StabilityEngineTest, ARelativeReportIsReadAgainstThePositionItsStatusStates) {
-  Connect(kA);
-  Connect(kC);
-  SendCertificate(kA, kA);
-  SendBatch(kA, Write(1));
-  SendBatch(kA, Write(2));
+  ConnectAndTakeTwoOfAs();
   Status(kA, 2);
   // C holds A's 2 and relays X's report as what C holds but one less of A's.
   v1::MemberReport behind;
