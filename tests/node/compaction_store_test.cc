@@ -155,6 +155,24 @@ class CompactionStoreTest : public ::testing::Test {
     ADD_FAILURE() << "the tail was not signed";
   }
 
+  // On the EPCI (its store has a signer): `renames` names of the piscine, then the
+  // stade's, each a signed run. Returns its log, and in `first_rename` the index of the
+  // piscine's first rename (the batch after its create).
+  std::vector<Batch> RenamesThenStade(size_t renames, size_t& first_rename) {
+    for (size_t i = 0; i < renames; ++i) {
+      WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
+    }
+    WrittenSigned([&] { Name(epci_, "stade", "Stade"); });
+    const OriginKey epci{epci_.store->origin(), 1};
+    std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+    first_rename = 0;
+    while (first_rename < whole.size() && whole[first_rename].changes_size() == 0) {
+      ++first_rename;  // the policy
+    }
+    ++first_rename;  // the create
+    return whole;
+  }
+
   // The EPCI's log entries folded into skips so far; waits (bounded) for `at_least`.
   uint64_t Folded(uint64_t at_least) {
     for (int tries = 0; tries < 500; ++tries) {
@@ -400,16 +418,11 @@ TEST_F(CompactionStoreTest, HollowStretchesAreFoldedIntoSkipsInPlace) {
   epci_.store->SetSigner(&signer);
   const OriginKey epci{epci_.store->origin(), 1};
   const size_t renames = 12;
-  for (size_t i = 0; i < renames; ++i) {
-    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
-  }
-  WrittenSigned([&] { Name(epci_, "stade", "Stade"); });
-  const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  // The record's create stays; the renames after it but the last go hollow.
+  size_t create = 0;
+  const std::vector<Batch> whole = RenamesThenStade(renames, create);
   // Bourg holds the first renames before the compaction; Viriat the first one only, as
   // the start of a run broken off by a crash (unsigned, its proof to come with the rest).
-  size_t create = 0;
-  while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
-  ++create;  // the record's create stays; the renames after it but the last go hollow
   Sha256Hasher hasher;
   auto apply = [&](Node& n, const Batch& b) {
     absl::StatusOr<replication::DecodedBatch> d = replication::DecodeBatch(b, hasher);
@@ -507,14 +520,9 @@ TEST_F(CompactionStoreTest, AStretchLongerThanTheFoldWindowBecomesSkipsThatTheNe
   epci_.store->SetSigner(&signer);
   const OriginKey epci{epci_.store->origin(), 1};
   const size_t renames = 12;
-  for (size_t i = 0; i < renames; ++i) {
-    WrittenSigned([&] { Name(epci_, "piscine", absl::StrCat("Piscine ", i)); });
-  }
-  WrittenSigned([&] { Name(epci_, "stade", "Stade"); });
-  const std::vector<Batch> whole = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
+  // Renames 1 to 10 go hollow: whole[create] to whole[create + 9].
   size_t create = 0;
-  while (create < whole.size() && whole[create].changes_size() == 0) ++create;  // policy
-  ++create;  // renames 1 to 10 go hollow: whole[create] to whole[create + 9]
+  const std::vector<Batch> whole = RenamesThenStade(renames, create);
   auto skips_of = [&](const std::vector<Batch>& log) {
     std::vector<std::pair<uint64_t, std::string>> out;  // (skip_from, header)
     for (const Batch& b : log) {
