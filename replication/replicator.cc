@@ -158,14 +158,7 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
       }
       absl::StatusOr<VersionVector> ours = store_.Position(reports.stream());
       if (!ours.ok()) continue;
-      // The base of relative reports: the sender's position the status states.
-      std::optional<VersionVector> base;
-      for (const auto& sp : ack.streams()) {
-        if (sp.stream() == reports.stream()) {
-          base = FromProto(sp);
-          break;
-        }
-      }
+      const std::optional<VersionVector> base = StatedPosition(ack, reports.stream());
       peer.stats.rejected +=
           stability_.Report(reports, *ours, base.has_value() ? &*base : nullptr);
     }
@@ -860,11 +853,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       if (!vv.ok()) continue;
       ToProto(stream, *vv, *ack->add_streams());
       AddDigest(peer_id, peer, stream, now, *ack);
-      // A position of more origin epochs than a report may name makes no report anyone
-      // takes (nor a base: Stability::Report): none is sent.
-      size_t origin_epochs = 0;
-      for (const auto& [key, pos] : *vv) origin_epochs += pos.seq > 0 ? 1 : 0;
-      if (origin_epochs > limits::kReportOriginsMax) continue;
+      if (!MayBeReportBase(*vv)) continue;  // no report of it could be taken
       // The position just stated is the base of the reports: each is then only where it
       // differs (ours, nowhere).
       interco::replication::v1::StreamReports& reports = *ack->add_reports();

@@ -70,6 +70,20 @@ void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
   if (relative.ByteSizeLong() < out.ByteSizeLong()) out = std::move(relative);
 }
 
+bool MayBeReportBase(const VersionVector& position) {
+  size_t origin_epochs = 0;
+  for (const auto& [key, pos] : position) origin_epochs += pos.seq > 0 ? 1 : 0;
+  return origin_epochs <= limits::kReportOriginsMax;
+}
+
+std::optional<VersionVector> StatedPosition(const interco::replication::v1::Ack& ack,
+                                            const std::string& stream) {
+  for (const auto& sp : ack.streams()) {
+    if (sp.stream() == stream) return FromProto(sp);
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<VersionVector> ReadReport(const interco::replication::v1::MemberReport& report,
                                          const VersionVector* base) {
   VersionVector held;
@@ -151,13 +165,7 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
 
 size_t Stability::Report(const interco::replication::v1::StreamReports& in,
                          const VersionVector& position, const VersionVector* base) {
-  // Decoding a relative report walks its base: a base no report may hold that many
-  // origin epochs of is no base (else a few bytes of report would cost the whole base).
-  size_t base_size = 0;
-  if (base != nullptr) {
-    for (const auto& [key, pos] : *base) base_size += pos.seq > 0 ? 1 : 0;
-    if (base_size > limits::kReportOriginsMax) base = nullptr;
-  }
+  if (base != nullptr && !MayBeReportBase(*base)) base = nullptr;
   size_t refused = 0;
   size_t read = 0;
   for (const auto& r : in.members()) {

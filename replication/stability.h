@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -61,6 +62,18 @@ void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
 // that takes a seq below 0 or beyond 2^64 - 1. Costs O(base): see Stability::Report.
 absl::StatusOr<VersionVector> ReadReport(const interco::replication::v1::MemberReport& report,
                                          const VersionVector* base);
+
+// Whether `position` may be the base of relative reports: it names at most as many
+// origin epochs (with a change) as a report may (limits::kReportOriginsMax). Reading a
+// relative report walks its base; a larger one would make a few bytes cost all of it,
+// and no report of that size is taken anyway. A node sends no reports of a stream whose
+// position is not one.
+bool MayBeReportBase(const VersionVector& position);
+
+// The position of `stream` that the status `ack` states (Ack.streams, its first entry
+// for the stream): the base of the status's relative reports of it.
+std::optional<VersionVector> StatedPosition(const interco::replication::v1::Ack& ack,
+                                            const std::string& stream);
 
 class Stability {
  public:

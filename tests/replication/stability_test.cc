@@ -397,10 +397,7 @@ class StabilityEngineTest : public EngineTest {
       out.clear();
       for (const auto& r : m.ack().reports()) {
         // Reports are written against the position the status states.
-        std::optional<VersionVector> base;
-        for (const auto& sp : m.ack().streams()) {
-          if (sp.stream() == r.stream()) base = FromProto(sp);
-        }
+        const std::optional<VersionVector> base = StatedPosition(m.ack(), r.stream());
         for (const auto& member : r.members()) {
           if (member.member() == kV) continue;  // V's own, in every status
           absl::StatusOr<VersionVector> held = ReadReport(member, base ? &*base : nullptr);

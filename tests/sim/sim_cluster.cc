@@ -249,10 +249,8 @@ bool SimTransport::Send(uint32_t peer, const PeerMessage& message) {
 // What `reports` would weigh with each report written whole.
 size_t WholeReportBytes(const interco::replication::v1::Ack& ack,
                         const interco::replication::v1::StreamReports& reports) {
-  std::optional<replication::VersionVector> base;
-  for (const auto& sp : ack.streams()) {
-    if (sp.stream() == reports.stream()) base = replication::FromProto(sp);
-  }
+  const std::optional<replication::VersionVector> base =
+      replication::StatedPosition(ack, reports.stream());
   interco::replication::v1::StreamReports whole;
   whole.set_stream(reports.stream());
   for (const auto& r : reports.members()) {
