@@ -1,12 +1,16 @@
 #include "tests/testing/test_env.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -185,7 +189,71 @@ std::string ClientTlsDir(const std::string& siren, const std::string& client) {
   return absl::StrCat(DevCertsDir(), "/clients/", siren, "/", client);
 }
 
+namespace {
+
+// The first port of the kernel's ephemeral range (the ports it gives outgoing
+// connections and bind(0)); 32768 if it cannot be read.
+int EphemeralPortsStart() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0;
+  if (in >> first && first > 1024) return first;
+  return 32768;
+}
+
+bool BindsNow(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  // As the node's gRPC listeners do: a port left in TIME_WAIT by a stopped node is free.
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+}  // namespace
+
 int FreePort() {
+  // Ports below the ephemeral range, so that no outgoing connection is ever given one, each
+  // reserved for the life of this process by a lock on a file that every test process on
+  // the machine shares: between the moment a test picks a port and the moment a node binds
+  // it (or binds it again after a restart), no other test can take it.
+  static std::mutex mu;
+  std::lock_guard<std::mutex> l(mu);
+  static const std::string dir = [] {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string d = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp",
+                                 "/interco-test-ports");
+    if (mkdir(d.c_str(), 01777) == 0) chmod(d.c_str(), 01777);
+    return d;
+  }();
+  const int first = 10000;
+  const int last = std::min(EphemeralPortsStart(), 65536) - 1;
+  const int count = last - first + 1;
+  if (count >= 256) {
+    static uint32_t next = static_cast<uint32_t>(getpid()) * 2654435761u;
+    for (int tried = 0; tried < count; ++tried) {
+      const int port = first + static_cast<int>(next++ % static_cast<uint32_t>(count));
+      const std::string path = absl::StrCat(dir, "/", port);
+      const int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+      if (fd < 0) break;  // The directory cannot be used: fall back to the kernel's choice.
+      if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        continue;
+      }
+      if (!BindsNow(port)) {
+        close(fd);
+        continue;
+      }
+      return port;  // `fd` stays open: the lock lasts as long as this process.
+    }
+  }
+  ADD_FAILURE() << "no reservable port in " << first << ".." << last << " under " << dir
+                << "; taking one of the kernel's, which another process may take first";
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -292,7 +360,7 @@ bool NodeProcess::Start(std::string* error) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (error != nullptr) *error = "node did not come up within 20 s";
+  if (error != nullptr) *error = absl::StrCat("node did not come up within 20 s: ", Log());
   Kill();
   return false;
 }

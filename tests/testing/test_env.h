@@ -53,7 +53,9 @@ const std::string& ForeignCertsDir();
 std::string NodeTlsDir(const std::string& siren);
 std::string ClientTlsDir(const std::string& siren, const std::string& client = "app");
 
-// A loopback port that was free a moment ago.
+// A loopback port, free when it is returned and reserved for this process until it exits:
+// no other test process is given it, and no outgoing connection can take it (it lies
+// below the kernel's ephemeral range), so a node can bind it again after a restart.
 int FreePort();
 
 // An mTLS channel to 127.0.0.1:port presenting the certificates in `tls_dir`.
