@@ -4,6 +4,7 @@
 // deterministic signer (the node's Ed25519 path is tested in tests/node/trust_test.cc).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/change_log.h"
+#include "replication/exclusion.h"
 #include "replication/hlc.h"
 #include "replication/policy.h"
 #include "replication/ids.h"
@@ -486,6 +488,59 @@ TEST_F(PolicyVersionsTest, APolicyChangeByAnyoneButTheOwnerIsRefusedAndNotForwar
   EXPECT_FALSE(v_.store.Policies(kStream)->Current().MayWrite(kR));
   engine_->Tick();
   EXPECT_EQ(BatchesSentTo(kR, kC), 0);
+}
+
+// A batch kept for a gap was authorized when it came; a collection applied before the gap
+// fills may have left its origin out since. It is judged again when it is taken: refused
+// as left out (and counted so), not handed to the store as if it were still authorized.
+TEST_F(PolicyVersionsTest, ABatchKeptForAGapIsJudgedAgainAfterACollectionLeftItsOriginOut) {
+  const Batch added = SetPolicy(WritersC());
+  Deliver(c_, added);
+  const std::vector<Batch> c = {c_.Write("mairie", "Mairie"), c_.Write("ecole", "École"),
+                                c_.Write("stade", "Stade")};
+  // The owner holds C's first two batches, deletes a record of its own, and collects its
+  // tombstone leaving C out at its second batch (absent since, say).
+  Deliver(a_, c[0]);
+  Deliver(a_, c[1]);
+  const Batch created = a_.Write("piscine", "Piscine");
+  LocalWrite del;
+  del.kind = LocalWrite::Kind::kDelete;
+  a_.store.Commit(kStream, {{"piscine", del}});
+  const Batch deleted = LastBatch(a_);
+  CollectionPlan plan;
+  plan.frontier[OriginKey{kA, 1}] = a_.store.Position(kStream)->at(OriginKey{kA, 1});
+  plan.members = {kA, kC, kV};
+  std::sort(plan.members.begin(), plan.members.end());
+  plan.excluded = {kC};
+  plan.cuts[OriginKey{kC, 1}] = a_.store.Position(kStream)->at(OriginKey{kC, 1});
+  ASSERT_TRUE(*a_.store.Collect(kStream, plan));
+  const Batch collection = LastBatch(a_);
+  ASSERT_EQ(Held(kC), 0u);
+
+  // V takes the policy that lets C write, C's first batch, then its third (kept for the
+  // gap: authorized then).
+  Connect(kA);
+  Connect(kC);
+  SendCertificate(kA, kA);
+  SendBatch(kA, added);
+  SendCertificate(kC, kC);
+  SendBatch(kC, c[0]);
+  SendBatch(kC, c[2]);
+  ASSERT_EQ(Held(kC), 1u);
+  ASSERT_EQ(Stats(kC).gaps, 1u);
+  // The owner's next changes, the collection last, reach V before the gap fills.
+  for (const Batch* b : {&created, &deleted, &collection}) SendBatch(kA, *b);
+  ASSERT_EQ(Held(kA), a_.store.Position(kStream)->at(OriginKey{kA, 1}).seq);
+  BatchHeader third;
+  ASSERT_TRUE(third.ParseFromString(c[2].header()));
+  ASSERT_FALSE(v_.store.ExclusionsOf(kStream).Judge(third).ok()) << "C was not left out";
+
+  // C's second batch is at the cut: taken. The third, beyond it, is refused as left out.
+  SendBatch(kC, c[1]);
+  EXPECT_EQ(Held(kC), 2u);
+  EXPECT_EQ(Stats(kC).excluded, 1u);
+  EXPECT_EQ(Stats(kC).rejected, 0u) << "the kept batch went to the store unjudged";
+  EXPECT_EQ(v_.store.Records(kStream).count("stade"), 0u);
 }
 
 // One signature per run: an origin under load signs the last batch of a run, whose
