@@ -263,7 +263,7 @@ TEST_F(ApiTest, AuditLogRecordsWritesAndRefusalsInAHashChain) {
   };
   // The refusal before the store is appended asynchronously: wait for it.
   v1::ListAuditEventsResponse page;
-  for (int i = 0; i < 50; ++i) {
+  for (int i = 0; i < 500; ++i) {
     page.Clear();
     ASSERT_TRUE(list(*admin, "", 100, &page).ok());
     if (page.events_size() >= 4) break;

@@ -100,7 +100,13 @@ TEST(CrashTest, KillNineUnderLoadLosesNoAcknowledgedWrite) {
         }
       });
     }
-    // Let the load run, then kill the node without warning.
+    // Let the load run (from its first acknowledged write: the writers' handshakes with a
+    // node just restarted take their time on a slow build), then kill the node without
+    // warning.
+    const auto first_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (acked_now.load() == 0 && std::chrono::steady_clock::now() < first_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     const auto wait_ms = std::uniform_int_distribution<int>(300, 1200)(rng);
     std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     node.Kill();

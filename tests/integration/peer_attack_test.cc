@@ -181,7 +181,7 @@ class PeerAttackTest : public ::testing::Test {
 
   template <typename Pred>
   bool WaitFor(Pred pred) {
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < 600; ++i) {
       if (pred()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

@@ -86,8 +86,9 @@ class RestoreTest : public ::testing::Test {
     return stub->GetRegistry(&ctx, req, &r).ok() ? r.record_count() : -1;
   }
 
+  // Within 60 s (a reconnection after a restart waits for the dialer's backoff, up to 5 s).
   static bool WaitForCount(NodeProcess& node, const std::string& siren, int64_t n) {
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 1200; ++i) {
       if (Count(node, siren) == n) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -164,7 +165,7 @@ TEST_F(RestoreTest, WithoutANewEpochTheReusedCountersAreAForkThatFreezesTheOrigi
   // to the one it just wrote: the node finds out that its store was an old copy and
   // freezes its own origin (it is not silently continued).
   v1::NodeInfo info;
-  for (int i = 0; i < 200 && info.frozen_origins_size() == 0; ++i) {
+  for (int i = 0; i < 1200 && info.frozen_origins_size() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     info = Info(*lyon, kLyon);
   }

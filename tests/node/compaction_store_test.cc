@@ -130,7 +130,7 @@ class CompactionStoreTest : public ::testing::Test {
         if (!batches.ok()) return 0;
         for (const Batch& b : *batches) hollow += b.hollow();
       }
-      if (hollow >= at_least || tries == 200) return hollow;
+      if (hollow >= at_least || tries == 1000) return hollow;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
@@ -147,7 +147,7 @@ class CompactionStoreTest : public ::testing::Test {
   void WrittenSigned(const std::function<void()>& write) {
     write();
     const OriginKey epci{epci_.store->origin(), 1};
-    for (int tries = 0; tries < 500; ++tries) {
+    for (int tries = 0; tries < 5000; ++tries) {
       const std::vector<Batch> log = *epci_.store->ReadBatches(kLieux, epci, 0, 1000);
       if (!log.empty() && !log.back().signature().empty()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -175,7 +175,7 @@ class CompactionStoreTest : public ::testing::Test {
 
   // The EPCI's log entries folded into skips so far; waits (bounded) for `at_least`.
   uint64_t Folded(uint64_t at_least) {
-    for (int tries = 0; tries < 500; ++tries) {
+    for (int tries = 0; tries < 1000; ++tries) {
       if (epci_.store->CollectedOf(kLieux)->folded_batches >= at_least) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }

@@ -330,7 +330,7 @@ TEST_F(TrustStoreTest, ATailIsSignedEvenWhileOtherRegistriesKeepTheNodeBusy) {
   w.fields["nom"].set_string_value("piscine");
   ASSERT_TRUE(store->Write("equipements", "piscine", w, me).ok());
   bool signed_in_time = false;
-  for (int i = 0; i < 100 && !signed_in_time; ++i) {
+  for (int i = 0; i < 2000 && !signed_in_time; ++i) {
     auto batches = store->ReadBatches("equipements", {Origin(kLyon), 1}, 0, 10);
     signed_in_time = batches.ok() && batches->size() == 1 && !batches->back().signature().empty();
     if (!signed_in_time) std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -5,12 +5,12 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +20,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/support/channel_arguments.h>
@@ -191,13 +192,18 @@ std::string ClientTlsDir(const std::string& siren, const std::string& client) {
 
 namespace {
 
-// The first port of the kernel's ephemeral range (the ports it gives outgoing
-// connections and bind(0)); 32768 if it cannot be read.
-int EphemeralPortsStart() {
+// Ports outside the kernel's ephemeral range (those it gives outgoing connections and
+// bind(0)): from 10000 up to below that range, or above it if too few are left below.
+std::pair<int, int> ReservablePorts() {
   std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
-  int first = 0;
-  if (in >> first && first > 1024) return first;
-  return 32768;
+  int first = 32768, last = 60999;
+  if (!(in >> first >> last) || first < 1 || last < first || last > 65535) {
+    first = 32768;
+    last = 60999;
+  }
+  constexpr int kLow = 10000, kEnough = 1024;
+  if (first - kLow >= kEnough) return {kLow, first - 1};
+  return {last + 1, 65535};
 }
 
 bool BindsNow(int port) {
@@ -231,8 +237,7 @@ int FreePort() {
     if (mkdir(d.c_str(), 01777) == 0) chmod(d.c_str(), 01777);
     return d;
   }();
-  const int first = 10000;
-  const int last = std::min(EphemeralPortsStart(), 65536) - 1;
+  const auto [first, last] = ReservablePorts();
   const int count = last - first + 1;
   if (count >= 256) {
     static uint32_t next = static_cast<uint32_t>(getpid()) * 2654435761u;
@@ -325,8 +330,13 @@ bool NodeProcess::Start(std::string* error) {
       absl::StrCat("--durability=", options_.durability),
   };
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
+  const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // A node outlives no test: killed with the test process however that ends (its
+    // ports' reservations end with it, and another test could be given them).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
     FILE* log = std::fopen(log_path_.c_str(), "a");
     if (log != nullptr) {
       dup2(fileno(log), STDERR_FILENO);
