@@ -88,7 +88,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(NodeConfig config) {
     po.digest_interval_ms = int64_t{config.digest_interval_seconds()} * 1000;
     po.auto_repair = config.auto_repair();
     absl::StatusOr<std::unique_ptr<PeerManager>> peers =
-        PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_);
+        PeerManager::Start(po, *server->store_, *server->clock_, *server->certificates_,
+                           *server->signer_);
     if (!peers.ok()) return peers.status();
     server->peers_ = *std::move(peers);
   }

@@ -34,13 +34,14 @@ bool Dominates(const VersionVector& vv, const VersionVector& target) {
 }  // namespace
 
 Replicator::Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
-                       ReplicaStore& store, Hasher& hasher, Verifier& verifier)
+                       ReplicaStore& store, Hasher& hasher, Verifier& verifier, Signer& signer)
     : options_(options),
       clock_(clock),
       transport_(transport),
       store_(store),
       hasher_(hasher),
       verifier_(verifier),
+      signer_(signer),
       announced_streams_(store_.Streams()),
       stability_(options.self) {
   for (uint32_t origin : store_.FrozenOrigins()) frozen_.insert(origin);
@@ -149,6 +150,7 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
   if (status) {
     peer.wants = std::set<std::string>(ack.push_streams().begin(), ack.push_streams().end());
     ReadTrees(ack.trees(), peer);
+    HandleCertificates(peer, ack.certificates());  // of the reports' signers
     std::set<std::string> read;  // one StreamReports per stream and status
     for (const auto& reports : ack.reports()) {
       if (!Replicates(reports.stream())) continue;
@@ -159,8 +161,15 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
       absl::StatusOr<VersionVector> ours = store_.Position(reports.stream());
       if (!ours.ok()) continue;
       const std::optional<VersionVector> base = StatedPosition(ack, reports.stream());
-      peer.stats.rejected +=
-          stability_.Report(reports, *ours, base.has_value() ? &*base : nullptr);
+      const Stability::Read got =
+          stability_.Report(reports, *ours, base.has_value() ? &*base : nullptr, verifier_);
+      peer.stats.rejected += got.refused;
+      peer.stats.unverified += got.unverified;
+      // A certificate lost on the way: restating our position makes the sender send every
+      // report again, with the certificates. A signature that does not verify: reports
+      // travel unchanged, so the relay altered it.
+      if (got.unknown_signer > 0) Nack(peer);
+      if (got.unverified > got.unknown_signer) MarkSuspect(peer_id);
     }
   }
   bool progress = false;
@@ -696,7 +705,8 @@ uint64_t Replicator::InFlight(const Peer& peer) const {
 
 void Replicator::Rewind(Peer& peer) {
   peer.sent.clear();
-  peer.certs_sent.clear();  // a certificate may have been lost with the batches
+  peer.certs_sent.clear();  // a certificate may have been lost with the batches or reports
+  peer.reports_sent.clear();  // and every report goes again with them
   // Runs gathered and not sent yet are gathered again from the new position.
   peer.out.DropRuns();
   peer.last_progress_ms = clock_.MonotonicMillis();
@@ -855,13 +865,24 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
       AddDigest(peer_id, peer, stream, now, *ack);
       if (!MayBeReportBase(*vv)) continue;  // no report of it could be taken
       // The position just stated is the base of the reports: each is then only where it
-      // differs (ours, nowhere).
+      // differs (ours, nowhere). Each goes with its member's signature, and the signers'
+      // certificates the peer was not sent yet with it.
       interco::replication::v1::StreamReports& reports = *ack->add_reports();
       auto sent = peer.reports_sent.find(stream);
       stability_.Write(stream, sent == peer.reports_sent.end() ? 0 : sent->second, peer_id,
                        &*vv, reports);
       reports.set_stream(stream);
-      WriteReport(options_.self, Epoch(stream), *vv, &*vv, *reports.add_members());
+      if (const ReportSignature* own = SignOwnReport(stream, *vv); own != nullptr) {
+        WriteReport(options_.self, Epoch(stream), *vv, &*vv, *reports.add_members(), own);
+      }
+      for (const auto& report : reports.members()) {
+        if (peer.certs_sent.contains(report.signer())) continue;
+        if (std::optional<std::string> der = verifier_.Certificate(report.signer())) {
+          ack->mutable_certificates()->add_der(*std::move(der));
+          peer.certs_sent.insert(report.signer());
+          out.certs.push_back(report.signer());
+        }
+      }
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.
     for (const auto& [stream, vv] : out.acks) {
@@ -1170,6 +1191,25 @@ void Replicator::CollectOwned() {
       OnLocalCommit();
     }
   }
+}
+
+const ReportSignature* Replicator::SignOwnReport(const std::string& stream,
+                                                const VersionVector& held) {
+  OwnReport& own = own_reports_[stream];
+  const uint32_t epoch = Epoch(stream);
+  if (own.signature.signature.empty() || own.epoch != epoch || Missing(held, own.held) > 0 ||
+      Missing(own.held, held) > 0) {
+    absl::StatusOr<ReportSignature> signature =
+        SignReport(signer_, clock_.NowMillis(), stream, options_.self, epoch, held);
+    if (!signature.ok()) {
+      own_reports_.erase(stream);
+      return nullptr;
+    }
+    own.epoch = epoch;
+    own.held = held;
+    own.signature = *std::move(signature);
+  }
+  return &own.signature;
 }
 
 void Replicator::NoteReport(uint32_t peer_id, const interco::replication::v1::StreamPosition& sp,

@@ -38,7 +38,7 @@ namespace interco::replication {
 
 // The peer protocol's version, stated in each Hello (Hello.protocol_version says what
 // each version added); a Hello of another version is refused.
-inline constexpr uint32_t kProtocolVersion = 6;
+inline constexpr uint32_t kProtocolVersion = 7;
 
 struct ReplicatorOptions {
   // SIREN of this node (as an origin number). Required.
@@ -166,9 +166,10 @@ struct TreePlace {
 
 class Replicator {
  public:
-  // Every reference must outlive the engine.
+  // Every reference must outlive the engine. `signer` signs this node's stability reports
+  // (its batches are the store's to sign).
   Replicator(const ReplicatorOptions& options, Clock& clock, Transport& transport,
-             ReplicaStore& store, Hasher& hasher, Verifier& verifier);
+             ReplicaStore& store, Hasher& hasher, Verifier& verifier, Signer& signer);
   Replicator(const Replicator&) = delete;
   Replicator& operator=(const Replicator&) = delete;
 
@@ -386,6 +387,7 @@ class Replicator {
   ReplicaStore& store_;
   Hasher& hasher_;
   Verifier& verifier_;
+  Signer& signer_;
   std::map<uint32_t, Peer> peers_;
   std::set<uint32_t> frozen_;
   // The streams every connected peer was last told of (a new session's Hello may already
@@ -423,6 +425,16 @@ class Replicator {
   size_t reorder_size_ = 0;
   // Members' reports and the stable frontier of each stream.
   Stability stability_;
+  // Per stream, this node's last signed report (signed again once its position moves).
+  struct OwnReport {
+    uint32_t epoch = 0;
+    VersionVector held;
+    ReportSignature signature;
+  };
+  std::map<std::string, OwnReport> own_reports_;
+  // Our signature of a report of `stream` stating `held` (nullptr if the signer fails:
+  // no report goes then, and our reports are not taken until it signs again).
+  const ReportSignature* SignOwnReport(const std::string& stream, const VersionVector& held);
   // Per owned stream, when a collection was last considered, and the frontier it was
   // considered at (a collection is tried again only once the frontier moved).
   std::map<std::string, std::pair<int64_t, VersionVector>> collect_tried_;

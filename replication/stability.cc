@@ -26,10 +26,71 @@ bool MergeMax(VersionVector& into, const VersionVector& from) {
   return grew;
 }
 
+void AppendBigEndian(std::string& out, uint64_t value, int bytes) {
+  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>(value >> shift));
+  }
+}
+
 }  // namespace
 
+std::string ReportSigningBytes(std::string_view signer, int64_t signed_at_ms,
+                               const std::string& stream, uint32_t member, uint32_t epoch,
+                               const VersionVector& held) {
+  static constexpr std::string_view kLabel("interco.replication.v1.MemberReport\0", 36);
+  std::string message;
+  message.reserve(kLabel.size() + signer.size() + 8 + stream.size() + 9 + 16 * held.size());
+  message.append(kLabel);
+  message.append(signer);
+  AppendBigEndian(message, static_cast<uint64_t>(signed_at_ms), 8);
+  message.append(stream);
+  message.push_back('\0');
+  AppendBigEndian(message, member, 4);
+  AppendBigEndian(message, std::max<uint32_t>(epoch, 1), 4);
+  for (const auto& [key, pos] : held) {
+    if (pos.seq == 0) continue;
+    AppendBigEndian(message, key.origin, 4);
+    AppendBigEndian(message, key.epoch, 4);
+    AppendBigEndian(message, pos.seq, 8);
+  }
+  return message;
+}
+
+absl::StatusOr<ReportSignature> SignReport(Signer& signer, int64_t now_ms, const std::string& stream,
+                                           uint32_t member, uint32_t epoch,
+                                           const VersionVector& held) {
+  ReportSignature out;
+  out.signer = signer.KeyId();
+  out.signed_at_ms = now_ms;
+  absl::StatusOr<std::string> signature =
+      signer.Sign(out.signer, ReportSigningBytes(out.signer, now_ms, stream, member, epoch, held));
+  if (!signature.ok()) return signature.status();
+  out.signature = *std::move(signature);
+  return out;
+}
+
+absl::Status VerifyReport(Verifier& verifier, const std::string& stream,
+                          const interco::replication::v1::MemberReport& report,
+                          const VersionVector& held) {
+  if (report.signature().empty() || report.signer().empty()) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("report of member ", report.member(), " is not signed"));
+  }
+  return verifier.Verify(report.member(), report.signer(), report.signed_at_ms(),
+                         ReportSigningBytes(report.signer(), report.signed_at_ms(), stream,
+                                            report.member(), report.epoch(), held),
+                         report.signature());
+}
+
 void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
-                 const VersionVector* base, interco::replication::v1::MemberReport& out) {
+                 const VersionVector* base, interco::replication::v1::MemberReport& out,
+                 const ReportSignature* signature) {
+  const auto sign = [signature](interco::replication::v1::MemberReport& report) {
+    if (signature == nullptr) return;
+    report.set_signer(signature->signer);
+    report.set_signature(signature->signature);
+    report.set_signed_at_ms(signature->signed_at_ms);
+  };
   out.Clear();
   out.set_member(member);
   out.set_epoch(epoch);
@@ -42,6 +103,7 @@ void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
   for (const auto& [key, pos] : held) {
     if (pos.seq > 0) add(out, key, pos.seq);
   }
+  sign(out);
   if (base == nullptr) return;
   interco::replication::v1::MemberReport relative;
   relative.set_member(member);
@@ -67,6 +129,7 @@ void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
     auto b = base->find(key);
     if (b == base->end() || b->second.seq == 0) add(relative, key, pos.seq);
   }
+  sign(relative);
   if (relative.ByteSizeLong() < out.ByteSizeLong()) out = std::move(relative);
 }
 
@@ -133,8 +196,29 @@ void Stability::TakeIfHeld(uint32_t member, Member& m, const VersionVector& repo
   MergeMax(m.taken, report);
 }
 
+void Stability::Relay(Member& m, const VersionVector& held, const ReportSignature& signature) {
+  // Nothing new if a kept report covers it; what it covers goes.
+  for (const Member::Signed& kept : m.relayed) {
+    if (Missing(held, kept.held) == 0) return;
+  }
+  std::erase_if(m.relayed, [&](const Member::Signed& kept) { return Missing(kept.held, held) == 0; });
+  Member::Signed& added = m.relayed.emplace_back();
+  for (const auto& [key, pos] : held) {
+    if (pos.seq > 0) added.held[key].seq = pos.seq;
+  }
+  added.signature = signature;
+  added.version = ++version_;
+  if (m.relayed.size() > limits::kRelayedReportsPerMember) {
+    m.relayed.erase(std::min_element(
+        m.relayed.begin(), m.relayed.end(), [](const Member::Signed& a, const Member::Signed& b) {
+          return a.signature.signed_at_ms < b.signature.signed_at_ms;
+        }));
+  }
+}
+
 void Stability::Report(const std::string& stream, uint32_t member, const VersionVector& held,
-                       const VersionVector& position, uint32_t epoch) {
+                       const VersionVector& position, uint32_t epoch,
+                       const ReportSignature* signature) {
   if (member == 0 || member == self_ || held.size() > limits::kReportOriginsMax) return;
   epoch = std::max<uint32_t>(epoch, 1);
   // Changes of a later epoch of the member are here: the report is from before it was
@@ -149,7 +233,6 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
     if (members.size() >= limits::kStreamMembersMax) return;
     it = members.emplace(member, Member()).first;
     it->second.epoch = epoch;
-    it->second.version = ++version_;  // a new member is news, even holding nothing
   }
   Member& m = it->second;
   if (epoch < m.epoch) return;  // from before the member was restored
@@ -157,32 +240,41 @@ void Stability::Report(const std::string& stream, uint32_t member, const Version
     // Restored from a backup: what it said before no longer holds.
     m = Member();
     m.epoch = epoch;
-    m.version = ++version_;
   }
-  if (MergeMax(m.reported, held)) m.version = ++version_;
+  MergeMax(m.reported, held);
+  if (signature != nullptr) Relay(m, held, *signature);
   TakeIfHeld(member, m, held, position);
 }
 
-size_t Stability::Report(const interco::replication::v1::StreamReports& in,
-                         const VersionVector& position, const VersionVector* base) {
+Stability::Read Stability::Report(const interco::replication::v1::StreamReports& in,
+                                  const VersionVector& position, const VersionVector* base,
+                                  Verifier& verifier) {
   if (base != nullptr && !MayBeReportBase(*base)) base = nullptr;
-  size_t refused = 0;
+  Read out;
   size_t read = 0;
   for (const auto& r : in.members()) {
-    // An honest sender relays at most the members it keeps, and its own report.
-    if (++read > limits::kStreamMembersMax + 1 ||
+    // An honest sender relays at most the reports it keeps, and its own.
+    if (++read > limits::kStreamMembersMax * limits::kRelayedReportsPerMember + 1 ||
         static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) {
-      refused++;
+      out.refused++;
       continue;
     }
     absl::StatusOr<VersionVector> held = ReadReport(r, base);
     if (!held.ok() || held->size() > limits::kReportOriginsMax) {
-      refused++;
+      out.refused++;
       continue;
     }
-    Report(in.stream(), r.member(), *held, position, r.epoch());
+    // Signed by its member, or it is the relay's word alone: refused.
+    if (r.member() == 0 || r.member() == self_) continue;  // ignored, whoever signed
+    if (absl::Status s = VerifyReport(verifier, in.stream(), r, *held); !s.ok()) {
+      out.unverified++;
+      out.unknown_signer += absl::IsNotFound(s) ? 1 : 0;
+      continue;
+    }
+    const ReportSignature signature{r.signer(), r.signature(), r.signed_at_ms()};
+    Report(in.stream(), r.member(), *held, position, r.epoch(), &signature);
   }
-  return refused;
+  return out;
 }
 
 void Stability::Take(const std::string& stream, const VersionVector& position) {
@@ -289,8 +381,11 @@ void Stability::Write(const std::string& stream, uint64_t since, uint32_t skip,
   if (s == streams_.end()) return;
   out.set_stream(stream);
   for (const auto& [member, m] : s->second) {
-    if (member == skip || m.version <= since) continue;
-    WriteReport(member, m.epoch, m.reported, base, *out.add_members());
+    if (member == skip) continue;
+    for (const Member::Signed& kept : m.relayed) {
+      if (kept.version <= since) continue;
+      WriteReport(member, m.epoch, kept.held, base, *out.add_members(), &kept.signature);
+    }
   }
 }
 

@@ -4,7 +4,9 @@
 // A member's report is what it holds of the stream (its version vector, its own changes
 // included). Each node learns its peers' from their Hellos, statuses and acks, and relays
 // the reports it knows in its status (replication.v1.MemberReport), so every report
-// reaches every node of the stream. Reports of a member within one of its origin epochs
+// reaches every node of the stream. A member signs the report it sends in its status, and
+// relays forward that signature: a report relayed without its member's signature is
+// refused. Reports of a member within one of its origin epochs
 // are merged by pointwise maximum: they only grow, and any order of arrival gives the
 // same result. A report of a later epoch (the member was restored from a backup) replaces
 // the earlier ones; one of an earlier epoch than known, or than changes of the member
@@ -29,10 +31,13 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "interco/replication/v1/peer.pb.h"
+#include "replication/env.h"
 #include "replication/version_vector.h"
 
 namespace interco::replication {
@@ -50,11 +55,39 @@ struct StabilitySummary {
   std::vector<uint32_t> excluded;
 };
 
+// A member's signature of one of its reports (MemberReport.signature, signer,
+// signed_at_ms).
+struct ReportSignature {
+  std::string signer;  // key ID of the certificate
+  std::string signature;
+  int64_t signed_at_ms = 0;
+};
+
+// What `member` signs of its report of `stream` made in its origin epoch `epoch` (0 read
+// as 1), stating `held` (entries at seq 0 left out), signed at `signed_at_ms` by the key of
+// certificate `signer`: the bytes MemberReport.signature is over.
+std::string ReportSigningBytes(std::string_view signer, int64_t signed_at_ms,
+                               const std::string& stream, uint32_t member, uint32_t epoch,
+                               const VersionVector& held);
+
+// This node's (`member`'s) signature of its report stating `held`, signed now.
+absl::StatusOr<ReportSignature> SignReport(Signer& signer, int64_t now_ms, const std::string& stream,
+                                           uint32_t member, uint32_t epoch,
+                                           const VersionVector& held);
+
+// OK if `report`, of `stream`, read as stating `held`, carries a signature of its member
+// that `verifier` accepts; UNAUTHENTICATED if it carries none, else Verifier::Verify's
+// error.
+absl::Status VerifyReport(Verifier& verifier, const std::string& stream,
+                          const interco::replication::v1::MemberReport& report,
+                          const VersionVector& held);
+
 // `member`'s report stating `held`, made in its origin epoch `epoch`: whole, or, given
 // `base` (the sender's position that the same status states) and where that is shorter,
-// against it (MemberReport.relative).
+// against it (MemberReport.relative); with the member's `signature` of it, if given.
 void WriteReport(uint32_t member, uint32_t epoch, const VersionVector& held,
-                 const VersionVector* base, interco::replication::v1::MemberReport& out);
+                 const VersionVector* base, interco::replication::v1::MemberReport& out,
+                 const ReportSignature* signature = nullptr);
 
 // What `report` states (seq only; max_hlc not set), read against `base` if relative: a
 // delta per entry of the base with seq > 0, in key order. INVALID_ARGUMENT for a
@@ -89,15 +122,31 @@ class Stability {
   // than one already heard of, or than a change of the member in `position`, is ignored;
   // one of a later epoch replaces all that was known of the member (restored from a
   // backup, it may hold less than it said before).
+  // `signature`, the member's of this very report, makes it one this node relays (only
+  // signed reports are: a relay cannot make a member seem to hold more than it said); a
+  // report of the member's own statement to this node (its Hello) has none and is not
+  // relayed. The signed reports relayed are those no other one covers (at most
+  // kRelayedReportsPerMember): together they state all that was signed, as the merge
+  // by maximum does.
   void Report(const std::string& stream, uint32_t member, const VersionVector& held,
-              const VersionVector& position, uint32_t epoch = 1);
+              const VersionVector& position, uint32_t epoch = 1,
+              const ReportSignature* signature = nullptr);
+  // What Report made of the reports of one status.
+  struct Read {
+    // Malformed: relative without a base (or against one of more than
+    // kReportOriginsMax origin epochs), with deltas that do not fit it, of more origin
+    // epochs than that, or beyond kStreamMembersMax × kRelayedReportsPerMember + 1
+    // reports.
+    size_t refused = 0;
+    // Not signed by their member, or with a signature `verifier` refuses; of them, those
+    // signed by a certificate `verifier` does not know (it may have been lost on the way).
+    size_t unverified = 0;
+    size_t unknown_signer = 0;
+  };
   // The reports of a status, read with `base` (the sender's position of the stream that
-  // the status states, nullptr if none). Returns how many were refused as malformed:
-  // relative without a base (or against one of more than kReportOriginsMax origin
-  // epochs), with deltas that do not fit it, of more origin epochs than that, or beyond
-  // kStreamMembersMax + 1 reports.
-  size_t Report(const interco::replication::v1::StreamReports& in, const VersionVector& position,
-                const VersionVector* base);
+  // the status states, nullptr if none), each checked against its member's signature.
+  Read Report(const interco::replication::v1::StreamReports& in, const VersionVector& position,
+              const VersionVector* base, Verifier& verifier);
 
   // Takes the newest reports of `stream` that `position` now allows.
   void Take(const std::string& stream, const VersionVector& position);
@@ -130,25 +179,33 @@ class Stability {
 
   // A counter that grows whenever a report grows.
   uint64_t version() const { return version_; }
-  // Adds to `out` the reports of `stream` that grew after version `since`, except the
-  // report of `skip` (the receiver knows its own best), relative to `base` where that is
-  // shorter (WriteReport).
+  // Adds to `out` the signed reports of `stream` relayed here that changed after version
+  // `since`, with their signatures, except the report of `skip` (the receiver knows its
+  // own best), relative to `base` where that is shorter (WriteReport).
   void Write(const std::string& stream, uint64_t since, uint32_t skip, const VersionVector* base,
              interco::replication::v1::StreamReports& out) const;
 
  private:
   struct Member {
-    // Every report merged: what is relayed.
+    // Every report merged.
     VersionVector reported;
     // The reports taken, merged.
     VersionVector taken;
-    // version_ when `reported` last grew.
-    uint64_t version = 0;
+    // The signed reports relayed (none: nothing to relay), each with version_ when it
+    // came.
+    struct Signed {
+      VersionVector held;
+      ReportSignature signature;
+      uint64_t version = 0;
+    };
+    std::vector<Signed> relayed;
     // The member's origin epoch of the reports kept.
     uint32_t epoch = 1;
   };
   void TakeIfHeld(uint32_t member, Member& m, const VersionVector& report,
                   const VersionVector& position);
+  // Keeps `held`, signed, among the reports of `m` relayed (Report).
+  void Relay(Member& m, const VersionVector& held, const ReportSignature& signature);
 
   const uint32_t self_;
   std::map<std::string, std::map<uint32_t, Member>> streams_;

@@ -269,7 +269,8 @@ PeerManager::PeerManager(const PeerManagerOptions& options, RecordStore& store,
 absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManagerOptions& options,
                                                                 RecordStore& store,
                                                                 replication::Clock& clock,
-                                                                CertificateStore& certificates) {
+                                                                CertificateStore& certificates,
+                                                                replication::Signer& signer) {
   if (absl::Status s = replication::ValidateSiren(options.authority); !s.ok()) return s;
   auto m = std::unique_ptr<PeerManager>(new PeerManager(options, store, clock, certificates));
   PeerManager* self = m.get();
@@ -286,7 +287,8 @@ absl::StatusOr<std::unique_ptr<PeerManager>> PeerManager::Start(const PeerManage
   ro.compaction_changes = options.compaction_changes;
   ro.digest_interval_ms = options.digest_interval_ms;
   m->engine_ = std::make_unique<replication::Replicator>(ro, clock, *m->transport_,
-                                                         *m->store_adapter_, m->hasher_, certificates);
+                                                         *m->store_adapter_, m->hasher_, certificates,
+                                                         signer);
   m->service_ = std::make_unique<Service>(*m);
 
   grpc::ServerBuilder builder;

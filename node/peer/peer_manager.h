@@ -65,12 +65,14 @@ struct PeerManagerOptions {
 
 class PeerManager {
  public:
-  // Starts the peer port, the engine thread and the dialers. `store`, `clock` and
-  // `certificates` (which check the origins' signatures) must outlive the manager.
+  // Starts the peer port, the engine thread and the dialers. `store`, `clock`,
+  // `certificates` (which check the origins' signatures) and `signer` (which signs this
+  // node's stability reports) must outlive the manager.
   static absl::StatusOr<std::unique_ptr<PeerManager>> Start(const PeerManagerOptions& options,
                                                             RecordStore& store,
                                                             replication::Clock& clock,
-                                                            CertificateStore& certificates);
+                                                            CertificateStore& certificates,
+                                                            replication::Signer& signer);
   ~PeerManager();
   PeerManager(const PeerManager&) = delete;
   PeerManager& operator=(const PeerManager&) = delete;

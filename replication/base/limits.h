@@ -82,6 +82,10 @@ inline constexpr uint32_t kTreeDistanceMax = 32;
 // keeps, and origin epochs in one report; reports beyond these are ignored.
 inline constexpr size_t kStreamMembersMax = 1024;
 inline constexpr size_t kReportOriginsMax = 4096;
+// Signed reports of one member a node keeps to relay: those no other kept one covers
+// (a member's position shrinks where a collection refuses batches it held, so its reports
+// need not be ordered); beyond this, the one signed earliest goes.
+inline constexpr size_t kRelayedReportsPerMember = 4;
 // Repair (replication/repair.h): tree nodes named in one reconciliation query, buckets
 // named with the records asked for by digest in one, records asked for in one, and the
 // size at which a response stops adding records or bucket digests (at least one of them

@@ -1,8 +1,8 @@
 // A real node process facing a hostile partner on its peer port (real mTLS, real gRPC):
 // the partner, a configured peer with a valid certificate, relays forged, altered,
-// replayed and oversized batches. Each is refused and counted, nothing of it is stored
-// or served, and the node keeps serving: a genuine signed batch sent afterwards on a new
-// session is applied.
+// replayed and oversized batches, and stability reports of another member that member
+// did not sign. Each is refused and counted, nothing of it is stored or served, and the
+// node keeps serving: a genuine signed batch sent afterwards on a new session is applied.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -21,6 +21,7 @@
 #include "replication/hlc.h"
 #include "replication/ids.h"
 #include "replication/replicator.h"
+#include "replication/stability.h"
 #include "tests/testing/test_env.h"
 
 namespace interco {
@@ -302,6 +303,64 @@ TEST_F(PeerAttackTest, ForgedAlteredAndReplayedBatchesAreRefusedAndTheNodeKeepsS
   EXPECT_NE(reasons.find("signature does not verify"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("does not end with a signed batch"), std::string::npos) << reasons;
   EXPECT_NE(reasons.find("body hash"), std::string::npos) << reasons;
+}
+
+// Lyon relays stability reports of Bourg, a member L'Abergement hears of only through
+// it. Bourg's own signature makes one count; a report Lyon signed in Bourg's name, or
+// Bourg's report made to say more than Bourg signed, is refused and counted, and Lyon is
+// suspected.
+TEST_F(PeerAttackTest, AStabilityReportCountsOnlyWithItsMembersSignature) {
+  Session s = Open();
+  auto members = [&] {
+    auto stub = v1::NodeService::NewStub(MtlsChannel(node_->api_port(), ClientTlsDir(kAbergement)));
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+    for (const auto& t : info.trees()) {
+      if (t.registry() == kStream) return t.members();
+    }
+    return 0u;
+  };
+  // A status of Lyon's relaying Bourg's report that it holds `held` of Lyon's changes,
+  // signed by `signer` (as Bourg's), inflated by `inflate` after signing.
+  auto relay = [&](node::BatchSigner& signer, const std::string& certificate_dir, uint64_t held,
+                   uint64_t inflate) {
+    replication::VersionVector vv;
+    if (held > 0) vv[replication::OriginKey{Origin(kLyon), 1}].seq = held;
+    absl::StatusOr<replication::ReportSignature> signature =
+        replication::SignReport(signer, NowMs(), kStream, Origin(kBourg), 1, vv);
+    ASSERT_TRUE(signature.ok()) << signature.status();
+    vv[replication::OriginKey{Origin(kLyon), 1}].seq = held + inflate;
+    PeerMessage m;
+    replication::v1::Ack& ack = *m.mutable_ack();
+    ack.mutable_sessions()->add_nodes(Origin(kAbergement));
+    replication::v1::StreamReports& reports = *ack.add_reports();
+    reports.set_stream(kStream);
+    replication::WriteReport(Origin(kBourg), 1, vv, nullptr, *reports.add_members(),
+                             &*signature);
+    auto pem = node::ReadFile(certificate_dir + "/tls.crt");
+    ASSERT_TRUE(pem.ok());
+    auto cert = node::ParsePemCertificate(*pem, "tls.crt");
+    ASSERT_TRUE(cert.ok());
+    ack.mutable_certificates()->add_der(node::CertificateDer(cert->get()));
+    ASSERT_TRUE(s.stream->Write(m));
+  };
+  const uint32_t before = members();  // L'Abergement and Lyon, the owner
+
+  // Bourg's own report: Bourg counts as a member from then on.
+  relay(*bourg_signer_, NodeTlsDir(kBourg), 0, 0);
+  ASSERT_TRUE(WaitFor([&] { return members() == before + 1; })) << members();
+  EXPECT_EQ(LyonStatus().unverified(), 0u);
+  EXPECT_FALSE(LyonStatus().suspect());
+
+  // Bourg's report signed with Lyon's key, then Bourg's own made to say more than it
+  // signed: both refused.
+  relay(*signer_, NodeTlsDir(kLyon), 3, 0);
+  relay(*bourg_signer_, NodeTlsDir(kBourg), 0, 3);
+  ASSERT_TRUE(WaitFor([&] { return LyonStatus().unverified() >= 2; }))
+      << LyonStatus().ShortDebugString();
+  EXPECT_TRUE(LyonStatus().suspect());
+  EXPECT_EQ(members(), before + 1);
 }
 
 }  // namespace

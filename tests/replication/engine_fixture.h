@@ -106,7 +106,8 @@ class EngineTest : public ::testing::Test {
     return o;
   }
   void StartEngine(const ReplicatorOptions& o = Options()) {
-    engine_ = std::make_unique<Replicator>(o, clock_, transport_, v_.store, hasher_, v_.trust);
+    engine_ = std::make_unique<Replicator>(o, clock_, transport_, v_.store, hasher_, v_.trust,
+                                           v_.signer);
   }
 
   // A session with `peer`, which says it holds nothing and takes the stream from us.

@@ -281,11 +281,12 @@ TEST(ReplicatorStreamsTest, ARegistryCreatedWhileConnectedIsAnnouncedToEveryPeer
   SimHasher hasher;
   const RegistrySchema schema = *RegistrySchema::Compile(TestSchema());
   SimTrust trust(hasher);
-  SimStore store(kV, {}, clock, hasher, nullptr, schema);
+  SimTrust::OriginSigner signer(trust, kV);
+  SimStore store(kV, {}, clock, hasher, &signer, schema);
   CaptureTransport transport;
   ReplicatorOptions o;
   o.self = kV;
-  Replicator engine(o, clock, transport, store, hasher, trust);
+  Replicator engine(o, clock, transport, store, hasher, trust, signer);
   // Hellos that named the stream, per peer.
   auto told = [&](uint32_t peer) {
     int n = 0;

@@ -147,7 +147,7 @@ TEST_F(SkipTest, ASkipOfBatchesHeldIsADuplicateNotAFork) {
   ReplicatorOptions o = Options();
   o.self = kC;
   CaptureTransport t;
-  Replicator other(o, clock_, t, w.store, hasher_, w.trust);
+  Replicator other(o, clock_, t, w.store, hasher_, w.trust, w.signer);
   other.OnConnected(kR);
   PeerMessage hello;
   hello.mutable_hello()->set_protocol_version(replication::kProtocolVersion);

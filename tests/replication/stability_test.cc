@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,23 @@ std::vector<std::pair<uint32_t, uint64_t>> Flat(const VersionVector& vv) {
   return out;
 }
 using Flattened = std::vector<std::pair<uint32_t, uint64_t>>;
+
+// Members' signatures of their reports, and a verifier that knows their certificates.
+class Signatures {
+ public:
+  ReportSignature Of(uint32_t member, uint32_t epoch, const VersionVector& held,
+                     int64_t at_ms = 1'790'000'000'000) {
+    SimTrust::OriginSigner signer(trust_, member);
+    absl::StatusOr<ReportSignature> s = SignReport(signer, at_ms, kStream, member, epoch, held);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : ReportSignature();
+  }
+  Verifier& verifier() { return trust_; }
+
+ private:
+  SimHasher hasher_;
+  SimTrust trust_{hasher_};
+};
 
 TEST(StabilityTest, TheFrontierIsWhatEveryMemberHolds) {
   Stability s(kV);
@@ -104,11 +122,16 @@ TEST(StabilityTest, ReportsMergeByMaximumWhateverTheirOrder) {
   } while (std::next_permutation(order.begin(), order.end()));
 }
 
-TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
+TEST(StabilityTest, WritesTheSignedReportsThatGrewExceptTheReceiversOwn) {
+  Signatures signatures;
   Stability s(kV);
   const VersionVector ours = Vv({{kA, 5}});
-  s.Report(kStream, kA, Vv({{kA, 5}}), ours);
-  s.Report(kStream, kC, Vv({{kA, 1}}), ours);
+  auto report = [&](uint32_t member, const VersionVector& held) {
+    const ReportSignature signature = signatures.Of(member, 1, held);
+    s.Report(kStream, member, held, ours, 1, &signature);
+  };
+  report(kA, Vv({{kA, 5}}));
+  report(kC, Vv({{kA, 1}}));
   v1::StreamReports all;
   s.Write(kStream, 0, kC, nullptr, all);
   ASSERT_EQ(all.members_size(), 1);  // A's; C knows its own best
@@ -117,22 +140,124 @@ TEST(StabilityTest, WritesTheReportsThatGrewExceptTheReceiversOwn) {
   EXPECT_EQ(all.members(0).origins(0).seq(), 5u);
 
   const uint64_t sent = s.version();
-  s.Report(kStream, kA, Vv({{kA, 4}}), ours);  // older: nothing new
+  report(kA, Vv({{kA, 4}}));  // older: nothing new
   v1::StreamReports none;
   s.Write(kStream, sent, kX, nullptr, none);
   EXPECT_EQ(none.members_size(), 0);
-  s.Report(kStream, kC, Vv({{kA, 3}}), ours);
+  report(kC, Vv({{kA, 3}}));
   v1::StreamReports grown;
   s.Write(kStream, sent, kX, nullptr, grown);
   ASSERT_EQ(grown.members_size(), 1);
   EXPECT_EQ(grown.members(0).member(), kC);
 
-  // What a receiver reads back is the same report.
+  // What a receiver reads back is the same report, with its member's signature.
   Stability r(kX);
-  r.Report(all, ours, nullptr);
-  r.Report(grown, ours, nullptr);
+  for (const v1::StreamReports* in : {&all, &grown}) {
+    const Stability::Read read = r.Report(*in, ours, nullptr, signatures.verifier());
+    EXPECT_EQ(read.refused + read.unverified, 0u);
+  }
   r.Report(kStream, kV, Vv({{kA, 5}}), ours);
   EXPECT_EQ(Flat(r.Frontier(kStream, ours)), (Flattened{{kA, 3}}));
+
+  // A report this node has only from its member's own word (its Hello) counts here but
+  // is not relayed: nothing would show that the member said it.
+  Stability h(kV);
+  h.Report(kStream, kA, Vv({{kA, 5}}), ours);
+  EXPECT_EQ(Flat(h.Frontier(kStream, ours)), (Flattened{{kA, 5}}));
+  v1::StreamReports unsigned_reports;
+  h.Write(kStream, 0, kX, nullptr, unsigned_reports);
+  EXPECT_EQ(unsigned_reports.members_size(), 0);
+}
+
+// A member's position shrinks where a collection refuses batches it held (an excluded
+// member's beyond its cut), so its signed reports need not be ordered: a relay keeps
+// those no other covers, and a receiver merging them gets all that was signed.
+TEST(StabilityTest, SignedReportsThatNoneCoversAreAllRelayed) {
+  Signatures signatures;
+  const VersionVector ours = Vv({{kA, 9}, {kX, 9}});
+  Stability s(kV);
+  int64_t at = 1'790'000'000'000;
+  auto report = [&](const VersionVector& held) {
+    const ReportSignature signature = signatures.Of(kC, 1, held, ++at);
+    s.Report(kStream, kC, held, ours, 1, &signature);
+  };
+  auto relayed = [&] {
+    v1::StreamReports out;
+    s.Write(kStream, 0, kV, nullptr, out);
+    std::vector<Flattened> all;
+    for (const auto& r : out.members()) all.push_back(Flat(*ReadReport(r, nullptr)));
+    std::sort(all.begin(), all.end());
+    return all;
+  };
+  report(Vv({{kA, 5}, {kX, 2}}));
+  report(Vv({{kA, 3}, {kX, 4}}));  // X's 4 and 5 refused and replayed away meanwhile
+  EXPECT_EQ(relayed(), (std::vector<Flattened>{{{kA, 3}, {kX, 4}}, {{kA, 5}, {kX, 2}}}));
+  report(Vv({{kA, 3}, {kX, 6}}));  // covers the second
+  report(Vv({{kA, 2}, {kX, 1}}));  // covered: nothing new
+  EXPECT_EQ(relayed(), (std::vector<Flattened>{{{kA, 3}, {kX, 6}}, {{kA, 5}, {kX, 2}}}));
+  // A receiver takes all of it, as if merged by maximum.
+  v1::StreamReports out;
+  s.Write(kStream, 0, kV, nullptr, out);
+  Stability r(kV);
+  EXPECT_EQ(r.Report(out, ours, nullptr, signatures.verifier()).unverified, 0u);
+  EXPECT_EQ(Flat(*r.Reported(kStream, kC)), (Flattened{{kA, 5}, {kX, 6}}));
+  // However many such reports come, a relay keeps the latest few.
+  for (uint64_t i = 1; i <= 6; ++i) report(Vv({{kA, 10 - i}, {kX, 10 + i}}));
+  const std::vector<Flattened> kept = relayed();
+  ASSERT_EQ(kept.size(), limits::kRelayedReportsPerMember);
+  EXPECT_EQ(kept.front(), (Flattened{{kA, 4}, {kX, 16}}));  // the last one signed
+}
+
+TEST(StabilityTest, AReportIsTakenOnlyWithItsMembersSignatureOfWhatItSays) {
+  Signatures signatures;
+  const VersionVector ours = Vv({{kA, 5}});
+  const VersionVector base = Vv({{kA, 3}});  // what the relay states it holds
+  const ReportSignature c_holds_two = signatures.Of(kC, 1, Vv({{kA, 2}}));
+  auto relayed = [&](const v1::MemberReport& report) {
+    v1::StreamReports in;
+    in.set_stream(kStream);
+    *in.add_members() = report;
+    return in;
+  };
+  // C's report, relative to the relay's position: read and verified.
+  v1::MemberReport genuine;
+  WriteReport(kC, 1, Vv({{kA, 2}}), &base, genuine, &c_holds_two);
+  ASSERT_TRUE(genuine.relative());
+  {
+    Stability s(kV);
+    const Stability::Read read = s.Report(relayed(genuine), ours, &base, signatures.verifier());
+    EXPECT_EQ(read.unverified, 0u);
+    ASSERT_NE(s.Reported(kStream, kC), nullptr);
+    EXPECT_EQ(Flat(*s.Reported(kStream, kC)), (Flattened{{kA, 2}}));
+  }
+  // Inflated by the relay (C would hold A's 3), or its signing time moved, or signed by
+  // another member's key, or not signed at all: refused, and C stays unheard.
+  v1::MemberReport inflated = genuine;
+  inflated.set_deltas(0, genuine.deltas(0) + 1);
+  v1::MemberReport retimed = genuine;
+  retimed.set_signed_at_ms(genuine.signed_at_ms() + 1);
+  const ReportSignature by_a = signatures.Of(kA, 1, Vv({{kA, 2}}));
+  v1::MemberReport impostor;
+  WriteReport(kC, 1, Vv({{kA, 2}}), &base, impostor, &by_a);
+  v1::MemberReport bare;
+  WriteReport(kC, 1, Vv({{kA, 2}}), &base, bare);
+  for (const v1::MemberReport* bad : {&inflated, &retimed, &impostor, &bare}) {
+    Stability s(kV);
+    const Stability::Read read = s.Report(relayed(*bad), ours, &base, signatures.verifier());
+    EXPECT_EQ(read.unverified, 1u) << bad->DebugString();
+    EXPECT_EQ(read.unknown_signer, 0u);
+    EXPECT_TRUE(s.Heard(kStream).empty()) << bad->DebugString();
+  }
+  // Signed by a certificate the receiver does not know yet (X's): refused, and told apart
+  // (the certificate may have been lost on the way).
+  Signatures strangers;
+  const ReportSignature unknown = strangers.Of(kX, 1, Vv({{kA, 2}}));
+  v1::MemberReport unknown_signer;
+  WriteReport(kX, 1, Vv({{kA, 2}}), &base, unknown_signer, &unknown);
+  Stability s(kV);
+  const Stability::Read read = s.Report(relayed(unknown_signer), ours, &base, signatures.verifier());
+  EXPECT_EQ(read.unverified, 1u);
+  EXPECT_EQ(read.unknown_signer, 1u);
 }
 
 TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
@@ -142,18 +267,21 @@ TEST(StabilityTest, AReportOfALaterEpochReplacesWhatWasKnownOfTheMember) {
   s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 5}}));
   // C was restored from a backup that held A's 2 only: it says so in its epoch 2.
-  s.Report(kStream, kC, Vv({{kA, 2}}), ours, 2);
+  Signatures signatures;
+  const ReportSignature c_restored = signatures.Of(kC, 2, Vv({{kA, 2}}));
+  s.Report(kStream, kC, Vv({{kA, 2}}), ours, 2, &c_restored);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}}));
   // A relay still telling C's epoch-1 report changes nothing any more.
-  s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1);
+  const ReportSignature c_before = signatures.Of(kC, 1, Vv({{kA, 5}}));
+  s.Report(kStream, kC, Vv({{kA, 5}}), ours, 1, &c_before);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 2}}));
+  // What is relayed of C is its epoch-2 report.
   v1::StreamReports out;
   s.Write(kStream, 0, kX, nullptr, out);
-  for (const auto& r : out.members()) {
-    if (r.member() == kC) {
-      EXPECT_EQ(r.epoch(), 2u);
-    }
-  }
+  ASSERT_EQ(out.members_size(), 1);
+  EXPECT_EQ(out.members(0).member(), kC);
+  EXPECT_EQ(out.members(0).epoch(), 2u);
+  EXPECT_TRUE(VerifyReport(signatures.verifier(), kStream, out.members(0), Vv({{kA, 2}})).ok());
   s.Report(kStream, kC, Vv({{kA, 4}}), ours, 2);
   EXPECT_EQ(Flat(s.Frontier(kStream, ours)), (Flattened{{kA, 4}}));
 
@@ -181,6 +309,7 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
     }
     return out;
   };
+  Signatures signatures;
   std::mt19937 rng(11);
   size_t relative = 0;
   for (int round = 0; round < 500; ++round) {
@@ -195,7 +324,8 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
       }
     }
     v1::MemberReport report;
-    WriteReport(kC, 2, held, &base, report);
+    const ReportSignature signature = signatures.Of(kC, 2, held);
+    WriteReport(kC, 2, held, &base, report, &signature);
     EXPECT_EQ(report.member(), kC);
     EXPECT_EQ(report.epoch(), 2u);
     // The receiver's base is the position as the status carries it.
@@ -205,6 +335,8 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
     absl::StatusOr<VersionVector> back = ReadReport(report, &received);
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(nonzero(*back), nonzero(held)) << report.DebugString();
+    // The member's signature of the whole report checks against what is read back.
+    EXPECT_TRUE(VerifyReport(signatures.verifier(), kStream, report, *back).ok());
     // Whole without a base; against one, never longer.
     v1::MemberReport whole;
     WriteReport(kC, 2, held, nullptr, whole);
@@ -218,7 +350,8 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
   VersionVector same;
   for (uint32_t origin = 1; origin <= 300; ++origin) same[OriginKey{origin, 1}].seq = 1000 + origin;
   v1::MemberReport report;
-  WriteReport(kC, 1, same, &same, report);
+  const ReportSignature same_signed = signatures.Of(kC, 1, same);
+  WriteReport(kC, 1, same, &same, report, &same_signed);
   EXPECT_TRUE(report.relative());
   EXPECT_EQ(report.origins_size(), 0);
   EXPECT_EQ(report.deltas_size(), 0);
@@ -266,9 +399,11 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
   *in.add_members() = report;
   *in.add_members() = too_many;
   Stability s(kV);
-  EXPECT_EQ(s.Report(in, same, nullptr), 2u);
+  EXPECT_EQ(s.Report(in, same, nullptr, signatures.verifier()).refused, 2u);
   EXPECT_TRUE(s.Heard(kStream).empty());
-  EXPECT_EQ(s.Report(in, same, &same), 1u);
+  const Stability::Read read = s.Report(in, same, &same, signatures.verifier());
+  EXPECT_EQ(read.refused, 1u);
+  EXPECT_EQ(read.unverified, 0u);
   EXPECT_EQ(s.Heard(kStream), std::vector<uint32_t>{kC});
   EXPECT_EQ(Flat(*s.Reported(kStream, kC)), Flat(same));
 
@@ -284,17 +419,16 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
     r.set_relative(true);
   }
   Stability t(kV);
-  EXPECT_EQ(t.Report(against_huge, huge, &huge), 3u);
+  EXPECT_EQ(t.Report(against_huge, huge, &huge, signatures.verifier()).refused, 3u);
   EXPECT_TRUE(t.Heard(kStream).empty());
-  // Nor are more reports read than members are kept, plus the sender's own.
+  // Nor are more reports read than a sender keeps to relay, plus its own.
   v1::StreamReports many;
   many.set_stream(kStream);
-  for (size_t i = 0; i < limits::kStreamMembersMax + 5; ++i) {
-    v1::MemberReport& r = *many.add_members();
-    r.set_member(kA);
-    r.set_relative(true);
+  const ReportSignature a_same = signatures.Of(kA, 1, same);
+  for (size_t i = 0; i < limits::kStreamMembersMax * limits::kRelayedReportsPerMember + 5; ++i) {
+    WriteReport(kA, 1, same, &same, *many.add_members(), &a_same);
   }
-  EXPECT_EQ(t.Report(many, same, &same), 4u);
+  EXPECT_EQ(t.Report(many, same, &same, signatures.verifier()).refused, 4u);
   EXPECT_EQ(t.Heard(kStream), std::vector<uint32_t>{kA});
 }
 
@@ -321,8 +455,27 @@ TEST(StabilityTest, IgnoresItselfNodeZeroAndMembersBeyondTheBound) {
 
 class StabilityEngineTest : public EngineTest {
  protected:
-  // A status from `peer` saying it holds `held` of A's batches and relaying `reports`.
-  void Status(uint32_t peer, uint64_t held, const std::vector<v1::MemberReport>& reports = {}) {
+  // `report` with its member's signature of what it says read against `base` (left
+  // unsigned if it does not read: it is refused before its signature is looked at).
+  v1::MemberReport Signed(v1::MemberReport report, const VersionVector* base) {
+    absl::StatusOr<VersionVector> held = ReadReport(report, base);
+    if (!held.ok()) return report;
+    SimTrust::OriginSigner signer(members_, report.member());
+    absl::StatusOr<ReportSignature> s = SignReport(signer, clock_.NowMillis(), kStream,
+                                                   report.member(), report.epoch(), *held);
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) return report;
+    report.set_signer(s->signer);
+    report.set_signature(s->signature);
+    report.set_signed_at_ms(s->signed_at_ms);
+    return report;
+  }
+
+  // A status from `peer` saying it holds `held` of A's batches and relaying `reports`,
+  // each signed by its member unless it is already, with their certificates (unless
+  // `certificates` is false).
+  void Status(uint32_t peer, uint64_t held, const std::vector<v1::MemberReport>& reports = {},
+              bool certificates = true) {
     PeerMessage m;
     v1::Ack& ack = *m.mutable_ack();
     auto* sp = ack.add_streams();
@@ -336,8 +489,16 @@ class StabilityEngineTest : public EngineTest {
     ack.mutable_sessions()->add_nodes(kV);
     v1::StreamReports& r = *ack.add_reports();
     r.set_stream(kStream);
-    *r.add_members() = ReportOf(peer, held);
-    for (const v1::MemberReport& report : reports) *r.add_members() = report;
+    const std::optional<VersionVector> base = StatedPosition(ack, kStream);
+    std::vector<v1::MemberReport> all = {ReportOf(peer, held)};
+    all.insert(all.end(), reports.begin(), reports.end());
+    for (const v1::MemberReport& report : all) {
+      *r.add_members() =
+          report.signature().empty() ? Signed(report, base ? &*base : nullptr) : report;
+      if (certificates) {
+        ack.mutable_certificates()->add_der(SimTrust::CertificateOf(report.member()));
+      }
+    }
     engine_->OnMessage(peer, m);
   }
 
@@ -377,12 +538,14 @@ class StabilityEngineTest : public EngineTest {
     ack.add_push_streams(kStream);
     v1::StreamReports& r = *ack.add_reports();
     r.set_stream(kStream);
-    v1::MemberReport& report = *r.add_members();
+    v1::MemberReport report;
     report.set_member(peer);
     auto* pos = report.add_origins();
     pos->set_origin(kV);
     pos->set_epoch(1);
     pos->set_seq(seq);
+    *r.add_members() = Signed(report, nullptr);
+    ack.mutable_certificates()->add_der(SimTrust::CertificateOf(peer));
     engine_->OnMessage(peer, m);
   }
 
@@ -422,6 +585,9 @@ class StabilityEngineTest : public EngineTest {
     SendBatch(kA, Write(1));
     SendBatch(kA, Write(2));
   }
+
+  // The members' keys (the engine learns their certificates from the statuses).
+  SimTrust members_{hasher_};
 };
 
 TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
@@ -460,6 +626,62 @@ TEST_F(StabilityEngineTest, LearnsReportsFromPeersAndRelaysThem) {
   EXPECT_EQ(RelayedTo(kC), (std::map<uint32_t, uint64_t>{{kA, 2}, {kX, 2}}));
 }
 
+TEST_F(StabilityEngineTest, ARelayedReportCountsOnlyWithItsMembersSignature) {
+  ConnectAndTakeTwoOfAs();
+  Status(kA, 2);
+  Status(kC, 2);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}}));
+  // C relays X's report, signed by X, without X's certificate (lost on the way): refused,
+  // and V restates its position, which makes C send every report again with it.
+  transport_.sent.clear();
+  Status(kC, 2, {ReportOf(kX, 1)}, /*certificates=*/false);
+  EXPECT_EQ(Stats(kC).unverified, 1u);
+  EXPECT_FALSE(Stats(kC).suspect);
+  bool restated = false;
+  for (const auto& [to, m] : transport_.sent) restated |= to == kC && m.has_hello();
+  EXPECT_TRUE(restated);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 2}})) << "X is not heard of yet";
+  Status(kC, 2, {ReportOf(kX, 1)});
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 1}}));
+
+  // C makes X seem to hold A's 2 under X's signature: refused, counted, C suspected, and
+  // the frontier stays where X's own word puts it.
+  v1::MemberReport inflated = Signed(ReportOf(kX, 1), nullptr);
+  inflated.mutable_origins(0)->set_seq(2);
+  Status(kC, 2, {inflated});
+  EXPECT_EQ(Stats(kC).unverified, 2u);
+  EXPECT_TRUE(Stats(kC).suspect);
+  EXPECT_EQ(Frontier(), (Flattened{{kA, 1}}));
+
+  // V relays X's report to A as X signed it, with X's certificate, once per session; its
+  // own report, V signs.
+  auto last_status_to_a = [&] {
+    v1::Ack last;
+    for (const auto& [to, m] : transport_.sent) {
+      if (to == kA && m.has_ack() && m.ack().has_sessions()) last = m.ack();
+    }
+    return last;
+  };
+  NextStatus();
+  v1::Ack status = last_status_to_a();
+  ASSERT_EQ(status.reports_size(), 1);
+  const std::optional<VersionVector> base = StatedPosition(status, kStream);
+  std::set<uint32_t> verified;
+  for (const v1::MemberReport& r : status.reports(0).members()) {
+    absl::StatusOr<VersionVector> held = ReadReport(r, base ? &*base : nullptr);
+    ASSERT_TRUE(held.ok()) << held.status();
+    Verifier& keys = r.member() == kV ? static_cast<Verifier&>(v_.trust) : members_;
+    if (VerifyReport(keys, kStream, r, *held).ok()) verified.insert(r.member());
+  }
+  EXPECT_EQ(verified, (std::set<uint32_t>{kC, kV, kX}));
+  std::set<std::string> certificates(status.certificates().der().begin(),
+                                     status.certificates().der().end());
+  EXPECT_TRUE(certificates.contains(SimTrust::CertificateOf(kX)));
+  EXPECT_TRUE(certificates.contains(SimTrust::CertificateOf(kV)));
+  NextStatus();
+  EXPECT_EQ(last_status_to_a().certificates().der_size(), 0) << "sent again in one session";
+}
+
 TEST_F(StabilityEngineTest, ARelativeReportIsReadAgainstThePositionItsStatusStates) {
   ConnectAndTakeTwoOfAs();
   Status(kA, 2);
@@ -468,6 +690,8 @@ TEST_F(StabilityEngineTest, ARelativeReportIsReadAgainstThePositionItsStatusStat
   behind.set_member(kX);
   behind.set_relative(true);
   behind.add_deltas(-1);
+  const VersionVector c_holds = Vv({{kA, 2}});
+  behind = Signed(behind, &c_holds);
   Status(kC, 2, {behind});
   EXPECT_EQ(Frontier(), (Flattened{{kA, 1}}));
   // Then as exactly what C holds: no entry.

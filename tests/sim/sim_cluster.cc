@@ -246,7 +246,7 @@ bool SimTransport::Send(uint32_t peer, const PeerMessage& message) {
   return world_.Send(self_, peer, message);
 }
 
-// What `reports` would weigh with each report written whole.
+// What `reports` would weigh with each report written whole (signed as it is).
 size_t WholeReportBytes(const interco::replication::v1::Ack& ack,
                         const interco::replication::v1::StreamReports& reports) {
   const std::optional<replication::VersionVector> base =
@@ -257,7 +257,9 @@ size_t WholeReportBytes(const interco::replication::v1::Ack& ack,
     absl::StatusOr<replication::VersionVector> held =
         replication::ReadReport(r, base.has_value() ? &*base : nullptr);
     INTERCO_CHECK(held.ok());  // the engine wrote them
-    replication::WriteReport(r.member(), r.epoch(), *held, nullptr, *whole.add_members());
+    const replication::ReportSignature signature{r.signer(), r.signature(), r.signed_at_ms()};
+    replication::WriteReport(r.member(), r.epoch(), *held, nullptr, *whole.add_members(),
+                             &signature);
   }
   return whole.ByteSizeLong();
 }
@@ -335,6 +337,29 @@ bool World::Send(int from, uint32_t to_siren, const PeerMessage& m) {
       result_.tampered++;
     }
   }
+  if (options_.byzantine_relay && from == 0 && m.ack().reports_size() > 0 && Uniform() < 0.5) {
+    // Another member's report, made to say it holds more than it does (which would let a
+    // collection go before that member holds what it collects).
+    if (sent != &altered) altered = m;
+    auto* reports = altered.mutable_ack()->mutable_reports(
+        static_cast<int>(UniformInt(0, altered.ack().reports_size() - 1)));
+    for (auto& r : *reports->mutable_members()) {
+      if (r.member() == nodes_[0].siren) continue;
+      const uint64_t more = static_cast<uint64_t>(UniformInt(1, 4));
+      if (r.origins_size() > 0) {
+        auto* o = r.mutable_origins(static_cast<int>(UniformInt(0, r.origins_size() - 1)));
+        o->set_seq(o->seq() + more);
+      } else if (r.relative()) {
+        if (r.deltas_size() == 0) r.add_deltas(0);
+        r.set_deltas(0, r.deltas(0) + static_cast<int64_t>(more));
+      } else {
+        continue;  // holds nothing, and says so: nothing to inflate
+      }
+      sent = &altered;
+      result_.reports_inflated++;
+      break;
+    }
+  }
   // As the node's session writer does: changes travel by column (the engine restores them).
   PeerMessage wire = *sent;
   for (auto& frame : *wire.mutable_frames()) {
@@ -374,7 +399,8 @@ void World::StartEngine(int n) {
   // Statuses go every 5 s: a digest with every other one where positions agree.
   ro.digest_interval_ms = 10000;
   node.engine = std::make_unique<replication::Replicator>(ro, *node.clock, *node.transport,
-                                                          *node.store, node.hasher, *node.trust);
+                                                          *node.store, node.hasher, *node.trust,
+                                                          *node.signer);
 }
 
 void World::Connect(Link& l) {
@@ -1331,6 +1357,10 @@ SimResult World::Run() {
       if (!options_.byzantine_relay && st.rejected > 0 && result_.failure.empty()) {
         result_.failure = absl::StrCat("node ", node.siren, " rejected ", st.rejected,
                                        " messages or reports of honest peers as malformed");
+      }
+      // Honest relays forward reports and batches unchanged: none is suspected.
+      if (!options_.byzantine_relay && st.suspect && result_.failure.empty()) {
+        result_.failure = absl::StrCat("node ", node.siren, " suspects its honest peer ", peer);
       }
       // Honest writers are judged alike everywhere: nothing they wrote is refused.
       if (st.unauthorized > 0 && result_.failure.empty()) {

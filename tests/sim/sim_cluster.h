@@ -89,9 +89,11 @@ struct SimResult {
   // With SimOptions::measure_whole_reports: report_bytes had every report been whole.
   uint64_t report_bytes_whole = 0;
   uint64_t crashes = 0;
-  // Byzantine runs: batches the relay altered, and batches refused by the receivers
-  // (unverified or malformed) over the run.
+  // Byzantine runs: batches the relay altered, stability reports of other members it
+  // inflated, and batches and reports refused by the receivers (unverified or malformed)
+  // over the run.
   uint64_t tampered = 0;
+  uint64_t reports_inflated = 0;
   uint64_t refused = 0;
   // Policy churn runs: policy versions set by the owner, local writes refused by the
   // policy in force, and batches held back for a policy version not yet applied.

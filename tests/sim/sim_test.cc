@@ -124,7 +124,7 @@ TEST(SimTest, SeedSweep) {
 // through the honest paths. INTERCO_SIM_BYZANTINE_SEEDS sets the count (default 200).
 TEST(SimTest, ByzantineRelaySweep) {
   const uint64_t count = EnvInt("INTERCO_SIM_BYZANTINE_SEEDS", 200);
-  uint64_t tampered = 0, refused = 0;
+  uint64_t tampered = 0, inflated = 0, refused = 0;
   for (uint64_t seed = 1; seed <= count; ++seed) {
     SimOptions o;
     o.seed = seed;
@@ -133,12 +133,16 @@ TEST(SimTest, ByzantineRelaySweep) {
     ASSERT_TRUE(r.failure.empty()) << "seed " << seed << " failed: " << r.failure << "\n  "
                                    << r.description;
     tampered += r.tampered;
+    inflated += r.reports_inflated;
     refused += r.refused;
   }
-  std::printf("byzantine sim: %llu seeds, %llu batches altered by the relay, %llu refused\n",
-              static_cast<unsigned long long>(count), static_cast<unsigned long long>(tampered),
-              static_cast<unsigned long long>(refused));
+  std::printf(
+      "byzantine sim: %llu seeds, %llu batches altered and %llu reports inflated by the relay, "
+      "%llu refused\n",
+      static_cast<unsigned long long>(count), static_cast<unsigned long long>(tampered),
+      static_cast<unsigned long long>(inflated), static_cast<unsigned long long>(refused));
   EXPECT_GT(tampered, 0u) << "the relay altered nothing: the scenario tests nothing";
+  EXPECT_GT(inflated, 0u) << "the relay inflated no report: the scenario tests nothing";
   EXPECT_GT(refused, 0u);
 }
 
