@@ -103,6 +103,8 @@ void Replicator::OnMessage(uint32_t peer_id, const PeerMessage& message) {
     return;
   }
   if (message.has_hello() && !HandleHello(peer_id, peer, message.hello())) return;
+  // Every certificate first: the status's reports may be signed by one a frame brings.
+  for (const BatchFrame& frame : message.frames()) HandleCertificates(peer, frame.certificates());
   if (message.has_ack()) HandleAck(peer_id, peer, message.ack());
   bool applied = false;
   for (const BatchFrame& frame : message.frames()) applied |= HandleBatch(peer_id, peer, frame);
@@ -165,11 +167,12 @@ void Replicator::HandleAck(uint32_t peer_id, Peer& peer, const Ack& ack) {
           stability_.Report(reports, *ours, base.has_value() ? &*base : nullptr, verifier_);
       peer.stats.rejected += got.refused;
       peer.stats.unverified += got.unverified;
-      // A certificate lost on the way: restating our position makes the sender send every
-      // report again, with the certificates. A signature that does not verify: reports
-      // travel unchanged, so the relay altered it.
-      if (got.unknown_signer > 0) Nack(peer);
-      if (got.unverified > got.unknown_signer) MarkSuspect(peer_id);
+      // A certificate lost on the way: restating our position (now, whenever we last did:
+      // the report will not come again by itself) makes the sender send every report
+      // again, with the certificates. A signature that does not verify: reports travel
+      // unchanged, so the relay altered it.
+      if (got.unknown_signer > 0) SendHello(peer, /*reply_requested=*/false);
+      if (got.altered > 0) MarkSuspect(peer_id);
     }
   }
   bool progress = false;
@@ -242,7 +245,6 @@ void Replicator::HandleCertificates(Peer& peer, const interco::replication::v1::
 
 bool Replicator::HandleBatch(uint32_t peer_id, Peer& peer, const BatchFrame& received) {
   peer.stats.batches_received += static_cast<uint64_t>(received.batches_size());
-  HandleCertificates(peer, received.certificates());
   const std::string& stream = received.stream();
   if (!Replicates(stream)) {
     peer.stats.rejected++;
@@ -1197,8 +1199,9 @@ const ReportSignature* Replicator::SignOwnReport(const std::string& stream,
                                                 const VersionVector& held) {
   OwnReport& own = own_reports_[stream];
   const uint32_t epoch = Epoch(stream);
+  // Signed again when the position, the epoch or the key (a rotation) changed.
   if (own.signature.signature.empty() || own.epoch != epoch || Missing(held, own.held) > 0 ||
-      Missing(own.held, held) > 0) {
+      Missing(own.held, held) > 0 || own.signature.signer != signer_.KeyId()) {
     absl::StatusOr<ReportSignature> signature =
         SignReport(signer_, clock_.NowMillis(), stream, options_.self, epoch, held);
     if (!signature.ok()) {

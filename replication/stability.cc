@@ -76,6 +76,9 @@ absl::Status VerifyReport(Verifier& verifier, const std::string& stream,
     return absl::UnauthenticatedError(
         absl::StrCat("report of member ", report.member(), " is not signed"));
   }
+  if (!verifier.Certificate(report.signer()).has_value()) {  // before building the bytes
+    return absl::NotFoundError("unknown signer certificate");
+  }
   return verifier.Verify(report.member(), report.signer(), report.signed_at_ms(),
                          ReportSigningBytes(report.signer(), report.signed_at_ms(), stream,
                                             report.member(), report.epoch(), held),
@@ -252,9 +255,15 @@ Stability::Read Stability::Report(const interco::replication::v1::StreamReports&
   if (base != nullptr && !MayBeReportBase(*base)) base = nullptr;
   Read out;
   size_t read = 0;
+  std::map<uint32_t, size_t> per_member;
   for (const auto& r : in.members()) {
+    if (out.unverified > 0) {
+      out.unverified++;  // not read: see Read
+      continue;
+    }
     // An honest sender relays at most the reports it keeps, and its own.
     if (++read > limits::kStreamMembersMax * limits::kRelayedReportsPerMember + 1 ||
+        ++per_member[r.member()] > limits::kRelayedReportsPerMember ||
         static_cast<size_t>(r.origins_size()) > limits::kReportOriginsMax) {
       out.refused++;
       continue;
@@ -269,6 +278,7 @@ Stability::Read Stability::Report(const interco::replication::v1::StreamReports&
     if (absl::Status s = VerifyReport(verifier, in.stream(), r, *held); !s.ok()) {
       out.unverified++;
       out.unknown_signer += absl::IsNotFound(s) ? 1 : 0;
+      out.altered += absl::IsUnauthenticated(s) ? 1 : 0;
       continue;
     }
     const ReportSignature signature{r.signer(), r.signature(), r.signed_at_ms()};

@@ -135,16 +135,20 @@ class Stability {
   struct Read {
     // Malformed: relative without a base (or against one of more than
     // kReportOriginsMax origin epochs), with deltas that do not fit it, of more origin
-    // epochs than that, or beyond kStreamMembersMax × kRelayedReportsPerMember + 1
-    // reports.
+    // epochs than that, beyond kRelayedReportsPerMember of one member, or beyond
+    // kStreamMembersMax × kRelayedReportsPerMember + 1 reports.
     size_t refused = 0;
-    // Not signed by their member, or with a signature `verifier` refuses; of them, those
-    // signed by a certificate `verifier` does not know (it may have been lost on the way).
+    // Not signed by their member, or with a signature `verifier` refuses, and those not
+    // read after the first of them (the rest of the set is not worth the work). Of the
+    // refused: those signed by a certificate `verifier` does not know (it may have been
+    // lost on the way), and those whose signature does not verify (altered on the way).
     size_t unverified = 0;
     size_t unknown_signer = 0;
+    size_t altered = 0;
   };
   // The reports of a status, read with `base` (the sender's position of the stream that
-  // the status states, nullptr if none), each checked against its member's signature.
+  // the status states, nullptr if none), each checked against its member's signature;
+  // at most kRelayedReportsPerMember of one member.
   Read Report(const interco::replication::v1::StreamReports& in, const VersionVector& position,
               const VersionVector* base, Verifier& verifier);
 
@@ -177,7 +181,7 @@ class Stability {
   std::vector<uint32_t> Heard(const std::string& stream) const;
   const VersionVector* Reported(const std::string& stream, uint32_t member) const;
 
-  // A counter that grows whenever a report grows.
+  // A counter that grows whenever the reports kept to relay change.
   uint64_t version() const { return version_; }
   // Adds to `out` the signed reports of `stream` relayed here that changed after version
   // `since`, with their signatures, except the report of `skip` (the receiver knows its

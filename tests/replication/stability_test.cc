@@ -246,7 +246,27 @@ TEST(StabilityTest, AReportIsTakenOnlyWithItsMembersSignatureOfWhatItSays) {
     const Stability::Read read = s.Report(relayed(*bad), ours, &base, signatures.verifier());
     EXPECT_EQ(read.unverified, 1u) << bad->DebugString();
     EXPECT_EQ(read.unknown_signer, 0u);
+    // Altered on the way, except the impostor's: a certificate of another authority may
+    // also be one the relay's revocation list did not refuse yet.
+    EXPECT_EQ(read.altered, bad == &impostor ? 0u : 1u) << bad->DebugString();
     EXPECT_TRUE(s.Heard(kStream).empty()) << bad->DebugString();
+  }
+  // After the first report refused, the rest of the set is not read (and counted); more
+  // than a relay keeps of one member are refused.
+  {
+    v1::StreamReports in = relayed(inflated);
+    *in.add_members() = genuine;
+    Stability s(kV);
+    const Stability::Read read = s.Report(in, ours, &base, signatures.verifier());
+    EXPECT_EQ(read.unverified, 2u);
+    EXPECT_TRUE(s.Heard(kStream).empty());
+    v1::StreamReports many;
+    many.set_stream(kStream);
+    for (size_t i = 0; i <= limits::kRelayedReportsPerMember; ++i) *many.add_members() = genuine;
+    const Stability::Read five = s.Report(many, ours, &base, signatures.verifier());
+    EXPECT_EQ(five.refused, 1u);
+    EXPECT_EQ(five.unverified, 0u);
+    EXPECT_EQ(s.Heard(kStream), std::vector<uint32_t>{kC});
   }
   // Signed by a certificate the receiver does not know yet (X's): refused, and told apart
   // (the certificate may have been lost on the way).
@@ -428,7 +448,10 @@ TEST(StabilityTest, AReportWrittenAgainstABaseReadsBackWhole) {
   for (size_t i = 0; i < limits::kStreamMembersMax * limits::kRelayedReportsPerMember + 5; ++i) {
     WriteReport(kA, 1, same, &same, *many.add_members(), &a_same);
   }
-  EXPECT_EQ(t.Report(many, same, &same, signatures.verifier()).refused, 4u);
+  // (All of A: beyond the few a relay keeps of one member, refused too.)
+  EXPECT_EQ(t.Report(many, same, &same, signatures.verifier()).refused,
+            limits::kStreamMembersMax * limits::kRelayedReportsPerMember + 5 -
+                limits::kRelayedReportsPerMember);
   EXPECT_EQ(t.Heard(kStream), std::vector<uint32_t>{kA});
 }
 
