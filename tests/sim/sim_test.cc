@@ -102,7 +102,10 @@ TEST(SimTest, SeedSweep) {
               static_cast<unsigned long long>(folded));
   std::printf("sim: %llu state digests matched at a peer's position, none differed\n",
               static_cast<unsigned long long>(digests_matched));
-  if (count > 10) {
+  // What the sweep exercised: a sweep of a few dozen seeds (SimTest.ShortSweep, run under
+  // the sanitizers) checks every run but need not meet each rare case; the default
+  // sweep must.
+  if (count >= 200) {
     EXPECT_GT(unsigned_batches, 0u) << "no run of batches: runs are not tested";
     EXPECT_GT(conflicts, 0u) << "no race lost: the conflict journal is not tested";
     EXPECT_GT(collected, 0u) << "nothing collected: garbage collection is not tested";
