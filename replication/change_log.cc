@@ -6,6 +6,7 @@
 #include "replication/base/check.h"
 #include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
 #include "replication/hlc.h"
 #include "replication/ids.h"
 #include "replication/record_crdt.h"
@@ -107,8 +108,7 @@ std::string SignedMessage(std::string_view key_id, int64_t signed_at_ms, std::st
   message.reserve(kLabel.size() + key_id.size() + 8 + header.size());
   message.append(kLabel);
   message.append(key_id);
-  const auto at = static_cast<uint64_t>(signed_at_ms);
-  for (int shift = 56; shift >= 0; shift -= 8) message.push_back(static_cast<char>(at >> shift));
+  AppendBigEndian(message, static_cast<uint64_t>(signed_at_ms), 8);
   message.append(header);
   return message;
 }

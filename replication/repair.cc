@@ -7,6 +7,7 @@
 #include "replication/base/check.h"
 #include "replication/base/limits.h"
 #include "replication/base/status_macros.h"
+#include "replication/base/strings.h"
 
 namespace interco::replication {
 namespace {
@@ -47,8 +48,7 @@ uint32_t FingerprintBucket(Hasher& hasher, std::string_view id) {
 uint64_t FingerprintDigest(Hasher& hasher, std::string_view id, std::string_view state) {
   std::string input;
   input.reserve(4 + id.size() + state.size());
-  const uint32_t n = static_cast<uint32_t>(id.size());
-  for (int shift = 24; shift >= 0; shift -= 8) input.push_back(static_cast<char>(n >> shift));
+  AppendBigEndian(input, static_cast<uint32_t>(id.size()), 4);
   input.append(id);
   input.append(state);
   return BigEndian64(hasher.Sha256(input));
@@ -57,16 +57,11 @@ uint64_t FingerprintDigest(Hasher& hasher, std::string_view id, std::string_view
 std::string PositionDigest(const VersionVector& position, Hasher& hasher) {
   std::string input;
   input.reserve(position.size() * 16);
-  auto put = [&input](uint64_t v, int bytes) {
-    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
-      input.push_back(static_cast<char>(v >> shift));
-    }
-  };
   for (const auto& [key, pos] : position) {
     if (pos.seq == 0) continue;
-    put(key.origin, 4);
-    put(key.epoch, 4);
-    put(pos.seq, 8);
+    AppendBigEndian(input, key.origin, 4);
+    AppendBigEndian(input, key.epoch, 4);
+    AppendBigEndian(input, pos.seq, 8);
     input.append(pos.last_hash);
   }
   return hasher.Sha256(input);

@@ -811,6 +811,16 @@ void Replicator::Pump(uint32_t peer_id, Peer& peer) {
   }
 }
 
+void Replicator::AttachCertificate(Peer& peer, const std::string& key_id,
+                                   interco::replication::v1::Certificates& to) {
+  if (key_id.empty() || peer.certs_sent.contains(key_id)) return;
+  if (std::optional<std::string> der = verifier_.Certificate(key_id)) {
+    to.add_der(*std::move(der));
+    peer.certs_sent.insert(key_id);
+    peer.out.certs.push_back(key_id);  // not sent after all if the message is not
+  }
+}
+
 bool Replicator::Gather(uint32_t peer_id, Peer& peer, BatchFrame frame, const std::string& stream,
                         OriginKey key, uint64_t sent_before, const std::string& signer) {
   const size_t bytes = frame.ByteSizeLong();
@@ -818,14 +828,9 @@ bool Replicator::Gather(uint32_t peer_id, Peer& peer, BatchFrame frame, const st
       !Flush(peer_id, peer)) {
     return false;
   }
-  if (!signer.empty() && !peer.certs_sent.contains(signer)) {
-    if (std::optional<std::string> der = verifier_.Certificate(signer)) {
-      frame.mutable_certificates()->add_der(*std::move(der));
-      peer.certs_sent.insert(signer);
-      peer.out.certs.push_back(signer);
-    }
-    // Otherwise the peer will refuse the run; there is nothing better to send.
-  }
+  // (Without its certificate the peer will refuse the run; there is nothing better to
+  // send.)
+  AttachCertificate(peer, signer, *frame.mutable_certificates());
   peer.out.sent_before.try_emplace({stream, key}, sent_before);
   peer.out.frame_bytes += frame.ByteSizeLong();
   peer.out.frame_batches += static_cast<size_t>(frame.batches_size());
@@ -878,12 +883,7 @@ bool Replicator::Flush(uint32_t peer_id, Peer& peer) {
         WriteReport(options_.self, Epoch(stream), *vv, &*vv, *reports.add_members(), own);
       }
       for (const auto& report : reports.members()) {
-        if (peer.certs_sent.contains(report.signer())) continue;
-        if (std::optional<std::string> der = verifier_.Certificate(report.signer())) {
-          ack->mutable_certificates()->add_der(*std::move(der));
-          peer.certs_sent.insert(report.signer());
-          out.certs.push_back(report.signer());
-        }
+        AttachCertificate(peer, report.signer(), *ack->mutable_certificates());
       }
     }
     // Acks of a stream the status leaves out (not in the peer's last Hello) still go.

@@ -217,7 +217,7 @@ class Replicator {
     // Per (stream, origin epoch) gathered, the sent position before its first run:
     // restored if the message cannot be sent.
     std::map<std::pair<std::string, OriginKey>, uint64_t> sent_before;
-    // Certificates attached to the gathered runs.
+    // Certificates attached to the gathered runs and the status.
     std::vector<std::string> certs;
     bool Empty() const { return !hello && !status && acks.empty() && frames.empty(); }
     // Forgets the gathered runs (their bookkeeping with them).
@@ -275,6 +275,10 @@ class Replicator {
   // Gathers a cumulative ack of `changes` changes, up to `seq`, of one origin epoch.
   void QueueAck(Peer& peer, const std::string& stream, OriginKey key, uint64_t seq,
                 uint64_t max_hlc, uint64_t changes);
+  // Adds to `to` the certificate `key_id` names if it is known and this session has not
+  // carried it (Outbox.certs: forgotten again if the message cannot be sent).
+  void AttachCertificate(Peer& peer, const std::string& key_id,
+                         interco::replication::v1::Certificates& to);
   // Adds a run to the peer's message (with the certificate of `signer` unless this
   // session already carried it), sending what is gathered first if the run would
   // overflow it. False if that send failed (nothing more should be gathered now).

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "replication/base/limits.h"
+#include "replication/base/strings.h"
 
 namespace interco::replication {
 namespace {
@@ -24,12 +25,6 @@ bool MergeMax(VersionVector& into, const VersionVector& from) {
     }
   }
   return grew;
-}
-
-void AppendBigEndian(std::string& out, uint64_t value, int bytes) {
-  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>(value >> shift));
-  }
 }
 
 }  // namespace
@@ -281,7 +276,7 @@ Stability::Read Stability::Report(const interco::replication::v1::StreamReports&
       out.altered += absl::IsUnauthenticated(s) ? 1 : 0;
       continue;
     }
-    const ReportSignature signature{r.signer(), r.signature(), r.signed_at_ms()};
+    const ReportSignature signature = SignatureOf(r);
     Report(in.stream(), r.member(), *held, position, r.epoch(), &signature);
   }
   return out;

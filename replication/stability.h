@@ -63,6 +63,11 @@ struct ReportSignature {
   int64_t signed_at_ms = 0;
 };
 
+// The signature `report` carries (as WriteReport writes it).
+inline ReportSignature SignatureOf(const interco::replication::v1::MemberReport& report) {
+  return ReportSignature{report.signer(), report.signature(), report.signed_at_ms()};
+}
+
 // What `member` signs of its report of `stream` made in its origin epoch `epoch` (0 read
 // as 1), stating `held` (entries at seq 0 left out), signed at `signed_at_ms` by the key of
 // certificate `signer`: the bytes MemberReport.signature is over.

@@ -257,7 +257,7 @@ size_t WholeReportBytes(const interco::replication::v1::Ack& ack,
     absl::StatusOr<replication::VersionVector> held =
         replication::ReadReport(r, base.has_value() ? &*base : nullptr);
     INTERCO_CHECK(held.ok());  // the engine wrote them
-    const replication::ReportSignature signature{r.signer(), r.signature(), r.signed_at_ms()};
+    const replication::ReportSignature signature = replication::SignatureOf(r);
     replication::WriteReport(r.member(), r.epoch(), *held, nullptr, *whole.add_members(),
                              &signature);
   }
